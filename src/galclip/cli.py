@@ -1,0 +1,48 @@
+"""The ``galclip`` command: one entry point, thin subcommands.
+
+Each subcommand lives in a small ``cli`` module beside the library code it wraps and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Heavy libraries (torch, bagpipes, GalSim)
+are imported inside ``run`` only, so ``galclip --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (name, module with add_arguments/run, one-line help)
+COMMANDS: list[tuple[str, str, str]] = [
+    ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from galclip import __version__
+
+    parser = argparse.ArgumentParser(prog="galclip", description=__doc__.splitlines()[0].replace(
+        "The ``galclip`` command", "galclip: galaxy images and spectra in one embedding space"))
+    parser.add_argument("--version", action="version", version=f"galclip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module, help_ in COMMANDS:
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("galclip: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        print(f"galclip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

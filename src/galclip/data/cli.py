@@ -1,0 +1,22 @@
+"""Check a galclip dataset folder: manifest, every shard, sha256 checksums, column shapes.
+
+Example:  galclip validate data/sim
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="dataset folder (holds manifest.json)")
+    p.add_argument("--no-checksums", action="store_true", help="skip the sha256 check (faster)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from galclip.data.format import validate_dataset
+
+    m = validate_dataset(args.path, verify_checksums=not args.no_checksums)
+    cols = ", ".join(f"{k}{tuple(v['shape']) if v['shape'] else ''}" for k, v in m["columns"].items())
+    print(f"{args.path}: valid {m['format']} v{m['version']}, {m['n_rows']} rows in "
+          f"{len(m['shards'])} shards\ncolumns: {cols}")
+    return 0

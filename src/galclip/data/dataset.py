@@ -1,0 +1,136 @@
+"""Reading a galclip dataset: a map-style dataset for PyTorch plus streaming helpers.
+
+``open_dataset(dir)`` validates the folder (manifest, shards, checksums, shapes) and returns a
+:class:`GalaxyDataset`. Rows come back as dicts of numpy arrays with their physical shape, so
+``torch.utils.data.DataLoader`` collates them into tensors directly. Shards are read one row
+group at a time (memory stays bounded for datasets larger than RAM) and file handles are
+opened lazily in each worker process.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from galclip.data.format import DatasetError, validate_dataset
+
+
+def column_to_numpy(col: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
+    """Arrow column -> numpy with first axis = rows and the recorded per-row shape."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_fixed_size_list(col.type):
+        if col.null_count == 0:
+            return col.flatten().to_numpy(zero_copy_only=False).reshape((len(col), *shape))
+        # rows where a modality is absent (null) come back as NaN
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        out = np.full((len(col), *shape), np.nan, dtype=col.type.value_type.to_pandas_dtype())
+        out[valid] = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False
+                                                                   ).reshape((-1, *shape))
+        return out
+    return col.to_numpy(zero_copy_only=False)
+
+
+class GalaxyDataset:
+    """Map-style dataset over a galclip dataset folder (works with ``torch.utils.data``).
+
+    ``columns`` selects what ``__getitem__`` returns (default: every column). ``transform``,
+    if given, is applied to each row dict.
+    """
+
+    def __init__(self, path: str | Path, columns: Sequence[str] | None = None,
+                 verify: bool = True, transform=None, cache_row_groups: int = 8):
+        self.path = Path(path)
+        self.manifest = validate_dataset(self.path, verify_checksums=verify)
+        all_cols = list(self.manifest["columns"])
+        unknown = [c for c in (columns or []) if c not in all_cols]
+        if unknown:
+            raise DatasetError(f"{self.path}: unknown column(s) {unknown}; has {all_cols}")
+        self.columns = list(columns) if columns else all_cols
+        self.transform = transform
+        self._shard_files = [self.path / s["file"] for s in self.manifest["shards"]]
+        self._offsets = np.cumsum([0] + [s["n_rows"] for s in self.manifest["shards"]])
+        self._cache_size = cache_row_groups
+        self._reset_handles()
+
+    # -- pickling for DataLoader workers: reopen files in each process
+    def _reset_handles(self) -> None:
+        self._files: dict[int, pq.ParquetFile] = {}
+        self._rg_index: dict[int, np.ndarray] = {}
+        self._cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_files", "_rg_index", "_cache"):
+            state.pop(k)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_handles()
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def shape(self, column: str) -> tuple[int, ...]:
+        return tuple(self.manifest["columns"][column]["shape"])
+
+    def _file(self, shard: int) -> pq.ParquetFile:
+        if shard not in self._files:
+            f = pq.ParquetFile(self._shard_files[shard])
+            sizes = [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)]
+            self._files[shard], self._rg_index[shard] = f, np.cumsum([0] + sizes)
+        return self._files[shard]
+
+    def _row_group(self, shard: int, rg: int) -> dict[str, np.ndarray]:
+        key = (shard, rg)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        table = self._file(shard).read_row_group(rg, columns=self.columns)
+        block = {c: column_to_numpy(table.column(c), self.shape(c)) for c in self.columns}
+        self._cache[key] = block
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return block
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, row within shard) of a global row index."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} out of range for {self.path} ({len(self)} rows)")
+        index %= len(self)
+        shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return shard, index - int(self._offsets[shard])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        shard, row = self.locate(int(index))
+        self._file(shard)
+        rg = int(np.searchsorted(self._rg_index[shard], row, side="right") - 1)
+        block = self._row_group(shard, rg)
+        i = row - int(self._rg_index[shard][rg])
+        item = {c: (block[c][i].copy() if block[c].ndim > 1 else block[c][i].item()) for c in self.columns}
+        return self.transform(item) if self.transform else item
+
+    def iter_batches(self, batch_size: int = 64, columns: Sequence[str] | None = None
+                     ) -> Iterator[dict[str, np.ndarray]]:
+        """Stream the whole dataset in order, ``batch_size`` rows at a time."""
+        cols = list(columns) if columns else self.columns
+        for path in self._shard_files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols):
+                yield {c: column_to_numpy(batch.column(c), self.shape(c)) for c in cols}
+
+    def read_columns(self, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """Read whole columns into memory (use for scalar columns such as labels)."""
+        parts = [pq.read_table(p, columns=list(columns)) for p in self._shard_files]
+        table = pa.concat_tables(parts)
+        return {c: column_to_numpy(table.column(c), self.shape(c)) for c in columns}
+
+
+def open_dataset(path: str | Path, columns: Sequence[str] | None = None, verify: bool = True,
+                 transform=None) -> GalaxyDataset:
+    """Open and validate a galclip dataset folder; ``.manifest`` holds its manifest."""
+    return GalaxyDataset(path, columns=columns, verify=verify, transform=transform)

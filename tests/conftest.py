@@ -1,0 +1,46 @@
+"""Shared test fixtures: small datasets written by the tests themselves."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def random_rows(n: int, seed: int = 0, start_id: int = 0) -> dict[str, np.ndarray]:
+    """Rows in the dataset format with random content (for format/IO tests only)."""
+    from galclip import conventions as C
+
+    rng = np.random.default_rng(seed)
+    return {
+        "object_id": np.arange(start_id, start_id + n, dtype=np.int64),
+        "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 10, n),
+        "redshift": rng.uniform(0.01, 0.6, n).astype(np.float32),
+        "image": rng.normal(size=(n, *C.IMAGE_SHAPE)).astype(np.float32),
+        "spectrum_flux": rng.normal(size=(n, C.N_WAVE)).astype(np.float32),
+        "spectrum_ivar": rng.uniform(0.5, 2, size=(n, C.N_WAVE)).astype(np.float32),
+        "log_mstar": rng.uniform(8, 12, n).astype(np.float32),
+    }
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.exists():
+        pytest.skip(f"real survey files not found at {REAL_DATA} (see shared/data/real/README.md)")
+    return REAL_DATA
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    shards = [write_shard(out / shard_name(i), random_rows(40, seed=i, start_id=40 * i))
+              for i in range(3)]
+    write_manifest(out, shards, Provenance(command="test", seed=0))
+    return out
