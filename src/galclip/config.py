@@ -1,0 +1,77 @@
+"""Typed configuration in three layers (as DINOv2): defaults -> YAML file -> dotted overrides.
+
+``load_config(defaults, path, ["optim.lr=1e-4", "model.depth=6"])`` returns a nested dict;
+unknown override keys are an error (a typo never silently does nothing). The resolved config
+is written beside every run with :func:`save_config`.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and key."""
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "",
+               strict: bool = True) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys raise if ``strict``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if strict and key not in out:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {sorted(out)})")
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value, f"{where}.{key}" if where else key, strict)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"a.b.c=3"`` -> ``{"a": {"b": {"c": 3}}}``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw) if raw != "" else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
+                overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """defaults -> file -> overrides, each layer checked against the keys of the defaults."""
+    cfg = copy.deepcopy(dict(defaults))
+    if path is not None:
+        cfg = deep_merge(cfg, read_yaml(path), where=str(path))
+    for text in overrides:
+        cfg = deep_merge(cfg, parse_override(text), where=f"override '{text}'")
+    return cfg
+
+
+def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:
+    """Write the resolved config (atomically) so a run can be reproduced exactly."""
+    from galclip.data.format import _atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(path)
+    tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+    tmp.replace(path)
