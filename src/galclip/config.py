@@ -7,10 +7,26 @@ is written beside every run with :func:`save_config`.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML loader that reads ``3e-4`` as a float (YAML 1.1 needs ``3.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -36,7 +52,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.sub=value")
     key, raw = text.split("=", 1)
-    value: Any = yaml.safe_load(raw) if raw != "" else None
+    value: Any = _yaml_load(raw) if raw != "" else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -47,7 +63,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(data, dict):
