@@ -1,0 +1,147 @@
+"""k-NN regression, MLP probes and the task runners on small synthetic embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from galclip.eval import tasks
+from galclip.eval.knn import KNNRegressor, knn_predict
+from galclip.eval.probes import MLPProbe, ProbeConfig, label_efficiency, subsample
+
+FAST = ProbeConfig(epochs=40, patience=8, batch_size=128)
+NAMES = ["redshift", "log_mstar"]
+
+
+def synthetic(n: int, seed: int, dim: int = 8):
+    """Embeddings whose first two axes encode the labels (plus noise), two 'modalities'."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.0, 1.0, n)
+    m = rng.uniform(9.0, 11.5, n)
+    mix = np.random.default_rng(99).normal(size=(2, dim))  # every axis carries both labels
+    base = np.stack([z * 3, (m - 10) * 2], 1) @ mix + 5.0
+    image = base + rng.normal(0, 0.05, (n, dim))
+    spectrum = base + rng.normal(0, 0.05, (n, dim))
+    morph = (z > 0.5).astype(np.int64)
+    return {"image": image, "spectrum": spectrum}, np.stack([z, m], 1), {"morph_featured": morph}
+
+
+def test_knn_by_hand_in_one_dimension():
+    x = np.array([[0.0], [1.0], [3.0]])
+    y = np.array([0.0, 10.0, 30.0])
+    reg = KNNRegressor(k=2, standardize=False).fit(x, y)
+    # query 2: neighbours 1 and 3 at distance 1 each -> 20; query 0.25: weights 4 and 4/3
+    np.testing.assert_allclose(reg.predict([[2.0], [0.25]]), [20.0, (4 * 0 + 10 * 4 / 3) / (16 / 3)])
+    assert reg.predict([[1.0]])[0] == 10.0  # an exact match takes that point's value
+
+
+def test_knn_matches_scikit_learn_distance_weighting():
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    xtr, ytr, xte = rng.normal(size=(200, 5)) * [1, 10, 100, 1, 1], rng.normal(size=200), \
+        rng.normal(size=(30, 5))
+    sc = StandardScaler().fit(xtr)
+    ref = KNeighborsRegressor(16, weights="distance").fit(sc.transform(xtr), ytr)
+    np.testing.assert_allclose(knn_predict(xtr, ytr, xte, k=16), ref.predict(sc.transform(xte)))
+
+
+def test_knn_standardizes_with_training_statistics_only():
+    emb, y, _ = synthetic(300, 0)
+    reg = KNNRegressor(k=8).fit(emb["image"][:200], y[:200])
+    query = emb["image"][200:]
+    together = reg.predict(query)
+    one_by_one = np.concatenate([reg.predict(query[i:i + 1]) for i in range(len(query))])
+    np.testing.assert_allclose(together, one_by_one)  # no statistic of the query set is used
+
+
+def test_knn_skips_missing_labels_per_output():
+    x = np.array([[0.0], [1.0], [2.0]])
+    y = np.array([[1.0, np.nan], [3.0, 5.0], [5.0, 7.0]])
+    pred = KNNRegressor(k=3, standardize=False).fit(x, y).predict([[0.5], [0.0]])
+    # query 0.5: weights 2, 2, 2/3; the NaN label drops out of the second output only
+    assert pred[0, 0] == pytest.approx((1 * 2 + 3 * 2 + 5 * 2 / 3) / (14 / 3))
+    assert pred[0, 1] == pytest.approx((5 * 2 + 7 * 2 / 3) / (8 / 3))
+    # query 0.0 sits on a point whose second label is missing: its neighbours stand in
+    assert pred[1, 0] == 1.0 and pred[1, 1] == pytest.approx((5 * 1 + 7 * 0.5) / 1.5)
+
+
+def _zero_shot_predictions(run, train, y_train, test, y_test):
+    _, preds = run(train, y_train, test, y_test, NAMES, k=16)
+    return preds
+
+
+def leaky_knn_results(train, y_train, test, y_test, names, k=64):
+    """A planted leak: neighbours drawn from train *and test* rows, test labels included."""
+    both = {m: np.concatenate([train[m], test[m]]) for m in train}
+    return tasks.knn_results(both, np.concatenate([y_train, y_test]), test, y_test, names, k)
+
+
+@pytest.mark.parametrize("run, leaks", [(tasks.knn_results, False), (leaky_knn_results, True)])
+def test_zero_shot_never_sees_test_labels(run, leaks):
+    emb, y, _ = synthetic(400, 1)
+    tr, te = slice(0, 300), slice(300, None)
+    train, test = {m: e[tr] for m, e in emb.items()}, {m: e[te] for m, e in emb.items()}
+    honest = _zero_shot_predictions(run, train, y[tr], test, y[te])
+    scrambled = y[te][::-1] + 100.0  # test labels replaced by nonsense
+    changed = _zero_shot_predictions(run, train, y[tr], test, scrambled)
+    same = all(np.allclose(honest[k], changed[k]) for k in honest)
+    assert same != leaks  # the honest runner is unaffected; the planted leak is caught
+
+
+def test_zero_shot_results_score_every_source_and_redshift_metrics():
+    emb, y, _ = synthetic(400, 2)
+    results, preds = tasks.knn_results({m: e[:300] for m, e in emb.items()}, y[:300],
+                                       {m: e[300:] for m, e in emb.items()}, y[300:], NAMES, k=16)
+    assert [r["source"] for r in results] == ["Image", "Spectrum", "Spectrum→Image"]
+    for r in results:
+        assert r["properties"]["redshift"]["r2"] > 0.9  # labels are encoded in the embedding
+        assert {"sigma_nmad", "bias", "eta_0.15", "eta_0.05"} <= set(r["properties"]["redshift"])
+        assert preds[r["id"]].shape == (100, 2)
+
+
+def test_probe_regression_learns_and_is_reproducible():
+    emb, y, _ = synthetic(400, 3)
+    fit = lambda: MLPProbe("regression", FAST).fit(emb["image"][:300], y[:300]).predict(
+        emb["image"][300:])
+    a, b = fit(), fit()
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (100, 2)
+    r2 = 1 - ((a[:, 0] - y[300:, 0]) ** 2).sum() / ((y[300:, 0] - y[300:, 0].mean()) ** 2).sum()
+    assert r2 > 0.8
+
+
+def test_probe_architecture_is_two_hidden_layers_of_64_with_dropout():
+    import torch.nn as nn
+
+    probe = MLPProbe("regression", ProbeConfig(epochs=1)).fit(np.ones((30, 5)) * np.arange(30)[:, None],
+                                                              np.arange(30.0))
+    linear = [m for m in probe.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(5, 64), (64, 64), (64, 1)]
+    assert [m.p for m in probe.net if isinstance(m, nn.Dropout)] == [0.1, 0.1]
+
+
+def test_morphology_probe_reports_accuracy_and_f1():
+    emb, y, morph = synthetic(400, 4)
+    results, _ = tasks.probe_results({"image": emb["image"][:300]}, y[:300],
+                                     {"image": emb["image"][300:]}, y[300:], NAMES, FAST,
+                                     morph_train={k: v[:300] for k, v in morph.items()},
+                                     morph_test={k: v[300:] for k, v in morph.items()})
+    m = results[0]["morphology"]["morph_featured"]
+    assert m["accuracy"] > 0.85 and 0 < m["f1_macro"] <= 1 and m["n"] == 100
+
+
+def test_label_efficiency_uses_the_requested_fractions():
+    emb, y, _ = synthetic(500, 5)
+    curve = label_efficiency(emb["image"][:400], y[:400], emb["image"][400:], y[400:], NAMES,
+                             fractions=(0.05, 1.0), cfg=FAST)
+    assert [curve[f]["n_train"] for f in ("0.05", "1")] == [20, 400]
+    assert curve["1"]["redshift"] > 0.8
+    np.testing.assert_array_equal(subsample(400, 0.05, 0), subsample(400, 0.05, 0))
+
+
+def test_neighbour_agreement_is_high_for_informative_embeddings():
+    emb, y, _ = synthetic(300, 6)
+    agree = tasks.neighbour_agreement(emb["image"], y, NAMES)
+    noise = tasks.neighbour_agreement(np.random.default_rng(0).normal(size=(300, 8)), y, NAMES)
+    assert agree["redshift"] > 0.8 and noise["redshift"] < 0.3
