@@ -1,0 +1,61 @@
+"""Self-describing encoder checkpoints: one safetensors file with weights, config and version.
+
+The safetensors metadata holds ``format`` ("galclip-encoder"), ``galclip_version`` and
+``config`` (the JSON of ``encoder.config``), so :func:`load_encoder` rebuilds the model with no
+other file and no training code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+FORMAT = "galclip-encoder"
+
+
+def save_encoder(encoder, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write ``encoder`` (weights + config + version) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    from galclip import __version__
+    from galclip.data.format import _atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    meta = {"format": FORMAT, "galclip_version": __version__,
+            "config": json.dumps(encoder.config), **(extra or {})}
+    tmp = _atomic_path(path)
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata dict of a safetensors file (no weights are read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path}: not a safetensors file ({e})") from e
+
+
+def load_encoder(path: str | Path, map_location: str = "cpu"):
+    """Rebuild an encoder from a file written by :func:`save_encoder` (eval mode)."""
+    from safetensors.torch import load_file
+
+    from galclip.models.registry import build_encoder
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, "
+                         f"expected {FORMAT!r} with a 'config' entry")
+    encoder = build_encoder(json.loads(meta["config"]), where=f"{path}: config")
+    encoder.load_state_dict(load_file(str(path), device=map_location))
+    return encoder.eval()

@@ -1,0 +1,60 @@
+"""Named encoder presets and the factory that turns a name or a config dict into an encoder.
+
+Presets are small YAML files in ``galclip/configs/encoders/<name>.yaml`` (as open_clip's model
+configs); each names its ``modality`` and overrides the defaults of that modality's config
+dataclass. :func:`create_encoder` is the only place where names become objects.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from galclip.config import read_yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "encoders"
+MODALITIES = ("image", "spectrum")
+
+
+def list_encoders(modality: str | None = None) -> list[str]:
+    """Names of the registered presets, optionally only those of one modality."""
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return [n for n in names if modality is None or encoder_config(n)["modality"] == modality]
+
+
+def encoder_config(name: str) -> dict[str, Any]:
+    """The preset's config dict (as stored in its YAML file)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown encoder {name!r}; registered: {list_encoders()}")
+    cfg = read_yaml(path)
+    if cfg.get("modality") not in MODALITIES:
+        raise ValueError(f"{path}: field 'modality' must be one of {MODALITIES}, got {cfg.get('modality')!r}")
+    return cfg
+
+
+def _classes(modality: str):
+    if modality == "image":
+        from galclip.models.image_encoder import ImageEncoder, ImageEncoderConfig
+        return ImageEncoder, ImageEncoderConfig
+    if modality == "spectrum":
+        from galclip.models.spectrum_encoder import SpectrumEncoder, SpectrumEncoderConfig
+        return SpectrumEncoder, SpectrumEncoderConfig
+    raise ValueError(f"encoder config: unknown modality {modality!r}; choose from {MODALITIES}")
+
+
+def build_encoder(config: dict[str, Any], where: str = "encoder config"):
+    """Build an encoder from a full or partial config dict (missing fields take defaults)."""
+    cls, cfg_cls = _classes(config.get("modality", ""))
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} for a {config['modality']} encoder; "
+                         f"known: {sorted(known)}")
+    return cls(cfg_cls(**config))
+
+
+def create_encoder(name: str, **overrides: Any):
+    """A fresh (randomly initialized) encoder from a named preset, with field overrides."""
+    cfg = {**encoder_config(name), **overrides}
+    return build_encoder(cfg, where=f"encoder {name!r}")
