@@ -1,0 +1,159 @@
+"""What every survey reader shares: errors that name file, field and row; rejects; record batches.
+
+A reader turns one survey file into :class:`Batch` es: dicts of numpy arrays, one row per object,
+with the columns of the galclip dataset format (``object_id``, ``ra``, ``dec``, ``redshift``,
+``image`` (3, 152, 152) and/or ``spectrum_flux``/``spectrum_ivar`` (7781,)) plus ``row`` (the
+row in the source file) and any reader-specific scalar columns. A bad row either raises
+:class:`ReaderError` (naming file, HDU/column and row) or, when the caller asked to skip bad
+rows, becomes a :class:`Reject` that ends up in ``rejects.csv``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from galclip import conventions as C
+from galclip.data.format import DatasetError
+
+T = TypeVar("T")
+Batch = dict[str, np.ndarray]
+
+
+class ReaderError(DatasetError):
+    """A survey file is unreadable or holds invalid data; the message names file, field and row."""
+
+    def __init__(self, path: str | Path, field: str | None, message: str, row: int | None = None):
+        self.path, self.field, self.row, self.reason = str(path), field, row, message
+        where = f"{path}"
+        if field:
+            where += f": {field}"
+        if row is not None:
+            where += f", row {row}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One object left out of a dataset, and why (a line of ``rejects.csv``)."""
+
+    file: str
+    row: int | None
+    object_id: int | str | None
+    field: str
+    reason: str
+
+    FIELDS = ("file", "row", "object_id", "field", "reason")
+
+    def as_row(self) -> list[Any]:
+        return [self.file, "" if self.row is None else self.row,
+                "" if self.object_id is None else self.object_id, self.field, self.reason]
+
+
+class RejectLog:
+    """Collects rejects; ``strict`` turns the first one into a :class:`ReaderError`."""
+
+    def __init__(self, strict: bool = True):
+        self.strict = strict
+        self.items: list[Reject] = []
+
+    def add(self, path: str | Path, field: str, reason: str, row: int | None = None,
+            object_id: int | str | None = None, fatal: bool = True) -> None:
+        """Record a bad row; raises when strict and the problem is ``fatal`` (bad data, not a
+        selection such as a sky fibre)."""
+        if self.strict and fatal:
+            raise ReaderError(path, field, reason, row)
+        self.items.append(Reject(str(path), row, object_id, field, reason))
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.items:
+            key = r.reason.split(":")[0]
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def write_csv(self, path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(Reject.FIELDS)
+            for r in self.items:
+                w.writerow(r.as_row())
+
+
+def guarded(path: str | Path, field: str, fn: Callable[[], T]) -> T:
+    """Run one I/O step; turn library errors (truncated file, bad header) into ReaderError."""
+    try:
+        return fn()
+    except ReaderError:
+        raise
+    except _library_errors() as e:
+        raise ReaderError(path, field, f"cannot read ({type(e).__name__}: {e})") from e
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """What astropy.io.fits, h5py and pyarrow raise on truncated or corrupt files."""
+    from astropy.io.fits.verify import VerifyError
+
+    return (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, AttributeError,
+            RuntimeError, OverflowError, MemoryError, VerifyError)
+
+
+def position_id(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """A stable negative int64 id from a sky position (rounded to 1e-6 deg), for objects that
+    carry no TARGETID. Negative, so it never collides with a DESI TARGETID of a real target."""
+    out = np.empty(len(ra), dtype=np.int64)
+    for i, (a, d) in enumerate(zip(np.asarray(ra, float), np.asarray(dec, float), strict=True)):
+        h = hashlib.blake2b(f"{a:.6f},{d:.6f}".encode(), digest_size=8).digest()
+        out[i] = -(int.from_bytes(h, "little") >> 2) - 1
+    return out
+
+
+def ls_targetid(release: np.ndarray, brickid: np.ndarray, objid: np.ndarray) -> np.ndarray:
+    """DESI TARGETID of a Legacy Survey source (desitarget bit layout: OBJID bits 0-21,
+    BRICKID bits 22-41, RELEASE bits 42-57), so image files can be joined on TARGETID."""
+    r, b, o = (np.asarray(x, dtype=np.int64) for x in (release, brickid, objid))
+    return o | (b << 22) | (r << 42)
+
+
+# ----------------------------------------------------------------------------- images
+def fit_image_size(cube: np.ndarray, size: int = C.IMAGE_SIZE) -> tuple[np.ndarray, bool]:
+    """Centre-crop or zero-pad a (bands, H, W) cube to (bands, size, size); flag if changed."""
+    bands, h, w = cube.shape
+    if (h, w) == (size, size):
+        return cube, False
+    out = np.zeros((bands, size, size), dtype=cube.dtype)
+    # source and destination windows along one axis, centres aligned
+    def window(n: int) -> tuple[slice, slice]:
+        if n >= size:
+            start = (n - size) // 2
+            return slice(start, start + size), slice(0, size)
+        start = (size - n) // 2
+        return slice(0, n), slice(start, start + n)
+    (sy, dy), (sx, dx) = window(h), window(w)
+    out[:, dy, dx] = cube[:, sy, sx]
+    return out, True
+
+
+def select_bands(path: str | Path, field: str, names: list[str], cube: np.ndarray,
+                 wanted: tuple[str, ...] = C.BANDS) -> np.ndarray:
+    """Reorder a (bands, H, W) cube to ``wanted`` using the band names read from the file.
+
+    Names are compared case-insensitively after dropping a survey prefix ('des-g' -> 'g').
+    """
+    norm = [str(n).strip().lower().split("-")[-1] for n in names]
+    if len(norm) != cube.shape[0]:
+        raise ReaderError(path, field, f"{len(norm)} band names {names} for {cube.shape[0]} planes")
+    missing = [b for b in wanted if b not in norm]
+    if missing:
+        raise ReaderError(path, field, f"band(s) {missing} missing; file has {names}")
+    return cube[[norm.index(b) for b in wanted]]
+
+
+def iter_chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, chunk):
+        yield start, min(n, start + chunk)
