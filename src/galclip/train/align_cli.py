@@ -1,0 +1,39 @@
+"""Align image and spectrum encoders in one embedding space (contrastive, AstroCLIP-style).
+
+Examples:
+  galclip align --config cpu --data data/sim --out runs/align \\
+      --image-encoder runs/pretrain-image/encoder.safetensors \\
+      --spectrum-encoder runs/pretrain-spectrum/encoder.safetensors train.epochs=5
+  galclip align --config my.yaml --data data/sim --out runs/align   # rerun to resume after a kill
+
+--config takes a YAML file or a preset name (cpu, gpu); key=value overrides follow (dotted keys,
+e.g. train.freeze_backbones=false trainer.devices=2 trainer.strategy=ddp). The run folder gets
+config.yaml, checkpoints/last.ckpt, logs/metrics.csv and model.safetensors
+(load with galclip.load_model).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="cpu", help="YAML file or preset name (default: cpu)")
+    p.add_argument("--data", required=True, help="dataset folder (galclip format)")
+    p.add_argument("--out", required=True, help="run folder (resumed if it holds a run)")
+    p.add_argument("--image-encoder", metavar="CKPT", help="pretrained image encoder file")
+    p.add_argument("--spectrum-encoder", metavar="CKPT", help="pretrained spectrum encoder file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    from galclip.train.align import align, resolve_config
+
+    overrides = list(args.overrides)
+    for modality in ("image", "spectrum"):
+        ckpt = getattr(args, f"{modality}_encoder")
+        if ckpt:
+            overrides.append(f"model.{modality}_checkpoint={ckpt}")
+    cfg = resolve_config(args.config, overrides)
+    path = align(cfg, args.data, args.out)
+    print(f"model written to {path} (load with galclip.load_model)")
+    return 0

@@ -1,0 +1,97 @@
+"""``galclip align``: a run end to end on a tiny dataset, resume, frozen backbones, lr decay,
+augmentations."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+TINY = ["model.embed_dim=32", "train.batch_size=16", "train.warmup_steps=1", "eval.batch_size=64",
+        "train.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture
+def encoder_files(tmp_path):
+    from galclip.models import create_encoder, save_encoder
+
+    torch.manual_seed(1)
+    return (save_encoder(create_encoder("image-nano"), tmp_path / "img.safetensors"),
+            save_encoder(create_encoder("spectrum-nano"), tmp_path / "spec.safetensors"))
+
+
+def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files, tmp_path):
+    import galclip
+    from galclip.cli import main
+    from galclip.config import ConfigError
+    from galclip.models import load_encoder
+    from galclip.models.clip import read_checkpoint_metadata
+    from galclip.train.align import align, resolve_config
+
+    out = tmp_path / "run"
+    args = ["align", "--config", "cpu", "--data", str(tiny_dataset), "--out", str(out),
+            "--image-encoder", str(encoder_files[0]), "--spectrum-encoder", str(encoder_files[1]), *TINY]
+    assert main([*args, "train.epochs=1"]) == 0
+    model = galclip.load_model(out / "model.safetensors")
+    assert model.embed_dim == 32 and "batch_size: 16" in (out / "config.yaml").read_text()
+    assert model.logit_scale().item() != pytest.approx(1 / 0.07, abs=1e-4)  # the scale trains
+    for enc, path in zip((model.image_encoder, model.spectrum_encoder), encoder_files, strict=True):
+        ref = load_encoder(path).state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in enc.state_dict().items())  # frozen
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    n_head = sum(1 for n, _ in model.named_parameters() if not n.split(".")[0].endswith("_encoder"))
+    assert len(state["optimizer_states"][0]["state"]) == n_head  # heads + scale; no backbone state
+    steps = state["global_step"]
+    rows = list(csv.DictReader(open(out / "logs" / "version_0" / "metrics.csv")))
+    key = "val/image_to_spectrum/median_rank"
+    medians = [r[key] for r in rows if r.get(key)]
+    assert medians and 1 <= float(medians[-1]) <= 12
+
+    cfg = resolve_config("cpu", [*TINY, "train.epochs=2", f"model.image_checkpoint={encoder_files[0]}",
+                                 f"model.spectrum_checkpoint={encoder_files[1]}"])
+    align(cfg, tiny_dataset, out)  # a longer run resumes where the first stopped
+    extra = read_checkpoint_metadata(out / "model.safetensors")["extra"]
+    assert steps > 0 and extra["resumed_from_step"] == steps and extra["global_step"] == 2 * steps
+    with pytest.raises(ConfigError, match="model.embed_dim"):
+        align({**cfg, "model": {**cfg["model"], "embed_dim": 16}}, tiny_dataset, out)
+
+
+def test_layerwise_lr_decay_when_fine_tuning():
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP
+    from galclip.train.align import DEFAULTS, param_groups
+
+    model = GalaxyCLIP(create_encoder("image-nano"), create_encoder("spectrum-nano"), embed_dim=16)
+    tcfg = {**DEFAULTS["train"], "lr": 1.0, "backbone_lr_scale": 0.1, "layer_decay": 0.5}
+    lr_of = {id(p): g["lr"] for g in param_groups(model, tcfg) for p in g["params"]}
+    named = dict(model.named_parameters())
+    depth = len(model.image_encoder.backbone.blocks)  # image-nano: 4 blocks
+    assert lr_of[id(named["image_head.pool.query"])] == 1.0
+    assert lr_of[id(named["image_encoder.backbone.norm.weight"])] == pytest.approx(0.1)
+    for i in range(depth):
+        want = 0.1 * 0.5 ** (depth - i)
+        assert lr_of[id(named[f"image_encoder.backbone.blocks.{i}.attn.qkv.weight"])] == pytest.approx(want)
+    assert lr_of[id(named["image_encoder.backbone.patch_embed.proj.weight"])] == pytest.approx(0.1 * 0.5 ** 5)
+    model.spectrum_encoder.requires_grad_(False)
+    frozen = {id(p) for p in model.spectrum_encoder.parameters()}
+    assert not frozen & {id(p) for g in param_groups(model, tcfg) for p in g["params"]}
+
+
+def test_augmentations_respect_the_physics():
+    from galclip.train.align import ivar_noise, random_dihedral
+
+    img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    seen = set()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        out = random_dihedral(img, g)
+        assert out.shape == img.shape
+        assert torch.equal(out[0].flatten().sort().values, img[0].flatten().sort().values)
+        seen.add(tuple(out[0, 0].flatten().tolist()))
+    assert len(seen) == 8  # all rotations and flips occur
+    flux, ivar = torch.zeros(4000, 10), torch.full((4000, 10), 4.0)
+    ivar[:, 0] = 0
+    noisy = ivar_noise(flux, ivar, scale=1.0, generator=g)
+    assert torch.equal(noisy[:, 0], flux[:, 0])  # bad pixels untouched
+    assert noisy[:, 1:].std().item() == pytest.approx(0.5, rel=0.05)  # sigma = 1 / sqrt(ivar)
+    assert torch.equal(ivar_noise(flux, ivar, scale=0.0), flux)
