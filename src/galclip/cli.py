@@ -13,6 +13,7 @@ import sys
 # (name, module with add_arguments/run, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
     ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
+    ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
 ]
 

@@ -112,7 +112,8 @@ class GalaxyDataset:
         rg = int(np.searchsorted(self._rg_index[shard], row, side="right") - 1)
         block = self._row_group(shard, rg)
         i = row - int(self._rg_index[shard][rg])
-        item = {c: (block[c][i].copy() if block[c].ndim > 1 else block[c][i].item()) for c in self.columns}
+        item = {c: (block[c][i].copy() if block[c].ndim > 1 else np.asarray(block[c][i]).item())
+                for c in self.columns}
         return self.transform(item) if self.transform else item
 
     def iter_batches(self, batch_size: int = 64, columns: Sequence[str] | None = None

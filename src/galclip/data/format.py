@@ -94,17 +94,27 @@ def _json_default(o: Any) -> Any:
 
 
 def _to_arrow(name: str, values: Any) -> tuple[pa.Field, pa.Array]:
-    """Convert one column (numpy array, first axis = rows) to an Arrow field and array."""
+    """Convert one column (numpy array, first axis = rows) to an Arrow field and array.
+
+    A numpy masked array stores a null row wherever a whole row is masked (e.g. the image of
+    a galaxy that has only a spectrum); readers get NaN rows back.
+    """
+    null_rows = None
+    if isinstance(values, np.ma.MaskedArray):
+        m = np.ma.getmaskarray(values)
+        null_rows = m.reshape(len(m), -1).all(axis=1)
+        values = values.filled(0) if values.dtype.kind in "fiub" else values.data
     arr = np.asarray(values)
     if arr.ndim == 1 and arr.dtype.kind in "OUS":
         return pa.field(name, pa.string()), pa.array([None if v is None else str(v) for v in arr])
     if arr.ndim == 1:
-        a = pa.array(arr)
+        a = pa.array(arr, mask=null_rows)
         return pa.field(name, a.type), a
     shape = tuple(int(s) for s in arr.shape[1:])
     flat = np.ascontiguousarray(arr).reshape(len(arr), -1)
     inner = pa.array(flat.reshape(-1))
-    a = pa.FixedSizeListArray.from_arrays(inner, int(np.prod(shape)))
+    a = pa.FixedSizeListArray.from_arrays(inner, int(np.prod(shape)), mask=None if null_rows
+                                          is None else pa.array(null_rows))
     meta = {b"shape": json.dumps(list(shape)).encode()}
     return pa.field(name, a.type, metadata=meta), a
 
