@@ -279,21 +279,21 @@ def load_image_rows(kind: str, path: Path, rows: np.ndarray, rejects: RejectLog
         except ReaderError as e:
             rejects.add(e.path, e.field or "", e.reason, e.row)
             return [None]
+    import h5py
+
     read_row = _stein_row if kind == "stein" else _mmu_ls_row
-    got = {int(r): read_row(path, int(r), rejects) for r in np.unique(rows)}
+    with guarded(path, "HDF5", lambda: h5py.File(path, "r")) as f:   # one open per file
+        got = {int(r): read_row(path, f, int(r), rejects) for r in np.unique(rows)}
     return [got.get(int(r)) for r in rows]
 
 
-def _stein_row(path: Path, r: int, rejects: RejectLog) -> dict[str, Any] | None:
-    import h5py
-
+def _stein_row(path: Path, f, r: int, rejects: RejectLog) -> dict[str, Any] | None:
     from galclip.data.legacysurvey import stein_bands
     from galclip.data.readers import fit_image_size, select_bands
 
-    with guarded(path, "HDF5", lambda: h5py.File(path, "r")) as f:
-        names, _ = stein_bands(f)
-        img = guarded(path, "dataset 'images'", lambda: np.asarray(f["images"][r], np.float32))
-        z = float(f["z_spec"][r]) if "z_spec" in f else np.nan
+    names, _ = stein_bands(f)
+    img = guarded(path, "dataset 'images'", lambda: np.asarray(f["images"][r], np.float32))
+    z = float(f["z_spec"][r]) if "z_spec" in f else np.nan
     if not np.isfinite(img).all():
         rejects.add(path, "images", "bad data: non-finite pixels", r)
         return None
@@ -301,13 +301,10 @@ def _stein_row(path: Path, r: int, rejects: RejectLog) -> dict[str, Any] | None:
     return {"image": img, "image_resized": resized, "redshift": z if z > 0 else np.nan}
 
 
-def _mmu_ls_row(path: Path, r: int, rejects: RejectLog) -> dict[str, Any] | None:
-    import h5py
-
+def _mmu_ls_row(path: Path, f, r: int, rejects: RejectLog) -> dict[str, Any] | None:
     from galclip.data.mmu import _ls_chunk
 
-    with guarded(path, "HDF5", lambda: h5py.File(path, "r")) as f:
-        b = _ls_chunk(path, f, r, r + 1, rejects)
+    b = _ls_chunk(path, f, r, r + 1, rejects)
     if not len(b["object_id"]):
         return None
     return {"image": b["image"][0], "image_ivar": b["image_ivar"][0],
