@@ -58,3 +58,13 @@ def toy_batch(n: int, seed: int = 0):
     flux = torch.randn(n, N_WAVE, generator=g)
     ivar = torch.rand(n, N_WAVE, generator=g) + 0.5
     return images, flux, ivar
+
+
+def nano_clip(seed: int = 0, **kwargs):
+    """A GalaxyCLIP over the real encoders (one-block image-nano and spectrum-nano), 8-d."""
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP
+
+    torch.manual_seed(seed)
+    return GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
+                      **{"embed_dim": 8, **kwargs})

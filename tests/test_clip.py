@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_toys import toy_batch, toy_clip, toy_factory
+from clip_toys import nano_clip, toy_batch
 from galclip.eval.retrieval import match_ranks, pooled_ranks, retrieval_metrics
 from galclip.models.clip import load_model, save_model
 from galclip.models.heads import CrossAttentionPool
@@ -25,7 +25,7 @@ def test_loss_on_hand_made_2x2_example():
 
 
 def test_embeddings_unit_norm_and_batch_of_one():
-    model = toy_clip()
+    model = nano_clip()
     for n in (1, 3):
         out = model(*toy_batch(n))
         for key in ("image_embedding", "spectrum_embedding"):
@@ -35,7 +35,7 @@ def test_embeddings_unit_norm_and_batch_of_one():
 
 
 def test_physical_numpy_inputs_accepted():
-    model = toy_clip().eval()
+    model = nano_clip().eval()
     images, flux, ivar = toy_batch(2)
     z = model.encode_spectrum(flux.numpy(), ivar.numpy())
     assert torch.allclose(z, model.encode_spectrum(flux, ivar))
@@ -43,7 +43,7 @@ def test_physical_numpy_inputs_accepted():
 
 
 def test_frozen_backbones_build_no_graph_and_get_no_grads():
-    model = toy_clip()
+    model = nano_clip()
     for enc in (model.image_encoder, model.spectrum_encoder):
         enc.requires_grad_(False)
     out = model(*toy_batch(3))
@@ -56,7 +56,7 @@ def test_frozen_backbones_build_no_graph_and_get_no_grads():
 
 
 def test_logit_scale_learnable_trains_and_fixed_is_the_configured_value():
-    model = toy_clip()
+    model = nano_clip()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     before = model.logit_scale().item()
     for step in range(3):
@@ -66,15 +66,15 @@ def test_logit_scale_learnable_trains_and_fixed_is_the_configured_value():
         opt.step()
         opt.zero_grad()
     assert model.logit_scale().item() != pytest.approx(before, abs=1e-4)
-    fixed = toy_clip(logit_scale_init=20.0, learn_logit_scale=False)
+    fixed = nano_clip(logit_scale_init=20.0, learn_logit_scale=False)
     assert not fixed.log_logit_scale.requires_grad
     assert fixed(*toy_batch(2))["logit_scale"].item() == pytest.approx(20.0, rel=1e-6)
-    clamped = toy_clip()
+    clamped = nano_clip()
     with torch.no_grad():
         clamped.log_logit_scale.fill_(math.log(500.0))
     assert clamped.logit_scale().item() == pytest.approx(100.0, rel=1e-5)
     with pytest.raises(ValueError, match="logit_scale_init"):
-        toy_clip(logit_scale_init=200.0)
+        nano_clip(logit_scale_init=200.0)
 
 
 def test_pooling_ignores_padded_tokens():
@@ -90,9 +90,9 @@ def test_pooling_ignores_padded_tokens():
 
 
 def test_checkpoint_round_trip_identical(tmp_path):
-    model = toy_clip(logit_scale_init=25.0).eval()
+    model = nano_clip(logit_scale_init=25.0).eval()
     path = save_model(model, tmp_path / "model.safetensors", extra={"step": 7})
-    loaded = load_model(path, encoder_factory=toy_factory)
+    loaded = load_model(path)
     assert loaded.config == model.config and not loaded.training
     batch = toy_batch(3)
     a, b = model(*batch), loaded(*batch)
@@ -100,7 +100,7 @@ def test_checkpoint_round_trip_identical(tmp_path):
         assert torch.equal(a[key], b[key])
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.safetensors"):
-        load_model(tmp_path / "bad.safetensors", encoder_factory=toy_factory)
+        load_model(tmp_path / "bad.safetensors")
 
 
 def test_retrieval_ranks_and_metrics_by_hand():
@@ -124,7 +124,7 @@ def test_embed_dataset_keeps_every_row_in_order(tiny_dataset):
     from galclip.models.inference import embed_dataset, iter_embeddings
 
     ds = open_dataset(tiny_dataset, verify=False)
-    model = toy_clip().train()
+    model = nano_clip().train()
     out = embed_dataset(model, ds, batch_size=50)
     assert model.training  # mode restored
     ids = ds.read_columns(["object_id"])["object_id"]
