@@ -116,6 +116,15 @@ def test_keep_unpaired_marks_the_missing_modality(real_data, cutouts, tmp_path):
     assert (cols["has_image"] & cols["has_spectrum"]).sum() == 1
 
 
+def test_folders_are_expanded_for_spectra_and_redshifts(real_data, tmp_path):
+    d = str(real_data / "desi")
+    r = build_dataset(BuildConfig(out=str(tmp_path / "ds"), spectra=[d], redshifts=[d],
+                                  keep_unpaired=True, progress=False))["report"]
+    assert r.rows_written == r.written_spectrum_only == 2           # the two redrock galaxies
+    # coadd-sv3 and spectra-sv3 are the same tile: its fibres are reported once per file
+    assert r.rejected == {"no target": 7, "no redshift": 6, "sky fibre": 2}
+
+
 def test_bad_image_stops_the_build_or_goes_to_rejects(real_data, cutouts, tmp_path):
     from astropy.io import fits
 

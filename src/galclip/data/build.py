@@ -405,7 +405,7 @@ class _Builder:
             raise ValueError("no input files: give --spectra, --images, --astroclip or --mmu")
         self.rejects = RejectLog(strict=not cfg.skip_bad)
         self.report = BuildReport()
-        self.redshifts = RedshiftTable(cfg.redshifts)
+        self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")))
         self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
         self.writer = ShardWriter(self.out, output_columns(kinds, bool(self.catalog)),
