@@ -12,6 +12,7 @@ import sys
 
 # (name, module with add_arguments/run, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
+    ("simulate", "galclip.sim.cli", "simulate a survey of paired galaxy images and spectra"),
     ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
     ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
