@@ -16,6 +16,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
     ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
+    ("evaluate", "galclip.eval.cli", "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
 ]
 
 

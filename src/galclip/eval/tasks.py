@@ -35,7 +35,7 @@ def score_properties(y_true: np.ndarray, y_pred: np.ndarray, names) -> dict[str,
         y_true[:, j], y_pred[:, j]) for j, n in enumerate(names)}
 
 
-def _result(source: str, model: str, type_: str, properties=None, morphology=None) -> dict:
+def make_result(source: str, model: str, type_: str, properties=None, morphology=None) -> dict:
     return {"id": f"{type_}:{model}:{source}", "source": SOURCE_LABELS.get(source, source),
             "model": model, "type": type_, "properties": properties or {},
             "morphology": morphology or {}}
@@ -50,7 +50,7 @@ def knn_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[st
         if fit_mod not in train or query_mod not in test:
             continue
         pred = knn_predict(train[fit_mod], y_train, test[query_mod], k)
-        r = _result(name, model, "zero-shot", score_properties(y_test, pred, names))
+        r = make_result(name, model, "zero-shot", score_properties(y_test, pred, names))
         results.append(r)
         preds[r["id"]] = pred
     return results, preds
@@ -79,7 +79,7 @@ def probe_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[
         pred = MLPProbe("regression", cfg).fit(train[source], y_train).predict(test[source])
         morph = (morphology_scores(train[source], morph_train, test[source], morph_test, cfg)
                  if morph_train else {})
-        r = _result(source, model, type_, score_properties(y_test, pred, names), morph)
+        r = make_result(source, model, type_, score_properties(y_test, pred, names), morph)
         results.append(r)
         preds[r["id"]] = pred
     return results, preds

@@ -1,0 +1,430 @@
+"""``galclip evaluate``: every downstream test of a trained model, and the report.
+
+1. Embed the training split and the evaluation split (``test`` by default; a stored ``split``
+   column wins, else the id hash of :mod:`galclip.data.splits`) with the shared inference
+   function :func:`galclip.models.inference.embed_dataset`.
+2. Zero-shot k-NN (image, spectrum, spectrum→image), few-shot MLP probes and morphology, the
+   label-efficiency curve, retrieval (pools and the whole set) and same-modality neighbour
+   agreement (:mod:`galclip.eval.tasks`).
+3. Baselines on the same split (:mod:`galclip.eval.baselines`): the unaligned encoders' pooled
+   features (k-NN), a photometry MLP, a supervised ResNet18 on images and a conv+attention
+   network on spectra.
+4. ``metrics.json`` with provenance, figures, ``report.md`` and ``report.html``
+   (:mod:`galclip.eval.report`).
+
+Configuration: defaults (below) -> preset (``cpu``/``gpu``) or YAML file -> ``key=value``.
+Embeddings are cached in ``OUT/cache`` (keyed by model checksum and rows), so a rerun after an
+interruption skips the embedding step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galclip.config import ConfigError, load_config
+from galclip.eval.probes import ProbeConfig
+from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "eval"
+_PROBE = {k: (list(v) if isinstance(v, tuple) else v)
+          for k, v in dataclasses.asdict(ProbeConfig()).items() if k != "seed"}
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "device": "auto",                 # auto: cuda when available, else cpu
+    "data": {
+        "test_split": "test",         # split that is scored (train is always the training set)
+        "max_train": None,            # seeded subset of the training split (None: all rows)
+        "max_test": None,
+        "batch_size": 64,             # embedding batch size
+        "verify_checksums": True,
+    },
+    "properties": list(PROPERTIES),   # regression targets (missing columns are reported)
+    "knn": {"k": 64},                 # AstroCLIP: k = 64, distance-weighted
+    "probe": _PROBE,                  # MLP on frozen embeddings (two hidden layers of 64)
+    "label_efficiency": {"fractions": [0.01, 0.1, 1.0]},
+    "retrieval": {"pool_size": 1000, "gallery_queries": 4, "gallery_top": 4},
+    "baselines": {
+        "unaligned": {"enabled": True},   # k-NN on the encoders' pooled features
+        "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
+        "image": {"enabled": True, "arch": "resnet18", "downsample": 1, "max_train": None,
+                  "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4},
+        "spectrum": {"enabled": True, "channels": 64, "depth": 2, "num_heads": 4,
+                     "conv_layers": 3, "stride": 4, "max_train": None,
+                     "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4},
+    },
+    "plots": {"embedding_map": "umap",    # umap or pca (umap falls back to pca if missing)
+              "max_points": 3000, "dpi": 90},
+}
+
+
+def resolve_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
+    """defaults -> preset name (cpu, gpu) or YAML file -> ``key=value`` overrides."""
+    path = None
+    if config is not None:
+        path = Path(config)
+        if not path.exists() and (PRESET_DIR / f"{config}.yaml").exists():
+            path = PRESET_DIR / f"{config}.yaml"
+        elif not path.exists():
+            presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            raise ConfigError(f"{config}: no such config file or preset (presets: {presets})")
+    return load_config(DEFAULTS, path, overrides)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- data
+def _cap(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of at most ``n`` of the row indices ``idx``."""
+    if n is None or len(idx) <= n:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, size=int(n), replace=False))
+
+
+def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
+    """Row indices of the train and evaluation splits, and their scalar label columns."""
+    from galclip.data.splits import split_indices
+
+    cols = ds.manifest["columns"]
+    scalar = [c for c, spec in cols.items() if not spec["shape"]]
+    labels = ds.read_columns(scalar)
+    stored = labels.get("split")
+    d, seed = cfg["data"], int(cfg["seed"])
+    train = _cap(split_indices(labels["object_id"], "train", stored=stored), d["max_train"], seed)
+    test = _cap(split_indices(labels["object_id"], d["test_split"], stored=stored), d["max_test"], seed)
+    if d["test_split"] == "train" or np.intersect1d(labels["object_id"][train],
+                                                   labels["object_id"][test]).size:
+        raise ValueError(f"{ds.path}: the evaluation split '{d['test_split']}' shares galaxies "
+                         "with the training split; choose val or test")
+    for name, idx in (("train", train), (d["test_split"], test)):
+        if len(idx) < 2:
+            raise ValueError(f"{ds.path}: split '{name}' has {len(idx)} rows; need at least 2")
+    return {"train": train, "test": test, "labels": labels}
+
+
+def _subset(labels: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[idx] for k, v in labels.items()}
+
+
+def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | None,
+           tag: str) -> dict[str, np.ndarray]:
+    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache``."""
+    from torch.utils.data import Subset
+
+    from galclip.models.inference import embed_dataset
+
+    key = hashlib.sha256(idx.tobytes()).hexdigest()[:16]
+    path = cache / f"{tag}-{key}.npz" if cache else None
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    rows = Subset(ds, idx.tolist())
+    out = embed_dataset(model, rows, batch_size=int(cfg["data"]["batch_size"]), device=device,
+                        progress=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(path)
+    return out
+
+
+def _check_aligned(emb: Mapping[str, np.ndarray], ids: np.ndarray, where: str) -> None:
+    if not np.array_equal(emb["object_id"], ids):
+        raise ValueError(f"{where}: embeddings are not aligned with the label rows (object_id)")
+
+
+def _modalities(emb: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {m: emb[f"{m}_embedding"] for m in ("image", "spectrum") if f"{m}_embedding" in emb}
+
+
+# ----------------------------------------------------------------------------- context
+@dataclasses.dataclass
+class Context:
+    """Everything the stages share: config, dataset, rows, labels and embeddings."""
+
+    cfg: dict
+    ds: Any
+    device: str
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    labels_train: dict
+    labels_test: dict
+    properties: list
+    morph_columns: list
+    emb_train: dict
+    emb_test: dict
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def y_train(self) -> np.ndarray:
+        from galclip.eval.tasks import label_matrix
+
+        return label_matrix(self.labels_train, self.properties)
+
+    @property
+    def y_test(self) -> np.ndarray:
+        from galclip.eval.tasks import label_matrix
+
+        return label_matrix(self.labels_test, self.properties)
+
+    @property
+    def probe(self) -> ProbeConfig:
+        return ProbeConfig.from_dict({**self.cfg["probe"], "seed": int(self.cfg["seed"])})
+
+    def morph(self, labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {c: labels[c] for c in self.morph_columns}
+
+
+# ----------------------------------------------------------------------------- stages
+def run_galclip(ctx: Context) -> tuple[list, dict, dict]:
+    """Zero-shot k-NN, few-shot probes (with morphology) and label efficiency of galclip."""
+    from galclip.eval.probes import label_efficiency
+    from galclip.eval.tasks import knn_results, probe_results
+
+    y_tr, y_te = ctx.y_train, ctx.y_test
+    res, preds = knn_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties,
+                             k=int(ctx.cfg["knn"]["k"]))
+    r2, p2 = probe_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties, ctx.probe,
+                           morph_train=ctx.morph(ctx.labels_train),
+                           morph_test=ctx.morph(ctx.labels_test))
+    fractions = ctx.cfg["label_efficiency"]["fractions"]
+    curves = {f"galclip {m}": label_efficiency(x, y_tr, ctx.emb_test[m], y_te, ctx.properties,
+                                               fractions, ctx.probe)
+              for m, x in ctx.emb_train.items()}
+    return res + r2, {**preds, **p2}, curves
+
+
+def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
+    """MLP on g, r, z asinh magnitudes (properties, morphology, label efficiency)."""
+    from galclip.eval.baselines import PHOTOMETRY_COLUMNS, photometry_features
+    from galclip.eval.probes import label_efficiency
+    from galclip.eval.tasks import probe_results
+
+    if any(c not in ctx.labels_train for c in PHOTOMETRY_COLUMNS):
+        ctx.notes.append(f"photometry baseline skipped: no {'/'.join(PHOTOMETRY_COLUMNS)} columns")
+        return [], {}, {}
+    x_tr, x_te = photometry_features(ctx.labels_train), photometry_features(ctx.labels_test)
+    res, preds = probe_results({"photometry": x_tr}, ctx.y_train, {"photometry": x_te},
+                               ctx.y_test, ctx.properties, ctx.probe, model="MLP",
+                               type_="supervised", morph_train=ctx.morph(ctx.labels_train),
+                               morph_test=ctx.morph(ctx.labels_test))
+    curve = label_efficiency(x_tr, ctx.y_train, x_te, ctx.y_test, ctx.properties,
+                             ctx.cfg["label_efficiency"]["fractions"], ctx.probe)
+    return res, preds, {"photometry MLP": curve}
+
+
+def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) -> tuple[Any, str]:
+    """The encoders before alignment: given files, else the CLIP model's frozen backbones."""
+    from galclip.eval.baselines import PooledFeatures
+    from galclip.models import load_encoder
+
+    run_cfg = (meta.get("extra") or {}).get("run_config") or {}
+    frozen = bool(run_cfg.get("train", {}).get("freeze_backbones", False))
+    encs, where = {}, []
+    for m in ("image", "spectrum"):
+        if paths.get(m):
+            encs[m] = load_encoder(paths[m])
+            where.append(f"{m}: {paths[m]}")
+        elif frozen:
+            encs[m] = getattr(model, f"{m}_encoder")
+            where.append(f"{m}: the model's frozen backbone")
+    if len(encs) < 2:
+        return None, ("unaligned baseline skipped: the model's backbones were fine-tuned; pass "
+                      "--image-encoder and --spectrum-encoder")
+    return PooledFeatures(encs["image"], encs["spectrum"]), "; ".join(where)
+
+
+def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Path) -> tuple[list, dict]:
+    from galclip.eval.tasks import knn_results
+
+    adapter, where = unaligned_encoders(model, meta, paths)
+    ctx.notes.append(where if adapter is None else f"unaligned encoders: {where}")
+    if adapter is None:
+        return [], {}
+    tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, "pooled-train"))
+    te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, "pooled-test"))
+    sources = (("image", "image", "image"), ("spectrum", "spectrum", "spectrum"))
+    return knn_results(tr, ctx.y_train, te, ctx.y_test, ctx.properties,
+                       k=int(ctx.cfg["knn"]["k"]), model="unaligned k-NN", sources=sources)
+
+
+def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
+    """Preprocessed network inputs of rows ``idx`` (sorted), streamed in dataset order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from galclip.eval.baselines import preprocess_images, preprocess_spectra
+
+    cols = ["image"] if kind == "image" else ["spectrum_flux", "spectrum_ivar"]
+    keep = np.zeros(len(ds), dtype=bool)
+    keep[idx] = True
+    parts, start = [], 0
+    for batch in tqdm(ds.iter_batches(256, cols), desc=f"loading {kind}s", leave=False):
+        sel = keep[start:start + len(batch[cols[0]])]
+        start += len(sel)
+        if sel.any():
+            parts.append(preprocess_images(batch["image"][sel], int(cfg["downsample"]))
+                         if kind == "image" else
+                         preprocess_spectra(batch["spectrum_flux"][sel], batch["spectrum_ivar"][sel]))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
+    """Train the image (ResNet) or spectrum (conv+attention) baseline; score on the test rows."""
+    import torch
+
+    from galclip.eval import baselines as B
+    from galclip.eval.metrics import classification_metrics
+    from galclip.eval.tasks import make_result, score_properties
+
+    b, seed = ctx.cfg["baselines"][kind], int(ctx.cfg["seed"])
+    pos = _cap(np.arange(len(ctx.train_idx)), b["max_train"], seed)  # rows of the train split
+    x_tr = _load_inputs(ctx.ds, ctx.train_idx[pos], kind, b)
+    x_te = _load_inputs(ctx.ds, ctx.test_idx, kind, b)
+    torch.manual_seed(seed)
+    backbone = (B.image_backbone(b["arch"]) if kind == "image" else B.SpectrumConvAttention(
+        b["channels"], b["depth"], b["num_heads"], b["conv_layers"], b["stride"]))
+    scfg = B.SupervisedConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
+                              lr=float(b["lr"]), weight_decay=float(b["weight_decay"]), seed=seed)
+    morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
+    net = B.SupervisedBaseline(backbone, scfg, ctx.device).fit(x_tr, ctx.y_train[pos], morph_tr)
+    pred, morph_pred = net.predict(x_te)
+    morph = {c: classification_metrics(ctx.labels_test[c], morph_pred[c]) for c in ctx.morph_columns}
+    model = b["arch"] if kind == "image" else "conv+attention"
+    r = make_result(kind, model, "supervised", score_properties(ctx.y_test, pred, ctx.properties),
+                    morph)
+    r["n_train"] = int(len(pos))
+    return [r], {r["id"]: pred}
+
+
+def run_retrieval(ctx: Context) -> dict[str, Any]:
+    """Cross-modal recall@k / median rank in pools and over the whole evaluation set, plus
+    same-modality neighbour agreement."""
+    from galclip.eval.retrieval import retrieval_metrics
+    from galclip.eval.tasks import neighbour_agreement
+
+    img, spec = ctx.emb_test.get("image"), ctx.emb_test.get("spectrum")
+    if img is None or spec is None:
+        return {}
+    pool = int(ctx.cfg["retrieval"]["pool_size"])
+    out = {f"pool_{min(pool, len(img))}": retrieval_metrics(img, spec, pool, int(ctx.cfg["seed"])),
+           "whole_set": retrieval_metrics(img, spec, len(img), int(ctx.cfg["seed"]))}
+    out["neighbour_agreement_r2"] = {
+        f"{m}→{m}": neighbour_agreement(e, ctx.y_test, ctx.properties) for m, e in ctx.emb_test.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def _provenance(model_path: Path, meta: Mapping, ds, cfg: Mapping, command: str) -> dict:
+    from galclip import __version__
+
+    return {"command": command, "galclip_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {"path": str(model_path), "sha256": _sha256(model_path),
+                      "config": meta.get("config"),
+                      "training": {k: v for k, v in (meta.get("extra") or {}).items()
+                                   if k != "run_config"},
+                      "run_config": (meta.get("extra") or {}).get("run_config")},
+            "data": {"path": str(ds.path), "n_rows": ds.manifest["n_rows"],
+                     "shards": [{k: s[k] for k in ("file", "sha256")} for s in ds.manifest["shards"]],
+                     "provenance": ds.manifest.get("provenance")},
+            "config": dict(cfg)}
+
+
+def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tuple:
+    """Load the model and data, embed both splits: returns (Context, model, meta, cache dir)."""
+    from galclip import load_model
+    from galclip.data import open_dataset
+    from galclip.models.clip import read_checkpoint_metadata
+
+    device = _device(cfg["device"])
+    meta = read_checkpoint_metadata(model_path)
+    model = load_model(model_path, device=device)
+    ds = open_dataset(data_dir, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"],
+                      verify=bool(cfg["data"]["verify_checksums"]))
+    rows = load_split_rows(ds, cfg)
+    lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
+    cache = out_dir / "cache" / _sha256(model_path)[:16]
+    emb = {}
+    for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
+        e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}")
+        _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
+        emb[name] = _modalities(e)
+    props = [p for p in cfg["properties"] if p in rows["labels"]]
+    if not props:
+        raise ValueError(f"{data_dir}: none of the properties {cfg['properties']} is a column")
+    morph = sorted(c for c in rows["labels"] if c.startswith(MORPH_PREFIX))
+    ctx = Context(dict(cfg), ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
+                  emb["train"], emb["test"])
+    missing = [p for p in cfg["properties"] if p not in props]
+    if missing:
+        ctx.notes.append(f"properties not in the data, skipped: {missing}")
+    return ctx, model, meta, cache
+
+
+def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: Mapping,
+             encoder_paths: Mapping[str, str | None] | None = None, command: str = "") -> dict:
+    """Run every evaluation stage and write ``metrics.json``, figures and the report."""
+    import torch
+
+    from galclip.eval.report import write_report
+
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(int(cfg["seed"]))
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    ctx, model, meta, cache = prepare(model_path, Path(data_dir), out_dir, cfg)
+    timings["embed"] = time.perf_counter() - t
+    results, preds, curves = [], {}, {}
+
+    def stage(name: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    r, p, c = stage("galclip", run_galclip, ctx)
+    results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
+    b = cfg["baselines"]
+    if b["unaligned"]["enabled"]:
+        r, p = stage("unaligned", run_unaligned, ctx, model, meta, encoder_paths or {}, cache)
+        results, preds = results + r, {**preds, **p}
+    if b["photometry"]["enabled"]:
+        r, p, c = stage("photometry", run_photometry, ctx)
+        results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
+    for kind in ("image", "spectrum"):
+        if b[kind]["enabled"]:
+            r, p = stage(f"supervised_{kind}", run_supervised, ctx, kind)
+            results, preds = results + r, {**preds, **p}
+    retrieval = stage("retrieval", run_retrieval, ctx)
+    metrics = {"provenance": _provenance(model_path, meta, ctx.ds, cfg, command),
+               "splits": {"train": int(len(ctx.train_idx)),
+                          cfg["data"]["test_split"]: int(len(ctx.test_idx))},
+               "properties": ctx.properties, "morphology_columns": ctx.morph_columns,
+               "results": results, "label_efficiency": curves, "retrieval": retrieval,
+               "notes": ctx.notes, "timings_s": timings}
+    t0 = time.perf_counter()
+    write_report(out_dir, metrics, ctx, preds)
+    timings["report"] = time.perf_counter() - t0
+    return metrics

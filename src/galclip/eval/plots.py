@@ -1,0 +1,175 @@
+"""Figures of the evaluation report; each function takes arrays and writes one PNG.
+
+- predicted vs true per property: 2-D histograms (log density) with the 1:1 line and the
+  metrics in the corner;
+- label-efficiency curves: test R² against the fraction of training labels;
+- retrieval galleries: a query image with its best-matching spectra (and the reverse), with
+  true redshifts and cosine similarities;
+- a 2-D map of the embeddings (UMAP, McInnes et al. 2018; PCA when umap-learn is missing or
+  ``method="pca"``) coloured by redshift and sSFR.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from galclip import conventions as C
+
+LABELS = {"redshift": "z", "log_mstar": r"log $M_*/M_\odot$", "logz_mw": r"log $Z_{MW}/Z_\odot$",
+          "tage_mw": r"$t_{age}$ [Gyr]", "log_ssfr": r"log sSFR [yr$^{-1}$]"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _corner_text(name: str, m: Mapping[str, float]) -> str:
+    lines = [f"$R^2$ = {m.get('r2', float('nan')):.3f}"]
+    if name == "redshift":
+        lines += [rf"$\sigma_{{NMAD}}$ = {m['sigma_nmad']:.4f}", f"bias = {m['bias']:+.4f}",
+                  rf"$\eta_{{0.15}}$ = {m['eta_0.15']:.3f}"]
+    else:
+        lines.append(f"RMSE = {m.get('rmse', float('nan')):.3f}")
+    return "\n".join(lines)
+
+
+def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str],
+                      metrics: Mapping[str, Mapping[str, float]], title: str, path: Path,
+                      dpi: int = 90) -> Path:
+    """One panel per property: log-density 2-D histogram, 1:1 line, metrics in the corner."""
+    from matplotlib.colors import LogNorm
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.1), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        t, p = y_true[:, j], y_pred[:, j]
+        ok = np.isfinite(t) & np.isfinite(p)
+        lo, hi = np.percentile(t[ok], [0.5, 99.5]) if ok.any() else (0.0, 1.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        rng = [[lo - pad, hi + pad]] * 2
+        ax.hist2d(t[ok], p[ok], bins=40, range=rng, norm=LogNorm(), cmap="viridis", cmin=1)
+        ax.plot(rng[0], rng[0], "r--", lw=1)
+        ax.text(0.04, 0.96, _corner_text(name, metrics.get(name, {})), transform=ax.transAxes,
+                va="top", fontsize=8, bbox=dict(boxstyle="round", fc="white", alpha=0.8))
+        ax.set(xlabel=f"true {LABELS.get(name, name)}", ylabel="predicted", xlim=rng[0], ylim=rng[0])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path, dpi)
+
+
+def label_efficiency(curves: Mapping[str, Mapping[str, Mapping[str, float]]],
+                     names: Sequence[str], path: Path, dpi: int = 90) -> Path:
+    """Test R² against the fraction of training labels, one panel per property."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for source, curve in curves.items():
+            fr = sorted(curve, key=float)
+            ax.plot([float(f) * 100 for f in fr], [curve[f][name] for f in fr], "o-", label=source)
+        ax.set(xscale="log", xlabel="training labels [%]", ylabel="test $R^2$",
+               title=LABELS.get(name, name))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path, dpi)
+
+
+def rgb_image(image: np.ndarray) -> np.ndarray:
+    """g, r, z nanomaggy cutout (3, H, W) -> an (H, W, 3) arcsinh-stretched RGB picture."""
+    scale = np.array([0.0066, 0.01, 0.025])[:, None, None]  # legacypipe band scales
+    x = np.arcsinh(np.asarray(image, dtype=np.float64) / scale) / 8.0
+    return np.clip(x[::-1].transpose(1, 2, 0), 0.0, 1.0)  # z -> red, r -> green, g -> blue
+
+
+def _spectrum_axes(ax, flux: np.ndarray, ivar: np.ndarray, label: str) -> None:
+    wave = C.wavelength_grid()
+    f = np.where(ivar > 0, flux, np.nan)
+    kernel = np.ones(9) / 9
+    smooth = np.convolve(np.nan_to_num(f), kernel, mode="same")
+    ax.plot(wave, np.where(np.isfinite(f), smooth, np.nan), lw=0.6, color="k")
+    ax.set_xlim(wave[0], wave[-1])
+    ax.text(0.99, 0.95, label, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> Path:
+    """Rows: a query image, then its top spectra. ``queries[i]`` holds ``image``, ``z`` and
+    ``matches`` (dicts with ``flux``, ``ivar``, ``z``, ``sim``, ``is_match``)."""
+    plt = _plt()
+    k = len(queries[0]["matches"])
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(2.2 + 2.6 * k, 1.8 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [0.8] + [1] * k})
+    for row, q in zip(axes, queries, strict=True):
+        row[0].imshow(rgb_image(q["image"]), origin="lower")
+        row[0].set_title(f"query z={q['z']:.3f}", fontsize=7)
+        row[0].axis("off")
+        for ax, m in zip(row[1:], q["matches"], strict=True):
+            star = " ★ own spectrum" if m["is_match"] else ""
+            _spectrum_axes(ax, m["flux"], m["ivar"], f"z={m['z']:.3f}  sim={m['sim']:.2f}{star}")
+    fig.suptitle("image → spectrum retrieval (observed-frame flux, 1e-17 erg/s/cm²/Å vs Å)",
+                 fontsize=9)
+    return _save(fig, path, dpi)
+
+
+def spectrum_to_images(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> Path:
+    """Rows: a query spectrum, then its top images (``matches`` hold ``image``, ``z``, ``sim``)."""
+    plt = _plt()
+    k = len(queries[0]["matches"])
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(3.2 + 1.7 * k, 1.8 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k})
+    for row, q in zip(axes, queries, strict=True):
+        _spectrum_axes(row[0], q["flux"], q["ivar"], f"query z={q['z']:.3f}")
+        for ax, m in zip(row[1:], q["matches"], strict=True):
+            ax.imshow(rgb_image(m["image"]), origin="lower")
+            star = " ★" if m["is_match"] else ""
+            ax.set_title(f"z={m['z']:.3f} sim={m['sim']:.2f}{star}", fontsize=7)
+            ax.axis("off")
+    fig.suptitle("spectrum → image retrieval", fontsize=9)
+    return _save(fig, path, dpi)
+
+
+def project_2d(emb: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
+    """(N, E) -> (N, 2) with UMAP (cosine) or PCA; returns the method actually used."""
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            method = "pca"
+        else:
+            reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed)
+            return reducer.fit_transform(emb), "umap"
+    if method != "pca":
+        raise ValueError(f"embedding map method must be 'umap' or 'pca', got {method!r}")
+    x = emb - emb.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T, "pca"
+
+
+def embedding_map(xy: np.ndarray, colours: Mapping[str, np.ndarray], title: str, path: Path,
+                  dpi: int = 90) -> Path:
+    """Scatter of a 2-D projection, one panel per colour column (e.g. redshift, log sSFR)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(colours), figsize=(4.2 * len(colours), 3.6), squeeze=False)
+    for ax, (name, c) in zip(axes[0], colours.items(), strict=True):
+        ok = np.isfinite(c)
+        lo, hi = np.percentile(c[ok], [2, 98]) if ok.any() else (0, 1)
+        sc = ax.scatter(xy[ok, 0], xy[ok, 1], c=c[ok], s=3, cmap="plasma", vmin=lo, vmax=hi)
+        fig.colorbar(sc, ax=ax, label=LABELS.get(name, name))
+        ax.set(xticks=[], yticks=[])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path, dpi)

@@ -1,0 +1,130 @@
+"""``galclip evaluate`` end to end on a tiny dataset and an untrained nano-sized model."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import random_rows
+from galclip.eval.report import referenced_files
+
+pytestmark = pytest.mark.slow
+
+FAST = ["knn.k=8", "probe.epochs=4", "label_efficiency.fractions=[0.1,1.0]", "data.batch_size=40",
+        "baselines.image.epochs=1", "baselines.image.downsample=4", "baselines.image.max_train=24",
+        "baselines.image.batch_size=12", "baselines.spectrum.epochs=1", "baselines.spectrum.channels=8",
+        "baselines.spectrum.depth=1", "baselines.spectrum.num_heads=2",
+        "baselines.spectrum.max_train=24", "retrieval.gallery_queries=2", "retrieval.gallery_top=3",
+        "plots.embedding_map=pca", "plots.dpi=30"]
+
+
+def labelled_rows(n: int, seed: int, start_id: int) -> dict[str, np.ndarray]:
+    rows = random_rows(n, seed=seed, start_id=start_id)
+    rng = np.random.default_rng(seed + 100)
+    f32 = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
+    rows.update(log_ssfr=f32(-12, -9), logz_mw=f32(-1, 0.3), tage_mw=f32(1, 12),
+                flux_g=f32(1, 50), flux_r=f32(2, 80), flux_z=f32(3, 120),
+                morph_featured=rng.integers(0, 3, n), morph_edge_on=rng.integers(-1, 2, n))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP, save_model
+
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "data"
+    data.mkdir()
+    shards = [write_shard(data / shard_name(i), labelled_rows(60, i, 60 * i)) for i in range(2)]
+    write_manifest(data, shards, Provenance(command="test", seed=0))
+    model = GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
+                       embed_dim=16)
+    ckpt = save_model(model, root / "model.safetensors",
+                      extra={"run_config": {"train": {"freeze_backbones": True}}})
+    return root, data, ckpt
+
+
+def run_cli(root: Path, data: Path, ckpt: Path, out: str, *extra: str) -> Path:
+    from galclip.cli import main
+
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(data), "--out", str(root / out),
+                 *extra, *FAST]) == 0
+    return root / out
+
+
+@pytest.fixture(scope="module")
+def report(setup):
+    root, data, ckpt = setup
+    return run_cli(root, data, ckpt, "report")
+
+
+def test_report_files_and_table(report):
+    for name in ("metrics.json", "report.md", "report.html", "config.yaml"):
+        assert (report / name).is_file(), name
+    m = json.loads((report / "metrics.json").read_text())
+    rows = {(r["model"], r["source"], r["type"]) for r in m["results"]}
+    assert {("galclip k-NN", "Image", "zero-shot"), ("galclip k-NN", "Spectrum→Image", "zero-shot"),
+            ("galclip MLP", "Spectrum", "few-shot"), ("unaligned k-NN", "Image", "zero-shot"),
+            ("MLP", "Photometry", "supervised"), ("resnet18", "Image", "supervised"),
+            ("conv+attention", "Spectrum", "supervised")} <= rows
+    assert m["properties"] == ["redshift", "log_mstar", "logz_mw", "tage_mw", "log_ssfr"]
+    assert set(m["morphology_columns"]) == {"morph_edge_on", "morph_featured"}
+    assert m["splits"]["train"] + m["splits"]["test"] <= 120
+    z = m["results"][0]["properties"]["redshift"]
+    assert {"r2", "sigma_nmad", "bias", "eta_0.15", "eta_0.05"} <= set(z)
+    assert {"pool_size", "image_to_spectrum/R@1"} <= set(m["retrieval"]["whole_set"])
+    md = (report / "report.md").read_text()
+    assert ("| Source | Model | Type | Redshift R² | Mean property R² | Morphology accuracy | "
+            "log_mstar R² |") in md
+
+
+def test_provenance_names_model_data_and_config(report, setup):
+    _, data, ckpt = setup
+    prov = json.loads((report / "metrics.json").read_text())["provenance"]
+    assert prov["model"]["path"] == str(ckpt) and len(prov["model"]["sha256"]) == 64
+    assert prov["data"]["path"] == str(data) and prov["data"]["n_rows"] == 120
+    assert prov["config"]["knn"]["k"] == 8 and prov["command"].startswith("galclip evaluate")
+
+
+def test_every_referenced_file_exists(report):
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5  # figures are embedded: self-contained
+    assert all((report / t).is_file() for t in referenced_files(page))
+    md = (report / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+\.png)\)", md)
+    assert links and all((report / t).is_file() for t in links)
+
+
+def test_two_runs_give_the_same_numbers(report, setup):
+    root, data, ckpt = setup
+    shutil.copytree(report / "cache", root / "again" / "cache")  # same embeddings, skip re-embedding
+    again = run_cli(root, data, ckpt, "again", "baselines.image.enabled=false",
+                    "baselines.spectrum.enabled=false")
+    first = {r["id"]: r for r in json.loads((report / "metrics.json").read_text())["results"]}
+    for r in json.loads((again / "metrics.json").read_text())["results"]:
+        for prop, m in r["properties"].items():
+            a, b = m["r2"], first[r["id"]]["properties"][prop]["r2"]
+            assert (a is None and b is None) or abs(a - b) < 0.01, (r["id"], prop)
+
+
+def test_scoring_the_training_split_is_refused(setup):
+    from galclip.eval.evaluate import evaluate, resolve_config
+
+    root, data, ckpt = setup
+    cfg = resolve_config("cpu", ["data.test_split=train"])
+    with pytest.raises(ValueError, match="shares galaxies with the training split"):
+        evaluate(ckpt, data, root / "bad", cfg)
+
+
+def test_referenced_files_catches_a_missing_figure(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"png")
+    page = '<img src="a.png"><img src="figures/gone.png"><img src="data:image/png;base64,AA">'
+    targets = referenced_files(page)
+    assert targets == ["a.png", "figures/gone.png"]
+    assert [t for t in targets if not (tmp_path / t).is_file()] == ["figures/gone.png"]
