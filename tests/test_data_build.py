@@ -200,3 +200,38 @@ def test_cli_build_dataset(real_data, cutouts, tmp_path, capsys):
     assert rc == 0 and "1 rows written" in capsys.readouterr().out
     assert main(["build-dataset", "--images", str(cutouts), "--out", str(out)]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
+
+
+def test_interrupted_build_resumes_without_rewriting_finished_shards(real_data, cutouts,
+                                                                     tmp_path, monkeypatch):
+    import galclip.data.build as build
+
+    kw = dict(match_radius_arcsec=0.2, keep_unpaired=True, shard_size=1)
+    build_dataset(_desi_cfg(real_data, tmp_path / "ref", [cutouts], **kw))
+    calls, real_write = [], build.write_shard
+
+    def dying_write(path, cols):
+        calls.append(path.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt                   # killed while writing the third shard
+        return real_write(path, cols)
+
+    out = tmp_path / "ds"
+    monkeypatch.setattr(build, "write_shard", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(_desi_cfg(real_data, out, [cutouts], **kw))
+    assert not (out / "manifest.json").exists() and (out / ".build-state.json").exists()
+    first = (out / "part-00000.parquet").stat().st_mtime_ns
+    calls.clear()
+    r = build_dataset(_desi_cfg(real_data, out, [cutouts], **kw))["report"]
+    assert r.resumed_rows == 2 and calls == ["part-00002.parquet", "part-00003.parquet"]
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == first
+    assert not (out / ".build-state.json").exists()
+    ref, got = open_dataset(tmp_path / "ref"), open_dataset(out)
+    for c in ("object_id", "has_image", "redshift"):
+        np.testing.assert_array_equal(got.read_columns([c])[c], ref.read_columns([c])[c])
+    np.testing.assert_array_equal(got[3]["image"], ref[3]["image"])
+    with pytest.raises(FileExistsError, match="other inputs or options"):
+        (out / "manifest.json").unlink()
+        (out / ".build-state.json").write_text(json.dumps({"fingerprint": "x", "shards": []}))
+        build_dataset(_desi_cfg(real_data, out, [cutouts], **kw))

@@ -12,13 +12,16 @@ Three passes keep memory bounded by one shard plus one chunk:
    load the matched images and write rows shard by shard;
 3. with ``keep_unpaired``, stream the images nobody matched.
 
-Objects that are left out go to ``rejects.csv`` with the reason; counts go to the manifest
+After every shard, ``.build-state.json`` records the finished shards and a fingerprint of
+options and inputs; rerunning the same build after an interruption keeps those shards and
+writes only the rest. Objects that are left out go to ``rejects.csv`` with the reason; counts go to the manifest
 (``build``) and are returned. Missing modalities of kept unpaired objects are null rows
 (read back as NaN) with ``has_image`` / ``has_spectrum`` False.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,9 +31,17 @@ from typing import Any
 import numpy as np
 
 from galclip import conventions as C
-from galclip.data.format import MANIFEST, Provenance, shard_name, write_manifest, write_shard
+from galclip.data.format import (
+    MANIFEST,
+    Provenance,
+    shard_name,
+    write_json_atomic,
+    write_manifest,
+    write_shard,
+)
 from galclip.data.readers import Batch, ReaderError, RejectLog, guarded
 
+STATE = ".build-state.json"
 SPECTRUM_KINDS = ("desi", "mmu-desi")
 IMAGE_KINDS = ("cutout", "stein", "mmu-legacysurvey")
 PAIRED_KINDS = ("astroclip-h5", "astroclip-hf")
@@ -111,6 +122,16 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
+
+def build_fingerprint(cfg: BuildConfig, files: list[tuple[str, Path]]) -> str:
+    """Identifies a build (options + inputs by path, size, mtime) so an interrupted one can
+    resume: the same fingerprint replays the same rows in the same order."""
+    opts = {k: v for k, v in asdict(cfg).items() if k not in ("out", "overwrite", "progress")}
+    paths = [p for _, p in files] + [Path(p) for p in cfg.redshifts] + (
+        [Path(cfg.catalog)] if cfg.catalog else [])
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    return hashlib.sha256(json.dumps([opts, stats], sort_keys=True).encode()).hexdigest()
 
 
 def describe_inputs(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
@@ -317,13 +338,18 @@ class ShardWriter:
     """Buffers rows and writes a shard every ``shard_size`` rows (null rows for absent arrays)."""
 
     def __init__(self, out: Path, columns: dict[str, tuple[Any, tuple[int, ...]]],
-                 shard_size: int):
+                 shard_size: int, fingerprint: str = "", done: list[dict[str, Any]] = ()):
         self.out, self.columns, self.shard_size = out, columns, shard_size
+        self.fingerprint = fingerprint
         self.rows: list[dict[str, Any]] = []
-        self.shards: list[dict[str, Any]] = []
-        self.n_written = 0
+        self.shards: list[dict[str, Any]] = list(done)     # finished by an interrupted run
+        self.n_written = self.n_resumed = sum(s["n_rows"] for s in done)
+        self._n_added = 0
 
     def add(self, row: dict[str, Any]) -> None:
+        self._n_added += 1
+        if self._n_added <= self.n_resumed:               # already in a finished shard
+            return
         self.rows.append(row)
         if len(self.rows) >= self.shard_size:
             self.flush()
@@ -337,6 +363,8 @@ class ShardWriter:
         self.shards.append(write_shard(path, cols))
         self.n_written += len(self.rows)
         self.rows = []
+        write_json_atomic(self.out / STATE, {"fingerprint": self.fingerprint,
+                                             "shards": self.shards})
 
     def _column(self, name: str, fill: Any, shape: tuple[int, ...]):
         vals = [r.get(name) for r in self.rows]
@@ -392,6 +420,7 @@ class BuildReport:
     written_spectrum_only: int = 0
     written_image_only: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    resumed_rows: int = 0
 
 
 class _Builder:
@@ -408,8 +437,8 @@ class _Builder:
         self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")))
         self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
-        self.writer = ShardWriter(self.out, output_columns(kinds, bool(self.catalog)),
-                                  cfg.shard_size)
+        self.fingerprint = build_fingerprint(cfg, self.files)
+        self.columns = output_columns(kinds, bool(self.catalog))
         self.seen: set[int] = set()
         self.bar = None
 
@@ -420,7 +449,10 @@ class _Builder:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        self._prepare_out()
+        done = self._prepare_out()
+        self.writer = ShardWriter(self.out, self.columns, self.cfg.shard_size, self.fingerprint,
+                                  done)
+        self.report.resumed_rows = self.writer.n_resumed
         image_files = [(k, p) for k, p in self.files if k in IMAGE_KINDS]
         self.index = ImageIndex(image_files, self.rejects)
         with tqdm(desc="build-dataset", unit=" obj", disable=not self.cfg.progress) as bar:
@@ -432,12 +464,30 @@ class _Builder:
         self.writer.flush()
         return self._finish()
 
-    def _prepare_out(self) -> None:
+    def _prepare_out(self) -> list[dict[str, Any]]:
+        """Make the output folder; returns the shards an interrupted identical build finished."""
         if self.out.exists() and any(self.out.iterdir()):
-            if not self.cfg.overwrite:
+            if self.cfg.overwrite:
+                shutil.rmtree(self.out)
+            elif (self.out / STATE).exists() and not (self.out / MANIFEST).exists():
+                return self._resume()
+            else:
                 raise FileExistsError(f"{self.out}: not empty; use --overwrite to replace it")
-            shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        return []
+
+    def _resume(self) -> list[dict[str, Any]]:
+        saved = json.loads((self.out / STATE).read_text())
+        if saved.get("fingerprint") != self.fingerprint:
+            raise FileExistsError(f"{self.out}: holds an interrupted build with other inputs or "
+                                  "options; rerun it unchanged to resume, or use --overwrite")
+        done = []
+        for entry in saved["shards"]:                   # keep the intact prefix
+            path = self.out / entry["file"]
+            if not path.exists() or _sha256(path) != entry["sha256"]:
+                break
+            done.append(entry)
+        return done
 
     def _unique(self, oid: int, source: str, row: int) -> bool:
         if oid in self.seen:
@@ -544,6 +594,7 @@ class _Builder:
             command="galclip build-dataset", config=asdict(self.cfg),
             inputs=describe_inputs(self.files)), extra={"build": asdict(self.report),
                                                         "notes": self._notes()})
+        (self.out / STATE).unlink(missing_ok=True)
         return {"manifest": manifest, "report": self.report}
 
     def _notes(self) -> dict[str, Any]:
