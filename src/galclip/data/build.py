@@ -14,9 +14,9 @@ Three passes keep memory bounded by one shard plus one chunk:
 
 After every shard, ``.build-state.json`` records the finished shards and a fingerprint of
 options and inputs; rerunning the same build after an interruption keeps those shards and
-writes only the rest. Objects that are left out go to ``rejects.csv`` with the reason; counts go to the manifest
-(``build``) and are returned. Missing modalities of kept unpaired objects are null rows
-(read back as NaN) with ``has_image`` / ``has_spectrum`` False.
+writes only the rest. Objects that are left out go to ``rejects.csv`` with the reason;
+counts go to the manifest (``build``) and are returned. Missing modalities of kept unpaired
+objects are null rows (read back as NaN) with ``has_image`` / ``has_spectrum`` False.
 """
 from __future__ import annotations
 
