@@ -122,6 +122,9 @@ def test_merge_arms_weights_by_inverse_variance():
     assert flux[0, 4] == pytest.approx((2 * 1 + 5 * 3) / 4) and ivar[0, 4] == 4
     assert flux[0, 5] == 2 and ivar[0, 5] == 1
     assert ivar[0, 10:].sum() == 0 and flux[0, 10:].sum() == 0
+    va[0, 2] = 0                                       # a pixel no arm measures: flux 0
+    flux, ivar = merge_arms([(idx_a, fa, va, np.ones((1, 6), bool))])
+    assert flux[0, 2] == 0 and ivar[0, 2] == 0
 
 
 def test_off_grid_wavelengths_are_an_error(tmp_path):

@@ -2,7 +2,8 @@
 
 Images and spectra are cross-matched by TARGETID, else by sky position (nearest within
 --match-radius arcsec). Objects left out are listed with the reason in OUT/rejects.csv; the
-manifest records every input file with its sha256 and the match/reject counts.
+manifest records every input file with its sha256 and the match/reject counts. An
+interrupted build resumes when the same command is run again.
 
 Examples:
   galclip build-dataset --spectra coadd-*.fits --redshifts redrock-*.fits \\

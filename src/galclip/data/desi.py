@@ -49,24 +49,17 @@ def merge_arms(arms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     """Merge arms onto the grid. Each arm is (pixel index (P,), flux (N, P), ivar (N, P),
     good (N, P) bool). Returns flux, ivar (N, 7781) float32; ivar = 0 where no arm is good.
 
-    Where every covering arm is bad, flux is the plain mean of the finite arm fluxes (or 0),
-    so the array stays finite; its ivar of 0 marks it unusable.
+    Where no arm is good the flux is 0 (as desispec's coadd_cameras), so masked garbage never
+    reaches a model that ignores ivar.
     """
     n = arms[0][1].shape[0]
     num = np.zeros((n, C.N_WAVE))        # (N, 7781) sum ivar * flux
     den = np.zeros((n, C.N_WAVE))        # (N, 7781) sum ivar
-    raw = np.zeros((n, C.N_WAVE))        # fallback: sum of finite fluxes
-    cnt = np.zeros((n, C.N_WAVE))
     for idx, flux, ivar, good in arms:
         w = np.where(good, ivar, 0.0)
-        finite = np.isfinite(flux)
-        f = np.where(finite, flux, 0.0)
-        num[:, idx] += w * f
+        num[:, idx] += w * np.where(good, flux, 0.0)
         den[:, idx] += w
-        raw[:, idx] += f
-        cnt[:, idx] += finite
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flux = np.where(den > 0, num / np.where(den > 0, den, 1), raw / np.maximum(cnt, 1))
+    flux = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
     return flux.astype(np.float32), den.astype(np.float32)
 
 
