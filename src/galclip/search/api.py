@@ -1,0 +1,294 @@
+"""Search a catalog: ``Catalog(dir).search(id=..., to="spectrum", k=10, where="redshift > 0.3")``.
+
+A query is a catalog object (its image or spectrum embedding), an image cutout or spectrum
+(embedded on the fly with the catalog's own model, after checking the checkpoint still has
+the sha256 the catalog was made with), or a vector. Results come from the target modality's
+index: image->image and spectrum->spectrum, or across modalities (image->spectrum,
+spectrum->image), ranked by cosine similarity.
+
+Metadata filters never cost results: a filtered search is exact over the filtered rows when
+they are few (or the index is exact), and otherwise asks the approximate index for matches
+inside the filtered set only (a FAISS ID selector), falling back to exact search over the
+subset if the index returns fewer than k.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galclip.search.catalog import (
+    MODALITIES,
+    CatalogError,
+    embedding_column,
+    file_sha256,
+    read_catalog_manifest,
+    read_catalog_table,
+)
+from galclip.search.filters import apply_where, parse_where
+from galclip.search.index import LoadedIndex, build_index, load_index, normalized
+
+SUBSET_EXACT = 50_000  # filtered sets up to this size are searched exactly
+CHUNK = 65_536
+
+
+@dataclass
+class SearchResult:
+    """Neighbours of one query, best first; ``query`` says what was asked."""
+
+    query: dict[str, Any]
+    neighbours: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "neighbours": self.neighbours}
+
+    def to_text(self, columns: Sequence[str] = ("object_id", "ra", "dec", "redshift")) -> str:
+        """A plain-text table: rank, similarity and ``columns``."""
+        head = ["rank", "score", *columns]
+        rows = [[str(n["rank"]), f"{n['score']:.4f}", *(_fmt(n.get(c)) for c in columns)]
+                for n in self.neighbours]
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+        return "\n".join(fmt.format(*r) for r in [head, *rows])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return "" if v is None else str(v)
+
+
+class Catalog:
+    """An embedding catalog opened for search. ``model`` overrides loading the checkpoint."""
+
+    def __init__(self, path: str | Path, model=None, device: str | None = None):
+        self.path = Path(path)
+        self.manifest = read_catalog_manifest(self.path)
+        self.modalities: list[str] = list(self.manifest["modalities"])
+        meta_cols = [c for c in self.manifest["columns"] if not c.endswith("_embedding")]
+        table = read_catalog_table(self.path, meta_cols)
+        self.meta: dict[str, np.ndarray] = {c: table.column(c).to_numpy(zero_copy_only=False)
+                                            for c in meta_cols}
+        self.n_rows = int(self.manifest["n_rows"])
+        ids = self.meta["object_id"]
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._order]
+        self._indexes: dict[str, LoadedIndex] = {}
+        self._row_pos: dict[str, np.ndarray] = {}
+        self._model, self._device = model, device
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    # ------------------------------------------------------------------ rows and metadata
+    def row_of(self, object_id: int) -> int:
+        """Catalog row of an object id (KeyError if absent)."""
+        i = int(np.searchsorted(self._sorted_ids, object_id))
+        if i >= len(self._sorted_ids) or self._sorted_ids[i] != object_id:
+            raise KeyError(f"object_id {object_id} is not in catalog {self.path}")
+        return int(self._order[i])
+
+    def properties(self, row: int) -> dict[str, Any]:
+        """Metadata of one row as plain Python values (NaN -> None), plus modality presence."""
+        out = {c: _py(v[row]) for c, v in self.meta.items()}
+        for m in self.modalities:
+            out[f"has_{m}"] = bool(self._position(m, row) >= 0)
+        return out
+
+    def filterable_columns(self) -> list[str]:
+        return [c for c, v in self.meta.items() if v.dtype.kind in "biuf"]
+
+    # ------------------------------------------------------------------ indexes
+    def index(self, modality: str) -> LoadedIndex:
+        """The saved index of a modality (built in memory, exact, if none was saved)."""
+        embedding_column(modality)
+        if modality not in self.modalities:
+            raise CatalogError(f"catalog {self.path} has no {modality} embeddings")
+        if modality not in self._indexes:
+            try:
+                self._indexes[modality] = load_index(self.path, modality)
+            except FileNotFoundError:
+                print(f"galclip: no saved {modality} index in {self.path}; searching exactly "
+                      f"(run `galclip index {self.path}` to save one)", file=sys.stderr)
+                self._indexes[modality] = build_index(self.path, modality, kind="flat",
+                                                      save=False, verbose=False)
+            pos = np.full(self.n_rows, -1, dtype=np.int64)
+            rows = self._indexes[modality].rows
+            pos[rows] = np.arange(len(rows))
+            self._row_pos[modality] = pos
+        return self._indexes[modality]
+
+    def _position(self, modality: str, row: int) -> int:
+        self.index(modality)
+        return int(self._row_pos[modality][row])
+
+    def embedding(self, object_id: int, modality: str) -> np.ndarray:
+        """The stored (E,) embedding of an object (CatalogError if it lacks that modality)."""
+        pos = self._position(modality, self.row_of(object_id))
+        if pos < 0:
+            raise CatalogError(f"object_id {object_id} has no {modality} embedding in {self.path}")
+        return self.index(modality).index.reconstruct(pos)
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def model(self):
+        """The catalog's model, loaded from its checkpoint after checking its sha256."""
+        if self._model is None:
+            import galclip
+
+            info = self.manifest["model"]
+            if not info.get("path"):
+                raise FileNotFoundError(f"{self.path / 'manifest.json'}: the catalog records no "
+                                        f"model checkpoint (field 'model.path'), so queries given "
+                                        f"as files cannot be embedded")
+            path = Path(info["path"])
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: the catalog's model checkpoint is missing "
+                                        f"(field 'model.path' of {self.path / 'manifest.json'})")
+            if file_sha256(path) != info["sha256"]:
+                raise CatalogError(f"{self.path / 'manifest.json'}: stale catalog: checkpoint "
+                                   f"{path} changed since the catalog was made (sha256 differs); "
+                                   f"rerun galclip embed")
+            self._model = galclip.load_model(path)
+        return self._model
+
+    def embed_image(self, image: np.ndarray) -> np.ndarray:
+        """(3, H, W) nanomaggy cutout -> (E,) unit embedding with the catalog's model."""
+        import torch
+
+        model = self.model.eval()
+        with torch.inference_mode():
+            x = torch.as_tensor(np.asarray(image, np.float32)[None], device=self._device)
+            return normalized(model.encode_image(x).float().cpu().numpy())[0]
+
+    def embed_spectrum(self, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+        """(7781,) flux and ivar -> (E,) unit embedding with the catalog's model."""
+        import torch
+
+        model = self.model.eval()
+        with torch.inference_mode():
+            f = torch.as_tensor(np.asarray(flux, np.float32)[None], device=self._device)
+            iv = torch.as_tensor(np.asarray(ivar, np.float32)[None], device=self._device)
+            return normalized(model.encode_spectrum(f, iv).float().cpu().numpy())[0]
+
+    # ------------------------------------------------------------------ search
+    def search(self, *, id: int | None = None, image: np.ndarray | str | Path | None = None,
+               spectrum: tuple[np.ndarray, np.ndarray] | str | Path | None = None,
+               vector: np.ndarray | None = None, from_: str | None = None, to: str | None = None,
+               k: int = 10, where: str | None = None, exclude_self: bool | None = None
+               ) -> SearchResult:
+        """The k nearest neighbours of one query in the ``to`` modality.
+
+        Give exactly one of ``id`` (with ``from_``, default "image"), ``image`` (array or FITS
+        path), ``spectrum`` ((flux, ivar) or FITS path), ``vector`` (with ``from_``). ``to``
+        defaults to the query's modality. ``exclude_self`` (default: True for an id searched in
+        its own modality) drops the query object from the results.
+        """
+        given = [x is not None for x in (id, image, spectrum, vector)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of id, image, spectrum, vector")
+        if k < 1:
+            raise ValueError(f"k must be at least 1 (got {k})")
+        q, src, query = self._query_vector(id, image, spectrum, vector, from_)
+        to = to or src
+        if exclude_self is None:
+            exclude_self = id is not None and to == src
+        query.update({"from": src, "to": to, "k": k, "where": where})
+        mask = self._filter_mask(where)
+        skip = self.row_of(id) if (id is not None and exclude_self) else None
+        rows, scores = self._nearest(q, to, k, mask, skip)
+        out = [{"rank": i + 1, "score": float(s), **self.properties(int(r))}
+               for i, (r, s) in enumerate(zip(rows, scores, strict=True))]
+        return SearchResult(query, out)
+
+    def _query_vector(self, id, image, spectrum, vector, from_):
+        if id is not None:
+            src = from_ or "image"
+            return self.embedding(int(id), src), src, {"id": int(id)}
+        if image is not None:
+            from galclip.search.queryfile import read_image_fits
+
+            arr = image if isinstance(image, np.ndarray) else read_image_fits(image, str(image))
+            return self.embed_image(arr), "image", {"file": _name(image)}
+        if spectrum is not None:
+            from galclip.search.queryfile import read_spectrum_fits
+
+            f, iv = (spectrum if isinstance(spectrum, tuple)
+                     else read_spectrum_fits(spectrum, str(spectrum)))
+            return self.embed_spectrum(f, iv), "spectrum", {"file": _name(spectrum)}
+        if from_ not in MODALITIES:
+            raise ValueError(f"a vector query needs from_ in {MODALITIES}")
+        return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}
+
+    def _filter_mask(self, where: str | None) -> np.ndarray | None:
+        clauses = parse_where(where, {c: None for c in self.filterable_columns()})
+        return apply_where(clauses, self.meta, self.n_rows) if clauses else None
+
+    def _nearest(self, q: np.ndarray, to: str, k: int, mask: np.ndarray | None,
+                 skip: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog rows and scores of the k best matches among allowed rows."""
+        loaded = self.index(to)
+        allowed = np.ones(len(loaded.rows), dtype=bool) if mask is None else mask[loaded.rows]
+        if skip is not None and self._row_pos[to][skip] >= 0:
+            allowed[self._row_pos[to][skip]] = False
+        positions = np.flatnonzero(allowed)
+        k = min(k, len(positions))
+        if k == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = q[None].astype(np.float32)
+        if mask is None and skip is None:
+            s, p = loaded.index.search(q, k)
+        elif loaded.kind == "flat" or len(positions) <= SUBSET_EXACT:
+            s, p = _exact_subset(loaded.index, q, positions, k)
+        else:
+            s, p = _selector_search(loaded, q, positions, k)
+        return loaded.rows[p[0]], s[0]
+
+
+def _exact_subset(index, q: np.ndarray, positions: np.ndarray, k: int):
+    """Exact top-k of q over the stored vectors at ``positions`` (in chunks)."""
+    best_s, best_p = np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+    for lo in range(0, len(positions), CHUNK):
+        pos = positions[lo:lo + CHUNK]
+        scores = index.reconstruct_batch(pos) @ q[0]  # (n,)
+        s = np.concatenate([best_s[0], scores])
+        p = np.concatenate([best_p[0], pos])
+        top = np.argsort(-s, kind="stable")[:k]
+        best_s, best_p = s[top][None], p[top][None]
+    return best_s, best_p
+
+
+def _selector_search(loaded: LoadedIndex, q: np.ndarray, positions: np.ndarray, k: int):
+    """Approximate search restricted to ``positions``: the search effort (nprobe / efSearch) is
+    raised in proportion to how selective the filter is, so that the allowed vectors reached
+    stay about as many as in an unfiltered search."""
+    import faiss
+
+    sel = faiss.IDSelectorBatch(positions.astype(np.int64))
+    widen = len(loaded.rows) / max(len(positions), 1)
+    if loaded.kind == "ivf":
+        nprobe = int(min(loaded.index.nlist, np.ceil(loaded.index.nprobe * widen)))
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+    else:
+        ef = int(min(4096, max(k, np.ceil(loaded.index.hnsw.efSearch * widen))))
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+    s, p = loaded.index.search(q, k, params=params)
+    if (p[0] < 0).any():  # the search reached fewer than k allowed vectors
+        return _exact_subset(loaded.index, q, positions, k)
+    return s, p
+
+
+def _name(x: Any) -> str:
+    return Path(x).name if isinstance(x, (str, Path)) else "array"
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v

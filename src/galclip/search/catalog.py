@@ -1,0 +1,470 @@
+"""Embedding catalogs: every galaxy of a dataset with its image and spectrum embeddings.
+
+A catalog is a folder with ``manifest.json`` and Parquet shards, one row per galaxy of the
+dataset, in the dataset's order: ``object_id``, ``ra``, ``dec``, ``redshift``, chosen scalar
+metadata columns, and ``image_embedding`` / ``spectrum_embedding`` as Arrow
+``FixedSizeList<float32>[E]`` (null where a galaxy lacks that modality, e.g. ``has_image`` is
+false). The manifest records the sha256 of the model checkpoint, so a catalog made with another
+model is detected as stale, and the dataset's manifest hash.
+
+Embedding goes through the shared inference function
+``galclip.models.inference.iter_embeddings`` (eval mode, no grad, no dropped rows). The work is
+split into fixed row ranges, one shard each, written atomically: a killed run resumes at the
+first missing shard and ends with the same catalog as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from galclip.data.format import (
+    MANIFEST,
+    DatasetError,
+    _atomic_path,
+    _float_columns,
+    _sha256,
+    column_schema,
+    write_json_atomic,
+)
+
+CATALOG_FORMAT = "galclip-catalog"
+CATALOG_VERSION = 1
+MODALITIES: tuple[str, ...] = ("image", "spectrum")
+BASE_COLUMNS: tuple[str, ...] = ("object_id", "ra", "dec", "redshift")
+PLAN = ".embed-plan.json"
+ROWS_PER_SHARD = 4096
+CATALOG_ROW_GROUP = 1024
+#: modality -> dataset columns its encoder reads, and the optional per-row presence flag
+MODALITY_INPUTS = {"image": ("image",), "spectrum": ("spectrum_flux", "spectrum_ivar")}
+PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}
+
+
+class CatalogError(DatasetError):
+    """A catalog folder is invalid, stale or inconsistent; the message names file and field."""
+
+
+def embedding_column(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; choose from {MODALITIES}")
+    return f"{modality}_embedding"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The identity of a model checkpoint (or any file): sha256 of its bytes."""
+    return _sha256(Path(path))
+
+
+def catalog_shard_name(index: int) -> str:
+    return f"emb-{index:05d}.parquet"
+
+
+# ----------------------------------------------------------------------------- row ranges
+class RowRange:
+    """A contiguous slice of rows of a dataset, with the same reading surface as the dataset.
+
+    Passed to ``iter_embeddings`` so each catalog shard is embedded on its own.
+    """
+
+    def __init__(self, dataset, start: int, stop: int):
+        self.dataset, self.start, self.stop = dataset, int(start), int(stop)
+        self.manifest = dataset.manifest
+        self.columns = dataset.columns
+        self.path = dataset.path
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for rows [{self.start}, {self.stop})")
+        return self.dataset[self.start + i]
+
+    def shape(self, column: str) -> tuple[int, ...]:
+        return self.dataset.shape(column)
+
+    def iter_batches(self, batch_size: int = 64, columns: Sequence[str] | None = None
+                     ) -> Iterator[dict[str, np.ndarray]]:
+        """Stream rows [start, stop) in order, reading only the Parquet row groups they span."""
+        cols = list(columns) if columns else list(self.columns)
+        pending: list[pa.Table] = []
+        n_pending = 0
+        for table in self._tables(cols):
+            pending.append(table)
+            n_pending += table.num_rows
+            while n_pending >= batch_size:
+                merged = pa.concat_tables(pending)
+                yield self._to_numpy(merged.slice(0, batch_size), cols)
+                pending, n_pending = [merged.slice(batch_size)], n_pending - batch_size
+        if n_pending:
+            yield self._to_numpy(pa.concat_tables(pending), cols)
+
+    def _tables(self, cols: list[str]) -> Iterator[pa.Table]:
+        offsets = np.cumsum([0] + [s["n_rows"] for s in self.manifest["shards"]])
+        for i, s in enumerate(self.manifest["shards"]):
+            lo, hi = max(self.start, offsets[i]), min(self.stop, offsets[i + 1])
+            if lo >= hi:
+                continue
+            f = pq.ParquetFile(Path(self.path) / s["file"])
+            rg_start = int(offsets[i])
+            for g in range(f.num_row_groups):
+                n = f.metadata.row_group(g).num_rows
+                a, b = max(lo, rg_start), min(hi, rg_start + n)
+                if a < b:
+                    yield f.read_row_group(g, columns=cols).slice(a - rg_start, b - a)
+                rg_start += n
+
+    def _to_numpy(self, table: pa.Table, cols: list[str]) -> dict[str, np.ndarray]:
+        from galclip.data.dataset import column_to_numpy
+
+        return {c: column_to_numpy(table.column(c), self.shape(c)) for c in cols}
+
+
+# ----------------------------------------------------------------------------- planning
+def _scalar_columns(manifest: dict[str, Any]) -> list[str]:
+    return [c for c, spec in manifest["columns"].items() if not spec["shape"]]
+
+
+def choose_columns(manifest: dict[str, Any], columns: Sequence[str] | None,
+                   where: str = "dataset manifest") -> list[str]:
+    """Metadata columns copied into the catalog: the base four plus ``columns``
+    (default: every scalar column of the dataset)."""
+    scalar = _scalar_columns(manifest)
+    wanted = list(columns) if columns is not None else scalar
+    bad = [c for c in wanted if c not in scalar]
+    if bad:
+        raise CatalogError(f"{where}: column(s) {bad} are not scalar columns of the dataset; "
+                           f"choose from {scalar}")
+    return list(BASE_COLUMNS) + [c for c in wanted if c not in BASE_COLUMNS]
+
+
+def available_modalities(manifest: dict[str, Any], modalities: Sequence[str]) -> list[str]:
+    return [m for m in modalities if all(c in manifest["columns"] for c in MODALITY_INPUTS[m])]
+
+
+def _plan(model_sha: str, dataset, columns: list[str], modalities: list[str],
+          rows_per_shard: int) -> dict[str, Any]:
+    ds_manifest = json.dumps(dataset.manifest["shards"], sort_keys=True).encode()
+    n = len(dataset)
+    bounds = [[lo, min(lo + rows_per_shard, n)] for lo in range(0, n, rows_per_shard)]
+    return {"model_sha256": model_sha, "dataset_shards_sha256": hashlib.sha256(ds_manifest).hexdigest(),
+            "n_rows": n, "columns": columns, "modalities": modalities,
+            "rows_per_shard": rows_per_shard, "ranges": bounds}
+
+
+def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix shards made with other settings (model, dataset, columns) in one folder."""
+    path = out / PLAN
+    if path.exists() and not overwrite:
+        old = json.loads(path.read_text())
+        diff = [k for k in plan if old.get(k) != plan[k]]
+        if diff:
+            raise CatalogError(f"{path}: this catalog folder was started with different "
+                               f"settings ({', '.join(diff)}); use --overwrite to start again")
+    if overwrite:
+        for f in list(out.glob("emb-*.parquet")) + [out / MANIFEST] + list(out.glob("index-*")):
+            f.unlink(missing_ok=True)
+    write_json_atomic(path, plan)
+
+
+# ----------------------------------------------------------------------------- writing
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def _embedding_array(vectors: np.ndarray, present: np.ndarray) -> pa.Array:
+    """(N, E) float32 plus a presence mask -> FixedSizeList array with nulls where absent."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    values = pa.array(vectors.reshape(-1))
+    mask = pa.array(~present.astype(bool))
+    return pa.FixedSizeListArray.from_arrays(values, vectors.shape[1], mask=mask)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
+    """Write a Parquet table atomically (temporary name, then rename); returns its entry."""
+    tmp = _atomic_path(path)
+    pq.write_table(table, tmp, row_group_size=CATALOG_ROW_GROUP, compression="zstd",
+                   compression_level=1, use_byte_stream_split=_float_columns(table.schema))
+    os.replace(tmp, path)
+    return {"file": path.name, "n_rows": table.num_rows, "sha256": _sha256(path),
+            "bytes": path.stat().st_size}
+
+
+def _shard_table(meta: dict[str, np.ndarray], emb: dict[str, np.ndarray],
+                 present: dict[str, np.ndarray], model_sha: str) -> pa.Table:
+    fields, arrays = [], []
+    for name, values in meta.items():
+        a = pa.array(values)
+        fields.append(pa.field(name, a.type))
+        arrays.append(a)
+    for m, vectors in emb.items():
+        a = _embedding_array(vectors, present[m])
+        fields.append(pa.field(embedding_column(m), a.type,
+                               metadata={b"shape": json.dumps([vectors.shape[1]]).encode()}))
+        arrays.append(a)
+    schema = pa.schema(fields, metadata={b"galclip_model_sha256": model_sha.encode()})
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _read_range(dataset, lo: int, hi: int, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Scalar columns of dataset rows [lo, hi), read shard by shard from Parquet."""
+    out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    offsets = np.cumsum([0] + [s["n_rows"] for s in dataset.manifest["shards"]])
+    for i, s in enumerate(dataset.manifest["shards"]):
+        a, b = max(lo, offsets[i]), min(hi, offsets[i + 1])
+        if a >= b:
+            continue
+        t = pq.read_table(dataset.path / s["file"], columns=list(columns))
+        t = t.slice(int(a - offsets[i]), int(b - a))
+        for c in columns:
+            out[c].append(t.column(c).to_numpy(zero_copy_only=False))
+    return {c: np.concatenate(v) for c, v in out.items()}
+
+
+def _presence(meta_src: dict[str, np.ndarray], modalities: Sequence[str], n: int
+              ) -> dict[str, np.ndarray]:
+    return {m: (meta_src[PRESENCE[m]].astype(bool) if PRESENCE[m] in meta_src
+                else np.ones(n, dtype=bool)) for m in modalities}
+
+
+def embed_range(model, rows: RowRange, modalities: Sequence[str], batch_size: int,
+                device, embed_fn: Callable, on_batch: Callable[[int], None] | None = None
+                ) -> dict[str, Any]:
+    """Embed rows through ``embed_fn`` (the ``iter_embeddings`` contract); arrays in row order."""
+    ids, emb = [], {m: [] for m in modalities}
+    with _autocast(device):
+        for batch in embed_fn(model, rows, batch_size=batch_size, device=device,
+                              modalities=tuple(modalities)):
+            ids.append(_to_numpy(batch["object_id"]).astype(np.int64))
+            for m in modalities:
+                emb[m].append(_to_numpy(batch[embedding_column(m)]).astype(np.float32))
+            if on_batch:
+                on_batch(len(ids[-1]))
+    return {"object_id": np.concatenate(ids), **{m: np.concatenate(v) for m, v in emb.items()}}
+
+
+def _autocast(device):
+    """bf16 autocast on a GPU (embeddings come back as float32), plain fp32 on the CPU."""
+    import contextlib
+
+    if device is None or not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def _default_embed_fn() -> Callable:
+    from galclip.models.inference import iter_embeddings
+
+    return iter_embeddings
+
+
+def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_path: str | Path,
+                  columns: Sequence[str] | None = None, modalities: Sequence[str] = MODALITIES,
+                  batch_size: int = 64, device=None, rows_per_shard: int = ROWS_PER_SHARD,
+                  overwrite: bool = False, embed_fn: Callable | None = None,
+                  progress: bool = True, max_shards: int | None = None) -> dict[str, Any] | None:
+    """Embed every row of a dataset into a catalog folder; resumable per shard.
+
+    ``model`` must follow the CLIP model interface and ``model_path`` is its checkpoint (whose
+    sha256 identifies the catalog's model). ``max_shards`` stops after that many new shards
+    (returns None; rerun to continue). Returns the manifest once the catalog is complete.
+    """
+    from galclip.data import open_dataset
+
+    dataset = open_dataset(data_dir, verify=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_sha = file_sha256(model_path)
+    cols = choose_columns(dataset.manifest, columns, str(Path(data_dir) / MANIFEST))
+    mods = available_modalities(dataset.manifest, modalities)
+    if not mods:
+        raise CatalogError(f"{Path(data_dir) / MANIFEST}: no column set for any modality "
+                           f"{list(modalities)} (needs {MODALITY_INPUTS})")
+    plan = _plan(model_sha, dataset, cols, mods, rows_per_shard)
+    _check_plan(out, plan, overwrite)
+    entries = _embed_shards(model, dataset, out, plan, batch_size, device,
+                            embed_fn or _default_embed_fn(), progress, max_shards)
+    if entries is None:
+        return None
+    return _write_catalog_manifest(out, entries, plan, dataset, model_path, batch_size)
+
+
+def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: int, device,
+                  embed_fn: Callable, progress: bool, max_shards: int | None):
+    from tqdm.auto import tqdm
+
+    entries, todo = [], []
+    for i, (lo, hi) in enumerate(plan["ranges"]):
+        entry = _finished_shard(out / catalog_shard_name(i), hi - lo, plan["model_sha256"])
+        entries.append(entry)
+        if entry is None:
+            todo.append(i)
+    done_rows = sum(e["n_rows"] for e in entries if e)
+    bar = tqdm(total=plan["n_rows"], initial=done_rows, unit="obj", unit_scale=True,
+               desc="embed", disable=not progress, smoothing=0.1)
+    t0, new_rows = time.perf_counter(), 0
+    for n_new, i in enumerate(todo):
+        if max_shards is not None and n_new >= max_shards:
+            bar.close()
+            return None
+        entries[i] = _embed_one_shard(model, dataset, out, i, plan, batch_size, device,
+                                      embed_fn, bar.update)
+        new_rows += entries[i]["n_rows"]
+    bar.close()
+    dt = time.perf_counter() - t0
+    if progress and new_rows:
+        print(f"embedded {new_rows} objects in {dt:.1f} s ({new_rows / max(dt, 1e-9):.1f} objects/s)")
+    return entries
+
+
+def _finished_shard(path: Path, n_rows: int, model_sha: str) -> dict[str, Any] | None:
+    """The manifest entry of a shard already written by this plan, else None."""
+    if not path.exists():
+        return None
+    try:
+        meta = pq.read_metadata(path)
+        sha = (meta.schema.to_arrow_schema().metadata or {}).get(b"galclip_model_sha256", b"")
+    except (pa.ArrowException, OSError):
+        return None
+    if meta.num_rows != n_rows or sha.decode() != model_sha:
+        return None
+    return {"file": path.name, "n_rows": n_rows, "sha256": _sha256(path),
+            "bytes": path.stat().st_size}
+
+
+def _embed_one_shard(model, dataset, out: Path, i: int, plan: dict[str, Any], batch_size: int,
+                     device, embed_fn: Callable, on_batch) -> dict[str, Any]:
+    lo, hi = plan["ranges"][i]
+    mods = plan["modalities"]
+    flags = [PRESENCE[m] for m in mods if PRESENCE[m] in dataset.manifest["columns"]]
+    meta = _read_range(dataset, lo, hi, list(dict.fromkeys(plan["columns"] + flags)))
+    res = embed_range(model, RowRange(dataset, lo, hi), mods, batch_size, device, embed_fn,
+                      on_batch)
+    if len(res["object_id"]) != hi - lo or not np.array_equal(res["object_id"], meta["object_id"]):
+        raise CatalogError(f"{dataset.path}: rows [{lo}, {hi}): the inference function returned "
+                           f"{len(res['object_id'])} rows or ids out of order; no row may be dropped")
+    present = _presence(meta, mods, hi - lo)
+    table = _shard_table({c: meta[c] for c in plan["columns"]}, {m: res[m] for m in mods},
+                         present, plan["model_sha256"])
+    entry = write_table_atomic(out / catalog_shard_name(i), table)
+    return {**entry, "rows": [lo, hi]}
+
+
+def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict[str, Any],
+                            dataset, model_path, batch_size: int) -> dict[str, Any]:
+    from galclip import __version__
+
+    columns = column_schema(out / entries[0]["file"])
+    dims = {m: columns[embedding_column(m)]["shape"][0] for m in plan["modalities"]}
+    manifest = {
+        "format": CATALOG_FORMAT, "version": CATALOG_VERSION,
+        "n_rows": int(sum(e["n_rows"] for e in entries)),
+        "shards": [{k: v for k, v in e.items() if k != "rows"} for e in entries],
+        "columns": columns,
+        "modalities": plan["modalities"], "embedding_dim": dims,
+        "model": {"path": str(Path(model_path).resolve()), "sha256": plan["model_sha256"]},
+        "dataset": {"path": str(Path(dataset.path).resolve()), "n_rows": len(dataset),
+                    "shards_sha256": plan["dataset_shards_sha256"]},
+        "provenance": {"command": "galclip embed", "galclip_version": __version__,
+                       "batch_size": batch_size, "rows_per_shard": plan["rows_per_shard"],
+                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
+                  embeddings: dict[str, np.ndarray], *, model_sha256: str,
+                  model_path: str | Path | None = None, present: dict[str, np.ndarray] | None = None,
+                  rows_per_shard: int = ROWS_PER_SHARD) -> dict[str, Any]:
+    """Write a catalog from arrays already in memory (embeddings computed elsewhere, synthetic
+    catalogs for benchmarks). ``meta`` needs the base columns; ``embeddings`` maps modality to
+    (N, E) vectors; ``present`` marks rows that have each modality (default: all)."""
+    missing = [c for c in BASE_COLUMNS if c not in meta]
+    if missing:
+        raise CatalogError(f"{out_dir}: meta lacks required column(s) {missing}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(meta["object_id"])
+    present = present or {m: np.ones(n, dtype=bool) for m in embeddings}
+    entries = []
+    for i, lo in enumerate(range(0, n, rows_per_shard)):
+        sl = slice(lo, min(lo + rows_per_shard, n))
+        table = _shard_table({c: np.asarray(v)[sl] for c, v in meta.items()},
+                             {m: v[sl] for m, v in embeddings.items()},
+                             {m: np.asarray(p)[sl] for m, p in present.items()}, model_sha256)
+        entries.append(write_table_atomic(out / catalog_shard_name(i), table))
+    columns = column_schema(out / entries[0]["file"])
+    manifest = {
+        "format": CATALOG_FORMAT, "version": CATALOG_VERSION, "n_rows": n, "shards": entries,
+        "columns": columns, "modalities": list(embeddings),
+        "embedding_dim": {m: int(v.shape[1]) for m, v in embeddings.items()},
+        "model": {"path": str(Path(model_path).resolve()) if model_path else None,
+                  "sha256": model_sha256},
+        "dataset": {}, "provenance": {"command": "galclip.search.catalog.write_catalog"},
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- reading
+def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> dict[str, Any]:
+    """Read and check a catalog's manifest; every shard must exist (and match, if verifying)."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        hint = " (embedding not finished? rerun galclip embed)" if (path / PLAN).exists() else ""
+        raise CatalogError(f"{mpath}: no catalog manifest{hint}")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise CatalogError(f"{mpath}: not valid JSON ({e})") from e
+    if manifest.get("format") != CATALOG_FORMAT:
+        raise CatalogError(f"{mpath}: field 'format' is {manifest.get('format')!r}, expected "
+                           f"{CATALOG_FORMAT!r} (is this a dataset folder rather than a catalog?)")
+    for e in manifest["shards"]:
+        spath = path / e["file"]
+        if not spath.exists():
+            raise CatalogError(f"{spath}: shard listed in the manifest is missing")
+        if verify_checksums and _sha256(spath) != e["sha256"]:
+            raise CatalogError(f"{spath}: sha256 does not match the manifest")
+    return manifest
+
+
+def catalog_fingerprint(manifest: dict[str, Any]) -> str:
+    """A hash of the catalog's content (its shards' checksums and the model identity)."""
+    blob = json.dumps([manifest["model"]["sha256"], [s["sha256"] for s in manifest["shards"]]])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_catalog_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """The whole catalog (or some columns) as one Arrow table, rows in catalog order."""
+    path = Path(path)
+    manifest = read_catalog_manifest(path)
+    parts = [pq.read_table(path / s["file"], columns=list(columns) if columns else None)
+             for s in manifest["shards"]]
+    return pa.concat_tables(parts)
+
+
+def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (M, E) float32, rows (M,) int64): the non-null embeddings of one modality and
+    their row numbers in the catalog."""
+    col = read_catalog_table(path, [embedding_column(modality)]).column(0).combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(valid).astype(np.int64)
+    dim = col.type.list_size
+    vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(vectors.reshape(-1, dim), dtype=np.float32), rows

@@ -1,0 +1,211 @@
+"""The galclip explorer: a FastAPI service over one embedding catalog, and its web page.
+
+JSON endpoints (OpenAPI docs at ``/docs``): search by object id or by an uploaded FITS cutout or
+spectrum, object details, a colour composite PNG and spectrum data for plots. The page in
+``static/`` uses only these endpoints and no external resource.
+
+Safe by default: read-only (nothing is written), no file-system path is ever taken from a
+request (objects are addressed by ``object_id`` only), uploads are limited in size and parsed
+in memory, and every bad request gets a 4xx with a message rather than a 500.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from galclip.search.api import Catalog
+from galclip.search.catalog import CatalogError
+
+STATIC = Path(__file__).with_name("static")
+MAX_K = 200
+
+
+class DatasetAccess:
+    """Reads a catalog object's image and spectrum from the dataset the catalog was made from."""
+
+    def __init__(self, data_dir: str | Path, catalog: Catalog):
+        from galclip.data import open_dataset
+
+        ds = open_dataset(data_dir, verify=False)
+        recorded = catalog.manifest.get("dataset", {}).get("shards_sha256")
+        blob = json.dumps(ds.manifest["shards"], sort_keys=True).encode()
+        if recorded and hashlib.sha256(blob).hexdigest() != recorded:
+            raise CatalogError(f"{data_dir}: this dataset is not the one catalog {catalog.path} "
+                               f"was made from (shard checksums differ)")
+        if len(ds) != catalog.n_rows:
+            raise CatalogError(f"{data_dir}: has {len(ds)} rows, catalog has {catalog.n_rows}")
+        cols = [c for c in ("object_id", "image", "spectrum_flux", "spectrum_ivar")
+                if c in ds.manifest["columns"]]
+        self.dataset = open_dataset(data_dir, columns=cols, verify=False)
+        self.catalog = catalog
+        self._lock = threading.Lock()
+
+    def row(self, object_id: int) -> dict:
+        r = self.catalog.row_of(object_id)
+        with self._lock:
+            item = self.dataset[r]
+        if int(item["object_id"]) != object_id:
+            raise CatalogError(f"dataset row {r} holds object {item['object_id']}, not {object_id}")
+        return item
+
+
+def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
+               catalog: Catalog | None = None, max_upload_bytes: int = 20 * 2**20):
+    """The FastAPI app for one catalog (``catalog`` may be given already opened)."""
+    cat = catalog or Catalog(catalog_dir)
+    for m in cat.modalities:
+        cat.index(m)  # load (or build) every index before serving
+    data = _dataset_access(cat, data_dir)
+    app = FastAPI(title="galclip explorer", version="1", docs_url=None, redoc_url=None,
+                  description=f"Search {cat.n_rows} galaxies of catalog {cat.path.name} by "
+                              f"image and spectrum embeddings.")
+    _offline_docs(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > max_upload_bytes + 65536:
+            return JSONResponse({"detail": f"upload too large: {int(size)} bytes, limit "
+                                           f"{max_upload_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    def search_or_4xx(**kw) -> dict:
+        if not 1 <= kw["k"] <= MAX_K:
+            raise HTTPException(422, f"k must be between 1 and {MAX_K}")
+        try:
+            return cat.search(**kw).to_dict()
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
+        except (ValueError, CatalogError) as e:
+            raise HTTPException(400, str(e)) from None
+        except FileNotFoundError as e:  # the catalog's model checkpoint is gone
+            raise HTTPException(503, f"cannot embed uploads: {e}") from None
+
+    def row_or_404(object_id: int) -> int:
+        try:
+            return cat.row_of(object_id)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
+
+    @app.get("/api/info", summary="What the catalog holds")
+    def info() -> dict:
+        return {"n_rows": cat.n_rows, "modalities": cat.modalities,
+                "filterable_columns": cat.filterable_columns(),
+                "columns": [c for c in cat.meta], "has_data": data is not None,
+                "model_sha256": cat.manifest["model"]["sha256"],
+                "indexes": {m: cat.index(m).info for m in cat.modalities},
+                "example_ids": [int(i) for i in cat.meta["object_id"][:: max(1, cat.n_rows // 12)][:12]],
+                "max_upload_bytes": max_upload_bytes}
+
+    @app.get("/api/search", summary="Neighbours of a catalog object")
+    def search_id(id: int, from_: Literal["image", "spectrum"] = Query("image", alias="from"),
+                  to: Literal["image", "spectrum"] | None = None, k: int = 10,
+                  where: str | None = None, include_self: bool = False) -> dict:
+        row_or_404(id)
+        return search_or_4xx(id=id, from_=from_, to=to, k=k, where=where or None,
+                             exclude_self=False if include_self else None)
+
+    @app.post("/api/search/upload", summary="Neighbours of an uploaded FITS cutout or spectrum")
+    async def search_upload(file: Annotated[UploadFile, File()],
+                            kind: Annotated[Literal["image", "spectrum"], Form()],
+                            to: Annotated[Literal["image", "spectrum"] | None, Form()] = None,
+                            k: Annotated[int, Form()] = 10,
+                            where: Annotated[str | None, Form()] = None) -> dict:
+        from galclip.search.queryfile import read_image_fits, read_spectrum_fits
+
+        body = await file.read(max_upload_bytes + 1)
+        if len(body) > max_upload_bytes:
+            raise HTTPException(413, f"upload too large: limit {max_upload_bytes} bytes")
+        if not body:
+            raise HTTPException(400, "uploaded file is empty")
+        name = Path(file.filename or "upload").name
+        try:
+            q = read_image_fits(body, name) if kind == "image" else read_spectrum_fits(body, name)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        key = "image" if kind == "image" else "spectrum"
+        res = search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
+        res["query"]["file"] = name
+        return res
+
+    @app.get("/api/objects/{object_id}", summary="Properties of one object")
+    def obj(object_id: int) -> dict:
+        return cat.properties(row_or_404(object_id))
+
+    @lru_cache(maxsize=4096)
+    def png(object_id: int) -> bytes:
+        from galclip.search.render import color_composite, png_bytes
+
+        return png_bytes(color_composite(data.row(object_id)["image"]))
+
+    @app.get("/api/objects/{object_id}/image.png", summary="g,r,z colour composite",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def image_png(object_id: int) -> Response:
+        row_or_404(object_id)
+        _need(data, "image")
+        return Response(png(object_id), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/objects/{object_id}/spectrum", summary="Binned spectrum and emission lines")
+    def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
+        from galclip.search.render import spectrum_plot_data
+
+        r = row_or_404(object_id)
+        _need(data, "spectrum_flux")
+        item = data.row(object_id)
+        out = spectrum_plot_data(item["spectrum_flux"], item["spectrum_ivar"],
+                                 _py_float(cat.meta["redshift"][r]), bins)
+        return {"object_id": object_id, **out}
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _offline_docs(app) -> None:
+    """OpenAPI docs at /docs with Swagger UI served from the installed swagger-ui-bundle
+    package (FastAPI's default page loads it from a CDN, which an offline machine cannot reach)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="galclip explorer API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
+def _need(data: DatasetAccess | None, column: str) -> None:
+    if data is None or column not in data.dataset.columns:
+        raise HTTPException(404, f"no {column} available: start the server with --data pointing "
+                                 f"at the dataset the catalog was made from")
+
+
+def _dataset_access(cat: Catalog, data_dir) -> DatasetAccess | None:
+    if data_dir is None:
+        recorded = cat.manifest.get("dataset", {}).get("path")
+        if not recorded or not (Path(recorded) / "manifest.json").exists():
+            return None
+        data_dir = recorded
+    return DatasetAccess(data_dir, cat)
+
+
+def _py_float(v) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None

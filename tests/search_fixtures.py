@@ -1,0 +1,86 @@
+"""Shared, module-scoped set-up for the search tests: a small latent dataset, its catalog made
+with the deterministic stand-in model (through the real ``iter_embeddings``), and a catalog
+made with a real tiny GalaxyCLIP (nano encoders) saved and reloaded as a checkpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Built:
+    data: Path
+    model_path: Path
+    catalog: Path
+    model: object
+
+
+def build_all(root: Path) -> Built:
+    """Dataset + stand-in model checkpoint + its catalog with saved (exact) indexes."""
+    import torch
+
+    from galclip.search.catalog import build_catalog
+    from galclip.search.index import build_index
+    from search_helpers import make_fake_model, write_latent_dataset
+
+    data = write_latent_dataset(root / "data")
+    model = make_fake_model()
+    model_path = root / "fake.pt"
+    torch.save(model.state_dict(), model_path)
+    build_catalog(model, data, root / "catalog", model_path=model_path, rows_per_shard=32,
+                  batch_size=16, progress=False)
+    for m in ("image", "spectrum"):
+        build_index(root / "catalog", m, verbose=False)
+    return Built(data, model_path, root / "catalog", model)
+
+
+def build_real(root: Path) -> Built:
+    """A real tiny GalaxyCLIP (untrained nano encoders) saved, reloaded with galclip.load_model,
+    and used to embed the dataset: the production path end to end."""
+    import torch
+
+    import galclip
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP, save_model
+    from galclip.search.catalog import build_catalog
+    from search_helpers import write_latent_dataset
+
+    torch.manual_seed(0)
+    tiny = GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
+                      embed_dim=8)
+    model_path = save_model(tiny, root / "tiny.safetensors")
+    model = galclip.load_model(model_path)
+    data = write_latent_dataset(root / "data-small", shards=(10, 7))
+    build_catalog(model, data, root / "catalog-real", model_path=model_path, rows_per_shard=8,
+                  batch_size=6, progress=False)
+    return Built(data, model_path, root / "catalog-real", model)
+
+
+def fits_bytes_image(image: np.ndarray, pad: int = 0) -> bytes:
+    """A cutout FITS file (primary HDU (3, H, W)), optionally padded to a larger cutout."""
+    import io
+
+    from astropy.io import fits
+
+    cube = np.pad(image, ((0, 0), (pad, pad), (pad, pad))) if pad else image
+    buf = io.BytesIO()
+    fits.PrimaryHDU(cube.astype(np.float32)).writeto(buf)
+    return buf.getvalue()
+
+
+def fits_bytes_spectrum(flux: np.ndarray, ivar: np.ndarray) -> bytes:
+    """A spectrum FITS file: a binary table with wavelength, flux and ivar columns."""
+    import io
+
+    from astropy.io import fits
+
+    from galclip import conventions as C
+
+    cols = [fits.Column(name="wavelength", format="D", array=C.wavelength_grid()),
+            fits.Column(name="flux", format="E", array=flux),
+            fits.Column(name="ivar", format="E", array=ivar)]
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(buf)
+    return buf.getvalue()

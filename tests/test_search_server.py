@@ -1,0 +1,131 @@
+"""The explorer's JSON API through FastAPI's TestClient: searches, objects, images, bad input."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from search_fixtures import build_all, fits_bytes_image, fits_bytes_spectrum
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from galclip.data import open_dataset
+    from galclip.search.api import Catalog
+    from galclip.search.server import create_app
+
+    built = build_all(tmp_path_factory.mktemp("server"))
+    cat = Catalog(built.catalog, model=built.model)
+    app = create_app(catalog=cat, data_dir=built.data, max_upload_bytes=400_000)
+    return TestClient(app), cat, open_dataset(built.data)
+
+
+def test_info_and_search_by_id_in_and_across_modalities(env):
+    client, cat, _ = env
+    info = client.get("/api/info").json()
+    assert info["n_rows"] == 90 and info["modalities"] == ["image", "spectrum"]
+    assert "redshift" in info["filterable_columns"] and info["has_data"]
+    oid = info["example_ids"][1]
+    res = client.get("/api/search", params={"id": oid, "k": 5}).json()
+    assert res["query"]["from"] == res["query"]["to"] == "image"
+    assert len(res["neighbours"]) == 5 and oid not in [n["object_id"] for n in res["neighbours"]]
+    cross = client.get("/api/search", params={"id": oid, "from": "image", "to": "spectrum", "k": 5}).json()
+    assert cross["query"]["to"] == "spectrum"
+    assert cross["neighbours"] == cat.search(id=oid, to="spectrum", k=5).to_dict()["neighbours"]
+    filt = client.get("/api/search", params={"id": oid, "k": 8, "where": "redshift < 0.3"}).json()
+    assert len(filt["neighbours"]) == 8 and all(n["redshift"] < 0.3 for n in filt["neighbours"])
+
+
+def test_bad_requests_get_4xx_with_a_message(env):
+    client, _, _ = env
+    oid = int(client.get("/api/info").json()["example_ids"][0])
+    cases = [
+        ("/api/search", {"id": 999_999}, 404, "not in catalog"),
+        ("/api/search", {"id": oid, "where": "redshift >> 2"}, 400, "cannot parse"),
+        ("/api/search", {"id": oid, "where": "import os"}, 400, "cannot parse"),
+        ("/api/search", {"id": oid, "k": 0}, 422, "k must be"),
+        ("/api/search", {"id": oid, "to": "radio"}, 422, ""),
+        ("/api/search", {"id": "abc"}, 422, ""),
+        ("/api/objects/123456789", {}, 404, "not in catalog"),
+        ("/api/objects/..%2F..%2Fetc%2Fpasswd", {}, 404, ""),
+        ("/static/..%2F..%2Fcatalog.py", {}, 404, ""),
+    ]
+    for url, params, status, text in cases:
+        r = client.get(url, params=params)
+        assert r.status_code == status, (url, params, r.text)
+        assert text in r.text
+
+
+def test_object_details_colour_image_and_spectrum(env):
+    client, cat, ds = env
+    oid = int(cat.meta["object_id"][4])
+    props = client.get(f"/api/objects/{oid}").json()
+    assert props["object_id"] == oid and props["has_image"] is True
+    assert props["redshift"] == pytest.approx(float(cat.meta["redshift"][4]), rel=1e-6)
+    r = client.get(f"/api/objects/{oid}/image.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(r.content))
+    assert im.size == (152, 152) and im.mode == "RGB"
+    assert np.asarray(im).std() > 1  # not a blank picture
+    spec = client.get(f"/api/objects/{oid}/spectrum", params={"bins": 100}).json()
+    assert len(spec["wavelength"]) == len(spec["flux"]) == 100
+    z = props["redshift"]
+    assert {"[OIII]", "Hβ"} <= {ln["name"] for ln in spec["lines"]} or z > 0.9
+    for ln in spec["lines"]:
+        assert ln["observed"] == pytest.approx(ln["rest"] * (1 + z), abs=0.1)
+
+
+def test_upload_cutout_and_spectrum_find_the_object(env):
+    client, cat, ds = env
+    row = 10
+    item = ds[row]
+    oid = int(item["object_id"])
+    files = {"file": ("cut.fits", fits_bytes_image(item["image"], pad=8), "application/fits")}
+    res = client.post("/api/search/upload", files=files, data={"kind": "image", "k": "3"})
+    assert res.status_code == 200, res.text
+    assert res.json()["neighbours"][0]["object_id"] == oid
+    assert res.json()["query"]["file"] == "cut.fits"
+    spec = fits_bytes_spectrum(item["spectrum_flux"], item["spectrum_ivar"])
+    res = client.post("/api/search/upload", files={"file": ("s.fits", spec)},
+                      data={"kind": "spectrum", "to": "spectrum", "k": "3"})
+    assert res.status_code == 200, res.text
+    if cat.properties(row)["has_spectrum"]:
+        assert res.json()["neighbours"][0]["object_id"] == oid
+
+
+def test_bad_uploads_get_4xx(env):
+    client, _, ds = env
+    image = ds[0]["image"]
+    cases = [
+        ({"file": ("x.fits", b"not a fits file at all" * 10)}, {"kind": "image"}, 400, "not a readable FITS"),
+        ({"file": ("x.fits", b"")}, {"kind": "image"}, 400, "empty"),
+        ({"file": ("x.fits", fits_bytes_image(image[:, :100, :100]))}, {"kind": "image"}, 400,
+         "needs at least 152x152"),
+        ({"file": ("x.fits", fits_bytes_image(image[:2]))}, {"kind": "image"}, 400, "g,r,z cutout"),
+        ({"file": ("x.fits", fits_bytes_image(image))}, {"kind": "spectrum"}, 400, "flux"),
+        ({"file": ("x.fits", fits_bytes_image(image))}, {"kind": "radio"}, 422, ""),
+        ({"file": ("big.fits", b"\0" * 500_000)}, {"kind": "image"}, 413, "too large"),
+        ({}, {"kind": "image"}, 422, ""),
+    ]
+    for files, data, status, text in cases:
+        r = client.post("/api/search/upload", files=files, data=data)
+        assert r.status_code == status, (data, r.text)
+        assert text in r.text
+
+
+def test_page_and_openapi_are_served(env):
+    client, _, _ = env
+    page = client.get("/")
+    assert page.status_code == 200 and "galclip explorer" in page.text
+    assert "http" not in page.text.replace("http://www.w3.org", "")  # no external resources
+    assert client.get("/static/app.js").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/search", "/api/search/upload", "/api/objects/{object_id}/image.png"} <= set(paths)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text  # offline Swagger UI
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
