@@ -95,3 +95,19 @@ def test_augmentations_respect_the_physics():
     assert torch.equal(noisy[:, 0], flux[:, 0])  # bad pixels untouched
     assert noisy[:, 1:].std().item() == pytest.approx(0.5, rel=0.05)  # sigma = 1 / sqrt(ivar)
     assert torch.equal(ivar_noise(flux, ivar, scale=0.0), flux)
+
+
+def test_alignment_uses_only_rows_with_both_modalities(tmp_path):
+    import numpy as np
+
+    from conftest import random_rows
+    from galclip.data import Provenance, open_dataset, shard_name, write_manifest, write_shard
+    from galclip.train.align_data import split_rows
+
+    rows = random_rows(60)
+    rows["has_image"] = np.arange(60) % 3 != 0
+    rows["has_spectrum"] = np.arange(60) % 5 != 0
+    write_manifest(tmp_path, [write_shard(tmp_path / shard_name(0), rows)], Provenance(command="test"))
+    ds = open_dataset(tmp_path)
+    got = np.concatenate([split_rows(ds, s) for s in ("train", "val", "test")])
+    assert sorted(got.tolist()) == [i for i in range(60) if i % 3 and i % 5]

@@ -31,12 +31,19 @@ def row_group_of_rows(dataset) -> np.ndarray:
 
 
 def split_rows(dataset, split: str) -> np.ndarray:
-    """Row indices of ``split`` (galclip.data.splits: id hash, or a stored ``split`` column)."""
+    """Row indices of ``split`` (galclip.data.splits: id hash, or a stored ``split`` column)
+    that hold both an image and a spectrum (``has_image``/``has_spectrum`` when present)."""
     from galclip.data.splits import split_indices
 
-    cols = ["object_id"] + (["split"] if "split" in dataset.manifest["columns"] else [])
+    present = dataset.manifest["columns"]
+    cols = ["object_id"] + [c for c in ("split", "has_image", "has_spectrum") if c in present]
     data = dataset.read_columns(cols)
-    return split_indices(data["object_id"], split, stored=data.get("split"))
+    rows = split_indices(data["object_id"], split, stored=data.get("split"))
+    paired = np.ones(len(data["object_id"]), dtype=bool)
+    for flag in ("has_image", "has_spectrum"):
+        if flag in data:
+            paired &= np.asarray(data[flag], dtype=bool)
+    return rows[paired[rows]]
 
 
 def _rank_world() -> tuple[int, int]:
