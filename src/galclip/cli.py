@@ -14,11 +14,12 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("simulate", "galclip.sim.cli", "simulate a survey of paired galaxy images and spectra"),
     ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
+    ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
+    ("pretrain", "galclip.train.pretrain_cli", "pretrain an image or spectrum encoder without labels"),
     ("embed", "galclip.search.cli_embed", "embed a dataset into a searchable embedding catalog"),
     ("index", "galclip.search.cli_index", "build the FAISS indexes of an embedding catalog"),
     ("search", "galclip.search.cli_search", "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
     ("serve", "galclip.search.cli_serve", "web explorer and JSON API over an embedding catalog"),
-    ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
     ("evaluate", "galclip.eval.cli", "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
 ]

@@ -1,0 +1,35 @@
+"""Pretrain an encoder without labels: DINOv2-style for images, masked modelling for spectra.
+
+  galclip pretrain spectrum --config spectrum-cpu --data runs/sim --out runs/pre-spec
+  galclip pretrain image --config image-cpu --data runs/sim --out runs/pre-img optim.lr=1e-4
+
+--config takes a YAML file or a packaged preset (image-cpu, image-astrodino, spectrum-cpu,
+spectrum-specformer); trailing key=value pairs override single fields. The run folder gets the
+resolved config.yaml, checkpoints/last.ckpt, CSV logs and encoder.safetensors. Rerun the same
+command after an interruption to resume from the last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="modality", metavar="{image,spectrum}", required=True)
+    for modality in ("image", "spectrum"):
+        q = sub.add_parser(modality, help=f"pretrain the {modality} encoder")
+        q.add_argument("--config", default=None,
+                       help="YAML file or preset name (default: built-in CPU defaults)")
+        q.add_argument("--data", required=True, help="dataset folder (galclip format)")
+        q.add_argument("--out", required=True, help="run folder (created; reused to resume)")
+        q.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from galclip.train.pretrain import run_pretrain
+
+    path = run_pretrain(args.modality, args.data, args.out, args.config, args.overrides)
+    print(f"pretrained {args.modality} encoder: {path}")
+    return 0
