@@ -290,3 +290,22 @@ def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, caps
     assert all(math.isfinite(float(v)) for v in lines[1].split(",") if v)
     assert main(["pretrain", "image", "--data", str(toy_dataset), "--out", str(out),
                  "optim.lr=1"]) == 2                 # a clear error, not a traceback
+
+
+def test_pretraining_uses_train_rows_that_have_the_modality(tmp_path):
+    import numpy as np
+
+    from galclip.data import Provenance, open_dataset, shard_name, write_manifest, write_shard
+    from galclip.data.splits import split_indices
+    from galclip.train.pretrain_data import split_rows
+
+    rows = toy_rows(40)
+    rows["has_image"] = np.arange(40) % 3 != 0
+    out = tmp_path / "ds"
+    out.mkdir()
+    write_manifest(out, [write_shard(out / shard_name(0), rows)], Provenance(command="test", seed=0))
+    ds = open_dataset(out)
+    train = split_indices(rows["object_id"], "train")
+    assert list(split_rows(ds, "train", modality="image")) == [i for i in train if i % 3 != 0]
+    assert list(split_rows(ds, "train", modality="spectrum")) == list(train)
+    assert list(split_rows(ds, "val", max_rows=2)) == list(split_indices(rows["object_id"], "val")[:2])

@@ -11,17 +11,24 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = {"image": ["image"], "spectrum": ["spectrum_flux", "spectrum_ivar"]}
+PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}  # optional columns (built datasets)
 
 
-def split_rows(dataset, split: str, max_rows: int | None = None) -> np.ndarray:
-    """Row indices of ``split`` (a stored ``split`` column wins), at most ``max_rows`` of them."""
+def split_rows(dataset, split: str, max_rows: int | None = None, modality: str | None = None
+               ) -> np.ndarray:
+    """Row indices of ``split`` (a stored ``split`` column wins) that have ``modality`` (per the
+    optional ``has_image``/``has_spectrum`` column), at most ``max_rows`` of them."""
     from galclip.data.splits import split_indices
 
-    cols = ["object_id"] + (["split"] if "split" in dataset.manifest["columns"] else [])
+    present = dataset.manifest["columns"]
+    flag = PRESENCE.get(modality or "")
+    cols = ["object_id"] + [c for c in ("split", flag) if c and c in present]
     table = dataset.read_columns(cols)
     rows = split_indices(table["object_id"], split, stored=table.get("split"))
+    if flag in table:
+        rows = rows[np.asarray(table[flag], dtype=bool)[rows]]
     if len(rows) == 0:
-        raise ValueError(f"{dataset.path}: split '{split}' has no rows")
+        raise ValueError(f"{dataset.path}: split '{split}' has no rows with a {modality or 'row'}")
     return rows[:max_rows] if max_rows else rows
 
 
@@ -33,7 +40,7 @@ def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuf
     from galclip.data import open_dataset
 
     ds = open_dataset(data_dir, columns=COLUMNS[modality])
-    rows = split_rows(ds, data["split"], data["max_rows"])
+    rows = split_rows(ds, data["split"], data["max_rows"], modality)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(Subset(ds, rows.tolist()), batch_size=data["batch_size"], shuffle=shuffle,
                       num_workers=data["num_workers"], drop_last=shuffle and len(rows) > data["batch_size"],
