@@ -235,3 +235,44 @@ def test_interrupted_build_resumes_without_rewriting_finished_shards(real_data, 
         (out / "manifest.json").unlink()
         (out / ".build-state.json").write_text(json.dumps({"fingerprint": "x", "shards": []}))
         build_dataset(_desi_cfg(real_data, out, [cutouts], **kw))
+
+
+def test_id_set_stays_exact_across_block_merges():
+    from galclip.data.build import IdSet
+
+    ids = np.random.default_rng(0).choice(10**12, size=500, replace=False)
+    s = IdSet(block=64)
+    for i in ids[:300]:
+        s.add(int(i))
+    assert len(s.base) == 256 and len(s.recent) == 44
+    assert all(int(i) in s for i in ids[:300]) and not any(int(i) in s for i in ids[300:])
+
+
+def test_truncated_hdf5_inputs_fail_cleanly_or_are_rejected(tmp_path):
+    mmu = tmp_path / "mmu"
+    mmu.mkdir()
+    ra, dec = np.array([150.0, 150.01]), np.array([2.0, 2.0])
+    write_mmu_desi(mmu / "desi.hdf5", [11, 12], ra, dec, [0.1, 0.2])
+    write_mmu_legacysurvey(tmp_path / "ls.hdf5", ra, dec)
+    blob = (tmp_path / "ls.hdf5").read_bytes()
+    (tmp_path / "ls.hdf5").write_bytes(blob[: len(blob) // 3])
+    write_astroclip_h5(tmp_path / "ac.h5", [4])
+    blob = (tmp_path / "ac.h5").read_bytes()
+    (tmp_path / "ac.h5").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ReaderError, match=r"ls.hdf5: HDF5: unreadable file: cannot read \(OSError"):
+        build_dataset(BuildConfig(out=str(tmp_path / "a"), mmu=[str(mmu)],
+                                  images=[str(tmp_path / "ls.hdf5")], progress=False))
+    with pytest.raises(ReaderError, match=r"ac.h5"):
+        build_dataset(BuildConfig(out=str(tmp_path / "b"), astroclip=[str(tmp_path / "ac.h5")],
+                                  mmu=[str(mmu)], keep_unpaired=True, progress=False))
+    r = build_dataset(BuildConfig(out=str(tmp_path / "c"), astroclip=[str(tmp_path / "ac.h5")],
+                                  mmu=[str(mmu)], keep_unpaired=True, skip_bad=True,
+                                  progress=False))["report"]
+    assert r.written_spectrum_only == 2
+    assert any(x["file"].endswith("ac.h5") and x["reason"].startswith("unreadable file")
+               for x in _rejects(tmp_path / "c"))
+    r = build_dataset(BuildConfig(out=str(tmp_path / "d"), mmu=[str(mmu)], skip_bad=True,
+                                  images=[str(tmp_path / "ls.hdf5")], keep_unpaired=True,
+                                  progress=False))["report"]
+    assert r.written_spectrum_only == 2
+    assert any(x["file"].endswith("ls.hdf5") for x in _rejects(tmp_path / "d"))

@@ -100,15 +100,29 @@ def _h5_kind(path: Path) -> str:
     return guarded(path, "HDF5", probe)
 
 
-def classify_inputs(cfg: BuildConfig) -> list[tuple[str, Path]]:
-    """(kind, path) for every input file, kinds from :data:`SPECTRUM_KINDS` etc."""
+def classify_inputs(cfg: BuildConfig, rejects: RejectLog | None = None
+                    ) -> list[tuple[str, Path]]:
+    """(kind, path) for every input file, kinds from :data:`SPECTRUM_KINDS` etc. An HDF5 file
+    of unknown or unreadable layout is an error, or a reject with a lenient ``rejects``."""
+    rejects = rejects if rejects is not None else RejectLog(strict=True)
     found: list[tuple[str, Path]] = []
-    for p in _expand(cfg.spectra, ("coadd-*.fits", "spectra-*.fits", "*.hdf5", "*.h5")):
-        found.append(("desi" if ".fits" in p.name else _h5_kind(p), p))
-    for p in _expand(cfg.images, ("*.fits", "*.fits.fz", "*.hdf5", "*.h5")):
-        found.append(("cutout" if ".fits" in p.name else _h5_kind(p), p))
+
+    def h5(p: Path) -> None:
+        try:
+            found.append((_h5_kind(p), p))
+        except ReaderError as e:
+            rejects.add(e.path, e.field or "", f"unreadable file: {e.reason}")
+
+    for fits_kind, paths, patterns in (
+            ("desi", cfg.spectra, ("coadd-*.fits", "spectra-*.fits", "*.hdf5", "*.h5")),
+            ("cutout", cfg.images, ("*.fits", "*.fits.fz", "*.hdf5", "*.h5"))):
+        for p in _expand(paths, patterns):
+            if ".fits" in p.name:
+                found.append((fits_kind, p))
+            else:
+                h5(p)
     for p in _expand(cfg.mmu, ("*.hdf5", "*.h5")):
-        found.append((_h5_kind(p), p))
+        h5(p)
     for p in map(Path, cfg.astroclip):
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
@@ -177,7 +191,9 @@ class ImageIndex:
         self.used = np.zeros(len(self.cols["ra"]), dtype=bool)
         self._coords = None
         tid = self.cols["object_id"].astype(np.int64)
-        self._by_id = {int(t): i for i, t in enumerate(tid) if self.cols["from_tid"][i]}
+        has_tid = np.flatnonzero(self.cols["from_tid"].astype(bool))   # ids that are TARGETIDs
+        order = np.argsort(tid[has_tid], kind="stable")
+        self._tid_sorted, self._tid_entry = tid[has_tid][order], has_tid[order]
 
     def __len__(self) -> int:
         return len(self.cols["ra"])
@@ -191,6 +207,14 @@ class ImageIndex:
             return None
         meta["file"] = np.full(len(meta["ra"]), fi)
         return meta
+
+    def _entry_of(self, targetid: int) -> int:
+        """Index entry whose TARGETID is ``targetid`` (-1 if none); sorted arrays, not a dict,
+        so the index costs ~40 bytes per image."""
+        pos = int(np.searchsorted(self._tid_sorted, targetid))
+        if pos < len(self._tid_sorted) and self._tid_sorted[pos] == targetid:
+            return int(self._tid_entry[pos])
+        return -1
 
     def coords(self):
         from astropy.coordinates import SkyCoord
@@ -207,7 +231,7 @@ class ImageIndex:
         n = len(ids)
         idx, sep, how = np.full(n, -1), np.full(n, np.nan), np.full(n, "", dtype=object)
         for i, t in enumerate(ids):
-            j = self._by_id.get(int(t), -1)
+            j = self._entry_of(int(t))
             if j >= 0 and not self.used[j]:
                 idx[i], how[i] = j, "id"
         todo = np.flatnonzero((idx < 0) & np.isfinite(ra) & np.isfinite(dec))
@@ -334,6 +358,28 @@ def _mmu_ls_row(path: Path, f, r: int, rejects: RejectLog) -> dict[str, Any] | N
 
 
 # ----------------------------------------------------------------------------- writing
+class IdSet:
+    """Ids written so far, compact for survey-sized builds: a sorted int64 array plus a small
+    set of recent ids merged into it in blocks."""
+
+    def __init__(self, block: int = 100_000):
+        self.base = np.zeros(0, np.int64)
+        self.recent: set[int] = set()
+        self.block = block
+
+    def __contains__(self, oid: int) -> bool:
+        if oid in self.recent:
+            return True
+        pos = int(np.searchsorted(self.base, oid))
+        return pos < len(self.base) and int(self.base[pos]) == oid
+
+    def add(self, oid: int) -> None:
+        self.recent.add(oid)
+        if len(self.recent) >= self.block:
+            self.base = np.union1d(self.base, np.fromiter(self.recent, np.int64))
+            self.recent = set()
+
+
 class ShardWriter:
     """Buffers rows and writes a shard every ``shard_size`` rows (null rows for absent arrays)."""
 
@@ -429,17 +475,17 @@ class _Builder:
         from galclip.data.provabgs import PropertyCatalog
 
         self.cfg, self.out = cfg, Path(cfg.out)
-        self.files = classify_inputs(cfg)
+        self.rejects = RejectLog(strict=not cfg.skip_bad)
+        self.files = classify_inputs(cfg, self.rejects)
         if not self.files:
             raise ValueError("no input files: give --spectra, --images, --astroclip or --mmu")
-        self.rejects = RejectLog(strict=not cfg.skip_bad)
         self.report = BuildReport()
         self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")))
         self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
         self.fingerprint = build_fingerprint(cfg, self.files)
         self.columns = output_columns(kinds, bool(self.catalog))
-        self.seen: set[int] = set()
+        self.seen = IdSet()
         self.bar = None
 
     def _progress(self, n: int) -> None:
