@@ -260,7 +260,8 @@ class AlignModule(L.LightningModule):
                                     pool_size=int(self.cfg["eval"]["pool_size"]))
         for key, value in metrics.items():
             shown = key.endswith(("median_rank", "R@1"))
-            self.log(f"val/{key}", float(value), prog_bar=shown, rank_zero_only=True)
+            # every rank holds the same gathered metrics, so the DDP mean is the value itself
+            self.log(f"val/{key}", float(value), prog_bar=shown, sync_dist=True)
 
     def configure_optimizers(self):
         tcfg = self.cfg["train"]

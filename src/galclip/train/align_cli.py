@@ -14,6 +14,7 @@ config.yaml, checkpoints/last.ckpt, logs/metrics.csv and model.safetensors
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"model.{modality}_checkpoint={ckpt}")
     cfg = resolve_config(args.config, overrides)
     path = align(cfg, args.data, args.out)
-    print(f"model written to {path} (load with galclip.load_model)")
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print(f"model written to {path} (load with galclip.load_model)")
     return 0
