@@ -111,3 +111,30 @@ def test_alignment_uses_only_rows_with_both_modalities(tmp_path):
     ds = open_dataset(tmp_path)
     got = np.concatenate([split_rows(ds, s) for s in ("train", "val", "test")])
     assert sorted(got.tolist()) == [i for i in range(60) if i % 3 and i % 5]
+
+
+def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
+    from clip_toys import nano_clip, toy_batch
+    from galclip.config import ConfigError
+    from galclip.train.align import DEFAULTS, AlignModule, apply_dihedral
+
+    cfg = {**DEFAULTS, "train": {**DEFAULTS["train"], "cache_backbone_features": True}}
+    module = AlignModule(nano_clip(), cfg).eval()
+    images, flux, ivar = toy_batch(3)
+    batch = {"object_id": torch.tensor([7, 8, 9]), "image": images, "spectrum_flux": flux,
+             "spectrum_ivar": ivar}
+    with torch.no_grad():
+        first = module._embed(batch, augment=False)
+        calls = []
+        module.model.spectrum_encoder.register_forward_hook(lambda *a: calls.append(1))
+        again = module._embed(batch, augment=False)
+        assert not calls and module.cache.hits == 6  # second pass: backbones not run
+        direct = module.model(images, flux, ivar)
+        rotated = module._embed(batch, augment=True)  # spectra cached, new image views computed
+    for key in ("image_embedding", "spectrum_embedding"):
+        assert torch.allclose(first[key], again[key], atol=2e-3)
+        assert torch.allclose(first[key], direct[key], atol=2e-3)  # float16 storage
+    assert torch.allclose(rotated["spectrum_embedding"], direct["spectrum_embedding"], atol=2e-3)
+    assert apply_dihedral(images[:1], [1], [True]).shape == (1, 3, 152, 152)
+    with pytest.raises(ConfigError, match="freeze_backbones"):
+        AlignModule(nano_clip(), {**cfg, "train": {**cfg["train"], "freeze_backbones": False}})

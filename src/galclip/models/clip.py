@@ -89,17 +89,24 @@ class GalaxyCLIP(nn.Module):
         return torch.as_tensor(x if torch.is_tensor(x) else np.require(x, np.float32, "W"),
                                dtype=torch.float32, device=self.log_logit_scale.device)
 
+    def project_image(self, features: Mapping[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """Image backbone outputs (``tokens``, optional ``padding_mask``) -> ``(B, embed_dim)``."""
+        z = self.image_head(features["tokens"], features.get("padding_mask"))  # (B, E)
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def project_spectrum(self, features: Mapping[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """Spectrum backbone outputs (``tokens``, ``padding_mask``) -> ``(B, embed_dim)``."""
+        z = self.spectrum_head(features["tokens"], features.get("padding_mask"))  # (B, E)
+        return F.normalize(z, dim=-1) if normalize else z
+
     def encode_image(self, images: Any, normalize: bool = True) -> torch.Tensor:
         """Physical cutouts ``(B, 3, H, W)`` in nanomaggies -> ``(B, embed_dim)``."""
-        out = _run_encoder(self.image_encoder, self._tensor(images))
-        z = self.image_head(out["tokens"], out.get("padding_mask"))  # (B, E)
-        return F.normalize(z, dim=-1) if normalize else z
+        return self.project_image(_run_encoder(self.image_encoder, self._tensor(images)), normalize)
 
     def encode_spectrum(self, flux: Any, ivar: Any, normalize: bool = True) -> torch.Tensor:
         """DESI-grid ``flux`` and ``ivar`` ``(B, 7781)`` -> ``(B, embed_dim)``."""
         out = _run_encoder(self.spectrum_encoder, self._tensor(flux), self._tensor(ivar))
-        z = self.spectrum_head(out["tokens"], out.get("padding_mask"))  # (B, E)
-        return F.normalize(z, dim=-1) if normalize else z
+        return self.project_spectrum(out, normalize)
 
     def forward(self, images: Any, flux: Any, ivar: Any) -> dict[str, torch.Tensor]:
         return {"image_embedding": self.encode_image(images),

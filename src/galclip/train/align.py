@@ -30,6 +30,7 @@ from galclip.eval.retrieval import retrieval_metrics
 from galclip.models.clip import CLIP_DEFAULTS, GalaxyCLIP, save_model
 from galclip.train.align_data import BlockShuffleSampler, open_pairs, row_group_of_rows, split_rows
 from galclip.train.distributed import gather_no_grad, gather_with_grad
+from galclip.train.feature_cache import FeatureCache
 from galclip.train.losses import clip_loss
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "align"
@@ -59,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "shuffle_window": 8,          # row groups mixed per shuffle window
         "seed": 0,
         "checkpoint_every_n_steps": 100,
+        "cache_backbone_features": False,  # frozen backbones: keep their tokens per galaxy/view
+        "cache_max_gb": 4.0,              # memory cap of that cache
     },
     "augment": {
         "image_dihedral": True,       # random 90 degree rotations and flips of each cutout
@@ -183,13 +186,22 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 # ----------------------------------------------------------------------------- augmentation
+def dihedral_params(n: int, generator: torch.Generator | None = None) -> tuple[list[int], list[bool]]:
+    """Random quarter-turn counts and flips for ``n`` cutouts (8 equally likely views)."""
+    k = torch.randint(0, 4, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator).lt(0.5).tolist()
+    return k, flip
+
+
+def apply_dihedral(images: torch.Tensor, k: Sequence[int], flip: Sequence[bool]) -> torch.Tensor:
+    """Cutout i ``(C, H, W)`` rotated by ``k[i]`` quarter turns, then mirrored if ``flip[i]``."""
+    out = [torch.rot90(img, r, dims=(-2, -1)) for img, r in zip(images, k, strict=True)]
+    return torch.stack([img.flip(-1) if f else img for img, f in zip(out, flip, strict=True)])
+
+
 def random_dihedral(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each cutout ``(B, C, H, W)`` rotated by a random multiple of 90 deg and maybe flipped."""
-    k = torch.randint(0, 4, (images.shape[0],), generator=generator).tolist()
-    flip = torch.rand(images.shape[0], generator=generator).lt(0.5).tolist()
-    out = [torch.rot90(img, r, dims=(-2, -1)) for img, r in zip(images, k, strict=True)]
-    out = [img.flip(-1) if f else img for img, f in zip(out, flip, strict=True)]
-    return torch.stack(out)
+    return apply_dihedral(images, *dihedral_params(images.shape[0], generator))
 
 
 def ivar_noise(flux: torch.Tensor, ivar: torch.Tensor, scale: float,
@@ -214,6 +226,12 @@ class AlignModule(L.LightningModule):
             for enc in (model.image_encoder, model.spectrum_encoder):
                 enc.requires_grad_(False)
         self._val: list[dict[str, torch.Tensor]] = []
+        self.cache = None
+        if cfg["train"]["cache_backbone_features"]:
+            if not self.frozen:
+                raise ConfigError("train.cache_backbone_features needs train.freeze_backbones=true "
+                                  "(fine-tuned backbones change their outputs every step)")
+            self.cache = FeatureCache(float(cfg["train"]["cache_max_gb"]) * 2**30)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -224,11 +242,25 @@ class AlignModule(L.LightningModule):
 
     def _embed(self, batch: Mapping[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         images, flux, ivar = batch["image"], batch["spectrum_flux"], batch["spectrum_ivar"]
-        if augment and self.cfg["augment"]["image_dihedral"]:
-            images = random_dihedral(images)
-        if augment:
-            flux = ivar_noise(flux, ivar, float(self.cfg["augment"]["spectrum_noise"]))
-        return self.model(images, flux, ivar)
+        n, aug = images.shape[0], self.cfg["augment"]
+        k, flip = dihedral_params(n) if augment and aug["image_dihedral"] else ([0] * n, [False] * n)
+        noise = float(aug["spectrum_noise"]) if augment else 0.0
+        if self.cache is None:
+            flux = ivar_noise(flux, ivar, noise)
+            return self.model(apply_dihedral(images, k, flip), flux, ivar)
+        ids = batch["object_id"].tolist()
+        img = self.cache.get(
+            [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
+            lambda m: self.model.image_encoder(apply_dihedral(images[m], [k[j] for j in m],
+                                                              [flip[j] for j in m])), images.device)
+        if noise > 0:  # noisy spectra are new views every time: not cached
+            spec = self.model.spectrum_encoder(ivar_noise(flux, ivar, noise), ivar)
+        else:
+            spec = self.cache.get([("spectrum", i) for i in ids],
+                                  lambda m: self.model.spectrum_encoder(flux[m], ivar[m]), flux.device)
+        return {"image_embedding": self.model.project_image(img),
+                "spectrum_embedding": self.model.project_spectrum(spec),
+                "logit_scale": self.model.logit_scale()}
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)
