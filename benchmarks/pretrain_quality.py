@@ -1,0 +1,113 @@
+"""Does self-supervised pretraining put redshift into the frozen embeddings?
+
+Pretrains each encoder on the 'train' split of a dataset (``galclip.train.pretrain.run_pretrain``;
+rerunning resumes or reuses the run), embeds the 'train' and 'test' galaxies with the frozen
+encoder (pooled feature), and scores k-NN (k = 64) redshift regression R² on the held-out test
+galaxies, for the pretrained encoder and for a randomly initialized one of the same
+architecture. Target (issue 4): spectrum R² >= 0.9; image: pretrained clearly above random.
+
+  python benchmarks/pretrain_quality.py --data runs/sim --out runs/bench-pretrain
+  python benchmarks/pretrain_quality.py --data runs/sim --out runs/bench-pretrain \
+      --modalities spectrum --spectrum-set trainer.max_steps=200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def embed(encoder, dataset, rows: np.ndarray, modality: str, batch_size: int = 64) -> np.ndarray:
+    """Pooled embeddings ``(len(rows), D)`` of the given rows, in order (eval mode, no grad)."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    encoder.eval()
+    out = []
+    loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, shuffle=False)
+    with torch.inference_mode():
+        for b in loader:
+            args = (b["image"],) if modality == "image" else (b["spectrum_flux"], b["spectrum_ivar"])
+            out.append(encoder(*args)["pooled"].float().numpy())
+    return np.concatenate(out)
+
+
+def knn_r2(encoder, data: Path, modality: str, k: int, max_rows: int | None) -> float:
+    from galclip.data import open_dataset
+    from galclip.eval.knn import knn_predict
+    from galclip.eval.metrics import r2_score
+    from galclip.train.pretrain_data import COLUMNS, split_rows
+
+    ds = open_dataset(data, columns=COLUMNS[modality])
+    z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"]
+    train = split_rows(ds, "train", max_rows, modality)
+    test = split_rows(ds, "test", max_rows, modality)
+    pred = knn_predict(embed(encoder, ds, train, modality), z[train], embed(encoder, ds, test, modality), k=k)
+    return r2_score(z[test], pred)
+
+
+def check_no_leak(pretrain_data: Path, data: Path, modality: str) -> None:
+    """Refuse to score on test galaxies that the encoder was pretrained on."""
+    from galclip.data import open_dataset
+    from galclip.train.pretrain_data import split_rows
+
+    seen, scored = (open_dataset(d, verify=False) for d in (pretrain_data, data))
+    train_ids = seen.read_columns(["object_id"])["object_id"][split_rows(seen, "train", None, modality)]
+    test_ids = scored.read_columns(["object_id"])["object_id"][split_rows(scored, "test", None, modality)]
+    if np.intersect1d(train_ids, test_ids).size:
+        raise SystemExit(f"{pretrain_data}: its train split shares galaxies with {data}'s test split")
+
+
+def score(modality: str, args) -> dict:
+    import torch
+
+    from galclip.models import build_encoder, load_encoder
+    from galclip.models.checkpoint import read_metadata
+    from galclip.train.pretrain import run_pretrain
+
+    config = getattr(args, f"{modality}_config")
+    overrides = getattr(args, f"{modality}_set")
+    if args.pretrain_data:
+        check_no_leak(args.pretrain_data, args.data, modality)
+    t0 = time.time()
+    path = run_pretrain(modality, args.pretrain_data or args.data, args.out / modality, config, overrides)
+    minutes = (time.time() - t0) / 60
+    pretrained = load_encoder(path)
+    torch.manual_seed(0)
+    random_init = build_encoder(pretrained.config)
+    return {"modality": modality, "config": config, "overrides": overrides,
+            "steps": int(read_metadata(path)["pretrain_steps"]), "train_minutes_this_call": round(minutes, 1),
+            "r2_pretrained": knn_r2(pretrained, args.data, modality, args.k, args.max_rows),
+            "r2_random_init": knn_r2(random_init, args.data, modality, args.k, args.max_rows)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (e.g. galclip simulate output)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the pretraining runs")
+    p.add_argument("--pretrain-data", type=Path, default=None,
+                   help="pretrain on this dataset instead (its 'train' ids must not be --data's test ids)")
+    p.add_argument("--modalities", nargs="+", default=["spectrum", "image"], choices=["spectrum", "image"])
+    p.add_argument("--spectrum-config", default="spectrum-cpu")
+    p.add_argument("--image-config", default="image-cpu")
+    p.add_argument("--spectrum-set", nargs="*", default=[], metavar="key=value")
+    p.add_argument("--image-set", nargs="*", default=[], metavar="key=value")
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--max-rows", type=int, default=None, help="cap on train/test rows scored")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = [score(m, args) for m in args.modalities]
+    print(f"\nk-NN (k={args.k}) redshift R² on held-out test galaxies, frozen pooled embeddings")
+    print(f"{'modality':<10}{'config':<16}{'steps':>7}{'pretrained':>12}{'random init':>13}")
+    for r in results:
+        print(f"{r['modality']:<10}{r['config']:<16}{r['steps']:>7}{r['r2_pretrained']:>12.3f}"
+              f"{r['r2_random_init']:>13.3f}")
+    (args.out / "pretrain_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
