@@ -135,11 +135,13 @@ def _image_module(extra=()):
 
 def test_ema_teacher_gets_no_gradients_and_follows_the_student():
     torch.manual_seed(0)
-    m = _image_module()
+    m = _image_module(["ibot.mask_probability=1.0"])
     opt = m.configure_optimizers()["optimizer"]
     teacher = [m.teacher, m.teacher_dino_head, m.teacher_ibot_head]
     m.losses(torch.from_numpy(toy_rows(4)["image"]))["loss"].backward()
     assert all(p.grad is None and not p.requires_grad for t in teacher for p in t.parameters())
+    trainable = {n: p for t in m.trainable() for n, p in t.named_parameters()}
+    assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable.values())
     opt.step()
     old = [p.detach().clone() for p in m.teacher.parameters()]
     m.on_train_batch_end(None, None, 0)
@@ -235,6 +237,7 @@ def test_a_few_steps_lower_the_spectrum_loss_and_bad_pixels_play_no_part(ivar_we
     for _ in range(5):
         opt.zero_grad()
         m.losses(flux, ivar, mask)["loss"].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
         opt.step()
     m.eval()
     with torch.no_grad():
