@@ -116,7 +116,7 @@ def _contaminants(rng: np.random.Generator):
     out = []
     for kind, rate in (("galaxy", 0.8), ("star", 0.35)):
         for _ in range(rng.poisson(rate)):
-            x, y = rng.uniform(-half, half, 2)
+            x, y = rng.uniform(-half + 3.0, half - 3.0, 2)  # PSF wings stay on the stamp
             if np.hypot(x, y) < 4.0:
                 continue
             if kind == "galaxy":
@@ -158,8 +158,10 @@ def render_cutout(g: Galaxy, fluxes: dict[str, dict[str, float]], obs: Observing
     gain = np.array([COADD_GAIN[b] for b in C.BANDS])
     var = sky_sigma[:, None, None] ** 2 + np.clip(noiseless, 0, None) / gain[:, None, None]
     image = noiseless + rng.normal(size=noiseless.shape) * np.sqrt(var)
+    contaminant_flux = np.array([sum(f[b] for _, f in extras) for b in C.BANDS])
     return {"image": image.astype(np.float32), "noiseless": noiseless.astype(np.float32),
-            "ivar": (1.0 / var).astype(np.float32), "sky_sigma": sky_sigma}
+            "ivar": (1.0 / var).astype(np.float32), "sky_sigma": sky_sigma,
+            "contaminant_flux": contaminant_flux, "n_contaminants": len(extras)}
 
 
 _APERTURE_CACHE: dict[tuple[int, float], np.ndarray] = {}

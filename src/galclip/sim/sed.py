@@ -35,9 +35,9 @@ LINES = {
     "nii_6584": ("N  2  6583.45A",),
     "sii_6716_6731": ("S  2  6716.44A", "S  2  6730.82A"),
 }
-#: Rest wavelengths (vacuum-ish, as in the Cloudy grid) of the lines above, Angstrom.
-LINE_WAVELENGTHS = {"oii_3727": 3727.4, "hbeta": 4861.32, "oiii_5007": 5006.84,
-                    "halpha": 6562.80, "nii_6584": 6583.45, "sii_6716_6731": 6723.6}
+#: Rest wavelengths in vacuum (Angstrom) of the lines above, where the DESI grid puts them.
+LINE_WAVELENGTHS_VAC = {"oii_3727": 3728.5, "hbeta": 4862.68, "oiii_5007": 5008.24,
+                        "halpha": 6564.61, "nii_6584": 6585.27, "sii_6716_6731": 6725.5}
 R_INTERNAL = 5000.0
 MAX_REDSHIFT = 0.8
 BIRTH_CLOUD_ETA = 2.0
@@ -151,7 +151,7 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     half = int(np.ceil(5 * sig))
     kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
     smooth = np.convolve(flux, kern / kern.sum(), mode="same")
-    obs_wave = rest_wave * (1 + z)
+    obs_wave = air_to_vacuum(rest_wave) * (1 + z)  # BC03-MILES and Cloudy are in air; DESI in vacuum
     edges = np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
                             [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]])
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * np.diff(obs_wave))])
@@ -159,3 +159,12 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     # cum[i] is the integral up to the midpoint after sample i; interpolate at pixel edges
     integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]), np.concatenate([[0.0], cum]))
     return np.diff(integral) / C.WAVE_STEP / C.FLUX_UNIT_CGS
+
+
+def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
+    """Air -> vacuum wavelengths (Angstrom), Ciddor (1996) refractive index as in Morton (2000);
+    unchanged below 2000 A where tables are in vacuum already."""
+    w = np.asarray(wave_air, dtype=np.float64)
+    s2 = (1e4 / w) ** 2
+    n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
+    return np.where(w > 2000.0, w * n, w)

@@ -160,6 +160,9 @@ class GalaxySimulator:
             row["_noiseless_image"] = cut["noiseless"]
             row["_image_ivar"] = cut["ivar"]
             row["_fibre_fractions"] = ff
+            row["_contaminant_flux"] = cut["contaminant_flux"]
+            row["_companion_flux"] = np.array([fluxes["companion"][b] if companion else 0.0
+                                               for b in C.BANDS])
         return row
 
     def _row(self, index, g, sb, sd, ff, obs, flux, ivar, cut) -> dict[str, Any]:
@@ -195,7 +198,7 @@ class GalaxySimulator:
             "veldisp_bulge": g.bulge.veldisp, "veldisp_disc": g.disc.veldisp,
             "logu": np.nan if g.disc.logu is None else g.disc.logu,
             "gas_logz": np.log10(g.disc.gas_metallicity),
-            "fiber_fwhm": obs.fiber_fwhm, "exptime": obs.exposure.exptime_s,
+            "fiber_fwhm": obs.fiber_fwhm, "n_neighbours": np.int16(cut["n_contaminants"]), "exptime": obs.exposure.exptime_s,
             "sky_factor": obs.exposure.sky_factor,
         })
         for k in LINES:
@@ -214,11 +217,17 @@ _WORKER: GalaxySimulator | None = None
 
 
 def _init_worker(cfg_dict: dict) -> None:
+    """Build this process's simulator; reuse one whose rows would be identical (rows do not
+    depend on n or shard_size)."""
     global _WORKER
     import warnings
 
     warnings.filterwarnings("ignore")
-    _WORKER = GalaxySimulator(SimConfig(**cfg_dict))
+    cfg = SimConfig(**cfg_dict)
+    same = ("seed", "mag_limit", "mag_bright", "image_ivar")
+    if _WORKER is None or any(getattr(_WORKER.cfg, k) != getattr(cfg, k) for k in same):
+        _WORKER = GalaxySimulator(cfg)
+    _WORKER.cfg = cfg
 
 
 def _shard_rows(cfg: SimConfig, shard: int) -> range:

@@ -1,0 +1,216 @@
+"""The survey simulator: physics checks, noise model, determinism, resume and bad arguments.
+
+One simulator (bagpipes models take seconds to build) is shared by the whole module.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from galclip import conventions as C
+
+pytest.importorskip("bagpipes", reason="the simulator needs the 'sim' extra")
+warnings.filterwarnings("ignore")
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from galclip.sim.survey import GalaxySimulator, SimConfig
+
+    return GalaxySimulator(SimConfig(n=1, seed=SEED))
+
+
+@pytest.fixture(scope="module")
+def rows(sim):
+    return [sim.simulate(i, keep_truth_arrays=True) for i in range(16)]
+
+
+def test_rows_follow_the_dataset_conventions(rows):
+    for r in rows:
+        assert r["image"].shape == C.IMAGE_SHAPE and r["image"].dtype == np.float32
+        assert r["spectrum_flux"].shape == (C.N_WAVE,) and r["spectrum_ivar"].dtype == np.float32
+        assert np.isfinite(r["image"]).all() and np.isfinite(r["spectrum_flux"]).all()
+        assert (r["spectrum_ivar"] >= 0).all()
+        assert 0.01 <= r["redshift"] <= 0.6 and 14 < r["mag_r"] < 19.5
+        assert 7 < r["log_mstar"] < 12.5 and -1.7 < r["logz_mw"] < 0.5
+        assert 0 < r["tage_mw"] < 13.8 and r["log_ssfr"] < -8
+        assert abs(r["log_ssfr"] - (r["log_sfr"] - r["log_mstar"])) < 1e-9
+        assert 0 < r["fiber_flux_r"] < r["flux_r"]
+    morph = {k for k in rows[0] if k.startswith("morph_")}
+    assert {"morph_featured", "morph_edge_on", "morph_spiral_arms", "morph_bar",
+            "morph_bulge_size", "morph_merging"} <= morph
+
+
+def test_quenched_galaxies_are_redder_and_older(rows, sim):
+    rng = np.random.default_rng(0)
+    draws = [sim.draw_accepted(rng) for _ in range(40)]
+    gr = {True: [], False: []}
+    for g in draws:
+        pb, pd = sim.engine.photometry(g.bulge, g.redshift), sim.engine.photometry(g.disc, g.redshift)
+        gr[g.quenched].append(C.nanomaggy_to_mag(pb["g"] + pd["g"]) - C.nanomaggy_to_mag(pb["r"] + pd["r"]))
+    assert np.median(gr[True]) > np.median(gr[False]) + 0.2
+
+
+def test_noise_matches_ivar(rows):
+    """(flux - noiseless) * sqrt(ivar) is unit Gaussian, for spectra and for images."""
+    zs, zi = [], []
+    for r in rows:
+        good = r["spectrum_ivar"] > 0
+        zs.append(((r["spectrum_flux"] - r["_noiseless_spectrum"]) * np.sqrt(r["spectrum_ivar"]))[good])
+        zi.append(((r["image"] - r["_noiseless_image"]) * np.sqrt(r["_image_ivar"])).ravel())
+    for z in (np.concatenate(zs), np.concatenate(zi)):
+        assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+
+
+def test_some_pixels_are_masked_but_few(rows):
+    frac = np.mean([np.mean(r["spectrum_ivar"] == 0) for r in rows])
+    assert 0.0005 < frac < 0.01
+
+
+def test_emission_lines_sit_at_redshifted_vacuum_wavelengths(rows):
+    from scipy.ndimage import median_filter
+
+    from galclip.sim.sed import LINE_WAVELENGTHS_VAC
+
+    wave = C.wavelength_grid()
+    checked = 0
+    for r in rows:
+        for line in ("halpha", "oiii_5007", "hbeta"):
+            expect = (1 + r["redshift"]) * LINE_WAVELENGTHS_VAC[line]
+            if r[f"line_{line}"] <= 0 or not 3700 < expect < 9750:
+                continue
+            spec = r["_noiseless_spectrum"]
+            resid = spec - median_filter(spec, 101)
+            win = np.abs(wave - expect) < 15
+            if resid[win].max() < 5 * np.std(resid[~win]):
+                continue  # line too weak to locate in the noiseless spectrum
+            assert abs(wave[win][np.argmax(resid[win])] - expect) <= 1.2 * C.WAVE_STEP
+            checked += 1
+    assert checked >= 5
+
+
+def test_star_forming_galaxies_fall_on_the_bpt_star_forming_locus(sim):
+    from galclip.sim.population import draw_galaxy
+    from galclip.sim.report import bpt_star_forming
+
+    rng = np.random.default_rng(1)
+    ratios = []
+    while len(ratios) < 40:
+        g = draw_galaxy(rng, lambda z: 9.0)
+        if g.quenched or g.disc.logu is None:
+            continue
+        lines = sim.engine.synthesize(g.disc, g.redshift)["lines"]
+        ratios.append([lines[k] for k in ("nii_6584", "halpha", "oiii_5007", "hbeta")])
+    nii, ha, oiii, hb = np.array(ratios).T
+    assert np.mean(bpt_star_forming(nii, ha, oiii, hb)) >= 0.9
+
+
+def test_image_photometry_matches_catalog_fluxes(rows):
+    checked = 0
+    for r in rows:
+        if max(r["r_half_disc_arcsec"], r["r_half_bulge_arcsec"]) > 3.0:
+            continue  # light beyond the 40" stamp
+        for k, b in enumerate(C.BANDS):
+            expect = r[f"flux_{b}"] + r["_contaminant_flux"][k] + r["_companion_flux"][k]
+            sigma = np.sqrt(np.sum(1.0 / r["_image_ivar"][k]))
+            assert abs(r["image"][k].sum() - expect) < 5 * sigma + 0.03 * r[f"flux_{b}"]
+            checked += 1
+    assert checked >= 15
+
+
+def test_spectrum_synthetic_r_flux_matches_fibre_flux(rows):
+    import astropy.units as u
+    import speclite.filters
+
+    filt = speclite.filters.load_filters("decam2014-r")
+    unit = 1e-17 * u.erg / (u.s * u.cm**2 * u.AA)
+    for r in rows:
+        if r["morph_merging"]:
+            continue  # the fibre also sees the companion
+        spec, wave = filt.pad_spectrum(r["_noiseless_spectrum"] * unit, C.wavelength_grid() * u.AA,
+                                       method="zero")
+        maggies = filt.get_ab_maggies(spec, wave)
+        assert maggies["decam2014-r"][0] * 1e9 == pytest.approx(r["fiber_flux_r"], rel=0.02)
+
+
+def test_population_looks_like_a_bright_galaxy_survey(sim):
+    from galclip.sim.report import number_count_slope
+
+    rng = np.random.default_rng(2)
+    gals = [sim.draw_accepted(rng) for _ in range(150)]
+    mags = []
+    for g in gals:
+        pb, pd = sim.engine.photometry(g.bulge, g.redshift), sim.engine.photometry(g.disc, g.redshift)
+        mags.append(C.nanomaggy_to_mag(pb["r"] + pd["r"]))
+    z = np.array([g.redshift for g in gals])
+    assert 0.12 < np.median(z) < 0.3
+    assert 0.3 < number_count_slope(np.array(mags), 16.0, 19.5) < 0.75
+
+
+def test_noise_level_matches_real_desi_coadds(real_data):
+    from galclip.sim.report import desi_ivar_comparison
+
+    for arm, v in desi_ivar_comparison(real_data).items():
+        assert 0.7 < v["sim"] / v["real"] < 1.4, (arm, v)
+
+
+def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_path):
+    from galclip.data import open_dataset
+    from galclip.sim import survey
+    from galclip.sim.survey import SimConfig, simulate_survey
+
+    survey._WORKER = sim  # in-process runs reuse the module's simulator
+    cfg = SimConfig(n=5, seed=SEED, shard_size=2)
+    m1 = simulate_survey(tmp_path / "a", cfg, workers=1, progress=False)
+    ds = open_dataset(tmp_path / "a")
+    for i in range(5):
+        np.testing.assert_array_equal(ds[i]["image"], rows[i]["image"])
+        np.testing.assert_array_equal(ds[i]["spectrum_flux"], rows[i]["spectrum_flux"])
+    # a run killed after its first shards: manifest and last shard missing
+    (tmp_path / "a" / "manifest.json").unlink()
+    (tmp_path / "a" / "part-00002.parquet").unlink()
+    m2 = simulate_survey(tmp_path / "a", cfg, workers=1, progress=False)
+    assert [s["sha256"] for s in m2["shards"]] == [s["sha256"] for s in m1["shards"]]
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_identical_rows(rows, tmp_path):
+    from galclip.data import open_dataset
+    from galclip.sim.survey import SimConfig, simulate_survey
+
+    simulate_survey(tmp_path / "p", SimConfig(n=4, seed=SEED, shard_size=2), workers=2,
+                    progress=False)
+    ds = open_dataset(tmp_path / "p")
+    for i in range(4):
+        np.testing.assert_array_equal(ds[i]["spectrum_flux"], rows[i]["spectrum_flux"])
+        np.testing.assert_array_equal(ds[i]["image"], rows[i]["image"])
+
+
+def test_bad_arguments_give_clear_errors_and_write_nothing(tmp_path, capsys):
+    from galclip.cli import main
+
+    assert main(["simulate", "--n", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--n must be a positive" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["simulate", "--n", "5", "--out", str(other)]) == 2
+    assert "not a simulated galclip dataset" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    assert main(["simulate", "--n", "5", "--out", "/proc/galclip-test"]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_state_file_guards_against_mixing_settings(tmp_path):
+    from galclip.sim.survey import STATE_FILE, SimConfig, _prepare_output
+
+    out = tmp_path / "s"
+    _prepare_output(out, SimConfig(n=4, seed=1))
+    assert json.loads((out / STATE_FILE).read_text())["config"]["seed"] == 1
+    with pytest.raises(FileExistsError, match="other settings"):
+        _prepare_output(out, SimConfig(n=4, seed=2))
