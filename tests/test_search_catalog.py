@@ -126,17 +126,17 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
     proc = _run_embed_script(data, out, model_path, delay=0.25)
     deadline = time.time() + 60
-    while not (out / "emb-00001.parquet").exists() and proc.poll() is None and time.time() < deadline:
+    while not (out / "shards/emb-00001.parquet").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (out / "emb-00000.parquet").exists() and not (out / "manifest.json").exists()
-    before = {p.name: p.stat().st_mtime_ns for p in out.glob("emb-*.parquet")}
+    assert (out / "shards/emb-00000.parquet").exists() and not (out / "manifest.json").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("shards/emb-*.parquet")}
     m = build_catalog(model, data, out, model_path=model_path, rows_per_shard=20, batch_size=5,
                       embed_fn=fake_iter_embeddings, progress=False)
-    after = {p.name: p.stat().st_mtime_ns for p in out.glob("emb-*.parquet")}
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("shards/emb-*.parquet")}
     assert all(after[k] == v for k, v in before.items()), "finished shards were redone"
-    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+    assert not list(out.glob("**/.*tmp*")), "temporary files left behind"
     ref = build_catalog(model, data, tmp_path / "ref", model_path=model_path, rows_per_shard=20,
                         batch_size=5, embed_fn=fake_iter_embeddings, progress=False)
     assert m["n_rows"] == ref["n_rows"] == 90 and len(m["shards"]) == 5

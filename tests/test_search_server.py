@@ -19,7 +19,7 @@ def env(tmp_path_factory):
 
     built = build_all(tmp_path_factory.mktemp("server"))
     cat = Catalog(built.catalog, model=built.model)
-    app = create_app(catalog=cat, data_dir=built.data, max_upload_bytes=400_000)
+    app = create_app(catalog=cat, data_dir=built.data, max_upload_bytes=1_000_000)
     return TestClient(app), cat, open_dataset(built.data)
 
 
@@ -85,7 +85,7 @@ def test_upload_cutout_and_spectrum_find_the_object(env):
     row = 10
     item = ds[row]
     oid = int(item["object_id"])
-    files = {"file": ("cut.fits", fits_bytes_image(item["image"], pad=8), "application/fits")}
+    files = {"file": ("cut.fits", fits_bytes_image(item["image"], pad=20), "application/fits")}
     res = client.post("/api/search/upload", files=files, data={"kind": "image", "k": "3"})
     assert res.status_code == 200, res.text
     assert res.json()["neighbours"][0]["object_id"] == oid
@@ -106,10 +106,10 @@ def test_bad_uploads_get_4xx(env):
         ({"file": ("x.fits", b"")}, {"kind": "image"}, 400, "empty"),
         ({"file": ("x.fits", fits_bytes_image(image[:, :100, :100]))}, {"kind": "image"}, 400,
          "needs at least 152x152"),
-        ({"file": ("x.fits", fits_bytes_image(image[:2]))}, {"kind": "image"}, 400, "g,r,z cutout"),
+        ({"file": ("x.fits", fits_bytes_image(image[:2]))}, {"kind": "image"}, 400, "expected 3 planes g, r, z"),
         ({"file": ("x.fits", fits_bytes_image(image))}, {"kind": "spectrum"}, 400, "flux"),
         ({"file": ("x.fits", fits_bytes_image(image))}, {"kind": "radio"}, 422, ""),
-        ({"file": ("big.fits", b"\0" * 500_000)}, {"kind": "image"}, 413, "too large"),
+        ({"file": ("big.fits", b"\0" * 1_100_000)}, {"kind": "image"}, 413, "too large"),
         ({}, {"kind": "image"}, 422, ""),
     ]
     for files, data, status, text in cases:
@@ -129,3 +129,24 @@ def test_page_and_openapi_are_served(env):
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text  # offline Swagger UI
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_upload_real_desi_coadd_and_band_order_from_header(env, real_data, tmp_path):
+    from astropy.io import fits
+
+    from galclip.search.queryfile import read_image_fits
+
+    client, _, ds = env
+    coadd = (real_data / "desi" / "coadd-4-80613-thru20210324.fits").read_bytes()
+    r = client.post("/api/search/upload", files={"file": ("coadd.fits", coadd)},
+                    data={"kind": "spectrum", "to": "image", "k": "4"})
+    assert r.status_code == 200, r.text
+    assert r.json()["query"] == {"file": "coadd.fits", "from": "spectrum", "to": "image", "k": 4,
+                                 "where": None}
+    assert len(r.json()["neighbours"]) == 4
+    # planes stored z, r, g and labelled so: read back in g, r, z order
+    image = ds[3]["image"]
+    hdu = fits.PrimaryHDU(image[::-1].copy())
+    hdu.header["BANDS"] = "zrg"
+    hdu.writeto(tmp_path / "zrg.fits")
+    np.testing.assert_array_equal(read_image_fits(tmp_path / "zrg.fits"), image)

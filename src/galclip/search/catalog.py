@@ -42,6 +42,7 @@ CATALOG_VERSION = 1
 MODALITIES: tuple[str, ...] = ("image", "spectrum")
 BASE_COLUMNS: tuple[str, ...] = ("object_id", "ra", "dec", "redshift")
 PLAN = ".embed-plan.json"
+SHARD_DIR = "shards"
 ROWS_PER_SHARD = 4096
 CATALOG_ROW_GROUP = 1024
 #: modality -> dataset columns its encoder reads, and the optional per-row presence flag
@@ -65,7 +66,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def catalog_shard_name(index: int) -> str:
-    return f"emb-{index:05d}.parquet"
+    """Shard path relative to the catalog folder: the folder ``shards/`` holds only Parquet, so
+    pandas, polars, DuckDB and pyarrow read it whole as one table."""
+    return f"{SHARD_DIR}/emb-{index:05d}.parquet"
 
 
 # ----------------------------------------------------------------------------- row ranges
@@ -171,7 +174,7 @@ def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
             raise CatalogError(f"{path}: this catalog folder was started with different "
                                f"settings ({', '.join(diff)}); use --overwrite to start again")
     if overwrite:
-        for f in list(out.glob("emb-*.parquet")) + [out / MANIFEST] + list(out.glob("index-*")):
+        for f in list(out.glob(f"{SHARD_DIR}/emb-*.parquet")) + [out / MANIFEST] + list(out.glob("index-*")):
             f.unlink(missing_ok=True)
     write_json_atomic(path, plan)
 
@@ -191,14 +194,16 @@ def _embedding_array(vectors: np.ndarray, present: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(values, vectors.shape[1], mask=mask)
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> dict[str, Any]:
-    """Write a Parquet table atomically (temporary name, then rename); returns its entry."""
+def write_table_atomic(path: Path, table: pa.Table, root: Path | None = None) -> dict[str, Any]:
+    """Write a Parquet table atomically (temporary name, then rename); returns its manifest
+    entry, with ``file`` relative to ``root`` (default: the file's folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_path(path)
     pq.write_table(table, tmp, row_group_size=CATALOG_ROW_GROUP, compression="zstd",
                    compression_level=1, use_byte_stream_split=_float_columns(table.schema))
     os.replace(tmp, path)
-    return {"file": path.name, "n_rows": table.num_rows, "sha256": _sha256(path),
-            "bytes": path.stat().st_size}
+    return {"file": path.relative_to(root or path.parent).as_posix(), "n_rows": table.num_rows,
+            "sha256": _sha256(path), "bytes": path.stat().st_size}
 
 
 def _shard_table(meta: dict[str, np.ndarray], emb: dict[str, np.ndarray],
@@ -308,7 +313,7 @@ def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: i
 
     entries, todo = [], []
     for i, (lo, hi) in enumerate(plan["ranges"]):
-        entry = _finished_shard(out / catalog_shard_name(i), hi - lo, plan["model_sha256"])
+        entry = _finished_shard(out, catalog_shard_name(i), hi - lo, plan["model_sha256"])
         entries.append(entry)
         if entry is None:
             todo.append(i)
@@ -330,8 +335,9 @@ def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: i
     return entries
 
 
-def _finished_shard(path: Path, n_rows: int, model_sha: str) -> dict[str, Any] | None:
+def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[str, Any] | None:
     """The manifest entry of a shard already written by this plan, else None."""
+    path = out / name
     if not path.exists():
         return None
     try:
@@ -341,7 +347,7 @@ def _finished_shard(path: Path, n_rows: int, model_sha: str) -> dict[str, Any] |
         return None
     if meta.num_rows != n_rows or sha.decode() != model_sha:
         return None
-    return {"file": path.name, "n_rows": n_rows, "sha256": _sha256(path),
+    return {"file": name, "n_rows": n_rows, "sha256": _sha256(path),
             "bytes": path.stat().st_size}
 
 
@@ -359,7 +365,7 @@ def _embed_one_shard(model, dataset, out: Path, i: int, plan: dict[str, Any], ba
     present = _presence(meta, mods, hi - lo)
     table = _shard_table({c: meta[c] for c in plan["columns"]}, {m: res[m] for m in mods},
                          present, plan["model_sha256"])
-    entry = write_table_atomic(out / catalog_shard_name(i), table)
+    entry = write_table_atomic(out / catalog_shard_name(i), table, out)
     return {**entry, "rows": [lo, hi]}
 
 
@@ -406,7 +412,11 @@ def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
         table = _shard_table({c: np.asarray(v)[sl] for c, v in meta.items()},
                              {m: v[sl] for m, v in embeddings.items()},
                              {m: np.asarray(p)[sl] for m, p in present.items()}, model_sha256)
-        entries.append(write_table_atomic(out / catalog_shard_name(i), table))
+        entries.append(write_table_atomic(out / catalog_shard_name(i), table, out))
+    keep = {e["file"] for e in entries}
+    for old in out.glob(f"{SHARD_DIR}/emb-*.parquet"):  # shards of an earlier, larger catalog
+        if old.relative_to(out).as_posix() not in keep:
+            old.unlink()
     columns = column_schema(out / entries[0]["file"])
     manifest = {
         "format": CATALOG_FORMAT, "version": CATALOG_VERSION, "n_rows": n, "shards": entries,
@@ -468,3 +478,24 @@ def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.nda
     dim = col.type.list_size
     vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(vectors.reshape(-1, dim), dtype=np.float32), rows
+
+
+def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None):
+    """The catalog as an ``astropy.table.Table``; embedding columns become (N, E) masked
+    columns, masked where a galaxy lacks that modality (astropy's own Parquet reader cannot
+    read null list entries)."""
+    from astropy.table import MaskedColumn, Table
+
+    from galclip.data.dataset import column_to_numpy
+
+    table = read_catalog_table(path, columns)
+    out = Table()
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_fixed_size_list(col.type):
+            arr = column_to_numpy(col, (col.type.list_size,))
+            mask = np.repeat(~np.asarray(col.is_valid(), bool)[:, None], col.type.list_size, axis=1)
+            out[name] = MaskedColumn(arr, mask=mask)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out

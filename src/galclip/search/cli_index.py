@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=int, default=50_000,
                    help="auto: exact below this many vectors, approximate above")
     p.add_argument("--target-recall", type=float, default=0.95)
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~4 sqrt(N))")
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
     p.add_argument("--modalities", default=None, help="default: every modality of the catalog")
 
 

@@ -1,11 +1,14 @@
 """Read a search query given as a file: an image cutout or a spectrum in FITS.
 
-Image: the first HDU holding a (3, H, W) array (Legacy Survey cutout service layout: g, r, z
-planes in nanomaggies), H, W >= 152; larger cutouts are centre-cropped to 152 x 152.
+Image: the first HDU holding a (bands, H, W) cube in nanomaggies, H, W >= 152 (larger
+cutouts are centre-cropped to 152 x 152). Bands are taken from the header (``BAND0..`` or
+``BANDS``, as the Legacy Survey cutout service writes them) and reordered to g, r, z; a cube of
+exactly 3 planes without band keywords is read as g, r, z.
 
 Spectrum, any of:
-- a DESI coadd (HDUs ``B_WAVELENGTH``/``B_FLUX``/``B_IVAR`` and the same for R and Z; the first
-  fibre is used), arms merged inverse-variance weighted onto the galclip grid;
+- a DESI coadd or spectra file (HDUs ``B_WAVELENGTH``/``B_FLUX``/``B_IVAR`` [``B_MASK``] and the
+  same for R and Z; the first fibre is used), arms merged inverse-variance weighted onto the
+  galclip grid by ``galclip.data.desi.merge_arms``;
 - a binary table with a wavelength column (``wave``/``wavelength``/``lambda``, Angstrom, or
   SDSS ``loglam``), ``flux`` and optionally ``ivar``; resampled onto the grid (linear
   interpolation, ivar = 0 outside the coverage);
@@ -45,24 +48,39 @@ def _open_fits(source: bytes | str | Path, name: str):
 
 def read_image_fits(source: bytes | str | Path, name: str = "image file") -> np.ndarray:
     """A (3, 152, 152) float32 g,r,z cutout in nanomaggies from a FITS file."""
+    from galclip.data.readers import fit_image_size
+
     with _open_fits(source, name) as hdul:
-        arrays = [h.data for h in hdul if getattr(h, "is_image", False) and h.data is not None]
-        cubes = [a for a in arrays if a.ndim == 3 and a.shape[0] == len(C.BANDS)]
+        hdus = [h for h in hdul if getattr(h, "is_image", False) and h.data is not None]
+        cubes = [h for h in hdus if h.data.ndim == 3]
         if not cubes:
-            shapes = [a.shape for a in arrays]
-            raise QueryFileError(f"{name}: no HDU holds a ({len(C.BANDS)}, H, W) g,r,z cutout "
-                                 f"(image HDU shapes: {shapes})")
-        cube = np.asarray(cubes[0], dtype=np.float32)
+            raise QueryFileError(f"{name}: no HDU holds a (bands, H, W) g,r,z cutout (image HDU "
+                                 f"shapes: {[h.data.shape for h in hdus]})")
+        cube = _grz(np.asarray(cubes[0].data, dtype=np.float32), cubes[0].header, name)
     h, w = cube.shape[1:]
     size = C.IMAGE_SIZE
     if h < size or w < size:
         raise QueryFileError(f"{name}: cutout is {h}x{w} pixels; needs at least {size}x{size} "
                              f"at {C.PIXEL_SCALE_ARCSEC} arcsec/pixel")
-    y0, x0 = (h - size) // 2, (w - size) // 2
-    cube = np.ascontiguousarray(cube[:, y0:y0 + size, x0:x0 + size])
     if not np.isfinite(cube).any():
         raise QueryFileError(f"{name}: cutout has no finite pixel")
-    return np.nan_to_num(cube, nan=0.0, posinf=0.0, neginf=0.0)
+    cube = np.nan_to_num(cube, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.ascontiguousarray(fit_image_size(cube, size)[0])
+
+
+def _grz(cube: np.ndarray, header, name: str) -> np.ndarray:
+    """The g, r, z planes of a cube, by the header's band names when it has them."""
+    from galclip.data.legacysurvey import header_bands
+    from galclip.data.readers import ReaderError, select_bands
+
+    try:
+        names = header_bands(name, header, cube.shape[0])
+    except ReaderError:
+        if cube.shape[0] != len(C.BANDS):
+            raise QueryFileError(f"{name}: a {cube.shape[0]}-plane cube without BAND0../BANDS "
+                                 f"header keywords; expected 3 planes g, r, z") from None
+        return cube
+    return select_bands(name, "header BANDS", names, cube)
 
 
 def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file"
@@ -71,7 +89,7 @@ def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file"
     with _open_fits(source, name) as hdul:
         names = {h.name.upper() for h in hdul}
         if {"B_FLUX", "R_FLUX", "Z_FLUX"} <= names:
-            flux, ivar = _desi_coadd(hdul)
+            flux, ivar = _desi_coadd(hdul, name)
         elif (table := _first_table(hdul)) is not None:
             flux, ivar = _table_spectrum(table, name)
         else:
@@ -94,22 +112,21 @@ def _resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.
     return f, iv
 
 
-def _desi_coadd(hdul) -> tuple[np.ndarray, np.ndarray]:
-    """Merge the B, R, Z arms (same 0.8 A grid, overlapping ends) by inverse-variance weight."""
-    grid = C.wavelength_grid()
-    num, den = np.zeros(C.N_WAVE), np.zeros(C.N_WAVE)
+def _desi_coadd(hdul, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the B, R, Z arms of the first fibre (MASK != 0 -> bad) onto the galclip grid."""
+    from galclip.data.desi import arm_pixels, merge_arms
+
+    arms = []
     for arm in "BRZ":
         wave = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
-        flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[0].astype(np.float64)
-        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[0].astype(np.float64)
-        idx = np.rint((wave - C.WAVE_MIN) / C.WAVE_STEP).astype(int)
-        ok = (idx >= 0) & (idx < C.N_WAVE) & np.isclose(grid[np.clip(idx, 0, C.N_WAVE - 1)], wave,
-                                                       atol=0.05)
-        ivar = np.where(np.isfinite(ivar) & np.isfinite(flux), ivar, 0.0)
-        np.add.at(num, idx[ok], (flux * ivar)[ok])
-        np.add.at(den, idx[ok], ivar[ok])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, 0.0), den
+        flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[:1].astype(np.float64)  # (1, P)
+        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[:1].astype(np.float64)
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+        if f"{arm}_MASK" in hdul:
+            good &= np.atleast_2d(hdul[f"{arm}_MASK"].data)[:1] == 0
+        arms.append((arm_pixels(name, arm, wave), flux, ivar, good))
+    flux, ivar = merge_arms(arms)
+    return flux[0], ivar[0]
 
 
 def _first_table(hdul):

@@ -55,11 +55,15 @@ function drawSpectrum(svg, data) {
   const w0 = data.wavelength[0], w1 = data.wavelength[data.wavelength.length - 1];
   const x = (w) => pad + ((w - w0) / (w1 - w0)) * (W - 2 * pad);
   const y = (f) => H - pad - ((Math.min(Math.max(f, lo), hi) - lo) / (hi - lo || 1)) * (H - 12);
+  let lastLabel = -Infinity;
   for (const line of data.lines) {
-    svg.appendChild(svgEl("line", { class: "line", x1: x(line.observed), x2: x(line.observed), y1: 9, y2: H }));
-    const t = svgEl("text", { x: x(line.observed) + 1, y: 8 });
+    const lx = x(line.observed);
+    svg.appendChild(svgEl("line", { class: "line", x1: lx, x2: lx, y1: 9, y2: H }));
+    if (lx - lastLabel < 22) continue;  // label close pairs ([OIII], [NII]+Hα, [SII]) once
+    const t = svgEl("text", { x: lx + 1, y: 8 });
     t.textContent = line.name;
     svg.appendChild(t);
+    lastLabel = lx;
   }
   const d = pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
   svg.appendChild(svgEl("polyline", { class: "flux", points: d }));
