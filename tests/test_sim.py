@@ -214,3 +214,24 @@ def test_state_file_guards_against_mixing_settings(tmp_path):
     assert json.loads((out / STATE_FILE).read_text())["config"]["seed"] == 1
     with pytest.raises(FileExistsError, match="other settings"):
         _prepare_output(out, SimConfig(n=4, seed=2))
+
+
+def test_colour_redshift_relation_follows_sdss(real_data):
+    """g - r against redshift at the SDSS limit (r < 17.6, SDSS filters): medians within
+    0.1 mag of the real SDSS DR7 sample in each redshift bin."""
+    from galclip.sim.report import colour_redshift_comparison, load_sdss
+    from galclip.sim.survey import GalaxySimulator, SimConfig
+
+    sim = GalaxySimulator(SimConfig(n=1, seed=SEED, mag_limit=17.6))
+    rng = np.random.default_rng(11)
+    z, gr = [], []
+    for _ in range(160):
+        g = sim.draw_accepted(rng)
+        pb, pd = sim.engine.photometry(g.bulge, g.redshift), sim.engine.photometry(g.disc, g.redshift)
+        z.append(g.redshift)
+        gr.append(C.nanomaggy_to_mag(pb["sdss_g"] + pd["sdss_g"]) - C.nanomaggy_to_mag(pb["sdss_r"] + pd["sdss_r"]))
+    rz, rgr, _ = load_sdss(real_data)
+    cmp = colour_redshift_comparison(np.array(z), np.array(gr), rz, rgr,
+                                     bins=np.array([0.02, 0.07, 0.12, 0.2]))
+    assert min(cmp["sim_n"]) >= 20
+    assert np.max(np.abs(cmp["difference"])) < 0.1, cmp

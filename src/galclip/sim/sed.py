@@ -87,6 +87,13 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
+        # build the four bagpipes models now (seconds each), not in the middle of a survey
+        warm = Population(age_gyr=5.0, tau_gyr=3.0, log_mformed=10.0, metallicity=1.0, av=0.3,
+                          veldisp=100.0, logu=-3.0, gas_metallicity=0.5)
+        for nebular in (False, True):
+            pop = warm if nebular else Population(**{**warm.__dict__, "logu": None})
+            self.photometry(pop, 0.1)
+            self.synthesize(pop, 0.1)
 
     def _components(self, pop: Population, z: float, spectral: bool) -> dict:
         comp = {"redshift": float(z), "t_bc": 0.01,

@@ -53,7 +53,13 @@ class GalaxySimulator:
         self.cfg = cfg
         self.engine = SEDEngine()
         self._logm_min = self._mass_limit_table()
-        self._bound_z, self._bound_logt, self._bound = self._flux_bound_table()
+        self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v1", self._flux_bound_table)
+        self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
+
+    def _tick(self, stage: str, t0: float) -> float:
+        t = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + t - t0
+        return t
 
     def _mass_limit_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Lowest stellar mass proposed at each z: that of a young (0.3 Gyr), metal-poor,
@@ -133,10 +139,13 @@ class GalaxySimulator:
         from galclip.sim import instrument as I
 
         rng = np.random.default_rng([self.cfg.seed, index])
+        t = time.perf_counter()
         g = self.draw_accepted(rng)
         obs = imaging.draw_observing(rng)
+        t = self._tick("population (draws + magnitude test)", t)
         sb = self.engine.synthesize(g.bulge, g.redshift)
         sd = self.engine.synthesize(g.disc, g.redshift)
+        t = self._tick("spectrum synthesis (bagpipes)", t)
         bulge, disc, companion = imaging.galaxy_components(g, rng)
         q_comp = g.features["companion_mass_ratio"]
         total = {b: sb["phot"][b] + sd["phot"][b] for b in sb["phot"]}
@@ -147,13 +156,16 @@ class GalaxySimulator:
         if companion is not None:
             profiles["companion"] = companion
         ff = imaging.fiber_fractions(profiles, obs.fiber_fwhm)
+        t = self._tick("fibre fractions (GalSim)", t)
         fibre = ff["bulge"] * sb["spectrum"] + ff["disc"] * sd["spectrum"]
         if companion is not None:
             fibre = fibre + ff["companion"] * fluxes["companion"]["r"] / sd["phot"]["r"] * sd["spectrum"]
         wave = C.wavelength_grid()
         noiseless = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
         flux, ivar = I.observe_spectrum(noiseless, obs.exposure, rng)
+        t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
+        t = self._tick("image rendering (GalSim + noise)", t)
         row = self._row(index, g, sb, sd, ff, obs, flux, ivar, cut)
         if keep_truth_arrays:
             row["_noiseless_spectrum"] = noiseless.astype(np.float32)
@@ -210,6 +222,29 @@ class GalaxySimulator:
             row["image_ivar"] = cut["ivar"]
         row.update({k: np.int8(v) for k, v in g.morph.items()})
         return row
+
+
+def _cached(name: str, compute):
+    """Arrays computed from bagpipes' grids, cached under ``$XDG_CACHE_HOME/galclip`` (keyed by
+    the bagpipes version) so that each worker does not recompute them; recomputed if unreadable."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galclip"
+    path = root / f"{name}-bagpipes{version('bagpipes')}.npz"
+    try:
+        with np.load(path) as f:
+            return tuple(f[f"a{i}"] for i in range(len(f.files)))
+    except (OSError, ValueError, KeyError):
+        pass
+    arrays = compute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: compute again next time
+    return arrays
 
 
 # ----------------------------------------------------------------------------- orchestration
