@@ -128,3 +128,26 @@ def test_referenced_files_catches_a_missing_figure(tmp_path):
     targets = referenced_files(page)
     assert targets == ["a.png", "figures/gone.png"]
     assert [t for t in targets if not (tmp_path / t).is_file()] == ["figures/gone.png"]
+
+
+def test_unaligned_encoders_come_from_files_or_frozen_backbones(setup, tmp_path):
+    import galclip
+    from galclip.eval.evaluate import unaligned_encoders
+    from galclip.models import save_encoder
+
+    _, _, ckpt = setup
+    model = galclip.load_model(ckpt)
+    frozen = {"extra": {"run_config": {"train": {"freeze_backbones": True}}}}
+    tuned = {"extra": {"run_config": {"train": {"freeze_backbones": False}}}}
+    adapter, where = unaligned_encoders(model, frozen, {})
+    assert adapter.image_encoder is model.image_encoder and "frozen backbone" in where
+    adapter, where = unaligned_encoders(model, tuned, {})
+    assert adapter is None and "--image-encoder" in where  # fine-tuned backbones are not unaligned
+    paths = {m: save_encoder(getattr(model, f"{m}_encoder"), tmp_path / f"{m}.safetensors")
+             for m in ("image", "spectrum")}
+    adapter, where = unaligned_encoders(model, tuned, paths)
+    assert adapter is not None and str(paths["image"]) in where
+    import torch
+
+    pooled = adapter.encode_image(torch.zeros(2, 3, 152, 152))
+    assert tuple(pooled.shape) == (2, model.image_encoder.embed_dim)
