@@ -17,8 +17,9 @@ EMISSION_LINES: tuple[tuple[str, float], ...] = (
     ("[OII]", 3728.5), ("Hβ", 4862.7), ("[OIII]", 4960.3), ("[OIII]", 5008.2),
     ("Hα", 6564.6), ("[NII]", 6585.3), ("[SII]", 6718.3), ("[SII]", 6732.7),
 )
-#: per-band weights that balance typical galaxy colours (g, r, z)
-BAND_SCALE = np.array([1.0, 0.7, 0.45], dtype=np.float32)
+#: per-band divisors (g, r, z): the Legacy Survey viewer multiplies g, r, z by 6.0, 3.4, 2.2
+#: before its arcsinh stretch, which renders typical galaxies in natural colours
+BAND_SCALE = np.array([1 / 6.0, 1 / 3.4, 1 / 2.2], dtype=np.float32)
 
 
 def color_composite(image: np.ndarray, q: float = 8.0, stretch: float = 0.3) -> np.ndarray:

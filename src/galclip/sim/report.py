@@ -215,30 +215,24 @@ def _section_bpt(t, out: Path) -> list[str]:
 def _section_examples(ds, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
+    from galclip.search.render import color_composite
+
     n = min(6, len(ds))
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5), squeeze=False)
     wave = C.wavelength_grid()
     for k in range(n):
         row = ds[k]
-        axes[0, k].imshow(rgb_composite(row["image"]), origin="lower")
+        axes[0, k].imshow(color_composite(row["image"]), origin="lower")
         axes[0, k].set_title(f"z={row['redshift']:.2f} r={row['mag_r']:.1f}", fontsize=8)
         axes[0, k].axis("off")
-        f = np.where(row["spectrum_ivar"] > 0, row["spectrum_flux"], np.nan)
-        axes[1, k].plot(wave, f, lw=0.3, c="0.2")
-        lo, hi = np.nanpercentile(f, [1, 99.5])
-        axes[1, k].set_ylim(lo - 0.5, hi + 0.5)
+        ivar = row["spectrum_ivar"].astype(np.float64)
+        box = np.ones(9)  # inverse-variance weighted 9-pixel (7.2 A) smoothing for display
+        f = np.convolve(row["spectrum_flux"] * ivar, box, "same") / np.maximum(np.convolve(ivar, box, "same"), 1e-12)
+        axes[1, k].plot(wave, f, lw=0.4, c="0.2")
+        lo, hi = np.percentile(f, [0.5, 99.8])
+        axes[1, k].set_ylim(lo - 0.3 * (hi - lo), hi + 0.1 * (hi - lo))
         axes[1, k].tick_params(labelsize=6)
     fig.tight_layout()
     fig.savefig(out / "examples.png", dpi=80)
     plt.close(fig)
     return ["## Example cutouts (g, r, z composite) and spectra", "", "![examples](examples.png)", ""]
-
-
-def rgb_composite(image: np.ndarray, scales=(6.0, 3.4, 2.2), q: float = 20.0) -> np.ndarray:
-    """g, r, z nanomaggy cutout (3, H, W) -> RGB in [0, 1] with an arcsinh stretch (Lupton et
-    al. 2004), the Legacy Survey viewer's band weights."""
-    b, g, r = (image[i] * s for i, s in enumerate(scales))
-    mean = np.clip((r + g + b) / 3.0, 1e-6, None)
-    f = np.arcsinh(q * mean) / (q * mean)
-    rgb = np.stack([r * f, g * f, b * f], axis=-1)
-    return np.clip(rgb, 0, 1)

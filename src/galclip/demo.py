@@ -1,0 +1,202 @@
+"""Run the whole galclip pipeline end to end on a simulated survey.
+
+Stages: simulate -> pretrain image encoder -> pretrain spectrum encoder -> align (CLIP) ->
+embed -> index -> evaluate. Each stage writes into its own folder under --out and is skipped
+when its output is already complete, so rerunning the same command after a kill continues where
+it stopped. Ends with the evaluation summary, the paths of the report and checkpoints, and the
+command that starts the web explorer.
+
+Presets: ``cpu`` (default; about 30 minutes on 2 cores), ``gpu`` (larger data and models, bf16),
+``tiny`` (a few hundred galaxies and a few steps per stage: a smoke test of the plumbing, not
+of the science).
+
+Example:  galclip demo --out runs/demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+#: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"n": 5000, "pretrain_image": ("image-cpu", []), "pretrain_spectrum": ("spectrum-cpu", []),
+            "align": ("cpu", []), "evaluate": ("cpu", [])},
+    "gpu": {"n": 100000, "pretrain_image": ("image-astrodino", []),
+            "pretrain_spectrum": ("spectrum-specformer", []),
+            "align": ("gpu", []), "evaluate": ("gpu", [])},
+    "tiny": {"n": 240,
+             "pretrain_image": ("image-cpu", ["trainer.max_steps=4", "data.batch_size=8",
+                                              "trainer.checkpoint_every_n_steps=2"]),
+             "pretrain_spectrum": ("spectrum-cpu", ["trainer.max_steps=4", "data.batch_size=8",
+                                                    "trainer.checkpoint_every_n_steps=2"]),
+             "align": ("cpu", ["train.epochs=1", "train.batch_size=16", "eval.pool_size=20"]),
+             "evaluate": ("cpu", ["baselines.image.epochs=1", "baselines.spectrum.epochs=1",
+                                  "baselines.image.max_train=64", "baselines.spectrum.max_train=64",
+                                  "retrieval.pool_size=20", "plots.embedding_map=pca",
+                                  "knn.k=8"])},
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    folder: str
+    run: Callable[[Path], Any]
+    outputs: list[str] = field(default_factory=list)
+
+
+def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None) -> list[Stage]:
+    p = PRESETS[preset]
+    data, cat = out / "data", out / "catalog"
+    enc = {m: out / f"pretrain-{m}" / "encoder.safetensors" for m in ("image", "spectrum")}
+    model = out / "align" / "model.safetensors"
+
+    def simulate(folder: Path) -> None:
+        from galclip.sim.survey import SimConfig, simulate_survey
+
+        simulate_survey(folder, SimConfig(n=n, seed=seed), workers=workers)
+
+    def pretrain(modality: str) -> Callable[[Path], Any]:
+        def run(folder: Path) -> None:
+            from galclip.train.pretrain import run_pretrain
+
+            name, over = p[f"pretrain_{modality}"]
+            run_pretrain(modality, data, folder, name, list(over))
+        return run
+
+    def align(folder: Path) -> None:
+        from galclip.train.align import align as run_align
+        from galclip.train.align import resolve_config
+
+        name, over = p["align"]
+        cfg = resolve_config(name, [*over, f"model.image_checkpoint={enc['image']}",
+                                    f"model.spectrum_checkpoint={enc['spectrum']}"])
+        run_align(cfg, data, folder)
+
+    def embed(folder: Path) -> None:
+        import torch
+
+        import galclip
+        from galclip.search.catalog import build_catalog
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        build_catalog(galclip.load_model(model), data, folder, model_path=model, device=device)
+
+    def index(folder: Path) -> None:
+        from galclip.search.catalog import read_catalog_manifest
+        from galclip.search.index import build_index
+
+        for modality in read_catalog_manifest(folder)["modalities"]:
+            build_index(folder, modality)
+
+    def evaluate(folder: Path) -> None:
+        from galclip.config import save_config
+        from galclip.eval.evaluate import evaluate as run_eval
+        from galclip.eval.evaluate import resolve_config
+
+        name, over = p["evaluate"]
+        cfg = resolve_config(name, list(over))
+        save_config(cfg, folder / "config.yaml")
+        run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
+                 command=f"galclip demo --out {out} --preset {preset}")
+
+    return [
+        Stage("simulate a survey", "data", simulate, ["manifest.json"]),
+        Stage("pretrain the image encoder (DINOv2-style)", "pretrain-image", pretrain("image"),
+              ["encoder.safetensors"]),
+        Stage("pretrain the spectrum encoder (masked modelling)", "pretrain-spectrum",
+              pretrain("spectrum"), ["encoder.safetensors"]),
+        Stage("align images and spectra (CLIP)", "align", align, ["model.safetensors"]),
+        Stage("embed the survey", "catalog", embed, ["manifest.json"]),
+        Stage("index the embeddings (FAISS)", "catalog", index, ["index-image.faiss"]),
+        Stage("evaluate and write the report", "report", evaluate, ["metrics.json", "report.html"]),
+    ]
+
+
+def run_demo(out: str | Path, preset: str = "cpu", n: int | None = None, seed: int = 0,
+             workers: int | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the evaluation metrics."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    stages = build_stages(out, preset, n or PRESETS[preset]["n"], seed, workers)
+    timings = {}
+    for k, st in enumerate(stages, 1):
+        folder = out / st.folder
+        marker = folder / f".{st.run.__name__}-done.json"
+        complete = marker.exists() and all((folder / o).exists() for o in st.outputs)
+        print(f"[{k}/{len(stages)}] {st.name}: " + ("done already, skipped" if complete else
+                                                    f"running -> {folder}"), flush=True)
+        if complete:
+            continue
+        t0 = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        st.run(folder)
+        missing = [o for o in st.outputs if not (folder / o).exists()]
+        if missing:
+            raise RuntimeError(f"stage '{st.name}' finished without writing {missing} in {folder}")
+        timings[st.name] = time.perf_counter() - t0
+        from galclip.data.format import write_json_atomic
+
+        write_json_atomic(marker, {"seconds": round(timings[st.name], 1), "preset": preset})
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    print(summary_text(metrics, out))
+    return metrics
+
+
+def summary_text(metrics: dict[str, Any], out: Path) -> str:
+    """The evaluation table, retrieval figures, paths and the serve command."""
+    from galclip.eval.report import summary_row
+
+    def f(x):
+        return "   —  " if x is None or x != x else f"{x:6.3f}"
+
+    lines = ["", "galclip demo: summary (held-out galaxies)", "",
+             f"{'source':>15} {'model':>18} {'type':>11} {'z R2':>7} {'props R2':>9} {'morph acc':>9}"]
+    for r in metrics["results"]:
+        s = summary_row(r, metrics["properties"])
+        lines.append(f"{s['source']:>15} {s['model']:>18} {s['type']:>11} {f(s['redshift_r2']):>7} "
+                     f"{f(s['mean_property_r2']):>9} {f(s['morphology_accuracy']):>9}")
+    lines += ["", *_retrieval_lines(metrics.get("retrieval", {})), "",
+              f"report:       {out / 'report' / 'report.html'}",
+              f"checkpoints:  {out / 'pretrain-image' / 'encoder.safetensors'}",
+              f"              {out / 'pretrain-spectrum' / 'encoder.safetensors'}",
+              f"              {out / 'align' / 'model.safetensors'}",
+              f"explore:      galclip serve {out / 'catalog'} --data {out / 'data'}", ""]
+    return "\n".join(lines)
+
+
+def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
+    """One line per pool and direction from ``metrics['retrieval']`` (flat ``dir/metric`` keys)."""
+    out = []
+    for key, block in ret.items():
+        if not isinstance(block, dict) or "pool_size" not in block:
+            continue
+        chance = block["pool_size"] / 2
+        for d in ("image_to_spectrum", "spectrum_to_image"):
+            out.append(f"retrieval {d.replace('_to_', '->')} in a pool of {block['pool_size']:.0f}: "
+                       f"median rank {block[f'{d}/median_rank']:.0f} (chance {chance:.0f}), "
+                       f"R@1 {block.get(f'{d}/R@1', float('nan')):.2f}, "
+                       f"R@10 {block.get(f'{d}/R@10', float('nan')):.2f}")
+    return out or ["retrieval: not in metrics"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="cpu (default, ~30 min on 2 cores), gpu (larger, bf16), tiny (smoke test)")
+    p.add_argument("--n", type=int, default=None, help="number of simulated galaxies")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed")
+    p.add_argument("--workers", type=int, default=None, help="simulator processes")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.out, args.preset, args.n, args.seed, args.workers)
+    return 0
