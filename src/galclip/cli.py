@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("serve", "galclip.search.cli_serve", "web explorer and JSON API over an embedding catalog"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
     ("evaluate", "galclip.eval.cli", "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
+    ("demo", "galclip.demo", "run the whole pipeline end to end on simulated data"),
 ]
 
 
