@@ -37,25 +37,25 @@ def build_all(root: Path) -> Built:
 
 
 def build_real(root: Path) -> Built:
-    """A real tiny GalaxyCLIP (untrained nano encoders) saved, reloaded with galclip.load_model,
-    and used to embed the dataset: the production path end to end."""
+    """A real tiny GalaxyCLIP (untrained nano encoders) saved as a checkpoint and embedded with
+    the `galclip embed` command (galclip.load_model, iter_embeddings): the production path."""
     import torch
 
     import galclip
+    from galclip.cli import main
     from galclip.models import create_encoder
     from galclip.models.clip import GalaxyCLIP, save_model
-    from galclip.search.catalog import build_catalog
     from search_helpers import write_latent_dataset
 
     torch.manual_seed(0)
     tiny = GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
                       embed_dim=8)
     model_path = save_model(tiny, root / "tiny.safetensors")
-    model = galclip.load_model(model_path)
     data = write_latent_dataset(root / "data-small", shards=(10, 7))
-    build_catalog(model, data, root / "catalog-real", model_path=model_path, rows_per_shard=8,
-                  batch_size=6, progress=False)
-    return Built(data, model_path, root / "catalog-real", model)
+    rc = main(["embed", "--model", str(model_path), "--data", str(data), "--out",
+               str(root / "catalog-real"), "--rows-per-shard", "8", "--batch-size", "6"])
+    assert rc == 0
+    return Built(data, model_path, root / "catalog-real", galclip.load_model(model_path))
 
 
 def fits_bytes_image(image: np.ndarray, pad: int = 0) -> bytes:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from search_fixtures import build_all, fits_bytes_image
 
 CHROMIUM = "/usr/bin/chromium"

@@ -63,7 +63,7 @@ def test_own_image_finds_own_spectrum_for_most_galaxies(built):
     assert res.query["from"] == res.query["to"] == "image"
 
 
-def test_real_tiny_clip_round_trip(tmp_path):
+def test_real_tiny_clip_round_trip(tmp_path, capsys):
     """A real GalaxyCLIP checkpoint: catalog embeddings equal the model's own, and a cutout
     file is embedded on the fly (model loaded from the catalog's manifest) and finds itself."""
     import torch
@@ -73,6 +73,8 @@ def test_real_tiny_clip_round_trip(tmp_path):
     from search_fixtures import build_real, fits_bytes_image
 
     real = build_real(tmp_path)
+    out = capsys.readouterr().out
+    assert "embedded 17 objects" in out and "objects/s" in out and "catalog of 17 objects" in out
     ds = open_dataset(real.data)
     t = read_catalog_table(real.catalog)
     assert t.num_rows == 17

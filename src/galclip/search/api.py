@@ -33,7 +33,7 @@ from galclip.search.catalog import (
 from galclip.search.filters import apply_where, parse_where
 from galclip.search.index import LoadedIndex, build_index, load_index, normalized
 
-SUBSET_EXACT = 50_000  # filtered sets up to this size are searched exactly
+SUBSET_EXACT = 2048  # an approximate index searches filtered sets up to this size exactly
 CHUNK = 65_536
 
 
