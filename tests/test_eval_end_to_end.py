@@ -151,3 +151,20 @@ def test_unaligned_encoders_come_from_files_or_frozen_backbones(setup, tmp_path)
 
     pooled = adapter.encode_image(torch.zeros(2, 3, 152, 152))
     assert tuple(pooled.shape) == (2, model.image_encoder.embed_dim)
+
+
+def test_backbone_features_recorded_during_the_clip_pass_match_a_second_pass(setup):
+    import galclip
+    from galclip.data import open_dataset
+    from galclip.eval.baselines import PooledFeatures
+    from galclip.eval.evaluate import DEFAULTS, _embed
+
+    _, data, ckpt = setup
+    model, ds = galclip.load_model(ckpt), open_dataset(data)
+    idx = np.arange(0, 120, 13)
+    one = _embed(model, ds, idx, DEFAULTS, "cpu", None, "x", pooled=True)
+    two = _embed(PooledFeatures(model.image_encoder, model.spectrum_encoder), ds, idx, DEFAULTS,
+                 "cpu", None, "y")
+    np.testing.assert_allclose(one["image_pooled"], two["image_embedding"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one["spectrum_pooled"], two["spectrum_embedding"], rtol=1e-5, atol=1e-6)
+    assert one["image_embedding"].shape == (len(idx), 16)  # the CLIP embedding is unchanged

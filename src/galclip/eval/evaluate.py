@@ -18,6 +18,7 @@ interruption skips the embedding step.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -125,9 +126,25 @@ def _subset(labels: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.n
     return {k: np.asarray(v)[idx] for k, v in labels.items()}
 
 
+@contextlib.contextmanager
+def capture_pooled(model):
+    """Record the backbones' pooled features while the CLIP model embeds (forward hooks), so the
+    unaligned baseline needs no second pass when the backbones were frozen during alignment."""
+    feats: dict[str, list] = {"image": [], "spectrum": []}
+    hooks = [getattr(model, f"{m}_encoder").register_forward_hook(
+        lambda _mod, _inp, out, m=m: feats[m].append(out["pooled"].detach().float().cpu().numpy()))
+        for m in feats if hasattr(model, f"{m}_encoder")]
+    try:
+        yield feats
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | None,
-           tag: str) -> dict[str, np.ndarray]:
-    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache``."""
+           tag: str, pooled: bool = False) -> dict[str, np.ndarray]:
+    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache``;
+    with ``pooled``, also the backbones' pooled features (``image_pooled``, ``spectrum_pooled``)."""
     from torch.utils.data import Subset
 
     from galclip.models.inference import embed_dataset
@@ -137,9 +154,10 @@ def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | 
     if path is not None and path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    rows = Subset(ds, idx.tolist())
-    out = embed_dataset(model, rows, batch_size=int(cfg["data"]["batch_size"]), device=device,
-                        progress=True)
+    with capture_pooled(model) if pooled else contextlib.nullcontext({}) as feats:
+        out = embed_dataset(model, Subset(ds, idx.tolist()), batch_size=int(cfg["data"]["batch_size"]),
+                            device=device, progress=True)
+    out.update({f"{m}_pooled": np.concatenate(v) for m, v in feats.items() if v})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npz")
@@ -174,6 +192,8 @@ class Context:
     emb_train: dict
     emb_test: dict
     notes: list = dataclasses.field(default_factory=list)
+    pooled_train: dict = dataclasses.field(default_factory=dict)  # the model's backbone features
+    pooled_test: dict = dataclasses.field(default_factory=dict)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -261,8 +281,13 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
     ctx.notes.append(where if adapter is None else f"unaligned encoders: {where}")
     if adapter is None:
         return [], {}
-    tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, "pooled-train"))
-    te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, "pooled-test"))
+    own = all(getattr(adapter, f"{m}_encoder") is getattr(model, f"{m}_encoder")
+              for m in ("image", "spectrum"))
+    if own and len(ctx.pooled_train) == 2:  # recorded during the CLIP pass: no second pass
+        tr, te = ctx.pooled_train, ctx.pooled_test
+    else:
+        tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, "pooled-train"))
+        te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, "pooled-test"))
     sources = (("image", "image", "image"), ("spectrum", "spectrum", "spectrum"))
     return knn_results(tr, ctx.y_train, te, ctx.y_test, ctx.properties,
                        k=int(ctx.cfg["knn"]["k"]), model="unaligned k-NN", sources=sources)
@@ -365,17 +390,19 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
     cache = out_dir / "cache" / _sha256(model_path)[:16]
-    emb = {}
+    emb, pooled = {}, {}
     for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
-        e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}")
+        e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True)
         _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
         emb[name] = _modalities(e)
+        pooled[name] = {m: e[f"{m}_pooled"] for m in ("image", "spectrum") if f"{m}_pooled" in e}
     props = [p for p in cfg["properties"] if p in rows["labels"]]
     if not props:
         raise ValueError(f"{data_dir}: none of the properties {cfg['properties']} is a column")
     morph = sorted(c for c in rows["labels"] if c.startswith(MORPH_PREFIX))
     ctx = Context(dict(cfg), ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
-                  emb["train"], emb["test"])
+                  emb["train"], emb["test"], pooled_train=pooled["train"],
+                  pooled_test=pooled["test"])
     missing = [p for p in cfg["properties"] if p not in props]
     if missing:
         ctx.notes.append(f"properties not in the data, skipped: {missing}")
