@@ -87,7 +87,7 @@ def draw_logmass(rng: np.random.Generator, logm_min: float) -> float:
 def quenched_fraction(logm: float) -> float:
     """Mass quenching (sigmoid) plus a mass-independent environmental floor (Peng et al. 2010);
     midpoint and floor tuned against the SDSS colour-redshift relation (report)."""
-    return float(0.2 + 0.75 / (1.0 + np.exp(-(logm - 10.15) / 0.3)))
+    return float(0.1 + 0.85 / (1.0 + np.exp(-(logm - 10.35) / 0.25)))
 
 
 def main_sequence_logsfr(logm: float, t_gyr: float) -> float:
@@ -189,8 +189,10 @@ def draw_galaxy(rng: np.random.Generator, logm_min_of_z) -> Galaxy:
     logm_b, logm_d = logm + np.log10(max(bt, 1e-3)), logm + np.log10(max(1 - bt, 1e-3))
 
     # star-formation histories: a delayed-tau disc tuned to the main sequence (or quenched)
+    # downsizing (Thomas et al. 2005): less massive galaxies formed their stars later
+    youth = 2.5 * (1.0 - sig)
     if quenched:
-        age_d = t_univ - rng.uniform(1.0, 4.0)
+        age_d = t_univ - rng.uniform(1.0, 4.0) - youth
         target = 10.0 ** rng.normal(-11.6, 0.4) * 1e9  # per Gyr
     else:
         # star-forming discs started forming early (an old underlying population, as in real
@@ -201,7 +203,7 @@ def draw_galaxy(rng: np.random.Generator, logm_min_of_z) -> Galaxy:
         target = min(target, 0.95 * 2.0 / age_d)
     age_d = float(np.clip(age_d, 0.3, t_univ - 0.05))
     tau_d = solve_tau(age_d, target)
-    age_b = float(np.clip(t_univ - rng.uniform(1.0, 5.0), 1.0, t_univ - 0.05))
+    age_b = float(np.clip(t_univ - rng.uniform(0.5, 3.5) - youth, 1.0, t_univ - 0.05))
     tau_b = rng.uniform(0.3, 1.5)
 
     logz_star = stellar_metallicity(rng, logm)
@@ -218,7 +220,7 @@ def draw_galaxy(rng: np.random.Generator, logm_min_of_z) -> Galaxy:
     veldisp_d = float(np.hypot(rng.uniform(25, 45), 0.5 * v_rot * np.sin(np.radians(incl))))
 
     bulge = Population(age_gyr=age_b, tau_gyr=tau_b, log_mformed=float(logm_b) + 0.2,
-                       metallicity=float(10 ** np.clip(logz_star + 0.05, -1.6, 0.35)),
+                       metallicity=float(10 ** np.clip(logz_star + 0.2 * sig, -1.6, 0.35)),
                        av=0.4 * av_d, veldisp=float(np.clip(sigma_b, 40, 400)))
     disc = Population(age_gyr=age_d, tau_gyr=tau_d, log_mformed=float(logm_d) + 0.2,
                       metallicity=float(10 ** np.clip(logz_star - 0.1, -1.6, 0.35)),
