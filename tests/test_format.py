@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import random_rows
 
+from conftest import random_rows
 from galclip import conventions as C
 from galclip.data import DatasetError, open_dataset, validate_dataset
 

@@ -36,9 +36,11 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     for lang, code in runnable_blocks():
-        cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        cmd = (["bash", "-euo", "pipefail", "-c", code] if lang == "bash"
+               else [sys.executable, "-c", code])
         r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
-        assert r.returncode == 0, f"README {lang} block failed:\n{code}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, (f"README {lang} block failed:\n{code}\n"
+                                   f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     run = tmp_path / "runs" / "tiny"
     from galclip.data import validate_dataset
     from galclip.search.catalog import read_catalog_manifest

@@ -229,7 +229,8 @@ def test_colour_redshift_relation_follows_sdss(real_data):
         g = sim.draw_accepted(rng)
         pb, pd = sim.engine.photometry(g.bulge, g.redshift), sim.engine.photometry(g.disc, g.redshift)
         z.append(g.redshift)
-        gr.append(C.nanomaggy_to_mag(pb["sdss_g"] + pd["sdss_g"]) - C.nanomaggy_to_mag(pb["sdss_r"] + pd["sdss_r"]))
+        gr.append(C.nanomaggy_to_mag(pb["sdss_g"] + pd["sdss_g"])
+                  - C.nanomaggy_to_mag(pb["sdss_r"] + pd["sdss_r"]))
     rz, rgr, _ = load_sdss(real_data)
     cmp = colour_redshift_comparison(np.array(z), np.array(gr), rz, rgr,
                                      bins=np.array([0.02, 0.07, 0.12, 0.2]))

@@ -14,14 +14,17 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("simulate", "galclip.sim.cli", "simulate a survey of paired galaxy images and spectra"),
     ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
-    ("build-dataset", "galclip.data.build_cli", "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
+    ("build-dataset", "galclip.data.build_cli",
+     "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
     ("pretrain", "galclip.train.pretrain_cli", "pretrain an image or spectrum encoder without labels"),
     ("embed", "galclip.search.cli_embed", "embed a dataset into a searchable embedding catalog"),
     ("index", "galclip.search.cli_index", "build the FAISS indexes of an embedding catalog"),
-    ("search", "galclip.search.cli_search", "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
+    ("search", "galclip.search.cli_search",
+     "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
     ("serve", "galclip.search.cli_serve", "web explorer and JSON API over an embedding catalog"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
-    ("evaluate", "galclip.eval.cli", "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
+    ("evaluate", "galclip.eval.cli",
+     "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
     ("demo", "galclip.demo", "run the whole pipeline end to end on simulated data"),
 ]
 
@@ -29,8 +32,9 @@ COMMANDS: list[tuple[str, str, str]] = [
 def build_parser() -> argparse.ArgumentParser:
     from galclip import __version__
 
-    parser = argparse.ArgumentParser(prog="galclip", description=__doc__.splitlines()[0].replace(
-        "The ``galclip`` command", "galclip: galaxy images and spectra in one embedding space"))
+    parser = argparse.ArgumentParser(
+        prog="galclip", description="galclip: galaxy images and spectra in one embedding space "
+                                    "(AstroCLIP and beyond). Each command has --help.")
     parser.add_argument("--version", action="version", version=f"galclip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_ in COMMANDS:

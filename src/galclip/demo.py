@@ -18,9 +18,10 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,7 +53,7 @@ class Stage:
 
 def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None) -> list[Stage]:
     p = PRESETS[preset]
-    data, cat = out / "data", out / "catalog"
+    data = out / "data"
     enc = {m: out / f"pretrain-{m}" / "encoder.safetensors" for m in ("image", "spectrum")}
     model = out / "align" / "model.safetensors"
 
@@ -176,7 +177,7 @@ def summary_text(metrics: dict[str, Any], out: Path) -> str:
 def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
     """One line per pool and direction from ``metrics['retrieval']`` (flat ``dir/metric`` keys)."""
     out = []
-    for key, block in ret.items():
+    for block in ret.values():
         if not isinstance(block, dict) or "pool_size" not in block:
             continue
         chance = block["pool_size"] / 2

@@ -14,9 +14,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -125,7 +126,7 @@ def write_shard(path: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
     lengths = {k: len(v) for k, v in columns.items()}
     if len(set(lengths.values())) != 1:
         raise DatasetError(f"{path}: columns have different row counts: {lengths}")
-    fields, arrays = zip(*(_to_arrow(k, v) for k, v in columns.items()))
+    fields, arrays = zip(*(_to_arrow(k, v) for k, v in columns.items()), strict=True)
     table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
     tmp = _atomic_path(path)
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",

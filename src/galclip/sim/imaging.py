@@ -98,7 +98,7 @@ def galaxy_components(g: Galaxy, rng: np.random.Generator):
         bar = bar.shear(q=0.3, beta=galsim.Angle(g.features["bar_angle"], galsim.degrees))
         parts.append(bar.transform(1, 0, 0, cos_i))
         weights.append(g.features["bar_fraction"])
-    disc = galsim.Add([p * w for p, w in zip(parts, weights)]).rotate(pa)
+    disc = galsim.Add([p * w for p, w in zip(parts, weights, strict=True)]).rotate(pa)
     companion = None
     if g.features["companion_mass_ratio"] > 0:
         sep, ang = g.features["companion_sep"], g.features["companion_angle"]

@@ -124,8 +124,8 @@ def gas_metallicity(rng: np.random.Generator, logm: float) -> float:
 
 
 def ionisation_parameter(rng: np.random.Generator, log_zgas: float, log_ssfr_gyr: float) -> float:
-    """log U, anti-correlated with gas metallicity (Dopita et al. 2006; slope steepened to keep metal-rich discs on the BPT sequence) and rising
-    with specific star-formation rate."""
+    """log U, anti-correlated with gas metallicity (Dopita et al. 2006; slope steepened to keep
+    metal-rich discs on the BPT sequence) and rising with specific star-formation rate."""
     logu = -3.15 - 1.4 * (log_zgas + 0.4) + 0.1 * (log_ssfr_gyr + 1.0) + 0.12 * rng.normal()
     return float(np.clip(logu, -3.9, -2.3))
 

@@ -227,7 +227,8 @@ def _section_examples(ds, out: Path) -> list[str]:
         axes[0, k].axis("off")
         ivar = row["spectrum_ivar"].astype(np.float64)
         box = np.ones(9)  # inverse-variance weighted 9-pixel (7.2 A) smoothing for display
-        f = np.convolve(row["spectrum_flux"] * ivar, box, "same") / np.maximum(np.convolve(ivar, box, "same"), 1e-12)
+        weight = np.maximum(np.convolve(ivar, box, "same"), 1e-12)
+        f = np.convolve(row["spectrum_flux"] * ivar, box, "same") / weight
         axes[1, k].plot(wave, f, lw=0.4, c="0.2")
         lo, hi = np.percentile(f, [0.5, 99.8])
         axes[1, k].set_ylim(lo - 0.3 * (hi - lo), hi + 0.1 * (hi - lo))

@@ -124,7 +124,7 @@ class SEDEngine:
     def photometry(self, pop: Population, z: float) -> dict[str, float]:
         """Total fluxes (nanomaggies) of one component in PHOT_NAMES bands."""
         m = self._model(self._components(pop, z, spectral=False), spectral=False)
-        return dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY))
+        return dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY, strict=True))
 
     def synthesize(self, pop: Population, z: float) -> dict:
         """Photometry, DESI-grid spectrum (intrinsic resolution), line fluxes and SFH truth."""
@@ -134,7 +134,7 @@ class SEDEngine:
                  for k, names in LINES.items()} if pop.logu is not None else {
                      k: 0.0 for k in LINES}
         return {
-            "phot": dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY)),
+            "phot": dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY, strict=True)),
             "spectrum": observed_spectrum(m.wavelengths, m.spectrum_full, z, pop.veldisp),
             "lines": lines,
             "log_mstar": float(sfh.stellar_mass),          # surviving stellar mass
@@ -152,7 +152,8 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     Returns 1e-17 erg/s/cm^2/A, shape (7781,), before the instrumental line-spread function."""
     lnw = np.log(rest_wave)
     dv = np.diff(lnw) * 299792.458  # km/s per model pixel
-    inside = (rest_wave > C.WAVE_MIN / (1 + MAX_REDSHIFT) / 1.01) & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE)
+    inside = ((rest_wave > C.WAVE_MIN / (1 + MAX_REDSHIFT) / 1.01)
+              & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
     step = float(np.median(dv[inside[1:]]))  # uniform in log-lambda over the spectral range
     sig = max(veldisp / step, 1e-3)
     half = int(np.ceil(5 * sig))
@@ -164,7 +165,8 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * np.diff(obs_wave))])
     mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
     # cum[i] is the integral up to the midpoint after sample i; interpolate at pixel edges
-    integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]), np.concatenate([[0.0], cum]))
+    integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]),
+                         np.concatenate([[0.0], cum]))
     return np.diff(integral) / C.WAVE_STEP / C.FLUX_UNIT_CGS
 
 

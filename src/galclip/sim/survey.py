@@ -159,7 +159,8 @@ class GalaxySimulator:
         t = self._tick("fibre fractions (GalSim)", t)
         fibre = ff["bulge"] * sb["spectrum"] + ff["disc"] * sd["spectrum"]
         if companion is not None:
-            fibre = fibre + ff["companion"] * fluxes["companion"]["r"] / sd["phot"]["r"] * sd["spectrum"]
+            scale = fluxes["companion"]["r"] / sd["phot"]["r"]  # companion: the disc's SED
+            fibre = fibre + ff["companion"] * scale * sd["spectrum"]
         wave = C.wavelength_grid()
         noiseless = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
         flux, ivar = I.observe_spectrum(noiseless, obs.exposure, rng)
@@ -210,7 +211,8 @@ class GalaxySimulator:
             "veldisp_bulge": g.bulge.veldisp, "veldisp_disc": g.disc.veldisp,
             "logu": np.nan if g.disc.logu is None else g.disc.logu,
             "gas_logz": np.log10(g.disc.gas_metallicity),
-            "fiber_fwhm": obs.fiber_fwhm, "n_neighbours": np.int16(cut["n_contaminants"]), "exptime": obs.exposure.exptime_s,
+            "fiber_fwhm": obs.fiber_fwhm, "n_neighbours": np.int16(cut["n_contaminants"]),
+            "exptime": obs.exposure.exptime_s,
             "sky_factor": obs.exposure.sky_factor,
         })
         for k in LINES:
