@@ -145,3 +145,10 @@ def test_neighbour_agreement_is_high_for_informative_embeddings():
     agree = tasks.neighbour_agreement(emb["image"], y, NAMES)
     noise = tasks.neighbour_agreement(np.random.default_rng(0).normal(size=(300, 8)), y, NAMES)
     assert agree["redshift"] > 0.8 and noise["redshift"] < 0.3
+
+
+def test_majority_class_is_the_morphology_chance_level():
+    res = tasks.majority_class_result({"morph_bar": np.array([0, 0, 1, -1])},
+                                      {"morph_bar": np.array([0, 1, 1, 0, -1])})
+    assert res["model"] == "majority class" and res["properties"] == {}
+    assert res["morphology"]["morph_bar"]["accuracy"] == 0.5  # predicts 0; 2 of 4 labelled rows

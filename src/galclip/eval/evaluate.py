@@ -352,8 +352,9 @@ def run_retrieval(ctx: Context) -> dict[str, Any]:
     if img is None or spec is None:
         return {}
     pool = int(ctx.cfg["retrieval"]["pool_size"])
-    out = {f"pool_{min(pool, len(img))}": retrieval_metrics(img, spec, pool, int(ctx.cfg["seed"])),
-           "whole_set": retrieval_metrics(img, spec, len(img), int(ctx.cfg["seed"]))}
+    out = {"whole_set": retrieval_metrics(img, spec, len(img), int(ctx.cfg["seed"]))}
+    if pool < len(img):  # pools of `pool` galaxies compare across set sizes (chance = pool / 2)
+        out = {f"pool_{pool}": retrieval_metrics(img, spec, pool, int(ctx.cfg["seed"])), **out}
     out["neighbour_agreement_r2"] = {
         f"{m}→{m}": neighbour_agreement(e, ctx.y_test, ctx.properties) for m, e in ctx.emb_test.items()}
     return out
@@ -433,6 +434,10 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
 
     r, p, c = stage("galclip", run_galclip, ctx)
     results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
+    if ctx.morph_columns:
+        from galclip.eval.tasks import majority_class_result
+
+        results.append(majority_class_result(ctx.morph(ctx.labels_train), ctx.morph(ctx.labels_test)))
     b = cfg["baselines"]
     if b["unaligned"]["enabled"]:
         r, p = stage("unaligned", run_unaligned, ctx, model, meta, encoder_paths or {}, cache)

@@ -18,7 +18,7 @@ from galclip.eval.probes import MLPProbe, ProbeConfig
 PROPERTIES: tuple[str, ...] = ("redshift", "log_mstar", "logz_mw", "tage_mw", "log_ssfr")
 MORPH_PREFIX = "morph_"
 SOURCE_LABELS = {"image": "Image", "spectrum": "Spectrum", "spectrum→image": "Spectrum→Image",
-                 "photometry": "Photometry"}
+                 "photometry": "Photometry", "none": "—"}
 
 
 def label_matrix(labels: dict[str, np.ndarray], names: list[str] | tuple[str, ...]) -> np.ndarray:
@@ -83,6 +83,18 @@ def probe_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[
         results.append(r)
         preds[r["id"]] = pred
     return results, preds
+
+
+def majority_class_result(morph_train: dict[str, np.ndarray], morph_test: dict[str, np.ndarray]
+                          ) -> dict:
+    """The chance level of the morphology columns: always answer the commonest training class."""
+    morph = {}
+    for col in sorted(morph_train):
+        y = np.asarray(morph_train[col]).astype(np.int64)
+        if (y >= 0).any():
+            common = np.bincount(y[y >= 0]).argmax()
+            morph[col] = M.classification_metrics(morph_test[col], np.full(len(morph_test[col]), common))
+    return make_result("none", "majority class", "chance", {}, morph)
 
 
 def neighbour_agreement(emb: np.ndarray, y: np.ndarray, names) -> dict[str, float]:
