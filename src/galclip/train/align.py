@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 10,
         "max_steps": -1,              # stop earlier than epochs (-1: no limit)
         "batch_size": 64,             # per device; negatives span all devices
-        "lr": 1e-3,                   # heads and temperature
+        "lr": 1e-4,                   # heads and temperature
         "weight_decay": 0.05,
         "warmup_steps": 50,           # linear warm-up, then cosine decay to 0
         "freeze_backbones": True,     # AstroCLIP: frozen; False: fine-tune with the two below
