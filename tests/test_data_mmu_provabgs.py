@@ -128,5 +128,24 @@ def test_provabgs_missing_mass_column_is_an_error(tmp_path):
     path = tmp_path / "p.hdf5"
     with h5py.File(path, "w") as f:
         f["TARGETID"] = np.arange(3)
-    with pytest.raises(ReaderError, match="p.hdf5: column LOG_MSTAR/PROVABGS_LOGMSTAR_BF"):
+    with pytest.raises(ReaderError, match="p.hdf5: column LOG_MSTAR/PROVABGS_LOGMSTAR_BF/PROVABGS_LOGMSTAR"):
         read_provabgs(path)
+
+
+@pytest.mark.filterwarnings("ignore:table path was not set")
+def test_provabgs_vac_derived_columns_and_posterior_samples(tmp_path):
+    """A VAC that carries PROVABGS_AVGSFR_1GYR / Z_MW / TAGE_MW: best-fit values are used, a
+    column of posterior samples is reduced to its median."""
+    from astropy.table import Table
+
+    cols = _provabgs_columns()
+    cols["PROVABGS_AVGSFR_1GYR_BF"] = np.array([1.0, 10.0, 1.0, 0.1])
+    cols["PROVABGS_Z_MW"] = np.array([[0.01, 0.02, 0.03]] * 4)        # (N, samples)
+    cols["PROVABGS_TAGE_MW_BF"] = np.array([2.0, 9.0, 5.0, 4.0])
+    path = tmp_path / "vac.hdf5"
+    Table(cols).write(str(path), format="hdf5", path="__astropy_table__", serialize_meta=True)
+    cat = read_provabgs(path)
+    assert cat["unavailable"] == []
+    np.testing.assert_allclose(cat["log_ssfr"], [0 - 10, 1 - 11, np.nan, -1 - 9.5], rtol=1e-6)
+    np.testing.assert_allclose(cat["logz_mw"][[0, 1, 3]], np.log10(0.02), rtol=1e-6)
+    np.testing.assert_allclose(cat["tage_mw"], [2, 9, np.nan, 4])

@@ -18,9 +18,11 @@ by *metallicity*, not by stellar mass, and in natural log; its VAC path also tak
 ``LOG_MSTAR = ln(PROVABGS_LOGMSTAR_BF)``, a log of a log. galclip uses the definitions above,
 so sSFR figures are not comparable with AstroCLIP's published sSFR numbers.
 
-The raw VAC carries only the SED parameters (``PROVABGS_THETA_BF``) and best-fit stellar mass;
-SFR, Z_MW and age need the PROVABGS SPS emulator (the ``provabgs`` package), which galclip does
-not bundle. With that file those columns are NaN and reported as unavailable.
+VAC columns named ``PROVABGS_AVGSFR_1GYR``, ``PROVABGS_Z_MW``, ``PROVABGS_TAGE_MW`` (best-fit
+``_BF`` preferred; a per-object array of posterior samples is reduced to its median) are used
+when present. A file that carries only the SED parameters (``PROVABGS_THETA_BF``) and the
+stellar mass cannot give SFR, Z_MW and age without the PROVABGS SPS emulator, which galclip does
+not bundle: those columns are then NaN and reported as unavailable.
 """
 from __future__ import annotations
 
@@ -35,10 +37,10 @@ ALIASES = {
     "ra": ("RA", "ra"),
     "dec": ("DEC", "dec"),
     "z_hp": ("Z_HP",),
-    "mstar": ("LOG_MSTAR", "PROVABGS_LOGMSTAR_BF"),
-    "sfr": ("AVG_SFR",),
-    "z_mw": ("Z_MW",),
-    "tage_mw": ("TAGE_MW",),
+    "mstar": ("LOG_MSTAR", "PROVABGS_LOGMSTAR_BF", "PROVABGS_LOGMSTAR"),
+    "sfr": ("AVG_SFR", "PROVABGS_AVGSFR_1GYR_BF", "PROVABGS_AVGSFR_1GYR"),
+    "z_mw": ("Z_MW", "PROVABGS_Z_MW_BF", "PROVABGS_Z_MW"),
+    "tage_mw": ("TAGE_MW", "PROVABGS_TAGE_MW_BF", "PROVABGS_TAGE_MW"),
 }
 PROPERTY_COLUMNS = ("log_mstar", "log_sfr", "log_ssfr", "logz_mw", "tage_mw")
 
@@ -94,7 +96,11 @@ def read_provabgs(path: str | Path) -> dict[str, np.ndarray | list[str]]:
     uniq, counts = np.unique(tid, return_counts=True)
     if (counts > 1).any():
         raise ReaderError(path, "column TARGETID", f"duplicate TARGETID {uniq[counts > 1][0]}")
-    get = lambda k: cols[k].astype(np.float64) if k in cols else np.full(n, np.nan)  # noqa: E731
+    def get(k: str) -> np.ndarray:
+        if k not in cols:
+            return np.full(n, np.nan)
+        v = cols[k].astype(np.float64)
+        return np.nanmedian(v.reshape(n, -1), axis=1) if v.ndim > 1 else v  # posterior samples
     props = derive_properties(get("mstar"), get("sfr"), get("z_mw"), get("tage_mw"))
     unavailable = [name for name, src in (("log_sfr", "sfr"), ("log_ssfr", "sfr"),
                                           ("logz_mw", "z_mw"), ("tage_mw", "tage_mw"))
