@@ -152,3 +152,20 @@ def test_majority_class_is_the_morphology_chance_level():
                                       {"morph_bar": np.array([0, 1, 1, 0, -1])})
     assert res["model"] == "majority class" and res["properties"] == {}
     assert res["morphology"]["morph_bar"]["accuracy"] == 0.5  # predicts 0; 2 of 4 labelled rows
+
+
+def test_spectrum_baseline_sees_where_a_line_is():
+    """Redshift moves lines in wavelength: the conv+attention net must not be shift-blind."""
+    import torch
+
+    from galclip.eval.baselines import SpectrumConvAttention
+
+    torch.manual_seed(0)
+    net = SpectrumConvAttention(channels=8, depth=1, num_heads=2).eval()
+    x = torch.zeros(2, 2, 7781)
+    x[:, 1] = 1.0                    # every pixel valid
+    x[0, 0, 1984:1994] = 5.0         # the same line at two wavelengths (64-pixel shift multiple)
+    x[1, 0, 5952:5962] = 5.0
+    with torch.no_grad():
+        out = net(x, torch.zeros(2, 2))
+    assert out.shape == (2, 10) and not torch.allclose(out[0], out[1], atol=1e-4)

@@ -7,7 +7,8 @@
 - **Spectrum**: a convolution + attention network in the spirit of AstroCLIP's spectrum
   baseline (Parker et al. 2024, Sec. 5.1): strided 1-D convolutions over the per-spectrum
   standardized flux and its validity mask (the encoder's :func:`standardize`), then transformer
-  layers and mean pooling; the flux level (``asinh(mean)``, ``log(std)``) is appended, since
+  layers (learned position embeddings, so line positions, i.e. redshift, are seen) and mean
+  pooling; the flux level (``asinh(mean)``, ``log(std)``) is appended, since
   stellar mass depends on it.
 - **Photometry**: the few-shot MLP on g, r, z asinh magnitudes (Lupton, Gunn & Szalay 1999) of
   the total fluxes ``flux_g/r/z``.
@@ -71,6 +72,11 @@ class SpectrumConvAttention(nn.Module):
             convs += [nn.Conv1d(width, channels, 2 * stride + 1, stride, stride), nn.GELU()]
             width = channels
         self.conv = nn.Sequential(*convs)
+        with torch.no_grad():  # tokens per spectrum on the DESI grid
+            n_tokens = self.conv(torch.zeros(1, 2, C.N_WAVE)).shape[-1]
+        # learned positions: without them attention + mean pooling would be blind to where a
+        # feature sits in wavelength, i.e. to redshift
+        self.pos = nn.Parameter(torch.randn(1, n_tokens, channels) * 0.02)
         layer = nn.TransformerEncoderLayer(channels, num_heads, 4 * channels, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.attn = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
@@ -78,7 +84,7 @@ class SpectrumConvAttention(nn.Module):
         self.num_features = channels + 2
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        t = self.conv(x).transpose(1, 2)  # (B, T, channels)
+        t = self.conv(x).transpose(1, 2) + self.pos  # (B, T, channels)
         pooled = self.norm(self.attn(t)).mean(1)  # (B, channels)
         return torch.cat([pooled, level], dim=1)
 
