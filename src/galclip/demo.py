@@ -6,7 +6,7 @@ when its output is already complete, so rerunning the same command after a kill 
 it stopped. Ends with the evaluation summary, the paths of the report and checkpoints, and the
 command that starts the web explorer.
 
-Presets: ``cpu`` (default; about 30 minutes on 2 cores), ``gpu`` (larger data and models, bf16),
+Presets: ``cpu`` (default; CPU-sized models, 5000 galaxies), ``gpu`` (larger data and models, bf16),
 ``tiny`` (a few hundred galaxies and a few steps per stage: a smoke test of the plumbing, not
 of the science).
 
@@ -192,7 +192,7 @@ def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                   help="cpu (default, ~30 min on 2 cores), gpu (larger, bf16), tiny (smoke test)")
+                   help="cpu (default, CPU-sized), gpu (larger, bf16), tiny (smoke test)")
     p.add_argument("--n", type=int, default=None, help="number of simulated galaxies")
     p.add_argument("--seed", type=int, default=0, help="simulation seed")
     p.add_argument("--workers", type=int, default=None, help="simulator processes")
