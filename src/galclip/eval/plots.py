@@ -57,7 +57,8 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[st
     from matplotlib.colors import LogNorm
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.1), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False,
+                             constrained_layout=True)
     for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         t, p = y_true[:, j], y_pred[:, j]
         ok = np.isfinite(t) & np.isfinite(p)
