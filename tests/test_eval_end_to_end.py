@@ -168,3 +168,17 @@ def test_backbone_features_recorded_during_the_clip_pass_match_a_second_pass(set
     np.testing.assert_allclose(one["image_pooled"], two["image_embedding"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one["spectrum_pooled"], two["spectrum_embedding"], rtol=1e-5, atol=1e-6)
     assert one["image_embedding"].shape == (len(idx), 16)  # the CLIP embedding is unchanged
+
+
+def test_galaxies_missing_a_modality_are_left_out(tmp_path):
+    from galclip.data import Provenance, open_dataset, write_manifest, write_shard
+    from galclip.eval.evaluate import load_split_rows, resolve_config
+
+    rows = labelled_rows(60, 7, 0)
+    rows["has_spectrum"] = np.arange(60) % 3 != 0  # every third galaxy has no spectrum
+    write_manifest(tmp_path, [write_shard(tmp_path / "part-00000.parquet", rows)],
+                   Provenance(command="test"))
+    out = load_split_rows(open_dataset(tmp_path), resolve_config("cpu"))
+    assert out["unpaired"] == 20
+    for split in ("train", "test"):
+        assert out[split].size and out["labels"]["has_spectrum"][out[split]].all()

@@ -102,7 +102,8 @@ def _cap(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 
 def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
-    """Row indices of the train and evaluation splits, and their scalar label columns."""
+    """Row indices of the train and evaluation splits (galaxies with both an image and a
+    spectrum: ``has_image``/``has_spectrum`` when present), and their scalar label columns."""
     from galclip.data.splits import split_indices
 
     cols = ds.manifest["columns"]
@@ -110,8 +111,16 @@ def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
     labels = ds.read_columns(scalar)
     stored = labels.get("split")
     d, seed = cfg["data"], int(cfg["seed"])
-    train = _cap(split_indices(labels["object_id"], "train", stored=stored), d["max_train"], seed)
-    test = _cap(split_indices(labels["object_id"], d["test_split"], stored=stored), d["max_test"], seed)
+    paired = np.ones(len(labels["object_id"]), dtype=bool)  # rows holding both modalities
+    for flag in ("has_image", "has_spectrum"):
+        if flag in labels:
+            paired &= np.asarray(labels[flag]).astype(bool)
+
+    def rows(split: str, cap: int | None) -> np.ndarray:
+        idx = split_indices(labels["object_id"], split, stored=stored)
+        return _cap(idx[paired[idx]], cap, seed)
+
+    train, test = rows("train", d["max_train"]), rows(d["test_split"], d["max_test"])
     if d["test_split"] == "train" or np.intersect1d(labels["object_id"][train],
                                                    labels["object_id"][test]).size:
         raise ValueError(f"{ds.path}: the evaluation split '{d['test_split']}' shares galaxies "
@@ -119,7 +128,7 @@ def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
     for name, idx in (("train", train), (d["test_split"], test)):
         if len(idx) < 2:
             raise ValueError(f"{ds.path}: split '{name}' has {len(idx)} rows; need at least 2")
-    return {"train": train, "test": test, "labels": labels}
+    return {"train": train, "test": test, "labels": labels, "unpaired": int((~paired).sum())}
 
 
 def _subset(labels: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -404,6 +413,9 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
     ctx = Context(dict(cfg), ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
                   emb["train"], emb["test"], pooled_train=pooled["train"],
                   pooled_test=pooled["test"])
+    if rows["unpaired"]:
+        ctx.notes.append(f"{rows['unpaired']} galaxies lack an image or a spectrum "
+                         "(has_image/has_spectrum) and are left out")
     missing = [p for p in cfg["properties"] if p not in props]
     if missing:
         ctx.notes.append(f"properties not in the data, skipped: {missing}")
