@@ -28,6 +28,7 @@ from galclip.sim.sed import Population
 
 Z_MIN, Z_MAX = 0.01, 0.6
 LOGM_MAX = 12.3
+SIZE_OFFSET_DEX = 0.1
 # Baldry et al. 2012, Table 1 (log M* = 10.66; phi in Mpc^-3 dex^-1)
 SMF = dict(logm_star=10.66, phi1=3.96e-3, alpha1=-0.35, phi2=0.79e-3, alpha2=-1.47)
 
@@ -237,8 +238,10 @@ def draw_galaxy(rng: np.random.Generator, logm_min_of_z) -> Galaxy:
 def _add_structure(rng: np.random.Generator, g: Galaxy) -> Galaxy:
     """Sizes (van der Wel et al. 2014), shapes and Galaxy-Zoo-like morphological features."""
     logm, scale = g.logm_target, kpc_per_arcsec(g.redshift)
-    late = 10 ** (0.86 + 0.22 * (logm - np.log10(5e10)) + 0.16 * rng.normal())
-    early = 10 ** (0.60 + 0.75 * (logm - np.log10(5e10)) + 0.12 * rng.normal())
+    # van der Wel et al. 2014 zero points less SIZE_OFFSET_DEX: matches the half-light radii of
+    # real DR9 BGS targets (benchmarks/sim_vs_desitarget.py: simulated medians were 0.1 dex large)
+    late = 10 ** (0.86 - SIZE_OFFSET_DEX + 0.22 * (logm - np.log10(5e10)) + 0.16 * rng.normal())
+    early = 10 ** (0.60 - SIZE_OFFSET_DEX + 0.75 * (logm - np.log10(5e10)) + 0.12 * rng.normal())
     early = max(early, 0.8 * 10 ** (0.16 * rng.normal()))  # the early-type relation flattens
     g.r_half_disc = float(np.clip((1.3 if g.quenched else 1.0) * late / scale, 0.3, 25.0))
     rb = early if g.quenched else late * rng.uniform(0.1, 0.3)
