@@ -34,6 +34,7 @@ from galclip import conventions as C
 from galclip.data.format import (
     MANIFEST,
     Provenance,
+    sha256_file,
     shard_name,
     write_json_atomic,
     write_manifest,
@@ -130,12 +131,6 @@ def classify_inputs(cfg: BuildConfig, rejects: RejectLog | None = None
     return found
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_fingerprint(cfg: BuildConfig, files: list[tuple[str, Path]]) -> str:
@@ -155,7 +150,7 @@ def describe_inputs(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
         parts = [q for q in sorted(p.rglob("*")) if q.is_file()] if p.is_dir() else [p]
         for q in parts:
             out.append({"kind": kind, "path": str(q.resolve()), "bytes": q.stat().st_size,
-                        "sha256": _sha256(q)})
+                        "sha256": sha256_file(q)})
     return out
 
 
@@ -530,7 +525,7 @@ class _Builder:
         done = []
         for entry in saved["shards"]:                   # keep the intact prefix
             path = self.out / entry["file"]
-            if not path.exists() or _sha256(path) != entry["sha256"]:
+            if not path.exists() or sha256_file(path) != entry["sha256"]:
                 break
             done.append(entry)
         return done

@@ -64,7 +64,8 @@ def conventions_dict() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- writing
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in 4 MiB blocks (the checksum recorded in every manifest)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -132,7 +133,7 @@ def write_shard(path: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
                    compression_level=1, use_byte_stream_split=_float_columns(table.schema))
     os.replace(tmp, path)
-    return {"file": path.name, "n_rows": table.num_rows, "sha256": _sha256(path),
+    return {"file": path.name, "n_rows": table.num_rows, "sha256": sha256_file(path),
             "bytes": path.stat().st_size}
 
 
@@ -248,7 +249,7 @@ def _check_shard(path: Path, entry: Mapping[str, Any], columns: Mapping[str, Any
     spath = path / entry["file"]
     if not spath.exists():
         raise DatasetError(f"{spath}: shard listed in the manifest is missing")
-    if verify_checksums and _sha256(spath) != entry["sha256"]:
+    if verify_checksums and sha256_file(spath) != entry["sha256"]:
         raise DatasetError(f"{spath}: sha256 does not match the manifest (file changed or "
                            f"corrupt)")
     try:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from galclip.config import ConfigError, load_config
+from galclip.data.format import sha256_file
 from galclip.eval.probes import ProbeConfig
 from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
 
@@ -85,12 +86,6 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- data
@@ -375,7 +370,7 @@ def _provenance(model_path: Path, meta: Mapping, ds, cfg: Mapping, command: str)
 
     return {"command": command, "galclip_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {"path": str(model_path), "sha256": _sha256(model_path),
+            "model": {"path": str(model_path), "sha256": sha256_file(model_path),
                       "config": meta.get("config"),
                       "training": {k: v for k, v in (meta.get("extra") or {}).items()
                                    if k != "run_config"},
@@ -399,7 +394,7 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
                       verify=bool(cfg["data"]["verify_checksums"]))
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
-    cache = out_dir / "cache" / _sha256(model_path)[:16]
+    cache = out_dir / "cache" / sha256_file(model_path)[:16]
     emb, pooled = {}, {}
     for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
         e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True)

@@ -32,8 +32,8 @@ from galclip.data.format import (
     DatasetError,
     _atomic_path,
     _float_columns,
-    _sha256,
     column_schema,
+    sha256_file,
     write_json_atomic,
 )
 
@@ -62,7 +62,7 @@ def embedding_column(modality: str) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """The identity of a model checkpoint (or any file): sha256 of its bytes."""
-    return _sha256(Path(path))
+    return sha256_file(Path(path))
 
 
 def catalog_shard_name(index: int) -> str:
@@ -203,7 +203,7 @@ def write_table_atomic(path: Path, table: pa.Table, root: Path | None = None) ->
                    compression_level=1, use_byte_stream_split=_float_columns(table.schema))
     os.replace(tmp, path)
     return {"file": path.relative_to(root or path.parent).as_posix(), "n_rows": table.num_rows,
-            "sha256": _sha256(path), "bytes": path.stat().st_size}
+            "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _shard_table(meta: dict[str, np.ndarray], emb: dict[str, np.ndarray],
@@ -347,7 +347,7 @@ def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[s
         return None
     if meta.num_rows != n_rows or sha.decode() != model_sha:
         return None
-    return {"file": name, "n_rows": n_rows, "sha256": _sha256(path),
+    return {"file": name, "n_rows": n_rows, "sha256": sha256_file(path),
             "bytes": path.stat().st_size}
 
 
@@ -449,7 +449,7 @@ def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> d
         spath = path / e["file"]
         if not spath.exists():
             raise CatalogError(f"{spath}: shard listed in the manifest is missing")
-        if verify_checksums and _sha256(spath) != e["sha256"]:
+        if verify_checksums and sha256_file(spath) != e["sha256"]:
             raise CatalogError(f"{spath}: sha256 does not match the manifest")
     return manifest
 

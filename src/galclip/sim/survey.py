@@ -282,7 +282,7 @@ def _make_shard(args: tuple[str, int]) -> dict[str, Any]:
 
 def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     """Check the output folder; return the finished shards of an interrupted identical run."""
-    from galclip.data.format import MANIFEST, _sha256, shard_name
+    from galclip.data.format import MANIFEST, sha256_file, shard_name
 
     state = {"command": "galclip simulate", "config": asdict(cfg)}
     if out.exists() and not out.is_dir():
@@ -314,7 +314,7 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
 
                 if pq.read_metadata(p).num_rows == len(_shard_rows(cfg, shard)):
                     done[shard] = {"file": p.name, "n_rows": len(_shard_rows(cfg, shard)),
-                                   "sha256": _sha256(p), "bytes": p.stat().st_size}
+                                   "sha256": sha256_file(p), "bytes": p.stat().st_size}
                     continue
             except Exception:  # noqa: BLE001 - an unreadable shard is simply redone
                 pass
