@@ -72,6 +72,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def preset_or_file(config: str | Path | None, preset_dir: Path) -> Path | None:
+    """A YAML file path, or the name of a packaged preset in ``preset_dir`` (``cpu`` ...)."""
+    if config is None:
+        return None
+    path = Path(config)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    preset = Path(preset_dir) / f"{config}.yaml"
+    if not preset.exists():
+        names = sorted(p.stem for p in Path(preset_dir).glob("*.yaml"))
+        raise ConfigError(f"{config}: no such config file, and not a preset (presets: {names})")
+    return preset
+
+
 def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
                 overrides: Sequence[str] = ()) -> dict[str, Any]:
     """defaults -> file -> overrides, each layer checked against the keys of the defaults."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from galclip.config import ConfigError, load_config
+from galclip.config import load_config, preset_or_file
 from galclip.data.format import sha256_file
 from galclip.eval.probes import ProbeConfig
 from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
@@ -69,15 +69,7 @@ DEFAULTS: dict[str, Any] = {
 
 def resolve_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
     """defaults -> preset name (cpu, gpu) or YAML file -> ``key=value`` overrides."""
-    path = None
-    if config is not None:
-        path = Path(config)
-        if not path.exists() and (PRESET_DIR / f"{config}.yaml").exists():
-            path = PRESET_DIR / f"{config}.yaml"
-        elif not path.exists():
-            presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ConfigError(f"{config}: no such config file or preset (presets: {presets})")
-    return load_config(DEFAULTS, path, overrides)
+    return load_config(DEFAULTS, preset_or_file(config, PRESET_DIR), overrides)
 
 
 def _device(name: str) -> str:

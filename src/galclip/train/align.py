@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from galclip.config import ConfigError, load_config, read_yaml, save_config
+from galclip.config import ConfigError, load_config, preset_or_file, read_yaml, save_config
 from galclip.eval.retrieval import retrieval_metrics
 from galclip.models.clip import CLIP_DEFAULTS, GalaxyCLIP, save_model
 from galclip.train.align_data import BlockShuffleSampler, open_pairs, row_group_of_rows, split_rows
@@ -87,15 +87,7 @@ RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps")}
 # ----------------------------------------------------------------------------- config
 def resolve_config(config: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """defaults -> preset name or YAML file -> ``key=value`` overrides."""
-    path = None
-    if config is not None:
-        path = Path(config)
-        if not path.exists() and (PRESET_DIR / f"{config}.yaml").exists():
-            path = PRESET_DIR / f"{config}.yaml"
-        elif not path.exists():
-            presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ConfigError(f"{config}: no such config file or preset (presets: {presets})")
-    return load_config(DEFAULTS, path, overrides)
+    return load_config(DEFAULTS, preset_or_file(config, PRESET_DIR), overrides)
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: tuple = ()) -> list[tuple]:

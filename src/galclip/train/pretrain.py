@@ -21,7 +21,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from galclip.config import ConfigError, deep_merge, load_config, parse_override, read_yaml, save_config
+from galclip.config import (
+    ConfigError,
+    deep_merge,
+    load_config,
+    parse_override,
+    preset_or_file,
+    read_yaml,
+    save_config,
+)
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 MODALITIES = ("image", "spectrum")
@@ -65,16 +73,7 @@ def list_pretrain_presets() -> list[str]:
 
 def _config_path(config: str | Path | None) -> Path | None:
     """A YAML path, or the name of a packaged preset (``image-cpu`` ...)."""
-    if config is None:
-        return None
-    path = Path(config)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
-    preset = PRESET_DIR / f"{config}.yaml"
-    if not preset.exists():
-        raise ConfigError(f"{config}: no such config file, and not a preset "
-                          f"(presets: {list_pretrain_presets()})")
-    return preset
+    return preset_or_file(config, PRESET_DIR)
 
 
 def _encoder_defaults(modality: str, name: str, where: str) -> dict[str, Any]:
