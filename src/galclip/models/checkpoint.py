@@ -13,31 +13,38 @@ from pathlib import Path
 FORMAT = "galclip-encoder"
 
 
-def save_encoder(encoder, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-    """Write ``encoder`` (weights + config + version) to ``path`` atomically."""
+def write_safetensors(path: str | Path, module, metadata: dict[str, str]) -> Path:
+    """Write a module's weights (on the CPU) and string metadata to one safetensors file,
+    atomically (temporary name, then rename). Used for encoders and CLIP models alike."""
     from safetensors.torch import save_file
 
-    from galclip import __version__
     from galclip.data.format import _atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    meta = {"format": FORMAT, "galclip_version": __version__,
-            "config": json.dumps(encoder.config), **(extra or {})}
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
     tmp = _atomic_path(path)
-    save_file(state, str(tmp), metadata=meta)
+    save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
+def save_encoder(encoder, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write ``encoder`` (weights + config + version) to ``path`` atomically."""
+    from galclip import __version__
+
+    meta = {"format": FORMAT, "galclip_version": __version__,
+            "config": json.dumps(encoder.config), **(extra or {})}
+    return write_safetensors(path, encoder, meta)
+
+
+def read_metadata(path: str | Path, what: str = "encoder checkpoint") -> dict[str, str]:
     """The metadata dict of a safetensors file (no weights are read)."""
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})

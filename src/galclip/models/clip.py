@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -117,34 +116,21 @@ class GalaxyCLIP(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints
 def save_model(model: GalaxyCLIP, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` as one safetensors file (atomically) with its config in the metadata."""
-    from safetensors.torch import save_file
-
     from galclip import __version__
+    from galclip.models.checkpoint import write_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION),
             "galclip_version": __version__, "config": json.dumps(model.config),
             "extra": json.dumps(dict(extra or {}), default=str)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, model, meta)
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of a GalaxyCLIP checkpoint (``config``, ``extra``, versions)."""
-    from safetensors import SafetensorError, safe_open
+    from galclip.models.checkpoint import read_metadata
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model checkpoint not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a safetensors file ({e})") from e
+    meta = read_metadata(path, what="model checkpoint")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, expected "
                          f"{CHECKPOINT_FORMAT!r} (is this an encoder checkpoint? use load_encoder)")
