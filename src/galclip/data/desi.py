@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
-from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks
+from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks, lookup_sorted
 
 ARMS = ("B", "R", "Z")
 REDSHIFT_HDUS = ("REDSHIFTS", "ZBEST")
@@ -115,11 +115,7 @@ class RedshiftTable:
 
     def lookup(self, targetid: np.ndarray) -> np.ndarray:
         """Row in the table for each TARGETID, -1 where absent."""
-        t = np.asarray(targetid, np.int64)
-        if not len(self._ids):
-            return np.full(len(t), -1)
-        pos = np.clip(np.searchsorted(self._ids, t), 0, len(self._ids) - 1)
-        return np.where(self._ids[pos] == t, self._order[pos], -1)
+        return lookup_sorted(self._ids, self._order, targetid)
 
 
 # ----------------------------------------------------------------------------- spectra

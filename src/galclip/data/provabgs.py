@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galclip.data.readers import ReaderError, guarded
+from galclip.data.readers import ReaderError, guarded, lookup_sorted
 
 ALIASES = {
     "targetid": ("TARGETID", "object_id", "targetid"),
@@ -133,11 +133,7 @@ class PropertyCatalog:
         self._ids = ids[self._order]
 
     def lookup(self, targetid: np.ndarray) -> np.ndarray:
-        t = np.asarray(targetid, np.int64)
-        if not len(self._ids):
-            return np.full(len(t), -1)
-        pos = np.clip(np.searchsorted(self._ids, t), 0, len(self._ids) - 1)
-        return np.where(self._ids[pos] == t, self._order[pos], -1)
+        return lookup_sorted(self._ids, self._order, targetid)
 
     def columns_for(self, targetid: np.ndarray) -> dict[str, np.ndarray]:
         """Property columns for these ids (NaN where the catalogue has no entry)."""

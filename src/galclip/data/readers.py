@@ -154,6 +154,15 @@ def select_bands(path: str | Path, field: str, names: list[str], cube: np.ndarra
     return cube[[norm.index(b) for b in wanted]]
 
 
+def lookup_sorted(sorted_ids: np.ndarray, order: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Row index (``order[pos]``) of each query id in ``sorted_ids``; -1 where absent."""
+    t = np.asarray(query, np.int64)
+    if not len(sorted_ids):
+        return np.full(len(t), -1)
+    pos = np.clip(np.searchsorted(sorted_ids, t), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == t, order[pos], -1)
+
+
 def iter_chunks(n: int, chunk: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, chunk):
         yield start, min(n, start + chunk)
