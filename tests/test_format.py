@@ -41,6 +41,27 @@ def test_streaming_matches_random_access(tiny_dataset):
     assert b["spectrum_flux"].shape == (7, C.N_WAVE)
 
 
+def test_random_access_decodes_each_row_group_once_within_the_cache_budget(tiny_dataset, monkeypatch):
+    import pyarrow.parquet as pq
+
+    reads = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, **kw: reads.append(i) or real(self, i, **kw))
+    order = np.random.default_rng(0).permutation(120)
+    ds = open_dataset(tiny_dataset, columns=["object_id", "spectrum_flux"])
+    for _ in range(2):  # two shuffled epochs: every row group decoded once in all
+        assert [ds[int(i)]["object_id"] for i in order] == order.tolist()
+    n_groups = sum(pq.ParquetFile(f).num_row_groups for f in sorted(tiny_dataset.glob("*.parquet")))
+    assert len(reads) == n_groups
+    # a budget of one and a half shards of spectra: the cache never exceeds it, so groups are re-read
+    one = 40 * C.N_WAVE * 4
+    small = open_dataset(tiny_dataset, columns=["object_id", "spectrum_flux"], cache_bytes=int(1.5 * one))
+    reads.clear()
+    assert [small[int(i)]["object_id"] for i in order] == order.tolist()
+    assert 0 < small._cached_bytes <= int(1.5 * one) and len(reads) > n_groups
+
+
 def test_torch_dataloader_collates(tiny_dataset):
     torch = pytest.importorskip("torch")
     ds = open_dataset(tiny_dataset, columns=["object_id", "image", "redshift"])

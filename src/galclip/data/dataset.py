@@ -3,8 +3,12 @@
 ``open_dataset(dir)`` validates the folder (manifest, shards, checksums, shapes) and returns a
 :class:`GalaxyDataset`. Rows come back as dicts of numpy arrays with their physical shape, so
 ``torch.utils.data.DataLoader`` collates them into tensors directly. Shards are read one row
-group at a time (memory stays bounded for datasets larger than RAM) and file handles are
-opened lazily in each worker process.
+group at a time and decoded row groups are kept in a least-recently-used cache bounded in bytes
+(``cache_bytes``, 2 GiB by default): a shuffled epoch over a CPU-sized set then decodes each
+row group once instead of once per row (a 64-row group of spectra is 4 MB of Parquet; with an
+8-group cache a shuffled pass over the 5000-galaxy demo set decoded ~60 groups per batch), and
+memory stays bounded for datasets larger than RAM. File handles are opened lazily in each
+worker process.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class GalaxyDataset:
     """
 
     def __init__(self, path: str | Path, columns: Sequence[str] | None = None,
-                 verify: bool = True, transform=None, cache_row_groups: int = 8):
+                 verify: bool = True, transform=None, cache_bytes: int = 2 << 30):
         self.path = Path(path)
         self.manifest = validate_dataset(self.path, verify_checksums=verify)
         all_cols = list(self.manifest["columns"])
@@ -55,7 +59,7 @@ class GalaxyDataset:
         self.transform = transform
         self._shard_files = [self.path / s["file"] for s in self.manifest["shards"]]
         self._offsets = np.cumsum([0] + [s["n_rows"] for s in self.manifest["shards"]])
-        self._cache_size = cache_row_groups
+        self._cache_bytes = int(cache_bytes)
         self._reset_handles()
 
     # -- pickling for DataLoader workers: reopen files in each process
@@ -63,6 +67,7 @@ class GalaxyDataset:
         self._files: dict[int, pq.ParquetFile] = {}
         self._rg_index: dict[int, np.ndarray] = {}
         self._cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+        self._cached_bytes = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -95,8 +100,10 @@ class GalaxyDataset:
         table = self._file(shard).read_row_group(rg, columns=self.columns)
         block = {c: column_to_numpy(table.column(c), self.shape(c)) for c in self.columns}
         self._cache[key] = block
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cached_bytes += sum(a.nbytes for a in block.values())
+        while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= sum(a.nbytes for a in old.values())
         return block
 
     def locate(self, index: int) -> tuple[int, int]:
@@ -133,6 +140,9 @@ class GalaxyDataset:
 
 
 def open_dataset(path: str | Path, columns: Sequence[str] | None = None, verify: bool = True,
-                 transform=None) -> GalaxyDataset:
-    """Open and validate a galclip dataset folder; ``.manifest`` holds its manifest."""
-    return GalaxyDataset(path, columns=columns, verify=verify, transform=transform)
+                 transform=None, cache_bytes: int = 2 << 30) -> GalaxyDataset:
+    """Open and validate a galclip dataset folder; ``.manifest`` holds its manifest.
+
+    ``cache_bytes`` bounds the decoded row groups kept for random access (per process)."""
+    return GalaxyDataset(path, columns=columns, verify=verify, transform=transform,
+                         cache_bytes=cache_bytes)
