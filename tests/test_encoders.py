@@ -81,8 +81,9 @@ def test_gradients_reach_every_trainable_parameter(name):
     assert not missing
 
 
-def test_bad_spectrum_pixels_never_influence_the_output():
-    enc = create_encoder("spectrum-nano").eval()
+@pytest.mark.parametrize("log_bins", [0, 2048])
+def test_bad_spectrum_pixels_never_influence_the_output(log_bins):
+    enc = create_encoder("spectrum-nano", log_bins=log_bins).eval()
     flux, ivar = _inputs("spectrum")
     ivar[0, 1000:1500] = 0          # a masked stretch
     ivar[1, ::7] = 0                # scattered bad pixels
@@ -96,8 +97,51 @@ def test_bad_spectrum_pixels_never_influence_the_output():
     # fully bad slices are padding tokens; the statistics token never is
     pm = ref["padding_mask"]
     assert not pm[:, 0].any()
-    assert pm[0, 1:].sum() == 49      # slices lying wholly in [1000, 1500): i = 100 ... 148
-    assert not pm[1, 1:-2].any() and pm[1, -2:].all()  # slices 776, 777 start at 7760, 7770
+    if log_bins == 0:
+        assert pm[0, 1:].sum() == 49      # slices lying wholly in [1000, 1500): i = 100 ... 148
+        assert not pm[1, 1:-2].any() and pm[1, -2:].all()  # slices 776, 777 start at 7760, 7770
+    else:
+        # log-λ bins wholly inside the masked stretch, then slices wholly made of such bins
+        index = enc.log_bin_index.numpy()
+        bad_bin = np.ones(log_bins, bool)
+        np.logical_and.at(bad_bin, index, bad[0].numpy())
+        cfg = enc.cfg
+        padded = bad_bin[np.minimum(np.arange(cfg.n_slices)[:, None] * cfg.slice_stride
+                                    + np.arange(cfg.slice_size), log_bins - 1)].all(1)
+        assert 10 < padded.sum() < 40 and np.array_equal(pm[0, 1:].numpy(), padded)
+
+
+def test_log_rebin_weights_by_ivar_and_keeps_a_line_shape_at_every_redshift():
+    from galclip.models.spectrum_encoder import log_bin_index, log_rebin
+
+    n_bins = 2048
+    index = torch.tensor(log_bin_index(C.N_WAVE, n_bins))
+    assert index.min() == 0 and index.max() == n_bins - 1 and (index.diff() >= 0).all()
+    wave = torch.tensor(C.WAVE_MIN + C.WAVE_STEP * np.arange(C.N_WAVE))
+    # inverse-variance weighting: a bin's mean lies closest to its most certain pixel; ivar adds up
+    g = torch.Generator().manual_seed(1)
+    flux = torch.randn(1, C.N_WAVE, generator=g, dtype=torch.float64)
+    ivar = torch.rand(1, C.N_WAVE, generator=g, dtype=torch.float64) + 0.1
+    valid = torch.ones_like(ivar, dtype=torch.bool)
+    f, w = log_rebin(flux, ivar, valid, index, n_bins)
+    expect = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, index, flux[0] * ivar[0])
+    assert torch.allclose(f[0] * w[0], expect) and torch.allclose(w.sum(), ivar.sum())
+    # the same rest-frame Gaussian line observed at z = 0.05 and z = 0.45 spans the same number
+    # of log bins (its width in Å grows by 1.45 / 1.05), centred where log(1 + z) puts it
+    centres = []
+    for z in (0.05, 0.45):
+        line = torch.exp(-0.5 * ((wave - 4861.3 * (1 + z)) / (2.0 * (1 + z))) ** 2)[None]
+        f, _ = log_rebin(line, torch.ones_like(line), valid, index, n_bins)
+        mass = f[0] / f[0].sum()
+        centre = (mass * torch.arange(n_bins)).sum()
+        width = ((mass * (torch.arange(n_bins) - centre) ** 2).sum()).sqrt()
+        centres.append((centre.item(), width.item()))
+    (c1, w1), (c2, w2) = centres
+    step = np.log((C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)) / (C.WAVE_MIN - C.WAVE_STEP / 2)) / n_bins
+    assert abs((c2 - c1) - np.log(1.45 / 1.05) / step) < 0.5
+    assert abs(w2 - w1) < 0.15 * w1
+    with pytest.raises(ValueError, match="log_bins=9000"):
+        create_encoder("spectrum-nano", log_bins=9000)
 
 
 def test_image_centre_crop_happens_inside_the_model():
@@ -124,7 +168,7 @@ PERTURB = {
               "num_heads": 2, "mlp_ratio": 2.0, "drop_path_rate": 0.5, "band_scale": [0.1, 0.1, 0.1],
               "arcsinh_divisor": 1.0},
     "spectrum": {"n_pixels": 4000, "slice_size": 30, "slice_stride": 20, "embed_dim": 32, "depth": 3,
-                 "num_heads": 2, "mlp_ratio": 2.0, "dropout": 0.5},
+                 "num_heads": 2, "mlp_ratio": 2.0, "dropout": 0.5, "log_bins": 1024},
 }
 
 
@@ -143,6 +187,11 @@ def test_every_config_field_is_used(modality, field):
         return
     other.load_state_dict(base.state_dict())
     args = _inputs(modality, n_pix=cfg.get("n_pixels", C.N_WAVE))
+    if field == "n_pixels":  # with log_bins the weights keep their shapes; the input length is checked
+        with pytest.raises(ValueError, match=f"shape \\(B, {C.N_WAVE}\\)"):
+            base(*args)
+        assert torch.isfinite(other(*args)["pooled"]).all()
+        return
     outs = []
     for enc in (base, other):
         torch.manual_seed(0)

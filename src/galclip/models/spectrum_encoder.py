@@ -6,6 +6,16 @@ standardized by its own mean and standard deviation, which are carried in one ex
 a stack of pre-LayerNorm transformer blocks with learned position embeddings runs over the
 779 tokens. Attention uses PyTorch's fused ``scaled_dot_product_attention``.
 
+Optionally (``log_bins > 0``, the CPU-sized presets) the spectrum is first rebinned onto
+``log_bins`` pixels uniform in log wavelength, each the inverse-variance weighted mean of the
+DESI pixels whose centres fall in it (its ivar is their summed ivar). On a log-λ grid a redshift
+is a pure shift and a rest-frame line complex ([O III] 4959/5007, Hα + [N II], Ca H&K) keeps one
+shape at every redshift, so the shared slice embedding meets the same pattern wherever it lies;
+2048 bins (73 km/s, 0.9-2.4 Å) keep lines resolved at the DESI resolution and cut the tokens
+from 778 to 204. On the simulated CPU demo set this raised masked-modelling k-NN redshift R²
+from 0.22 to 0.38 and a supervised fit of the same network from 0.78 to 0.82
+(``benchmarks/RESULTS.md``). ``log_bins = 0`` is AstroCLIP's linear grid.
+
 Unlike AstroCLIP, the inverse variance is used: a pixel with ``ivar <= 0`` (or a non-finite
 flux or ivar) is *bad*. Bad pixels are excluded from the mean and std, their value is replaced
 by zero and a per-pixel validity flag is fed with every slice, so a bad pixel's flux never
@@ -21,6 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +54,7 @@ class SpectrumEncoderConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0         # attention, MLP and embedding dropout (training only)
+    log_bins: int = 0            # > 0: ivar-weighted rebin onto this many log-wavelength pixels
 
     def __post_init__(self) -> None:
         if self.modality != "spectrum":
@@ -50,12 +62,54 @@ class SpectrumEncoderConfig:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"spectrum encoder config: embed_dim {self.embed_dim} is not divisible "
                              f"by num_heads {self.num_heads}")
-        if not 0 < self.slice_stride <= self.slice_size <= self.n_pixels:
-            raise ValueError("spectrum encoder config: need 0 < slice_stride <= slice_size <= n_pixels")
+        if self.log_bins < 0:
+            raise ValueError(f"spectrum encoder config: log_bins must be >= 0, got {self.log_bins}")
+        if not 0 < self.slice_stride <= self.slice_size <= self.n_tokenized:
+            raise ValueError("spectrum encoder config: need 0 < slice_stride <= slice_size <= "
+                             "n_pixels (or log_bins when > 0)")
+        if self.log_bins:
+            log_bin_index(self.n_pixels, self.log_bins)  # refuses bins narrower than a pixel
+
+    @property
+    def n_tokenized(self) -> int:
+        """Length of the sequence that is cut into slices (after any log-λ rebinning)."""
+        return self.log_bins or self.n_pixels
 
     @property
     def n_slices(self) -> int:
-        return math.ceil((self.n_pixels - self.slice_size) / self.slice_stride) + 1
+        return math.ceil((self.n_tokenized - self.slice_size) / self.slice_stride) + 1
+
+
+def log_bin_index(n_pixels: int, n_bins: int) -> np.ndarray:
+    """For each DESI pixel (``WAVE_MIN + WAVE_STEP * i``), the index of its log-λ bin.
+
+    The ``n_bins`` bins split [first pixel's blue edge, last pixel's red edge] evenly in log λ; a
+    pixel belongs to the bin holding its centre. Raises ``ValueError`` if a bin would hold no
+    pixel (bins narrower than one pixel at the blue end).
+    """
+    wave = C.WAVE_MIN + C.WAVE_STEP * np.arange(n_pixels, dtype=np.float64)
+    half = C.WAVE_STEP / 2
+    edges = np.exp(np.linspace(np.log(wave[0] - half), np.log(wave[-1] + half), n_bins + 1))
+    index = np.clip(np.searchsorted(edges, wave, side="right") - 1, 0, n_bins - 1)
+    if np.bincount(index, minlength=n_bins).min() == 0:
+        limit = int(np.log(edges[-1] / edges[0]) / np.log1p(C.WAVE_STEP / wave[0]))
+        raise ValueError(f"spectrum encoder config: log_bins={n_bins} leaves log-λ bins without a "
+                         f"{C.WAVE_STEP} Å pixel; use at most about {limit}")
+    return index
+
+
+def log_rebin(flux: torch.Tensor, ivar: torch.Tensor, valid: torch.Tensor, index: torch.Tensor,
+              n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-variance weighted mean flux and summed ivar per log-λ bin, ``(B, n_bins)`` each.
+
+    Bad pixels (``valid`` False) get weight 0; a bin without a valid pixel has flux 0, ivar 0.
+    """
+    w = torch.where(valid, ivar, torch.zeros_like(ivar))
+    fw = torch.where(valid, flux, torch.zeros_like(flux)) * w
+    den = w.new_zeros(w.shape[0], n_bins).index_add_(1, index, w)
+    num = w.new_zeros(w.shape[0], n_bins).index_add_(1, index, fw)
+    good = den > 0
+    return torch.where(good, num / den.where(good, torch.ones_like(den)), torch.zeros_like(num)), den
 
 
 def valid_pixels(flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
@@ -121,6 +175,9 @@ class SpectrumEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
                                     for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(D)
+        if cfg.log_bins:  # derived from the config, so not part of the saved weights
+            index = torch.tensor(log_bin_index(cfg.n_pixels, cfg.log_bins), dtype=torch.long)
+            self.register_buffer("log_bin_index", index, persistent=False)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init_weights)
 
@@ -142,7 +199,7 @@ class SpectrumEncoder(nn.Module):
         """``(B, L)`` -> overlapping slices ``(B, N, slice_size)``, right-padded with zeros."""
         cfg = self.cfg
         length = (cfg.n_slices - 1) * cfg.slice_stride + cfg.slice_size
-        x = F.pad(x, (0, length - x.shape[-1]))
+        x = F.pad(x, (0, length - x.shape[-1]))  # x: (B, n_tokenized)
         return x.unfold(-1, cfg.slice_size, cfg.slice_stride)
 
     def embed(self, flux: torch.Tensor, ivar: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -156,6 +213,9 @@ class SpectrumEncoder(nn.Module):
                              f" got {tuple(flux.shape)} and {tuple(ivar.shape)}")
         flux, ivar = flux.float(), ivar.float()
         valid = valid_pixels(flux, ivar)
+        if self.cfg.log_bins:
+            flux, ivar = log_rebin(flux, ivar, valid, self.log_bin_index, self.cfg.log_bins)
+            valid = ivar > 0
         x, mean, std = standardize(flux, valid)
         values, vflag = self.slice(x), self.slice(valid.float())          # (B, N, S)
         ivar_std = self.slice(torch.where(valid, ivar, torch.zeros_like(ivar))) * std[:, None, None] ** 2
