@@ -287,7 +287,7 @@ def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, caps
     assert rc == 0 and "encoder.safetensors" in capsys.readouterr().out
     saved = read_yaml(out / "config.yaml")
     assert saved["optim"]["lr"] == 2e-3 and saved["encoder"]["depth"] == 1
-    assert saved["mask"] == {"n_spans": 6, "span_len": 50}
+    assert saved["mask"] == {"n_spans": 6, "span_len": 13}  # the spectrum-cpu preset, read from its file
     lines = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "train/loss" in lines[0] and len(lines) == 3
     assert all(math.isfinite(float(v)) for v in lines[1].split(",") if v)
