@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from galclip.eval import plots
-from galclip.eval.report import referenced_files, summary_row, tables, write_documents
+from galclip.eval.report import findings, referenced_files, summary_row, tables, write_documents
 
 PROPS = ["redshift", "log_mstar", "log_ssfr"]
 
@@ -65,6 +65,26 @@ def test_documents_are_written_and_strict_json(tmp_path):
     assert "![Label efficiency](figures/le.png)" in (tmp_path / "report.md").read_text()
     with pytest.raises(FileNotFoundError, match="gone.png"):
         write_documents(tmp_path, metrics(), [("gone", tmp_path / "gone.png")])
+
+
+def test_findings_say_where_the_image_falls_short_and_why():
+    m = metrics()
+    m["results"] = [result("galclip k-NN", "Image", "zero-shot", [0.33, 0.5, 0.5]),
+                    result("unaligned k-NN", "Image", "zero-shot", [0.13, 0.1, 0.1]),
+                    result("resnet18", "Image", "supervised", [0.35, 0.5, 0.5]),
+                    result("MLP", "Photometry", "supervised", [0.46, 0.6, 0.6]),
+                    result("galclip k-NN", "Spectrum", "zero-shot", [0.42, 0.6, 0.6])]
+    m["retrieval"] = {"whole_set": {"pool_size": 500.0, "image_to_spectrum/median_rank": 50.0,
+                                    "spectrum_to_image/median_rank": 62.5}}
+    image, spectrum, retrieval = findings(m)
+    assert "0.330 is below the supervised photometry MLP's 0.460" in image
+    assert "ResNet18" in image and "0.350" in image and "alone scores 0.130" in image
+    assert spectrum == "Spectrum zero-shot redshift R² 0.420."
+    assert "median rank 50 (image→spectrum) and 62 (spectrum→image) in a pool of 500" in retrieval
+    assert "chance is 250, so 4.0× or more better" in retrieval
+    m["results"][0] = result("galclip k-NN", "Image", "zero-shot", [0.5, 0.5, 0.5])
+    assert findings(m)[0].startswith("Image zero-shot redshift R² 0.500 is at or above")
+    assert findings(metrics()) == []  # nothing to compare: no sentences
 
 
 def test_pca_map_and_unknown_method():
