@@ -7,6 +7,7 @@ run under bf16 autocast. Inputs are physical-shaped: 152 px g,r,z cutouts, 7781-
 
   python benchmarks/encoder_throughput.py                      # CPU-sized presets
   python benchmarks/encoder_throughput.py --presets all --batch 64 --seconds 10
+  python benchmarks/encoder_throughput.py --presets spectrum-tiny --set log_bins=0   # a preset field changed
 """
 from __future__ import annotations
 
@@ -42,12 +43,12 @@ def _rate(step, batch: int, seconds: float, device) -> float:
             return n / (time.perf_counter() - t0)
 
 
-def measure(name: str, batch: int, seconds: float, device) -> dict:
+def measure(name: str, batch: int, seconds: float, device, overrides: dict | None = None) -> dict:
     import torch
 
     from galclip.models import create_encoder
 
-    enc = create_encoder(name).to(device)
+    enc = create_encoder(name, **(overrides or {})).to(device)
     x = _inputs(enc.modality, batch, device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
@@ -83,7 +84,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--set", nargs="*", default=[], metavar="field=value",
+                   help="encoder config fields changed in every preset measured (e.g. log_bins=0)")
     args = p.parse_args()
+    from galclip.config import parse_override
+
+    overrides = {k: v for text in args.set for k, v in parse_override(text).items()}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
     cpu_sized = [n for n in list_encoders() if n.endswith(("nano", "tiny"))]
@@ -92,10 +98,11 @@ def main() -> None:
     where = (torch.cuda.get_device_name(device) + ", bf16 autocast" if device.type == "cuda"
              else f"CPU {os.cpu_count()} cores ({platform.processor() or platform.machine()}), fp32, "
                   f"{torch.get_num_threads()} threads")
-    print(f"encoder throughput on {where}; batch {args.batch}; items/s")
+    print(f"encoder throughput on {where}; batch {args.batch}; items/s"
+          + (f"; with {' '.join(args.set)}" if args.set else ""))
     print(f"{'preset':<16}{'params (M)':>11}{'inference':>11}{'train':>9}")
     for name in presets:
-        r = measure(name, args.batch, args.seconds, device)
+        r = measure(name, args.batch, args.seconds, device, overrides)
         unit = "img/s" if name.startswith("image") else "spec/s"
         print(f"{r['preset']:<16}{r['params_M']:>11.2f}{r['inference']:>11.1f}{r['train']:>9.1f}  {unit}",
               flush=True)
