@@ -69,16 +69,21 @@ class RawPixels:
         return {"pooled": torch.nn.functional.avg_pool2d(centre, 4).flatten(1)}
 
 
-def knn_r2(encoder, data: Path, modality: str, k: int, max_rows: int | None) -> float:
+def splits(data: Path, modality: str, max_rows: int | None):
+    """``(dataset of the modality's columns, redshift per row, train rows, test rows)``."""
     from galclip.data import open_dataset
-    from galclip.eval.knn import knn_predict
-    from galclip.eval.metrics import r2_score
     from galclip.train.pretrain_data import COLUMNS, split_rows
 
     ds = open_dataset(data, columns=COLUMNS[modality])
-    z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"]
-    train = split_rows(ds, "train", max_rows, modality)
-    test = split_rows(ds, "test", max_rows, modality)
+    z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
+    return ds, z, split_rows(ds, "train", max_rows, modality), split_rows(ds, "test", max_rows, modality)
+
+
+def knn_r2(encoder, data: Path, modality: str, k: int, max_rows: int | None) -> float:
+    from galclip.eval.knn import knn_predict
+    from galclip.eval.metrics import r2_score
+
+    ds, z, train, test = splits(data, modality, max_rows)
     x_train, x_test = embed(encoder, ds, train, modality), embed(encoder, ds, test, modality)
     if isinstance(encoder, RawPixels):
         from sklearn.decomposition import PCA
@@ -97,15 +102,11 @@ def supervised_r2(config: dict, data: Path, modality: str, steps: int, batch_siz
     """
     import torch
 
-    from galclip.data import open_dataset
     from galclip.eval.metrics import r2_score
     from galclip.models import build_encoder
-    from galclip.train.pretrain_data import COLUMNS, split_rows
+    from galclip.train.pretrain_data import COLUMNS
 
-    ds = open_dataset(data, columns=COLUMNS[modality])
-    z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
-    train = split_rows(ds, "train", max_rows, modality)
-    test = split_rows(ds, "test", max_rows, modality)
+    ds, z, train, test = splits(data, modality, max_rows)
 
     def inputs(rows):
         rows_ = [ds[int(r)] for r in rows]

@@ -176,12 +176,12 @@ def summary_text(metrics: dict[str, Any], out: Path) -> str:
 
 def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
     """One line per pool and direction from ``metrics['retrieval']`` (flat ``dir/metric`` keys)."""
+    from galclip.eval.report import RETRIEVAL_DIRECTIONS, retrieval_pools
+
     out = []
-    for block in ret.values():
-        if not isinstance(block, dict) or "pool_size" not in block:
-            continue
+    for _, block in retrieval_pools(ret):
         chance = block["pool_size"] / 2
-        for d in ("image_to_spectrum", "spectrum_to_image"):
+        for d in RETRIEVAL_DIRECTIONS:
             out.append(f"retrieval {d.replace('_to_', '->')} in a pool of {block['pool_size']:.0f}: "
                        f"median rank {block[f'{d}/median_rank']:.0f} (chance {chance:.0f}), "
                        f"R@1 {block.get(f'{d}/R@1', float('nan')):.2f}, "

@@ -3,7 +3,8 @@
 
 The main table follows AstroCLIP (Parker et al. 2024, Table 2): source, model, type, redshift
 R², mean R² of the other properties, mean morphology accuracy; per-property R², photo-z metrics
-(sigma_NMAD, bias, outlier fractions) and retrieval follow. Reports only read the metrics.
+(sigma_NMAD, bias, outlier fractions) and retrieval follow. A "Findings" section above the
+tables puts the headline numbers in sentences (:func:`findings`). Reports only read the metrics.
 """
 from __future__ import annotations
 
@@ -71,13 +72,21 @@ def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
     return out
 
 
+RETRIEVAL_DIRECTIONS = ("image_to_spectrum", "spectrum_to_image")
+
+
+def retrieval_pools(ret: Mapping) -> list[tuple[str, Mapping]]:
+    """The ``(name, block)`` entries of ``metrics['retrieval']`` that are retrieval pools (flat
+    ``direction/metric`` keys plus ``pool_size``), leaving out the neighbour-agreement block."""
+    return [(name, block) for name, block in ret.items()
+            if isinstance(block, Mapping) and "pool_size" in block]
+
+
 def _retrieval_table(ret: Mapping) -> tuple[list[str], list[list[str]]]:
     cols = ["R@1", "R@5", "R@10", "median_rank"]
     rows = []
-    for pool, m in ret.items():
-        if pool.startswith("neighbour"):
-            continue
-        for d in ("image_to_spectrum", "spectrum_to_image"):
+    for pool, m in retrieval_pools(ret):
+        for d in RETRIEVAL_DIRECTIONS:
             rows.append([f"{pool} ({int(m['pool_size'])})", d.replace("_to_", " → "),
                          *[_fmt(m[f"{d}/{c}"]) for c in cols]])
     return ["pool", "direction", *cols], rows
@@ -153,12 +162,11 @@ def findings(metrics: Mapping) -> list[str]:
             ("a supervised network on the same spectra",
              _r2(metrics, "Spectrum", "conv+attention", "supervised"))) if v is not None]
         out.append(text + (" (" + "; ".join(parts) + ")." if parts else "."))
-    for block in metrics.get("retrieval", {}).values():
-        if isinstance(block, dict) and "pool_size" in block:
-            chance = block["pool_size"] / 2
-            ranks = [block.get(f"{d}/median_rank") for d in ("image_to_spectrum", "spectrum_to_image")]
-            if all(r is not None and r > 0 for r in ranks):
-                out.append(f"Cross-modal retrieval: median rank {ranks[0]:.0f} (image→spectrum) and "
+    for _, block in retrieval_pools(metrics.get("retrieval", {})):
+        chance = block["pool_size"] / 2
+        ranks = [block.get(f"{d}/median_rank") for d in RETRIEVAL_DIRECTIONS]
+        if all(r is not None and r > 0 for r in ranks):
+            out.append(f"Cross-modal retrieval: median rank {ranks[0]:.0f} (image→spectrum) and "
                            f"{ranks[1]:.0f} (spectrum→image) in a pool of {block['pool_size']:.0f}; "
                            f"chance is {chance:.0f}, so {chance / max(ranks):.1f}× or more better.")
     return out
