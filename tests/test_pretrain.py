@@ -26,7 +26,12 @@ TINY = {
               "heads.output_dim=128", "crops.n_local=1", "crops.global_size=72", "crops.local_size=36",
               "data.batch_size=8"],
     "spectrum": ["encoder.depth=1", "data.batch_size=8"],
+    "simclr": ["objective=simclr", "encoder.channels=[8,16,16,16]", "encoder.embed_dim=32",
+               "heads.hidden_dim=32", "heads.output_dim=16", "data.batch_size=8"],
+    "contrastive": ["objective=contrastive", "encoder.channels=[8,16,16]", "encoder.embed_dim=32",
+                    "heads.hidden_dim=32", "data.batch_size=8"],
 }
+OBJECTIVE_MODALITY = {"image": "image", "spectrum": "spectrum", "simclr": "image", "contrastive": "spectrum"}
 RUN = ["trainer.progress_bar=false", "trainer.log_every_n_steps=1", "optim.warmup_steps=1"]
 BAND_SCALE = torch.tensor([0.0066, 0.01, 0.025])
 
@@ -75,10 +80,12 @@ def _leaves(d, path=""):
         yield from _leaves(v, f"{path}{k}.") if isinstance(v, dict) else [path + k]
 
 
-@pytest.mark.parametrize("modality", ["image", "spectrum"])
-def test_every_config_field_is_read(modality, toy_dataset, tmp_path):
-    """Every leaf outside ``encoder`` (covered by test_encoders) is read during a short run."""
-    cfg = pretrain_config(modality, None, TINY[modality] + RUN + ["trainer.max_steps=2",
+@pytest.mark.parametrize("objective", list(OBJECTIVE_MODALITY))
+def test_every_config_field_is_read(objective, toy_dataset, tmp_path):
+    """Every leaf outside ``encoder`` (covered by test_encoders) is read during a short run, for
+    every objective (image: dino, simclr; spectrum: masked, contrastive)."""
+    modality = OBJECTIVE_MODALITY[objective]
+    cfg = pretrain_config(modality, None, TINY[objective] + RUN + ["trainer.max_steps=2",
                                                                   "trainer.checkpoint_every_n_steps=1"])
     tracked = Tracked(cfg)
     fit_pretrain(modality, tracked, toy_dataset, tmp_path)

@@ -33,7 +33,17 @@ def encoder_config(name: str) -> dict[str, Any]:
     return cfg
 
 
-def _classes(modality: str):
+def _classes(modality: str, arch: str | None = None):
+    """The (encoder class, config dataclass) of a modality and architecture family; ``arch`` None
+    is the modality's transformer (ViT, SpecFormer), ``"conv"`` the convolutional family."""
+    if arch not in (None, "conv"):
+        raise ValueError(f"encoder config: unknown arch {arch!r}; choose 'conv' or leave it out")
+    if modality == "image" and arch == "conv":
+        from galclip.models.image_conv import ConvImageEncoder, ConvImageEncoderConfig
+        return ConvImageEncoder, ConvImageEncoderConfig
+    if modality == "spectrum" and arch == "conv":
+        from galclip.models.spectrum_conv import ConvSpectrumEncoder, ConvSpectrumEncoderConfig
+        return ConvSpectrumEncoder, ConvSpectrumEncoderConfig
     if modality == "image":
         from galclip.models.image_encoder import ImageEncoder, ImageEncoderConfig
         return ImageEncoder, ImageEncoderConfig
@@ -45,7 +55,7 @@ def _classes(modality: str):
 
 def build_encoder(config: dict[str, Any], where: str = "encoder config"):
     """Build an encoder from a full or partial config dict (missing fields take defaults)."""
-    cls, cfg_cls = _classes(config.get("modality", ""))
+    cls, cfg_cls = _classes(config.get("modality", ""), config.get("arch"))
     known = {f.name for f in fields(cfg_cls)}
     unknown = sorted(set(config) - known)
     if unknown:

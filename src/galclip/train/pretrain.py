@@ -32,10 +32,9 @@ from galclip.config import (
 )
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
-MODALITIES = ("image", "spectrum")
-
 _COMMON: dict[str, Any] = {
     "seed": 0,
+    "objective": None,           # one of OBJECTIVES[modality]; None: the first (AstroCLIP's)
     "encoder": {"name": None},   # an encoder preset; its fields can be overridden here
     "data": {"split": "train", "batch_size": 32, "num_workers": 0, "max_rows": None},
     "optim": {"lr": 5e-4, "min_lr": 1e-6, "warmup_steps": 100, "weight_decay": 0.04,
@@ -45,26 +44,59 @@ _COMMON: dict[str, Any] = {
                 "checkpoint_every_n_steps": 100, "progress_bar": True},
 }
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "image": deep_merge(_COMMON, {
-        "encoder": {"name": "image-nano"},
-        "crops": {"n_global": 2, "global_size": 144, "n_local": 4, "local_size": 60,
-                  "local_max_offset": 30},
-        "augment": {"rot90_flip": True, "max_shift": 4, "psf_sigma_max": 1.0, "noise_max": 1.0},
-        "heads": {"hidden_dim": 2048, "bottleneck_dim": 256, "output_dim": 65536,
-                  "separate_ibot_head": True},
-        "loss": {"dino_weight": 1.0, "ibot_weight": 1.0, "koleo_weight": 0.1, "student_temp": 0.1,
-                 "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_steps": 300,
-                 "center_momentum": 0.9},
-        "ibot": {"mask_probability": 0.5, "mask_ratio_min": 0.1, "mask_ratio_max": 0.5},
-        "ema": {"momentum_start": 0.992, "momentum_end": 1.0},
-    }, strict=False),
-    "spectrum": deep_merge(_COMMON, {
-        "encoder": {"name": "spectrum-nano"},
-        "mask": {"n_spans": 6, "span_len": 50},
-        "loss": {"ivar_weighting": False},
-    }, strict=False),
+#: Each modality's objectives and the config sections each reads (beside ``_COMMON``); the first
+#: one is the default. ``dino`` and ``masked`` are AstroCLIP's (the published GPU presets);
+#: ``simclr`` and ``contrastive`` are the small-data recipe of the CPU presets (issue 13).
+OBJECTIVES: dict[str, dict[str, dict[str, Any]]] = {
+    "image": {
+        "dino": {
+            "encoder": {"name": "image-nano"},
+            "crops": {"n_global": 2, "global_size": 144, "n_local": 4, "local_size": 60,
+                      "local_max_offset": 30},
+            "augment": {"rot90_flip": True, "max_shift": 4, "psf_sigma_max": 1.0, "noise_max": 1.0},
+            "heads": {"hidden_dim": 2048, "bottleneck_dim": 256, "output_dim": 65536,
+                      "separate_ibot_head": True},
+            "loss": {"dino_weight": 1.0, "ibot_weight": 1.0, "koleo_weight": 0.1, "student_temp": 0.1,
+                     "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
+                     "warmup_teacher_temp_steps": 300, "center_momentum": 0.9},
+            "ibot": {"mask_probability": 0.5, "mask_ratio_min": 0.1, "mask_ratio_max": 0.5},
+            "ema": {"momentum_start": 0.992, "momentum_end": 1.0},
+        },
+        "simclr": {
+            "encoder": {"name": "image-conv-nano"},
+            # Stein et al. (2021): symmetries, jitter of up to max_shift px, PSF blur, extra noise
+            "augment": {"rot90_flip": True, "max_shift": 7, "psf_sigma_max": 1.0, "noise_max": 1.0},
+            "heads": {"hidden_dim": 512, "output_dim": 128},
+            "loss": {"temperature": 0.2},
+        },
+    },
+    "spectrum": {
+        "masked": {
+            "encoder": {"name": "spectrum-nano"},
+            "mask": {"n_spans": 6, "span_len": 50},
+            "loss": {"ivar_weighting": False},
+        },
+        "contrastive": {
+            "encoder": {"name": "spectrum-conv-nano"},
+            # galclip.train.spectrum_contrastive: views and the redshift-equivariance term
+            "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30},
+            "heads": {"hidden_dim": 512, "output_dim": 128},
+            "loss": {"temperature": 0.1, "equivariance_weight": 1.0, "max_shift": 100,
+                     "shift_scale": 0.05},
+        },
+    },
 }
+MODALITIES = tuple(OBJECTIVES)
+
+
+def objective_defaults(modality: str, objective: str | None) -> dict[str, Any]:
+    """``_COMMON`` merged with the sections of one objective (``None``: the modality's default)."""
+    names = list(OBJECTIVES[modality])
+    objective = objective or names[0]
+    if objective not in OBJECTIVES[modality]:
+        raise ConfigError(f"config field 'objective': {objective!r} is not a {modality} objective; "
+                          f"choose from {names}")
+    return deep_merge({**_COMMON, "objective": objective}, OBJECTIVES[modality][objective], strict=False)
 
 
 def list_pretrain_presets() -> list[str]:
@@ -83,7 +115,7 @@ def _encoder_defaults(modality: str, name: str, where: str) -> dict[str, Any]:
     if preset["modality"] != modality:
         raise ConfigError(f"{where}: encoder.name {name!r} is a {preset['modality']} encoder, "
                           f"but this is {modality} pretraining")
-    return {"name": name, **asdict(_classes(modality)[1](**preset))}
+    return {"name": name, **asdict(_classes(modality, preset.get("arch"))[1](**preset))}
 
 
 def pretrain_config(modality: str, config: str | Path | None = None,
@@ -92,20 +124,28 @@ def pretrain_config(modality: str, config: str | Path | None = None,
     if modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}; choose from {MODALITIES}")
     path = _config_path(config)
-    defaults = copy.deepcopy(DEFAULTS[modality])
     raw = read_yaml(path) if path else {}
     for text in overrides:
         raw = deep_merge(raw, parse_override(text), strict=False)
+    defaults = copy.deepcopy(objective_defaults(modality, raw.get("objective")))
     name = (raw.get("encoder") or {}).get("name") or defaults["encoder"]["name"]
     defaults["encoder"] = _encoder_defaults(modality, name, str(path or "config"))
     return load_config(defaults, path, overrides)
 
 
 def build_module(modality: str, cfg: dict[str, Any]):
-    if modality == "image":
+    """The LightningModule of the config's objective."""
+    objective = cfg["objective"]
+    if (modality, objective) == ("image", "dino"):
         from galclip.train.image_pretrain import ImagePretrainModule as M
-    else:
+    elif (modality, objective) == ("image", "simclr"):
+        from galclip.train.image_simclr import ImageSimCLRModule as M
+    elif (modality, objective) == ("spectrum", "masked"):
         from galclip.train.spectrum_pretrain import SpectrumPretrainModule as M
+    elif (modality, objective) == ("spectrum", "contrastive"):
+        from galclip.train.spectrum_contrastive import SpectrumContrastiveModule as M
+    else:
+        raise ConfigError(f"no {modality} pretraining objective {objective!r}")
     return M(cfg)
 
 

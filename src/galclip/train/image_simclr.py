@@ -1,0 +1,61 @@
+"""SimCLR pretraining of the image encoder with physical augmentations (the CPU recipe).
+
+Stein et al. (2021) learnt Legacy Survey representations by contrasting two views of each
+cutout that differ only as the sky could make them differ (:func:`galclip.train.augment.augment_view`:
+symmetries of the square, a jitter of up to ``max_shift`` px, extra PSF blur, extra noise; no
+colour jitter: colours are physics). They used MoCo v2 with a queue of negatives to reach large
+effective batches; on a few thousand cutouts the in-batch negatives of SimCLR (Chen et al. 2020)
+are enough and need no momentum encoder. Loss: lightly's ``NTXentLoss`` (gathered across
+devices) on a two-layer projection head; the encoder below the head is what pretraining exports.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from galclip.models.registry import build_encoder
+from galclip.train.augment import augment_view
+from galclip.train.pretrain_module import PretrainModule, encoder_fields
+
+
+class ImageSimCLRModule(PretrainModule):
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.encoder = build_encoder(encoder_fields(cfg), where="config field 'encoder'")
+        h = cfg["heads"]
+        self.projection = SimCLRProjectionHead(self.encoder.embed_dim, h["hidden_dim"], h["output_dim"])
+        self.ntxent = NTXentLoss(temperature=cfg["loss"]["temperature"], gather_distributed=True)
+
+    def trainable(self) -> list[nn.Module]:
+        return [self.encoder, self.projection]
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        size = min(getattr(self.encoder.cfg, "img_size", images.shape[-1]), images.shape[-1])
+        a = self.cfg["augment"]
+        x = augment_view(images.float(), size, a["max_shift"], self.encoder.band_scale, a)
+        return x
+
+    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        B = images.shape[0]
+        pooled = self.encoder(torch.cat([self.view(images), self.view(images)]))["pooled"]
+        p = self.projection(pooled.float()).split(B)
+        return {"loss": self.ntxent(p[0], p[1])}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images = batch["image"]
+        images = images[torch.isfinite(images).flatten(1).all(1)]       # rows without an image
+        if images.shape[0] < 2:
+            return None
+        losses = self.losses(images)
+        self.log_losses(losses, batch_size=images.shape[0])
+        return losses["loss"]
+
+    def export_encoder(self):
+        enc = build_encoder(self.encoder.config)
+        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
+        return enc.eval()

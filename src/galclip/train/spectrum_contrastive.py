@@ -1,0 +1,156 @@
+"""Contrastive, redshift-equivariant self-supervision for spectra on the log-λ grid (no labels).
+
+Two *views* of each spectrum differ only as two observations of the same galaxy could: another
+noise realisation drawn from its inverse variance (the view's ivar is lowered to match) and
+other lost pixels (random spans set to ivar 0). An NT-Xent loss (SimCLR; lightly's
+``NTXentLoss``) on a projection of the pooled embeddings pulls the two views together and pushes
+the other spectra of the batch away. Nothing in these views moves the spectrum in wavelength, so
+the embedding is free to keep *where* the lines and breaks are.
+
+The **equivariance** term makes it keep that explicitly: a third view is redshifted by a random
+``Δ = ln(1 + δ)`` — on the log-λ grid a shift by whole bins (the flux density is kept: the
+``1 + δ`` factor, at most a few per cent, is removed by the per-spectrum standardization) — and a linear read-out ``r`` of
+the pooled embedding must satisfy ``r(shifted) - r(original) = Δ / shift_scale``. So one direction
+of the embedding measures log(1 + z) up to a constant per galaxy type: the self-supervised
+analogue of a redshift, learnt from the spectrum's own shifts (as spender re-redshifts spectra).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galclip.config import ConfigError
+from galclip.models.registry import build_encoder
+from galclip.train.pretrain_module import PretrainModule, encoder_fields
+
+
+def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add Gaussian noise of variance ``a² / ivar`` with ``a ~ U(0, max_extra)`` per spectrum; the
+    returned ivar is ``ivar / (1 + a²)``. Bins with ivar 0 stay bad (their flux is untouched)."""
+    good = ivar > 0
+    a = max_extra * torch.rand(flux.shape[0], 1, device=flux.device, generator=generator)
+    sigma = torch.where(good, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
+    eps = torch.randn(flux.shape, device=flux.device, generator=generator)
+    return flux + a * sigma * eps * good, ivar / (1 + a ** 2)
+
+
+def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Set ``n_spans`` random spans of ``span_len`` bins per spectrum to ivar 0 (lost pixels)."""
+    B, L = ivar.shape
+    if n_spans <= 0 or span_len <= 0:
+        return ivar
+    start = torch.randint(0, max(1, L - span_len), (B, n_spans), device=ivar.device, generator=generator)
+    pos = torch.arange(L, device=ivar.device)
+    hit = ((pos[None, None] >= start[..., None]) & (pos[None, None] < start[..., None] + span_len)).any(1)
+    return torch.where(hit, torch.zeros_like(ivar), ivar)
+
+
+def shift_view(flux: torch.Tensor, ivar: torch.Tensor, shift: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Redshift each log-λ spectrum by ``shift[i]`` whole bins (positive = redder): flux moves to
+    longer wavelengths; bins shifted in from outside the observed range get ivar 0."""
+    B, L = flux.shape
+    src = torch.arange(L, device=flux.device)[None] - shift[:, None]            # (B, L)
+    inside = (src >= 0) & (src < L)
+    src = src.clamp(0, L - 1)
+    f, w = flux.gather(1, src), ivar.gather(1, src)
+    return torch.where(inside, f, torch.zeros_like(f)), torch.where(inside, w, torch.zeros_like(w))
+
+
+class SpectrumContrastiveObjective(nn.Module):
+    """NT-Xent between two views + the redshift-equivariance term (weights from the config).
+
+    ``cfg`` keys: ``temperature``, ``proj_dim``, ``proj_hidden``, ``noise_max``, ``n_spans``,
+    ``span_len`` (log-λ bins), ``equivariance_weight``, ``max_shift`` (bins), ``shift_scale``
+    (in ln(1+z); the read-out's unit).
+    """
+
+    def __init__(self, embed_dim: int, cfg: dict, bin_dlnlam: float):
+        super().__init__()
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.cfg, self.bin_dlnlam = dict(cfg), float(bin_dlnlam)
+        self.projection = SimCLRProjectionHead(embed_dim, cfg["proj_hidden"], cfg["proj_dim"])
+        self.readout = nn.Linear(embed_dim, 1)
+        self.ntxent = NTXentLoss(temperature=cfg["temperature"], gather_distributed=True)
+
+    def views(self, flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, w = noise_view(flux, ivar, self.cfg["noise_max"])
+        return f, span_dropout(w, self.cfg["n_spans"], self.cfg["span_len"])
+
+    def forward(self, encode, flux: torch.Tensor, ivar: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``encode(flux, ivar) -> {"pooled": ...}`` on the log-λ grid; returns the loss terms."""
+        c = self.cfg
+        B = flux.shape[0]
+        views = [self.views(flux, ivar) for _ in range(2)]
+        if c["equivariance_weight"] > 0:
+            shift = torch.randint(-c["max_shift"], c["max_shift"] + 1, (B,), device=flux.device)
+            views.append(self.views(*shift_view(flux, ivar, shift)))
+        pooled = encode(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]))["pooled"]
+        p = pooled.float().split(B)
+        contrast = self.ntxent(self.projection(p[0]), self.projection(p[1]))
+        out = {"contrastive": contrast}
+        loss = contrast
+        if c["equivariance_weight"] > 0:
+            target = shift.float() * self.bin_dlnlam / c["shift_scale"]
+            pred = (self.readout(p[2]) - self.readout(p[0]))[:, 0]
+            equi = F.smooth_l1_loss(pred, target)
+            out["equivariance"] = equi
+            loss = loss + c["equivariance_weight"] * equi
+        out["loss"] = loss
+        return out
+
+
+def bin_width_lnlam(encoder) -> float:
+    """Width of one log-λ bin of a conv spectrum encoder, in ln λ."""
+    from galclip import conventions as C
+
+    lo, hi = C.WAVE_MIN - C.WAVE_STEP / 2, C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)
+    return float(math.log(hi / lo) / encoder.cfg.log_bins)
+
+
+def objective_settings(cfg: dict) -> dict:
+    """The flat settings of :class:`SpectrumContrastiveObjective` from a pretraining run config."""
+    v, h, lo = cfg["views"], cfg["heads"], cfg["loss"]
+    return {"temperature": lo["temperature"], "proj_dim": h["output_dim"], "proj_hidden": h["hidden_dim"],
+            "noise_max": v["noise_max"], "n_spans": v["n_spans"], "span_len": v["span_len"],
+            "equivariance_weight": lo["equivariance_weight"], "max_shift": lo["max_shift"],
+            "shift_scale": lo["shift_scale"]}
+
+
+class SpectrumContrastiveModule(PretrainModule):
+    """Lightning module of the contrastive + equivariance objective for a conv spectrum encoder."""
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        self.encoder = build_encoder(encoder_fields(cfg), where="config field 'encoder'")
+        if not hasattr(self.encoder, "forward_rebinned"):
+            raise ConfigError("config field 'encoder': the contrastive spectrum objective needs a "
+                              "log-λ conv encoder (arch: conv, e.g. spectrum-conv-nano)")
+        self.objective = SpectrumContrastiveObjective(self.encoder.embed_dim, objective_settings(cfg),
+                                                      bin_width_lnlam(self.encoder))
+
+    def trainable(self) -> list[nn.Module]:
+        return [self]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        flux, ivar = batch["spectrum_flux"], batch["spectrum_ivar"]
+        keep = torch.isfinite(flux).any(1)                              # rows without a spectrum
+        if int(keep.sum()) < 2:
+            return None
+        with torch.no_grad():
+            f, w = self.encoder.rebin(flux[keep], ivar[keep])
+        losses = self.objective(self.encoder.forward_rebinned, f, w)
+        self.log_losses(losses, batch_size=f.shape[0])
+        return losses["loss"]
+
+    def export_encoder(self):
+        enc = build_encoder(self.encoder.config)
+        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
+        return enc.eval()
