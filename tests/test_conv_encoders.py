@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from galclip import conventions as C
-from galclip.models import build_encoder, create_encoder, encoder_config, list_encoders, load_encoder, save_encoder
+from galclip.models import (
+    build_encoder,
+    create_encoder,
+    encoder_config,
+    list_encoders,
+    load_encoder,
+    save_encoder,
+)
 
 CONV = [n for n in list_encoders() if encoder_config(n).get("arch") == "conv"]
 

@@ -14,9 +14,10 @@ collapsing (issue 13). Inputs are physical cutouts in nanomaggies ``(B, bands, H
    directly, as the spectrum encoders' brightness statistics do.
 
 The backbone is ``timm.models.resnet.ResNet`` (BasicBlock, ``layers`` blocks per stage of
-``channels`` widths, after timm's 64-channel 7 x 7 stride-2 stem and max-pool). ``pooled (B, D)`` = LayerNorm(Linear([global average of the last feature
-map, aperture features])); ``tokens (B, 1 + h w, D)`` = pooled then one token per final
-feature-map cell (with a learned position embedding) for the CLIP cross-attention head.
+``channels`` widths, after timm's 64-channel 7 x 7 stride-2 stem and max-pool).
+``pooled (B, D)`` = LayerNorm(Linear([global average of the last feature map, aperture
+features])); ``tokens (B, 1 + h w, D)`` = pooled, then one token per final feature-map cell
+(with a learned position embedding) for the CLIP cross-attention head.
 """
 from __future__ import annotations
 
