@@ -11,8 +11,8 @@ The **equivariance** term makes it keep that explicitly: a third view is redshif
 ``Δ = ln(1 + δ)`` — on the log-λ grid a shift by whole bins (the flux density is kept: the
 ``1 + δ`` factor, at most a few per cent, is removed by the per-spectrum standardization) —
 and a linear read-out ``r`` of the pooled embedding must satisfy
-``r(shifted) - r(original) = Δ / shift_scale``. So one direction of the embedding measures log(1 + z) up to a constant per galaxy type: the self-supervised
-analogue of a redshift, learnt from the spectrum's own shifts (as spender re-redshifts spectra).
+``r(shifted) - r(original) = Δ / shift_scale``. So one direction of the embedding measures
+log(1 + z) up to a constant per galaxy type: the self-supervised analogue of a redshift, learnt from the spectrum's own shifts (as spender re-redshifts spectra).
 """
 from __future__ import annotations
 
