@@ -8,11 +8,12 @@ the other spectra of the batch away. Nothing in these views moves the spectrum i
 the embedding is free to keep *where* the lines and breaks are.
 
 The **equivariance** term makes it keep that explicitly: a third view is redshifted by a random
-``Δ = ln(1 + δ)`` — on the log-λ grid a shift by whole bins (the flux density is kept: the
-``1 + δ`` factor, at most a few per cent, is removed by the per-spectrum standardization) —
-and a linear read-out ``r`` of the pooled embedding must satisfy
-``r(shifted) - r(original) = Δ / shift_scale``. So one direction of the embedding measures
-log(1 + z) up to a constant per galaxy type: the self-supervised analogue of a redshift, learnt from the spectrum's own shifts (as spender re-redshifts spectra).
+``Δ = ln(1 + δ)`` — on the log-λ grid a shift by whole bins (the flux density is kept: the ``1 +
+δ`` factor, at most a few per cent, is removed by the per-spectrum standardization) — and a linear
+read-out ``r`` of the pooled embedding must satisfy ``r(shifted) - r(original) = Δ /
+shift_scale``. So one direction of the embedding measures log(1 + z) up to a constant per galaxy
+type: the self-supervised analogue of a redshift, learnt from the spectrum's own shifts (as
+spender re-redshifts spectra).
 """
 from __future__ import annotations
 
