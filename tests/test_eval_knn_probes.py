@@ -169,3 +169,32 @@ def test_spectrum_baseline_sees_where_a_line_is():
     with torch.no_grad():
         out = net(x, torch.zeros(2, 2))
     assert out.shape == (2, 10) and not torch.allclose(out[0], out[1], atol=1e-4)
+
+
+def test_log_lambda_conv_baseline_learns_where_a_line_is_and_stops_when_validation_is_flat():
+    """The 1-D ResNet baseline, trained with labels, reads a line's position (a redshift) off
+    synthetic spectra; with pure-noise labels its validation loss stops improving and the
+    patience rule ends training before the epoch budget, and the budget string says so."""
+    import torch
+
+    from galclip import conventions as C
+    from galclip.eval.baselines import LogLambdaConv, SupervisedBaseline, SupervisedConfig, preprocess_log_spectra
+
+    rng = np.random.default_rng(0)
+    n = 200
+    z = rng.uniform(0.0, 0.4, n)
+    wave = C.wavelength_grid()
+    flux = 1.0 + 0.1 * rng.standard_normal((n, C.N_WAVE))
+    flux += 8.0 * np.exp(-0.5 * ((wave[None] - 5007.0 * (1 + z[:, None])) / 3.0) ** 2)
+    ivar = np.full_like(flux, 100.0)
+    x = preprocess_log_spectra(flux.astype(np.float32), ivar.astype(np.float32))
+    torch.manual_seed(0)
+    small = {"channels": [8, 16, 16], "embed_dim": 32}
+    cfg = SupervisedConfig(epochs=12, batch_size=32, lr=3e-3, patience=4)
+    net = SupervisedBaseline(LogLambdaConv(**small), cfg).fit({k: v[:160] for k, v in x.items()}, z[:160, None], {})
+    pred, _ = net.predict({k: v[160:] for k, v in x.items()})
+    assert np.corrcoef(pred[:, 0], z[160:])[0, 1] > 0.9
+    assert "ran" in net.budget() and "best epoch" in net.budget()
+    noise = SupervisedBaseline(LogLambdaConv(**small), SupervisedConfig(epochs=20, batch_size=32, patience=2))
+    noise.fit({k: v[:120] for k, v in x.items()}, rng.standard_normal((120, 1)), {})
+    assert noise.epochs_run < 20 and "flat for 2 epochs" in noise.budget()

@@ -272,16 +272,16 @@ def test_resume_after_a_kill_continues_from_the_saved_step(toy_dataset, tmp_path
     out = tmp_path / "run"
     args = TINY["spectrum"] + RUN + ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]
     with pytest.raises(SystemError):
-        run_pretrain("spectrum", toy_dataset, out, "spectrum-cpu", args, callbacks=[KillAt(3)])
+        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[KillAt(3)])
     assert not (out / "encoder.safetensors").exists()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     rec = RecordStart()
-    path = run_pretrain("spectrum", toy_dataset, out, "spectrum-cpu", args, callbacks=[rec])
+    path = run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[rec])
     assert rec.start == 2
     assert read_metadata(path)["pretrain_steps"] == "4"
     assert load_encoder(path).modality == "spectrum"
     with pytest.raises(ConfigError, match="different config"):
-        run_pretrain("spectrum", toy_dataset, out, "spectrum-cpu", args + ["optim.lr=1e-2"])
+        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args + ["optim.lr=1e-2"])
 
 
 def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, capsys):
@@ -289,12 +289,12 @@ def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, caps
     from galclip.config import read_yaml
 
     out = tmp_path / "cli"
-    rc = main(["pretrain", "spectrum", "--config", "spectrum-cpu", "--data", str(toy_dataset),
+    rc = main(["pretrain", "spectrum", "--config", "spectrum-masked-cpu", "--data", str(toy_dataset),
                "--out", str(out), *TINY["spectrum"], *RUN, "trainer.max_steps=2", "optim.lr=2e-3"])
     assert rc == 0 and "encoder.safetensors" in capsys.readouterr().out
     saved = read_yaml(out / "config.yaml")
     assert saved["optim"]["lr"] == 2e-3 and saved["encoder"]["depth"] == 1
-    assert saved["mask"] == {"n_spans": 6, "span_len": 13}  # the spectrum-cpu preset, read from its file
+    assert saved["mask"] == {"n_spans": 6, "span_len": 13}  # the spectrum-masked-cpu preset, read from its file
     lines = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "train/loss" in lines[0] and len(lines) == 3
     assert all(math.isfinite(float(v)) for v in lines[1].split(",") if v)

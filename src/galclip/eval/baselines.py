@@ -20,6 +20,7 @@ training rows picks the best epoch. Each baseline is a short config section (see
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -131,12 +132,51 @@ def preprocess_spectra(flux: np.ndarray, ivar: np.ndarray) -> dict[str, torch.Te
 # ----------------------------------------------------------------------------- training
 @dataclass
 class SupervisedConfig:
+    """Training budget of a supervised baseline: at most ``epochs`` epochs and ``max_seconds``
+    seconds, stopped earlier once the validation loss has not improved for ``patience`` epochs
+    (0: never early); the best validation epoch is kept. AdamW with a constant learning rate
+    after a one-epoch linear warm-up, so stopping early leaves no schedule half-run."""
+
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1  # of training rows, to pick the best epoch
     seed: int = 0
+    patience: int = 0
+    max_seconds: float | None = None
+
+
+class LogLambdaConv(nn.Module):
+    """A fresh convolutional spectrum encoder as a baseline backbone on pre-rebinned log-λ
+    flux and ivar (the same network as the CPU encoder preset, trained with the labels)."""
+
+    def __init__(self, preset: str = "spectrum-conv-nano", **overrides):
+        super().__init__()
+        from galclip.models import create_encoder
+
+        self.encoder = create_encoder(preset, **overrides)
+        self.num_features = self.encoder.embed_dim
+
+    def forward(self, flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_rebinned(flux, ivar)["pooled"]
+
+
+@functools.lru_cache(maxsize=4)
+def _rebinner(preset: str) -> nn.Module:
+    """An encoder of the preset, used only for its (weight-free) log-λ rebinning."""
+    from galclip.models import create_encoder
+
+    return create_encoder(preset)
+
+
+def preprocess_log_spectra(flux: np.ndarray, ivar: np.ndarray, preset: str = "spectrum-conv-nano"
+                           ) -> dict[str, torch.Tensor]:
+    """Flux, ivar (B, 7781) -> the conv encoder's log-λ flux and ivar (B, log_bins)."""
+    with torch.no_grad():
+        f, w = _rebinner(preset).rebin(torch.as_tensor(flux, dtype=torch.float32),
+                                       torch.as_tensor(ivar, dtype=torch.float32))
+    return {"flux": f, "ivar": w}
 
 
 class MultiTaskNet(nn.Module):
@@ -200,13 +240,17 @@ class SupervisedBaseline:
         return self
 
     def _train(self, inputs, ys, ms, tr: torch.Tensor, va: torch.Tensor) -> None:
+        import time
+
         cfg, net = self.cfg, self.net
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = max(1, cfg.epochs * math.ceil(len(tr) / cfg.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps)
+        per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / per_epoch))
         gen = torch.Generator().manual_seed(cfg.seed)
-        best, best_state = math.inf, None
-        for _ in tqdm(range(cfg.epochs), desc="baseline epochs", leave=False):
+        best, best_state, since, start = math.inf, None, 0, time.perf_counter()
+        self.history: list[float] = []
+        self.stopped = "max epochs"
+        for epoch in tqdm(range(cfg.epochs), desc="baseline epochs", leave=False):
             net.train()
             for b in _batches(len(tr), cfg.batch_size, gen):
                 idx = tr[b]
@@ -216,10 +260,32 @@ class SupervisedBaseline:
                          ).backward()
                 opt.step()
                 sched.step()
-            if len(va) and (val := self._val_loss(inputs, ys, ms, va)) < best:
-                best, best_state = val, copy.deepcopy(net.state_dict())
+            if len(va):
+                val = self._val_loss(inputs, ys, ms, va)
+                self.history.append(val)
+                if val < best:
+                    best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
+                    self.best_epoch = epoch + 1
+                else:
+                    since += 1
+            if cfg.patience and since >= cfg.patience:
+                self.stopped = f"validation loss flat for {cfg.patience} epochs"
+                break
+            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+                self.stopped = f"time budget {cfg.max_seconds:.0f} s"
+                break
+        self.epochs_run, self.train_seconds = len(self.history) or cfg.epochs, time.perf_counter() - start
         if best_state is not None:
             net.load_state_dict(best_state)
+
+    def budget(self) -> str:
+        """What the baseline was allowed and what it used, for the report."""
+        c = self.cfg
+        allowed = f"≤ {c.epochs} epochs" + (f", ≤ {c.max_seconds:.0f} s" if c.max_seconds else "")
+        stop = f", early stop after {c.patience} flat epochs" if c.patience else ""
+        best = f", best epoch {self.best_epoch}" if getattr(self, "best_epoch", None) else ""
+        return (f"{allowed}{stop}; ran {self.epochs_run} epochs in {self.train_seconds:.0f} s "
+                f"({self.stopped}){best}")
 
     def _forward_all(self, inputs: dict, idx: torch.Tensor | None = None) -> torch.Tensor:
         self.net.eval()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -56,11 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "baselines": {
         "unaligned": {"enabled": True},   # k-NN on the encoders' pooled features
         "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
+        # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs
         "image": {"enabled": True, "arch": "resnet18", "downsample": 1, "max_train": None,
-                  "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4},
-        "spectrum": {"enabled": True, "channels": 64, "depth": 2, "num_heads": 4,
+                  "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
+                  "patience": 4, "max_seconds": None},
+        # arch: "conv" (the 1-D ResNet of `encoder` on the log-λ grid) or "conv+attention"
+        # (strided convolutions + transformer on the DESI grid: channels ... stride)
+        "spectrum": {"enabled": True, "arch": "conv", "encoder": "spectrum-conv-nano",
+                     "channels": 64, "depth": 2, "num_heads": 4,
                      "conv_layers": 3, "stride": 4, "max_train": None,
-                     "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4},
+                     "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
+                     "patience": 4, "max_seconds": None},
     },
     "plots": {"embedding_map": "umap",    # umap or pca (umap falls back to pca if missing)
               "max_points": 3000, "dpi": 90},
@@ -234,7 +241,7 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
     """MLP on g, r, z asinh magnitudes (properties, morphology, label efficiency)."""
     from galclip.eval.baselines import PHOTOMETRY_COLUMNS, photometry_features
     from galclip.eval.probes import label_efficiency
-    from galclip.eval.tasks import probe_results
+    from galclip.eval.tasks import knn_results, probe_results
 
     if any(c not in ctx.labels_train for c in PHOTOMETRY_COLUMNS):
         ctx.notes.append(f"photometry baseline skipped: no {'/'.join(PHOTOMETRY_COLUMNS)} columns")
@@ -244,9 +251,12 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
                                ctx.y_test, ctx.properties, ctx.probe, model="MLP",
                                type_="supervised", morph_train=ctx.morph(ctx.labels_train),
                                morph_test=ctx.morph(ctx.labels_test))
+    knn, kpreds = knn_results({"photometry": x_tr}, ctx.y_train, {"photometry": x_te}, ctx.y_test,
+                              ctx.properties, k=int(ctx.cfg["knn"]["k"]), model="k-NN",
+                              sources=(("photometry", "photometry", "photometry"),), type_="supervised")
     curve = label_efficiency(x_tr, ctx.y_train, x_te, ctx.y_test, ctx.properties,
                              ctx.cfg["label_efficiency"]["fractions"], ctx.probe)
-    return res, preds, {"photometry MLP": curve}
+    return res + knn, {**preds, **kpreds}, {"photometry MLP": curve}
 
 
 def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) -> tuple[Any, str]:
@@ -294,8 +304,10 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from galclip.eval.baselines import preprocess_images, preprocess_spectra
+    from galclip.eval.baselines import preprocess_images, preprocess_log_spectra, preprocess_spectra
 
+    spectra = (functools.partial(preprocess_log_spectra, preset=cfg["encoder"])
+               if kind == "spectrum" and cfg["arch"] == "conv" else preprocess_spectra)
     cols = ["image"] if kind == "image" else ["spectrum_flux", "spectrum_ivar"]
     keep = np.zeros(len(ds), dtype=bool)
     keep[idx] = True
@@ -306,7 +318,7 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
         if sel.any():
             parts.append(preprocess_images(batch["image"][sel], int(cfg["downsample"]))
                          if kind == "image" else
-                         preprocess_spectra(batch["spectrum_flux"][sel], batch["spectrum_ivar"][sel]))
+                         spectra(batch["spectrum_flux"][sel], batch["spectrum_ivar"][sel]))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -323,19 +335,34 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     x_tr = _load_inputs(ctx.ds, ctx.train_idx[pos], kind, b)
     x_te = _load_inputs(ctx.ds, ctx.test_idx, kind, b)
     torch.manual_seed(seed)
-    backbone = (B.image_backbone(b["arch"]) if kind == "image" else B.SpectrumConvAttention(
-        b["channels"], b["depth"], b["num_heads"], b["conv_layers"], b["stride"]))
+    backbone, model = _baseline_backbone(kind, b)
     scfg = B.SupervisedConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
-                              lr=float(b["lr"]), weight_decay=float(b["weight_decay"]), seed=seed)
+                              lr=float(b["lr"]), weight_decay=float(b["weight_decay"]), seed=seed,
+                              patience=int(b["patience"]),
+                              max_seconds=None if b["max_seconds"] is None else float(b["max_seconds"]))
     morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
     net = B.SupervisedBaseline(backbone, scfg, ctx.device).fit(x_tr, ctx.y_train[pos], morph_tr)
     pred, morph_pred = net.predict(x_te)
     morph = {c: classification_metrics(ctx.labels_test[c], morph_pred[c]) for c in ctx.morph_columns}
-    model = b["arch"] if kind == "image" else "conv+attention"
     r = make_result(kind, model, "supervised", score_properties(ctx.y_test, pred, ctx.properties),
                     morph)
     r["n_train"] = int(len(pos))
+    r["budget"] = f"{len(pos)} training rows; {net.budget()}"
     return [r], {r["id"]: pred}
+
+
+def _baseline_backbone(kind: str, b: Mapping) -> tuple[Any, str]:
+    """The supervised baseline's network and its name in the results table."""
+    from galclip.eval import baselines as B
+
+    if kind == "image":
+        return B.image_backbone(b["arch"]), b["arch"]
+    if b["arch"] == "conv":
+        return B.LogLambdaConv(b["encoder"]), "1-D ResNet"
+    if b["arch"] == "conv+attention":
+        return B.SpectrumConvAttention(b["channels"], b["depth"], b["num_heads"], b["conv_layers"],
+                                       b["stride"]), "conv+attention"
+    raise ValueError(f"config field 'baselines.spectrum.arch': {b['arch']!r}; choose conv or conv+attention")
 
 
 def run_retrieval(ctx: Context) -> dict[str, Any]:

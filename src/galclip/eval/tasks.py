@@ -43,14 +43,16 @@ def make_result(source: str, model: str, type_: str, properties=None, morphology
 
 def knn_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[str, np.ndarray],
                 y_test: np.ndarray, names, k: int = 64, model: str = "galclip k-NN",
-                sources=ZERO_SHOT_SOURCES) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Zero-shot k-NN for each (name, fit modality, query modality) in ``sources``."""
+                sources=ZERO_SHOT_SOURCES, type_: str = "zero-shot"
+                ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """k-NN for each (name, fit modality, query modality) in ``sources`` (zero-shot on an
+    embedding; ``type_="supervised"`` when the features are catalogue inputs such as photometry)."""
     results, preds = [], {}
     for name, fit_mod, query_mod in sources:
         if fit_mod not in train or query_mod not in test:
             continue
         pred = knn_predict(train[fit_mod], y_train, test[query_mod], k)
-        r = make_result(name, model, "zero-shot", score_properties(y_test, pred, names))
+        r = make_result(name, model, type_, score_properties(y_test, pred, names))
         results.append(r)
         preds[r["id"]] = pred
     return results, preds
