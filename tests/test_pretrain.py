@@ -47,8 +47,8 @@ def test_presets_resolve_and_overrides_reach_the_encoder():
         list_pretrain_presets())
     for preset in list_pretrain_presets():
         modality = preset.split("-")[0]
-        cfg = pretrain_config(modality, preset, ["encoder.depth=1"])
-        assert cfg["encoder"]["depth"] == 1 and cfg["encoder"]["modality"] == modality
+        cfg = pretrain_config(modality, preset, ["encoder.embed_dim=32"])
+        assert cfg["encoder"]["embed_dim"] == 32 and cfg["encoder"]["modality"] == modality
     assert pretrain_config("image", "image-astrodino")["encoder"]["embed_dim"] == 1024
     assert pretrain_config("spectrum", "spectrum-specformer")["encoder"]["embed_dim"] == 768
     with pytest.raises(ConfigError, match="optim.*unknown key 'lrr'"):
