@@ -15,6 +15,16 @@ galaxies (the val and test splits: never trained on) prints
     .venv/bin/python benchmarks/align_quality.py --data runs/sim --out runs/bench-align \\
         --image-encoder runs/pre-img/encoder.safetensors \\
         --spectrum-encoder runs/pre-spec/encoder.safetensors [key=value overrides]
+
+A model aligned elsewhere (e.g. the demo's) is scored with ``--model``; on an independent
+simulation that no stage trained on, ``--pool-rows all`` draws the retrieval pools from every row
+(the k-NN reference set stays its train split):
+
+    .venv/bin/galclip simulate --n 1500 --out runs/sim-seed1 --seed 1
+    .venv/bin/python benchmarks/align_quality.py --data runs/sim-seed1 --pool-rows all \\
+        --model runs/demo/align/model.safetensors \\
+        --image-encoder runs/demo/pretrain-image/encoder.safetensors \\
+        --spectrum-encoder runs/demo/pretrain-spectrum/encoder.safetensors
 """
 from __future__ import annotations
 
@@ -25,10 +35,13 @@ import time
 import numpy as np
 
 
-def held_out_and_train(ds, max_train: int) -> tuple[np.ndarray, np.ndarray]:
+def held_out_and_train(ds, max_train: int, pool_rows: str = "heldout") -> tuple[np.ndarray, np.ndarray]:
+    """Rows to pool (val + test, or every row of a set no stage trained on) and k-NN train rows."""
     from galclip.train.align_data import split_rows
 
     held = np.sort(np.concatenate([split_rows(ds, "val"), split_rows(ds, "test")]))
+    if pool_rows == "all":
+        held = np.arange(len(ds))
     return held, split_rows(ds, "train")[:max_train]
 
 
@@ -56,7 +69,10 @@ def knn_redshift(train_x, train_z, query_x, query_z) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help="alignment run folder (reused if finished)")
+    p.add_argument("--out", help="alignment run folder (reused if finished); not with --model")
+    p.add_argument("--model", help="an aligned model file to score instead of aligning")
+    p.add_argument("--pool-rows", choices=["heldout", "all"], default="heldout",
+                   help="retrieval pools from the val+test rows, or from every row (a set no stage saw)")
     p.add_argument("--config", default="cpu")
     p.add_argument("--image-encoder", required=True, help="pretrained image encoder file")
     p.add_argument("--spectrum-encoder", required=True, help="pretrained spectrum encoder file")
@@ -76,12 +92,14 @@ def main() -> None:
 
     cfg = resolve_config(args.config, [*args.overrides, f"model.image_checkpoint={args.image_encoder}",
                                        f"model.spectrum_checkpoint={args.spectrum_encoder}"])
+    if bool(args.model) == bool(args.out):
+        p.error("give exactly one of --out (align here) and --model (score an aligned model)")
     t0 = time.time()
-    model = load_model(align(cfg, args.data, args.out))
-    train_s = time.time() - t0
+    model = load_model(args.model or align(cfg, args.data, args.out))
+    train_s = time.time() - t0 if not args.model else 0.0
 
     ds = open_dataset(args.data, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"])
-    held, train = held_out_and_train(ds, args.max_train_knn)
+    held, train = held_out_and_train(ds, args.max_train_knn, args.pool_rows)
     z = open_dataset(args.data, verify=False).read_columns(["redshift"])["redshift"]
     t0 = time.time()
     emb_held = embed_dataset(model, Subset(ds, held.tolist()), batch_size=64)
@@ -89,20 +107,23 @@ def main() -> None:
     pre = load_encoder(args.image_encoder)
     base_held, base_train = (pooled_image_features(pre, ds, r) for r in (held, train))
     embed_s = time.time() - t0
+    q = ~np.isin(held, train)
 
     result = {
-        "n_train_total": len(ds) - len(held), "n_held_out": len(held), "n_knn_train": len(train),
+        "data": str(args.data), "model": args.model or str(args.out), "pool_rows": args.pool_rows,
+        "n_pooled": len(held), "n_knn_train": len(train),
         "align_seconds": round(train_s, 1), "embed_seconds": round(embed_s, 1),
         "retrieval": retrieval_metrics(emb_held["image_embedding"], emb_held["spectrum_embedding"],
                                        pool_size=args.pool),
+        # k-NN is queried with pooled rows outside its reference (train) rows: no galaxy finds itself
         "knn_redshift": {
             "aligned_image": knn_redshift(emb_train["image_embedding"], z[train],
-                                          emb_held["image_embedding"], z[held]),
-            "pretrained_image_unaligned": knn_redshift(base_train, z[train], base_held, z[held]),
+                                          emb_held["image_embedding"][q], z[held][q]),
+            "pretrained_image_unaligned": knn_redshift(base_train, z[train], base_held[q], z[held][q]),
             "spectrum_to_image": knn_redshift(emb_train["spectrum_embedding"], z[train],
-                                              emb_held["image_embedding"], z[held]),
+                                              emb_held["image_embedding"][q], z[held][q]),
             "aligned_spectrum": knn_redshift(emb_train["spectrum_embedding"], z[train],
-                                             emb_held["spectrum_embedding"], z[held]),
+                                             emb_held["spectrum_embedding"][q], z[held][q]),
         },
         "logit_scale": float(model.logit_scale().detach()),
     }
