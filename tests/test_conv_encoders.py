@@ -190,7 +190,8 @@ def _steps_lower(module, batch, n=6, lr=2e-3):
 def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
     from galclip.train.pretrain import build_module, pretrain_config
 
-    cfg = pretrain_config("spectrum", None, ["objective=contrastive", "encoder.channels=[8,16,16]",
+    cfg = pretrain_config("spectrum", None, ["objective=contrastive", "loss.equivariance_weight=1.0",
+                                             "encoder.channels=[8,16,16]",
                                              "encoder.embed_dim=32", "heads.hidden_dim=32"])
     m = build_module("spectrum", cfg)
     flux, ivar = _inputs("spectrum", b=16)

@@ -178,7 +178,12 @@ def test_log_lambda_conv_baseline_learns_where_a_line_is_and_stops_when_validati
     import torch
 
     from galclip import conventions as C
-    from galclip.eval.baselines import LogLambdaConv, SupervisedBaseline, SupervisedConfig, preprocess_log_spectra
+    from galclip.eval.baselines import (
+        LogLambdaConv,
+        SupervisedBaseline,
+        SupervisedConfig,
+        preprocess_log_spectra,
+    )
 
     rng = np.random.default_rng(0)
     n = 200
@@ -191,7 +196,8 @@ def test_log_lambda_conv_baseline_learns_where_a_line_is_and_stops_when_validati
     torch.manual_seed(0)
     small = {"channels": [8, 16, 16], "embed_dim": 32}
     cfg = SupervisedConfig(epochs=12, batch_size=32, lr=3e-3, patience=4)
-    net = SupervisedBaseline(LogLambdaConv(**small), cfg).fit({k: v[:160] for k, v in x.items()}, z[:160, None], {})
+    net = SupervisedBaseline(LogLambdaConv(**small), cfg)
+    net.fit({k: v[:160] for k, v in x.items()}, z[:160, None], {})
     pred, _ = net.predict({k: v[160:] for k, v in x.items()})
     assert np.corrcoef(pred[:, 0], z[160:])[0, 1] > 0.9
     assert "ran" in net.budget() and "best epoch" in net.budget()

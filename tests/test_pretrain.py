@@ -28,7 +28,8 @@ TINY = {
     "spectrum": ["encoder.depth=1", "data.batch_size=8"],
     "simclr": ["objective=simclr", "encoder.channels=[8,16,16,16]", "encoder.embed_dim=32",
                "heads.hidden_dim=32", "heads.output_dim=16", "data.batch_size=8"],
-    "contrastive": ["objective=contrastive", "encoder.channels=[8,16,16]", "encoder.embed_dim=32",
+    "contrastive": ["objective=contrastive", "loss.equivariance_weight=1.0", "encoder.channels=[8,16,16]",
+                    "encoder.embed_dim=32",
                     "heads.hidden_dim=32", "data.batch_size=8"],
 }
 OBJECTIVE_MODALITY = {"image": "image", "spectrum": "spectrum", "simclr": "image", "contrastive": "spectrum"}
@@ -294,7 +295,7 @@ def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, caps
     assert rc == 0 and "encoder.safetensors" in capsys.readouterr().out
     saved = read_yaml(out / "config.yaml")
     assert saved["optim"]["lr"] == 2e-3 and saved["encoder"]["depth"] == 1
-    assert saved["mask"] == {"n_spans": 6, "span_len": 13}  # the spectrum-masked-cpu preset, read from its file
+    assert saved["mask"] == {"n_spans": 6, "span_len": 13}  # spectrum-masked-cpu, from its file
     lines = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "train/loss" in lines[0] and len(lines) == 3
     assert all(math.isfinite(float(v)) for v in lines[1].split(",") if v)

@@ -81,7 +81,7 @@ OBJECTIVES: dict[str, dict[str, dict[str, Any]]] = {
             # galclip.train.spectrum_contrastive: views and the redshift-equivariance term
             "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30},
             "heads": {"hidden_dim": 512, "output_dim": 128},
-            "loss": {"temperature": 0.1, "equivariance_weight": 1.0, "max_shift": 100,
+            "loss": {"temperature": 0.1, "equivariance_weight": 0.0, "max_shift": 100,
                      "shift_scale": 0.05},
         },
     },

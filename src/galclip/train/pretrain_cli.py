@@ -4,11 +4,12 @@
   galclip pretrain image --config image-cpu --data runs/sim --out runs/pre-img optim.lr=1e-4
 
 --config takes a YAML file or a packaged preset (image-cpu and spectrum-cpu: the CPU small-data
-recipe, SimCLR and contrastive + redshift-equivariance on conv encoders; image-astrodino and
-spectrum-specformer: AstroCLIP's published DINOv2 and masked-modelling setting; image-dino-cpu and
-spectrum-masked-cpu: the earlier CPU presets, kept for the ablation); trailing key=value pairs override single fields. The run folder gets the
-resolved config.yaml, checkpoints/last.ckpt, CSV logs and encoder.safetensors. Rerun the same
-command after an interruption to resume from the last checkpoint.
+recipe, SimCLR and contrastive on conv encoders; image-astrodino and spectrum-specformer:
+AstroCLIP's published DINOv2 and masked-modelling setting; image-dino-cpu and spectrum-masked-cpu:
+the earlier CPU presets, kept for the ablation); trailing key=value pairs override single fields.
+The run folder gets the resolved config.yaml, checkpoints/last.ckpt, CSV logs and
+encoder.safetensors. Rerun the same command after an interruption to resume from the last
+checkpoint.
 """
 from __future__ import annotations
 
