@@ -475,7 +475,8 @@ class _Builder:
         if not self.files:
             raise ValueError("no input files: give --spectra, --images, --astroclip or --mmu")
         self.report = BuildReport()
-        self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")))
+        self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")),
+                                       self.rejects)
         self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
         self.fingerprint = build_fingerprint(cfg, self.files)
