@@ -99,5 +99,16 @@ def new_dir(text: str) -> str:
     return text
 
 
+def check_columns(text: str, available: list[str], option: str = "--columns") -> list[str]:
+    """The comma-separated column names of ``text``, each one of ``available`` (a ValueError
+    naming the option otherwise: the columns are known only once the catalog is open)."""
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in items if c not in available]
+    if bad or not items:
+        raise ValueError(f"argument {option}: unknown column(s) {bad or text!r}; the catalog has "
+                         f"{', '.join(available)}")
+    return items
+
+
 port = int_range(0, 65535)
 positive_int = int_range(1)

@@ -160,6 +160,9 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
     if len(vectors) == 0:
         raise CatalogError(f"{catalog_dir}: column {embedding_column(modality)} is null everywhere")
     refuse_nonfinite_vectors(catalog_dir, modality, vectors, rows)
+    if nlist is not None and not 1 <= nlist <= len(vectors):
+        raise CatalogError(f"--nlist {nlist}: must be between 1 and the number of vectors "
+                           f"({len(vectors)} {modality} embeddings)")
     vectors = normalized(vectors)
     chosen = choose_kind(len(vectors), kind, threshold)
     t0 = time.perf_counter()
