@@ -20,7 +20,9 @@ def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], i
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} is out of range {_span(lo, hi)}")
+            what = "a positive integer" if (lo, hi) == (1, None) else \
+                f"an integer in {_span(lo, hi)}"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
         return value
     parse.__name__ = "integer"
     return parse
@@ -40,7 +42,7 @@ def float_range(lo: float | None = None, hi: float | None = None, *, inclusive_l
         above = hi is not None and (value > hi if inclusive_hi else value >= hi)
         if below or above:
             raise argparse.ArgumentTypeError(
-                f"{value:g} is out of range {_span(lo, hi, inclusive_lo, inclusive_hi)}")
+                f"must be in {_span(lo, hi, inclusive_lo, inclusive_hi)}, got {value:g}")
         return value
     parse.__name__ = "number"
     return parse

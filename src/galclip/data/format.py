@@ -78,6 +78,32 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+_TMP_NAME = re.compile(r"\..+\.tmp-(\d+)(?:\.\w+)?")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` files that killed writers left in ``folder`` (those whose
+    process is gone, or is this one); returns what was removed."""
+    removed = []
+    for f in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        m = _TMP_NAME.fullmatch(f.name)
+        if m and f.is_file() and (int(m.group(1)) == os.getpid() or
+                                  not _pid_alive(int(m.group(1)))):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` so that readers see either the old or the new file, never a mix."""
     path = Path(path)
@@ -131,9 +157,12 @@ def write_shard(path: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
     fields, arrays = zip(*(_to_arrow(k, v) for k, v in columns.items()), strict=True)
     table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
     tmp = _atomic_path(path)
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
-                   compression_level=1, use_byte_stream_split=_float_columns(table.schema))
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
+                       compression_level=1, use_byte_stream_split=_float_columns(table.schema))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"file": path.name, "n_rows": table.num_rows, "sha256": sha256_file(path),
             "bytes": path.stat().st_size}
 
