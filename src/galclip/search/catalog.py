@@ -33,6 +33,7 @@ from galclip.data.format import (
     _atomic_path,
     _float_columns,
     column_schema,
+    remove_stale_temporaries,
     sha256_file,
     write_json_atomic,
 )
@@ -292,6 +293,7 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
     dataset = open_dataset(data_dir, verify=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)          # left by a killed run
     model_sha = file_sha256(model_path)
     cols = choose_columns(dataset.manifest, columns, str(Path(data_dir) / MANIFEST))
     mods = available_modalities(dataset.manifest, modalities)

@@ -7,9 +7,10 @@ read timeouts for slow clients.
   HDU (``ZIMAGE``) that would decompress past :data:`MAX_DECOMPRESSED_BYTES` is a 413;
 - :func:`parse_upload` turns whatever a reader raises on a malformed file into a 400;
 - :func:`timed_protocol` is uvicorn's h11 protocol with one more rule: a request's headers and
-  body must arrive within ``read_timeout`` seconds of the connection opening (or of the
-  previous response), else the client gets ``408`` and the connection is closed. uvicorn
-  itself has no such timeout (its keep-alive timer only runs between requests).
+  body must arrive within ``read_timeout`` seconds of its first byte, else the client gets
+  ``408`` and the connection is closed (a connection that sends nothing is closed after the
+  same time). uvicorn itself has no such timeout: its keep-alive timer only runs while a
+  connection is idle between requests.
 """
 from __future__ import annotations
 
@@ -124,13 +125,26 @@ def timed_protocol(read_timeout: float = READ_TIMEOUT_S) -> type:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class TimedH11Protocol(H11Protocol):
+        """The deadline starts with a request's first byte (or with the connection); an idle
+        keep-alive connection is left to uvicorn's own keep-alive timeout."""
+
+        _read_deadline: Any = None
+        _got_bytes = False
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm_read_deadline()
 
+        def data_received(self, data: bytes) -> None:
+            self._got_bytes = True
+            if self._read_deadline is None:
+                self._arm_read_deadline()
+            super().data_received(data)
+
         def on_response_complete(self) -> None:
+            self._cancel_read_deadline()
+            self._got_bytes = False
             super().on_response_complete()
-            self._arm_read_deadline()
 
         def connection_lost(self, exc) -> None:
             self._cancel_read_deadline()
@@ -141,22 +155,26 @@ def timed_protocol(read_timeout: float = READ_TIMEOUT_S) -> type:
             self._read_deadline = self.loop.call_later(read_timeout, self._read_expired)
 
         def _cancel_read_deadline(self) -> None:
-            handle: Any = getattr(self, "_read_deadline", None)
-            if handle is not None:
-                handle.cancel()
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
 
         def _read_expired(self) -> None:
+            self._read_deadline = None
             c = self.cycle
             if self.transport.is_closing() or (c is not None and c.response_started):
                 return
-            if c is None or c.response_complete or c.more_body:   # headers or body unfinished
+            waiting = c is None or c.response_complete or c.more_body   # headers or body
+            if not waiting:
+                return                                 # request read; the app is working
+            if self._got_bytes:
                 msg = f"request not received within {read_timeout:g} s\n".encode()
                 self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain"
                                      b"\r\nconnection: close\r\ncontent-length: " +
                                      str(len(msg)).encode() + b"\r\n\r\n" + msg)
-                if c is not None:
-                    c.disconnected = True
-                    c.message_event.set()
-                self.transport.close()
+            if c is not None and not c.response_complete:
+                c.disconnected = True
+                c.message_event.set()
+            self.transport.close()
 
     return TimedH11Protocol
