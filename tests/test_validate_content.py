@@ -206,3 +206,20 @@ def _poison_catalog(cat):
     t = t.set_column(t.schema.get_field_index(col), t.schema.field(col), arr)
     m["shards"][0] = {**entry, **write_table_atomic(cat / entry["file"], t, cat)}
     (cat / "manifest.json").write_text(json.dumps(m))
+
+
+def test_seeded_shard_corruption_is_always_a_clean_error(tmp_path):
+    from galclip.data.corrupt import byte_variants
+
+    ds = _dataset(tmp_path / "ds", n=6)
+    shard = ds / shard_name(1)
+    clean = shard.read_bytes()
+    names = set()
+    for name, blob in byte_variants(clean, np.random.default_rng(4), 40):
+        names.add(name.split("-")[0])
+        if blob == clean:
+            continue
+        shard.write_bytes(blob)
+        with pytest.raises(DatasetError, match=r"part-00001.parquet: (sha256|holds|not a)"):
+            validate_dataset(ds, content=True)
+    assert names == {"truncate", "flip", "block"}
