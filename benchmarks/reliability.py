@@ -51,8 +51,10 @@ def desi_outcome(clean: dict, coadd: Path, redrock: Path, bad: Path, which: str)
         return "error" if bad.name in str(e) else "WRONG: error not naming the file"
     except Exception:  # noqa: BLE001 - counted: the campaign's point
         return "TRACEBACK: " + traceback.format_exc(limit=1).splitlines()[-1][:100]
-    if rejects.items:
-        return "reject" if any(bad.name in r.file for r in rejects.items) else "WRONG: reject"
+    if rejects.items:                # left out and reported: never silent
+        if any(bad.name in r.file for r in rejects.items):
+            return "reject naming the corrupted file"
+        return f"reject of the object ({rejects.items[0].reason.split(':')[0]})"
     if not batch or any(not np.array_equal(batch[k], clean[k]) for k in EXACT):
         return "WRONG: data differ"
     if batch["redshift"][0] == clean["redshift"][0]:

@@ -90,6 +90,16 @@ def test_declared_sizes_are_checked_before_allocating(env, real_data, monkeypatc
     assert _post(client, good).status_code == 200
 
 
+def test_unparsable_size_card_is_a_400(env):
+    """Found by benchmarks/reliability.py: astropy parses a card lazily (VerifyError)."""
+    client, _, ds = env
+    blob = bytearray(fits_bytes_image(ds[0]["image"]))
+    i = blob.find(b"NAXIS2  =")
+    blob[i + 25:i + 30] = b"1x2y3"
+    r = _post(client, bytes(blob))
+    assert r.status_code == 400 and "NAXIS2" in r.text
+
+
 def test_coadd_without_an_arm_is_a_400(env, real_data):
     from astropy.io import fits
 

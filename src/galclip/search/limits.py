@@ -45,10 +45,22 @@ def _header_end(body: bytes, pos: int, name: str) -> int:
 
 
 def _int_card(header, key: str, name: str, default: int | None = None) -> int:
-    value = header.get(key, default)
+    try:                          # astropy parses a card's value lazily, here
+        value = header.get(key, default)
+    except Exception as e:        # noqa: BLE001 - VerifyError and friends on a garbled card
+        raise UploadRejected(f"{name}: header card {key} is unreadable ({type(e).__name__})"
+                             ) from None
     if type(value) is not int or value < 0 and key not in ("BITPIX", "ZBITPIX"):
         raise UploadRejected(f"{name}: header card {key} is {value!r}, expected an integer")
     return value
+
+
+def _card(header, key: str, name: str):
+    try:
+        return header.get(key)
+    except Exception as e:        # noqa: BLE001 - as in _int_card
+        raise UploadRejected(f"{name}: header card {key} is unreadable ({type(e).__name__})"
+                             ) from None
 
 
 def _sizes(header, name: str) -> tuple[int, int]:
@@ -61,7 +73,7 @@ def _sizes(header, name: str) -> tuple[int, int]:
     for n in naxes:
         elements *= n
     data = abs(bitpix) // 8 * gcount * (pcount + (elements if naxes else 0))
-    if header.get("ZIMAGE") is not True:
+    if _card(header, "ZIMAGE", name) is not True:
         return data, data
     zbitpix = _int_card(header, "ZBITPIX", name)
     full = abs(zbitpix) // 8
@@ -107,11 +119,13 @@ def check_fits_upload(body: bytes, name: str,
 def parse_upload(reader: Callable[[bytes, str], T], body: bytes, name: str) -> T:
     """Run a query-file reader on a checked upload; any error a malformed file can cause
     (a missing HDU's KeyError, astropy's many exception types) becomes a 400."""
+    from astropy.io.fits.verify import VerifyError
+
     check_fits_upload(body, name)
     try:
         return reader(body, name)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, OSError,
-            ArithmeticError, EOFError) as e:
+            ArithmeticError, EOFError, VerifyError) as e:
         if isinstance(e, UploadRejected):
             raise
         detail = e.args[0] if isinstance(e, KeyError) and e.args else e
