@@ -194,7 +194,7 @@ def test_bad_arguments_give_clear_errors_and_write_nothing(tmp_path, capsys):
     from galclip.cli import main
 
     assert main(["simulate", "--n", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "--n must be a positive" in capsys.readouterr().err
+    assert "argument --n: must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     other = tmp_path / "other"
     other.mkdir()

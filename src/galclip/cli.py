@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:        # a usage error (status 2, message printed) or --help (0)
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
 """Typed configuration in three layers (as DINOv2): defaults -> YAML file -> dotted overrides.
 
 ``load_config(defaults, path, ["optim.lr=1e-4", "model.depth=6"])`` returns a nested dict;
-unknown override keys are an error (a typo never silently does nothing). The resolved config
-is written beside every run with :func:`save_config`.
+unknown override keys are an error (a typo never silently does nothing), and so is a value of
+the wrong type for its key (the defaults are the schema: a number where a number is expected,
+a mapping where a section is, a count >= 0 where the default is a positive number; see
+:func:`check_value`). The resolved config is written beside every run with :func:`save_config`.
 """
 from __future__ import annotations
 
@@ -34,15 +36,47 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and key."""
 
 
+#: sections passed through to other libraries (Lightning accepts devices="auto" or 2)
+LOOSE_SECTIONS = ("trainer",)
+#: counts that must be at least 1 when their default is a positive integer
+AT_LEAST_ONE = ("epochs", "batch_size", "pool_size", "depth", "dim", "embed_dim", "heads",
+                "num_heads", "patch_size", "n_views", "log_every_n_steps")
+
+
+def check_value(where: str, key: str, default: Any, value: Any) -> None:
+    """``value`` may replace ``default``: same kind (bool, int, number, string, list, mapping;
+    anything where the default is None) and, for a positive numeric default, not negative."""
+    name = key.rsplit(".", 1)[-1]
+    if default is None or value is None and not isinstance(default, Mapping):
+        return
+    kinds = ((bool, (bool,), "true or false"), (int, (int,), "an integer"),
+             (float, (int, float), "a number"), (str, (str,), "a string"),
+             (list, (list, tuple), "a list"), (Mapping, (Mapping,), "a mapping (a section)"))
+    for dtype, accepted, desc in kinds:
+        if isinstance(default, dtype):
+            if not isinstance(value, accepted) or (dtype is not bool and isinstance(value, bool)):
+                raise ConfigError(f"{where}: key '{key}' must be {desc}, got {value!r:.60}")
+            break
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
+        low = 1 if isinstance(default, int) and name in AT_LEAST_ONE else 0
+        if value < low:
+            raise ConfigError(f"{where}: key '{key}' must be >= {low}, got {value!r}")
+
+
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "",
-               strict: bool = True) -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base``; unknown keys raise if ``strict``."""
+               strict: bool = True, _prefix: str = "") -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys and (if ``strict``)
+    values of the wrong type (:func:`check_value`) raise a ConfigError naming the key."""
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
+        full = f"{_prefix}.{key}" if _prefix else str(key)
         if strict and key not in out:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {sorted(out)})")
+            loc = ".".join(x for x in (where, _prefix) if x)
+            raise ConfigError(f"{loc}: unknown key '{key}' (known: {sorted(out)})")
+        if strict and key in out and full.split(".")[0] not in LOOSE_SECTIONS:
+            check_value(where, full, out[key], value)
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value, f"{where}.{key}" if where else key, strict)
+            out[key] = deep_merge(out[key], value, where, strict, full)
         else:
             out[key] = copy.deepcopy(value)
     return out

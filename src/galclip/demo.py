@@ -190,12 +190,14 @@ def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from galclip.argtypes import int_range
+
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                    help="cpu (default, CPU-sized), gpu (larger, bf16), tiny (smoke test)")
-    p.add_argument("--n", type=int, default=None, help="number of simulated galaxies")
-    p.add_argument("--seed", type=int, default=0, help="simulation seed")
-    p.add_argument("--workers", type=int, default=None, help="simulator processes")
+    p.add_argument("--n", type=int_range(1), default=None, help="number of simulated galaxies")
+    p.add_argument("--seed", type=int_range(0), default=0, help="simulation seed")
+    p.add_argument("--workers", type=int_range(1), default=None, help="simulator processes")
 
 
 def run(args: argparse.Namespace) -> int:

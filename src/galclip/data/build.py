@@ -34,6 +34,7 @@ from galclip import conventions as C
 from galclip.data.format import (
     MANIFEST,
     Provenance,
+    remove_stale_temporaries,
     sha256_file,
     shard_name,
     write_json_atomic,
@@ -475,7 +476,8 @@ class _Builder:
         if not self.files:
             raise ValueError("no input files: give --spectra, --images, --astroclip or --mmu")
         self.report = BuildReport()
-        self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")))
+        self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")),
+                                       self.rejects)
         self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
         self.fingerprint = build_fingerprint(cfg, self.files)
@@ -507,6 +509,7 @@ class _Builder:
 
     def _prepare_out(self) -> list[dict[str, Any]]:
         """Make the output folder; returns the shards an interrupted identical build finished."""
+        remove_stale_temporaries(self.out)
         if self.out.exists() and any(self.out.iterdir()):
             if self.cfg.overwrite:
                 shutil.rmtree(self.out)
@@ -634,7 +637,8 @@ class _Builder:
         manifest = write_manifest(self.out, self.writer.shards, Provenance(
             command="galclip build-dataset", config=asdict(self.cfg),
             inputs=describe_inputs(self.files)), extra={"build": asdict(self.report),
-                                                        "notes": self._notes()})
+                                                        "notes": self._notes(),
+                                                        "build_fingerprint": self.fingerprint})
         (self.out / STATE).unlink(missing_ok=True)
         return {"manifest": manifest, "report": self.report}
 
@@ -665,5 +669,20 @@ def build_dataset(cfg: BuildConfig) -> dict[str, Any]:
     if cfg.shard_size < 1 or cfg.chunk < 1:
         raise ValueError("shard size and chunk must be at least 1")
     if (Path(cfg.out) / MANIFEST).exists() and not cfg.overwrite:
-        raise FileExistsError(f"{cfg.out}: already holds a dataset; use --overwrite")
+        return _finished_build(cfg)
     return _Builder(cfg).run()
+
+
+def _finished_build(cfg: BuildConfig) -> dict[str, Any]:
+    """The same build, already finished (perhaps killed just after its manifest): a no-op that
+    returns it; a different build in that folder is an error."""
+    from galclip.data.format import read_manifest
+
+    manifest = read_manifest(Path(cfg.out))
+    files = classify_inputs(cfg, RejectLog(strict=not cfg.skip_bad))
+    if manifest.get("build_fingerprint") != build_fingerprint(cfg, files):
+        raise FileExistsError(f"{cfg.out}: already holds a dataset built from other inputs or "
+                              "options; use --overwrite or another --out")
+    remove_stale_temporaries(Path(cfg.out))
+    (Path(cfg.out) / STATE).unlink(missing_ok=True)
+    return {"manifest": manifest, "report": BuildReport(**manifest["build"]), "resumed": True}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.argtypes import float_range, new_dir, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spectra", nargs="+", default=[], metavar="PATH",
@@ -29,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mmu", nargs="+", default=[], metavar="DIR",
                    help="Multimodal Universe folders (Legacy Survey and/or DESI HDF5)")
     p.add_argument("--catalog", metavar="PROVABGS", help="PROVABGS HDF5, joined on TARGETID")
-    p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--match-radius", type=float, default=1.0, metavar="ARCSEC",
+    p.add_argument("--out", required=True, type=new_dir, help="output dataset folder")
+    p.add_argument("--match-radius", type=float_range(0, 3600, inclusive_lo=False), default=1.0,
+                   metavar="ARCSEC",
                    help="sky-position match radius in arcsec (default 1)")
     p.add_argument("--keep-unpaired", action="store_true",
                    help="keep objects with one modality (the other is a null row)")
@@ -40,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zwarn-zero", action="store_true", help="keep only ZWARN = 0 redshifts")
     p.add_argument("--allow-missing-redshift", action="store_true",
                    help="keep DESI spectra with no redrock/zbest entry (redshift NaN)")
-    p.add_argument("--shard-size", type=int, default=256, help="rows per Parquet shard")
+    p.add_argument("--shard-size", type=positive_int, default=256, help="rows per Parquet shard")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -11,6 +11,13 @@ inverse-variance weighted mean where arms overlap (as desispec.coaddition.coadd_
 
 with ivar_a = 0 wherever MASK != 0. Redshifts come from the ``REDSHIFTS`` (redrock) or
 ``ZBEST`` (older zbest) HDU, joined on TARGETID.
+
+Ingest checks (a failure is an error naming file, HDU/column and row, or a reject with
+``--skip-bad``): header CHECKSUM and DATASUM (FITS checksum convention) wherever present; each
+arm's wavelengths equal the DESI grid of :data:`DESI_ARMS` within :data:`GRID_TOLERANCE_A`;
+MASK HDUs are integer; TARGET_RA in [0, 360), TARGET_DEC in [-90, 90]; redrock Z finite and in
+:data:`REDSHIFT_RANGE`; unmasked flux finite with |flux| <= :data:`FLUX_LIMIT` and ivar finite,
+in [0, :data:`IVAR_LIMIT`].
 """
 from __future__ import annotations
 
@@ -28,19 +35,50 @@ REDSHIFT_HDUS = ("REDSHIFTS", "ZBEST")
 FIBERMAP_COLUMNS = {"FLUX_G": "flux_g", "FLUX_R": "flux_r", "FLUX_Z": "flux_z",
                     "FIBERFLUX_R": "fiber_flux_r", "EBV": "ebv"}
 GRID_TOLERANCE_A = 1e-3
+#: the DESI arms: first wavelength (Angstrom) and pixel count on the 0.8 A grid (desispec)
+DESI_ARMS = {"B": (3600.0, 2751), "R": (5760.0, 2326), "Z": (7520.0, 2881)}
+#: redrock's template range: stars near 0 (|z| < 0.01), galaxies to 1.7, QSOs to ~7
+REDSHIFT_RANGE = (-0.01, 8.0)
+#: plausibility bounds in 1e-17 erg/s/cm^2/A: a 10th-magnitude star is ~1e4; sigma >= 1e-5
+FLUX_LIMIT = 1e6
+IVAR_LIMIT = 1e10
+#: HDUs of a coadd/spectra file that galclip reads
+READ_HDUS = ["FIBERMAP"] + [f"{a}_{k}" for a in ARMS for k in ("WAVELENGTH", "FLUX", "IVAR",
+                                                               "MASK")]
 
 
 # ----------------------------------------------------------------------------- arm merging
 def arm_pixels(path: str | Path, arm: str, wave: np.ndarray) -> np.ndarray:
     """Indices of an arm's wavelengths on the galclip grid; error if off the 0.8 A grid."""
-    idx = np.rint((np.asarray(wave, np.float64) - C.WAVE_MIN) / C.WAVE_STEP).astype(np.int64)
+    wave = np.asarray(wave, np.float64)
+    if wave.ndim != 1 or not len(wave) or not np.all(np.isfinite(wave)):
+        raise ReaderError(path, f"HDU {arm}_WAVELENGTH", "wavelengths are not on the "
+                          f"{C.WAVE_MIN:g} + {C.WAVE_STEP:g} i Angstrom grid (not a finite 1-D "
+                          "array)")
+    idx = np.rint((wave - C.WAVE_MIN) / C.WAVE_STEP).astype(np.int64)
     off = np.abs(C.WAVE_MIN + C.WAVE_STEP * idx - wave)
-    if not np.all(np.isfinite(wave)) or off.max(initial=0) > GRID_TOLERANCE_A:
+    if off.max(initial=0) > GRID_TOLERANCE_A:
         raise ReaderError(path, f"HDU {arm}_WAVELENGTH", "wavelengths are not on the "
                           f"{C.WAVE_MIN:g} + {C.WAVE_STEP:g} i Angstrom grid")
+    if (np.diff(idx) != 1).any():
+        i = int(np.flatnonzero(np.diff(idx) != 1)[0])
+        raise ReaderError(path, f"HDU {arm}_WAVELENGTH", f"wavelengths do not increase by "
+                          f"{C.WAVE_STEP:g} A (pixel {i}: {wave[i]:.3f} -> {wave[i + 1]:.3f})")
     if idx.min() < 0 or idx.max() >= C.N_WAVE:
         raise ReaderError(path, f"HDU {arm}_WAVELENGTH", f"range {wave.min():.1f}-{wave.max():.1f} "
                           f"A lies outside {C.WAVE_MIN:g}-{C.wavelength_grid()[-1]:g} A")
+    return idx
+
+
+def check_desi_arm(path: str | Path, arm: str, wave: np.ndarray) -> np.ndarray:
+    """Pixel indices of a coadd arm whose grid must be the DESI one (:data:`DESI_ARMS`): a
+    shifted, truncated, reversed or constant grid is an error, never a silently moved arm."""
+    idx = arm_pixels(path, arm, wave)
+    start, n = DESI_ARMS[arm]
+    if len(idx) != n or abs(float(wave[0]) - start) > GRID_TOLERANCE_A:
+        raise ReaderError(path, f"HDU {arm}_WAVELENGTH", f"{len(idx)} pixels from "
+                          f"{float(wave[0]):.3f} A; the DESI {arm} arm has {n} from {start:g} A "
+                          f"(tolerance {GRID_TOLERANCE_A:g} A)")
     return idx
 
 
@@ -97,12 +135,27 @@ def read_redshifts(path: str | Path) -> dict[str, np.ndarray]:
 
 
 class RedshiftTable:
-    """Redshifts from several redrock/zbest files, looked up by TARGETID."""
+    """Redshifts from several redrock/zbest files, looked up by TARGETID.
 
-    def __init__(self, paths: list[str | Path] = ()):
+    With a lenient ``rejects`` an unreadable redshift file is a reject (its objects then have
+    no redshift), not the end of the build."""
+
+    def __init__(self, paths: list[str | Path] = (), rejects: RejectLog | None = None):
         self.files = [str(p) for p in paths]
-        parts = [read_redshifts(p) for p in paths]
-        keys = ("TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "DELTACHI2")
+        parts = []
+        for p in paths:
+            try:
+                part = read_redshifts(p)
+            except ReaderError as e:
+                if rejects is None or rejects.strict:
+                    raise
+                rejects.add(e.path, e.field or "", f"unreadable file: {e.reason}", e.row,
+                            fatal=False)
+                continue
+            part["FILE"] = np.full(len(part["Z"]), str(p), dtype=object)
+            part["ROW"] = np.arange(len(part["Z"]))
+            parts.append(part)
+        keys = ("TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "DELTACHI2", "FILE", "ROW")
         self.cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.array([])
                      for k in keys}
         ids = self.cols["TARGETID"].astype(np.int64)
@@ -117,6 +170,15 @@ class RedshiftTable:
         """Row in the table for each TARGETID, -1 where absent."""
         return lookup_sorted(self._ids, self._order, targetid)
 
+    def problem(self, j: int) -> tuple[str, str, int, str] | None:
+        """(file, column, row, reason) when entry ``j`` holds an impossible redshift."""
+        z = float(self.cols["Z"][j])
+        lo, hi = REDSHIFT_RANGE
+        if not (np.isfinite(z) and lo <= z <= hi):
+            return (str(self.cols["FILE"][j]), "Z", int(self.cols["ROW"][j]),
+                    f"bad redshift: Z = {z!r}, expected finite in [{lo:g}, {hi:g}]")
+        return None
+
 
 # ----------------------------------------------------------------------------- spectra
 class DesiSpectraFile:
@@ -129,37 +191,57 @@ class DesiSpectraFile:
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
         self.hdul = guarded(self.path, "FITS", lambda: fits.open(self.path, memmap=False))
+        try:   # astropy parses headers lazily: a corrupt card raises while we look (VerifyError)
+            guarded(self.path, "FITS headers", self._open)
+        except ReaderError:
+            self.close()
+            raise
+
+    def _open(self) -> None:
         self.names = [h.name for h in self.hdul]
-        for hdu in ["FIBERMAP"] + [f"{a}_{k}" for a in ARMS
-                                   for k in ("WAVELENGTH", "FLUX", "IVAR", "MASK")]:
+        for hdu in READ_HDUS:
             if hdu not in self.names:
-                self.close()
                 raise ReaderError(self.path, f"HDU {hdu}", "missing")
-        self._verify_datasums()
+        self._verify_checksums()
         self.fibermap = guarded(self.path, "HDU FIBERMAP", lambda: self.hdul["FIBERMAP"].data)
         self.n = self._check_fibermap()
-        self.pixels = {a: arm_pixels(self.path, a, self._data(f"{a}_WAVELENGTH")) for a in ARMS}
+        self.pixels = {a: check_desi_arm(self.path, a, self._data(f"{a}_WAVELENGTH"))
+                       for a in ARMS}
         for a in ARMS:
+            self._check_mask_type(a)
             for k in ("FLUX", "IVAR", "MASK"):
                 shape = guarded(self.path, f"HDU {a}_{k}",
                                 lambda name=f"{a}_{k}": self.hdul[name].shape)
                 if tuple(shape) != (self.n, len(self.pixels[a])):
-                    self.close()
                     raise ReaderError(self.path, f"HDU {a}_{k}", f"shape {tuple(shape)}, "
                                       f"expected ({self.n}, {len(self.pixels[a])}) from FIBERMAP "
                                       f"and {a}_WAVELENGTH")
 
-    def _verify_datasums(self) -> None:
-        """DESI writes a DATASUM (FITS checksum convention) per HDU: a mismatch means the
-        data were corrupted after writing, which no value check could reliably catch."""
-        for name in ["FIBERMAP"] + [f"{a}_{k}" for a in ARMS
-                                    for k in ("WAVELENGTH", "FLUX", "IVAR", "MASK")]:
+    def _verify_checksums(self) -> None:
+        """DESI writes CHECKSUM (header + data) and DATASUM (data) per HDU, FITS checksum
+        convention: a mismatch means the file changed after writing, which no value check could
+        reliably catch (one flipped BZERO digit of a MASK HDU masks a whole arm)."""
+        for name in READ_HDUS:
             hdu = self.hdul[name]
-            if "DATASUM" in hdu.header and \
-                    guarded(self.path, f"HDU {name}", hdu.verify_datasum) == 0:
-                self.close()
-                raise ReaderError(self.path, f"HDU {name}", "DATASUM mismatch: the data are "
-                                  "corrupt (changed after the file was written)")
+            if "CHECKSUM" in hdu.header:
+                check, what = hdu.verify_checksum, "CHECKSUM (header and data)"
+            elif "DATASUM" in hdu.header:
+                check, what = hdu.verify_datasum, "DATASUM"
+            else:
+                continue
+            if guarded(self.path, f"HDU {name}", check) == 0:
+                raise ReaderError(self.path, f"HDU {name}", f"{what} mismatch: the file is "
+                                  "corrupt (changed after it was written)")
+
+    def _check_mask_type(self, arm: str) -> None:
+        """MASK is a bitmask: integer BITPIX, no scaling beyond the unsigned-int BZERO."""
+        hdr = self.hdul[f"{arm}_MASK"].header
+        bitpix, bzero = hdr.get("BITPIX"), hdr.get("BZERO", 0)
+        ok = bitpix in (8, 16, 32, 64) and hdr.get("BSCALE", 1) == 1 and \
+            bzero in (0, 2 ** (bitpix - 1) if isinstance(bitpix, int) and bitpix > 0 else 0)
+        if not ok:
+            raise ReaderError(self.path, f"HDU {arm}_MASK", f"not an integer bitmask (BITPIX "
+                              f"{bitpix!r}, BZERO {bzero!r}, BSCALE {hdr.get('BSCALE', 1)!r})")
 
     def _data(self, hdu: str, rows: slice | None = None) -> np.ndarray:
         def load() -> np.ndarray:
@@ -212,9 +294,23 @@ def _row_problem(arm: str, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray)
         return f"{arm}_IVAR: {int((~np.isfinite(ivar)).sum())} non-finite pixels"
     if (ivar < 0).any():
         return f"{arm}_IVAR: {int((ivar < 0).sum())} negative pixels"
+    if (ivar > IVAR_LIMIT).any():
+        return f"{arm}_IVAR: {int((ivar > IVAR_LIMIT).sum())} pixels above {IVAR_LIMIT:g}"
     used = (mask == 0) & (ivar > 0)
     if not np.all(np.isfinite(flux[used])):
         return f"{arm}_FLUX: {int((~np.isfinite(flux[used])).sum())} non-finite unmasked pixels"
+    if (np.abs(flux[used]) > FLUX_LIMIT).any():
+        return (f"{arm}_FLUX: {int((np.abs(flux[used]) > FLUX_LIMIT).sum())} unmasked pixels "
+                f"beyond +-{FLUX_LIMIT:g}")
+    return None
+
+
+def _coordinate_problem(ra: float, dec: float) -> tuple[str, str] | None:
+    """(column, reason) when a fibre position is impossible."""
+    if not (np.isfinite(ra) and 0 <= ra < 360):
+        return "TARGET_RA", f"bad coordinates: TARGET_RA = {ra!r}, expected finite in [0, 360)"
+    if not (np.isfinite(dec) and -90 <= dec <= 90):
+        return "TARGET_DEC", f"bad coordinates: TARGET_DEC = {dec!r}, expected in [-90, 90]"
     return None
 
 
@@ -239,14 +335,17 @@ def iter_desi_spectra(path: str | Path, redshifts: RedshiftTable | None = None,
 
 def _iter_file(f: DesiSpectraFile, zt: RedshiftTable, rejects: RejectLog, chunk: int,
                spectype: str | None, zwarn_zero: bool, require_redshift: bool) -> Iterator[Batch]:
-    tid = f.column("TARGETID").astype(np.int64)
-    meta = {"ra": f.column("TARGET_RA").astype(np.float64),
-            "dec": f.column("TARGET_DEC").astype(np.float64),
-            **{new: f.column(old, np.nan).astype(np.float32)
-               for old, new in FIBERMAP_COLUMNS.items()}}
-    objtype = np.char.strip(f.column("OBJTYPE", "").astype(str))
+    tid = guarded(f.path, "HDU FIBERMAP column TARGETID",
+                  lambda: f.column("TARGETID").astype(np.int64))
+    meta = guarded(f.path, "HDU FIBERMAP", lambda: {
+        "ra": f.column("TARGET_RA").astype(np.float64),
+        "dec": f.column("TARGET_DEC").astype(np.float64),
+        **{new: f.column(old, np.nan).astype(np.float32) for old, new in FIBERMAP_COLUMNS.items()}})
+    objtype = guarded(f.path, "HDU FIBERMAP column OBJTYPE",
+                      lambda: np.char.strip(f.column("OBJTYPE", "").astype(str)))
     zrow = zt.lookup(tid)
     keep = _select(f.path, tid, objtype, zrow, zt, rejects, spectype, zwarn_zero, require_redshift)
+    keep &= _valid_values(f.path, tid, meta, zrow, zt, rejects, keep)
     for start, stop in iter_chunks(f.n, chunk):
         rows = np.arange(start, stop)[keep[start:stop]]
         if not len(rows):
@@ -288,6 +387,24 @@ def _select(path: Path, tid: np.ndarray, objtype: np.ndarray, zrow: np.ndarray,
     return keep
 
 
+def _valid_values(path: Path, tid: np.ndarray, meta: dict, zrow: np.ndarray, zt: RedshiftTable,
+                  rejects: RejectLog, keep: np.ndarray) -> np.ndarray:
+    """False for selected rows with impossible coordinates or redshift (errors when strict)."""
+    ok = np.ones(len(tid), bool)
+    for r in np.flatnonzero(keep):
+        coord = _coordinate_problem(float(meta["ra"][r]), float(meta["dec"][r]))
+        if coord:
+            ok[r] = False
+            rejects.add(path, f"HDU FIBERMAP column {coord[0]}", coord[1], int(r), int(tid[r]))
+            continue
+        bad_z = zt.problem(int(zrow[r])) if zrow[r] >= 0 else None
+        if bad_z:
+            ok[r] = False
+            rejects.add(bad_z[0], f"HDU REDSHIFTS column {bad_z[1]}", bad_z[3], bad_z[2],
+                        int(tid[r]))
+    return ok
+
+
 def _batch(path: Path, rows: np.ndarray, start: int, tid: np.ndarray, meta: dict,
            zrow: np.ndarray, zt: RedshiftTable, flux: np.ndarray, ivar: np.ndarray) -> Batch:
     zr = zrow[rows]
@@ -313,7 +430,8 @@ def read_desi_spectra(path: str | Path, redshift_files: list[str | Path] = (),
                       **kwargs) -> tuple[Batch, RejectLog]:
     """Read a whole (small) DESI file into one batch; returns it with the rejects."""
     rejects = kwargs.pop("rejects", None) or RejectLog(strict=True)
-    batches = list(iter_desi_spectra(path, RedshiftTable(redshift_files), rejects, **kwargs))
+    batches = list(iter_desi_spectra(path, RedshiftTable(redshift_files, rejects), rejects,
+                                     **kwargs))
     if not batches:
         return {}, rejects
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}, rejects

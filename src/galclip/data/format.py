@@ -14,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,32 @@ def _atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+_TMP_NAME = re.compile(r"\..+\.tmp-(\d+)(?:\.\w+)?")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` files that killed writers left in ``folder`` (those whose
+    process is gone, or is this one); returns what was removed."""
+    removed = []
+    for f in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        m = _TMP_NAME.fullmatch(f.name)
+        if m and f.is_file() and (int(m.group(1)) == os.getpid() or
+                                  not _pid_alive(int(m.group(1)))):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` so that readers see either the old or the new file, never a mix."""
     path = Path(path)
@@ -130,9 +157,12 @@ def write_shard(path: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
     fields, arrays = zip(*(_to_arrow(k, v) for k, v in columns.items()), strict=True)
     table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
     tmp = _atomic_path(path)
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
-                   compression_level=1, use_byte_stream_split=_float_columns(table.schema))
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
+                       compression_level=1, use_byte_stream_split=_float_columns(table.schema))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"file": path.name, "n_rows": table.num_rows, "sha256": sha256_file(path),
             "bytes": path.stat().st_size}
 
@@ -206,21 +236,70 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{mpath}: not a JSON object")
     for key in ("format", "version", "n_rows", "shards", "columns"):
         if key not in manifest:
             raise DatasetError(f"{mpath}: missing field '{key}'")
     if manifest["format"] != FORMAT_NAME:
         raise DatasetError(f"{mpath}: field 'format' is {manifest['format']!r}, "
                            f"expected {FORMAT_NAME!r}")
-    if int(manifest["version"]) > FORMAT_VERSION:
+    _expect(mpath, "version", manifest["version"], int)
+    _expect(mpath, "n_rows", manifest["n_rows"], int)
+    if manifest["version"] > FORMAT_VERSION:
         raise DatasetError(f"{mpath}: format version {manifest['version']} is newer than this "
                            f"galclip reads ({FORMAT_VERSION}); upgrade galclip")
+    _check_shard_entries(mpath, manifest["shards"])
+    _expect(mpath, "columns", manifest["columns"], dict)
+    for name, spec in manifest["columns"].items():
+        _expect(mpath, f"columns.{name}", spec, dict)
+        shape = spec.get("shape")
+        if not (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)):
+            raise DatasetError(f"{mpath}: field 'columns.{name}.shape' is {shape!r}, expected a "
+                               "list of positive integers")
     return manifest
 
 
+def _expect(mpath: Path, field_name: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        want = "a non-negative integer" if kind is int else f"a JSON {_JSON_NAMES[kind]}"
+        raise DatasetError(f"{mpath}: field '{field_name}' is {value!r:.80}, expected {want}")
+
+
+_JSON_NAMES = {dict: "object", list: "list", str: "string", int: "integer"}
+_SHARD_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.parquet")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_shard_entries(mpath: Path, shards: Any) -> None:
+    """Shards: a non-empty list of {file, n_rows, sha256}; each file a plain name inside the
+    dataset folder (never a path: nothing outside the folder is opened), listed once."""
+    _expect(mpath, "shards", shards, list)
+    if not shards:
+        raise DatasetError(f"{mpath}: field 'shards' is empty")
+    seen: set[str] = set()
+    for i, entry in enumerate(shards):
+        where = f"shards[{i}]"
+        _expect(mpath, where, entry, dict)
+        for key, kind in (("file", str), ("n_rows", int), ("sha256", str)):
+            if key not in entry:
+                raise DatasetError(f"{mpath}: field '{where}.{key}' is missing")
+            _expect(mpath, f"{where}.{key}", entry[key], kind)
+        if not _SHARD_FILE.fullmatch(entry["file"]):
+            raise DatasetError(f"{mpath}: field '{where}.file' is {entry['file']!r:.80}; a shard "
+                               "is a .parquet file name inside the dataset folder, not a path")
+        if not _SHA256.fullmatch(entry["sha256"]):
+            raise DatasetError(f"{mpath}: field '{where}.sha256' is not a 64-digit hex sha256")
+        if entry["file"] in seen:
+            raise DatasetError(f"{mpath}: field '{where}.file': {entry['file']} is listed twice")
+        seen.add(entry["file"])
+
+
 def validate_dataset(path: Path, verify_checksums: bool = True,
-                     required: Iterable[str] = tuple(REQUIRED_COLUMNS)) -> dict[str, Any]:
-    """Check a dataset folder: manifest, every shard present, checksums, columns and shapes."""
+                     required: Iterable[str] = tuple(REQUIRED_COLUMNS),
+                     content: bool = False) -> dict[str, Any]:
+    """Check a dataset folder: manifest, every shard present, checksums, columns and shapes;
+    with ``content`` also the values (:func:`check_content`)."""
     path = Path(path)
     manifest = read_manifest(path)
     _check_columns(path / MANIFEST, manifest["columns"], required)
@@ -230,7 +309,69 @@ def validate_dataset(path: Path, verify_checksums: bool = True,
     if total != manifest["n_rows"]:
         raise DatasetError(f"{path / MANIFEST}: field 'n_rows' is {manifest['n_rows']} but the "
                            f"shards hold {total} rows")
+    if content:
+        check_content(path, manifest)
     return manifest
+
+
+#: scalar columns with a physical range (NaN allowed: a missing value)
+RANGES = {"ra": (0.0, 360.0), "dec": (-90.0, 90.0), "redshift": (-0.01, 20.0)}
+#: array columns that must be non-negative (inverse variances)
+NON_NEGATIVE = ("spectrum_ivar", "image_ivar")
+
+
+def check_content(path: Path, manifest: Mapping[str, Any], batch_rows: int = 256) -> None:
+    """Values, not bytes: unique object ids; array rows either null (absent modality) or all
+    finite (ivars >= 0); float labels finite or NaN (missing), never inf, ra/dec/redshift in
+    range. The first problem is a DatasetError naming shard, column and row."""
+    ids: list[np.ndarray] = []
+    for entry in manifest["shards"]:
+        spath = path / entry["file"]
+        offset = 0
+        for batch in pq.ParquetFile(spath).iter_batches(batch_size=batch_rows):
+            for name in batch.schema.names:
+                _check_values(spath, name, batch.column(name), offset)
+            if "object_id" in batch.schema.names:
+                ids.append(batch.column("object_id").to_numpy(zero_copy_only=False))
+            offset += batch.num_rows
+    _check_unique_ids(path, manifest, ids)
+
+
+def _check_values(spath: Path, name: str, col: pa.Array, offset: int) -> None:
+    if pa.types.is_fixed_size_list(col.type):
+        if not pa.types.is_floating(col.type.value_type):
+            return
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(valid)
+        vals = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
+        vals = vals.reshape(len(rows), -1)
+        bad = ~np.isfinite(vals).all(axis=1)
+        what = "non-finite values"
+        if name in NON_NEGATIVE and not bad.any():
+            bad, what = (vals < 0).any(axis=1), "negative values"
+        if bad.any():
+            r = int(rows[np.flatnonzero(bad)[0]])
+            raise DatasetError(f"{spath}: column '{name}', row {offset + r}: {what} "
+                               f"({int(bad.sum())} rows in this block)")
+    elif pa.types.is_floating(col.type):
+        vals = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        lo, hi = RANGES.get(name, (-np.inf, np.inf))
+        bad = np.isinf(vals) | (np.isfinite(vals) & ((vals < lo) | (vals > hi)))
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise DatasetError(f"{spath}: column '{name}', row {offset + r}: value {float(vals[r])!r} "
+                               f"(expected finite in [{lo:g}, {hi:g}] or NaN for missing)")
+
+
+def _check_unique_ids(path: Path, manifest: Mapping[str, Any], ids: list[np.ndarray]) -> None:
+    if not ids:
+        return
+    all_ids = np.concatenate(ids)
+    uniq, first, counts = np.unique(all_ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise DatasetError(f"{path}: column 'object_id': {len(dup)} duplicate ids (first "
+                           f"{int(dup[0])}, {int(counts[counts > 1][0])} times)")
 
 
 def _check_columns(where: Path, columns: Mapping[str, Any], required: Iterable[str]) -> None:
@@ -247,8 +388,8 @@ def _check_columns(where: Path, columns: Mapping[str, Any], required: Iterable[s
 def _check_shard(path: Path, entry: Mapping[str, Any], columns: Mapping[str, Any],
                  verify_checksums: bool) -> int:
     spath = path / entry["file"]
-    if not spath.exists():
-        raise DatasetError(f"{spath}: shard listed in the manifest is missing")
+    if not spath.is_file():
+        raise DatasetError(f"{spath}: shard listed in the manifest is missing (or not a file)")
     if verify_checksums and sha256_file(spath) != entry["sha256"]:
         raise DatasetError(f"{spath}: sha256 does not match the manifest (file changed or "
                            f"corrupt)")

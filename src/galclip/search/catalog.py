@@ -33,6 +33,7 @@ from galclip.data.format import (
     _atomic_path,
     _float_columns,
     column_schema,
+    remove_stale_temporaries,
     sha256_file,
     write_json_atomic,
 )
@@ -292,6 +293,7 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
     dataset = open_dataset(data_dir, verify=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)          # left by a killed run
     model_sha = file_sha256(model_path)
     cols = choose_columns(dataset.manifest, columns, str(Path(data_dir) / MANIFEST))
     mods = available_modalities(dataset.manifest, modalities)
@@ -363,10 +365,24 @@ def _embed_one_shard(model, dataset, out: Path, i: int, plan: dict[str, Any], ba
         raise CatalogError(f"{dataset.path}: rows [{lo}, {hi}): the inference function returned "
                            f"{len(res['object_id'])} rows or ids out of order; no row may be dropped")
     present = _presence(meta, mods, hi - lo)
+    refuse_nonfinite(dataset.path, lo, res, present)
     table = _shard_table({c: meta[c] for c in plan["columns"]}, {m: res[m] for m in mods},
                          present, plan["model_sha256"])
     entry = write_table_atomic(out / catalog_shard_name(i), table, out)
     return {**entry, "rows": [lo, hi]}
+
+
+def refuse_nonfinite(data_dir: Path, lo: int, res: dict[str, Any],
+                     present: dict[str, np.ndarray]) -> None:
+    """A non-finite embedding of a present row means a non-finite input: an error, never a
+    NaN vector in the catalog (FAISS would silently return no neighbours for it)."""
+    for m, present_m in present.items():
+        bad = np.flatnonzero(present_m & ~np.isfinite(res[m]).all(axis=1))
+        if len(bad):
+            raise CatalogError(f"{data_dir}: row {lo + int(bad[0])} (object_id "
+                               f"{int(res['object_id'][bad[0]])}): the {m} embedding is not "
+                               f"finite ({len(bad)} such rows in this shard); its input holds "
+                               f"NaN or inf (see galclip validate {data_dir})")
 
 
 def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict[str, Any],

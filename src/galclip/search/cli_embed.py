@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.argtypes import csv_choices, device, new_dir, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="CLIP checkpoint (galclip.load_model)")
     p.add_argument("--data", required=True, help="dataset folder (holds manifest.json)")
-    p.add_argument("--out", required=True, help="catalog folder to write (resumed if present)")
+    p.add_argument("--out", required=True, type=new_dir, help="catalog folder to write (resumed if present)")
     p.add_argument("--columns", default=None,
                    help="comma-separated metadata columns to copy (default: every scalar column)")
-    p.add_argument("--modalities", default="image,spectrum", help="which embeddings to compute")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--rows-per-shard", type=int, default=4096, help="rows per catalog shard")
+    p.add_argument("--modalities", type=csv_choices(("image", "spectrum")), default="image,spectrum",
+                   help="which embeddings to compute (image, spectrum or both)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", type=device, default=None,
+                   help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--rows-per-shard", type=positive_int, default=4096, help="rows per catalog shard")
     p.add_argument("--overwrite", action="store_true", help="discard an existing catalog in --out")
 
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     columns = [c for c in args.columns.split(",") if c] if args.columns is not None else None
     m = build_catalog(model, args.data, args.out, model_path=args.model, columns=columns,
-                      modalities=[s for s in args.modalities.split(",") if s],
+                      modalities=args.modalities,
                       batch_size=args.batch_size, device=device,
                       rows_per_shard=args.rows_per_shard, overwrite=args.overwrite)
     print(f"{args.out}: catalog of {m['n_rows']} objects, modalities {', '.join(m['modalities'])}, "

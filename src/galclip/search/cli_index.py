@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.argtypes import csv_choices, float_range, int_range
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
     p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw"], default="auto")
-    p.add_argument("--threshold", type=int, default=50_000,
+    p.add_argument("--threshold", type=int_range(0), default=50_000,
                    help="auto: exact below this many vectors, approximate above")
-    p.add_argument("--target-recall", type=float, default=0.95)
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
-    p.add_argument("--modalities", default=None, help="default: every modality of the catalog")
+    p.add_argument("--target-recall", type=float_range(0, 1, inclusive_lo=False), default=0.95,
+                   help="recall@10 the approximate index is tuned to, in (0, 1]")
+    p.add_argument("--nlist", type=int_range(1, 1 << 20), default=None, help="IVF lists (default ~sqrt(N))")
+    p.add_argument("--modalities", type=csv_choices(("image", "spectrum")), default=None,
+                   help="default: every modality of the catalog")
 
 
 def run(args: argparse.Namespace) -> int:
     from galclip.search.catalog import read_catalog_manifest
     from galclip.search.index import build_index
 
-    mods = (args.modalities.split(",") if args.modalities
+    mods = (args.modalities if args.modalities
             else read_catalog_manifest(args.catalog)["modalities"])
     for m in mods:
         build_index(args.catalog, m, kind=args.kind, threshold=args.threshold,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.argtypes import check_columns, int_range
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
@@ -25,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --id: which embedding of the object to search with (default image)")
     p.add_argument("--to", choices=["image", "spectrum"], default=None,
                    help="modality to search in (default: the query's)")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int_range(1, 10_000), default=10)
     p.add_argument("--where", default=None, help='metadata filter, e.g. "redshift > 0.3 and log_mstar > 10"')
     p.add_argument("--include-self", action="store_true",
                    help="with --id in its own modality: keep the object itself in the results")
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from galclip.search.api import Catalog
 
     cat = Catalog(args.catalog)
+    check_columns(args.columns, list(cat.meta))
     if args.id is not None:
         try:
             cat.row_of(args.id)

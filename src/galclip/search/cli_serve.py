@@ -1,6 +1,8 @@
 """Serve an embedding catalog: JSON search API, OpenAPI docs at /docs and a web explorer.
 
-Binds 127.0.0.1 by default; read-only; uploads are size-limited and validated. With --data
+Binds 127.0.0.1 by default; read-only; uploads are size-limited and validated (declared and
+decompressed sizes checked before anything is allocated); a request whose headers and body do
+not arrive within --read-timeout seconds gets 408. With --data
 (default: the dataset the catalog was made from, if present) the explorer shows colour images
 and spectra.
 
@@ -10,22 +12,31 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.argtypes import float_range, port
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
     p.add_argument("--data", default=None, help="dataset folder for images and spectra")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--port", type=port, default=8000)
+    p.add_argument("--max-upload-mb", type=float_range(0, 1024, inclusive_lo=False), default=20.0)
+    p.add_argument("--cache-mb", type=float_range(0), default=256.0,
+                   help="memory for decoded dataset row groups (images, spectra); default 256")
+    p.add_argument("--read-timeout", type=float_range(0, 3600, inclusive_lo=False), default=30.0,
+                   metavar="S", help="seconds a client has to send a request (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from galclip.search.limits import timed_protocol
     from galclip.search.server import create_app
 
     app = create_app(args.catalog, data_dir=args.data,
-                     max_upload_bytes=int(args.max_upload_mb * 2**20))
+                     max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     cache_bytes=int(args.cache_mb * 2**20))
     print(f"galclip serve: http://{args.host}:{args.port}/  (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                http=timed_protocol(args.read_timeout), limit_concurrency=512)
     return 0

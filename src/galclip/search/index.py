@@ -159,6 +159,10 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
     vectors, rows = read_embeddings(catalog_dir, modality)
     if len(vectors) == 0:
         raise CatalogError(f"{catalog_dir}: column {embedding_column(modality)} is null everywhere")
+    refuse_nonfinite_vectors(catalog_dir, modality, vectors, rows)
+    if nlist is not None and not 1 <= nlist <= len(vectors):
+        raise CatalogError(f"--nlist {nlist}: must be between 1 and the number of vectors "
+                           f"({len(vectors)} {modality} embeddings)")
     vectors = normalized(vectors)
     chosen = choose_kind(len(vectors), kind, threshold)
     t0 = time.perf_counter()
@@ -183,6 +187,16 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
     if save:
         save_index(catalog_dir, loaded)
     return loaded
+
+
+def refuse_nonfinite_vectors(catalog_dir, modality: str, vectors: np.ndarray,
+                            rows: np.ndarray) -> None:
+    """NaN/inf vectors never enter an index: FAISS would rank them nowhere, silently."""
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        raise CatalogError(f"{catalog_dir}: column {embedding_column(modality)}, catalog row "
+                           f"{int(rows[bad[0]])}: non-finite embedding ({len(bad)} rows); "
+                           "re-embed from a dataset that passes galclip validate")
 
 
 def save_index(catalog_dir: str | Path, loaded: LoadedIndex) -> None:

@@ -32,7 +32,7 @@ MAX_K = 200
 class DatasetAccess:
     """Reads a catalog object's image and spectrum from the dataset the catalog was made from."""
 
-    def __init__(self, data_dir: str | Path, catalog: Catalog):
+    def __init__(self, data_dir: str | Path, catalog: Catalog, cache_bytes: int = 256 * 2**20):
         from galclip.data import open_dataset
 
         ds = open_dataset(data_dir, verify=False)
@@ -45,7 +45,7 @@ class DatasetAccess:
             raise CatalogError(f"{data_dir}: has {len(ds)} rows, catalog has {catalog.n_rows}")
         cols = [c for c in ("object_id", "image", "spectrum_flux", "spectrum_ivar")
                 if c in ds.manifest["columns"]]
-        self.dataset = open_dataset(data_dir, columns=cols, verify=False)
+        self.dataset = open_dataset(data_dir, columns=cols, verify=False, cache_bytes=cache_bytes)
         self.catalog = catalog
         self._lock = threading.Lock()
 
@@ -59,16 +59,19 @@ class DatasetAccess:
 
 
 def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
-               catalog: Catalog | None = None, max_upload_bytes: int = 20 * 2**20):
-    """The FastAPI app for one catalog (``catalog`` may be given already opened)."""
+               catalog: Catalog | None = None, max_upload_bytes: int = 20 * 2**20,
+               cache_bytes: int = 256 * 2**20):
+    """The FastAPI app for one catalog (``catalog`` may be given already opened);
+    ``cache_bytes`` bounds the dataset's decoded row-group cache (images, spectra)."""
     cat = catalog or Catalog(catalog_dir)
     for m in cat.modalities:
         cat.index(m)  # load (or build) every index before serving
-    data = _dataset_access(cat, data_dir)
+    data = _dataset_access(cat, data_dir, cache_bytes)
     app = FastAPI(title="galclip explorer", version="1", docs_url=None, redoc_url=None,
                   description=f"Search {cat.n_rows} galaxies of catalog {cat.path.name} by "
                               f"image and spectrum embeddings.")
     _offline_docs(app)
+    app.state.dataset_access = data
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -120,6 +123,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                             to: Annotated[Literal["image", "spectrum"] | None, Form()] = None,
                             k: Annotated[int, Form()] = 10,
                             where: Annotated[str | None, Form()] = None) -> dict:
+        from galclip.search.limits import UploadRejected, parse_upload
         from galclip.search.queryfile import read_image_fits, read_spectrum_fits
 
         body = await file.read(max_upload_bytes + 1)
@@ -129,9 +133,10 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
             raise HTTPException(400, "uploaded file is empty")
         name = Path(file.filename or "upload").name
         try:
-            q = read_image_fits(body, name) if kind == "image" else read_spectrum_fits(body, name)
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+            q = parse_upload(read_image_fits if kind == "image" else read_spectrum_fits, body,
+                             name)
+        except UploadRejected as e:
+            raise HTTPException(e.status, str(e)) from None
         key = "image" if kind == "image" else "spectrum"
         res = search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
         res["query"]["file"] = name
@@ -197,13 +202,13 @@ def _need(data: DatasetAccess | None, column: str) -> None:
                                  f"at the dataset the catalog was made from")
 
 
-def _dataset_access(cat: Catalog, data_dir) -> DatasetAccess | None:
+def _dataset_access(cat: Catalog, data_dir, cache_bytes: int) -> DatasetAccess | None:
     if data_dir is None:
         recorded = cat.manifest.get("dataset", {}).get("path")
         if not recorded or not (Path(recorded) / "manifest.json").exists():
             return None
         data_dir = recorded
-    return DatasetAccess(data_dir, cat)
+    return DatasetAccess(data_dir, cat, cache_bytes)
 
 
 def _py_float(v) -> float | None:

@@ -253,11 +253,37 @@ def _cached(name: str, compute):
 _WORKER: GalaxySimulator | None = None
 
 
-def _init_worker(cfg_dict: dict) -> None:
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent`` does (a ``kill -9`` of ``galclip simulate``
+    must not leave workers writing shards): Linux PR_SET_PDEATHSIG, plus a watcher thread that
+    checks the parent pid each second where prctl is unavailable."""
+    import ctypes
+    import signal
+    import threading
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="galclip-parent-watch").start()
+
+
+def _init_worker(cfg_dict: dict, parent: int | None = None) -> None:
     """Build this process's simulator; reuse one whose rows would be identical (rows do not
     depend on n or shard_size)."""
     global _WORKER
     import warnings
+
+    if parent is not None:
+        die_with_parent(parent)
 
     warnings.filterwarnings("ignore")
     cfg = SimConfig(**cfg_dict)
@@ -282,7 +308,7 @@ def _make_shard(args: tuple[str, int]) -> dict[str, Any]:
 
 def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     """Check the output folder; return the finished shards of an interrupted identical run."""
-    from galclip.data.format import MANIFEST, sha256_file, shard_name
+    from galclip.data.format import MANIFEST, remove_stale_temporaries, sha256_file, shard_name
 
     state = {"command": "galclip simulate", "config": asdict(cfg)}
     if out.exists() and not out.is_dir():
@@ -305,6 +331,7 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     except OSError as e:
         raise PermissionError(f"{out}: cannot write there ({e.strerror})") from e
     (out / STATE_FILE).write_text(json.dumps(state))
+    remove_stale_temporaries(out)
     done = {}
     for shard in range(-(-cfg.n // cfg.shard_size)):
         p = out / shard_name(shard)
@@ -327,12 +354,21 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
     """Simulate ``cfg.n`` galaxies into the dataset folder ``out``; returns the manifest."""
     from tqdm import tqdm
 
-    from galclip.data.format import MANIFEST, Provenance, read_manifest, write_manifest
+    from galclip.data.format import (
+        MANIFEST,
+        Provenance,
+        read_manifest,
+        remove_stale_temporaries,
+        write_manifest,
+    )
 
     cfg.validate()
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     if (out / MANIFEST).exists() and (out / STATE_FILE).exists() and json.loads(
             (out / STATE_FILE).read_text())["config"] == asdict(cfg):
+        remove_stale_temporaries(out)
         return read_manifest(out)  # already complete
     done = _prepare_output(out, cfg)
     todo = [s for s in range(-(-cfg.n // cfg.shard_size)) if s not in done]
@@ -365,7 +401,7 @@ def _run_shards(out: Path, cfg: SimConfig, todo: list[int], workers: int):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # safe even when the parent has imported torch
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(asdict(cfg),)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(asdict(cfg), os.getpid())) as pool:
         yield from pool.imap_unordered(_make_shard, [(str(out), s) for s in todo])
 
 

@@ -1,0 +1,464 @@
+"""Reliability campaign: corrupted inputs for every reader, hostile and normal requests against a
+live server. Prints tallies; the goal is 0 tracebacks, 0 silently wrong outputs, 0 server
+errors (5xx), every request its expected status, and warm p99 < 100 ms for normal requests.
+
+Readers (seeded byte corruptions from ``galclip.data.corrupt``, ``--variants`` each):
+  desi-coadd / desi-redrock  a real DESI file from ../shared/data/real/desi, read with its
+                             partner file; outcome: error naming the file, reject naming it,
+                             output identical to the clean file's, or (redrock only: it carries
+                             no checksum) a changed but physically plausible redshift
+  dataset                    a small galclip dataset: half corrupted manifests (random deletions
+                             and type swaps), half corrupted shard bytes; `validate` with content
+                             checks must raise DatasetError or read back exactly the clean data
+Server (loopback, a separate process running `galclip serve`'s app and protocol):
+  ``--requests`` requests at ``--concurrency``: searches, objects, images, spectra, hostile
+  `where` strings, malformed / huge / bomb / fuzzed uploads; plus ``--slow-clients`` sockets
+  that never finish their headers or trickle a body at 1 byte/s (each must get 408).
+
+    .venv/bin/python benchmarks/reliability.py --variants 1000 --requests 10000 --concurrency 32
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "desi"
+TAG = "4-80613-thru20210324"
+EXACT = ("object_id", "ra", "dec", "spectrum_flux", "spectrum_ivar", "flux_g", "flux_r")
+
+
+# ----------------------------------------------------------------------------- readers
+def desi_outcome(clean: dict, coadd: Path, redrock: Path, bad: Path, which: str) -> str:
+    from galclip.data.desi import REDSHIFT_RANGE, read_desi_spectra
+    from galclip.data.format import DatasetError
+    from galclip.data.readers import RejectLog
+
+    try:
+        batch, rejects = read_desi_spectra(coadd, [redrock], rejects=RejectLog(strict=False))
+    except DatasetError as e:
+        return "error" if bad.name in str(e) else "WRONG: error not naming the file"
+    except Exception:  # noqa: BLE001 - counted: the campaign's point
+        return "TRACEBACK: " + traceback.format_exc(limit=1).splitlines()[-1][:100]
+    if rejects.items:                # left out and reported: never silent
+        if any(bad.name in r.file for r in rejects.items):
+            return "reject naming the corrupted file"
+        return f"reject of the object ({rejects.items[0].reason.split(':')[0]})"
+    if not batch or any(not np.array_equal(batch[k], clean[k]) for k in EXACT):
+        return "WRONG: data differ"
+    if batch["redshift"][0] == clean["redshift"][0]:
+        return "same"
+    lo, hi = REDSHIFT_RANGE
+    z = float(batch["redshift"][0])
+    if which == "redrock" and np.isfinite(z) and lo <= z <= hi:
+        return "undetectable (redrock has no checksum; Z plausible)"
+    return "WRONG: redshift"
+
+
+def desi_campaign(which: str, n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
+    from galclip.data.corrupt import byte_variants
+    from galclip.data.desi import read_desi_spectra
+
+    src = {"coadd": REAL / f"coadd-{TAG}.fits", "redrock": REAL / f"redrock-{TAG}.fits"}
+    clean, _ = read_desi_spectra(src["coadd"], [src["redrock"]])
+    files = {k: tmp / f"{which}-{v.name}" for k, v in src.items()}
+    for k, v in src.items():
+        shutil.copy(v, files[k])
+    tally: dict[str, int] = {}
+    for _, blob in byte_variants(src[which].read_bytes(), np.random.default_rng(seed), n):
+        if time.time() > deadline:
+            tally["(not run: time budget)"] = tally.get("(not run: time budget)", 0) + 1
+            continue
+        files[which].write_bytes(blob)
+        out = desi_outcome(clean, files["coadd"], files["redrock"], files[which], which)
+        tally[out] = tally.get(out, 0) + 1
+    return tally
+
+
+def _small_dataset(root: Path) -> Path:
+    from galclip import conventions as C
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+
+    root.mkdir(parents=True)
+    entries = []
+    for i in range(2):
+        rng = np.random.default_rng(i)
+        n = 6
+        entries.append(write_shard(root / shard_name(i), {
+            "object_id": np.arange(n * i, n * i + n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 10, n),
+            "redshift": rng.uniform(0.01, 0.6, n).astype(np.float32),
+            "image": rng.normal(size=(n, *C.IMAGE_SHAPE)).astype(np.float32),
+            "spectrum_flux": rng.normal(size=(n, C.N_WAVE)).astype(np.float32),
+            "spectrum_ivar": rng.uniform(0.5, 2, size=(n, C.N_WAVE)).astype(np.float32)}))
+    write_manifest(root, entries, Provenance(command="benchmarks/reliability.py"))
+    return root
+
+
+def _read_all(path: Path) -> dict[str, np.ndarray]:
+    from galclip.data import open_dataset
+
+    ds = open_dataset(path, verify=False)
+    return ds.read_columns(["object_id", "ra", "redshift", "image", "spectrum_flux"])
+
+
+def _mutate_manifest(m: dict, rng: np.random.Generator) -> dict:
+    junk = [None, -1, 0, 1.5, "", ".", "../x", "/etc/hostname", [], {}, [1, 2], True, "x" * 300]
+    m = copy.deepcopy(m)
+    node, key = m, ["format", "version", "n_rows", "shards", "columns"][int(rng.integers(5))]
+    while isinstance(node[key], (dict, list)) and node[key] and rng.random() < 0.7:
+        node = node[key]
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = keys[int(rng.integers(len(keys)))]
+    if rng.random() < 0.3 and isinstance(node, dict):
+        node.pop(key)
+    elif rng.random() < 0.2 and isinstance(node, list):
+        node.append(copy.deepcopy(node[0]))        # an entry listed twice
+    else:
+        node[key] = junk[int(rng.integers(len(junk)))]
+    return m
+
+
+def dataset_campaign(n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
+    from galclip.data.corrupt import byte_variants
+    from galclip.data.format import MANIFEST, DatasetError, validate_dataset
+
+    clean_dir = _small_dataset(tmp / "clean")
+    clean = _read_all(clean_dir)
+    manifest = json.loads((clean_dir / MANIFEST).read_text())
+    shard = (clean_dir / "part-00001.parquet").read_bytes()
+    rng = np.random.default_rng(seed)
+    work = tmp / "work"
+    shutil.copytree(clean_dir, work)
+    tally: dict[str, int] = {}
+    shard_variants = byte_variants(shard, rng, n)
+    for i in range(n):
+        if time.time() > deadline:
+            tally["(not run: time budget)"] = tally.get("(not run: time budget)", 0) + 1
+            continue
+        (work / MANIFEST).write_text(json.dumps(manifest))
+        (work / "part-00001.parquet").write_bytes(shard)
+        if i % 2:
+            (work / MANIFEST).write_text(json.dumps(_mutate_manifest(manifest, rng)))
+        else:
+            (work / "part-00001.parquet").write_bytes(next(shard_variants)[1])
+        try:
+            validate_dataset(work, content=True)
+            got = _read_all(work)
+            same = all(np.array_equal(got[k], clean[k], equal_nan=True) for k in clean)
+            out = "valid and identical" if same else "WRONG: valid but different"
+        except DatasetError:
+            out = "error"
+        except Exception:  # noqa: BLE001 - counted
+            out = "TRACEBACK: " + traceback.format_exc(limit=1).splitlines()[-1][:100]
+        tally[out] = tally.get(out, 0) + 1
+    return tally
+
+
+# ----------------------------------------------------------------------------- server
+def _serve_child(catalog: str, data: str, model: str, port: int, read_timeout: float) -> None:
+    import uvicorn
+
+    import galclip
+    from galclip.search.api import Catalog
+    from galclip.search.limits import timed_protocol
+    from galclip.search.server import create_app
+
+    cat = Catalog(catalog, model=galclip.load_model(model))
+    app = create_app(catalog=cat, data_dir=data, max_upload_bytes=2 * 2**20,
+                     cache_bytes=64 * 2**20)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error",
+                http=timed_protocol(read_timeout), limit_concurrency=512)
+
+
+def _prepare_server(tmp: Path) -> tuple[Path, Path, Path, np.ndarray]:
+    import torch
+
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP, save_model
+    from galclip.search.catalog import build_catalog
+    from galclip.search.index import build_index
+
+    data = tmp / "data"
+    data.mkdir()
+    entries = []
+    for i in range(4):
+        src = _small_dataset(tmp / f"part{i}")
+        rows = _read_all(src)
+        rows = {k: v for k, v in rows.items()}
+        rows["object_id"] = rows["object_id"] + 1000 * i
+        rows["dec"] = np.zeros(len(rows["ra"]))
+        rows["spectrum_ivar"] = np.ones_like(rows["spectrum_flux"])
+        entries.append(write_shard(data / shard_name(i), rows))
+        shutil.rmtree(src)
+    write_manifest(data, entries, Provenance(command="benchmarks/reliability.py"))
+    torch.manual_seed(0)
+    model = GalaxyCLIP(create_encoder("image-nano", depth=1),
+                       create_encoder("spectrum-nano", depth=1), embed_dim=8)
+    model_path = save_model(model, tmp / "tiny.safetensors")
+    cat = tmp / "catalog"
+    build_catalog(model, data, cat, model_path=model_path, progress=False)
+    for m in ("image", "spectrum"):
+        build_index(cat, m, kind="flat", verbose=False)
+    ids = np.concatenate([np.arange(12) + 1000 * i for i in range(4)])
+    return cat, data, model_path, ids
+
+
+def _upload_blobs(tmp: Path) -> dict[str, bytes]:
+    import io
+
+    from astropy.io import fits
+
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(3, 152, 152)).astype(np.float32)
+                    ).writeto(buf)
+    good = buf.getvalue()
+    hdr = fits.PrimaryHDU(np.zeros((1, 1, 1), np.float32)).header
+    hdr["NAXIS1"], hdr["NAXIS2"], hdr["NAXIS3"] = 10000, 10000, 3
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((3, 200, 200), np.float32))]
+                 ).writeto(buf)
+    bomb = buf.getvalue()
+    for i, (old, new) in enumerate(((200, 10000), (200, 10000)), 1):
+        bomb = bomb.replace(f"ZNAXIS{i} = {old:>20}".encode(), f"ZNAXIS{i} = {new:>20}".encode())
+    coadd = (REAL / f"coadd-{TAG}.fits").read_bytes()
+    return {"good": good, "huge": hdr.tostring().encode() + bytes(2880), "bomb": bomb,
+            "truncated-coadd": coadd[:300_000], "garbage": b"SIMPLE  = nonsense" * 400,
+            "too-large": good * 20}
+
+
+NORMAL = ("search", "search-where", "search-cross", "object", "info", "spectrum", "png")
+
+
+def _request_plan(n: int, ids: np.ndarray, blobs: dict[str, bytes], seed: int,
+                  only: tuple[str, ...] = ()) -> list[tuple]:
+    """(kind, method, url, params, files/data, expected statuses) for n requests."""
+    from galclip.data.corrupt import byte_variants
+
+    rng = np.random.default_rng(seed)
+    fuzzed = byte_variants(blobs["good"], rng, n)
+    kinds = ["search"] * 30 + ["search-where"] * 10 + ["search-cross"] * 8 + ["object"] * 8 + \
+        ["png"] * 5 + ["spectrum"] * 5 + ["info"] * 4 + ["where-40k"] * 4 + \
+        ["where-junk"] * 4 + ["unknown-id"] * 3 + ["bad-k"] * 3 + ["upload-good"] * 4 + \
+        ["upload-fuzzed"] * 4 + ["upload-huge", "upload-bomb", "upload-truncated-coadd",
+                                 "upload-garbage", "upload-too-large"] * 1
+    kinds = [k for k in kinds if k in only] if only else kinds
+    plan = []
+    for _ in range(n):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        oid = int(ids[int(rng.integers(len(ids)))])
+        plan.append(_one_request(kind, oid, rng, blobs, fuzzed))
+    return plan
+
+
+def _one_request(kind: str, oid: int, rng, blobs, fuzzed) -> tuple:
+    junk = "".join(chr(int(c)) for c in rng.integers(32, 127, size=int(rng.integers(1, 300))))
+    get = {
+        "search": ({"id": oid, "k": 10}, {200}),
+        "search-where": ({"id": oid, "k": 10, "where": "redshift > 0.3 and ra < 300"}, {200}),
+        "search-cross": ({"id": oid, "k": 10, "to": "spectrum"}, {200}),
+        "where-40k": ({"id": oid, "where": "redshift > " + "1" * 40_000 + "!"}, {400}),
+        "where-junk": ({"id": oid, "where": junk + " ?"}, {400}),
+        "unknown-id": ({"id": 999_999_999}, {404}),
+        "bad-k": ({"id": oid, "k": 0}, {422}),
+    }
+    if kind in get:
+        return kind, "GET", "/api/search", get[kind][0], None, get[kind][1]
+    paths = {"object": f"/api/objects/{oid}", "png": f"/api/objects/{oid}/image.png",
+             "spectrum": f"/api/objects/{oid}/spectrum", "info": "/api/info"}
+    if kind in paths:
+        return kind, "GET", paths[kind], {}, None, {200}
+    name = kind.removeprefix("upload-")
+    blob = next(fuzzed)[1] if name == "fuzzed" else blobs[name]
+    expect = {"good": {200}, "fuzzed": {200, 400, 413}, "bomb": {413}, "too-large": {413}}
+    return kind, "POST", "/api/search/upload", {}, blob, expect.get(name, {400})
+
+
+async def _drive(port: int, plan: list[tuple], concurrency: int) -> list[tuple]:
+    import httpx
+
+    sem = asyncio.Semaphore(concurrency)
+    results: list[tuple] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                 limits=limits) as client:
+        async def one(item):
+            kind, method, url, params, blob, expect = item
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    if method == "GET":
+                        r = await client.get(url, params=params)
+                    else:
+                        r = await client.post(url, files={"file": ("q.fits", blob)},
+                                              data={"kind": "image"})
+                    status = r.status_code
+                except httpx.HTTPError as e:
+                    status = f"client error {type(e).__name__}"
+                results.append((kind, status, status in expect, time.perf_counter() - t0))
+        await asyncio.gather(*(one(item) for item in plan))
+    return results
+
+
+async def _slow_client(port: int, payload: bytes, trickle: bool) -> tuple[bool, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.perf_counter()
+    writer.write(payload)
+    await writer.drain()
+    got = b""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(4096), timeout=1.0)
+        except TimeoutError:
+            if trickle:
+                try:
+                    writer.write(b"x")
+                    await writer.drain()
+                except (ConnectionError, OSError):
+                    break
+            if time.perf_counter() - t0 > 120:
+                break
+            continue
+        if not chunk:
+            break
+        got += chunk
+    writer.close()
+    return got.startswith(b"HTTP/1.1 408"), time.perf_counter() - t0
+
+
+async def _campaign(port: int, plan: list[tuple], concurrency: int, slow: int) -> tuple:
+    headers = b"GET /api/info HTTP/1.1\r\nhost: x\r\n"
+    body = (b"POST /api/search/upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n"
+            b"content-type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")
+    slow_tasks = [asyncio.create_task(_slow_client(port, headers if i % 3 == 0 else body,
+                                                   trickle=i % 3 != 0)) for i in range(slow)]
+    t0 = time.perf_counter()
+    results = await _drive(port, plan, concurrency)
+    wall = time.perf_counter() - t0
+    return results, wall, await asyncio.gather(*slow_tasks)
+
+
+def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, seed: int,
+                    tmp: Path) -> dict:
+    import socket
+
+    cat, data, model, ids = _prepare_server(tmp)
+    blobs = _upload_blobs(tmp)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = subprocess.Popen([sys.executable, __file__, "--serve-child", str(cat), str(data),
+                              str(model), str(port), str(read_timeout)])
+    try:
+        _wait_up(port)
+        warm = _request_plan(200, ids, blobs, seed + 1)
+        asyncio.run(_drive(port, warm, concurrency))
+        results, wall, slow_res = asyncio.run(_campaign(port, _request_plan(n, ids, blobs, seed),
+                                                        concurrency, slow))
+        sequential = asyncio.run(_drive(port, _request_plan(500, ids, blobs, seed + 2, NORMAL), 1))
+    finally:
+        child.terminate()
+        child.wait(10)
+    return {"results": results, "wall": wall, "slow": slow_res, "sequential": sequential}
+
+
+def _wait_up(port: int) -> None:
+    import httpx
+
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+# ----------------------------------------------------------------------------- report
+def print_tally(title: str, tally: dict[str, int]) -> None:
+    print(f"\n{title}: {sum(tally.values())} variants")
+    for k, v in sorted(tally.items(), key=lambda kv: -kv[1]):
+        print(f"  {v:6d}  {k}")
+
+
+def print_server(res: dict, concurrency: int, read_timeout: float) -> None:
+    rows = res["results"]
+    by_kind: dict[str, dict] = {}
+    for kind, status, ok, dt in rows:
+        d = by_kind.setdefault(kind, {"n": 0, "unexpected": 0, "statuses": {}, "ms": []})
+        d["n"] += 1
+        d["unexpected"] += not ok
+        d["statuses"][status] = d["statuses"].get(status, 0) + 1
+        d["ms"].append(dt * 1e3)
+    n5xx = sum(1 for _, s, _, _ in rows if isinstance(s, int) and s >= 500)
+    normal = [dt * 1e3 for k, s, ok, dt in rows if k in NORMAL]
+    seq = [dt * 1e3 for *_, dt in res["sequential"]]
+    print(f"\nserver: {len(rows)} requests at concurrency {concurrency} in {res['wall']:.1f} s "
+          f"({len(rows) / res['wall']:.0f} req/s); 5xx: {n5xx}; unexpected status: "
+          f"{sum(not ok for _, _, ok, _ in rows)}")
+    print(f"  normal requests (searches, objects, images, spectra, info): n={len(normal)}, "
+          f"p50 {np.percentile(normal, 50):.1f} ms, p99 {np.percentile(normal, 99):.1f} ms")
+    print(f"  the same kinds one at a time (warm, concurrency 1): n={len(seq)}, "
+          f"p50 {np.percentile(seq, 50):.1f} ms, p99 {np.percentile(seq, 99):.1f} ms, "
+          f"unexpected status {sum(not ok for _, _, ok, _ in res['sequential'])}")
+    print("  | kind | n | statuses | unexpected | p50 ms | p99 ms |")
+    print("  |---|---|---|---|---|---|")
+    for kind, d in sorted(by_kind.items()):
+        st = ", ".join(f"{k}: {v}" for k, v in sorted(d["statuses"].items(), key=str))
+        print(f"  | {kind} | {d['n']} | {st} | {d['unexpected']} | "
+              f"{np.percentile(d['ms'], 50):.1f} | {np.percentile(d['ms'], 99):.1f} |")
+    slow = res["slow"]
+    if slow:
+        got = sum(ok for ok, _ in slow)
+        print(f"  slow clients: {len(slow)} (1/3 unfinished headers, 2/3 bodies at 1 byte/s), "
+              f"{got} got 408; time to 408: max {max(t for _, t in slow):.1f} s "
+              f"(read timeout {read_timeout:g} s)")
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-child":
+        cat, data, model, port, timeout = sys.argv[2:7]
+        _serve_child(cat, data, model, int(port), float(timeout))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", type=int, default=1000, help="corrupted variants per reader")
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--slow-clients", type=int, default=300)
+    p.add_argument("--read-timeout", type=float, default=5.0)
+    p.add_argument("--budget-s", type=float, default=1200, help="time budget for the readers")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    deadline = time.time() + args.budget_s
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        t0 = time.perf_counter()
+        for which, seed in (("coadd", args.seed), ("redrock", args.seed + 1)):
+            (tmp / which).mkdir()
+            print_tally(f"desi-{which}", desi_campaign(which, args.variants, seed, tmp / which,
+                                                       deadline))
+        print_tally("dataset (manifest + shard)", dataset_campaign(args.variants, args.seed + 2,
+                                                                   tmp / "ds", deadline))
+        print(f"readers: {time.perf_counter() - t0:.0f} s")
+        (tmp / "server").mkdir()
+        res = server_campaign(args.requests, args.concurrency, args.slow_clients,
+                              args.read_timeout, args.seed + 3, tmp / "server")
+        print_server(res, args.concurrency, args.read_timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

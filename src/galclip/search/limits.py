@@ -1,0 +1,194 @@
+"""What keeps the explorer up under hostile requests: upload checks before any allocation, and
+read timeouts for slow clients.
+
+- :func:`check_fits_upload` walks an uploaded FITS file's headers (FITS Standard 4.0, sec. 4.4.1:
+  data size = |BITPIX| / 8 x GCOUNT x (PCOUNT + NAXIS1 x ... x NAXISn)) before astropy reads
+  any data: a header that declares more data than the file holds is a 400, a tile-compressed
+  HDU (``ZIMAGE``) that would decompress past :data:`MAX_DECOMPRESSED_BYTES` is a 413;
+- :func:`parse_upload` turns whatever a reader raises on a malformed file into a 400;
+- :func:`timed_protocol` is uvicorn's h11 protocol with one more rule: a request's headers and
+  body must arrive within ``read_timeout`` seconds of its first byte, else the client gets
+  ``408`` and the connection is closed (a connection that sends nothing is closed after the
+  same time). uvicorn itself has no such timeout: its keep-alive timer only runs while a
+  connection is idle between requests.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+BLOCK = 2880
+CARD = 80
+MAX_DECOMPRESSED_BYTES = 64 * 2**20     # a 3 x 2048 x 2048 float32 cube is 48 MiB
+MAX_HDUS = 64
+READ_TIMEOUT_S = 30.0
+
+
+class UploadRejected(ValueError):
+    """An upload refused before parsing; ``status`` is the HTTP code (400 or 413)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ----------------------------------------------------------------------------- FITS layout
+def _header_end(body: bytes, pos: int, name: str) -> int:
+    """Offset just past the 2880-byte block holding the END card of the header at ``pos``."""
+    for block in range(pos, len(body) - BLOCK + 1, BLOCK):
+        for card in range(block, block + BLOCK, CARD):
+            if body[card:card + 8] == b"END     ":
+                return block + BLOCK
+    raise UploadRejected(f"{name}: not a readable FITS file (the header at byte {pos} has no END "
+                         "card: truncated?)")
+
+
+def _int_card(header, key: str, name: str, default: int | None = None) -> int:
+    try:                          # astropy parses a card's value lazily, here
+        value = header.get(key, default)
+    except Exception as e:        # noqa: BLE001 - VerifyError and friends on a garbled card
+        raise UploadRejected(f"{name}: header card {key} is unreadable ({type(e).__name__})"
+                             ) from None
+    if type(value) is not int or value < 0 and key not in ("BITPIX", "ZBITPIX"):
+        raise UploadRejected(f"{name}: header card {key} is {value!r}, expected an integer")
+    return value
+
+
+def _card(header, key: str, name: str):
+    try:
+        return header.get(key)
+    except Exception as e:        # noqa: BLE001 - as in _int_card
+        raise UploadRejected(f"{name}: header card {key} is unreadable ({type(e).__name__})"
+                             ) from None
+
+
+def _sizes(header, name: str) -> tuple[int, int]:
+    """(data bytes in the file, bytes once decompressed) declared by one header."""
+    bitpix = _int_card(header, "BITPIX", name)
+    naxes = [_int_card(header, f"NAXIS{i}", name) for i in
+             range(1, _int_card(header, "NAXIS", name) + 1)]
+    pcount, gcount = _int_card(header, "PCOUNT", name, 0), _int_card(header, "GCOUNT", name, 1)
+    elements = 1
+    for n in naxes:
+        elements *= n
+    data = abs(bitpix) // 8 * gcount * (pcount + (elements if naxes else 0))
+    if _card(header, "ZIMAGE", name) is not True:
+        return data, data
+    zbitpix = _int_card(header, "ZBITPIX", name)
+    full = abs(zbitpix) // 8
+    for i in range(1, _int_card(header, "ZNAXIS", name) + 1):
+        full *= _int_card(header, f"ZNAXIS{i}", name)
+    return data, full
+
+
+def check_fits_upload(body: bytes, name: str,
+                      max_decompressed: int | None = None) -> list[tuple[int, int]]:
+    """Check an uploaded FITS file's declared layout; returns (data, decompressed) bytes per HDU.
+
+    Reads headers only, in time linear in the file size, so nothing is allocated for a size
+    the file merely claims. ``max_decompressed`` defaults to :data:`MAX_DECOMPRESSED_BYTES`."""
+    from astropy.io import fits
+
+    max_decompressed = MAX_DECOMPRESSED_BYTES if max_decompressed is None else max_decompressed
+    pos, out = 0, []
+    while pos + BLOCK <= len(body) and (not out or body[pos:pos + 8] == b"XTENSION"):
+        end = _header_end(body, pos, name)
+        try:
+            header = fits.Header.fromstring(body[pos:end].decode("ascii", "replace"))
+        except Exception as e:    # astropy raises many types on a garbled header
+            raise UploadRejected(f"{name}: HDU {len(out)}: unreadable header "
+                                 f"({type(e).__name__}: {e})") from None
+        data, full = _sizes(header, name)
+        if end + data > len(body):
+            raise UploadRejected(f"{name}: HDU {len(out)} declares {data} bytes of data but the "
+                                 f"file holds {len(body) - end} after its header (truncated?)")
+        if full > max(max_decompressed, data):     # only compressed HDUs can grow
+            raise UploadRejected(f"{name}: HDU {len(out)} would decompress to {full} bytes, "
+                                 f"limit {max_decompressed}", status=413)
+        out.append((data, full))
+        if len(out) > MAX_HDUS:
+            raise UploadRejected(f"{name}: more than {MAX_HDUS} HDUs")
+        pos = end + -(-data // BLOCK) * BLOCK
+    if not out:
+        raise UploadRejected(f"{name}: not a readable FITS file (shorter than one 2880-byte "
+                             "block)")
+    return out
+
+
+def parse_upload(reader: Callable[[bytes, str], T], body: bytes, name: str) -> T:
+    """Run a query-file reader on a checked upload; any error a malformed file can cause
+    (a missing HDU's KeyError, astropy's many exception types) becomes a 400."""
+    from astropy.io.fits.verify import VerifyError
+
+    check_fits_upload(body, name)
+    try:
+        return reader(body, name)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OSError,
+            ArithmeticError, EOFError, VerifyError) as e:
+        if isinstance(e, UploadRejected):
+            raise
+        detail = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise UploadRejected(f"{name}: cannot use this file ({type(e).__name__}: "
+                             f"{detail})") from None
+
+
+# ----------------------------------------------------------------------------- slow clients
+def timed_protocol(read_timeout: float = READ_TIMEOUT_S) -> type:
+    """uvicorn's H11Protocol with a deadline on reading each request (headers and body)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        """The deadline starts with a request's first byte (or with the connection); an idle
+        keep-alive connection is left to uvicorn's own keep-alive timeout."""
+
+        _read_deadline: Any = None
+        _got_bytes = False
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_read_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            self._got_bytes = True
+            if self._read_deadline is None:
+                self._arm_read_deadline()
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._cancel_read_deadline()
+            self._got_bytes = False
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._cancel_read_deadline()
+            super().connection_lost(exc)
+
+        def _arm_read_deadline(self) -> None:
+            self._cancel_read_deadline()
+            self._read_deadline = self.loop.call_later(read_timeout, self._read_expired)
+
+        def _cancel_read_deadline(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _read_expired(self) -> None:
+            self._read_deadline = None
+            c = self.cycle
+            if self.transport.is_closing() or (c is not None and c.response_started):
+                return
+            waiting = c is None or c.response_complete or c.more_body   # headers or body
+            if not waiting:
+                return                                 # request read; the app is working
+            if self._got_bytes:
+                msg = f"request not received within {read_timeout:g} s\n".encode()
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain"
+                                     b"\r\nconnection: close\r\ncontent-length: " +
+                                     str(len(msg)).encode() + b"\r\n\r\n" + msg)
+            if c is not None and not c.response_complete:
+                c.disconnected = True
+                c.message_event.set()
+            self.transport.close()
+
+    return TimedH11Protocol
