@@ -11,6 +11,12 @@ Embedding goes through the shared inference function
 ``galclip.models.inference.iter_embeddings`` (eval mode, no grad, no dropped rows). The work is
 split into fixed row ranges, one shard each, written atomically: a killed run resumes at the
 first missing shard and ends with the same catalog as an uninterrupted run.
+
+Under ``torchrun`` (or SLURM / Lightning, anything that sets ``RANK`` and ``WORLD_SIZE``) each
+of N ranks embeds shards ``i`` with ``i % N == rank`` and writes them itself; the shard
+boundaries do not depend on N, so the shards, and the manifest rank 0 writes once every shard
+exists, are the same as a one-process run's. The ranks meet at ``torch.distributed`` barriers
+(gloo on CPU, nccl on GPU); the catalog folder must be on a filesystem all ranks see.
 """
 from __future__ import annotations
 
@@ -86,6 +92,10 @@ class RowRange:
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+    def row_range(self, lo: int, hi: int) -> RowRange:
+        """Rows [lo, hi) of this range (what DataLoader workers read, one batch each)."""
+        return RowRange(self.dataset, self.start + lo, self.start + hi)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
@@ -248,44 +258,38 @@ def embed_range(model, rows: RowRange, modalities: Sequence[str], batch_size: in
                 ) -> dict[str, Any]:
     """Embed rows through ``embed_fn`` (the ``iter_embeddings`` contract); arrays in row order."""
     ids, emb = [], {m: [] for m in modalities}
-    with _autocast(device):
-        for batch in embed_fn(model, rows, batch_size=batch_size, device=device,
-                              modalities=tuple(modalities)):
-            ids.append(_to_numpy(batch["object_id"]).astype(np.int64))
-            for m in modalities:
-                emb[m].append(_to_numpy(batch[embedding_column(m)]).astype(np.float32))
-            if on_batch:
-                on_batch(len(ids[-1]))
+    for batch in embed_fn(model, rows, batch_size=batch_size, device=device,
+                          modalities=tuple(modalities)):
+        ids.append(_to_numpy(batch["object_id"]).astype(np.int64))
+        for m in modalities:
+            emb[m].append(_to_numpy(batch[embedding_column(m)]).astype(np.float32))
+        if on_batch:
+            on_batch(len(ids[-1]))
     return {"object_id": np.concatenate(ids), **{m: np.concatenate(v) for m, v in emb.items()}}
 
 
-def _autocast(device):
-    """bf16 autocast on a GPU (embeddings come back as float32), plain fp32 on the CPU."""
-    import contextlib
+def _default_embed_fn(num_workers: int = 0) -> Callable:
+    """``iter_embeddings`` (bf16 autocast on a GPU), decoding in ``num_workers`` processes."""
+    import functools
 
-    if device is None or not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
-def _default_embed_fn() -> Callable:
     from galclip.models.inference import iter_embeddings
 
-    return iter_embeddings
+    return functools.partial(iter_embeddings, num_workers=num_workers)
 
 
 def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_path: str | Path,
                   columns: Sequence[str] | None = None, modalities: Sequence[str] = MODALITIES,
                   batch_size: int = 64, device=None, rows_per_shard: int = ROWS_PER_SHARD,
                   overwrite: bool = False, embed_fn: Callable | None = None,
-                  progress: bool = True, max_shards: int | None = None) -> dict[str, Any] | None:
+                  progress: bool = True, max_shards: int | None = None,
+                  num_workers: int = 0) -> dict[str, Any] | None:
     """Embed every row of a dataset into a catalog folder; resumable per shard.
 
     ``model`` must follow the CLIP model interface and ``model_path`` is its checkpoint (whose
     sha256 identifies the catalog's model). ``max_shards`` stops after that many new shards
     (returns None; rerun to continue). Returns the manifest once the catalog is complete.
+    Under torchrun each rank embeds its share of the shards (see the module docstring);
+    ``num_workers`` processes per rank decode the dataset ahead of the model.
     """
     from galclip.data import open_dataset
 
@@ -299,40 +303,78 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
         raise CatalogError(f"{Path(data_dir) / MANIFEST}: no column set for any modality "
                            f"{list(modalities)} (needs {MODALITY_INPUTS})")
     plan = _plan(model_sha, dataset, cols, mods, rows_per_shard)
-    _check_plan(out, plan, overwrite)
-    entries = _embed_shards(model, dataset, out, plan, batch_size, device,
-                            embed_fn or _default_embed_fn(), progress, max_shards)
-    if entries is None:
+    ranks = Ranks.from_env()
+    if ranks.rank == 0:
+        _check_plan(out, plan, overwrite)
+    ranks.barrier()  # no rank writes a shard before rank 0 has checked (or cleared) the folder
+    embed_fn = embed_fn or _default_embed_fn(num_workers)
+    _embed_shards(model, dataset, out, plan, batch_size, device, embed_fn,
+                  progress and ranks.rank == 0, max_shards, ranks)
+    ranks.barrier()  # every rank has written its shards
+    entries = [_finished_shard(out, catalog_shard_name(i), hi - lo, model_sha)
+               for i, (lo, hi) in enumerate(plan["ranges"])]
+    if any(e is None for e in entries):
         return None
-    return _write_catalog_manifest(out, entries, plan, dataset, model_path, batch_size)
+    manifest = _catalog_manifest(entries, plan, dataset, model_path, batch_size, out)
+    if ranks.rank == 0:
+        write_json_atomic(out / MANIFEST, manifest)
+    ranks.barrier()  # the manifest exists when any rank returns
+    return manifest
+
+
+class Ranks:
+    """This process's place among the ranks of a distributed run (``RANK``/``WORLD_SIZE`` as set
+    by torchrun, SLURM wrappers or Lightning); one rank when they are absent."""
+
+    def __init__(self, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        self.rank, self.world = rank, world
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    def mine(self, shard: int) -> bool:
+        return shard % self.world == self.rank
+
+    def barrier(self) -> None:
+        """Wait for every rank (starting the process group on first use: nccl on a GPU,
+        gloo otherwise; a day's timeout, since ranks may wait for a slow one's shards)."""
+        if self.world == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, timeout=_dt.timedelta(hours=24))
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: int, device,
-                  embed_fn: Callable, progress: bool, max_shards: int | None):
+                  embed_fn: Callable, progress: bool, max_shards: int | None,
+                  ranks: Ranks) -> None:
+    """Embed this rank's missing shards (at most ``max_shards`` of them)."""
     from tqdm.auto import tqdm
 
-    entries, todo = [], []
-    for i, (lo, hi) in enumerate(plan["ranges"]):
-        entry = _finished_shard(out, catalog_shard_name(i), hi - lo, plan["model_sha256"])
-        entries.append(entry)
-        if entry is None:
-            todo.append(i)
-    done_rows = sum(e["n_rows"] for e in entries if e)
-    bar = tqdm(total=plan["n_rows"], initial=done_rows, unit="obj", unit_scale=True,
-               desc="embed", disable=not progress, smoothing=0.1)
-    t0, new_rows = time.perf_counter(), 0
-    for n_new, i in enumerate(todo):
-        if max_shards is not None and n_new >= max_shards:
-            bar.close()
-            return None
-        entries[i] = _embed_one_shard(model, dataset, out, i, plan, batch_size, device,
-                                      embed_fn, bar.update)
-        new_rows += entries[i]["n_rows"]
+    todo = [i for i, (lo, hi) in enumerate(plan["ranges"]) if ranks.mine(i)
+            and _finished_shard(out, catalog_shard_name(i), hi - lo, plan["model_sha256"]) is None]
+    todo = todo[:max_shards] if max_shards is not None else todo
+    rows = sum(plan["ranges"][i][1] - plan["ranges"][i][0] for i in todo)
+    bar = tqdm(total=rows, unit="obj", unit_scale=True, desc=f"embed (rank {ranks.rank}/"
+               f"{ranks.world})", disable=not progress, smoothing=0.1)
+    t0 = time.perf_counter()
+    for i in todo:
+        _embed_one_shard(model, dataset, out, i, plan, batch_size, device, embed_fn, bar.update)
     bar.close()
     dt = time.perf_counter() - t0
-    if progress and new_rows:
-        print(f"embedded {new_rows} objects in {dt:.1f} s ({new_rows / max(dt, 1e-9):.1f} objects/s)")
-    return entries
+    if progress and rows:
+        print(f"embedded {rows} objects in {dt:.1f} s ({rows / max(dt, 1e-9):.1f} objects/s"
+              f"{f' on rank 0 of {ranks.world}' if ranks.world > 1 else ''})")
 
 
 def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[str, Any] | None:
@@ -369,8 +411,8 @@ def _embed_one_shard(model, dataset, out: Path, i: int, plan: dict[str, Any], ba
     return {**entry, "rows": [lo, hi]}
 
 
-def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict[str, Any],
-                            dataset, model_path, batch_size: int) -> dict[str, Any]:
+def _catalog_manifest(entries: list[dict[str, Any]], plan: dict[str, Any], dataset, model_path,
+                      batch_size: int, out: Path) -> dict[str, Any]:
     from galclip import __version__
 
     columns = column_schema(out / entries[0]["file"])
@@ -388,7 +430,6 @@ def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict
                        "batch_size": batch_size, "rows_per_shard": plan["rows_per_shard"],
                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
     }
-    write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
