@@ -513,12 +513,7 @@ def read_catalog_table(path: str | Path, columns: Sequence[str] | None = None) -
 def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (M, E) float32, rows (M,) int64): the non-null embeddings of one modality and
     their row numbers in the catalog."""
-    col = read_catalog_table(path, [embedding_column(modality)]).column(0).combine_chunks()
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(valid).astype(np.int64)
-    dim = col.type.list_size
-    vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(vectors.reshape(-1, dim), dtype=np.float32), rows
+    return _valid_vectors(read_catalog_table(path, [embedding_column(modality)]).column(0))
 
 
 def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None):
@@ -540,3 +535,67 @@ def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out
+
+
+# ----------------------------------------------------------------------------- streaming
+def _valid_vectors(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (M, E) float32, positions (M,)) of the non-null entries of an embedding column."""
+    col = col.combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
+    return (np.ascontiguousarray(vectors.reshape(-1, col.type.list_size), dtype=np.float32),
+            np.flatnonzero(valid).astype(np.int64))
+
+
+def iter_embedding_chunks(path: str | Path, modality: str, chunk_rows: int = 262_144
+                          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream ``(vectors (M, E) float32, rows (M,) int64)`` of one modality's non-null
+    embeddings, shard by shard, never holding more than about ``chunk_rows`` catalog rows."""
+    path = Path(path)
+    manifest = read_catalog_manifest(path)
+    col, start = embedding_column(modality), 0
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    n_held = 0
+    for s in manifest["shards"]:
+        f = pq.ParquetFile(path / s["file"])
+        for g in range(f.num_row_groups):
+            vectors, pos = _valid_vectors(f.read_row_group(g, columns=[col]).column(0))
+            parts.append((vectors, pos + start))
+            n_held += f.metadata.row_group(g).num_rows
+            start += f.metadata.row_group(g).num_rows
+            if n_held >= chunk_rows:
+                yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+                parts, n_held = [], 0
+    if parts:
+        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def sample_embeddings(path: str | Path, modality: str, n: int, seed: int = 0,
+                      chunk_rows: int = 262_144) -> np.ndarray:
+    """About ``n`` embeddings drawn uniformly from the catalog in one streaming pass (each row
+    kept with probability n / catalog rows): a training sample that never loads the whole."""
+    total = read_catalog_manifest(path)["n_rows"]
+    p = min(1.0, n / max(total, 1))
+    rng = np.random.default_rng(seed)
+    kept = [v[rng.random(len(v)) < p] for v, _ in iter_embedding_chunks(path, modality, chunk_rows)]
+    return np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)
+
+
+def read_embedding_row(path: str | Path, manifest: dict[str, Any], modality: str, row: int
+                       ) -> np.ndarray:
+    """The stored (E,) embedding of one catalog row, reading the one row group that holds it."""
+    path = Path(path)
+    offsets = np.cumsum([0] + [s["n_rows"] for s in manifest["shards"]])
+    i = int(np.searchsorted(offsets, row, side="right") - 1)
+    f = pq.ParquetFile(path / manifest["shards"][i]["file"])
+    local = row - int(offsets[i])
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if local < n:
+            col = f.read_row_group(g, columns=[embedding_column(modality)]).column(0)
+            value = col[local]
+            if not value.is_valid:
+                raise CatalogError(f"{path}: row {row} has no {embedding_column(modality)}")
+            return np.asarray(value.values.to_numpy(zero_copy_only=False), np.float32)
+        local -= n
+    raise CatalogError(f"{path}: row {row} is beyond the catalog's {offsets[-1]} rows")

@@ -13,12 +13,17 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
-    p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw"], default="auto")
+    p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8"],
+                   default="auto", help="ivfpq / ivfsq8: compressed, built in chunks, in parts "
+                                        "(auto picks ivfsq8 from 5M vectors)")
     p.add_argument("--threshold", type=int, default=50_000,
                    help="auto: exact below this many vectors, approximate above")
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
     p.add_argument("--modalities", default=None, help="default: every modality of the catalog")
+    p.add_argument("--pq-m", type=int, default=None, help="ivfpq: bytes per vector (default dim/4)")
+    p.add_argument("--part-vectors", type=int, default=None,
+                   help="ivfpq/ivfsq8: vectors per index part file (default 20M)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
             else read_catalog_manifest(args.catalog)["modalities"])
     for m in mods:
         build_index(args.catalog, m, kind=args.kind, threshold=args.threshold,
-                    target_recall=args.target_recall, nlist=args.nlist)
+                    target_recall=args.target_recall, nlist=args.nlist,
+                    compress={"pq_m": args.pq_m, "part_vectors": args.part_vectors})
     return 0
