@@ -197,24 +197,35 @@ def read_parts(folder: Path, names: list[str]) -> ShardedIVF:
     return ShardedIVF([faiss.read_index(str(folder / n)) for n in names])
 
 
+class StreamedKnn:
+    """Exact top-k positions of each query over vectors fed in order (``add``), by brute force
+    ``block_floats`` scores at a time: ground truth without holding all vectors."""
+
+    def __init__(self, queries: np.ndarray, k: int, block_floats: int):
+        self.queries, self.k, self.seen = queries, k, 0
+        self.block = max(16, block_floats // max(1, len(queries)))
+        self.best_s = np.full((len(queries), 0), -np.inf, np.float32)
+        self.positions = np.zeros((len(queries), 0), np.int64)  # (Q, k), unordered
+
+    def add(self, vectors: np.ndarray) -> None:
+        for lo in range(0, len(vectors), self.block):
+            s = self.queries @ vectors[lo:lo + self.block].T  # (Q, b)
+            top = _top(s, self.k)
+            best_s = np.concatenate([self.best_s, np.take_along_axis(s, top, 1)], axis=1)
+            best_p = np.concatenate([self.positions, top + self.seen], axis=1)
+            keep = _top(best_s, self.k)
+            self.best_s = np.take_along_axis(best_s, keep, 1)
+            self.positions = np.take_along_axis(best_p, keep, 1)
+            self.seen += s.shape[1]
+
+
 def exact_knn_streamed(chunks: Iterator[tuple[np.ndarray, np.ndarray]], queries: np.ndarray,
                        k: int, block_floats: int) -> np.ndarray:
-    """Exact top-k index positions (positions count the streamed vectors in order) of each
-    query, by brute force over the chunks: ground truth without holding all vectors. Scores
-    are computed about ``block_floats`` at a time, (Q, block) per matrix product."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_p = np.zeros((len(queries), 0), np.int64)
-    block, seen = max(16, block_floats // max(1, len(queries))), 0
+    """(Q, k) exact neighbour positions (counting the streamed vectors in order) of queries."""
+    knn = StreamedKnn(queries, k, block_floats)
     for vectors, _ in chunks:
-        for lo in range(0, len(vectors), block):
-            s = queries @ vectors[lo:lo + block].T  # (Q, b)
-            top = _top(s, k)
-            best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
-            best_p = np.concatenate([best_p, top + seen], axis=1)
-            keep = _top(best_s, k)
-            best_s, best_p = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_p, keep, 1)
-            seen += s.shape[1]
-    return best_p
+        knn.add(vectors)
+    return knn.positions
 
 
 def _top(s: np.ndarray, k: int) -> np.ndarray:
