@@ -124,3 +124,18 @@ def test_filtered_search_over_compressed_parts(cat, kind, monkeypatch):
         best = spec_rows[allowed[spec_rows]][np.argsort(-(spec[allowed] @ img[row]))[:10]]
         hits.append(len(np.intersect1d(got, best)) / 10)
     assert np.mean(hits) >= (0.9 if kind == "ivfsq8" else 0.4), hits
+
+
+def test_galclip_index_cli_builds_parts_that_search_loads(tmp_path, capsys):
+    from galclip.cli import main
+    from galclip.search.api import Catalog
+
+    _, _, meta, _ = _catalog(tmp_path, 6000)
+    assert main(["index", str(tmp_path), "--kind", "ivfsq8", "--part-vectors", "2500",
+                 "--modalities", "image"]) == 0
+    assert "ivfsq8 index over 6000 vectors" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("index-image.part-*")) == [
+        f"index-image.part-00{i}.faiss" for i in range(3)]
+    res = Catalog(tmp_path).search(id=int(meta["object_id"][3]), k=5)
+    assert len(res.neighbours) == 5 and int(meta["object_id"][3]) not in [
+        n["object_id"] for n in res.neighbours]
