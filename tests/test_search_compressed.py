@@ -139,3 +139,20 @@ def test_galclip_index_cli_builds_parts_that_search_loads(tmp_path, capsys):
     res = Catalog(tmp_path).search(id=int(meta["object_id"][3]), k=5)
     assert len(res.neighbours) == 5 and int(meta["object_id"][3]) not in [
         n["object_id"] for n in res.neighbours]
+
+
+@pytest.mark.parametrize("codec", ["sq8", "pq"])
+def test_adding_with_a_separate_assigner_equals_faiss_add(codec):
+    """The build assigns lists with a copy of the quantizer (a GPU one under faiss-gpu): the
+    codes stored must be those of plain ``index.add``."""
+    import faiss
+
+    from galclip.search.ivfpq import add_assigned, trained_index
+
+    x = clustered_vectors(3000, 32, seed=4)
+    trained = trained_index(x, 20, codec, pq_m=8)
+    plain, ours = faiss.clone_index(trained), faiss.clone_index(trained)
+    plain.add(x)
+    add_assigned(ours, faiss.clone_index(trained.quantizer), x)
+    plain.nprobe = ours.nprobe = 4
+    np.testing.assert_array_equal(plain.search(x[:50], 10)[1], ours.search(x[:50], 10)[1])

@@ -11,7 +11,8 @@ built on different machines from their own catalog shards, and a query searches 
 merges the results (``ShardedIVF``). IVF-SQ8 (8-bit scalar quantization, one byte per
 dimension: 264 B per 256-d vector) is the same machinery with codes 4x smaller than floats
 instead of 16x, for when PQ's recall ceiling is too low. With ``faiss-gpu`` installed (extra
-``galclip[gpu]``) the coarse k-means runs on the GPUs; search stays on the CPU.
+``galclip[gpu]``) the coarse k-means and the assignment of every vector to its list (the
+dominant cost of adding, N x nlist dot products) run on the GPUs; search stays on the CPU.
 """
 from __future__ import annotations
 
@@ -68,6 +69,27 @@ def gpu_clustering_index(d: int):
     return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
 
 
+def coarse_assigner(trained):
+    """The index that assigns vectors to inverted lists: a GPU copy of the coarse quantizer
+    when faiss-gpu sees a GPU, else the quantizer itself."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return trained.quantizer
+    return faiss.index_cpu_to_all_gpus(faiss.clone_index(trained.quantizer))
+
+
+def add_assigned(index, assigner, x: np.ndarray) -> None:
+    """``index.add(x)`` with the list assignment done by ``assigner`` (e.g. on a GPU)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, np.float32)
+    if len(x) == 0:
+        return
+    lists = np.ascontiguousarray(assigner.search(x, 1)[1][:, 0], dtype=np.int64)
+    index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(lists))
+
+
 def build_parts(trained, chunks: Iterator[tuple[np.ndarray, np.ndarray]], part_vectors: int,
                 write_part=None) -> tuple[list, np.ndarray]:
     """Add every chunk to copies of ``trained``; a part closes at ``part_vectors`` vectors (a
@@ -77,11 +99,12 @@ def build_parts(trained, chunks: Iterator[tuple[np.ndarray, np.ndarray]], part_v
 
     part_vectors = max(8, part_vectors - part_vectors % 8)
     parts, rows, current = [], [], faiss.clone_index(trained)
+    assigner = coarse_assigner(trained)
     for vectors, r in chunks:
         lo = 0
         while lo < len(vectors):
             take = min(len(vectors) - lo, part_vectors - current.ntotal)
-            current.add(vectors[lo:lo + take])
+            add_assigned(current, assigner, vectors[lo:lo + take])
             lo += take
             if current.ntotal == part_vectors:
                 parts.append(_close(len(parts), current, write_part))
