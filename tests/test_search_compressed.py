@@ -156,3 +156,11 @@ def test_adding_with_a_separate_assigner_equals_faiss_add(codec):
     add_assigned(ours, faiss.clone_index(trained.quantizer), x)
     plain.nprobe = ours.nprobe = 4
     np.testing.assert_array_equal(plain.search(x[:50], 10)[1], ours.search(x[:50], 10)[1])
+
+
+def test_too_small_a_catalog_for_ivfpq_is_a_clear_error(tmp_path):
+    from galclip.search.catalog import CatalogError
+
+    _catalog(tmp_path, 200)
+    with pytest.raises(CatalogError, match="too few to train IVF-PQ"):
+        build_index(tmp_path, "image", kind="ivfpq", verbose=False)

@@ -260,8 +260,8 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
                      part_vectors: int | None = None, chunk_rows: int = CHUNK_ROWS,
                      target_recall: float = TARGET_RECALL, save: bool = True,
                      seed: int = 0) -> LoadedIndex:
-    """IVF-PQ (or IVF-SQ8) over one modality, reading the catalog in chunks of ``chunk_rows`` rows: train
-    on a uniform sample, add chunk by chunk into parts of ``part_vectors`` (written as they
+    """IVF-PQ (or IVF-SQ8) over one modality, reading the catalog ``chunk_rows`` rows at a
+    time: train on a uniform sample, add chunk by chunk into parts of ``part_vectors`` (written as they
     close when saving), tune nprobe against exact neighbours found by streaming brute force."""
     from galclip.search import ivfpq
 
@@ -269,9 +269,12 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
     nlist = nlist or _default_nlist(manifest["n_rows"])
     sample = sample_embeddings(catalog_dir, modality, max(TRAIN_PER_LIST * nlist, 10_240), seed,
                                chunk_rows)
-    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)  # in place
     if sample.size == 0:
         raise CatalogError(f"{catalog_dir}: column {embedding_column(modality)} is null everywhere")
+    if kind == "ivfpq" and len(sample) < 256:
+        raise CatalogError(f"{catalog_dir}: {len(sample)} {embedding_column(modality)} vectors are "
+                           f"too few to train IVF-PQ's 256 codes per sub-vector; use --kind flat")
+    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)  # in place
     trained = ivfpq.trained_index(sample, min(nlist, max(1, len(sample) // 39)), COMPRESSED[kind],
                                   pq_m, seed)
     n_train = len(sample)
