@@ -76,7 +76,7 @@ def test_two_gloo_ranks_finish_a_killed_run_into_the_one_process_catalog(tiny):
 
 
 def test_a_rank_embeds_only_its_share_and_leaves_the_manifest_to_the_end(tiny, monkeypatch):
-    """Rank 1 of 2 alone (no barrier partner: barriers stubbed) writes shards 1 and 3 only."""
+    """Rank 1 of 2 alone (no partner: collectives stubbed) writes shards 1 and 3 only."""
     import galclip
     from galclip.search import catalog
 
@@ -84,6 +84,8 @@ def test_a_rank_embeds_only_its_share_and_leaves_the_manifest_to_the_end(tiny, m
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(catalog.Ranks, "barrier", lambda self: None)
+    monkeypatch.setattr(catalog.Ranks, "all_gather", lambda self, obj: [obj])
+    monkeypatch.setattr(catalog.Ranks, "broadcast", lambda self, obj: None)  # rank 0's answer
     out = root / "rank1"
     assert catalog.build_catalog(galclip.load_model(model), data, out, model_path=model,
                                  rows_per_shard=4, batch_size=3, progress=False) is None

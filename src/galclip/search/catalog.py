@@ -308,18 +308,17 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
         _check_plan(out, plan, overwrite)
     ranks.barrier()  # no rank writes a shard before rank 0 has checked (or cleared) the folder
     embed_fn = embed_fn or _default_embed_fn(num_workers)
-    _embed_shards(model, dataset, out, plan, batch_size, device, embed_fn,
-                  progress and ranks.rank == 0, max_shards, ranks)
-    ranks.barrier()  # every rank has written its shards
-    entries = [_finished_shard(out, catalog_shard_name(i), hi - lo, model_sha)
-               for i, (lo, hi) in enumerate(plan["ranges"])]
-    if any(e is None for e in entries):
-        return None
-    manifest = _catalog_manifest(entries, plan, dataset, model_path, batch_size, out)
-    if ranks.rank == 0:
-        write_json_atomic(out / MANIFEST, manifest)
-    ranks.barrier()  # the manifest exists when any rank returns
-    return manifest
+    written = _embed_shards(model, dataset, out, plan, batch_size, device, embed_fn,
+                            progress and ranks.rank == 0, max_shards, ranks)
+    written = {i: e for part in ranks.all_gather(written) for i, e in part.items()}
+    manifest = None
+    if ranks.rank == 0:  # only shards of earlier runs are read back and hashed again
+        entries = [written.get(i) or _finished_shard(out, catalog_shard_name(i), hi - lo, model_sha)
+                   for i, (lo, hi) in enumerate(plan["ranges"])]
+        if all(e is not None for e in entries):
+            manifest = _catalog_manifest(entries, plan, dataset, model_path, batch_size, out)
+            write_json_atomic(out / MANIFEST, manifest)
+    return ranks.broadcast(manifest)  # every rank returns once the manifest exists
 
 
 class Ranks:
@@ -354,11 +353,33 @@ class Ranks:
         else:
             dist.barrier()
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        self.barrier()  # starts the process group if needed
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: int, device,
                   embed_fn: Callable, progress: bool, max_shards: int | None,
-                  ranks: Ranks) -> None:
-    """Embed this rank's missing shards (at most ``max_shards`` of them)."""
+                  ranks: Ranks) -> dict[int, dict[str, Any]]:
+    """Embed this rank's missing shards (at most ``max_shards`` of them); their manifest
+    entries by shard number."""
     from tqdm.auto import tqdm
 
     todo = [i for i, (lo, hi) in enumerate(plan["ranges"]) if ranks.mine(i)
@@ -368,13 +389,14 @@ def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: i
     bar = tqdm(total=rows, unit="obj", unit_scale=True, desc=f"embed (rank {ranks.rank}/"
                f"{ranks.world})", disable=not progress, smoothing=0.1)
     t0 = time.perf_counter()
-    for i in todo:
-        _embed_one_shard(model, dataset, out, i, plan, batch_size, device, embed_fn, bar.update)
+    written = {i: _embed_one_shard(model, dataset, out, i, plan, batch_size, device, embed_fn,
+                                   bar.update) for i in todo}
     bar.close()
     dt = time.perf_counter() - t0
     if progress and rows:
         print(f"embedded {rows} objects in {dt:.1f} s ({rows / max(dt, 1e-9):.1f} objects/s"
               f"{f' on rank 0 of {ranks.world}' if ranks.world > 1 else ''})")
+    return written
 
 
 def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[str, Any] | None:
