@@ -68,8 +68,9 @@ def main() -> None:
     import torch
 
     from galclip.data import open_dataset
+    from galclip.models.inference import autocast as _autocast
     from galclip.models.inference import iter_embeddings
-    from galclip.search.catalog import _autocast, build_catalog
+    from galclip.search.catalog import build_catalog
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as d:

@@ -7,10 +7,21 @@ approximate index look bad). At 100k the whole `Catalog.search` path is also tim
 written to Parquet, index loaded, metadata assembled per result).
 
     .venv/bin/python benchmarks/search_latency.py --sizes 100000 1000000 --dim 256
+
+Compressed indexes (IVF-SQ8, IVF-PQ; ``--compressed``) are built as galclip builds them for a
+survey catalog: vectors generated chunk by chunk (never all in memory), the quantizers trained
+on a uniform sample, codes added in chunks, exact neighbours found by streaming brute force
+over the same chunks; nprobe tuned on half the queries, recall and latency measured on the
+other half. ``--compressed-only-above`` skips flat/IVF-Flat above a size (their raw vectors
+would not fit), so 10^7 runs in ~3 GB:
+
+    .venv/bin/python benchmarks/search_latency.py --sizes 100000 1000000 10000000 \
+        --compressed ivfsq8 ivfpq --compressed-only-above 1000000
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 
@@ -26,6 +37,77 @@ def clustered(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarray:
         x[lo:lo + m] = centres[rng.integers(0, n_clusters, m)] + 0.35 * rng.normal(size=(m, dim))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
+
+
+CHUNK = 250_000
+
+
+def clustered_chunks(n: int, dim: int, n_clusters: int, seed: int):
+    """The same distribution as ``clustered``, generated ``CHUNK`` rows at a time (chunk i from
+    its own seed, so a second pass regenerates the same vectors)."""
+    centres = np.random.default_rng(seed).normal(size=(n_clusters, dim)).astype(np.float32)
+    for i, lo in enumerate(range(0, n, CHUNK)):
+        rng = np.random.default_rng([seed, i])
+        m = min(CHUNK, n - lo)
+        x = centres[rng.integers(0, n_clusters, m)] + 0.35 * rng.normal(size=(m, dim)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield x
+
+
+def counterpart(x: np.ndarray, seed: int) -> np.ndarray:
+    """The other modality of the same galaxies: noise of norm ~0.5 (cosine ~0.9), unit norm."""
+    y = x + (0.5 / np.sqrt(x.shape[1])) * np.random.default_rng(seed).normal(size=x.shape).astype(np.float32)
+    return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+
+def sample_pass(n: int, dim: int, n_train: int, n_queries: int):
+    """One generating pass: a uniform training sample and query vectors (held apart)."""
+    rng = np.random.default_rng(3)
+    train, own = [], []
+    for x in clustered_chunks(n, dim, max(50, n // 1000), seed=0):
+        train.append(x[rng.random(len(x)) < n_train / n])
+        own.append(x[rng.random(len(x)) < n_queries / n])
+    own = np.concatenate(own)[:n_queries]
+    half = len(own) // 2  # queries: half own-modality vectors, half their counterparts
+    return np.concatenate(train), np.concatenate([own[:half], counterpart(own[half:], 4)])
+
+
+def bench_compressed(n: int, dim: int, kind: str, n_queries: int) -> dict:
+    """Build, tune and time one compressed index (galclip.search.ivfpq) over n vectors."""
+    from galclip.search.index import COMPRESSED, _default_nlist, recall_of, tune_to_truth
+    from galclip.search.ivfpq import PART_VECTORS, ShardedIVF, StreamedKnn, build_parts, trained_index
+
+    nlist = _default_nlist(n)
+    train, queries = sample_pass(n, dim, max(50 * nlist, 10_240), 2 * n_queries)
+    t0 = time.perf_counter()
+    trained = trained_index(train, min(nlist, len(train) // 39), COMPRESSED[kind])
+    train_s = time.perf_counter() - t0
+    knn, gen = StreamedKnn(queries, 10, CHUNK * dim // 4), [0.0]
+
+    def chunks():  # regenerate; feed the exact search too; keep their time out of the build's
+        it = clustered_chunks(n, dim, max(50, n // 1000), seed=0)
+        while True:
+            t = time.perf_counter()
+            x = next(it, None)
+            if x is not None:
+                knn.add(x)
+            gen[0] += time.perf_counter() - t
+            if x is None:
+                return
+            yield x, np.empty(0, np.int64)
+
+    t0 = time.perf_counter()
+    parts, _ = build_parts(trained, chunks(), PART_VECTORS)
+    add_s = time.perf_counter() - t0 - gen[0]
+    index = ShardedIVF(parts)
+    tq, mq = slice(0, None, 2), slice(1, None, 2)  # tune on even queries, measure on odd
+    param, _ = tune_to_truth(index, kind, queries[tq], knn.positions[tq])
+    recall = recall_of(index.search(queries[mq], 10)[1], knn.positions[mq])
+    ms = latencies(index, queries[mq])
+    return {"kind": kind, "build_s": train_s + add_s, "param": param, "recall": recall,
+            "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
+            "index_gb": index.code_bytes() / 1e9,
+            "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
 def latencies(index, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -53,7 +135,15 @@ def bench_index(vectors: np.ndarray, other: np.ndarray, kind: str, n_queries: in
     recall = 1.0 if kind == "flat" else recall_at_k(index, vectors, test_q[:500])
     ms = latencies(index, test_q)
     return {"kind": kind, "build_s": build, "param": param, "recall": recall,
-            "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95)}
+            "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
+            "index_gb": _index_bytes(index) / 1e9,
+            "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def _index_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
 
 
 def bench_api(vectors: np.ndarray, other: np.ndarray, n_queries: int) -> dict:
@@ -85,6 +175,27 @@ def bench_api(vectors: np.ndarray, other: np.ndarray, n_queries: int) -> dict:
     return out
 
 
+def _row(n: int, r: dict) -> str:
+    return (f"| {n:,} | {r['kind']} | {r['build_s']:.1f} | {r['index_gb']:.3f} | {r['rss_gb']:.2f} | "
+            f"{r['param'] or '-'} | {r['recall']:.3f} | {r['p50']:.2f} | {r['p95']:.2f} |")
+
+
+def bench_uncompressed(n: int, args) -> None:
+    vectors = clustered(n, args.dim, n_clusters=max(50, n // 1000), seed=0)
+    # the other modality: each galaxy's vector plus noise of norm ~0.5 (cosine ~0.9 to its
+    # counterpart), as for an aligned model; its vectors are the cross-modal queries
+    noise = np.random.default_rng(1).normal(size=vectors.shape).astype(np.float32)
+    other = vectors + (0.5 / np.sqrt(args.dim)) * noise
+    del noise
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    kinds = ["flat", "ivf"] + (["hnsw"] if n <= args.hnsw_max else [])
+    for kind in kinds:
+        print(_row(n, bench_index(vectors, other, kind, args.queries)), flush=True)
+    if n <= 200_000 and not args.no_api:
+        for label, (p50, p95) in bench_api(vectors, other, min(args.queries, 200)).items():
+            print(f"| {n:,} | Catalog.search, {label} | | | | | | {p50:.2f} | {p95:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -92,30 +203,24 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--hnsw-max", type=int, default=200_000,
                     help="skip HNSW above this size (its build is slow on 2 cores)")
+    ap.add_argument("--compressed", nargs="*", default=[], choices=["ivfsq8", "ivfpq"],
+                    help="compressed index kinds to build in chunks as well")
+    ap.add_argument("--compressed-only-above", type=int, default=None,
+                    help="above this size run only the compressed kinds")
+    ap.add_argument("--no-api", action="store_true", help="skip the Catalog.search rows")
     args = ap.parse_args()
     import faiss
 
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, k=10, "
-          f"single-query latency over {args.queries} queries")
-    print("| N | index | build s | search param | recall@10 | p50 ms | p95 ms |")
-    print("|---|---|---|---|---|---|---|")
+          f"single-query latency over {args.queries} queries; index GB: the index's own bytes; "
+          f"RSS GB: the process's peak so far")
+    print("| N | index | build s | index GB | RSS GB | search param | recall@10 | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        vectors = clustered(n, args.dim, n_clusters=max(50, n // 1000), seed=0)
-        # the other modality: each galaxy's vector plus noise of norm ~0.5 (cosine ~0.9 to its
-        # counterpart), as for an aligned model; its vectors are the cross-modal queries
-        noise = np.random.default_rng(1).normal(size=vectors.shape).astype(np.float32)
-        other = vectors + (0.5 / np.sqrt(args.dim)) * noise
-        del noise
-        other /= np.linalg.norm(other, axis=1, keepdims=True)
-        kinds = ["flat", "ivf"] + (["hnsw"] if n <= args.hnsw_max else [])
-        for kind in kinds:
-            r = bench_index(vectors, other, kind, args.queries)
-            print(f"| {n:,} | {r['kind']} | {r['build_s']:.1f} | {r['param'] or '-'} | "
-                  f"{r['recall']:.3f} | {r['p50']:.2f} | {r['p95']:.2f} |", flush=True)
-        if n <= 200_000:
-            for label, (p50, p95) in bench_api(vectors, other, min(args.queries, 200)).items():
-                print(f"| {n:,} | Catalog.search, {label} | | | | {p50:.2f} | {p95:.2f} |", flush=True)
-        del vectors, other
+        if args.compressed_only_above is None or n <= args.compressed_only_above:
+            bench_uncompressed(n, args)
+        for kind in args.compressed:
+            print(_row(n, bench_compressed(n, args.dim, kind, args.queries)), flush=True)
 
 
 if __name__ == "__main__":

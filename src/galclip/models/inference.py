@@ -2,7 +2,10 @@
 
 ``iter_embeddings`` puts the model in eval mode, runs under ``torch.inference_mode()``, reads the
 dataset in order with ``drop_last=False`` (every row is kept) and yields ``object_id`` aligned
-with the embeddings; the model's previous train/eval mode is restored afterwards.
+with the embeddings; the model's previous train/eval mode is restored afterwards. On a GPU it
+runs under bf16 autocast (embeddings come back as float32) and can keep the GPU fed from
+``num_workers`` DataLoader worker processes that decode Parquet ahead of the model into pinned
+memory (``prefetch`` batches each), copied to the device without blocking.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
 
 MODALITIES = ("image", "spectrum")
 _COLUMNS = {"image": ("image",), "spectrum": ("spectrum_flux", "spectrum_ivar")}
@@ -22,15 +26,22 @@ def _columns(modalities: Sequence[str]) -> list[str]:
     return ["object_id", *(c for m in modalities for c in _COLUMNS[m])]
 
 
-def _batches(dataset: Any, batch_size: int, columns: list[str]) -> Iterator[dict[str, Any]]:
-    """In-order batches: streamed from Parquet for a GalaxyDataset, else a DataLoader."""
-    if hasattr(dataset, "iter_batches") and getattr(dataset, "transform", None) is None:
+def _batches(dataset: Any, batch_size: int, columns: list[str], num_workers: int = 0,
+             pin_memory: bool = False, prefetch: int = 2) -> Iterator[dict[str, Any]]:
+    """In-order batches: streamed from Parquet for a GalaxyDataset (by worker processes for a
+    dataset with ``row_range``, e.g. a catalog shard's rows), else a DataLoader."""
+    streams = hasattr(dataset, "iter_batches") and getattr(dataset, "transform", None) is None
+    if streams and num_workers > 0 and hasattr(dataset, "row_range"):
+        yield from _worker_batches(dataset, batch_size, columns, num_workers, pin_memory, prefetch)
+        return
+    if streams:
         yield from dataset.iter_batches(batch_size, columns)
         return
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
-                        num_workers=0)
+                        num_workers=num_workers, pin_memory=pin_memory,
+                        prefetch_factor=prefetch if num_workers else None)
     for batch in loader:
         missing = [c for c in columns if c not in batch]
         if missing:
@@ -38,12 +49,51 @@ def _batches(dataset: Any, batch_size: int, columns: list[str]) -> Iterator[dict
         yield batch
 
 
+class StridedBatches(IterableDataset):
+    """Batches of a row-range dataset for DataLoader workers: worker w of W reads batches
+    w, w + W, w + 2W, ...; the DataLoader takes one batch from each worker in turn, so the
+    stream stays in dataset order."""
+
+    def __init__(self, dataset: Any, batch_size: int, columns: list[str]):
+        self.dataset, self.batch_size, self.columns = dataset, batch_size, columns
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        w, n_w = (info.id, info.num_workers) if info else (0, 1)
+        n, b = len(self.dataset), self.batch_size
+        for lo in range(w * b, n, n_w * b):
+            yield from self.dataset.row_range(lo, min(lo + b, n)).iter_batches(b, self.columns)
+
+
+def _worker_batches(dataset: Any, batch_size: int, columns: list[str], num_workers: int,
+                    pin_memory: bool, prefetch: int) -> Iterator[dict[str, Any]]:
+    from torch.utils.data import DataLoader
+
+    n_batches = -(-len(dataset) // batch_size)
+    yield from DataLoader(StridedBatches(dataset, batch_size, columns), batch_size=None,
+                          num_workers=max(1, min(num_workers, n_batches)),
+                          pin_memory=pin_memory, prefetch_factor=prefetch)
+
+
+def autocast(device: Any):
+    """The precision policy of inference: bf16 autocast on a GPU, plain fp32 elsewhere."""
+    import contextlib
+
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
 def iter_embeddings(model: Any, dataset: Any, batch_size: int = 64, device: Any = None,
-                    modalities: Sequence[str] = MODALITIES) -> Iterator[dict[str, np.ndarray]]:
+                    modalities: Sequence[str] = MODALITIES, num_workers: int = 0,
+                    prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{"object_id", "image_embedding", "spectrum_embedding"}`` per batch, in dataset order.
 
     Only the requested modalities are embedded. Embeddings are float32 numpy ``(B, E)``, unit norm.
     ``device=None`` keeps the model where it is; otherwise the model is moved there.
+    ``num_workers`` > 0 decodes batches in that many worker processes (pinned memory on a GPU).
     """
     import torch
 
@@ -53,9 +103,10 @@ def iter_embeddings(model: Any, dataset: Any, batch_size: int = 64, device: Any 
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    batches = _batches(dataset, batch_size, columns, num_workers, dev.type == "cuda", prefetch)
     try:
-        with torch.inference_mode():
-            for batch in _batches(dataset, batch_size, columns):
+        with torch.inference_mode(), autocast(dev):
+            for batch in batches:
                 yield _embed_batch(model, batch, modalities, dev)
     finally:
         model.train(was_training)
@@ -67,7 +118,7 @@ def _embed_batch(model: Any, batch: dict[str, Any], modalities: Sequence[str], d
 
     def t(x: Any) -> torch.Tensor:
         return torch.as_tensor(x if torch.is_tensor(x) else np.require(x, np.float32, "W"),
-                               dtype=torch.float32).to(dev)
+                               dtype=torch.float32).to(dev, non_blocking=True)
 
     ids = batch["object_id"]
     out = {"object_id": np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, dtype=np.int64)}

@@ -132,7 +132,7 @@ class Catalog:
         pos = self._position(modality, self.row_of(object_id))
         if pos < 0:
             raise CatalogError(f"object_id {object_id} has no {modality} embedding in {self.path}")
-        return self.index(modality).index.reconstruct(pos)
+        return self.index(modality).vector(pos)
 
     # ------------------------------------------------------------------ the model
     @property
@@ -289,6 +289,8 @@ def _filtered_search(loaded: LoadedIndex, q: np.ndarray, allowed: np.ndarray, k:
     """
     import faiss
 
+    if hasattr(loaded.index, "search_allowed"):  # IVF-PQ in parts (galclip.search.ivfpq)
+        return loaded.index.search_allowed(q, k, allowed)
     n_allowed = int(allowed.sum())
     k = min(k, n_allowed)
     if k == 0:

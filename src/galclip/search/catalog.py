@@ -11,6 +11,12 @@ Embedding goes through the shared inference function
 ``galclip.models.inference.iter_embeddings`` (eval mode, no grad, no dropped rows). The work is
 split into fixed row ranges, one shard each, written atomically: a killed run resumes at the
 first missing shard and ends with the same catalog as an uninterrupted run.
+
+Under ``torchrun`` (or SLURM / Lightning, anything that sets ``RANK`` and ``WORLD_SIZE``) each
+of N ranks embeds shards ``i`` with ``i % N == rank`` and writes them itself; the shard
+boundaries do not depend on N, so the shards, and the manifest rank 0 writes once every shard
+exists, are the same as a one-process run's. The ranks meet at ``torch.distributed`` barriers
+(gloo on CPU, nccl on GPU); the catalog folder must be on a filesystem all ranks see.
 """
 from __future__ import annotations
 
@@ -87,6 +93,10 @@ class RowRange:
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+    def row_range(self, lo: int, hi: int) -> RowRange:
+        """Rows [lo, hi) of this range (what DataLoader workers read, one batch each)."""
+        return RowRange(self.dataset, self.start + lo, self.start + hi)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
@@ -249,44 +259,38 @@ def embed_range(model, rows: RowRange, modalities: Sequence[str], batch_size: in
                 ) -> dict[str, Any]:
     """Embed rows through ``embed_fn`` (the ``iter_embeddings`` contract); arrays in row order."""
     ids, emb = [], {m: [] for m in modalities}
-    with _autocast(device):
-        for batch in embed_fn(model, rows, batch_size=batch_size, device=device,
-                              modalities=tuple(modalities)):
-            ids.append(_to_numpy(batch["object_id"]).astype(np.int64))
-            for m in modalities:
-                emb[m].append(_to_numpy(batch[embedding_column(m)]).astype(np.float32))
-            if on_batch:
-                on_batch(len(ids[-1]))
+    for batch in embed_fn(model, rows, batch_size=batch_size, device=device,
+                          modalities=tuple(modalities)):
+        ids.append(_to_numpy(batch["object_id"]).astype(np.int64))
+        for m in modalities:
+            emb[m].append(_to_numpy(batch[embedding_column(m)]).astype(np.float32))
+        if on_batch:
+            on_batch(len(ids[-1]))
     return {"object_id": np.concatenate(ids), **{m: np.concatenate(v) for m, v in emb.items()}}
 
 
-def _autocast(device):
-    """bf16 autocast on a GPU (embeddings come back as float32), plain fp32 on the CPU."""
-    import contextlib
+def _default_embed_fn(num_workers: int = 0) -> Callable:
+    """``iter_embeddings`` (bf16 autocast on a GPU), decoding in ``num_workers`` processes."""
+    import functools
 
-    if device is None or not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
-def _default_embed_fn() -> Callable:
     from galclip.models.inference import iter_embeddings
 
-    return iter_embeddings
+    return functools.partial(iter_embeddings, num_workers=num_workers)
 
 
 def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_path: str | Path,
                   columns: Sequence[str] | None = None, modalities: Sequence[str] = MODALITIES,
                   batch_size: int = 64, device=None, rows_per_shard: int = ROWS_PER_SHARD,
                   overwrite: bool = False, embed_fn: Callable | None = None,
-                  progress: bool = True, max_shards: int | None = None) -> dict[str, Any] | None:
+                  progress: bool = True, max_shards: int | None = None,
+                  num_workers: int = 0) -> dict[str, Any] | None:
     """Embed every row of a dataset into a catalog folder; resumable per shard.
 
     ``model`` must follow the CLIP model interface and ``model_path`` is its checkpoint (whose
     sha256 identifies the catalog's model). ``max_shards`` stops after that many new shards
     (returns None; rerun to continue). Returns the manifest once the catalog is complete.
+    Under torchrun each rank embeds its share of the shards (see the module docstring);
+    ``num_workers`` processes per rank decode the dataset ahead of the model.
     """
     from galclip.data import open_dataset
 
@@ -301,40 +305,100 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
         raise CatalogError(f"{Path(data_dir) / MANIFEST}: no column set for any modality "
                            f"{list(modalities)} (needs {MODALITY_INPUTS})")
     plan = _plan(model_sha, dataset, cols, mods, rows_per_shard)
-    _check_plan(out, plan, overwrite)
-    entries = _embed_shards(model, dataset, out, plan, batch_size, device,
-                            embed_fn or _default_embed_fn(), progress, max_shards)
-    if entries is None:
-        return None
-    return _write_catalog_manifest(out, entries, plan, dataset, model_path, batch_size)
+    ranks = Ranks.from_env()
+    if ranks.rank == 0:
+        _check_plan(out, plan, overwrite)
+    ranks.barrier()  # no rank writes a shard before rank 0 has checked (or cleared) the folder
+    embed_fn = embed_fn or _default_embed_fn(num_workers)
+    written = _embed_shards(model, dataset, out, plan, batch_size, device, embed_fn,
+                            progress and ranks.rank == 0, max_shards, ranks)
+    written = {i: e for part in ranks.all_gather(written) for i, e in part.items()}
+    manifest = None
+    if ranks.rank == 0:  # only shards of earlier runs are read back and hashed again
+        entries = [written.get(i) or _finished_shard(out, catalog_shard_name(i), hi - lo, model_sha)
+                   for i, (lo, hi) in enumerate(plan["ranges"])]
+        if all(e is not None for e in entries):
+            manifest = _catalog_manifest(entries, plan, dataset, model_path, batch_size, out)
+            write_json_atomic(out / MANIFEST, manifest)
+    return ranks.broadcast(manifest)  # every rank returns once the manifest exists
+
+
+class Ranks:
+    """This process's place among the ranks of a distributed run (``RANK``/``WORLD_SIZE`` as set
+    by torchrun, SLURM wrappers or Lightning); one rank when they are absent."""
+
+    def __init__(self, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        self.rank, self.world = rank, world
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    def mine(self, shard: int) -> bool:
+        return shard % self.world == self.rank
+
+    def barrier(self) -> None:
+        """Wait for every rank (starting the process group on first use: nccl on a GPU,
+        gloo otherwise; a day's timeout, since ranks may wait for a slow one's shards)."""
+        if self.world == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, timeout=_dt.timedelta(hours=24))
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        self.barrier()  # starts the process group if needed
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def _embed_shards(model, dataset, out: Path, plan: dict[str, Any], batch_size: int, device,
-                  embed_fn: Callable, progress: bool, max_shards: int | None):
+                  embed_fn: Callable, progress: bool, max_shards: int | None,
+                  ranks: Ranks) -> dict[int, dict[str, Any]]:
+    """Embed this rank's missing shards (at most ``max_shards`` of them); their manifest
+    entries by shard number."""
     from tqdm.auto import tqdm
 
-    entries, todo = [], []
-    for i, (lo, hi) in enumerate(plan["ranges"]):
-        entry = _finished_shard(out, catalog_shard_name(i), hi - lo, plan["model_sha256"])
-        entries.append(entry)
-        if entry is None:
-            todo.append(i)
-    done_rows = sum(e["n_rows"] for e in entries if e)
-    bar = tqdm(total=plan["n_rows"], initial=done_rows, unit="obj", unit_scale=True,
-               desc="embed", disable=not progress, smoothing=0.1)
-    t0, new_rows = time.perf_counter(), 0
-    for n_new, i in enumerate(todo):
-        if max_shards is not None and n_new >= max_shards:
-            bar.close()
-            return None
-        entries[i] = _embed_one_shard(model, dataset, out, i, plan, batch_size, device,
-                                      embed_fn, bar.update)
-        new_rows += entries[i]["n_rows"]
+    todo = [i for i, (lo, hi) in enumerate(plan["ranges"]) if ranks.mine(i)
+            and _finished_shard(out, catalog_shard_name(i), hi - lo, plan["model_sha256"]) is None]
+    todo = todo[:max_shards] if max_shards is not None else todo
+    rows = sum(plan["ranges"][i][1] - plan["ranges"][i][0] for i in todo)
+    bar = tqdm(total=rows, unit="obj", unit_scale=True, desc=f"embed (rank {ranks.rank}/"
+               f"{ranks.world})", disable=not progress, smoothing=0.1)
+    t0 = time.perf_counter()
+    written = {i: _embed_one_shard(model, dataset, out, i, plan, batch_size, device, embed_fn,
+                                   bar.update) for i in todo}
     bar.close()
     dt = time.perf_counter() - t0
-    if progress and new_rows:
-        print(f"embedded {new_rows} objects in {dt:.1f} s ({new_rows / max(dt, 1e-9):.1f} objects/s)")
-    return entries
+    if progress and rows:
+        print(f"embedded {rows} objects in {dt:.1f} s ({rows / max(dt, 1e-9):.1f} objects/s"
+              f"{f' on rank 0 of {ranks.world}' if ranks.world > 1 else ''})")
+    return written
 
 
 def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[str, Any] | None:
@@ -385,8 +449,8 @@ def refuse_nonfinite(data_dir: Path, lo: int, res: dict[str, Any],
                                f"NaN or inf (see galclip validate {data_dir})")
 
 
-def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict[str, Any],
-                            dataset, model_path, batch_size: int) -> dict[str, Any]:
+def _catalog_manifest(entries: list[dict[str, Any]], plan: dict[str, Any], dataset, model_path,
+                      batch_size: int, out: Path) -> dict[str, Any]:
     from galclip import __version__
 
     columns = column_schema(out / entries[0]["file"])
@@ -404,7 +468,6 @@ def _write_catalog_manifest(out: Path, entries: list[dict[str, Any]], plan: dict
                        "batch_size": batch_size, "rows_per_shard": plan["rows_per_shard"],
                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
     }
-    write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
@@ -488,12 +551,7 @@ def read_catalog_table(path: str | Path, columns: Sequence[str] | None = None) -
 def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (M, E) float32, rows (M,) int64): the non-null embeddings of one modality and
     their row numbers in the catalog."""
-    col = read_catalog_table(path, [embedding_column(modality)]).column(0).combine_chunks()
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(valid).astype(np.int64)
-    dim = col.type.list_size
-    vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(vectors.reshape(-1, dim), dtype=np.float32), rows
+    return _valid_vectors(read_catalog_table(path, [embedding_column(modality)]).column(0))
 
 
 def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None):
@@ -515,3 +573,67 @@ def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out
+
+
+# ----------------------------------------------------------------------------- streaming
+def _valid_vectors(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (M, E) float32, positions (M,)) of the non-null entries of an embedding column."""
+    col = col.combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    vectors = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
+    return (np.ascontiguousarray(vectors.reshape(-1, col.type.list_size), dtype=np.float32),
+            np.flatnonzero(valid).astype(np.int64))
+
+
+def iter_embedding_chunks(path: str | Path, modality: str, chunk_rows: int = 262_144
+                          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream ``(vectors (M, E) float32, rows (M,) int64)`` of one modality's non-null
+    embeddings, shard by shard, never holding more than about ``chunk_rows`` catalog rows."""
+    path = Path(path)
+    manifest = read_catalog_manifest(path)
+    col, start = embedding_column(modality), 0
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    n_held = 0
+    for s in manifest["shards"]:
+        f = pq.ParquetFile(path / s["file"])
+        for g in range(f.num_row_groups):
+            vectors, pos = _valid_vectors(f.read_row_group(g, columns=[col]).column(0))
+            parts.append((vectors, pos + start))
+            n_held += f.metadata.row_group(g).num_rows
+            start += f.metadata.row_group(g).num_rows
+            if n_held >= chunk_rows:
+                yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+                parts, n_held = [], 0
+    if parts:
+        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def sample_embeddings(path: str | Path, modality: str, n: int, seed: int = 0,
+                      chunk_rows: int = 262_144) -> np.ndarray:
+    """About ``n`` embeddings drawn uniformly from the catalog in one streaming pass (each row
+    kept with probability n / catalog rows): a training sample that never loads the whole."""
+    total = read_catalog_manifest(path)["n_rows"]
+    p = min(1.0, n / max(total, 1))
+    rng = np.random.default_rng(seed)
+    kept = [v[rng.random(len(v)) < p] for v, _ in iter_embedding_chunks(path, modality, chunk_rows)]
+    return np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)
+
+
+def read_embedding_row(path: str | Path, manifest: dict[str, Any], modality: str, row: int
+                       ) -> np.ndarray:
+    """The stored (E,) embedding of one catalog row, reading the one row group that holds it."""
+    path = Path(path)
+    offsets = np.cumsum([0] + [s["n_rows"] for s in manifest["shards"]])
+    i = int(np.searchsorted(offsets, row, side="right") - 1)
+    f = pq.ParquetFile(path / manifest["shards"][i]["file"])
+    local = row - int(offsets[i])
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if local < n:
+            col = f.read_row_group(g, columns=[embedding_column(modality)]).column(0)
+            value = col[local]
+            if not value.is_valid:
+                raise CatalogError(f"{path}: row {row} has no {embedding_column(modality)}")
+            return np.asarray(value.values.to_numpy(zero_copy_only=False), np.float32)
+        local -= n
+    raise CatalogError(f"{path}: row {row} is beyond the catalog's {offsets[-1]} rows")

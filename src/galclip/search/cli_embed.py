@@ -2,13 +2,16 @@
 
 Streams the dataset through the model's inference function (eval mode, no grad, bf16 on GPU),
 never drops a row, and writes Parquet shards + manifest.json to CATALOG_DIR, recording the
-checkpoint's sha256. Killed and rerun, it skips finished shards.
+checkpoint's sha256. Killed and rerun, it skips finished shards. Under torchrun each rank embeds
+its share of the shards on its own GPU (cuda:LOCAL_RANK) and rank 0 writes the manifest.
 
 Example:  galclip embed --model runs/clip/model.ckpt --data data/sim --out catalogs/sim
+          torchrun --nproc_per_node 8 -m galclip.cli embed --model M --data D --out C --workers 6
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from galclip.argtypes import csv_choices, device, new_dir, positive_int
 
@@ -26,21 +29,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--rows-per-shard", type=positive_int, default=4096, help="rows per catalog shard")
     p.add_argument("--overwrite", action="store_true", help="discard an existing catalog in --out")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes per rank decoding Parquet ahead of the model")
+
+
+def default_device() -> str:
+    """This rank's GPU (``cuda:LOCAL_RANK`` under torchrun) if there is one, else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local)
+    return f"cuda:{local}"
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     import galclip
     from galclip.search.catalog import build_catalog
 
     model = galclip.load_model(args.model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     columns = [c for c in args.columns.split(",") if c] if args.columns is not None else None
     m = build_catalog(model, args.data, args.out, model_path=args.model, columns=columns,
                       modalities=args.modalities,
                       batch_size=args.batch_size, device=device,
-                      rows_per_shard=args.rows_per_shard, overwrite=args.overwrite)
+                      rows_per_shard=args.rows_per_shard, overwrite=args.overwrite,
+                      num_workers=args.workers)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
     print(f"{args.out}: catalog of {m['n_rows']} objects, modalities {', '.join(m['modalities'])}, "
           f"{len(m['shards'])} shards")
     return 0

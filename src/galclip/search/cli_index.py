@@ -15,7 +15,9 @@ from galclip.argtypes import csv_choices, float_range, int_range
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
-    p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw"], default="auto")
+    p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8"],
+                   default="auto", help="ivfpq / ivfsq8: compressed, built in chunks, in parts "
+                                        "(auto picks ivfsq8 from 5M vectors)")
     p.add_argument("--threshold", type=int_range(0), default=50_000,
                    help="auto: exact below this many vectors, approximate above")
     p.add_argument("--target-recall", type=float_range(0, 1, inclusive_lo=False), default=0.95,
@@ -23,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nlist", type=int_range(1, 1 << 20), default=None, help="IVF lists (default ~sqrt(N))")
     p.add_argument("--modalities", type=csv_choices(("image", "spectrum")), default=None,
                    help="default: every modality of the catalog")
+    p.add_argument("--pq-m", type=int_range(1, 1024), default=None,
+                   help="ivfpq: bytes per vector (default dim/4)")
+    p.add_argument("--part-vectors", type=int_range(1), default=None,
+                   help="ivfpq/ivfsq8: vectors per index part file (default 20M)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
             else read_catalog_manifest(args.catalog)["modalities"])
     for m in mods:
         build_index(args.catalog, m, kind=args.kind, threshold=args.threshold,
-                    target_recall=args.target_recall, nlist=args.nlist)
+                    target_recall=args.target_recall, nlist=args.nlist,
+                    compress={"pq_m": args.pq_m, "part_vectors": args.part_vectors})
     return 0

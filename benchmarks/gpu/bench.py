@@ -1,0 +1,258 @@
+"""One GPU benchmark: embedding and training throughput of the published-size presets.
+
+Prints one table and appends it to benchmarks/RESULTS.md with the GPU model:
+
+* embedding end to end, Parquet on disk -> catalog shards on disk (``build_catalog``, the code
+  of ``galclip embed``: DataLoader workers, pinned memory, bf16 autocast), per modality, eager
+  and with the encoder under ``torch.compile``;
+* training: a short DINO pretraining of the image encoder, masked-modelling pretraining of the
+  spectrum encoder, and CLIP alignment (samples/s over the steps after a warm-up);
+* peak GPU memory of each row.
+
+The presets are ViT-L/12 at 144 px (``image-large``) and SpecFormer 6 x 768 (``spectrum-base``).
+``--toy`` runs the same code at CPU size (nano presets, a few dozen rows) so a test keeps it
+working; benchmarks/gpu/run.sh is the entry point (sized for <= 8 minutes on one H200).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # benchmarks/: the synthetic dataset writer
+
+SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
+    "gpu": {"image": "image-large", "spectrum": "spectrum-base", "embed_dim": 1024, "n": 8192,
+            "batch": 512, "workers": 12, "repeats": 2, "steps": 12, "skip": 2,
+            "pretrain_image": ["--config", "image-astrodino", "trainer.devices=1",
+                               "trainer.strategy=auto", "data.batch_size=64"],
+            "pretrain_spectrum": ["--config", "spectrum-specformer", "trainer.devices=1",
+                                  "trainer.strategy=auto", "data.batch_size=128"],
+            "align": ["--config", "gpu", "train.batch_size=256"]},
+    "toy": {"image": "image-nano", "spectrum": "spectrum-nano", "embed_dim": 16, "n": 32,
+            "batch": 8, "workers": 1, "repeats": 1, "steps": 2, "skip": 1,
+            "pretrain_image": ["--config", "image-cpu", "data.batch_size=4", "crops.n_local=1"],
+            "pretrain_spectrum": ["--config", "spectrum-cpu", "data.batch_size=4"],
+            "align": ["--config", "cpu", "train.batch_size=8", "model.embed_dim=16",
+                      "eval.max_val_rows=8", "eval.pool_size=8"]},
+}
+
+UNITS = {"image": "images/s", "spectrum": "spectra/s"}
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def reset_peak(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gb(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def make_model(size: dict, tmp: Path):
+    import torch
+
+    from galclip.models import create_encoder
+    from galclip.models.clip import GalaxyCLIP, save_model
+
+    torch.manual_seed(0)
+    model = GalaxyCLIP(create_encoder(size["image"]), create_encoder(size["spectrum"]),
+                       embed_dim=size["embed_dim"])
+    return model, save_model(model, tmp / "model.safetensors")
+
+
+def embed_rate(model, path: Path, data: Path, modality: str, size: dict, device, tmp: Path) -> float:
+    """Objects/s of build_catalog for one modality (a warm-up catalog first: compilation,
+    cuDNN autotuning and worker start-up stay out of the timing)."""
+    from galclip.search.catalog import build_catalog
+
+    kw = dict(model_path=path, modalities=[modality], batch_size=size["batch"], device=device,
+              num_workers=size["workers"], progress=False, overwrite=True,
+              rows_per_shard=size["batch"] * 4)
+    build_catalog(model, data, tmp / "warm", max_shards=1, **kw)
+    rates = []
+    for _ in range(size["repeats"]):
+        reset_peak(device)
+        t0 = time.perf_counter()
+        m = build_catalog(model, data, tmp / f"cat-{modality}", **kw)
+        rates.append(m["n_rows"] / (time.perf_counter() - t0))
+    return sum(rates) / len(rates)
+
+
+def bench_embedding(size: dict, data: Path, device, tmp: Path, backend: str) -> list[dict]:
+    import torch
+
+    model, path = make_model(size, tmp)
+    model.to(device)
+    rows = []
+    for modality in ("image", "spectrum"):
+        enc = f"{modality}_encoder"
+        plain = getattr(model, enc)
+        for compiled in (False, True):
+            setattr(model, enc, torch.compile(plain, backend=backend) if compiled else plain)
+            rate = embed_rate(model, path, data, modality, size, device, tmp)
+            rows.append({"what": f"embed {modality} ({size[modality]}), Parquet -> catalog, "
+                                 f"bf16{' + compile' if compiled else ''}" if device.type == "cuda"
+                         else f"embed {modality} ({size[modality]}), Parquet -> catalog, "
+                              f"fp32{' + compile' if compiled else ''}",
+                         "rate": rate, "unit": UNITS[modality], "peak_gb": peak_gb(device)})
+        setattr(model, enc, plain)
+    return rows
+
+
+class StepTimer:
+    """Lightning callback: samples/s over training steps after ``skip`` warm-up steps."""
+
+    def __init__(self, skip: int = 2):
+        self.skip, self.steps, self.samples, self.t0, self.elapsed = skip, 0, 0, None, 0.0
+
+    def as_callback(self):
+        import lightning as L
+
+        timer = self
+
+        class _Cb(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                _sync(module.device)
+                timer.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                _sync(module.device)
+                timer.steps += 1
+                if timer.steps > timer.skip:
+                    timer.elapsed += time.perf_counter() - timer.t0
+                    timer.samples += _batch_len(batch)
+
+        return _Cb()
+
+    def rate(self) -> float:
+        return self.samples / self.elapsed if self.elapsed else float("nan")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch_len(batch) -> int:
+    import torch
+
+    if torch.is_tensor(batch):
+        return len(batch)
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    return _batch_len(batch[0])
+
+
+def bench_pretrain(modality: str, size: dict, data: Path, device, tmp: Path) -> dict:
+    from galclip.train.pretrain import run_pretrain
+
+    args = size[f"pretrain_{modality}"]
+    config, overrides = args[1], args[2:]
+    timer = StepTimer(size["skip"])
+    reset_peak(device)
+    run_pretrain(modality, data, tmp / f"pre-{modality}", config,
+                 [*overrides, f"trainer.max_steps={size['steps'] + timer.skip}",
+                  "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=100000",
+                  f"data.num_workers={size['workers']}"], callbacks=[timer.as_callback()])
+    return {"what": f"pretrain {modality} ({size[modality]}), {config}", "rate": timer.rate(),
+            "unit": UNITS[modality], "peak_gb": peak_gb(device)}
+
+
+def bench_align(size: dict, data: Path, device, tmp: Path) -> dict:
+    from galclip.train import align as align_mod
+
+    args = size["align"]
+    cfg = align_mod.resolve_config(args[1], [
+        *args[2:], f"model.image_encoder={size['image']}",
+        f"model.spectrum_encoder={size['spectrum']}", "train.epochs=1",
+        f"train.max_steps={size['steps'] + size['skip']}", f"train.num_workers={size['workers']}",
+        "train.checkpoint_every_n_steps=100000", "train.cache_backbone_features=false"])
+    timer = StepTimer(size["skip"])
+    original = align_mod._trainer
+    align_mod._trainer = lambda c, out, cbs: original(c, out, [*cbs, timer.as_callback()])
+    try:
+        reset_peak(device)
+        align_mod.align(cfg, data, tmp / "align")
+    finally:
+        align_mod._trainer = original
+    return {"what": f"align (frozen {size['image']} + {size['spectrum']}), {args[1]}",
+            "rate": timer.rate(), "unit": "pairs/s", "peak_gb": peak_gb(device)}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| what | throughput | peak GPU memory |", "|---|---|---|"]
+    for r in rows:
+        mem = "-" if r["peak_gb"] is None else f"{r['peak_gb']:.1f} GiB"
+        lines.append(f"| {r['what']} | {r['rate']:,.1f} {r['unit']} | {mem} |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=HERE, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toy", action="store_true", help="CPU-sized presets and data (the test)")
+    ap.add_argument("--results", default=str(HERE.parent / "RESULTS.md"),
+                    help="Markdown file the table is appended to ('' for none)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend (the toy test uses 'eager': tracing, no codegen)")
+    args = ap.parse_args()
+    import torch
+    from embed_throughput import synthetic_dataset
+
+    size = SIZES["toy" if args.toy else "gpu"]
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.toy else "cpu")
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = synthetic_dataset(tmp / "data", size["n"])
+        rows = bench_embedding(size, data, device, tmp, args.compile_backend)
+        rows += [bench_pretrain("image", size, data, device, tmp),
+                 bench_pretrain("spectrum", size, data, device, tmp),
+                 bench_align(size, data, device, tmp)]
+    wall = time.perf_counter() - t_start
+    head = (f"### GPU benchmark, {dt.date.today().isoformat()}, commit {commit()}, "
+            f"{device_name(device)}, torch {torch.__version__}{', toy size' if args.toy else ''}\n\n"
+            f"`benchmarks/gpu/run.sh{' --toy' if args.toy else ''}`: {size['n']} galaxies, "
+            f"batch {size['batch']}, {size['workers']} loader workers; {wall:.0f} s in all.\n")
+    text = f"{head}\n{table(rows)}\n"
+    print(text)
+    if args.results:
+        with open(args.results, "a") as f:
+            f.write(f"\n{text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Compressed indexes for survey-sized catalogs: IVF-PQ or IVF-SQ8 in parts, built in chunks.
+
+IVF-PQ (Jégou, Douze & Schmid 2011, "Product quantization for nearest neighbor search"): a
+k-means coarse quantizer of ``nlist`` cells, and each vector's residual stored as ``pq_m`` bytes
+(8-bit codes of ``pq_m`` sub-vectors), so 10⁸ vectors of 256 floats take ~10 GB (64 B code +
+8 B id each) instead of 100 GB. The quantizers are trained once on a uniform sample of the
+catalog; vectors are then read shard by shard (``iter_embedding_chunks``) and added in chunks, so
+the raw vectors are never all in memory. Every ``part_vectors`` vectors close one part, a copy
+of the trained index written to its own file (``index-<modality>.part-NNN.faiss``): parts can be
+built on different machines from their own catalog shards, and a query searches every part and
+merges the results (``ShardedIVF``). IVF-SQ8 (8-bit scalar quantization, one byte per
+dimension: 264 B per 256-d vector) is the same machinery with codes 4x smaller than floats
+instead of 16x, for when PQ's recall ceiling is too low. With ``faiss-gpu`` installed (extra
+``galclip[gpu]``) the coarse k-means and the assignment of every vector to its list (the
+dominant cost of adding, N x nlist dot products) run on the GPUs; search stays on the CPU.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+SUBSET_EXACT = 2048  # filtered sets up to this size are scanned over all their codes
+TRAIN_PER_LIST = 50
+PART_VECTORS = 20_000_000
+
+
+def default_pq_m(dim: int) -> int:
+    """Bytes per vector: one per 4 dimensions (64 B at 256-d), a divisor of ``dim``."""
+    return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
+
+
+def trained_index(sample: np.ndarray, nlist: int, codec: str, pq_m: int | None = None,
+                  seed: int = 0, niter: int = 10):
+    """An empty IVF inner-product index with compressed codes (``codec`` "pq": ``pq_m`` bytes
+    per vector; "sq8": one byte per dimension) whose quantizers are trained on ``sample``."""
+    import faiss
+
+    d = sample.shape[1]
+    ip = faiss.METRIC_INNER_PRODUCT
+    if codec == "pq":
+        pq_m = pq_m or default_pq_m(d)
+        if d % pq_m:
+            raise ValueError(f"pq_m={pq_m} must divide the embedding dimension {d}")
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, pq_m, 8, ip)
+        index.pq.cp.seed, index.pq.cp.niter = seed, niter
+    elif codec == "sq8":
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist,
+                                              faiss.ScalarQuantizer.QT_8bit, ip)
+    else:
+        raise ValueError(f"codec {codec!r} unknown; choose 'pq' or 'sq8'")
+    index.cp.seed, index.cp.niter = seed, niter
+    gpu = gpu_clustering_index(d)
+    if gpu is not None:
+        index.clustering_index = gpu
+    index.train(np.ascontiguousarray(sample, np.float32))
+    index.clustering_index = None
+    return index
+
+
+def gpu_clustering_index(d: int):
+    """A GPU inner-product index for the k-means of training when faiss-gpu sees a GPU."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return None
+    return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
+
+
+def coarse_assigner(trained):
+    """The index that assigns vectors to inverted lists: a GPU copy of the coarse quantizer
+    when faiss-gpu sees a GPU, else the quantizer itself."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return trained.quantizer
+    return faiss.index_cpu_to_all_gpus(faiss.clone_index(trained.quantizer))
+
+
+def add_assigned(index, assigner, x: np.ndarray) -> None:
+    """``index.add(x)`` with the list assignment done by ``assigner`` (e.g. on a GPU)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, np.float32)
+    if len(x) == 0:
+        return
+    lists = np.ascontiguousarray(assigner.search(x, 1)[1][:, 0], dtype=np.int64)
+    index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(lists))
+
+
+def build_parts(trained, chunks: Iterator[tuple[np.ndarray, np.ndarray]], part_vectors: int,
+                write_part=None) -> tuple[list, np.ndarray]:
+    """Add every chunk to copies of ``trained``; a part closes at ``part_vectors`` vectors (a
+    multiple of 8, so each part's filter bitmap is a byte slice of the global one).
+    ``write_part(i, index)`` saves and returns what to keep (e.g. None once on disk)."""
+    import faiss
+
+    part_vectors = max(8, part_vectors - part_vectors % 8)
+    parts, rows, current = [], [], faiss.clone_index(trained)
+    assigner = coarse_assigner(trained)
+    for vectors, r in chunks:
+        lo = 0
+        while lo < len(vectors):
+            take = min(len(vectors) - lo, part_vectors - current.ntotal)
+            add_assigned(current, assigner, vectors[lo:lo + take])
+            lo += take
+            if current.ntotal == part_vectors:
+                parts.append(_close(len(parts), current, write_part))
+                current = faiss.clone_index(trained)
+        rows.append(r)
+    if current.ntotal or not parts:
+        parts.append(_close(len(parts), current, write_part))
+    return parts, np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
+
+def _close(i: int, index, write_part):
+    return write_part(i, index) if write_part else index
+
+
+class ShardedIVF:
+    """IVF parts searched as one index: part p holds global positions ``starts[p]`` onwards."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        for p in parts:
+            p.make_direct_map()  # reconstruct() decodes a stored code (filtered small subsets)
+        sizes = [p.ntotal for p in parts]
+        self.starts = np.cumsum([0] + sizes)[:-1].astype(np.int64)
+        self.ntotal = int(sum(sizes))
+        self.nlist = int(parts[0].nlist)
+        self.d = int(parts[0].d)
+
+    @property
+    def nprobe(self) -> int:
+        return int(self.parts[0].nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        for p in self.parts:
+            p.nprobe = int(value)
+
+    def code_bytes(self) -> int:
+        """Bytes held by the stored codes and ids (the index's memory, bar the quantizers)."""
+        return int(sum(p.ntotal * (p.code_size + 8) for p in self.parts))
+
+    def search(self, q: np.ndarray, k: int, params=None):
+        """(scores, positions) of the k best over every part, as ``faiss.Index.search``."""
+        q = np.ascontiguousarray(q, np.float32)
+        results = [p.search(q, k, params=params) for p in self.parts]
+        return self._merge(results, k)
+
+    def _merge(self, results, k: int):
+        s = np.concatenate([r[0] for r in results], axis=1)
+        p = np.concatenate([np.where(r[1] >= 0, r[1] + start, -1)
+                            for r, start in zip(results, self.starts, strict=True)], axis=1)
+        s = np.where(p >= 0, s, -np.inf)
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        s, p = np.take_along_axis(s, top, 1), np.take_along_axis(p, top, 1)
+        return np.where(p >= 0, s, -np.inf).astype(np.float32), p
+
+    def reconstruct(self, pos: int) -> np.ndarray:
+        part = int(np.searchsorted(self.starts, pos, side="right") - 1)
+        return self.parts[part].reconstruct(int(pos - self.starts[part]))
+
+    def reconstruct_batch(self, positions: np.ndarray) -> np.ndarray:
+        return np.stack([self.reconstruct(int(p)) for p in positions]) if len(positions) else \
+            np.zeros((0, self.d), np.float32)
+
+    def search_allowed(self, q: np.ndarray, k: int, allowed: np.ndarray):
+        """Top-k among positions where ``allowed`` (M,) is True. Each part gets a byte slice of
+        the packed mask as its ID selector; nprobe is raised by the filter's selectivity, and
+        a small subset, or one the widened search misses, is scanned in every list."""
+        import faiss
+
+        n_allowed = int(allowed.sum())
+        k = min(k, n_allowed)
+        if k == 0:
+            return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+        bits = np.packbits(allowed, bitorder="little")  # must outlive the search
+        widen = len(allowed) / n_allowed
+        nprobe = self.nlist if n_allowed <= SUBSET_EXACT else int(
+            min(self.nlist, np.ceil(self.nprobe * widen)))
+        s, p = self._search_selected(q, k, bits, nprobe, faiss)
+        if (p[0] < 0).any() and nprobe < self.nlist:
+            s, p = self._search_selected(q, k, bits, self.nlist, faiss)
+        return s, p
+
+    def _search_selected(self, q, k, bits, nprobe, faiss):
+        results = []
+        for part, start in zip(self.parts, self.starts, strict=True):
+            sub = bits[start // 8:]
+            sel = faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(sub))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))
+            results.append(part.search(np.ascontiguousarray(q, np.float32), k, params=params))
+        return self._merge(results, k)
+
+
+def part_path(fpath: Path, i: int) -> Path:
+    return fpath.with_name(f"{fpath.stem}.part-{i:03d}.faiss")
+
+
+def write_part_file(fpath: Path, i: int, index) -> str:
+    """Write part i atomically next to ``fpath``; returns its file name."""
+    import faiss
+
+    from galclip.data.format import _atomic_path
+
+    path = part_path(fpath, i)
+    tmp = _atomic_path(path)
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+    return path.name
+
+
+def read_parts(folder: Path, names: list[str]) -> ShardedIVF:
+    import faiss
+
+    return ShardedIVF([faiss.read_index(str(folder / n)) for n in names])
+
+
+class StreamedKnn:
+    """Exact top-k positions of each query over vectors fed in order (``add``), by brute force
+    ``block_floats`` scores at a time: ground truth without holding all vectors."""
+
+    def __init__(self, queries: np.ndarray, k: int, block_floats: int):
+        self.queries, self.k, self.seen = queries, k, 0
+        self.block = max(16, block_floats // max(1, len(queries)))
+        self.best_s = np.full((len(queries), 0), -np.inf, np.float32)
+        self.positions = np.zeros((len(queries), 0), np.int64)  # (Q, k), unordered
+
+    def add(self, vectors: np.ndarray) -> None:
+        for lo in range(0, len(vectors), self.block):
+            s = self.queries @ vectors[lo:lo + self.block].T  # (Q, b)
+            top = _top(s, self.k)
+            best_s = np.concatenate([self.best_s, np.take_along_axis(s, top, 1)], axis=1)
+            best_p = np.concatenate([self.positions, top + self.seen], axis=1)
+            keep = _top(best_s, self.k)
+            self.best_s = np.take_along_axis(best_s, keep, 1)
+            self.positions = np.take_along_axis(best_p, keep, 1)
+            self.seen += s.shape[1]
+
+
+def exact_knn_streamed(chunks: Iterator[tuple[np.ndarray, np.ndarray]], queries: np.ndarray,
+                       k: int, block_floats: int) -> np.ndarray:
+    """(Q, k) exact neighbour positions (counting the streamed vectors in order) of queries."""
+    knn = StreamedKnn(queries, k, block_floats)
+    for vectors, _ in chunks:
+        knn.add(vectors)
+    return knn.positions
+
+
+def _top(s: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the (unordered) k largest entries of each row."""
+    kk = min(k, s.shape[1])
+    return np.argpartition(-s, kk - 1, axis=1)[:, :kk]
