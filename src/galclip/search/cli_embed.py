@@ -4,7 +4,8 @@ Streams the dataset through the model's inference function (eval mode, no grad, 
 never drops a row, and writes Parquet shards + manifest.json to CATALOG_DIR, recording the
 checkpoint's sha256. Killed and rerun, it skips finished shards.
 
-Example:  galclip embed --model runs/clip/model.ckpt --data data/sim --out catalogs/sim
+Example:
+  galclip embed --model runs/demo/align/model.safetensors --data runs/demo/data --out runs/demo/catalog-2
 """
 from __future__ import annotations
 

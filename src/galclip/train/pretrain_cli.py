@@ -1,7 +1,8 @@
 """Pretrain an encoder without labels: DINOv2-style for images, masked modelling for spectra.
 
-  galclip pretrain spectrum --config spectrum-cpu --data runs/sim --out runs/pre-spec
-  galclip pretrain image --config image-cpu --data runs/sim --out runs/pre-img optim.lr=1e-4
+Examples (paths `make demo` creates):
+  galclip pretrain spectrum --config spectrum-cpu --data runs/demo/data --out runs/demo/pre-spec
+  galclip pretrain image --config image-cpu --data runs/demo/data --out runs/demo/pre-img optim.lr=1e-4
 
 --config takes a YAML file or a packaged preset (image-cpu, image-astrodino, spectrum-cpu,
 spectrum-specformer); trailing key=value pairs override single fields. The run folder gets the
