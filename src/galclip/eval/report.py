@@ -320,7 +320,7 @@ def render_markdown(metrics: Mapping, figures: Sequence[tuple[str, Path]], out_d
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
        "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}th{background:#f0f0f0}"
        "img{max-width:100%}code{background:#f4f4f4}")
 

@@ -86,7 +86,7 @@ function legacySurveyUrl(ra, dec) {  // a link only: the server never fetches it
 function openObjectSpectrum(obj) {
   api(`/api/objects/${obj.object_id}/spectrum?bins=1500`).then((d) => {
     const overlay = state.querySpectrum && state.querySpectrum.id !== obj.object_id ? state.querySpectrum.data : null;
-    openSpecView(d, overlay, `spectrum of #${obj.object_id} (z = ${fmt(d.redshift)})` + (overlay ? " · grey: the query" : ""));
+    openSpecView(d, overlay, `spectrum of #${obj.object_id} (z = ${fmt(d.redshift)})` + (overlay ? " · orange: the query" : ""));
   }).catch((e) => setStatus(e.message, true));
 }
 

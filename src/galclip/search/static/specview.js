@@ -71,16 +71,26 @@ function drawSpecView() {
   svg.appendChild(sv("text", { class: "ylabel", x: 14, y: (T + H - B) / 2, transform: `rotate(-90 14 ${(T + H - B) / 2})`, "text-anchor": "middle" }, yl));
   const z = SV.main.redshift;
   if (z !== null && z !== undefined) {
-    for (const [name, rest, kind] of LINES) {
+    const lastLabel = { em: -Infinity, abs: -Infinity };
+    for (const [name, rest, kind] of [...LINES].sort((a, b) => a[1] - b[1])) {
       const w = SV.rest ? rest : rest * (1 + z);
       if (w < x0 || w > x1) continue;
       svg.appendChild(sv("line", { class: `mark ${kind}`, x1: X(w), x2: X(w), y1: T, y2: H - B, "data-name": name }));
-      svg.appendChild(sv("text", { class: `mark-label ${kind}`, x: X(w) + 2, y: T + 10 }, name));
+      if (X(w) - lastLabel[kind] < 8 * name.length + 6) continue;  // close pairs labelled once
+      const y = kind === "em" ? T + 11 : T + 24;  // emission labels above absorption labels
+      svg.appendChild(sv("text", { class: `mark-label ${kind}`, x: X(w) + 2, y }, name));
+      lastLabel[kind] = X(w);
     }
   }
   for (const [k, p] of pts) {
     const d = p.filter((q) => q[0] >= x0 && q[0] <= x1).map((q) => `${X(q[0]).toFixed(1)},${Y(q[1]).toFixed(1)}`).join(" ");
     svg.appendChild(sv("polyline", { class: `sv-${k}`, points: d, "clip-path": "url(#sv-clip)" }));
+  }
+  if (overlay) {
+    svg.appendChild(sv("line", { class: "sv-main", x1: W - R - 150, x2: W - R - 130, y1: H - B - 14, y2: H - B - 14 }));
+    svg.appendChild(sv("text", { class: "legend", x: W - R - 126, y: H - B - 10 }, "this object"));
+    svg.appendChild(sv("line", { class: "sv-overlay", x1: W - R - 150, x2: W - R - 130, y1: H - B - 30, y2: H - B - 30 }));
+    svg.appendChild(sv("text", { class: "legend", x: W - R - 126, y: H - B - 26 }, "the query"));
   }
   SV.scale = { x0, x1, L, R, W };
   svg.dataset.x0 = x0; svg.dataset.x1 = x1; svg.dataset.z = z ?? "";
