@@ -11,9 +11,9 @@ def test_template_fit_recovers_the_redshift_of_a_template_spectrum():
     pytest.importorskip("bagpipes")
     from galclip.eval.template_fit import TemplateFitter, chi2
 
-    fitter = TemplateFitter()
+    fitter = TemplateFitter(z_min=0.2, z_max=0.35)  # a narrow grid keeps the test short
     rng = np.random.default_rng(0)
-    for z in (0.0834, 0.3127):
+    for z in (0.2217, 0.3127):
         basis = fitter.basis([z])[0]  # (6, 7781)
         flux = 2.0 * basis[2] + 0.5 * basis[0] + 0.3 * basis[3]
         ivar = np.full(flux.shape, 400.0)

@@ -31,7 +31,7 @@ PUBLISHED: tuple[tuple[str, str, str, float], ...] = (
     ("Spectrum", "AstroCLIP", "zero-shot", 0.99),
 )
 PUBLISHED_CITATION = "Parker et al. 2024 (AstroCLIP), Table 2"
-TEMPLATE_FIT_N = 60  # test spectra the template fit runs on by default: ~30 s on 2 cores
+TEMPLATE_FIT_N = 40  # test spectra the template fit runs on by default (see benchmarks/RESULTS.md)
 
 
 def data_origin(provenance: Mapping) -> tuple[str, str]:

@@ -479,7 +479,8 @@ def add_uncertainty(metrics: dict, y_test: np.ndarray, preds: Mapping, seed: int
 
 def add_references(metrics: dict, ctx) -> None:
     """``metrics['references']``: AstroCLIP's published rows and, on simulated data, a template
-    fit on a sample of the test spectra (``reference.template_fit_n`` in the config, 0 = off)."""
+    fit on the first ``TEMPLATE_FIT_N`` test spectra (``reference.template_fit_n`` overrides it
+    when the evaluation config has that key; 0 turns the fit off)."""
     from galclip.eval import references as R
 
     refs = R.published_rows()
