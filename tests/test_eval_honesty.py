@@ -20,6 +20,7 @@ def test_data_origin_comes_from_the_provenance():
     assert data_origin(sim)[0] == "simulated" and "SIMULATED" in data_origin(sim)[1]
     assert data_origin(real)[0] == "real" and "coadd-1.fits" in data_origin(real)[1]
     assert data_origin({"data": {}})[0] == "unknown"
+    assert data_origin({"data": {"provenance": {"command": "test"}}})[0] == "unknown"
     m = metrics()
     m["provenance"]["data"]["provenance"] = sim["data"]["provenance"]
     assert "simulated galaxies and is not comparable" in data_line(m)

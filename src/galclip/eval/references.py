@@ -43,12 +43,13 @@ def data_origin(provenance: Mapping) -> tuple[str, str]:
         return "simulated", (f"SIMULATED galaxies ({command}): the galclip survey simulator, "
                              f"not real survey data")
     inputs = prov.get("inputs") or []
-    if command or inputs:
+    if "build-dataset" in command or inputs:
         names = ", ".join(str(i.get("path", i) if isinstance(i, Mapping) else i) for i in inputs[:3])
         more = f" and {len(inputs) - 3} more" if len(inputs) > 3 else ""
         listed = f"; inputs: {names}{more}" if names else ""
-        return "real", f"real survey data ({command or 'built'}{listed})"
-    return "unknown", "data of unrecorded origin (the dataset's manifest records no provenance)"
+        return "real", f"real survey data ({command or 'built from files'}{listed})"
+    made = f" (made by: {command})" if command else ""
+    return "unknown", f"data of unrecorded origin{made}: neither simulated nor built from survey files"
 
 
 def published_rows() -> list[dict[str, Any]]:
