@@ -232,6 +232,8 @@ class Catalog:
 
         if "ra" not in self.meta or "dec" not in self.meta:
             raise CatalogError(f"catalog {self.path} has no ra/dec columns for a cone search")
+        if k is not None and k < 1:
+            raise ValueError(f"k must be at least 1 (got {k})")
         rows, sep = cone_rows(ra, dec, radius, self.meta["ra"], self.meta["dec"])
         mask = self._filter_mask(where)
         if mask is not None:

@@ -67,8 +67,9 @@ def _search(cat, args: argparse.Namespace):
         except KeyError as e:
             raise ValueError(e.args[0]) from None
     return cat.search(id=args.id, image=args.image, spectrum=args.spectrum, from_=args.from_,
-                      to=args.to, k=args.k or 10, where=args.where, targetid=args.targetid,
-                      row=args.row, exclude_self=False if args.include_self else None)
+                      to=args.to, k=10 if args.k is None else args.k, where=args.where,
+                      targetid=args.targetid, row=args.row,
+                      exclude_self=False if args.include_self else None)
 
 
 def _header(q: dict) -> str:
