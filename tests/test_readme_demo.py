@@ -58,7 +58,7 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path):
     assert (run / "catalog" / "index-image.faiss").exists()
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["results"] and (run / "report" / "report.html").exists()
-    assert (run / "data" / "realism" / "realism.md").exists()
+    assert (run / "data-realism" / "realism.md").exists()  # beside the dataset, not inside it
     # a rerun skips every finished stage
     r = subprocess.run(["galclip", "demo", "--preset", "tiny", "--out", "runs/tiny"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=600)

@@ -182,7 +182,9 @@ def test_embed_search_index_commands(built, capsys, monkeypatch):
     assert main(["search", str(built.catalog), "--id", str(first), "--to", "spectrum", "--k", "4",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["query"] == {"id": first, "from": "image", "to": "spectrum", "k": 4, "where": None}
+    assert out["query"] == {"id": first, "from": "image", "to": "spectrum", "k": 4, "where": None,
+                            "redshift": out["query"]["redshift"]}
+    assert out["redshift"]["query"] == out["query"]["redshift"] is not None
     assert len(out["neighbours"]) == 4
     assert main(["search", str(built.catalog), "--id", "5", "--k", "3"]) == 2
     assert "object_id 5 is not in catalog" in capsys.readouterr().err

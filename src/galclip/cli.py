@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("search", "galclip.search.cli_search",
      "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
     ("serve", "galclip.search.cli_serve", "web explorer and JSON API over an embedding catalog"),
+    ("export", "galclip.search.cli_export", "write an embedding catalog as a HATS catalog (LSDB)"),
     ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
     ("evaluate", "galclip.eval.cli",
      "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),

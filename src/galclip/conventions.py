@@ -23,6 +23,15 @@ SPECTRUM_UNIT = "1e-17 erg s^-1 cm^-2 Angstrom^-1"
 FLUX_UNIT_CGS: float = 1e-17
 FIBER_DIAMETER_ARCSEC: float = 1.5  # DESI fibre, 107 micron at the focal plane
 
+#: Main emission lines, rest-frame vacuum wavelengths in Angstrom (explorer and report figures).
+EMISSION_LINES: tuple[tuple[str, float], ...] = (
+    ("[OII]", 3728.5), ("Hβ", 4862.7), ("[OIII]", 4960.3), ("[OIII]", 5008.2),
+    ("Hα", 6564.6), ("[NII]", 6585.3), ("[SII]", 6718.3), ("[SII]", 6732.7),
+)
+#: Main absorption features, rest-frame Angstrom (vacuum; Ca H+K and the 4000 A break region).
+ABSORPTION_LINES: tuple[tuple[str, float], ...] = (("Ca K", 3934.8), ("Ca H", 3969.6),
+                                                   ("G", 4305.6), ("Mg b", 5176.7), ("Na D", 5895.6))
+
 
 def wavelength_grid() -> np.ndarray:
     """The DESI coadd wavelength grid in Angstrom, shape (7781,), 3600 ... 9824."""

@@ -1,10 +1,12 @@
 """Evaluate a trained model: zero-shot k-NN, few-shot probes, morphology, retrieval and
 supervised baselines on the same split; writes metrics.json, report.md and report.html.
 
-Examples:
-  galclip evaluate --model runs/align/model.safetensors --data data/sim --out runs/eval
-  galclip evaluate --model M --data D --out R --config gpu --split val knn.k=32
-  galclip evaluate --model M --data D --out R baselines.image.enabled=false plots.embedding_map=pca
+Examples (paths `make demo` creates):
+  galclip evaluate --model runs/demo/align/model.safetensors --data runs/demo/data --out runs/demo/eval
+  galclip evaluate --model runs/demo/align/model.safetensors --data runs/demo/data \
+      --out runs/demo/eval-val --config gpu --split val knn.k=32
+  galclip evaluate --model runs/demo/align/model.safetensors --data runs/demo/data \
+      --out runs/demo/eval-pca baselines.image.enabled=false plots.embedding_map=pca
 
 --config takes a YAML file or a preset name (cpu, gpu); key=value overrides follow (dotted keys).
 Embeddings are cached under OUT/cache: rerunning the same command skips the embedding step.

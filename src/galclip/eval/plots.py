@@ -4,7 +4,8 @@
   metrics in the corner;
 - label-efficiency curves: test R² against the fraction of training labels;
 - retrieval galleries: a query image with its best-matching spectra (and the reverse), with
-  true redshifts and cosine similarities;
+  true redshifts and cosine similarities; spectra smoothed (inverse-variance weighted, 9
+  pixels), shifted to the rest frame of their own redshift, with the main lines marked;
 - a 2-D map of the embeddings (UMAP, McInnes et al. 2018; PCA when umap-learn is missing or
   ``method="pca"``) coloured by redshift and sSFR.
 """
@@ -57,7 +58,9 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[st
     from matplotlib.colors import LogNorm
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False,
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.9 * len(names), 3.2), squeeze=False,
                              constrained_layout=True)
     for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         t, p = y_true[:, j], y_pred[:, j]
@@ -65,11 +68,15 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[st
         lo, hi = np.percentile(t[ok], [0.5, 99.5]) if ok.any() else (0.0, 1.0)
         pad = 0.05 * (hi - lo or 1.0)
         rng = [[lo - pad, hi + pad]] * 2
-        ax.hist2d(t[ok], p[ok], bins=40, range=rng, norm=LogNorm(), cmap="viridis", cmin=1)
+        *_, mesh = ax.hist2d(t[ok], p[ok], bins=40, range=rng, norm=LogNorm(), cmap="viridis",
+                             cmin=1)
+        fig.colorbar(mesh, ax=ax, label="galaxies per bin", shrink=0.85)
         ax.plot(rng[0], rng[0], "r--", lw=1)
         ax.text(0.04, 0.96, _corner_text(name, metrics.get(name, {})), transform=ax.transAxes,
                 va="top", fontsize=8, bbox=dict(boxstyle="round", fc="white", alpha=0.8))
         ax.set(xlabel=f"true {LABELS.get(name, name)}", ylabel="predicted", xlim=rng[0], ylim=rng[0])
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(5, prune="lower"))  # no clash at the corner
     fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi)
 
@@ -77,17 +84,28 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[st
 def label_efficiency(curves: Mapping[str, Mapping[str, Mapping[str, float]]],
                      names: Sequence[str], path: Path, dpi: int = 90) -> Path:
     """Test R² against the fraction of training labels, one panel per property."""
+    return _save(label_efficiency_figure(curves, names), path, dpi)
+
+
+def label_efficiency_figure(curves: Mapping[str, Mapping[str, Mapping[str, float]]],
+                            names: Sequence[str]):
+    """The label-efficiency figure (constrained layout, shared y label, legend outside)."""
+    from matplotlib.ticker import FuncFormatter
+
     plt = _plt()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.0), squeeze=False,
+                             sharey=True, constrained_layout=True)
     for ax, name in zip(axes[0], names, strict=True):
         for source, curve in curves.items():
             fr = sorted(curve, key=float)
             ax.plot([float(f) * 100 for f in fr], [curve[f][name] for f in fr], "o-", label=source)
-        ax.set(xscale="log", xlabel="training labels [%]", ylabel="test $R^2$",
-               title=LABELS.get(name, name))
+        ax.set(xscale="log", title=LABELS.get(name, name), xlabel="training labels [%]")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    return _save(fig, path, dpi)
+    axes[0][0].set_ylabel("test $R^2$")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=7)
+    return fig
 
 
 def rgb_image(image: np.ndarray) -> np.ndarray:
@@ -97,15 +115,37 @@ def rgb_image(image: np.ndarray) -> np.ndarray:
     return np.clip(x[::-1].transpose(1, 2, 0), 0.0, 1.0)  # z -> red, r -> green, g -> blue
 
 
-def _spectrum_axes(ax, flux: np.ndarray, ivar: np.ndarray, label: str) -> None:
-    wave = C.wavelength_grid()
-    f = np.where(ivar > 0, flux, np.nan)
-    kernel = np.ones(9) / 9
-    smooth = np.convolve(np.nan_to_num(f), kernel, mode="same")
-    ax.plot(wave, np.where(np.isfinite(f), smooth, np.nan), lw=0.6, color="k")
+def smooth_spectrum(flux: np.ndarray, ivar: np.ndarray, width: int = 9) -> np.ndarray:
+    """Inverse-variance weighted running mean over ``width`` pixels (NaN where no good pixel)."""
+    w = np.where(np.asarray(ivar) > 0, np.asarray(ivar, np.float64), 0.0)
+    kernel = np.ones(width)
+    num = np.convolve(np.nan_to_num(np.asarray(flux, np.float64)) * w, kernel, mode="same")
+    den = np.convolve(w, kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _spectrum_axes(ax, flux: np.ndarray, ivar: np.ndarray, z: float | None, label: str) -> None:
+    """Smoothed spectrum in the rest frame of ``z`` (observed frame if unknown), lines marked."""
+    known = z is not None and np.isfinite(z)
+    wave = C.wavelength_grid() / (1 + z) if known else C.wavelength_grid()
+    smooth = smooth_spectrum(flux, ivar)
+    ax.plot(wave, smooth, lw=0.6, color="k")
     ax.set_xlim(wave[0], wave[-1])
+    lo, hi = np.nanpercentile(smooth, [1, 99.5]) if np.isfinite(smooth).any() else (0, 1)
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.25 * (hi - lo))  # headroom for the line labels
+    for i, (_, rest) in enumerate(C.EMISSION_LINES + C.ABSORPTION_LINES):
+        if known and wave[0] < rest < wave[-1]:
+            emission = i < len(C.EMISSION_LINES)
+            ax.axvline(rest, color="tab:blue" if emission else "tab:red", lw=0.5, alpha=0.6)
     ax.text(0.99, 0.95, label, transform=ax.transAxes, ha="right", va="top", fontsize=7)
     ax.tick_params(labelsize=6)
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
+GALLERY_NOTE = ("rest-frame wavelength [Å] at each spectrum's z; flux [1e-17 erg/s/cm²/Å], 9-pixel "
+                "smoothing\nblue: emission lines ([OII], Hβ, [OIII], Hα, [NII], [SII]); "
+                "red: Ca H+K, G band, Mg b, Na D")
 
 
 def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> Path:
@@ -113,17 +153,18 @@ def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> P
     ``matches`` (dicts with ``flux``, ``ivar``, ``z``, ``sim``, ``is_match``)."""
     plt = _plt()
     k = len(queries[0]["matches"])
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(2.2 + 2.6 * k, 1.8 * len(queries)),
-                             squeeze=False, gridspec_kw={"width_ratios": [0.8] + [1] * k})
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(max(8.0, 2.2 + 2.6 * k), 0.8 + 1.8 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [0.8] + [1] * k},
+                             constrained_layout=True)
     for row, q in zip(axes, queries, strict=True):
         row[0].imshow(rgb_image(q["image"]), origin="lower")
         row[0].set_title(f"query z={q['z']:.3f}", fontsize=7)
         row[0].axis("off")
         for ax, m in zip(row[1:], q["matches"], strict=True):
             star = " ★ own spectrum" if m["is_match"] else ""
-            _spectrum_axes(ax, m["flux"], m["ivar"], f"z={m['z']:.3f}  sim={m['sim']:.2f}{star}")
-    fig.suptitle("image → spectrum retrieval (observed-frame flux, 1e-17 erg/s/cm²/Å vs Å)",
-                 fontsize=9)
+            _spectrum_axes(ax, m["flux"], m["ivar"], m["z"],
+                           f"z={m['z']:.3f}  sim={m['sim']:.2f}{star}")
+    fig.suptitle("image → spectrum retrieval\n" + GALLERY_NOTE, fontsize=8)
     return _save(fig, path, dpi)
 
 
@@ -131,16 +172,17 @@ def spectrum_to_images(queries: Sequence[Mapping], path: Path, dpi: int = 90) ->
     """Rows: a query spectrum, then its top images (``matches`` hold ``image``, ``z``, ``sim``)."""
     plt = _plt()
     k = len(queries[0]["matches"])
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(3.2 + 1.7 * k, 1.8 * len(queries)),
-                             squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k})
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(max(8.0, 3.2 + 1.7 * k), 0.8 + 1.8 * len(queries)),
+                             squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k},
+                             constrained_layout=True)
     for row, q in zip(axes, queries, strict=True):
-        _spectrum_axes(row[0], q["flux"], q["ivar"], f"query z={q['z']:.3f}")
+        _spectrum_axes(row[0], q["flux"], q["ivar"], q["z"], f"query z={q['z']:.3f}")
         for ax, m in zip(row[1:], q["matches"], strict=True):
             ax.imshow(rgb_image(m["image"]), origin="lower")
             star = " ★" if m["is_match"] else ""
             ax.set_title(f"z={m['z']:.3f} sim={m['sim']:.2f}{star}", fontsize=7)
             ax.axis("off")
-    fig.suptitle("spectrum → image retrieval", fontsize=9)
+    fig.suptitle("spectrum → image retrieval\n" + GALLERY_NOTE, fontsize=8)
     return _save(fig, path, dpi)
 
 

@@ -2,9 +2,16 @@
 ``report.html`` (figures embedded as base64, so the one file can be mailed or archived).
 
 The main table follows AstroCLIP (Parker et al. 2024, Table 2): source, model, type, redshift
-R², mean R² of the other properties, mean morphology accuracy; per-property R², photo-z metrics
-(sigma_NMAD, bias, outlier fractions) and retrieval follow. A "Findings" section above the
-tables puts the headline numbers in sentences (:func:`findings`). Reports only read the metrics.
+R², mean R² of the other properties, mean morphology accuracy, each row's training budget;
+per-property R², photo-z metrics (sigma_NMAD, bias, outlier fractions) and retrieval follow.
+Every metric carries its 68 % interval when ``metrics['intervals']`` holds one (bootstrap over
+the test galaxies, :mod:`galclip.eval.uncertainty`); morphology accuracies a Wilson interval.
+The report opens by saying whether the data are simulated or real (from the dataset's
+provenance), lists reference points (AstroCLIP's published real-data figures; on simulated data
+a template-fit redshift on the same spectra, :mod:`galclip.eval.references`) and compares each
+morphology question with its majority class. A "Findings" section puts the headline numbers in
+sentences (:func:`findings`). Rendering only reads the metrics; :func:`add_uncertainty` and
+:func:`add_references` fill ``intervals`` and ``references`` from the predictions first.
 """
 from __future__ import annotations
 
@@ -32,14 +39,31 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (float, np.floating)) else str(x)
 
 
+def _ci(x: Any, interval: Sequence[float] | None, digits: int = 3) -> str:
+    """A value with its 68 % interval, e.g. ``0.557 [0.52, 0.59]``."""
+    text = _fmt(x, digits)
+    if text == DASH or not interval:
+        return text
+    d = max(2, digits - 1)
+    return f"{text} [{interval[0]:.{d}f}, {interval[1]:.{d}f}]"
+
+
+def _row_ci(metrics: Mapping, rid: str, prop: str, metric: str = "r2") -> list[float] | None:
+    block = metrics.get("intervals", {}).get(rid, {})
+    if prop == "mean_property_r2":
+        return block.get("mean_property_r2")
+    return (block.get(prop) or {}).get(metric)
+
+
 def summary_row(result: Mapping, properties: Sequence[str]) -> dict[str, Any]:
     """One AstroCLIP-style row: redshift R², mean R² of the other properties, morphology."""
     props = result["properties"]
-    others = [props[p]["r2"] for p in properties if p != "redshift" and p in props]
+    others = [props[p]["r2"] for p in properties if p != "redshift" and p in props
+              and props[p]["r2"] is not None and np.isfinite(props[p]["r2"])]
     acc = [m["accuracy"] for m in result.get("morphology", {}).values()]
     return {"source": result["source"], "model": result["model"], "type": result["type"],
             "redshift_r2": props.get("redshift", {}).get("r2"),
-            "mean_property_r2": float(np.nanmean(others)) if others else None,
+            "mean_property_r2": float(np.mean(others)) if others else None,
             "morphology_accuracy": float(np.mean(acc)) if acc else None,
             **{f"{p}_r2": props[p]["r2"] for p in properties if p in props}}
 
@@ -47,16 +71,17 @@ def summary_row(result: Mapping, properties: Sequence[str]) -> dict[str, Any]:
 def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Header and rows of every report table, as strings."""
     props = metrics["properties"]
-    rows = [summary_row(r, props) for r in metrics["results"]]
     main_cols = ["source", "model", "type", "redshift_r2", "mean_property_r2",
                  "morphology_accuracy"] + [f"{p}_r2" for p in props if p != "redshift"]
-    out = {"main": ([HEADERS.get(c, c.replace("_r2", " R²")) for c in main_cols],
-                    [[_fmt(r.get(c)) for c in main_cols] for r in rows])}
+    out = {"main": ([*[HEADERS.get(c, c.replace("_r2", " R²")) for c in main_cols], "Budget"],
+                    [_main_row(metrics, r, main_cols) for r in metrics["results"]])}
     z = [r for r in metrics["results"] if "redshift" in r["properties"]]
     zcols = ["r2", "sigma_nmad", "bias", "eta_0.15", "eta_0.05", "n"]
     out["redshift"] = (["source", "model", "type", *zcols],
                        [[r["source"], r["model"], r["type"],
-                         *[_fmt(r["properties"]["redshift"].get(c), 4) for c in zcols]] for r in z])
+                         *[_ci(r["properties"]["redshift"].get(c),
+                               _row_ci(metrics, r["id"], "redshift", c), 4) for c in zcols]]
+                        for r in z])
     morph = sorted({c for r in metrics["results"] for c in r.get("morphology", {})})
     mrows = [r for r in metrics["results"] if r.get("morphology")]
     out["morphology"] = (["source", "model", *[f"{c} acc / F1" for c in morph]],
@@ -64,12 +89,54 @@ def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
                              f"{_fmt(r['morphology'][c]['accuracy'])} / "
                              f"{_fmt(r['morphology'][c]['f1_macro'])}"
                              if c in r["morphology"] else DASH for c in morph]] for r in mrows])
+    out["morphology_vs_majority"] = morphology_vs_majority(metrics)
+    out["references"] = _references_table(metrics)
     out["retrieval"] = _retrieval_table(metrics.get("retrieval", {}))
     agree = metrics.get("retrieval", {}).get("neighbour_agreement_r2", {})
     out["neighbours"] = (["embedding", *[f"{p} R²" for p in props]],
                          [[k, *[_fmt(v.get(p)) for p in props]] for k, v in agree.items()])
     out["label_efficiency"] = _efficiency_table(metrics.get("label_efficiency", {}), props)
     return out
+
+
+def _main_row(metrics: Mapping, result: Mapping, cols: Sequence[str]) -> list[str]:
+    row = summary_row(result, metrics["properties"])
+    cells = []
+    for c in cols:
+        prop = {"redshift_r2": "redshift", "mean_property_r2": "mean_property_r2"}.get(
+            c, c.removesuffix("_r2"))
+        cells.append(_ci(row.get(c), _row_ci(metrics, result.get("id", ""), prop)))
+    from galclip.eval.references import budget
+
+    return [*cells, budget(result, metrics.get("provenance", {})) or DASH]
+
+
+def morphology_vs_majority(metrics: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Per morphology question: the majority class's accuracy, the best model's (with its
+    Wilson 68 % interval) and whether any model beats the majority class beyond that interval."""
+    from galclip.eval.uncertainty import wilson_interval
+
+    chance = next((r["morphology"] for r in metrics["results"] if r["type"] == "chance"), {})
+    rows = []
+    for q in sorted(chance):
+        base = chance[q]["accuracy"]
+        models = [(r["morphology"][q]["accuracy"], r["morphology"][q].get("n", 0), r)
+                  for r in metrics["results"] if r["type"] != "chance" and q in r.get("morphology", {})]
+        if not models:
+            continue
+        acc, n, best = max(models, key=lambda m: m[0])
+        ci = wilson_interval(acc, n)
+        beats = ci is not None and ci[0] > base
+        verdict = "beats the majority class" if beats else "NO model beats the majority class"
+        rows.append([q.removeprefix("morph_"), _fmt(base), f"{best['model']} ({best['source']})",
+                     _ci(acc, ci), verdict])
+    return ["question", "majority class", "best model", "its accuracy [68 %]", "verdict"], rows
+
+
+def _references_table(metrics: Mapping) -> tuple[list[str], list[list[str]]]:
+    rows = [[r["source"], r["model"], r["type"], _fmt(r.get("redshift_r2")), r.get("basis", "")]
+            for r in metrics.get("references", []) if "model" in r]
+    return ["source", "model", "type", "redshift R²", "measured on"], rows
 
 
 RETRIEVAL_DIRECTIONS = ("image_to_spectrum", "spectrum_to_image")
@@ -110,8 +177,11 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation split)"),
+SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation split, "
+                     "[68 % bootstrap interval])"),
+            ("references", "Reference points (not galclip; read the 'measured on' column)"),
             ("redshift", "Redshift: photo-z metrics (Δz = (z_pred − z_true)/(1 + z_true))"),
+            ("morphology_vs_majority", "Morphology per question against the majority class"),
             ("morphology", "Morphology: accuracy / macro F1 per question"),
             ("label_efficiency", "Label efficiency (few-shot MLP, test R²)"),
             ("retrieval", "Cross-modal retrieval on the evaluation split"),
@@ -119,13 +189,41 @@ SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation s
                            "nearest neighbour's")]
 
 
+def _row(metrics: Mapping, source: str, model: str, type_: str) -> Mapping | None:
+    return next((r for r in metrics["results"]
+                 if (r["source"], r["model"], r["type"]) == (source, model, type_)), None)
+
+
 def _r2(metrics: Mapping, source: str, model: str, type_: str, prop: str = "redshift") -> float | None:
     """R² of one result row (``None`` if the row or the property is absent or not finite)."""
-    for r in metrics["results"]:
-        if (r["source"], r["model"], r["type"]) == (source, model, type_):
-            v = r["properties"].get(prop, {}).get("r2")
-            return float(v) if v is not None and np.isfinite(v) else None
-    return None
+    r = _row(metrics, source, model, type_)
+    if r is None:
+        return None
+    v = r["properties"].get(prop, {}).get("r2")
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def _versus(metrics: Mapping, a: tuple[str, str, str], b: tuple[str, str, str]) -> str:
+    """" The 68 % intervals ... overlap" for row a against row b, when both have intervals."""
+    ra, rb = _row(metrics, *a), _row(metrics, *b)
+    ia, ib = _row_ci(metrics, ra["id"], "redshift"), _row_ci(metrics, rb["id"], "redshift")
+    text = ""
+    if ia and ib:
+        overlap = ia[0] <= ib[1] and ib[0] <= ia[1]
+        text += (f" The 68 % intervals [{ia[0]:.2f}, {ia[1]:.2f}] and [{ib[0]:.2f}, {ib[1]:.2f}] "
+                 + ("overlap: at this test-set size the two are indistinguishable."
+                    if overlap else "do not overlap."))
+    return text
+
+
+def _budget_note(metrics: Mapping, key: tuple[str, str, str]) -> str:
+    """" (training budget: ...; a lower bound on supervised training, not its ceiling)"."""
+    from galclip.eval.references import budget
+
+    r = _row(metrics, *key)
+    spent = budget(r, metrics.get("provenance", {})) if r else None
+    return (f" (training budget: {spent}; a lower bound on what supervised training reaches, "
+            f"not its ceiling)") if spent else ""
 
 
 def findings(metrics: Mapping) -> list[str]:
@@ -135,23 +233,26 @@ def findings(metrics: Mapping) -> list[str]:
     out = []
     img = _r2(metrics, "Image", "galclip k-NN", "zero-shot")
     phot = _r2(metrics, "Photometry", "MLP", "supervised")
+    pair = (("Image", "galclip k-NN", "zero-shot"), ("Photometry", "MLP", "supervised"))
     if img is not None and phot is not None:
         if img >= phot:
             out.append(f"Image zero-shot redshift R² {img:.3f} is at or above the supervised "
-                       f"photometry MLP's {phot:.3f}.")
+                       f"photometry MLP's {phot:.3f}." + _versus(metrics, *pair))
         else:
             text = (f"Image zero-shot redshift R² {img:.3f} is below the supervised photometry MLP's "
                     f"{phot:.3f}.")
             resnet = _r2(metrics, "Image", "resnet18", "supervised")
             if resnet is not None and resnet < phot:
-                text += (f" A ResNet18 trained with the labels on the same cutouts reaches only "
+                text += (f" A ResNet18 trained with the labels on the same cutouts"
+                         f"{_budget_note(metrics, ('Image', 'resnet18', 'supervised'))} reaches only "
                          f"{resnet:.3f}: at this training-set size a network draws less redshift "
                          f"from the pixels than the MLP does from the catalogue's total fluxes.")
             unaligned = _r2(metrics, "Image", "unaligned k-NN", "zero-shot")
             if unaligned is not None:
+                moved = "raised" if img >= unaligned else "lowered"
                 text += (f" The self-supervised image encoder alone scores {unaligned:.3f}; alignment "
-                         f"with the spectra raised it to {img:.3f}.")
-            out.append(text)
+                         f"with the spectra {moved} it to {img:.3f}.")
+            out.append(text + _versus(metrics, *pair))
     spec = _r2(metrics, "Spectrum", "galclip k-NN", "zero-shot")
     if spec is not None:
         text = f"Spectrum zero-shot redshift R² {spec:.3f}"
@@ -159,7 +260,8 @@ def findings(metrics: Mapping) -> list[str]:
             ("its self-supervised encoder alone", _r2(metrics, "Spectrum", "unaligned k-NN", "zero-shot")),
             ("the few-shot MLP on the aligned embedding",
              _r2(metrics, "Spectrum", "galclip MLP", "few-shot")),
-            ("a supervised network on the same spectra",
+            ("a supervised network on the same spectra"
+             + _budget_note(metrics, ("Spectrum", "conv+attention", "supervised")),
              _r2(metrics, "Spectrum", "conv+attention", "supervised"))) if v is not None]
         out.append(text + (" (" + "; ".join(parts) + ")." if parts else "."))
     for _, block in retrieval_pools(metrics.get("retrieval", {})):
@@ -169,7 +271,25 @@ def findings(metrics: Mapping) -> list[str]:
             out.append(f"Cross-modal retrieval: median rank {ranks[0]:.0f} (image→spectrum) and "
                            f"{ranks[1]:.0f} (spectrum→image) in a pool of {block['pool_size']:.0f}; "
                            f"chance is {chance:.0f}, so {chance / max(ranks):.1f}× or more better.")
+    if tf := next((r for r in metrics.get("references", []) if r.get("type") == "classical"), None):
+        if tf.get("redshift_r2") is not None:
+            out.append(f"A classical template fit reaches redshift R² {tf['redshift_r2']:.3f} on "
+                       f"{tf['n']} of the same test spectra: the information the spectra carry.")
+    if flat := [r[0] for r in morphology_vs_majority(metrics)[1] if r[-1].startswith("NO")]:
+        out.append(f"Morphology: on {', '.join(flat)} no model beats always answering the "
+                   f"majority class; their accuracies say nothing about the embeddings.")
     return out
+
+
+def data_line(metrics: Mapping) -> str:
+    """The report's first line: simulated or real data, and what that means for comparisons."""
+    from galclip.eval.references import data_origin
+
+    kind, text = data_origin(metrics["provenance"])
+    if kind == "simulated":
+        return (f"Data: {text}. Every galclip number here is measured on simulated galaxies and "
+                f"is not comparable with published real-data figures such as AstroCLIP's.")
+    return f"Data: {text}."
 
 
 def _header_lines(metrics: Mapping) -> list[str]:
@@ -183,7 +303,8 @@ def _header_lines(metrics: Mapping) -> list[str]:
 
 def render_markdown(metrics: Mapping, figures: Sequence[tuple[str, Path]], out_dir: Path) -> str:
     t = tables(metrics)
-    parts = ["# galclip evaluation report", "", *[f"- {line}" for line in _header_lines(metrics)]]
+    parts = ["# galclip evaluation report", "", f"**{data_line(metrics)}**", "",
+             *[f"- {line}" for line in _header_lines(metrics)]]
     if found := findings(metrics):
         parts += ["", "## Findings", "", *[f"- {f}" for f in found]]
     for key, title in SECTIONS:
@@ -199,7 +320,7 @@ def render_markdown(metrics: Mapping, figures: Sequence[tuple[str, Path]], out_d
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
        "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}th{background:#f0f0f0}"
        "img{max-width:100%}code{background:#f4f4f4}")
 
@@ -207,7 +328,8 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;p
 def render_html(metrics: Mapping, figures: Sequence[tuple[str, Path]]) -> str:
     """A self-contained page: every figure is embedded as a base64 data URI."""
     t = tables(metrics)
-    body = ["<h1>galclip evaluation report</h1><ul>",
+    body = ["<h1>galclip evaluation report</h1>",
+            f"<p class=\"data\"><strong>{html.escape(data_line(metrics))}</strong></p><ul>",
             *[f"<li>{html.escape(line)}</li>" for line in _header_lines(metrics)], "</ul>"]
     if found := findings(metrics):
         body += ["<h2>Findings</h2><ul>", *[f"<li>{html.escape(f)}</li>" for f in found], "</ul>"]
@@ -346,8 +468,37 @@ def embedding_maps(fig_dir: Path, metrics: dict, ctx, dpi: int) -> list[tuple[st
     return out
 
 
+def add_uncertainty(metrics: dict, y_test: np.ndarray, preds: Mapping, seed: int = 0) -> None:
+    """``metrics['intervals']``: bootstrap 68 % intervals of every row with predictions."""
+    from galclip.eval.uncertainty import bootstrap_intervals
+
+    ids = {r["id"] for r in metrics["results"]}
+    metrics["intervals"] = bootstrap_intervals(
+        y_test, {k: v for k, v in preds.items() if k in ids}, metrics["properties"], seed=seed)
+
+
+def add_references(metrics: dict, ctx) -> None:
+    """``metrics['references']``: AstroCLIP's published rows and, on simulated data, a template
+    fit on the first ``TEMPLATE_FIT_N`` test spectra (``reference.template_fit_n`` overrides it
+    when the evaluation config has that key; 0 turns the fit off)."""
+    from galclip.eval import references as R
+
+    refs = R.published_rows()
+    kind, _ = R.data_origin(metrics["provenance"])
+    n = int((ctx.cfg.get("reference") or {}).get("template_fit_n", R.TEMPLATE_FIT_N))
+    if kind == "simulated" and n > 0 and "spectrum_flux" in ctx.ds.columns:
+        tf = R.template_fit_reference(ctx, n)
+        if tf and "skipped" in tf:
+            metrics["notes"].append(tf["skipped"])
+        elif tf:
+            refs.append(tf)
+    metrics["references"] = refs
+
+
 def write_report(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> None:
-    """Figures, then ``metrics.json``, ``report.md`` and ``report.html``."""
+    """Intervals and reference rows, figures, then ``metrics.json``, ``report.md``, ``report.html``."""
+    add_uncertainty(metrics, ctx.y_test, preds, int(ctx.cfg.get("seed", 0)))
+    add_references(metrics, ctx)
     figures = make_figures(out_dir, metrics, ctx, preds)
     metrics["figures"] = [Path(p).relative_to(out_dir).as_posix() for _, p in figures]
     write_documents(out_dir, metrics, figures)

@@ -44,20 +44,36 @@ class SearchResult:
     query: dict[str, Any]
     neighbours: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def redshift(self) -> dict[str, Any]:
+        """The query's own redshift (when known) beside the neighbours' redshift spread."""
+        from galclip.search.results import redshift_summary
+
+        return redshift_summary(self.query.get("redshift"), self.neighbours)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "neighbours": self.neighbours}
+        return {"query": self.query, "neighbours": self.neighbours, "redshift": self.redshift}
+
+    def write(self, path: str | Path) -> Path:
+        """The neighbours table as .csv, .parquet or .ecsv (by the suffix)."""
+        from galclip.search.results import write_table
+
+        return write_table(self.neighbours, path, self.query)
 
     def to_text(self, columns: Sequence[str] = ("object_id", "ra", "dec", "redshift")) -> str:
-        """A plain-text table: rank, similarity and ``columns``."""
-        head = ["rank", "score", *columns]
-        rows = [[str(n["rank"]), f"{n['score']:.4f}", *(_fmt(n.get(c)) for c in columns)]
+        """A plain-text table: rank, similarity (or separation, for a cone) and ``columns``."""
+        key = "sep_arcsec" if "cone" in self.query else "score"
+        head = ["rank", key, *columns]
+        rows = [[str(n["rank"]), f"{n[key]:.4f}", *(_fmt(n.get(c), c) for c in columns)]
                 for n in self.neighbours]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         fmt = "  ".join(f"{{:>{w}}}" for w in widths)
         return "\n".join(fmt.format(*r) for r in [head, *rows])
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, column: str = "") -> str:
+    if isinstance(v, float) and column in ("ra", "dec"):
+        return f"{v:.6f}"  # 0.0036 arcsec: positions are never rounded to a few digits
     if isinstance(v, float):
         return f"{v:.5g}"
     return "" if v is None else str(v)
@@ -180,21 +196,24 @@ class Catalog:
     def search(self, *, id: int | None = None, image: np.ndarray | str | Path | None = None,
                spectrum: tuple[np.ndarray, np.ndarray] | str | Path | None = None,
                vector: np.ndarray | None = None, from_: str | None = None, to: str | None = None,
-               k: int = 10, where: str | None = None, exclude_self: bool | None = None
-               ) -> SearchResult:
+               k: int = 10, where: str | None = None, exclude_self: bool | None = None,
+               targetid: int | None = None, row: int | None = None) -> SearchResult:
         """The k nearest neighbours of one query in the ``to`` modality.
 
         Give exactly one of ``id`` (with ``from_``, default "image"), ``image`` (array or FITS
         path), ``spectrum`` ((flux, ivar) or FITS path), ``vector`` (with ``from_``). ``to``
         defaults to the query's modality. ``exclude_self`` (default: True for an id searched in
-        its own modality) drops the query object from the results.
+        its own modality) drops the query object from the results. ``targetid`` or ``row`` picks
+        the fibre of a multi-fibre DESI coadd/spectra file given as ``spectrum``.
         """
         given = [x is not None for x in (id, image, spectrum, vector)]
         if sum(given) != 1:
             raise ValueError("give exactly one of id, image, spectrum, vector")
         if k < 1:
             raise ValueError(f"k must be at least 1 (got {k})")
-        q, src, query = self._query_vector(id, image, spectrum, vector, from_)
+        if (targetid is not None or row is not None) and not isinstance(spectrum, (str, Path)):
+            raise ValueError("targetid/row pick a fibre of a spectrum file: give spectrum=<path>")
+        q, src, query = self._query_vector(id, image, spectrum, vector, from_, targetid, row)
         to = to or src
         if exclude_self is None:
             exclude_self = id is not None and to == src
@@ -206,10 +225,31 @@ class Catalog:
                for i, (r, s) in enumerate(zip(rows, scores, strict=True))]
         return SearchResult(query, out)
 
-    def _query_vector(self, id, image, spectrum, vector, from_):
+    def cone(self, ra: float, dec: float, radius: float, k: int | None = None,
+             where: str | None = None) -> SearchResult:
+        """Objects within ``radius`` arcsec of (ra, dec) degrees, nearest first (at most k)."""
+        from galclip.search.cone import cone_rows
+
+        if "ra" not in self.meta or "dec" not in self.meta:
+            raise CatalogError(f"catalog {self.path} has no ra/dec columns for a cone search")
+        if k is not None and k < 1:
+            raise ValueError(f"k must be at least 1 (got {k})")
+        rows, sep = cone_rows(ra, dec, radius, self.meta["ra"], self.meta["dec"])
+        mask = self._filter_mask(where)
+        if mask is not None:
+            rows, sep = rows[mask[rows]], sep[mask[rows]]
+        rows, sep = rows[:k], sep[:k]
+        query = {"cone": {"ra": float(ra), "dec": float(dec), "radius_arcsec": float(radius)},
+                 "k": k, "where": where}
+        out = [{"rank": i + 1, "sep_arcsec": float(d), **self.properties(int(r))}
+               for i, (r, d) in enumerate(zip(rows, sep, strict=True))]
+        return SearchResult(query, out)
+
+    def _query_vector(self, id, image, spectrum, vector, from_, targetid=None, row=None):
         if id is not None:
             src = from_ or "image"
-            return self.embedding(int(id), src), src, {"id": int(id)}
+            z = _py(self.meta["redshift"][self.row_of(int(id))]) if "redshift" in self.meta else None
+            return self.embedding(int(id), src), src, {"id": int(id), "redshift": z}
         if image is not None:
             from galclip.search.queryfile import read_image_fits
 
@@ -219,8 +259,9 @@ class Catalog:
             from galclip.search.queryfile import read_spectrum_fits
 
             f, iv = (spectrum if isinstance(spectrum, tuple)
-                     else read_spectrum_fits(spectrum, str(spectrum)))
-            return self.embed_spectrum(f, iv), "spectrum", {"file": _name(spectrum)}
+                     else read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row))
+            pick = {k: v for k, v in (("targetid", targetid), ("row", row)) if v is not None}
+            return self.embed_spectrum(f, iv), "spectrum", {"file": _name(spectrum), **pick}
         if from_ not in MODALITIES:
             raise ValueError(f"a vector query needs from_ in {MODALITIES}")
         return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}

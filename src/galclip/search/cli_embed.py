@@ -5,8 +5,9 @@ never drops a row, and writes Parquet shards + manifest.json to CATALOG_DIR, rec
 checkpoint's sha256. Killed and rerun, it skips finished shards. Under torchrun each rank embeds
 its share of the shards on its own GPU (cuda:LOCAL_RANK) and rank 0 writes the manifest.
 
-Example:  galclip embed --model runs/clip/model.ckpt --data data/sim --out catalogs/sim
-          torchrun --nproc_per_node 8 -m galclip.cli embed --model M --data D --out C --workers 6
+Examples:
+  galclip embed --model runs/demo/align/model.safetensors --data runs/demo/data --out runs/demo/catalog-2
+  torchrun --nproc_per_node 8 -m galclip.cli embed --model M --data D --out C --workers 6
 """
 from __future__ import annotations
 

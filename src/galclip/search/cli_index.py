@@ -4,7 +4,7 @@ Exact (flat) below --threshold vectors, approximate (IVF by default, or HNSW) ab
 approximate index is tuned to --target-recall and its recall@10 against exact search on a
 sample is printed and saved. Index files are written into the catalog folder.
 
-Example:  galclip index catalogs/sim --kind auto
+Example:  galclip index runs/demo/catalog --kind auto
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ not arrive within --read-timeout seconds gets 408. With --data
 (default: the dataset the catalog was made from, if present) the explorer shows colour images
 and spectra.
 
-Example:  galclip serve catalogs/sim --port 8000   then open http://127.0.0.1:8000/
+Example:  galclip serve runs/demo/catalog --data runs/demo/data --port 8000
+          then open http://127.0.0.1:8000/
 """
 from __future__ import annotations
 

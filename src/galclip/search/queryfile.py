@@ -7,11 +7,14 @@ exactly 3 planes without band keywords is read as g, r, z.
 
 Spectrum, any of:
 - a DESI coadd or spectra file (HDUs ``B_WAVELENGTH``/``B_FLUX``/``B_IVAR`` [``B_MASK``] and the
-  same for R and Z; the first fibre is used), arms merged inverse-variance weighted onto the
-  galclip grid by ``galclip.data.desi.merge_arms``;
+  same for R and Z), arms merged inverse-variance weighted onto the galclip grid by
+  ``galclip.data.desi.merge_arms``. A file holding several fibres needs ``targetid`` (matched
+  against the ``FIBERMAP`` HDU) or ``row``; without either the error lists the TARGETIDs
+  (``list_targets`` gives them as data);
 - a binary table with a wavelength column (``wave``/``wavelength``/``lambda``, Angstrom, or
-  SDSS ``loglam``), ``flux`` and optionally ``ivar``; resampled onto the grid (linear
-  interpolation, ivar = 0 outside the coverage);
+  SDSS ``loglam``), ``flux`` and optionally ``ivar``; resampled onto the grid conserving flux
+  (``resample_spectrum``: SpectRes, Carnall 2017, arXiv:1705.05165, with the errors propagated),
+  ivar = 0 outside the coverage;
 - an image HDU with 7781 flux values on the galclip grid, optionally an ``IVAR`` HDU.
 Flux in 1e-17 erg/s/cm^2/A (see ``galclip.conventions``).
 """
@@ -83,13 +86,21 @@ def _grz(cube: np.ndarray, header, name: str) -> np.ndarray:
     return select_bands(name, "header BANDS", names, cube)
 
 
-def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file"
+def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file", *,
+                       targetid: int | None = None, row: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """(flux, ivar), each (7781,) float32 on the galclip wavelength grid, from a FITS file."""
+    """(flux, ivar), each (7781,) float32 on the galclip wavelength grid, from a FITS file.
+
+    ``targetid`` or ``row`` picks one fibre of a multi-fibre DESI coadd/spectra file.
+    """
     with _open_fits(source, name) as hdul:
-        names = {h.name.upper() for h in hdul}
-        if {"B_FLUX", "R_FLUX", "Z_FLUX"} <= names:
-            flux, ivar = _desi_coadd(hdul, name)
+        if _is_desi(hdul):
+            i = _fibre(hdul, name, targetid, row)
+            flux, ivar = _desi_coadd(hdul, name, i)
+            name = f"{name} row {i} (TARGETID {_targets(hdul)[i]['targetid']})"
+        elif targetid is not None or row is not None:
+            raise QueryFileError(f"{name}: targetid/row select a fibre of a DESI coadd or spectra "
+                                 f"file; this file has no B_FLUX/R_FLUX/Z_FLUX HDUs")
         elif (table := _first_table(hdul)) is not None:
             flux, ivar = _table_spectrum(table, name)
         else:
@@ -102,28 +113,109 @@ def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file"
     return flux.astype(np.float32), ivar.astype(np.float32)
 
 
-def _resample(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def resample_spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Flux density on any wavelength grid -> (flux, ivar) on the galclip grid, flux-conserving.
+
+    Each output pixel is the overlap-weighted mean of the good (ivar > 0) input pixels it covers
+    and its error the propagated one (SpectRes, Carnall 2017); ivar = 0 where no good input
+    pixel overlaps. (Upsampling a coarser spectrum gives correlated pixels, each with the
+    error of the input pixel it lies in.)
+    """
+    from spectres import spectres
+
     grid = C.wavelength_grid()
     order = np.argsort(wave)
     wave, flux, ivar = wave[order], flux[order], ivar[order]
-    inside = (grid >= wave[0]) & (grid <= wave[-1])
-    f = np.where(inside, np.interp(grid, wave, flux), 0.0)
-    iv = np.where(inside, np.interp(grid, wave, ivar), 0.0)
-    return f, iv
+    good = (np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)).astype(np.float64)
+    sigma = np.where(good > 0, 1.0 / np.sqrt(np.where(good > 0, ivar, 1.0)), 0.0)
+    fg, eg = spectres(grid, wave, np.where(good > 0, flux, 0.0), spec_errs=sigma, fill=0.0,
+                      verbose=False)
+    cover = spectres(grid, wave, good, fill=0.0, verbose=False)  # good fraction of each pixel
+    ok = cover > 1e-6
+    out_flux = np.where(ok, fg / np.where(ok, cover, 1.0), 0.0)
+    out_sigma = np.where(ok, eg / np.where(ok, cover, 1.0), 0.0)
+    out_ivar = np.where(ok & (out_sigma > 0), 1.0 / np.where(out_sigma > 0, out_sigma, 1.0) ** 2, 0.0)
+    return out_flux, out_ivar
 
 
-def _desi_coadd(hdul, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Merge the B, R, Z arms of the first fibre (MASK != 0 -> bad) onto the galclip grid."""
+# ----------------------------------------------------------------------------- DESI fibres
+def _is_desi(hdul) -> bool:
+    return {"B_FLUX", "R_FLUX", "Z_FLUX"} <= {h.name.upper() for h in hdul}
+
+
+def list_targets(source: bytes | str | Path, name: str = "spectrum file") -> list[dict]:
+    """The fibres of a DESI coadd/spectra file: row, TARGETID, OBJTYPE, RA, Dec, good pixels.
+
+    A single-spectrum file of another kind gives one entry with only ``row``.
+    """
+    with _open_fits(source, name) as hdul:
+        if not _is_desi(hdul):
+            return [{"row": 0, "targetid": None, "objtype": None, "ra": None, "dec": None,
+                     "n_good": None}]
+        return _targets(hdul)
+
+
+def _targets(hdul) -> list[dict]:
+    n = np.atleast_2d(hdul["B_FLUX"].data).shape[0]
+    fm = hdul["FIBERMAP"].data if "FIBERMAP" in hdul else None
+    cols = set(fm.columns.names) if fm is not None else set()
+
+    def col(c, i):
+        return _scalar(fm[c][i]) if c in cols and i < len(fm) else None
+
+    n_good = sum((np.atleast_2d(hdul[f"{a}_IVAR"].data) > 0).sum(axis=1) for a in "BRZ")  # (N,)
+    return [{"row": i, "targetid": col("TARGETID", i), "objtype": col("OBJTYPE", i),
+             "ra": col("TARGET_RA", i), "dec": col("TARGET_DEC", i), "n_good": int(n_good[i])}
+            for i in range(n)]
+
+
+def _scalar(v):
+    v = v.item() if isinstance(v, np.generic) else v
+    return v.strip() if isinstance(v, str) else v
+
+
+def _fibre(hdul, name: str, targetid: int | None, row: int | None) -> int:
+    """The row of the fibre to read: by TARGETID, by row, or the only one."""
+    targets = _targets(hdul)
+    if targetid is not None and row is not None:
+        raise QueryFileError(f"{name}: give targetid or row, not both")
+    if targetid is not None:
+        match = [t["row"] for t in targets if t["targetid"] == int(targetid)]
+        if not match:
+            raise QueryFileError(f"{name}: TARGETID {targetid} is not in the FIBERMAP; "
+                                 f"{_target_list(targets)}")
+        return match[0]
+    if row is not None:
+        if not 0 <= int(row) < len(targets):
+            raise QueryFileError(f"{name}: row {row} out of range: the file holds "
+                                 f"{len(targets)} spectra (rows 0-{len(targets) - 1})")
+        return int(row)
+    if len(targets) > 1:
+        raise QueryFileError(f"{name}: holds {len(targets)} spectra; pick one with --targetid "
+                             f"or --row. {_target_list(targets)}")
+    return 0
+
+
+def _target_list(targets: list[dict]) -> str:
+    lines = [f"row {t['row']}: TARGETID {t['targetid']} {t['objtype'] or ''} "
+             f"({t['n_good']} good pixels)".replace("  ", " ") for t in targets[:50]]
+    more = f"; ... {len(targets) - 50} more" if len(targets) > 50 else ""
+    return "available: " + "; ".join(lines) + more
+
+
+def _desi_coadd(hdul, name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the B, R, Z arms of fibre row ``i`` (MASK != 0 -> bad) onto the galclip grid."""
     from galclip.data.desi import arm_pixels, merge_arms
 
     arms = []
     for arm in "BRZ":
         wave = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
-        flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[:1].astype(np.float64)  # (1, P)
-        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[:1].astype(np.float64)
+        flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[i:i + 1].astype(np.float64)  # (1, P)
+        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[i:i + 1].astype(np.float64)
         good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
         if f"{arm}_MASK" in hdul:
-            good &= np.atleast_2d(hdul[f"{arm}_MASK"].data)[:1] == 0
+            good &= np.atleast_2d(hdul[f"{arm}_MASK"].data)[i:i + 1] == 0
         arms.append((arm_pixels(name, arm, wave), flux, ivar, good))
     flux, ivar = merge_arms(arms)
     return flux[0], ivar[0]
@@ -154,7 +246,7 @@ def _table_spectrum(data, name: str) -> tuple[np.ndarray, np.ndarray]:
         wave = np.asarray(data[key], dtype=np.float64).reshape(-1)
     if not (len(wave) == len(flux) == len(ivar)) or len(wave) < 2:
         raise QueryFileError(f"{name}: wavelength, flux and ivar columns differ in length")
-    return _resample(wave, flux, ivar)
+    return resample_spectrum(wave, flux, ivar)
 
 
 def _image_spectrum(hdul, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,7 @@ import numpy as np
 
 from galclip import conventions as C
 
-#: Main emission lines, rest-frame vacuum wavelengths in Angstrom.
-EMISSION_LINES: tuple[tuple[str, float], ...] = (
-    ("[OII]", 3728.5), ("Hβ", 4862.7), ("[OIII]", 4960.3), ("[OIII]", 5008.2),
-    ("Hα", 6564.6), ("[NII]", 6585.3), ("[SII]", 6718.3), ("[SII]", 6732.7),
-)
+EMISSION_LINES = C.EMISSION_LINES  # rest-frame vacuum Angstrom
 #: per-band divisors (g, r, z): the Legacy Survey viewer multiplies g, r, z by 6.0, 3.4, 2.2
 #: before its arcsinh stretch, which renders typical galaxies in natural colours
 BAND_SCALE = np.array([1 / 6.0, 1 / 3.4, 1 / 2.2], dtype=np.float32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -72,6 +72,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                               f"image and spectrum embeddings.")
     _offline_docs(app)
     app.state.dataset_access = data
+    _openapi_30(app)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -122,7 +123,9 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                             kind: Annotated[Literal["image", "spectrum"], Form()],
                             to: Annotated[Literal["image", "spectrum"] | None, Form()] = None,
                             k: Annotated[int, Form()] = 10,
-                            where: Annotated[str | None, Form()] = None) -> dict:
+                            where: Annotated[str | None, Form()] = None,
+                            targetid: Annotated[int | None, Form()] = None,
+                            row: Annotated[int | None, Form()] = None) -> dict:
         from galclip.search.limits import UploadRejected, parse_upload
         from galclip.search.queryfile import read_image_fits, read_spectrum_fits
 
@@ -133,13 +136,17 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
             raise HTTPException(400, "uploaded file is empty")
         name = Path(file.filename or "upload").name
         try:
-            q = parse_upload(read_image_fits if kind == "image" else read_spectrum_fits, body,
-                             name)
+            q = parse_upload(read_image_fits if kind == "image" else partial(
+                read_spectrum_fits, targetid=targetid, row=row), body, name)
         except UploadRejected as e:
             raise HTTPException(e.status, str(e)) from None
         key = "image" if kind == "image" else "spectrum"
         res = search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
         res["query"]["file"] = name
+        if targetid is not None:  # as a string: 64-bit ids exceed JavaScript's exact integers
+            res["query"]["targetid"] = str(targetid)
+        if row is not None:
+            res["query"]["row"] = row
         return res
 
     @app.get("/api/objects/{object_id}", summary="Properties of one object")
@@ -171,6 +178,8 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                                  _py_float(cat.meta["redshift"][r]), bins)
         return {"object_id": object_id, **out}
 
+    _astronomer_routes(app, cat, max_upload_bytes)
+
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -194,6 +203,99 @@ def _offline_docs(app) -> None:
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
+def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
+    """Cone search by position and a preview of an uploaded query file (with the fibres of a
+    DESI coadd to pick from)."""
+
+    @app.get("/api/cone", summary="Objects within a radius of a sky position, nearest first")
+    def cone(ra: float, dec: float, radius: float = Query(60.0, gt=0, description="arcsec"),
+             k: int = Query(MAX_K, ge=1, le=MAX_K), where: str | None = None) -> dict:
+        try:
+            return cat.cone(ra, dec, radius, k=k, where=where or None).to_dict()
+        except (ValueError, CatalogError) as e:
+            raise HTTPException(400, str(e)) from None
+
+    @app.post("/api/preview", summary="What an uploaded FITS file holds, before searching with it")
+    async def preview(file: Annotated[UploadFile, File()],
+                      kind: Annotated[Literal["image", "spectrum"], Form()],
+                      targetid: Annotated[int | None, Form()] = None,
+                      row: Annotated[int | None, Form()] = None) -> dict:
+        body = await file.read(max_upload_bytes + 1)
+        if len(body) > max_upload_bytes:
+            raise HTTPException(413, f"upload too large: limit {max_upload_bytes} bytes")
+        if not body:
+            raise HTTPException(400, "uploaded file is empty")
+        name = Path(file.filename or "upload").name
+        from galclip.search.limits import UploadRejected, parse_upload
+
+        try:  # the same size, decompression and malformed-file checks as a search upload
+            return parse_upload(lambda b, n: _preview(b, n, kind, targetid, row), body, name)
+        except UploadRejected as e:
+            raise HTTPException(e.status, str(e)) from None
+
+
+def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int | None) -> dict:
+    """{"file", "kind", "png" (data URL) | "spectrum" (plot data), "targets" (DESI fibres)}."""
+    import base64
+
+    from galclip.search.queryfile import list_targets, read_image_fits, read_spectrum_fits
+    from galclip.search.render import color_composite, png_bytes, spectrum_plot_data
+
+    out: dict = {"file": name, "kind": kind}
+    if kind == "image":
+        png = png_bytes(color_composite(read_image_fits(body, name)))
+        out["png"] = "data:image/png;base64," + base64.b64encode(png).decode()
+        return out
+    targets = [{**t, "targetid": None if t["targetid"] is None else str(t["targetid"])}
+               for t in list_targets(body, name)]  # strings: 64-bit ids exceed JS's exact integers
+    out["targets"] = targets if len(targets) > 1 else []
+    if len(targets) > 1 and targetid is None and row is None:
+        return out  # the page asks which fibre first
+    flux, ivar = read_spectrum_fits(body, name, targetid=targetid, row=row)
+    out["spectrum"] = spectrum_plot_data(flux, ivar, None, 1500)
+    return out
+
+
+def _openapi_30(app) -> None:
+    """Serve the schema as OpenAPI 3.0.3, the version the bundled Swagger UI (4.x) renders:
+    FastAPI writes 3.1, whose ``anyOf [..., {"type": "null"}]`` becomes ``nullable: true``."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes, openapi_version="3.0.3")
+            app.openapi_schema = _nullable_30(doc)
+        return app.openapi_schema
+
+    app.openapi = schema
+
+
+def _nullable_30(node):
+    """Rewrite OpenAPI 3.1 null unions and ``examples`` lists into their 3.0 forms."""
+    if isinstance(node, list):
+        return [_nullable_30(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable_30(v) for k, v in node.items()}
+    for key in ("anyOf", "oneOf"):
+        options = node.get(key)
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            node.pop(key)
+            node["nullable"] = True
+            if len(rest) == 1:
+                node.update(rest[0] if "$ref" not in rest[0] else {"allOf": rest})
+            else:
+                node[key] = rest
+    if node.get("type") == "null":
+        node.pop("type")
+        node["nullable"] = True
+    if isinstance(node.get("examples"), list) and "example" not in node:
+        node["example"] = node.pop("examples")[0] if node["examples"] else None
+    return node
 
 
 def _need(data: DatasetAccess | None, column: str) -> None:

@@ -6,8 +6,9 @@ rendered from the same physical properties. A row depends only on (seed, row ind
 --workers is; a killed run resumes from its finished shards when rerun with the same command.
 
 Examples:
-  galclip simulate --n 2000 --out data/sim --seed 0
-  galclip simulate --report data/sim --report-out data/sim/realism
+  galclip simulate --n 240 --out runs/demo/sim-240 --seed 0
+  galclip simulate --report runs/demo/data
+  galclip simulate --report runs/demo/data --report-out runs/demo/realism
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", metavar="DATASET", help="write the realism report of a "
                    "simulated dataset (comparison with real SDSS/DESI data) instead")
-    p.add_argument("--report-out", metavar="DIR", help="report folder (default DATASET/realism)")
+    p.add_argument("--report-out", metavar="DIR",
+                   help="report folder (default: DATASET-realism, beside the dataset)")
 
 
 def run(args: argparse.Namespace) -> int:

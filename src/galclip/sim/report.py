@@ -103,15 +103,25 @@ def desi_ivar_comparison(real_dir: Path) -> dict:
     return out
 
 
+def default_report_dir(dataset: str | Path) -> Path:
+    """``runs/demo/data`` -> ``runs/demo/data-realism``."""
+    d = Path(dataset)
+    d = d if d.name not in ("", ".", "..") else d.resolve()
+    return d.with_name(f"{d.name}-realism")
+
+
 def write_report(dataset: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``realism.md`` and figures for a simulated dataset; returns the markdown path."""
+    """Write ``realism.md`` and figures for a simulated dataset; returns the markdown path.
+
+    ``out`` defaults to ``default_report_dir(dataset)``, a folder beside the dataset (never
+    inside it: a dataset folder holds its manifest and shards only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from galclip.data import open_dataset
 
     ds = open_dataset(dataset, verify=False)
-    out = Path(out) if out else Path(dataset) / "realism"
+    out = Path(out) if out else default_report_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     cols = ["redshift", "mag_r", "sdss_g", "sdss_r", "flux_g", "flux_r", "quenched",
             "line_nii_6584", "line_halpha", "line_oiii_5007", "line_hbeta"]

@@ -1,10 +1,11 @@
 """Align image and spectrum encoders in one embedding space (contrastive, AstroCLIP-style).
 
-Examples:
-  galclip align --config cpu --data data/sim --out runs/align \\
-      --image-encoder runs/pretrain-image/encoder.safetensors \\
-      --spectrum-encoder runs/pretrain-spectrum/encoder.safetensors train.epochs=5
-  galclip align --config my.yaml --data data/sim --out runs/align   # rerun to resume after a kill
+Examples (paths `make demo` creates):
+  galclip align --config cpu --data runs/demo/data --out runs/demo/align-5 \\
+      --image-encoder runs/demo/pretrain-image/encoder.safetensors \\
+      --spectrum-encoder runs/demo/pretrain-spectrum/encoder.safetensors train.epochs=5
+  galclip align --config runs/demo/align/config.yaml --data runs/demo/data --out runs/demo/align
+      (the same command again resumes a killed run)
 
 --config takes a YAML file or a preset name (cpu, gpu); key=value overrides follow (dotted keys,
 e.g. train.freeze_backbones=false trainer.devices=2 trainer.strategy=ddp). The run folder gets

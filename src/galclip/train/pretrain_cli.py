@@ -1,7 +1,8 @@
 """Pretrain an encoder without labels (objectives: image dino | simclr, spectrum masked | contrastive).
 
-  galclip pretrain spectrum --config spectrum-cpu --data runs/sim --out runs/pre-spec
-  galclip pretrain image --config image-cpu --data runs/sim --out runs/pre-img optim.lr=1e-4
+Examples (paths `make demo` creates):
+  galclip pretrain spectrum --config spectrum-cpu --data runs/demo/data --out runs/demo/pre-spec
+  galclip pretrain image --config image-cpu --data runs/demo/data --out runs/demo/pre-img optim.lr=1e-4
 
 --config takes a YAML file or a packaged preset (image-cpu and spectrum-cpu: the CPU small-data
 recipe, SimCLR and contrastive on conv encoders; image-astrodino and spectrum-specformer:
