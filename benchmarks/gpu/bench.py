@@ -38,8 +38,8 @@ SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
             "align": ["--config", "gpu", "train.batch_size=256"]},
     "toy": {"image": "image-nano", "spectrum": "spectrum-nano", "embed_dim": 16, "n": 32,
             "batch": 8, "workers": 1, "repeats": 1, "steps": 2, "skip": 1,
-            "pretrain_image": ["--config", "image-cpu", "data.batch_size=4", "crops.n_local=1"],
-            "pretrain_spectrum": ["--config", "spectrum-cpu", "data.batch_size=4"],
+            "pretrain_image": ["--config", "image-dino-cpu", "data.batch_size=4", "crops.n_local=1"],
+            "pretrain_spectrum": ["--config", "spectrum-masked-cpu", "data.batch_size=4"],
             "align": ["--config", "cpu", "train.batch_size=8", "model.embed_dim=16",
                       "eval.max_val_rows=8", "eval.pool_size=8"]},
 }

@@ -68,8 +68,10 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[st
         lo, hi = np.percentile(t[ok], [0.5, 99.5]) if ok.any() else (0.0, 1.0)
         pad = 0.05 * (hi - lo or 1.0)
         rng = [[lo - pad, hi + pad]] * 2
-        *_, mesh = ax.hist2d(t[ok], p[ok], bins=40, range=rng, norm=LogNorm(), cmap="viridis",
-                             cmin=1)
+        counts, *_ = np.histogram2d(t[ok], p[ok], bins=40, range=rng)
+        # explicit limits: a model whose predictions all fall outside the range has no counts
+        norm = LogNorm(vmin=1, vmax=max(2.0, float(counts.max())))
+        *_, mesh = ax.hist2d(t[ok], p[ok], bins=40, range=rng, norm=norm, cmap="viridis", cmin=1)
         fig.colorbar(mesh, ax=ax, label="galaxies per bin", shrink=0.85)
         ax.plot(rng[0], rng[0], "r--", lw=1)
         ax.text(0.04, 0.96, _corner_text(name, metrics.get(name, {})), transform=ax.transAxes,
