@@ -108,9 +108,9 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
 
     return [
         Stage("simulate a survey", "data", simulate, ["manifest.json"]),
-        Stage("pretrain the image encoder (DINOv2-style)", "pretrain-image", pretrain("image"),
+        Stage("pretrain the image encoder (self-supervised)", "pretrain-image", pretrain("image"),
               ["encoder.safetensors"]),
-        Stage("pretrain the spectrum encoder (masked modelling)", "pretrain-spectrum",
+        Stage("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
               pretrain("spectrum"), ["encoder.safetensors"]),
         Stage("align images and spectra (CLIP)", "align", align, ["model.safetensors"]),
         Stage("embed the survey", "catalog", embed, ["manifest.json"]),
