@@ -21,13 +21,14 @@ features])); ``tokens (B, 1 + h w, D)`` = pooled, then one token per final featu
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from galclip import conventions as C
+from galclip.models.base import EncoderConfigMixin
 from galclip.models.image_encoder import arcsinh_normalize, center_crop
 
 
@@ -73,7 +74,7 @@ def aperture_fluxes(images: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bchw,nhw->bcn", images, masks)
 
 
-class ConvImageEncoder(nn.Module):
+class ConvImageEncoder(EncoderConfigMixin, nn.Module):
     """Nanomaggy cutouts ``(B, bands, H, W)`` -> ``pooled``, ``tokens``."""
 
     modality = "image"
@@ -98,14 +99,6 @@ class ConvImageEncoder(nn.Module):
                              persistent=False)
         self.register_buffer("radii", torch.tensor(cfg.aperture_radii, dtype=torch.float32),
                              persistent=False)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.embed_dim
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != len(self.cfg.bands):

@@ -23,13 +23,14 @@ final LayerNorm and ``pooled (B, D)`` = the class token, as DINOv2 trains it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from galclip import conventions as C
+from galclip.models.base import EncoderConfigMixin
 
 
 @dataclass
@@ -75,7 +76,7 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top:top + min(size, h), left:left + min(size, w)]
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(EncoderConfigMixin, nn.Module):
     """Nanomaggy cutouts ``(B, bands, H, W)`` -> ``{"tokens": (B, 1+N, D), "pooled": (B, D)}``."""
 
     modality = "image"
@@ -93,14 +94,6 @@ class ImageEncoder(nn.Module):
             dynamic_img_size=True)
         self.register_buffer("band_scale", torch.tensor(cfg.band_scale, dtype=torch.float32),
                              persistent=False)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.embed_dim
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -27,7 +27,7 @@ head) and ``padding_mask (B, 1 + P)`` (True = a position whose window held no va
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galclip import conventions as C
+from galclip.models.base import EncoderConfigMixin
 from galclip.models.spectrum_encoder import log_bin_index, log_rebin, standardize, valid_pixels
 
 
@@ -87,7 +88,7 @@ class ResBlock1d(nn.Module):
         return F.gelu(self.skip(x) + self.body(x))
 
 
-class ConvSpectrumEncoder(nn.Module):
+class ConvSpectrumEncoder(EncoderConfigMixin, nn.Module):
     """``(flux, ivar)`` each ``(B, 7781)`` -> ``pooled``, ``tokens`` and ``padding_mask``."""
 
     modality = "spectrum"
@@ -113,14 +114,6 @@ class ConvSpectrumEncoder(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         index = torch.tensor(log_bin_index(cfg.n_pixels, cfg.log_bins), dtype=torch.long)
         self.register_buffer("log_bin_index", index, persistent=False)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.embed_dim
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def rebin(self, flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps 1-2: DESI-grid ``(B, 7781)`` flux and ivar -> log-λ ``(B, log_bins)`` flux and ivar

@@ -29,7 +29,7 @@ Output: ``tokens (B, 1 + N, D)`` (token 0 carries the standardization statistics
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galclip import conventions as C
+from galclip.models.base import EncoderConfigMixin
 
 STD_FLOOR = 1e-4  # 1e-17 erg/s/cm2/A; keeps log(std) finite for flat or one-pixel spectra
 
@@ -159,7 +160,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SpectrumEncoder(nn.Module):
+class SpectrumEncoder(EncoderConfigMixin, nn.Module):
     """``(flux, ivar)`` each ``(B, 7781)`` -> tokens, pooled and padding mask."""
 
     modality = "spectrum"
@@ -187,14 +188,6 @@ class SpectrumEncoder(nn.Module):
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.embed_dim
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def slice(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` -> overlapping slices ``(B, N, slice_size)``, right-padded with zeros."""

@@ -126,20 +126,11 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                             where: Annotated[str | None, Form()] = None,
                             targetid: Annotated[int | None, Form()] = None,
                             row: Annotated[int | None, Form()] = None) -> dict:
-        from galclip.search.limits import UploadRejected, parse_upload
         from galclip.search.queryfile import read_image_fits, read_spectrum_fits
 
-        body = await file.read(max_upload_bytes + 1)
-        if len(body) > max_upload_bytes:
-            raise HTTPException(413, f"upload too large: limit {max_upload_bytes} bytes")
-        if not body:
-            raise HTTPException(400, "uploaded file is empty")
-        name = Path(file.filename or "upload").name
-        try:
-            q = parse_upload(read_image_fits if kind == "image" else partial(
-                read_spectrum_fits, targetid=targetid, row=row), body, name)
-        except UploadRejected as e:
-            raise HTTPException(e.status, str(e)) from None
+        body, name = await read_upload(file, max_upload_bytes)
+        q = checked_parse(read_image_fits if kind == "image" else partial(
+            read_spectrum_fits, targetid=targetid, row=row), body, name)
         key = "image" if kind == "image" else "spectrum"
         res = search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
         res["query"]["file"] = name
@@ -222,18 +213,30 @@ def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
                       kind: Annotated[Literal["image", "spectrum"], Form()],
                       targetid: Annotated[int | None, Form()] = None,
                       row: Annotated[int | None, Form()] = None) -> dict:
-        body = await file.read(max_upload_bytes + 1)
-        if len(body) > max_upload_bytes:
-            raise HTTPException(413, f"upload too large: limit {max_upload_bytes} bytes")
-        if not body:
-            raise HTTPException(400, "uploaded file is empty")
-        name = Path(file.filename or "upload").name
-        from galclip.search.limits import UploadRejected, parse_upload
+        body, name = await read_upload(file, max_upload_bytes)
+        # the same size, decompression and malformed-file checks as a search upload
+        return checked_parse(lambda b, n: _preview(b, n, kind, targetid, row), body, name)
 
-        try:  # the same size, decompression and malformed-file checks as a search upload
-            return parse_upload(lambda b, n: _preview(b, n, kind, targetid, row), body, name)
-        except UploadRejected as e:
-            raise HTTPException(e.status, str(e)) from None
+
+async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
+    """An upload's bytes and base name: 413 past ``max_bytes``, 400 when empty."""
+    body = await file.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise HTTPException(413, f"upload too large: limit {max_bytes} bytes")
+    if not body:
+        raise HTTPException(400, "uploaded file is empty")
+    return body, Path(file.filename or "upload").name
+
+
+def checked_parse(reader, body: bytes, name: str):
+    """``reader(body, name)`` behind the upload checks of :mod:`galclip.search.limits`; a
+    rejected or malformed file becomes its 4xx."""
+    from galclip.search.limits import UploadRejected, parse_upload
+
+    try:
+        return parse_upload(reader, body, name)
+    except UploadRejected as e:
+        raise HTTPException(e.status, str(e)) from None
 
 
 def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int | None) -> dict:

@@ -54,8 +54,3 @@ class ImageSimCLRModule(PretrainModule):
         losses = self.losses(images)
         self.log_losses(losses, batch_size=images.shape[0])
         return losses["loss"]
-
-    def export_encoder(self):
-        enc = build_encoder(self.encoder.config)
-        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
-        return enc.eval()

@@ -43,5 +43,10 @@ class PretrainModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
 
     def export_encoder(self):
-        """The encoder to keep after pretraining (a fresh module on the CPU)."""
-        raise NotImplementedError
+        """The encoder to keep after pretraining: a fresh module on the CPU with ``self.encoder``'s
+        weights (objectives with a teacher, such as DINO, export that instead)."""
+        from galclip.models.registry import build_encoder
+
+        enc = build_encoder(self.encoder.config)
+        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
+        return enc.eval()

@@ -150,8 +150,3 @@ class SpectrumContrastiveModule(PretrainModule):
         losses = self.objective(self.encoder.forward_rebinned, f, w)
         self.log_losses(losses, batch_size=f.shape[0])
         return losses["loss"]
-
-    def export_encoder(self):
-        enc = build_encoder(self.encoder.config)
-        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
-        return enc.eval()

@@ -48,8 +48,3 @@ class SpectrumPretrainModule(PretrainModule):
         losses = self.losses(batch["spectrum_flux"], batch["spectrum_ivar"])
         self.log_losses(losses, batch_size=batch["spectrum_flux"].shape[0])
         return losses["loss"]
-
-    def export_encoder(self):
-        enc = build_encoder(self.encoder.config)
-        enc.load_state_dict({k: v.detach().float().cpu() for k, v in self.encoder.state_dict().items()})
-        return enc.eval()
