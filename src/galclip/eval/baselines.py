@@ -249,7 +249,7 @@ class SupervisedBaseline:
         gen = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since, start = math.inf, None, 0, time.perf_counter()
         self.history: list[float] = []
-        self.stopped = "max epochs"
+        self.stopped, self.epochs_run = "max epochs", 0
         for epoch in tqdm(range(cfg.epochs), desc="baseline epochs", leave=False):
             net.train()
             for b in _batches(len(tr), cfg.batch_size, gen):
@@ -260,6 +260,7 @@ class SupervisedBaseline:
                          ).backward()
                 opt.step()
                 sched.step()
+            self.epochs_run = epoch + 1
             if len(va):
                 val = self._val_loss(inputs, ys, ms, va)
                 self.history.append(val)
@@ -274,7 +275,7 @@ class SupervisedBaseline:
             if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
                 self.stopped = f"time budget {cfg.max_seconds:.0f} s"
                 break
-        self.epochs_run, self.train_seconds = len(self.history) or cfg.epochs, time.perf_counter() - start
+        self.train_seconds = time.perf_counter() - start
         if best_state is not None:
             net.load_state_dict(best_state)
 

@@ -128,7 +128,7 @@ class ConvSpectrumEncoder(EncoderConfigMixin, nn.Module):
 
     def inputs(self, flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Steps 3-5 on the log-λ grid: ``(channels (B, 3, L), stats (B, 2), valid (B, L))``."""
-        valid = (ivar > 0) & torch.isfinite(ivar) & torch.isfinite(flux)
+        valid = valid_pixels(flux, ivar)
         x, mean, std = standardize(flux, valid)
         root = torch.where(valid, ivar, torch.zeros_like(ivar)).sqrt()
         snr = torch.where(valid, torch.asinh(std[:, None] * root), torch.zeros_like(x))

@@ -82,6 +82,13 @@ class SpectrumEncoderConfig:
         return math.ceil((self.n_tokenized - self.slice_size) / self.slice_stride) + 1
 
 
+def log_grid_span(n_pixels: int) -> tuple[float, float]:
+    """``(ln λ_lo, ln λ_hi)``: the blue edge of the first and the red edge of the last DESI pixel."""
+    half = C.WAVE_STEP / 2
+    return (float(np.log(C.WAVE_MIN - half)),
+            float(np.log(C.WAVE_MIN + C.WAVE_STEP * (n_pixels - 1) + half)))
+
+
 def log_bin_index(n_pixels: int, n_bins: int) -> np.ndarray:
     """For each DESI pixel (``WAVE_MIN + WAVE_STEP * i``), the index of its log-λ bin.
 
@@ -90,8 +97,7 @@ def log_bin_index(n_pixels: int, n_bins: int) -> np.ndarray:
     pixel (bins narrower than one pixel at the blue end).
     """
     wave = C.WAVE_MIN + C.WAVE_STEP * np.arange(n_pixels, dtype=np.float64)
-    half = C.WAVE_STEP / 2
-    edges = np.exp(np.linspace(np.log(wave[0] - half), np.log(wave[-1] + half), n_bins + 1))
+    edges = np.exp(np.linspace(*log_grid_span(n_pixels), n_bins + 1))
     index = np.clip(np.searchsorted(edges, wave, side="right") - 1, 0, n_bins - 1)
     if np.bincount(index, minlength=n_bins).min() == 0:
         limit = int(np.log(edges[-1] / edges[0]) / np.log1p(C.WAVE_STEP / wave[0]))

@@ -17,8 +17,6 @@ spender re-redshifts spectra).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,11 +107,11 @@ class SpectrumContrastiveObjective(nn.Module):
 
 
 def bin_width_lnlam(encoder) -> float:
-    """Width of one log-λ bin of a conv spectrum encoder, in ln λ."""
-    from galclip import conventions as C
+    """Width of one log-λ bin of a conv spectrum encoder, in ln λ (its own ``n_pixels`` grid)."""
+    from galclip.models.spectrum_encoder import log_grid_span
 
-    lo, hi = C.WAVE_MIN - C.WAVE_STEP / 2, C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)
-    return float(math.log(hi / lo) / encoder.cfg.log_bins)
+    lo, hi = log_grid_span(encoder.cfg.n_pixels)
+    return (hi - lo) / encoder.cfg.log_bins
 
 
 def objective_settings(cfg: dict) -> dict:
