@@ -1,6 +1,7 @@
-"""Image augmentations that respect the physics of survey cutouts, and DINO multi-crop.
+"""Augmentations that respect the physics of survey cutouts and spectra, and DINO multi-crop:
+the one place every training stage (pretraining objectives, alignment) takes its views from.
 
-All functions work on batches of physical cutouts ``(B, bands, H, W)`` in nanomaggies, on any
+Image functions work on batches of physical cutouts ``(B, bands, H, W)`` in nanomaggies, on any
 device, so they run inside the training step (on the GPU when there is one). As Stein et al.
 (2021, "Self-supervised representation learning from 12 million galaxy images") the views
 differ only in ways the sky could: the orientation (90 degree rotations and flips: galaxies have
@@ -8,6 +9,9 @@ no preferred orientation, and pixel grids are square), the exact centring (a shi
 pixels), the seeing (an extra Gaussian PSF blur per band) and the depth (extra Gaussian noise per
 band, in units of the band's noise-level scale). There is no colour jitter: colours are physics
 (redshift, stellar population), not nuisance.
+
+Spectrum functions work on ``(B, L)`` flux and inverse variance: extra noise drawn from the ivar,
+lost spans (ivar 0) and whole-bin redshifts on the log-λ grid.
 """
 from __future__ import annotations
 
@@ -21,16 +25,31 @@ def _uniform(n: int, lo: float, hi: float, device) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, device=device)
 
 
-def rot90_flip(x: torch.Tensor) -> torch.Tensor:
-    """Each image gets one of the 8 symmetries of the square at random. ``x (B, C, H, H)``."""
-    k = torch.randint(0, 4, (x.shape[0],), device=x.device)
+def dihedral_params(n: int, generator: torch.Generator | None = None, device=None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random quarter-turn counts ``k (n,)`` and flips ``(n,)`` bool: the 8 symmetries of the
+    square, equally likely (galaxies have no preferred orientation; pixel grids are square)."""
+    k = torch.randint(0, 4, (n,), generator=generator, device=device)
+    flip = torch.rand(n, generator=generator, device=device).lt(0.5)
+    return k, flip
+
+
+def apply_dihedral(x: torch.Tensor, k, flip) -> torch.Tensor:
+    """Cutout i of ``x (B, C, H, H)`` rotated by ``k[i]`` quarter turns, then mirrored if ``flip[i]``."""
+    k = torch.as_tensor(k, device=x.device)
+    flip = torch.as_tensor(flip, dtype=torch.bool, device=x.device)
     out = x.clone()
     for r in range(1, 4):
         sel = k == r
         if sel.any():
             out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of ``x (B, C, H, H)`` gets one of the 8 symmetries of the square at random."""
+    return apply_dihedral(x, *dihedral_params(x.shape[0], generator,
+                                              None if generator is not None else x.device))
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -88,7 +107,7 @@ def augment_view(x: torch.Tensor, size: int, max_offset: int, band_scale: torch.
     """
     x = random_crops(x, size, max_offset)
     if aug["rot90_flip"]:
-        x = rot90_flip(x)
+        x = random_dihedral(x)
     x = psf_blur(x, aug["psf_sigma_max"])
     return add_noise(x, band_scale, aug["noise_max"])
 
@@ -101,3 +120,49 @@ def multi_crop(x: torch.Tensor, band_scale: torch.Tensor, crops: dict, aug: dict
     local = [augment_view(x, crops["local_size"], crops["local_max_offset"], band_scale, aug)
              for _ in range(crops["n_local"])]
     return glob, local
+
+
+# ----------------------------------------------------------------------------- spectra
+def ivar_noise(flux: torch.Tensor, ivar: torch.Tensor, scale: float,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``flux + scale * N(0, 1/ivar)`` on valid pixels (ivar > 0); bad pixels unchanged."""
+    if scale <= 0:
+        return flux
+    sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
+    noise = torch.randn(flux.shape, generator=generator, device="cpu").to(flux.device)
+    return flux + scale * sigma * noise
+
+
+def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add Gaussian noise of variance ``a² / ivar`` with ``a ~ U(0, max_extra)`` per spectrum; the
+    returned ivar is ``ivar / (1 + a²)``. Bins with ivar 0 stay bad (their flux is untouched)."""
+    good = ivar > 0
+    a = max_extra * torch.rand(flux.shape[0], 1, device=flux.device, generator=generator)
+    sigma = torch.where(good, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
+    eps = torch.randn(flux.shape, device=flux.device, generator=generator)
+    return flux + a * sigma * eps * good, ivar / (1 + a ** 2)
+
+
+def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Set ``n_spans`` random spans of ``span_len`` bins per spectrum to ivar 0 (lost pixels)."""
+    B, L = ivar.shape
+    if n_spans <= 0 or span_len <= 0:
+        return ivar
+    start = torch.randint(0, max(1, L - span_len), (B, n_spans), device=ivar.device, generator=generator)
+    pos = torch.arange(L, device=ivar.device)
+    hit = ((pos[None, None] >= start[..., None]) & (pos[None, None] < start[..., None] + span_len)).any(1)
+    return torch.where(hit, torch.zeros_like(ivar), ivar)
+
+
+def shift_view(flux: torch.Tensor, ivar: torch.Tensor, shift: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Redshift each log-λ spectrum by ``shift[i]`` whole bins (positive = redder): flux moves to
+    longer wavelengths; bins shifted in from outside the observed range get ivar 0."""
+    B, L = flux.shape
+    src = torch.arange(L, device=flux.device)[None] - shift[:, None]            # (B, L)
+    inside = (src >= 0) & (src < L)
+    src = src.clamp(0, L - 1)
+    f, w = flux.gather(1, src), ivar.gather(1, src)
+    return torch.where(inside, f, torch.zeros_like(f)), torch.where(inside, w, torch.zeros_like(w))

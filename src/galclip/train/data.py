@@ -1,0 +1,120 @@
+"""Data of every training stage: the rows of a split that hold the modalities a stage needs,
+the pretraining loader of one modality, and the alignment sampler that reads Parquet row groups
+in bulk.
+
+Rows come from :func:`galclip.data.open_dataset`; splits from
+:func:`galclip.data.splits.split_indices` (a stored ``split`` column wins), so pretraining never
+sees the galaxies that alignment and evaluation hold out. A row may lack a modality (the optional
+``has_image``/``has_spectrum`` columns of built datasets); a stage takes only the rows that hold
+what it reads.
+
+Shuffling single rows of a Parquet dataset decodes a whole row group (32 galaxies) per row.
+:class:`BlockShuffleSampler` shuffles the order of row groups, takes a window of ``window`` row
+groups at a time (the dataset's row-group cache holds them) and shuffles the rows inside the
+window, so each row group is decoded once per epoch while batches still mix galaxies from many
+parts of the survey (the "shuffle buffer" of streaming loaders).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = {"image": ["image"], "spectrum": ["spectrum_flux", "spectrum_ivar"]}
+PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}  # optional columns (built datasets)
+PAIR_COLUMNS = ["object_id", *COLUMNS["image"], *COLUMNS["spectrum"]]
+
+
+def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: int | None = None
+               ) -> np.ndarray:
+    """Row indices of ``split`` that hold every one of ``modalities``, at most ``max_rows``."""
+    from galclip.data.splits import split_indices
+
+    present = dataset.manifest["columns"]
+    flags = [PRESENCE[m] for m in modalities if PRESENCE[m] in present]
+    table = dataset.read_columns(["object_id"] + [c for c in ("split", *flags) if c in present])
+    rows = split_indices(table["object_id"], split, stored=table.get("split"))
+    keep = np.ones(len(table["object_id"]), dtype=bool)
+    for flag in flags:
+        keep &= np.asarray(table[flag], dtype=bool)
+    rows = rows[keep[rows]]
+    return rows[:max_rows] if max_rows else rows
+
+
+def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuffle: bool = True):
+    """Pretraining: DataLoader of ``{column: tensor}`` batches of ``modality`` over ``data["split"]``."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from galclip.data import open_dataset
+
+    ds = open_dataset(data_dir, columns=COLUMNS[modality])
+    rows = split_rows(ds, data["split"], (modality,), data["max_rows"])
+    if len(rows) == 0:
+        raise ValueError(f"{ds.path}: split '{data['split']}' has no rows with a {modality}")
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(Subset(ds, rows.tolist()), batch_size=data["batch_size"], shuffle=shuffle,
+                      num_workers=data["num_workers"], drop_last=shuffle and len(rows) > data["batch_size"],
+                      generator=g, persistent_workers=data["num_workers"] > 0)
+
+
+def row_group_of_rows(dataset) -> np.ndarray:
+    """Global row-group number of every dataset row, shape (N,)."""
+    import pyarrow.parquet as pq
+
+    groups, first = [], 0
+    for path in dataset._shard_files:
+        meta = pq.ParquetFile(path).metadata
+        for i in range(meta.num_row_groups):
+            groups.append(np.full(meta.row_group(i).num_rows, first + i, dtype=np.int64))
+        first += meta.num_row_groups
+    return np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class BlockShuffleSampler:
+    """Indices of ``rows``, shuffled by windows of ``window`` row groups (in order if not
+    ``shuffle``). Under DDP each rank takes every world-th index of the same order, the list
+    wrapped around to equal length on every rank (ranks must run the same number of steps)."""
+
+    def __init__(self, rows: np.ndarray, row_groups: np.ndarray, window: int = 8, seed: int = 0,
+                 shuffle: bool = True):
+        self.rows, self.groups = np.asarray(rows), np.asarray(row_groups)[rows]
+        self.window, self.seed, self.shuffle, self.epoch = window, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // _rank_world()[1])
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(np.unique(self.groups))
+        windows = [self.rows[np.isin(self.groups, order[i:i + self.window])]
+                   for i in range(0, len(order), self.window)]
+        return np.concatenate([rng.permutation(w) for w in windows])
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        rank, world = _rank_world()
+        if world > 1:
+            order = np.resize(order, len(self) * world)[rank::world]
+        return iter(order.tolist())
+
+
+def open_pairs(data_dir: str | Path):
+    """The dataset with only the columns alignment reads (validated, checksums verified)."""
+    from galclip.data import open_dataset
+
+    return open_dataset(data_dir, columns=PAIR_COLUMNS)
