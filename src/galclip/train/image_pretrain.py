@@ -25,7 +25,7 @@ from torch import nn
 from galclip.models.registry import build_encoder
 from galclip.train.augment import multi_crop
 from galclip.train.optim import cosine_ramp
-from galclip.train.pretrain_module import PretrainModule, encoder_fields
+from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
 
 def _head(D: int, h: dict) -> nn.Module:
@@ -42,13 +42,29 @@ def _frozen_copy_of_head(head: nn.Module, D: int, h: dict) -> nn.Module:
 
 
 class ImagePretrainModule(PretrainModule):
+    DEFAULTS = {
+        "model": {"name": "image-nano"},
+        "objective": {
+            "crops": {"n_global": 2, "global_size": 144, "n_local": 4, "local_size": 60,
+                      "local_max_offset": 30},
+            "augment": {"rot90_flip": True, "max_shift": 4, "psf_sigma_max": 1.0, "noise_max": 1.0},
+            "heads": {"hidden_dim": 2048, "bottleneck_dim": 256, "output_dim": 65536,
+                      "separate_ibot_head": True},
+            "loss": {"dino_weight": 1.0, "ibot_weight": 1.0, "koleo_weight": 0.1, "student_temp": 0.1,
+                     "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
+                     "warmup_teacher_temp_steps": 300, "center_momentum": 0.9},
+            "ibot": {"mask_probability": 0.5, "mask_ratio_min": 0.1, "mask_ratio_max": 0.5},
+            "ema": {"momentum_start": 0.992, "momentum_end": 1.0},
+        },
+    }
+
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
         from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
         from lightly.models.modules import MaskedVisionTransformerTIMM
 
-        self.encoder = build_encoder(encoder_fields(cfg), where="config field 'encoder'")
-        D, h, lo = self.encoder.embed_dim, cfg["heads"], cfg["loss"]
+        self.encoder = build_model_encoder(cfg)
+        D, h, lo = self.encoder.embed_dim, self.obj["heads"], self.obj["loss"]
         self.student = MaskedVisionTransformerTIMM(self.encoder.backbone, weight_initialization="skip",
                                                    pos_embed_initialization="skip")
         self.student_dino_head = _head(D, h)
@@ -76,19 +92,19 @@ class ImagePretrainModule(PretrainModule):
 
     # ---- schedules
     def teacher_temp(self, step: int) -> float:
-        lo = self.cfg["loss"]
+        lo = self.obj["loss"]
         t = min(1.0, step / max(1, lo["warmup_teacher_temp_steps"]))
         return lo["warmup_teacher_temp"] + t * (lo["teacher_temp"] - lo["warmup_teacher_temp"])
 
     def momentum(self, step: int) -> float:
-        e = self.cfg["ema"]
-        return cosine_ramp(step, self.max_steps, e["momentum_start"], e["momentum_end"])
+        e = self.obj["ema"]
+        return cosine_ramp(step, total=self.max_steps, start=e["momentum_start"], end=e["momentum_end"])
 
     # ---- one step
     def block_mask(self, batch: int, grid: int, device) -> torch.Tensor:
         from lightly.models.utils import random_block_mask
 
-        m = self.cfg["ibot"]
+        m = self.obj["ibot"]
         # blocks of >= 4 patches (DINOv2), fewer when a small grid asks for fewer masked patches
         min_block = max(1, min(4, int(grid * grid * m["mask_ratio_min"])))
         return random_block_mask((batch, grid, grid), batch_mask_ratio=m["mask_probability"],
@@ -98,8 +114,8 @@ class ImagePretrainModule(PretrainModule):
 
     def views(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Augmented, normalized global and local views of a batch of physical cutouts."""
-        glob, local = multi_crop(images.float(), self.encoder.band_scale, self.cfg["crops"],
-                                 self.cfg["augment"])
+        glob, local = multi_crop(images.float(), self.encoder.band_scale, self.obj["crops"],
+                                 self.obj["augment"])
         return [self.encoder.normalize(v) for v in glob], [self.encoder.normalize(v) for v in local]
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -117,7 +133,7 @@ class ImagePretrainModule(PretrainModule):
         s_tok = self.student.encode(g, mask=token_mask)
         s_cls_g = self.student_dino_head(s_tok[:, 0]).chunk(nG)
         s_cls_l = [self.student_dino_head(self.student.encode(v)[:, 0]) for v in local]
-        lo = self.cfg["loss"]
+        lo = self.obj["loss"]
         out = {"dino_loss": self.dino_loss(list(t_cls), list(s_cls_g) + s_cls_l, teacher_temp=tt),
                "koleo_loss": sum(self.koleo_loss(c) for c in s_tok[:, 0].chunk(nG)) / nG}
         if mask.any():

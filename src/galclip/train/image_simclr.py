@@ -15,28 +15,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from galclip.models.registry import build_encoder
 from galclip.train.augment import augment_view
-from galclip.train.pretrain_module import PretrainModule, encoder_fields
+from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
 
 class ImageSimCLRModule(PretrainModule):
+    DEFAULTS = {
+        "model": {"name": "image-conv-nano"},
+        "objective": {
+            # Stein et al. (2021): symmetries, jitter of up to max_shift px, PSF blur, extra noise
+            "augment": {"rot90_flip": True, "max_shift": 7, "psf_sigma_max": 1.0, "noise_max": 1.0},
+            "heads": {"hidden_dim": 512, "output_dim": 128},
+            "loss": {"temperature": 0.2},
+        },
+    }
+
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
 
-        self.encoder = build_encoder(encoder_fields(cfg), where="config field 'encoder'")
-        h = cfg["heads"]
+        self.encoder = build_model_encoder(cfg)
+        h = self.obj["heads"]
         self.projection = SimCLRProjectionHead(self.encoder.embed_dim, h["hidden_dim"], h["output_dim"])
-        self.ntxent = NTXentLoss(temperature=cfg["loss"]["temperature"], gather_distributed=True)
+        self.ntxent = NTXentLoss(temperature=self.obj["loss"]["temperature"], gather_distributed=True)
 
     def trainable(self) -> list[nn.Module]:
         return [self.encoder, self.projection]
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         size = min(getattr(self.encoder.cfg, "img_size", images.shape[-1]), images.shape[-1])
-        a = self.cfg["augment"]
+        a = self.obj["augment"]
         x = augment_view(images.float(), size, a["max_shift"], self.encoder.band_scale, a)
         return x
 

@@ -6,20 +6,29 @@ from typing import Any
 import lightning as L
 import torch
 
-from galclip.train.optim import configure_adamw, cosine_ramp, set_weight_decay
+from galclip.train.optim import adamw, cosine_ramp, named_parameters, param_groups, set_weight_decay
 
 
-def encoder_fields(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The run config's ``encoder`` section without its preset name: the encoder's own config."""
-    return {k: v for k, v in cfg["encoder"].items() if k != "name"}
+def build_model_encoder(cfg: dict[str, Any]):
+    """The encoder that the run config's ``model`` section describes (preset ``name`` + fields)."""
+    from galclip.models.registry import build_encoder
+
+    model = cfg["model"]
+    fields = {k: model[k] for k in model if k != "name"}
+    return build_encoder(fields, where=f"config field 'model' (preset {model['name']!r})")
 
 
 class PretrainModule(L.LightningModule):
-    """Base class: ``self.cfg`` is the resolved run config; subclasses define ``trainable()``."""
+    """Base class: ``self.cfg`` is the resolved run config, ``self.obj`` its ``objective``
+    section; subclasses define ``DEFAULTS`` (their ``model.name`` and ``objective`` section),
+    ``self.encoder`` and ``trainable()``."""
+
+    DEFAULTS: dict[str, Any] = {}
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
         self.cfg = cfg  # the resolved config is saved as config.yaml in the run folder
+        self.obj = cfg["objective"]
 
     @property
     def max_steps(self) -> int:
@@ -29,11 +38,15 @@ class PretrainModule(L.LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self):
-        return configure_adamw(self.trainable(), self.cfg["optim"], self.max_steps)
+        o = self.cfg["optim"]
+        groups = param_groups(named_parameters(self.trainable()), lr=o["lr"], weight_decay=o["weight_decay"])
+        return adamw(groups, o, warmup=o["warmup_steps"], total=self.max_steps, peak=o["lr"],
+                     end=o["min_lr"])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         o = self.cfg["optim"]
-        wd = cosine_ramp(self.global_step, self.max_steps, o["weight_decay"], o["weight_decay_end"])
+        wd = cosine_ramp(self.global_step, total=self.max_steps, start=o["weight_decay"],
+                         end=o["weight_decay_end"])
         set_weight_decay(self.trainer.optimizers[0], wd)
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:

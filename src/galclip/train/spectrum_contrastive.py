@@ -22,43 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from galclip.config import ConfigError
-from galclip.models.registry import build_encoder
-from galclip.train.pretrain_module import PretrainModule, encoder_fields
-
-
-def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add Gaussian noise of variance ``a² / ivar`` with ``a ~ U(0, max_extra)`` per spectrum; the
-    returned ivar is ``ivar / (1 + a²)``. Bins with ivar 0 stay bad (their flux is untouched)."""
-    good = ivar > 0
-    a = max_extra * torch.rand(flux.shape[0], 1, device=flux.device, generator=generator)
-    sigma = torch.where(good, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
-    eps = torch.randn(flux.shape, device=flux.device, generator=generator)
-    return flux + a * sigma * eps * good, ivar / (1 + a ** 2)
-
-
-def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Set ``n_spans`` random spans of ``span_len`` bins per spectrum to ivar 0 (lost pixels)."""
-    B, L = ivar.shape
-    if n_spans <= 0 or span_len <= 0:
-        return ivar
-    start = torch.randint(0, max(1, L - span_len), (B, n_spans), device=ivar.device, generator=generator)
-    pos = torch.arange(L, device=ivar.device)
-    hit = ((pos[None, None] >= start[..., None]) & (pos[None, None] < start[..., None] + span_len)).any(1)
-    return torch.where(hit, torch.zeros_like(ivar), ivar)
-
-
-def shift_view(flux: torch.Tensor, ivar: torch.Tensor, shift: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Redshift each log-λ spectrum by ``shift[i]`` whole bins (positive = redder): flux moves to
-    longer wavelengths; bins shifted in from outside the observed range get ivar 0."""
-    B, L = flux.shape
-    src = torch.arange(L, device=flux.device)[None] - shift[:, None]            # (B, L)
-    inside = (src >= 0) & (src < L)
-    src = src.clamp(0, L - 1)
-    f, w = flux.gather(1, src), ivar.gather(1, src)
-    return torch.where(inside, f, torch.zeros_like(f)), torch.where(inside, w, torch.zeros_like(w))
+from galclip.train.augment import noise_view, shift_view, span_dropout
+from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
 
 class SpectrumContrastiveObjective(nn.Module):
@@ -114,9 +79,9 @@ def bin_width_lnlam(encoder) -> float:
     return (hi - lo) / encoder.cfg.log_bins
 
 
-def objective_settings(cfg: dict) -> dict:
-    """The flat settings of :class:`SpectrumContrastiveObjective` from a pretraining run config."""
-    v, h, lo = cfg["views"], cfg["heads"], cfg["loss"]
+def objective_settings(objective: dict) -> dict:
+    """The flat settings of :class:`SpectrumContrastiveObjective` from a run's ``objective`` section."""
+    v, h, lo = objective["views"], objective["heads"], objective["loss"]
     return {"temperature": lo["temperature"], "proj_dim": h["output_dim"], "proj_hidden": h["hidden_dim"],
             "noise_max": v["noise_max"], "n_spans": v["n_spans"], "span_len": v["span_len"],
             "equivariance_weight": lo["equivariance_weight"], "max_shift": lo["max_shift"],
@@ -126,13 +91,23 @@ def objective_settings(cfg: dict) -> dict:
 class SpectrumContrastiveModule(PretrainModule):
     """Lightning module of the contrastive + equivariance objective for a conv spectrum encoder."""
 
+    DEFAULTS = {
+        "model": {"name": "spectrum-conv-nano"},
+        "objective": {
+            "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30},
+            "heads": {"hidden_dim": 512, "output_dim": 128},
+            "loss": {"temperature": 0.1, "equivariance_weight": 0.0, "max_shift": 100,
+                     "shift_scale": 0.05},
+        },
+    }
+
     def __init__(self, cfg: dict):
         super().__init__(cfg)
-        self.encoder = build_encoder(encoder_fields(cfg), where="config field 'encoder'")
+        self.encoder = build_model_encoder(cfg)
         if not hasattr(self.encoder, "forward_rebinned"):
-            raise ConfigError("config field 'encoder': the contrastive spectrum objective needs a "
+            raise ConfigError("config field 'model': the contrastive spectrum objective needs a "
                               "log-λ conv encoder (arch: conv, e.g. spectrum-conv-nano)")
-        self.objective = SpectrumContrastiveObjective(self.encoder.embed_dim, objective_settings(cfg),
+        self.objective = SpectrumContrastiveObjective(self.encoder.embed_dim, objective_settings(self.obj),
                                                       bin_width_lnlam(self.encoder))
 
     def trainable(self) -> list[nn.Module]:

@@ -1,0 +1,184 @@
+"""The CLIP objective of alignment: symmetric InfoNCE between image and spectrum embeddings.
+
+As AstroCLIP (Parker et al. 2024, sec. 3.3) the pretrained backbones are frozen by default and
+only the cross-attention heads (and the temperature) learn; ``optim.freeze_backbones=false``
+fine-tunes them too with a lower learning rate that decays layer by layer towards the input
+(layer-wise lr decay, Clark et al. 2020; BEiT, Bao et al. 2022). Unlike AstroCLIP, negatives span
+the global batch under DDP (embeddings gathered with gradients, :mod:`galclip.train.distributed`)
+and the temperature trains. The loss itself is the pure function
+:func:`galclip.train.losses.clip_loss`; validation scores retrieval in a pool of held-out galaxies.
+
+Which parameters train is decided in one place, :func:`choose_trainable`; their learning rates
+in :func:`lr_scale`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from galclip.config import ConfigError
+from galclip.eval.retrieval import retrieval_metrics
+from galclip.models.clip import GalaxyCLIP
+from galclip.train.augment import apply_dihedral, dihedral_params, ivar_noise
+from galclip.train.distributed import gather_no_grad, gather_with_grad
+from galclip.train.feature_cache import FeatureCache
+from galclip.train.losses import clip_loss
+from galclip.train.optim import adamw, param_groups
+
+ENCODERS = ("image_encoder", "spectrum_encoder")
+
+
+def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
+    """Encoders from pretrained checkpoints (or presets, randomly initialized) + new heads."""
+    from galclip.models import create_encoder, load_encoder
+
+    m = {k: cfg["model"][k] for k in cfg["model"]}
+    encoders = []
+    for modality in ("image", "spectrum"):
+        ckpt, preset = m.pop(f"{modality}_checkpoint"), m.pop(f"{modality}_encoder")
+        enc = load_encoder(ckpt) if ckpt else create_encoder(preset)
+        if enc.modality != modality:
+            raise ConfigError(f"model.{modality}_checkpoint: {ckpt} holds a {enc.modality} encoder")
+        encoders.append(enc)
+    return GalaxyCLIP(*encoders, **m)
+
+
+def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
+    """Set ``requires_grad``: the heads and temperature always train; the backbones only when
+    ``optim.freeze_backbones`` is false (frozen ones get no gradient and no optimizer state)."""
+    if optim["freeze_backbones"]:
+        for name in ENCODERS:
+            getattr(model, name).requires_grad_(False)
+
+
+def layer_id(name: str, depth: int) -> int:
+    """0 for embeddings, i + 1 for transformer block i, depth + 1 for what follows the blocks."""
+    match = re.search(r"(?:^|\.)blocks\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    if re.search(r"embed|cls_token|reg_token|mask_token", name):
+        return 0
+    return depth + 1
+
+
+def lr_scale(model: GalaxyCLIP, optim: Mapping[str, Any]) -> Callable[[str], float]:
+    """Learning-rate factor by parameter name: 1 for heads and temperature; for backbone
+    parameters ``backbone_lr_scale * layer_decay ** (depth + 1 - layer)`` (layer-wise decay)."""
+    depths = {f"{n}.": 1 + max([layer_id(p, 0) - 1 for p, _ in getattr(model, n).named_parameters()] + [0])
+              for n in ENCODERS}
+    scale, decay = float(optim["backbone_lr_scale"]), float(optim["layer_decay"])
+
+    def factor(name: str) -> float:
+        for prefix, depth in depths.items():
+            if name.startswith(prefix):
+                return scale * decay ** (depth + 1 - layer_id(name[len(prefix):], depth))
+        return 1.0
+    return factor
+
+
+def clip_param_groups(model: GalaxyCLIP, optim: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, with layer-wise lr decay in the backbones."""
+    return param_groups(model.named_parameters(), lr=float(optim["lr"]),
+                        weight_decay=float(optim["weight_decay"]), lr_scale=lr_scale(model, optim))
+
+
+class CLIPModule(L.LightningModule):
+    """Contrastive training step, retrieval validation, optimizer groups of a GalaxyCLIP."""
+
+    DEFAULTS: dict[str, Any] = {"objective": {
+        "augment": {"image_dihedral": True,    # random 90 degree rotations and flips of each cutout
+                    "spectrum_noise": 0.0},    # extra Gaussian noise, sigma = value / sqrt(ivar)
+        "pool_size": 1000,                     # validation retrieval pool (chance median rank = pool / 2)
+        "cache_backbone_features": False,      # frozen backbones: keep their tokens per galaxy/view
+        "cache_max_gb": 4.0,                   # memory cap of that cache
+    }}
+
+    def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
+        super().__init__()
+        self.cfg, self.obj = cfg, cfg["objective"]
+        self.model = build_clip(cfg) if model is None else model
+        choose_trainable(self.model, cfg["optim"])
+        self.frozen = bool(cfg["optim"]["freeze_backbones"])
+        self._val: list[dict[str, torch.Tensor]] = []
+        self.cache = None
+        if self.obj["cache_backbone_features"]:
+            if not self.frozen:
+                raise ConfigError("objective.cache_backbone_features needs optim.freeze_backbones=true "
+                                  "(fine-tuned backbones change their outputs every step)")
+            self.cache = FeatureCache(float(self.obj["cache_max_gb"]) * 2**30)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen backbones stay in eval mode (no dropout, fixed features)
+            for name in ENCODERS:
+                getattr(self.model, name).eval()
+        return self
+
+    def _embed(self, batch: Mapping[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
+        images, flux, ivar = batch["image"], batch["spectrum_flux"], batch["spectrum_ivar"]
+        n, aug = images.shape[0], self.obj["augment"]
+        if augment and aug["image_dihedral"]:
+            k, flip = (t.tolist() for t in dihedral_params(n))
+        else:
+            k, flip = [0] * n, [False] * n
+        noise = float(aug["spectrum_noise"]) if augment else 0.0
+        if self.cache is None:
+            flux = ivar_noise(flux, ivar, noise)
+            return self.model(apply_dihedral(images, k, flip), flux, ivar)
+        ids = batch["object_id"].tolist()
+        img = self.cache.get(
+            [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
+            lambda m: self.model.image_encoder(apply_dihedral(images[m], [k[j] for j in m],
+                                                              [flip[j] for j in m])), images.device)
+        if noise > 0:  # noisy spectra are new views every time: not cached
+            spec = self.model.spectrum_encoder(ivar_noise(flux, ivar, noise), ivar)
+        else:
+            spec = self.cache.get([("spectrum", i) for i in ids],
+                                  lambda m: self.model.spectrum_encoder(flux[m], ivar[m]), flux.device)
+        return {"image_embedding": self.model.project_image(img),
+                "spectrum_embedding": self.model.project_spectrum(spec),
+                "logit_scale": self.model.logit_scale()}
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self._embed(batch, augment=True)
+        losses = clip_loss(gather_with_grad(out["image_embedding"]),
+                           gather_with_grad(out["spectrum_embedding"]), out["logit_scale"])
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/logit_scale", out["logit_scale"].detach(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        out = self._embed(batch, augment=False)
+        if len(batch["object_id"]) > 1:
+            loss = clip_loss(out["image_embedding"], out["spectrum_embedding"], out["logit_scale"])
+            self.log("val/loss", sum(loss.values()), prog_bar=True, sync_dist=True,
+                     batch_size=len(batch["object_id"]))
+        self._val.append({"object_id": batch["object_id"], "image": out["image_embedding"].float(),
+                          "spectrum": out["spectrum_embedding"].float()})
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        parts = {k: gather_no_grad(torch.cat([v[k] for v in self._val])) for k in self._val[0]}
+        self._val.clear()
+        _, first = np.unique(parts["object_id"].cpu().numpy(), return_index=True)  # DDP padding
+        if len(first) < 2:
+            return
+        metrics = retrieval_metrics(parts["image"][first], parts["spectrum"][first],
+                                    pool_size=int(self.obj["pool_size"]))
+        for key, value in metrics.items():
+            shown = key.endswith(("median_rank", "R@1"))
+            # every rank holds the same gathered metrics, so the DDP mean is the value itself
+            self.log(f"val/{key}", float(value), prog_bar=shown, sync_dist=True)
+
+    def configure_optimizers(self):
+        o = self.cfg["optim"]
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = min(int(o["warmup_steps"]), max(1, total // 10))  # short runs: a tenth of the run
+        return adamw(clip_param_groups(self.model, o), o, warmup=warmup, total=total)
