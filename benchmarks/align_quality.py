@@ -37,12 +37,13 @@ import numpy as np
 
 def held_out_and_train(ds, max_train: int, pool_rows: str = "heldout") -> tuple[np.ndarray, np.ndarray]:
     """Rows to pool (val + test, or every row of a set no stage trained on) and k-NN train rows."""
-    from galclip.train.align_data import split_rows
+    from galclip.train.data import split_rows
 
-    held = np.sort(np.concatenate([split_rows(ds, "val"), split_rows(ds, "test")]))
+    pairs = ("image", "spectrum")
+    held = np.sort(np.concatenate([split_rows(ds, "val", pairs), split_rows(ds, "test", pairs)]))
     if pool_rows == "all":
         held = np.arange(len(ds))
-    return held, split_rows(ds, "train")[:max_train]
+    return held, split_rows(ds, "train", pairs)[:max_train]
 
 
 def pooled_image_features(encoder, ds, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -88,10 +89,12 @@ def main() -> None:
     from galclip.models import load_encoder
     from galclip.models.clip import load_model
     from galclip.models.inference import embed_dataset
-    from galclip.train.align import align, resolve_config
+    from galclip.train.align import align
+    from galclip.train.schema import resolve_config
 
-    cfg = resolve_config(args.config, [*args.overrides, f"model.image_checkpoint={args.image_encoder}",
-                                       f"model.spectrum_checkpoint={args.spectrum_encoder}"])
+    cfg = resolve_config("align", args.config, [*args.overrides,
+                                                f"model.image_checkpoint={args.image_encoder}",
+                                                f"model.spectrum_checkpoint={args.spectrum_encoder}"])
     if bool(args.model) == bool(args.out):
         p.error("give exactly one of --out (align here) and --model (score an aligned model)")
     t0 = time.time()

@@ -72,11 +72,12 @@ class RawPixels:
 def splits(data: Path, modality: str, max_rows: int | None):
     """``(dataset of the modality's columns, redshift per row, train rows, test rows)``."""
     from galclip.data import open_dataset
-    from galclip.train.pretrain_data import COLUMNS, split_rows
+    from galclip.train.data import COLUMNS, split_rows
 
     ds = open_dataset(data, columns=COLUMNS[modality])
     z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
-    return ds, z, split_rows(ds, "train", max_rows, modality), split_rows(ds, "test", max_rows, modality)
+    rows = [split_rows(ds, split, (modality,), max_rows) for split in ("train", "test")]
+    return ds, z, *rows
 
 
 def knn_r2(encoder, data: Path, modality: str, k: int, max_rows: int | None) -> float:
@@ -104,7 +105,7 @@ def supervised_r2(config: dict, data: Path, modality: str, steps: int, batch_siz
 
     from galclip.eval.metrics import r2_score
     from galclip.models import build_encoder
-    from galclip.train.pretrain_data import COLUMNS
+    from galclip.train.data import COLUMNS
 
     ds, z, train, test = splits(data, modality, max_rows)
 
@@ -144,11 +145,11 @@ def supervised_r2(config: dict, data: Path, modality: str, steps: int, batch_siz
 def check_no_leak(pretrain_data: Path, data: Path, modality: str) -> None:
     """Refuse to score on test galaxies that the encoder was pretrained on."""
     from galclip.data import open_dataset
-    from galclip.train.pretrain_data import split_rows
+    from galclip.train.data import split_rows
 
     seen, scored = (open_dataset(d, verify=False) for d in (pretrain_data, data))
-    train_ids = seen.read_columns(["object_id"])["object_id"][split_rows(seen, "train", None, modality)]
-    test_ids = scored.read_columns(["object_id"])["object_id"][split_rows(scored, "test", None, modality)]
+    train_ids = seen.read_columns(["object_id"])["object_id"][split_rows(seen, "train", (modality,))]
+    test_ids = scored.read_columns(["object_id"])["object_id"][split_rows(scored, "test", (modality,))]
     if np.intersect1d(train_ids, test_ids).size:
         raise SystemExit(f"{pretrain_data}: its train split shares galaxies with {data}'s test split")
 

@@ -26,7 +26,7 @@ KEEP = 96  # px kept around the centre
 
 def load(data: Path, cache: Path):
     from galclip.data import open_dataset
-    from galclip.train.pretrain_data import split_rows
+    from galclip.train.data import split_rows
 
     if cache.exists():
         d = np.load(cache)
@@ -35,7 +35,7 @@ def load(data: Path, cache: Path):
     z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
     out = {}
     for split in ("train", "test"):
-        rows = split_rows(ds, split, None, "image")
+        rows = split_rows(ds, split, ("image",))
         lo = (152 - KEEP) // 2
         out[f"{split}_img"] = np.stack([ds[int(r)]["image"][:, lo:lo + KEEP, lo:lo + KEEP] for r in rows])
         out[f"{split}_z"] = z[rows]

@@ -24,7 +24,7 @@ import torch
 
 def load(data: Path, encoder, cache: Path):
     from galclip.data import open_dataset
-    from galclip.train.pretrain_data import split_rows
+    from galclip.train.data import split_rows
 
     if cache.exists():
         d = np.load(cache)
@@ -33,7 +33,7 @@ def load(data: Path, encoder, cache: Path):
     z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
     out = {}
     for split in ("train", "test"):
-        rows = split_rows(ds, split, None, "spectrum")
+        rows = split_rows(ds, split, ("spectrum",))
         fl, iv = [], []
         for i in range(0, len(rows), 256):
             b = [ds[int(r)] for r in rows[i:i + 256]]

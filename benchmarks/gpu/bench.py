@@ -35,12 +35,13 @@ SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
                                "trainer.strategy=auto", "data.batch_size=64"],
             "pretrain_spectrum": ["--config", "spectrum-specformer", "trainer.devices=1",
                                   "trainer.strategy=auto", "data.batch_size=128"],
-            "align": ["--config", "gpu", "train.batch_size=256"]},
+            "align": ["--config", "gpu", "data.batch_size=256"]},
     "toy": {"image": "image-nano", "spectrum": "spectrum-nano", "embed_dim": 16, "n": 32,
             "batch": 8, "workers": 1, "repeats": 1, "steps": 2, "skip": 1,
-            "pretrain_image": ["--config", "image-dino-cpu", "data.batch_size=4", "crops.n_local=1"],
+            "pretrain_image": ["--config", "image-dino-cpu", "data.batch_size=4",
+                               "objective.crops.n_local=1"],
             "pretrain_spectrum": ["--config", "spectrum-masked-cpu", "data.batch_size=4"],
-            "align": ["--config", "cpu", "train.batch_size=8", "model.embed_dim=16",
+            "align": ["--config", "cpu", "data.batch_size=8", "model.embed_dim=16",
                       "eval.max_val_rows=8", "eval.pool_size=8"]},
 }
 
@@ -185,22 +186,17 @@ def bench_pretrain(modality: str, size: dict, data: Path, device, tmp: Path) -> 
 
 
 def bench_align(size: dict, data: Path, device, tmp: Path) -> dict:
-    from galclip.train import align as align_mod
+    from galclip.train.runner import train
 
     args = size["align"]
-    cfg = align_mod.resolve_config(args[1], [
-        *args[2:], f"model.image_encoder={size['image']}",
-        f"model.spectrum_encoder={size['spectrum']}", "train.epochs=1",
-        f"train.max_steps={size['steps'] + size['skip']}", f"train.num_workers={size['workers']}",
-        "train.checkpoint_every_n_steps=100000", "train.cache_backbone_features=false"])
     timer = StepTimer(size["skip"])
-    original = align_mod._trainer
-    align_mod._trainer = lambda c, out, cbs: original(c, out, [*cbs, timer.as_callback()])
-    try:
-        reset_peak(device)
-        align_mod.align(cfg, data, tmp / "align")
-    finally:
-        align_mod._trainer = original
+    reset_peak(device)
+    train("align", data, tmp / "align", args[1], [
+        *args[2:], f"model.image_encoder={size['image']}",
+        f"model.spectrum_encoder={size['spectrum']}", "trainer.max_epochs=1",
+        f"trainer.max_steps={size['steps'] + size['skip']}", f"data.num_workers={size['workers']}",
+        "trainer.checkpoint_every_n_steps=100000", "objective.cache_backbone_features=false"],
+        callbacks=[timer.as_callback()])
     return {"what": f"align (frozen {size['image']} + {size['spectrum']}), {args[1]}",
             "rate": timer.rate(), "unit": "pairs/s", "peak_gb": peak_gb(device)}
 

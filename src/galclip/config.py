@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 #: sections passed through to other libraries (Lightning accepts devices="auto" or 2)
 LOOSE_SECTIONS = ("trainer",)
 #: counts that must be at least 1 when their default is a positive integer
-AT_LEAST_ONE = ("epochs", "batch_size", "pool_size", "depth", "dim", "embed_dim", "heads",
+AT_LEAST_ONE = ("epochs", "max_epochs", "batch_size", "pool_size", "depth", "dim", "embed_dim", "heads",
                 "num_heads", "patch_size", "n_views", "log_every_n_steps")
 
 

@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                               "trainer.checkpoint_every_n_steps=2"]),
              "pretrain_spectrum": ("spectrum-cpu", ["trainer.max_steps=4", "data.batch_size=8",
                                                     "trainer.checkpoint_every_n_steps=2"]),
-             "align": ("cpu", ["train.epochs=1", "train.batch_size=16", "eval.pool_size=20"]),
+             "align": ("cpu", ["trainer.max_epochs=1", "data.batch_size=16", "objective.pool_size=20"]),
              "evaluate": ("cpu", ["baselines.image.epochs=1", "baselines.spectrum.epochs=1",
                                   "baselines.image.max_train=64", "baselines.spectrum.max_train=64",
                                   "retrieval.pool_size=20", "plots.embedding_map=pca",
@@ -64,20 +64,18 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
 
     def pretrain(modality: str) -> Callable[[Path], Any]:
         def run(folder: Path) -> None:
-            from galclip.train.pretrain import run_pretrain
+            from galclip.train.runner import train
 
             name, over = p[f"pretrain_{modality}"]
-            run_pretrain(modality, data, folder, name, list(over))
+            train(f"pretrain-{modality}", data, folder, name, list(over))
         return run
 
     def align(folder: Path) -> None:
-        from galclip.train.align import align as run_align
-        from galclip.train.align import resolve_config
+        from galclip.train.runner import train
 
         name, over = p["align"]
-        cfg = resolve_config(name, [*over, f"model.image_checkpoint={enc['image']}",
-                                    f"model.spectrum_checkpoint={enc['spectrum']}"])
-        run_align(cfg, data, folder)
+        train("align", data, folder, name, [*over, f"model.image_checkpoint={enc['image']}",
+                                            f"model.spectrum_checkpoint={enc['spectrum']}"])
 
     def embed(folder: Path) -> None:
         import torch

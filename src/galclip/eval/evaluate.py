@@ -265,7 +265,8 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
     from galclip.models import load_encoder
 
     run_cfg = (meta.get("extra") or {}).get("run_config") or {}
-    frozen = bool(run_cfg.get("train", {}).get("freeze_backbones", False))
+    optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": files before issue 12
+    frozen = bool(optim.get("freeze_backbones", False))
     encs, where = {}, []
     for m in ("image", "spectrum"):
         if paths.get(m):

@@ -93,10 +93,12 @@ def budget(result: Mapping, provenance: Mapping) -> str | None:
         n = result.get("n_train", b.get("max_train"))
         return f"{n} galaxies, {b.get('epochs', '?')} epoch(s)" if b else None
     if model.startswith("galclip"):
-        train = provenance.get("model", {}).get("run_config", {}).get("train", {})
+        run = provenance.get("model", {}).get("run_config", {})
+        # "train.epochs": model files written before issue 12
+        epochs = run.get("trainer", {}).get("max_epochs", run.get("train", {}).get("epochs"))
         steps = provenance.get("model", {}).get("training", {}).get("global_step")
-        if train:
-            return f"aligned {train.get('epochs', '?')} epoch(s), {steps} steps"
+        if epochs is not None:
+            return f"aligned {epochs} epoch(s), {steps} steps"
     if model.endswith("MLP") and result.get("type") in ("few-shot", "supervised"):
         p = cfg.get("probe", {})
         return f"MLP probe, ≤{p.get('epochs', '?')} epochs, early stop" if p else None

@@ -1,7 +1,8 @@
 """Self-describing encoder checkpoints: one safetensors file with weights, config and version.
 
-The safetensors metadata holds ``format`` ("galclip-encoder"), ``galclip_version`` and
-``config`` (the JSON of ``encoder.config``), so :func:`load_encoder` rebuilds the model with no
+The safetensors metadata holds ``format`` ("galclip-encoder"), ``format_version`` (as the CLIP
+file's: a reader refuses a newer one), ``galclip_version`` and ``config`` (the JSON of
+``encoder.config``), so :func:`load_encoder` rebuilds the model with no
 other file and no training code.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 FORMAT = "galclip-encoder"
+FORMAT_VERSION = 1
 
 
 def write_safetensors(path: str | Path, module, metadata: dict[str, str]) -> Path:
@@ -33,7 +35,7 @@ def save_encoder(encoder, path: str | Path, extra: dict[str, str] | None = None)
     """Write ``encoder`` (weights + config + version) to ``path`` atomically."""
     from galclip import __version__
 
-    meta = {"format": FORMAT, "galclip_version": __version__,
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "galclip_version": __version__,
             "config": json.dumps(encoder.config), **(extra or {})}
     return write_safetensors(path, encoder, meta)
 
@@ -63,6 +65,9 @@ def load_encoder(path: str | Path, map_location: str = "cpu"):
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, "
                          f"expected {FORMAT!r} with a 'config' entry")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: encoder format version {meta['format_version']} is newer than "
+                         f"this galclip reads ({FORMAT_VERSION})")
     encoder = build_encoder(json.loads(meta["config"]), where=f"{path}: config")
     encoder.load_state_dict(load_file(str(path), device=map_location))
     return encoder.eval()

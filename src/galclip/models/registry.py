@@ -6,7 +6,7 @@ dataclass. :func:`create_encoder` is the only place where names become objects.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,12 @@ def encoder_config(name: str) -> dict[str, Any]:
     if cfg.get("modality") not in MODALITIES:
         raise ValueError(f"{path}: field 'modality' must be one of {MODALITIES}, got {cfg.get('modality')!r}")
     return cfg
+
+
+def full_encoder_config(name: str) -> dict[str, Any]:
+    """Every field of a preset's config dataclass, defaults filled in (what a run config lists)."""
+    preset = encoder_config(name)
+    return asdict(_classes(preset["modality"], preset.get("arch"))[1](**preset))
 
 
 def _classes(modality: str, arch: str | None = None):

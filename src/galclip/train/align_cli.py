@@ -3,14 +3,15 @@
 Examples (paths `make demo` creates):
   galclip align --config cpu --data runs/demo/data --out runs/demo/align-5 \\
       --image-encoder runs/demo/pretrain-image/encoder.safetensors \\
-      --spectrum-encoder runs/demo/pretrain-spectrum/encoder.safetensors train.epochs=5
+      --spectrum-encoder runs/demo/pretrain-spectrum/encoder.safetensors trainer.max_epochs=5
   galclip align --config runs/demo/align/config.yaml --data runs/demo/data --out runs/demo/align
       (the same command again resumes a killed run)
 
 --config takes a YAML file or a preset name (cpu, gpu); key=value overrides follow (dotted keys,
-e.g. train.freeze_backbones=false trainer.devices=2 trainer.strategy=ddp). The run folder gets
-config.yaml, checkpoints/last.ckpt, logs/metrics.csv and model.safetensors
-(load with galclip.load_model).
+e.g. optim.freeze_backbones=false trainer.devices=2 trainer.strategy=ddp; the sections are those
+of every training stage: seed, data, model, objective, optim, trainer). The run folder gets
+config.yaml, state.json, checkpoints/last.ckpt, logs/ and model.safetensors (load with
+galclip.load_model); rerunning a finished run is a no-op.
 """
 from __future__ import annotations
 
@@ -28,15 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from galclip.train.align import align, resolve_config
+    from galclip.train.runner import train
 
     overrides = list(args.overrides)
     for modality in ("image", "spectrum"):
         ckpt = getattr(args, f"{modality}_encoder")
         if ckpt:
             overrides.append(f"model.{modality}_checkpoint={ckpt}")
-    cfg = resolve_config(args.config, overrides)
-    path = align(cfg, args.data, args.out)
+    path = train("align", args.data, args.out, args.config, overrides)
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         print(f"model written to {path} (load with galclip.load_model)")
     return 0

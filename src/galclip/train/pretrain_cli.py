@@ -7,10 +7,11 @@ Examples (paths `make demo` creates):
 --config takes a YAML file or a packaged preset (image-cpu and spectrum-cpu: the CPU small-data
 recipe, SimCLR and contrastive on conv encoders; image-astrodino and spectrum-specformer:
 AstroCLIP's published DINOv2 and masked-modelling setting; image-dino-cpu and spectrum-masked-cpu:
-the earlier CPU presets, kept for the ablation); trailing key=value pairs override single fields.
-The run folder gets the resolved config.yaml, checkpoints/last.ckpt, CSV logs and
+the earlier CPU presets, kept for the ablation); trailing key=value pairs override single fields
+(sections seed, data, model, objective, optim, trainer; e.g. objective.name=simclr model.depth=6).
+The run folder gets the resolved config.yaml, state.json, checkpoints/last.ckpt, CSV logs and
 encoder.safetensors. Rerun the same command after an interruption to resume from the last
-checkpoint.
+checkpoint; rerunning a finished run is a no-op.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from galclip.train.pretrain import run_pretrain
+    from galclip.train.runner import train
 
-    path = run_pretrain(args.modality, args.data, args.out, args.config, args.overrides)
+    path = train(f"pretrain-{args.modality}", args.data, args.out, args.config, args.overrides)
     print(f"pretrained {args.modality} encoder: {path}")
     return 0

@@ -1,0 +1,189 @@
+"""One config schema for every training stage, and the one preset resolver.
+
+Every stage (``pretrain-image``, ``pretrain-spectrum``, ``align``) reads the same six sections::
+
+    seed: 0
+    data:      {batch_size, num_workers, max_rows, ...}    what is read, in which batches
+    model:     the encoder preset and its fields (pretraining) or the CLIP model (alignment)
+    objective: {name, ...}  the objective's own settings (views, heads, loss, ...)
+    optim:     {lr, weight_decay, warmup_steps, betas, grad_clip, ...}
+    trainer:   {max_epochs, max_steps, accelerator, devices, precision, ...}
+
+Defaults come in layers (as DINOv2): :data:`COMMON` -> the stage's defaults -> the objective's
+``DEFAULTS`` (its module) -> the encoder preset named by ``model.name`` (pretraining); then a YAML
+file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted overrides
+(:func:`galclip.config.load_config`: unknown keys and wrong types are errors). Keys of the
+schema before issue 12 (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
+with a message that names the new key (:data:`RENAMED`).
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from galclip.config import ConfigError, deep_merge, load_config, parse_override, preset_or_file, read_yaml
+
+PRESET_ROOT = Path(__file__).resolve().parents[1] / "configs"
+STAGES = ("pretrain-image", "pretrain-spectrum", "align")
+
+COMMON: dict[str, Any] = {
+    "seed": 0,
+    "data": {"batch_size": 32, "num_workers": 0, "max_rows": None},  # max_rows: the first N rows
+    "model": {},
+    "objective": {"name": None},       # None: the stage's first objective (AstroCLIP's)
+    "optim": {"lr": 5e-4, "weight_decay": 0.04, "warmup_steps": 100, "betas": [0.9, 0.999],
+              "grad_clip": 3.0},       # grad_clip 0: no clipping
+    "trainer": {"max_epochs": -1, "max_steps": -1,  # -1: no limit (one of the two must be set)
+                "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
+                "precision": "auto",   # bf16-mixed on a GPU, 32-true on the CPU
+                "log_every_n_steps": 10, "checkpoint_every_n_steps": 100, "progress_bar": True},
+}
+
+_PRETRAIN: dict[str, Any] = {
+    "data": {"split": "train"},
+    "optim": {"min_lr": 1e-6, "weight_decay_end": 0.04},  # cosine lr to min_lr; cosine decay ramp
+    "trainer": {"max_steps": 1000},
+}
+
+
+def _align_defaults() -> dict[str, Any]:
+    from galclip.models.clip import CLIP_DEFAULTS
+
+    return {
+        "data": {"batch_size": 64,         # per device; negatives span all devices
+                 "shuffle_window": 8,      # row groups mixed per shuffle window
+                 "max_val_rows": 1000,     # held-out galaxies embedded each epoch
+                 "val_batch_size": 128},
+        "model": {"image_encoder": "image-nano",        # preset used when no checkpoint is given
+                  "spectrum_encoder": "spectrum-nano",
+                  "image_checkpoint": None,             # pretrained encoder file (galclip pretrain)
+                  "spectrum_checkpoint": None,
+                  **CLIP_DEFAULTS},
+        "optim": {"lr": 1e-4, "weight_decay": 0.05, "warmup_steps": 50,  # warm-up <= a tenth of the run
+                  "betas": [0.9, 0.98], "grad_clip": 1.0,
+                  "freeze_backbones": True,   # AstroCLIP: frozen; False: fine-tune with the two below
+                  "backbone_lr_scale": 0.1,   # backbone top-layer lr = lr * scale
+                  "layer_decay": 0.75},       # each layer further down: lr *= layer_decay
+        "trainer": {"max_epochs": 10},
+    }
+
+
+#: objective name -> "module:LightningModule" per stage; the first is the stage's default.
+#: ``dino`` and ``masked`` are AstroCLIP's (the published GPU presets); ``simclr`` and
+#: ``contrastive`` the small-data recipe of the CPU presets (issue 13); ``clip`` the alignment.
+OBJECTIVES: dict[str, dict[str, str]] = {
+    "pretrain-image": {"dino": "galclip.train.image_pretrain:ImagePretrainModule",
+                       "simclr": "galclip.train.image_simclr:ImageSimCLRModule"},
+    "pretrain-spectrum": {"masked": "galclip.train.spectrum_pretrain:SpectrumPretrainModule",
+                          "contrastive": "galclip.train.spectrum_contrastive:SpectrumContrastiveModule"},
+    "align": {"clip": "galclip.train.clip_objective:CLIPModule"},
+}
+
+#: keys of the earlier schema -> their place now (a dotted prefix renames everything below it)
+RENAMED: dict[str, str] = {
+    "encoder": "model", **{k: f"objective.{k}" for k in
+                           ("crops", "augment", "heads", "loss", "ibot", "ema", "mask", "views")},
+    "train.seed": "seed", "train.epochs": "trainer.max_epochs", "train.max_steps": "trainer.max_steps",
+    "train.checkpoint_every_n_steps": "trainer.checkpoint_every_n_steps",
+    "train.batch_size": "data.batch_size", "train.num_workers": "data.num_workers",
+    "train.max_train_rows": "data.max_rows", "train.shuffle_window": "data.shuffle_window",
+    "eval.max_val_rows": "data.max_val_rows", "eval.batch_size": "data.val_batch_size",
+    **{f"train.{k}": f"optim.{k}" for k in ("lr", "weight_decay", "warmup_steps", "grad_clip",
+                                           "freeze_backbones", "backbone_lr_scale", "layer_decay")},
+    "train.cache_backbone_features": "objective.cache_backbone_features",
+    "train.cache_max_gb": "objective.cache_max_gb", "eval.pool_size": "objective.pool_size",
+}
+
+
+def preset_dir(stage: str) -> Path:
+    _check_stage(stage)
+    return PRESET_ROOT / stage.split("-")[0]
+
+
+def list_presets(stage: str) -> list[str]:
+    """Names of the packaged presets of a stage (pretraining presets start with the modality)."""
+    names = sorted(p.stem for p in preset_dir(stage).glob("*.yaml"))
+    return names if stage == "align" else [n for n in names if n.startswith(stage.split("-")[1])]
+
+
+def objective_class(stage: str, name: str | None):
+    """The LightningModule class of objective ``name`` (None: the stage's default)."""
+    names = list(OBJECTIVES[stage])
+    name = name or names[0]
+    if name not in OBJECTIVES[stage]:
+        raise ConfigError(f"config field 'objective.name': {name!r} is not a {stage} objective; "
+                          f"choose from {names}")
+    module, cls = OBJECTIVES[stage][name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_module(stage: str, cfg: Mapping[str, Any]):
+    """The LightningModule of the config's objective."""
+    return objective_class(stage, cfg["objective"]["name"])(cfg)
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ConfigError(f"unknown training stage {stage!r}; choose from {list(STAGES)}")
+
+
+def _leaf_keys(d: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            yield from _leaf_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def check_renamed(raw: Mapping[str, Any], where: str) -> None:
+    """Refuse keys of the earlier schema, naming the key that replaced each."""
+    if "objective" in raw and not isinstance(raw["objective"], (Mapping, type(None))):
+        raise ConfigError(f"{where}: key 'objective' is a section now: use "
+                          f"'objective.name={raw['objective']}'")
+    for key in _leaf_keys(raw):
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            old = ".".join(parts[:n])
+            if old in RENAMED:
+                new = ".".join([RENAMED[old], *parts[n:]])
+                raise ConfigError(f"{where}: key '{key}' was renamed: use '{new}'")
+
+
+def stage_defaults(stage: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of ``stage`` for the objective and encoder that ``raw`` (file + overrides) names."""
+    _check_stage(stage)
+    base = deep_merge(COMMON, _align_defaults() if stage == "align" else _PRETRAIN, strict=False)
+    name = (raw.get("objective") or {}).get("name") or list(OBJECTIVES[stage])[0]
+    base = deep_merge(base, objective_class(stage, name).DEFAULTS, strict=False)
+    base["objective"]["name"] = name
+    if stage != "align":
+        model = (raw.get("model") or {}).get("name") or base["model"]["name"]
+        base["model"] = _encoder_defaults(stage.split("-")[1], model)
+    return base
+
+
+def _encoder_defaults(modality: str, name: str) -> dict[str, Any]:
+    from galclip.models.registry import encoder_config, full_encoder_config
+
+    kind = encoder_config(name)["modality"]
+    if kind != modality:
+        raise ConfigError(f"config field 'model.name': {name!r} is a {kind} encoder, "
+                          f"but this is {modality} pretraining")
+    return {"name": name, **full_encoder_config(name)}
+
+
+def resolve_config(stage: str, config: str | Path | None = None,
+                   overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config of ``stage``: defaults -> YAML file or preset name -> ``key=value``
+    overrides (unknown keys, wrong types and renamed keys are ConfigErrors naming the key)."""
+    path = preset_or_file(config, preset_dir(stage))
+    raw = read_yaml(path) if path else {}
+    check_renamed(raw, str(path))
+    for text in overrides:
+        over = parse_override(text)
+        check_renamed(over, f"override '{text}'")
+        raw = deep_merge(raw, over, strict=False)
+    return load_config(copy.deepcopy(stage_defaults(stage, raw)), path, overrides)
