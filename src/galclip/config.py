@@ -36,8 +36,8 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and key."""
 
 
-#: sections passed through to other libraries (Lightning accepts devices="auto" or 2)
-LOOSE_SECTIONS = ("trainer",)
+#: keys passed through to other libraries unchecked (Lightning accepts devices="auto" or 2)
+LOOSE_KEYS = ("trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.precision")
 #: counts that must be at least 1 when their default is a positive integer
 AT_LEAST_ONE = ("epochs", "max_epochs", "batch_size", "pool_size", "depth", "dim", "embed_dim", "heads",
                 "num_heads", "patch_size", "n_views", "log_every_n_steps")
@@ -73,7 +73,7 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = 
         if strict and key not in out:
             loc = ".".join(x for x in (where, _prefix) if x)
             raise ConfigError(f"{loc}: unknown key '{key}' (known: {sorted(out)})")
-        if strict and key in out and full.split(".")[0] not in LOOSE_SECTIONS:
+        if strict and key in out and full not in LOOSE_KEYS:
             check_value(where, full, out[key], value)
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value, where, strict, full)

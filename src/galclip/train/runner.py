@@ -216,8 +216,10 @@ def run_stage(name: str, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: 
     stage, out = get_stage(name), Path(out_dir)
     inputs = run_inputs(stage, cfg, data_dir)
     finished, resume = check_run_folder(out, cfg, inputs)
-    if finished:
+    if finished and (out / stage.weights).exists():
         return out / stage.weights
+    if finished:  # the weights were removed: export them again from the final checkpoint
+        resume = out / LAST if (out / LAST).exists() else None
     save_config(cfg, out / "config.yaml")
     _write_state(out, stage, inputs, finished=False)
     trainer = fit_stage(stage, cfg, data_dir, out, callbacks, resume)
