@@ -7,8 +7,8 @@ import csv
 import pytest
 import torch
 
-TINY = ["model.embed_dim=32", "train.batch_size=16", "train.warmup_steps=1", "eval.batch_size=64",
-        "train.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"]
+TINY = ["model.embed_dim=32", "data.batch_size=16", "optim.warmup_steps=1", "data.val_batch_size=64",
+        "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture
@@ -26,12 +26,13 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     from galclip.config import ConfigError
     from galclip.models import load_encoder
     from galclip.models.clip import read_checkpoint_metadata
-    from galclip.train.align import align, resolve_config
+    from galclip.train.align import align
+    from galclip.train.schema import resolve_config
 
     out = tmp_path / "run"
     args = ["align", "--config", "cpu", "--data", str(tiny_dataset), "--out", str(out),
             "--image-encoder", str(encoder_files[0]), "--spectrum-encoder", str(encoder_files[1]), *TINY]
-    assert main([*args, "train.epochs=1"]) == 0
+    assert main([*args, "trainer.max_epochs=1"]) == 0
     model = galclip.load_model(out / "model.safetensors")
     assert model.embed_dim == 32 and "batch_size: 16" in (out / "config.yaml").read_text()
     assert model.logit_scale().item() != pytest.approx(1 / 0.07, abs=1e-4)  # the scale trains
@@ -47,7 +48,12 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     medians = [r[key] for r in rows if r.get(key)]
     assert medians and 1 <= float(medians[-1]) <= 12
 
-    cfg = resolve_config("cpu", [*TINY, "train.epochs=2", f"model.image_checkpoint={encoder_files[0]}",
+    first = (out / "model.safetensors").stat().st_mtime_ns
+    assert main([*args, "trainer.max_epochs=1"]) == 0  # finished with the same inputs: a no-op
+    assert (out / "model.safetensors").stat().st_mtime_ns == first
+    assert not (out / "logs" / "version_1").exists()
+    cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=2",
+                                 f"model.image_checkpoint={encoder_files[0]}",
                                  f"model.spectrum_checkpoint={encoder_files[1]}"])
     align(cfg, tiny_dataset, out)  # a longer run resumes where the first stopped
     extra = read_checkpoint_metadata(out / "model.safetensors")["extra"]
@@ -59,11 +65,12 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
 def test_layerwise_lr_decay_when_fine_tuning():
     from galclip.models import create_encoder
     from galclip.models.clip import GalaxyCLIP
-    from galclip.train.align import DEFAULTS, param_groups
+    from galclip.train.clip_objective import clip_param_groups
+    from galclip.train.schema import resolve_config
 
     model = GalaxyCLIP(create_encoder("image-nano"), create_encoder("spectrum-nano"), embed_dim=16)
-    tcfg = {**DEFAULTS["train"], "lr": 1.0, "backbone_lr_scale": 0.1, "layer_decay": 0.5}
-    lr_of = {id(p): g["lr"] for g in param_groups(model, tcfg) for p in g["params"]}
+    tcfg = {**resolve_config("align")["optim"], "lr": 1.0, "backbone_lr_scale": 0.1, "layer_decay": 0.5}
+    lr_of = {id(p): g["lr"] for g in clip_param_groups(model, tcfg) for p in g["params"]}
     named = dict(model.named_parameters())
     depth = len(model.image_encoder.backbone.blocks)  # image-nano: 4 blocks
     assert lr_of[id(named["image_head.pool.query"])] == 1.0
@@ -74,11 +81,11 @@ def test_layerwise_lr_decay_when_fine_tuning():
     assert lr_of[id(named["image_encoder.backbone.patch_embed.proj.weight"])] == pytest.approx(0.1 * 0.5 ** 5)
     model.spectrum_encoder.requires_grad_(False)
     frozen = {id(p) for p in model.spectrum_encoder.parameters()}
-    assert not frozen & {id(p) for g in param_groups(model, tcfg) for p in g["params"]}
+    assert not frozen & {id(p) for g in clip_param_groups(model, tcfg) for p in g["params"]}
 
 
 def test_augmentations_respect_the_physics():
-    from galclip.train.align import ivar_noise, random_dihedral
+    from galclip.train.augment import ivar_noise, random_dihedral
 
     img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     seen = set()
@@ -102,24 +109,26 @@ def test_alignment_uses_only_rows_with_both_modalities(tmp_path):
 
     from conftest import random_rows
     from galclip.data import Provenance, open_dataset, shard_name, write_manifest, write_shard
-    from galclip.train.align_data import split_rows
+    from galclip.train.data import split_rows
 
     rows = random_rows(60)
     rows["has_image"] = np.arange(60) % 3 != 0
     rows["has_spectrum"] = np.arange(60) % 5 != 0
     write_manifest(tmp_path, [write_shard(tmp_path / shard_name(0), rows)], Provenance(command="test"))
     ds = open_dataset(tmp_path)
-    got = np.concatenate([split_rows(ds, s) for s in ("train", "val", "test")])
+    got = np.concatenate([split_rows(ds, s, ("image", "spectrum")) for s in ("train", "val", "test")])
     assert sorted(got.tolist()) == [i for i in range(60) if i % 3 and i % 5]
 
 
 def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     from clip_toys import nano_clip, toy_batch
     from galclip.config import ConfigError
-    from galclip.train.align import DEFAULTS, AlignModule, apply_dihedral
+    from galclip.train.augment import apply_dihedral
+    from galclip.train.clip_objective import CLIPModule
+    from galclip.train.schema import resolve_config
 
-    cfg = {**DEFAULTS, "train": {**DEFAULTS["train"], "cache_backbone_features": True}}
-    module = AlignModule(nano_clip(), cfg).eval()
+    cfg = resolve_config("align", None, ["objective.cache_backbone_features=true"])
+    module = CLIPModule(cfg, nano_clip()).eval()
     images, flux, ivar = toy_batch(3)
     batch = {"object_id": torch.tensor([7, 8, 9]), "image": images, "spectrum_flux": flux,
              "spectrum_ivar": ivar}
@@ -137,4 +146,4 @@ def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     assert torch.allclose(rotated["spectrum_embedding"], direct["spectrum_embedding"], atol=2e-3)
     assert apply_dihedral(images[:1], [1], [True]).shape == (1, 3, 152, 152)
     with pytest.raises(ConfigError, match="freeze_backbones"):
-        AlignModule(nano_clip(), {**cfg, "train": {**cfg["train"], "freeze_backbones": False}})
+        CLIPModule({**cfg, "optim": {**cfg["optim"], "freeze_backbones": False}}, nano_clip())

@@ -62,10 +62,11 @@ PARSE_CASES = [
     (["demo", "--n", "0"], "--n"),
     (["demo", "--workers", "0"], "--workers"),
     (["pretrain", "image", "--data", "d", "--out", "o", "optim.lr=fast"], "'optim.lr' must be"),
-    (["align", "--data", "d", "--out", "o", "train.epochs=-1"], "'train.epochs' must be >= 1"),
+    (["align", "--data", "d", "--out", "o", "trainer.max_epochs=-1"], "'trainer.max_epochs' must be >= 1"),
+    (["align", "--data", "d", "--out", "o", "train.epochs=3"], "use 'trainer.max_epochs'"),
     (["align", "--data", "d", "--out", "o", "model=3"], "'model' must be a mapping"),
-    (["align", "--data", "d", "--out", "o", "train.batch_size=[1, 2]"], "'train.batch_size'"),
-    (["align", "--config", "{yaml}", "--data", "d", "--out", "o"], "'train.batch_size'"),
+    (["align", "--data", "d", "--out", "o", "data.batch_size=[1, 2]"], "'data.batch_size'"),
+    (["align", "--config", "{yaml}", "--data", "d", "--out", "o"], "'data.batch_size'"),
     (["pretrain", "spectrum", "--config", "{yaml_lr}", "--data", "d", "--out", "o"],
      "'optim.lr' must be a number"),
     (["evaluate", "--model", "m", "--data", "d", "--out", "o", "knn.k=ten"], "must be"),
@@ -77,7 +78,7 @@ PARSE_CASES = [
 def test_bad_arguments_exit_2_naming_the_option(tmp_path, monkeypatch, capsys, argv, text):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("x")
-    (tmp_path / "bad.yaml").write_text("train:\n  batch_size: [1, 2]\n")
+    (tmp_path / "bad.yaml").write_text("data:\n  batch_size: [1, 2]\n")
     (tmp_path / "lr.yaml").write_text("optim:\n  lr: fast\n")
     argv = [a.format(file="a-file", yaml="bad.yaml", yaml_lr="lr.yaml") for a in argv]
     rc, err = _run(argv, capsys)

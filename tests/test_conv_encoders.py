@@ -133,7 +133,7 @@ def test_image_encoder_sees_total_flux_and_colour():
 
 # ---------------------------------------------------------------- spectrum views
 def test_noise_view_adds_noise_of_the_stated_variance_and_leaves_bad_bins_alone():
-    from galclip.train.spectrum_contrastive import noise_view
+    from galclip.train.augment import noise_view
 
     g = torch.Generator().manual_seed(0)
     flux = torch.zeros(4000, 256)
@@ -150,7 +150,7 @@ def test_noise_view_adds_noise_of_the_stated_variance_and_leaves_bad_bins_alone(
 
 
 def test_shift_view_is_a_whole_bin_redshift_with_new_bins_marked_bad():
-    from galclip.train.spectrum_contrastive import shift_view
+    from galclip.train.augment import shift_view
 
     flux = torch.arange(20.0).repeat(2, 1)
     ivar = torch.ones(2, 20)
@@ -160,7 +160,7 @@ def test_shift_view_is_a_whole_bin_redshift_with_new_bins_marked_bad():
 
 
 def test_span_dropout_zeroes_whole_spans():
-    from galclip.train.spectrum_contrastive import span_dropout
+    from galclip.train.augment import span_dropout
 
     torch.manual_seed(0)
     w = span_dropout(torch.ones(200, 300), 2, 25)
@@ -188,12 +188,12 @@ def _steps_lower(module, batch, n=6, lr=2e-3):
 
 
 def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
-    from galclip.train.pretrain import build_module, pretrain_config
+    from galclip.train.schema import build_module, resolve_config
 
-    cfg = pretrain_config("spectrum", None, ["objective=contrastive", "loss.equivariance_weight=1.0",
-                                             "encoder.channels=[8,16,16]",
-                                             "encoder.embed_dim=32", "heads.hidden_dim=32"])
-    m = build_module("spectrum", cfg)
+    cfg = resolve_config("pretrain-spectrum", None, [
+        "objective.name=contrastive", "objective.loss.equivariance_weight=1.0",
+        "model.channels=[8,16,16]", "model.embed_dim=32", "objective.heads.hidden_dim=32"])
+    m = build_module("pretrain-spectrum", cfg)
     flux, ivar = _inputs("spectrum", b=16)
     flux = flux + torch.linspace(0, 3, 16)[:, None] * torch.sin(torch.arange(C.N_WAVE) / 30.0)
     with torch.no_grad():
@@ -206,12 +206,12 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
 
 def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
     from galclip.train.augment import augment_view
-    from galclip.train.pretrain import build_module, pretrain_config
+    from galclip.train.schema import build_module, resolve_config
 
-    cfg = pretrain_config("image", None, ["objective=simclr", "encoder.channels=[8,16,16,16]",
-                                          "encoder.embed_dim=32",
-                                          "heads.hidden_dim=32", "heads.output_dim=16"])
-    m = build_module("image", cfg)
+    cfg = resolve_config("pretrain-image", None, [
+        "objective.name=simclr", "model.channels=[8,16,16,16]", "model.embed_dim=32",
+        "objective.heads.hidden_dim=32", "objective.heads.output_dim=16"])
+    m = build_module("pretrain-image", cfg)
     (x,) = _inputs("image", b=8)
     x = x * torch.linspace(0.5, 3, 8)[:, None, None, None]
     m.losses_of = m.losses
@@ -229,13 +229,14 @@ def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
 
 def test_contrastive_objective_refuses_a_transformer_encoder():
     from galclip.config import ConfigError
-    from galclip.train.pretrain import build_module, pretrain_config
+    from galclip.train.schema import build_module, resolve_config
 
-    cfg = pretrain_config("spectrum", None, ["objective=contrastive", "encoder.name=spectrum-nano"])
+    cfg = resolve_config("pretrain-spectrum", None, ["objective.name=contrastive",
+                                                     "model.name=spectrum-nano"])
     with pytest.raises(ConfigError, match="conv"):
-        build_module("spectrum", cfg)
+        build_module("pretrain-spectrum", cfg)
     with pytest.raises(ConfigError, match="objective"):
-        pretrain_config("spectrum", None, ["objective=dino"])
+        resolve_config("pretrain-spectrum", None, ["objective.name=dino"])
 
 
 def test_bin_width_matches_the_encoder_grid():

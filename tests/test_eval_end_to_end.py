@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
     model = GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
                        embed_dim=16)
     ckpt = save_model(model, root / "model.safetensors",
-                      extra={"run_config": {"train": {"freeze_backbones": True}}})
+                      extra={"run_config": {"optim": {"freeze_backbones": True}}})
     return root, data, ckpt
 
 
@@ -137,8 +137,8 @@ def test_unaligned_encoders_come_from_files_or_frozen_backbones(setup, tmp_path)
 
     _, _, ckpt = setup
     model = galclip.load_model(ckpt)
-    frozen = {"extra": {"run_config": {"train": {"freeze_backbones": True}}}}
-    tuned = {"extra": {"run_config": {"train": {"freeze_backbones": False}}}}
+    frozen = {"extra": {"run_config": {"optim": {"freeze_backbones": True}}}}
+    tuned = {"extra": {"run_config": {"optim": {"freeze_backbones": False}}}}
     adapter, where = unaligned_encoders(model, frozen, {})
     assert adapter.image_encoder is model.image_encoder and "frozen backbone" in where
     adapter, where = unaligned_encoders(model, tuned, {})

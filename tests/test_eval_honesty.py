@@ -85,7 +85,7 @@ def test_tables_show_intervals_budgets_and_the_majority_class_verdict():
 def test_budget_is_derived_from_the_config_when_the_row_has_none():
     prov = {"config": {"baselines": {"image": {"epochs": 3, "max_train": 500}},
                        "probe": {"epochs": 200}},
-            "model": {"run_config": {"train": {"epochs": 30}}, "training": {"global_step": 900}}}
+            "model": {"run_config": {"trainer": {"max_epochs": 30}}, "training": {"global_step": 900}}}
     assert budget({"type": "supervised", "model": "resnet18", "source": "Image", "n_train": 480},
                   prov) == "480 galaxies, 3 epoch(s)"
     assert budget({"type": "zero-shot", "model": "galclip k-NN"}, prov) == "aligned 30 epoch(s), 900 steps"

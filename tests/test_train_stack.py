@@ -1,0 +1,177 @@
+"""The one training stack: every packaged preset of every stage reads every field, the resume
+policy (finished runs are a no-op, runs extend exactly, other changes are refused), one schedule
+and no-decay rule, one dihedral augmentation, renamed keys, versioned encoder files."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from galclip.config import ConfigError
+from galclip.train.schema import STAGES, list_presets, resolve_config
+
+RUN = ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
+       "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
+       "trainer.strategy=auto", "data.batch_size=8", "data.num_workers=0", "optim.warmup_steps=1"]
+#: CPU-sized models per objective, and the optional branches switched on so their fields are read
+SHRINK = {
+    "dino": ["model.name=image-nano", "model.depth=1", "objective.heads.hidden_dim=64",
+             "objective.heads.bottleneck_dim=32", "objective.heads.output_dim=128",
+             "objective.crops.n_local=1", "objective.crops.global_size=72", "objective.crops.local_size=36"],
+    "simclr": ["model.name=image-conv-nano", "model.channels=[8,16,16,16]", "model.embed_dim=32",
+               "objective.heads.hidden_dim=32", "objective.heads.output_dim=16"],
+    "masked": ["model.name=spectrum-nano", "model.depth=1"],
+    "contrastive": ["model.name=spectrum-conv-nano", "model.channels=[8,16,16]", "model.embed_dim=32",
+                    "objective.heads.hidden_dim=32", "objective.loss.equivariance_weight=1.0"],
+    "clip": ["model.image_encoder=image-nano", "model.spectrum_encoder=spectrum-nano",
+             "model.embed_dim=32", "model.head_num_heads=4", "data.val_batch_size=64",
+             "data.max_val_rows=64", "trainer.max_epochs=1", "objective.cache_backbone_features=true"],
+}
+PRESETS = [(stage, name) for stage in STAGES for name in list_presets(stage)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from conftest import random_rows
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+
+    out = tmp_path_factory.mktemp("stack") / "ds"
+    out.mkdir()
+    shards = [write_shard(out / shard_name(i), random_rows(40, seed=i, start_id=40 * i)) for i in range(3)]
+    write_manifest(out, shards, Provenance(command="test", seed=0))
+    return out
+
+
+class Tracked(dict):
+    """A config dict that records which leaves were read (by ``[]`` or ``.get``)."""
+
+    def __init__(self, data, path="", seen=None):
+        self.path, self.seen = path, set() if seen is None else seen
+        super().__init__({k: Tracked(v, f"{path}{k}.", self.seen) if isinstance(v, dict) else v
+                          for k, v in data.items()})
+
+    def __getitem__(self, key):
+        self.seen.add(self.path + key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def _leaves(d, path=""):
+    for k, v in d.items():
+        yield from _leaves(v, f"{path}{k}.") if isinstance(v, dict) and v else [path + k]
+
+
+def test_every_stage_has_packaged_presets():
+    assert {("align", "cpu"), ("align", "gpu"), ("pretrain-image", "image-cpu"),
+            ("pretrain-spectrum", "spectrum-specformer")} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("stage,preset", PRESETS, ids=[f"{s}:{p}" for s, p in PRESETS])
+def test_every_field_of_every_preset_is_read(stage, preset, dataset, tmp_path):
+    """Every key a packaged preset sets is a field of the one schema (unknown keys are refused
+    when it resolves), and every field of the resolved config is read by a short run."""
+    from galclip.train.runner import fit_stage, get_stage
+
+    objective = resolve_config(stage, preset)["objective"]["name"]
+    cfg = resolve_config(stage, preset, RUN + SHRINK[objective])
+    tracked = Tracked(cfg)
+    trainer = fit_stage(get_stage(stage), tracked, dataset, tmp_path)
+    assert trainer.state.finished and trainer.global_step >= 1
+    assert not set(_leaves(cfg)) - tracked.seen
+    assert (tmp_path / get_stage(stage).weights).exists()
+
+
+class RecordStart(L.Callback):
+    start = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = trainer.global_step
+
+
+def test_resume_policy_no_op_extend_refuse(dataset, tmp_path):
+    import galclip.models as M
+    from galclip.train.runner import train
+
+    out = tmp_path / "run"
+    args = [*RUN, *SHRINK["masked"], "trainer.checkpoint_every_n_steps=100"]
+    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args)
+    written = path.stat().st_mtime_ns
+    rec = RecordStart()
+    assert train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args, [rec]) == path
+    assert rec.start is None and path.stat().st_mtime_ns == written  # finished: nothing ran
+    assert not (out / "logs" / "version_1").exists()
+    # extending max_steps continues from the final state (no periodic checkpoint was due)
+    longer = [*args, "trainer.max_steps=3"]
+    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", longer, [rec])
+    assert rec.start == 2 and M.checkpoint.read_metadata(path)["pretrain_steps"] == "3"
+    with pytest.raises(ConfigError, match=r"optim\.lr.*only trainer.max_epochs and trainer.max_steps"):
+        train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", [*args, "optim.lr=1e-2"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text((dataset / "manifest.json").read_text() + " ")
+    with pytest.raises(ConfigError, match="other inputs"):
+        train("pretrain-spectrum", other, out, "spectrum-masked-cpu", [*args, "trainer.max_steps=3"])
+
+
+def test_one_schedule_and_one_no_decay_rule():
+    from galclip.train.optim import param_groups, warmup_cosine
+
+    with pytest.raises(TypeError):
+        warmup_cosine(3, 10, 100)  # keyword-only: the order of warmup and total cannot be swapped
+    assert warmup_cosine(0, warmup=4, total=20) == pytest.approx(0.25)
+    assert warmup_cosine(4, warmup=4, total=20) == pytest.approx(1.0)
+    assert warmup_cosine(20, warmup=4, total=20, start=2.0, end=0.5) == pytest.approx(0.5)
+    assert warmup_cosine(12, warmup=4, total=20) == pytest.approx(0.5)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    net.query = torch.nn.Parameter(torch.zeros(1, 1, 4))
+    net.frozen = torch.nn.Parameter(torch.zeros(2, 2), requires_grad=False)
+    named = [*net.named_parameters(), ("again", net[0].weight)]
+    groups = param_groups(named, lr=0.1, weight_decay=0.05, lr_scale=lambda n: 0.5 if n == "query" else 1)
+    by = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in groups}
+    assert by == {(0.1, 0.05): 1, (0.1, 0.0): 3, (0.05, 0.0): 1}  # weight; biases + norm; query
+
+
+def test_one_dihedral_augmentation_for_every_stage():
+    from galclip.train.augment import apply_dihedral, dihedral_params, random_dihedral
+
+    x = torch.arange(8 * 2 * 5 * 5, dtype=torch.float32).reshape(8, 2, 5, 5)
+    k, flip = torch.arange(8) % 4, torch.arange(8) >= 4
+    turned = [torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k, strict=True)]
+    want = torch.stack([t.flip(-1) if f else t for t, f in zip(turned, flip, strict=True)])
+    assert torch.equal(apply_dihedral(x, k, flip), want)
+    assert len({tuple(v.flatten().tolist()) for v in want[:, 0]}) == 8
+    torch.manual_seed(3)
+    drawn = random_dihedral(x)
+    torch.manual_seed(3)
+    assert torch.equal(drawn, apply_dihedral(x, *dihedral_params(8)))
+
+
+@pytest.mark.parametrize("stage,old,new", [
+    ("align", "train.epochs=2", "trainer.max_epochs"), ("align", "train.lr=1e-3", "optim.lr"),
+    ("align", "eval.pool_size=10", "objective.pool_size"),
+    ("align", "train.freeze_backbones=false", "optim.freeze_backbones"),
+    ("pretrain-image", "encoder.depth=2", "model.depth"),
+    ("pretrain-image", "crops.n_local=2", "objective.crops.n_local"),
+    ("pretrain-image", "objective=simclr", "objective.name=simclr")])
+def test_renamed_keys_name_the_new_key(stage, old, new):
+    with pytest.raises(ConfigError, match=f"use '{new}'"):
+        resolve_config(stage, None, [old])
+
+
+def test_precision_policy_and_encoder_file_version(tmp_path):
+    from galclip.models import create_encoder, load_encoder, save_encoder
+    from galclip.models.checkpoint import read_metadata, write_safetensors
+    from galclip.train.runner import precision
+
+    assert precision({"precision": "auto", "accelerator": "cpu"}) == "32-true"
+    assert precision({"precision": "16-mixed", "accelerator": "gpu"}) == "16-mixed"
+    enc = create_encoder("spectrum-conv-nano")
+    path = save_encoder(enc, tmp_path / "enc.safetensors")
+    meta = read_metadata(path)
+    assert meta["format_version"] == "1"
+    write_safetensors(tmp_path / "new.safetensors", enc, {**meta, "format_version": "2"})
+    with pytest.raises(ValueError, match="newer"):
+        load_encoder(tmp_path / "new.safetensors")
+    assert load_encoder(path).config == enc.config
