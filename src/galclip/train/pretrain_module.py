@@ -40,6 +40,7 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.cfg["optim"]
         groups = param_groups(named_parameters(self.trainable()), lr=o["lr"], weight_decay=o["weight_decay"])
+        groups.sort(key=lambda g: not g["decayed"])  # decayed first: the order clipping sums norms in
         return adamw(groups, o, warmup=o["warmup_steps"], total=self.max_steps, peak=o["lr"],
                      end=o["min_lr"])
 
