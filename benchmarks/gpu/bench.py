@@ -42,7 +42,7 @@ SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
                                "objective.crops.n_local=1"],
             "pretrain_spectrum": ["--config", "spectrum-masked-cpu", "data.batch_size=4"],
             "align": ["--config", "cpu", "data.batch_size=8", "model.embed_dim=16",
-                      "eval.max_val_rows=8", "eval.pool_size=8"]},
+                      "data.max_val_rows=8", "objective.pool_size=8"]},
 }
 
 UNITS = {"image": "images/s", "spectrum": "spectra/s"}
