@@ -7,6 +7,8 @@ import csv
 import pytest
 import torch
 
+#: the CPU preset fine-tunes the image backbone; these make both backbones frozen
+FROZEN = ["optim.finetune=[]", "objective.augment.image_shift=0"]
 TINY = ["model.embed_dim=32", "data.batch_size=16", "optim.warmup_steps=1", "data.val_batch_size=64",
         "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1"]
 
@@ -31,7 +33,8 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
 
     out = tmp_path / "run"
     args = ["align", "--config", "cpu", "--data", str(tiny_dataset), "--out", str(out),
-            "--image-encoder", str(encoder_files[0]), "--spectrum-encoder", str(encoder_files[1]), *TINY]
+            "--image-encoder", str(encoder_files[0]), "--spectrum-encoder", str(encoder_files[1]),
+            *TINY, *FROZEN]
     assert main([*args, "trainer.max_epochs=1"]) == 0
     model = galclip.load_model(out / "model.safetensors")
     assert model.embed_dim == 32 and "batch_size: 16" in (out / "config.yaml").read_text()
@@ -52,7 +55,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     assert main([*args, "trainer.max_epochs=1"]) == 0  # finished with the same inputs: a no-op
     assert (out / "model.safetensors").stat().st_mtime_ns == first
     assert not (out / "logs" / "version_1").exists()
-    cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=2",
+    cfg = resolve_config("align", "cpu", [*TINY, *FROZEN, "trainer.max_epochs=2",
                                  f"model.image_checkpoint={encoder_files[0]}",
                                  f"model.spectrum_checkpoint={encoder_files[1]}"])
     align(cfg, tiny_dataset, out)  # a longer run resumes where the first stopped
@@ -147,3 +150,60 @@ def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     assert apply_dihedral(images[:1], [1], [True]).shape == (1, 3, 152, 152)
     with pytest.raises(ConfigError, match="freeze_backbones"):
         CLIPModule({**cfg, "optim": {**cfg["optim"], "freeze_backbones": False}}, nano_clip())
+
+
+def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encoder_files, tmp_path):
+    """The CPU recipe: the image backbone fine-tunes (jittered views, never cached) against the
+    frozen, cached spectrum backbone, with the neighbourhood term keeping the spectrum's structure."""
+    import galclip
+    from galclip.models import load_encoder
+    from galclip.train.align import align
+    from galclip.train.clip_objective import frozen_modalities
+    from galclip.train.schema import resolve_config
+
+    cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=1",
+                                          f"model.image_checkpoint={encoder_files[0]}",
+                                          f"model.spectrum_checkpoint={encoder_files[1]}"])
+    assert frozen_modalities(cfg["optim"]) == {"spectrum"} and cfg["objective"]["augment"]["image_shift"] > 0
+    out = align(cfg, tiny_dataset, tmp_path / "run")
+    model = galclip.load_model(out)
+    changed = {}
+    for m, path in zip(("image", "spectrum"), encoder_files, strict=True):
+        ref = load_encoder(path).state_dict()
+        own = getattr(model, f"{m}_encoder").state_dict()
+        changed[m] = any(not torch.equal(v, ref[k]) for k, v in own.items() if v.is_floating_point())
+    assert changed == {"image": True, "spectrum": False}
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")))
+    assert any(r.get("train/neighbourhood_loss") for r in rows)
+
+
+def test_neighbourhood_loss_is_zero_for_the_same_geometry_and_trains_towards_it():
+    from galclip.train.losses import neighbourhood_loss
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(32, 8, generator=g)
+    rot = torch.linalg.qr(torch.randn(8, 8, generator=g))[0]
+    assert neighbourhood_loss(ref @ rot, ref)["neighbourhood_loss"].item() == pytest.approx(0, abs=1e-5)
+    emb = torch.randn(32, 8, generator=g, requires_grad=True)
+    opt = torch.optim.Adam([emb], lr=0.05)
+    first = None
+    for _ in range(50):
+        loss = neighbourhood_loss(emb, ref)["neighbourhood_loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    with pytest.raises(ValueError, match="same N"):
+        neighbourhood_loss(emb[:3], ref)
+
+
+def test_jitter_crops_conserve_a_centred_sources_flux():
+    from galclip.train.augment import random_crops
+
+    img = torch.zeros(16, 3, 152, 152)
+    img[:, :, 70:82, 70:82] = 1.0  # a compact source at the centre
+    out = random_crops(img, 138, 7)
+    assert out.shape == (16, 3, 138, 138)
+    assert torch.allclose(out.sum((1, 2, 3)), img.sum((1, 2, 3)))
+    assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves

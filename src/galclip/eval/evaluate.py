@@ -263,16 +263,17 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
     """The encoders before alignment: given files, else the CLIP model's frozen backbones."""
     from galclip.eval.baselines import PooledFeatures
     from galclip.models import load_encoder
+    from galclip.train.clip_objective import frozen_modalities
 
     run_cfg = (meta.get("extra") or {}).get("run_config") or {}
     optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": files before issue 12
-    frozen = bool(optim.get("freeze_backbones", False))
+    frozen = frozen_modalities({"freeze_backbones": False, **optim})
     encs, where = {}, []
     for m in ("image", "spectrum"):
         if paths.get(m):
             encs[m] = load_encoder(paths[m])
             where.append(f"{m}: {paths[m]}")
-        elif frozen:
+        elif m in frozen:
             encs[m] = getattr(model, f"{m}_encoder")
             where.append(f"{m}: the model's frozen backbone")
     if len(encs) < 2:

@@ -24,10 +24,10 @@ import torch
 from galclip.config import ConfigError
 from galclip.eval.retrieval import retrieval_metrics
 from galclip.models.clip import GalaxyCLIP
-from galclip.train.augment import apply_dihedral, dihedral_params, ivar_noise
+from galclip.train.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
 from galclip.train.distributed import gather_no_grad, gather_with_grad
 from galclip.train.feature_cache import FeatureCache
-from galclip.train.losses import clip_loss
+from galclip.train.losses import clip_loss, neighbourhood_loss
 from galclip.train.optim import adamw, param_groups
 
 ENCODERS = ("image_encoder", "spectrum_encoder")
@@ -48,12 +48,21 @@ def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
     return GalaxyCLIP(*encoders, **m)
 
 
+def frozen_modalities(optim: Mapping[str, Any]) -> set[str]:
+    """The modalities whose backbone stays frozen: all when ``optim.freeze_backbones``, less those
+    ``optim.finetune`` names (partial fine-tuning); none otherwise."""
+    names = list(optim.get("finetune") or [])
+    unknown = sorted(set(names) - {"image", "spectrum"})
+    if unknown:
+        raise ConfigError(f"optim.finetune: unknown modality {unknown}; name 'image' and/or 'spectrum'")
+    return {"image", "spectrum"} - set(names) if optim["freeze_backbones"] else set()
+
+
 def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
-    """Set ``requires_grad``: the heads and temperature always train; the backbones only when
-    ``optim.freeze_backbones`` is false (frozen ones get no gradient and no optimizer state)."""
-    if optim["freeze_backbones"]:
-        for name in ENCODERS:
-            getattr(model, name).requires_grad_(False)
+    """Set ``requires_grad``: the heads and temperature always train; a backbone only when
+    :func:`frozen_modalities` leaves it out (frozen ones get no gradient and no optimizer state)."""
+    for m in frozen_modalities(optim):
+        getattr(model, f"{m}_encoder").requires_grad_(False)
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -92,10 +101,13 @@ class CLIPModule(L.LightningModule):
 
     DEFAULTS: dict[str, Any] = {"objective": {
         "augment": {"image_dihedral": True,    # random 90 degree rotations and flips of each cutout
+                    "image_shift": 0,          # +-px jitter of the cutout centre (fine-tuned image)
                     "spectrum_noise": 0.0},    # extra Gaussian noise, sigma = value / sqrt(ivar)
         "pool_size": 1000,                     # validation retrieval pool (chance median rank = pool / 2)
-        "cache_backbone_features": False,      # frozen backbones: keep their tokens per galaxy/view
+        "cache_backbone_features": False,      # frozen backbones: keep their outputs per galaxy/view
         "cache_max_gb": 4.0,                   # memory cap of that cache
+        "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
+        "neighbourhood_temperature": 0.1,
     }}
 
     def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
@@ -103,8 +115,17 @@ class CLIPModule(L.LightningModule):
         self.cfg, self.obj = cfg, cfg["objective"]
         self.model = build_clip(cfg) if model is None else model
         choose_trainable(self.model, cfg["optim"])
-        self.frozen = bool(cfg["optim"]["freeze_backbones"])
+        self.frozen = frozen_modalities(cfg["optim"])
+        self.neighbourhood = float(self.obj["neighbourhood_weight"])
+        if self.neighbourhood and "spectrum" not in self.frozen:
+            raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
+                              "neighbourhoods: it needs the spectrum backbone frozen")
+        if self.obj["augment"]["image_shift"] and "image" in self.frozen and self.obj["cache_backbone_features"]:
+            raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
+                              "cached image backbone set it to 0 (or fine-tune the image backbone)")
         self._val: list[dict[str, torch.Tensor]] = []
+        # frozen backbones in eval mode map one view to one output: cache it (the heads then
+        # dominate an epoch's cost); fine-tuned ones change every step and are never cached
         self.cache = None
         if self.obj["cache_backbone_features"]:
             if not self.frozen:
@@ -112,12 +133,21 @@ class CLIPModule(L.LightningModule):
                                   "(fine-tuned backbones change their outputs every step)")
             self.cache = FeatureCache(float(self.obj["cache_max_gb"]) * 2**30)
 
+    def encoder(self, modality: str) -> torch.nn.Module:
+        return getattr(self.model, f"{modality}_encoder")
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:  # frozen backbones stay in eval mode (no dropout, fixed features)
-            for name in ENCODERS:
-                getattr(self.model, name).eval()
+        for m in self.frozen:  # frozen backbones stay in eval mode (no dropout, fixed features)
+            self.encoder(m).eval()
         return self
+
+    def _features(self, modality: str, keys: list, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """Backbone outputs of one modality; from the cache when that backbone is frozen."""
+        run = self.encoder(modality)
+        if self.cache is None or modality not in self.frozen:
+            return run(*inputs)
+        return self.cache.get(keys, lambda m: run(*(x[m] for x in inputs)), inputs[0].device)
 
     def _embed(self, batch: Mapping[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         images, flux, ivar = batch["image"], batch["spectrum_flux"], batch["spectrum_ivar"]
@@ -126,28 +156,35 @@ class CLIPModule(L.LightningModule):
             k, flip = (t.tolist() for t in dihedral_params(n))
         else:
             k, flip = [0] * n, [False] * n
+        shift = int(aug["image_shift"])
+        if augment and shift:  # a jittered view is new every time (never cached, see __init__)
+            # crops keep at least the encoder's input size; the shift is clipped to stay inside
+            need = int(getattr(getattr(self.encoder("image"), "cfg", None), "img_size", 0))
+            images = random_crops(images, max(images.shape[-1] - 2 * shift, need), shift)
         noise = float(aug["spectrum_noise"]) if augment else 0.0
-        if self.cache is None:
-            flux = ivar_noise(flux, ivar, noise)
-            return self.model(apply_dihedral(images, k, flip), flux, ivar)
         ids = batch["object_id"].tolist()
-        img = self.cache.get(
-            [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
-            lambda m: self.model.image_encoder(apply_dihedral(images[m], [k[j] for j in m],
-                                                              [flip[j] for j in m])), images.device)
+        img = self._features("image", [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
+                             (apply_dihedral(images, k, flip),))
         if noise > 0:  # noisy spectra are new views every time: not cached
-            spec = self.model.spectrum_encoder(ivar_noise(flux, ivar, noise), ivar)
+            spec = self.encoder("spectrum")(ivar_noise(flux, ivar, noise), ivar)
         else:
-            spec = self.cache.get([("spectrum", i) for i in ids],
-                                  lambda m: self.model.spectrum_encoder(flux[m], ivar[m]), flux.device)
-        return {"image_embedding": self.model.project_image(img),
-                "spectrum_embedding": self.model.project_spectrum(spec),
-                "logit_scale": self.model.logit_scale()}
+            spec = self._features("spectrum", [("spectrum", i) for i in ids], (flux, ivar))
+        out = {"image_embedding": self.model.project_image(img),
+               "spectrum_embedding": self.model.project_spectrum(spec),
+               "logit_scale": self.model.logit_scale()}
+        if self.neighbourhood and augment:
+            out["spectrum_reference"] = spec["pooled"]  # the frozen backbone's own embedding
+        return out
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)
         losses = clip_loss(gather_with_grad(out["image_embedding"]),
                            gather_with_grad(out["spectrum_embedding"]), out["logit_scale"])
+        if self.neighbourhood:
+            t = float(self.obj["neighbourhood_temperature"])
+            term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"], t)
+            losses.update({k: self.neighbourhood * v for k, v in term.items()})
+            self.log("train/neighbourhood_loss", term["neighbourhood_loss"].detach())
         loss = sum(losses.values())
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/logit_scale", out["logit_scale"].detach(), prog_bar=True)

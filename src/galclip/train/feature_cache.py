@@ -18,35 +18,34 @@ Features = dict[str, torch.Tensor]
 class FeatureCache:
     def __init__(self, max_bytes: float):
         self.max_bytes, self.bytes = float(max_bytes), 0
-        self.store: dict[Hashable, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.store: dict[Hashable, Features] = {}
         self.hits = self.misses = 0
 
-    def _put(self, key: Hashable, tokens: torch.Tensor, mask: torch.Tensor | None) -> None:
-        size = tokens.numel() * 2 + (mask.numel() if mask is not None else 0)
+    def _put(self, key: Hashable, row: Features) -> None:
+        kept = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().to("cpu"))
+                for k, v in row.items()}
+        size = sum(v.numel() * v.element_size() for v in kept.values())
         if self.bytes + size <= self.max_bytes:
-            self.store[key] = (tokens.detach().to("cpu", torch.float16),
-                               None if mask is None else mask.detach().to("cpu"))
+            self.store[key] = kept
             self.bytes += size
 
     def get(self, keys: Sequence[Hashable], compute: Callable[[list[int]], Features],
             device: torch.device) -> Features:
-        """Backbone outputs for ``keys``: cached rows, plus ``compute(missing row indices)``."""
+        """Backbone outputs for ``keys``: cached rows, plus ``compute(missing row indices)``.
+
+        Every tensor of the backbone's output (``tokens``, ``pooled``, ``padding_mask``, ...) is
+        kept; floating-point ones come back as float32."""
         miss = [i for i, k in enumerate(keys) if k not in self.store]
         self.hits, self.misses = self.hits + len(keys) - len(miss), self.misses + len(miss)
         fresh: Features = compute(miss) if miss else {}
-        rows_t, rows_m = [], []
         where = {i: j for j, i in enumerate(miss)}
+        rows: list[Features] = []
         for i, key in enumerate(keys):
             if i in where:
-                j = where[i]
-                mask = fresh.get("padding_mask")
-                t, m = fresh["tokens"][j].float(), None if mask is None else mask[j]
-                self._put(key, t, m)
+                row = {k: v[where[i]] for k, v in fresh.items()}
+                self._put(key, row)
             else:
-                t, m = self.store[key]
-            rows_t.append(t.to(device, torch.float32))
-            rows_m.append(None if m is None else m.to(device))
-        out = {"tokens": torch.stack(rows_t)}  # (B, T, D)
-        if rows_m[0] is not None:
-            out["padding_mask"] = torch.stack(rows_m)  # (B, T)
-        return out
+                row = self.store[key]
+            rows.append(row)
+        return {k: torch.stack([r[k] for r in rows]).to(device, torch.float32 if rows[0][k].is_floating_point()
+                                                         else rows[0][k].dtype) for k in rows[0]}

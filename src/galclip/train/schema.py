@@ -65,6 +65,7 @@ def _align_defaults() -> dict[str, Any]:
         "optim": {"lr": 1e-4, "weight_decay": 0.05, "warmup_steps": 50,  # warm-up <= a tenth of the run
                   "betas": [0.9, 0.98], "grad_clip": 1.0,
                   "freeze_backbones": True,   # AstroCLIP: frozen; False: fine-tune with the two below
+                  "finetune": [],             # with frozen backbones, these modalities' still train
                   "backbone_lr_scale": 0.1,   # backbone top-layer lr = lr * scale
                   "layer_decay": 0.75},       # each layer further down: lr *= layer_decay
         "trainer": {"max_epochs": 10},
