@@ -24,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 #: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
+#: ``pretrain_image: ("init", encoder preset)`` writes a randomly initialised encoder instead of
+#: pretraining one: the CPU recipe (issue 13) learns the image encoder in alignment, against the
+#: frozen spectrum encoder, because on a few thousand cutouts SimCLR pretraining made the aligned
+#: embeddings worse than a random start (benchmarks/RESULTS.md, small-data recipe).
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"n": 5000, "pretrain_image": ("image-cpu", []), "pretrain_spectrum": ("spectrum-cpu", []),
+    "cpu": {"n": 5000, "pretrain_image": ("init", "image-conv-nano"),
+            "pretrain_spectrum": ("spectrum-cpu", []),
             "align": ("cpu", []), "evaluate": ("cpu", [])},
     "gpu": {"n": 100000, "pretrain_image": ("image-astrodino", []),
             "pretrain_spectrum": ("spectrum-specformer", []),
             "align": ("gpu", []), "evaluate": ("gpu", [])},
     "tiny": {"n": 240,
-             "pretrain_image": ("image-cpu", ["trainer.max_steps=4", "data.batch_size=8",
-                                              "trainer.checkpoint_every_n_steps=2"]),
+             "pretrain_image": ("init", "image-conv-nano"),
              "pretrain_spectrum": ("spectrum-cpu", ["trainer.max_steps=4", "data.batch_size=8",
                                                     "trainer.checkpoint_every_n_steps=2"]),
              "align": ("cpu", ["trainer.max_epochs=1", "data.batch_size=16", "objective.pool_size=20"]),
@@ -64,11 +68,23 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
 
     def pretrain(modality: str) -> Callable[[Path], Any]:
         def run(folder: Path) -> None:
+            name, over = p[f"pretrain_{modality}"]
+            if name == "init":
+                import torch
+
+                from galclip.models import create_encoder, save_encoder
+
+                torch.manual_seed(seed)
+                save_encoder(create_encoder(over), folder / "encoder.safetensors",
+                             extra={"note": f"randomly initialised {over} (seed {seed})"})
+                return
             from galclip.train.runner import train
 
-            name, over = p[f"pretrain_{modality}"]
             train(f"pretrain-{modality}", data, folder, name, list(over))
         return run
+
+    image_stage = ("initialise the image encoder (random: alignment trains it)"
+                   if p["pretrain_image"][0] == "init" else "pretrain the image encoder (self-supervised)")
 
     def align(folder: Path) -> None:
         from galclip.train.runner import train
@@ -106,8 +122,7 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
 
     return [
         Stage("simulate a survey", "data", simulate, ["manifest.json"]),
-        Stage("pretrain the image encoder (self-supervised)", "pretrain-image", pretrain("image"),
-              ["encoder.safetensors"]),
+        Stage(image_stage, "pretrain-image", pretrain("image"), ["encoder.safetensors"]),
         Stage("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
               pretrain("spectrum"), ["encoder.safetensors"]),
         Stage("align images and spectra (CLIP)", "align", align, ["model.safetensors"]),

@@ -284,6 +284,7 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
 
 def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Path) -> tuple[list, dict]:
     from galclip.eval.tasks import knn_results
+    from galclip.models.checkpoint import read_metadata
 
     adapter, where = unaligned_encoders(model, meta, paths)
     ctx.notes.append(where if adapter is None else f"unaligned encoders: {where}")
@@ -296,9 +297,15 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
     else:
         tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, "pooled-train"))
         te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, "pooled-test"))
-    sources = (("image", "image", "image"), ("spectrum", "spectrum", "spectrum"))
-    return knn_results(tr, ctx.y_train, te, ctx.y_test, ctx.properties,
-                       k=int(ctx.cfg["knn"]["k"]), model="unaligned k-NN", sources=sources)
+    results, preds = [], {}
+    for m in ("image", "spectrum"):  # an encoder file written as a random start says so
+        note = read_metadata(paths[m]).get("note", "") if paths.get(m) else ""
+        name = "random-init k-NN" if note.startswith("randomly initialised") else "unaligned k-NN"
+        res, pred = knn_results(tr, ctx.y_train, te, ctx.y_test, ctx.properties,
+                                k=int(ctx.cfg["knn"]["k"]), model=name, sources=((m, m, m),))
+        results += res
+        preds.update(pred)
+    return results, preds
 
 
 def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:

@@ -226,6 +226,18 @@ def _budget_note(metrics: Mapping, key: tuple[str, str, str]) -> str:
             f"not its ceiling)") if spent else ""
 
 
+def _image_start(metrics: Mapping, img: float) -> str:
+    """What alignment did to the image encoder it started from (self-supervised or random)."""
+    for name, what in (("unaligned k-NN", "The self-supervised image encoder alone scores"),
+                       ("random-init k-NN", "The randomly initialised image encoder that alignment "
+                                            "started from scores")):
+        start = _r2(metrics, "Image", name, "zero-shot")
+        if start is not None:
+            moved = "raised" if img >= start else "lowered"
+            return f" {what} {start:.3f}; alignment with the spectra {moved} it to {img:.3f}."
+    return ""
+
+
 def findings(metrics: Mapping) -> list[str]:
     """Plain sentences that read the summary for the user: where the aligned embeddings stand
     against the supervised baselines and chance, and, where the image falls short of the
@@ -237,7 +249,7 @@ def findings(metrics: Mapping) -> list[str]:
     if img is not None and phot is not None:
         if img >= phot:
             out.append(f"Image zero-shot redshift R² {img:.3f} is at or above the supervised "
-                       f"photometry MLP's {phot:.3f}." + _versus(metrics, *pair))
+                       f"photometry MLP's {phot:.3f}." + _image_start(metrics, img) + _versus(metrics, *pair))
         else:
             text = (f"Image zero-shot redshift R² {img:.3f} is below the supervised photometry MLP's "
                     f"{phot:.3f}.")
@@ -247,11 +259,7 @@ def findings(metrics: Mapping) -> list[str]:
                          f"{_budget_note(metrics, ('Image', 'resnet18', 'supervised'))} reaches only "
                          f"{resnet:.3f}: at this training-set size a network draws less redshift "
                          f"from the pixels than the MLP does from the catalogue's total fluxes.")
-            unaligned = _r2(metrics, "Image", "unaligned k-NN", "zero-shot")
-            if unaligned is not None:
-                moved = "raised" if img >= unaligned else "lowered"
-                text += (f" The self-supervised image encoder alone scores {unaligned:.3f}; alignment "
-                         f"with the spectra {moved} it to {img:.3f}.")
+            text += _image_start(metrics, img)
             out.append(text + _versus(metrics, *pair))
     spec = _r2(metrics, "Spectrum", "galclip k-NN", "zero-shot")
     if spec is not None:
@@ -260,9 +268,10 @@ def findings(metrics: Mapping) -> list[str]:
             ("its self-supervised encoder alone", _r2(metrics, "Spectrum", "unaligned k-NN", "zero-shot")),
             ("the few-shot MLP on the aligned embedding",
              _r2(metrics, "Spectrum", "galclip MLP", "few-shot")),
-            ("a supervised network on the same spectra"
-             + _budget_note(metrics, ("Spectrum", "conv+attention", "supervised")),
-             _r2(metrics, "Spectrum", "conv+attention", "supervised"))) if v is not None]
+            *(("a supervised network on the same spectra"
+               + _budget_note(metrics, ("Spectrum", name, "supervised")),
+               _r2(metrics, "Spectrum", name, "supervised")) for name in ("1-D ResNet", "conv+attention"))
+        ) if v is not None]
         out.append(text + (" (" + "; ".join(parts) + ")." if parts else "."))
     for _, block in retrieval_pools(metrics.get("retrieval", {})):
         chance = block["pool_size"] / 2
