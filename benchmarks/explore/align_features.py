@@ -32,13 +32,13 @@ def main() -> None:
     from galclip.data import open_dataset
     from galclip.models import load_encoder
     from galclip.models.image_encoder import center_crop
-    from galclip.train.align_data import split_rows
+    from galclip.train.data import split_rows
 
     ds = open_dataset(args.data, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"])
     labels = open_dataset(args.data, verify=False).read_columns(PROPS)
     split = np.full(len(ds), "", dtype="<U5")
     for s in ("train", "val", "test"):
-        split[split_rows(ds, s)] = s
+        split[split_rows(ds, s, ("image", "spectrum"))] = s
     img_enc, spec_enc = load_encoder(args.image_encoder).eval(), load_encoder(args.spectrum_encoder).eval()
     out: dict[str, list] = {k: [] for k in ("img", "flux", "ivar", "img_pooled", "img_tokens",
                                             "spec_pooled", "spec_tokens", "spec_mask")}
