@@ -117,6 +117,7 @@ class CLIPModule(L.LightningModule):
         choose_trainable(self.model, cfg["optim"])
         self.frozen = frozen_modalities(cfg["optim"])
         self.neighbourhood = float(self.obj["neighbourhood_weight"])
+        self.neighbourhood_t = float(self.obj["neighbourhood_temperature"])
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
@@ -181,8 +182,8 @@ class CLIPModule(L.LightningModule):
         losses = clip_loss(gather_with_grad(out["image_embedding"]),
                            gather_with_grad(out["spectrum_embedding"]), out["logit_scale"])
         if self.neighbourhood:
-            t = float(self.obj["neighbourhood_temperature"])
-            term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"], t)
+            term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"],
+                                      self.neighbourhood_t)
             losses.update({k: self.neighbourhood * v for k, v in term.items()})
             self.log("train/neighbourhood_loss", term["neighbourhood_loss"].detach())
         loss = sum(losses.values())
