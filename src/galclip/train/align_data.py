@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-PAIR_COLUMNS = ["object_id", "image", "spectrum_flux", "spectrum_ivar"]
+from galclip.modalities import input_columns, presence_columns, rows_with
+
+PAIR_COLUMNS = input_columns()
 
 
 def row_group_of_rows(dataset) -> np.ndarray:
@@ -36,14 +38,10 @@ def split_rows(dataset, split: str) -> np.ndarray:
     from galclip.data.splits import split_indices
 
     present = dataset.manifest["columns"]
-    cols = ["object_id"] + [c for c in ("split", "has_image", "has_spectrum") if c in present]
+    cols = ["object_id"] + [c for c in ("split", *presence_columns()) if c in present]
     data = dataset.read_columns(cols)
     rows = split_indices(data["object_id"], split, stored=data.get("split"))
-    paired = np.ones(len(data["object_id"]), dtype=bool)
-    for flag in ("has_image", "has_spectrum"):
-        if flag in data:
-            paired &= np.asarray(data[flag], dtype=bool)
-    return rows[paired[rows]]
+    return rows[rows_with(data)[rows]]
 
 
 def _rank_world() -> tuple[int, int]:

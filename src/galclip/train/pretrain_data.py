@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = {"image": ["image"], "spectrum": ["spectrum_flux", "spectrum_ivar"]}
-PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}  # optional columns (built datasets)
+from galclip.modalities import MODALITIES, input_columns
 
 
 def split_rows(dataset, split: str, max_rows: int | None = None, modality: str | None = None
@@ -21,7 +20,7 @@ def split_rows(dataset, split: str, max_rows: int | None = None, modality: str |
     from galclip.data.splits import split_indices
 
     present = dataset.manifest["columns"]
-    flag = PRESENCE.get(modality or "")
+    flag = MODALITIES[modality].presence if modality else None
     cols = ["object_id"] + [c for c in ("split", flag) if c and c in present]
     table = dataset.read_columns(cols)
     rows = split_indices(table["object_id"], split, stored=table.get("split"))
@@ -39,7 +38,7 @@ def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuf
 
     from galclip.data import open_dataset
 
-    ds = open_dataset(data_dir, columns=COLUMNS[modality])
+    ds = open_dataset(data_dir, columns=input_columns([modality], with_id=False))
     rows = split_rows(ds, data["split"], data["max_rows"], modality)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(Subset(ds, rows.tolist()), batch_size=data["batch_size"], shuffle=shuffle,
