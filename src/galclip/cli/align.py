@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from galclip.modalities import NAMES
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="cpu", help="YAML file or preset name (default: cpu)")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from galclip.train.align import align, resolve_config
 
     overrides = list(args.overrides)
-    for modality in ("image", "spectrum"):
+    for modality in NAMES:
         ckpt = getattr(args, f"{modality}_encoder")
         if ckpt:
             overrides.append(f"model.{modality}_checkpoint={ckpt}")
