@@ -26,6 +26,7 @@ from galclip.modalities import MODALITIES, ModalityName, input_columns
 from galclip.search.api import CONE_RADIUS_ARCSEC, K, Catalog
 from galclip.search.catalog import CatalogError
 from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES
+from galclip.search.render import line_list
 
 STATIC = Path(__file__).with_name("static")
 MAX_K = 200
@@ -109,7 +110,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                 "model_sha256": cat.manifest["model"]["sha256"],
                 "indexes": {m: cat.index(m).info for m in cat.modalities},
                 "example_ids": [int(i) for i in cat.meta["object_id"][:: max(1, cat.n_rows // 12)][:12]],
-                "max_upload_bytes": max_upload_bytes}
+                "max_upload_bytes": max_upload_bytes, "lines": line_list()}
 
     @app.get("/api/search", summary="Neighbours of a catalog object")
     def search_id(id: int, from_: ModalityName = Query("image", alias="from"),
