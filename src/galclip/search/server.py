@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from galclip.modalities import MODALITIES, ModalityName, input_columns
-from galclip.search.api import CONE_RADIUS_ARCSEC, K, Catalog
+from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
 from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES
 from galclip.search.render import line_list
@@ -113,7 +113,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                 "max_upload_bytes": max_upload_bytes, "lines": line_list()}
 
     @app.get("/api/search", summary="Neighbours of a catalog object")
-    def search_id(id: int, from_: ModalityName = Query("image", alias="from"),
+    def search_id(id: int, from_: Annotated[ModalityName, Query(alias="from")] = "image",
                   to: ModalityName | None = None, k: int = K,
                   where: str | None = None, include_self: bool = False) -> dict:
         row_or_404(id)
