@@ -76,3 +76,11 @@ def test_skip_bad_does_not_turn_a_reader_bug_into_a_reject(real_data, tmp_path, 
     monkeypatch.setattr(DesiSpectraFile, "_check_mask_type", buggy)
     with pytest.raises(TypeError, match="a bug in the mask check"):
         _desi_build(real_data, tmp_path, [real_data / "desi" / f"coadd-{TAG}.fits"])
+
+
+def test_a_spectrum_only_build_validates_its_all_null_image_column(real_data, tmp_path):
+    from galclip.data.format import validate_dataset
+
+    report = _desi_build(real_data, tmp_path, [real_data / "desi" / f"coadd-{TAG}.fits"])
+    assert report.rows_written == 1 and report.written_spectrum_only == 1
+    assert validate_dataset(tmp_path / "out", content=True)["n_rows"] == 1
