@@ -72,9 +72,10 @@ class RawPixels:
 def splits(data: Path, modality: str, max_rows: int | None):
     """``(dataset of the modality's columns, redshift per row, train rows, test rows)``."""
     from galclip.data import open_dataset
-    from galclip.train.data import COLUMNS, split_rows
+    from galclip.modalities import input_columns
+    from galclip.train.data import split_rows
 
-    ds = open_dataset(data, columns=COLUMNS[modality])
+    ds = open_dataset(data, columns=input_columns((modality,), with_id=False))
     z = open_dataset(data, verify=False).read_columns(["redshift"])["redshift"].astype(np.float32)
     rows = [split_rows(ds, split, (modality,), max_rows) for split in ("train", "test")]
     return ds, z, *rows
@@ -105,14 +106,14 @@ def supervised_r2(config: dict, data: Path, modality: str, steps: int, batch_siz
 
     from galclip.eval.metrics import r2_score
     from galclip.models import build_encoder
-    from galclip.train.data import COLUMNS
+    from galclip.modalities import input_columns
 
     ds, z, train, test = splits(data, modality, max_rows)
 
     def inputs(rows):
         rows_ = [ds[int(r)] for r in rows]
         return [torch.stack([torch.as_tensor(np.asarray(r[c], dtype=np.float32)) for r in rows_])
-                for c in COLUMNS[modality]]
+                for c in input_columns((modality,), with_id=False)]
 
     x_train, x_test = inputs(train), inputs(test)
     mu, sd = float(z[train].mean()), float(z[train].std())

@@ -26,7 +26,6 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 OUTPUT_FLAGS = {"--out", "--report-out", "--hats"}
 RUN_FULLY = {"search", "index", "export"}  # cheap enough to run on every test run
 GALCLIP = [sys.executable, "-m", "galclip.cli"]
-NOT_YET = {"validate", "build-dataset"}  # src/galclip/data/*: examples still name data/sim etc.
 
 
 def examples() -> list[tuple[str, str]]:
@@ -101,8 +100,6 @@ def test_every_command_has_examples():
 
 @pytest.mark.parametrize("command,line", ALL, ids=[f"{c}-{i}" for i, (c, _) in enumerate(ALL)])
 def test_help_example_works_as_written(command, line, demo, tmp_path, monkeypatch, capsys):
-    if command in NOT_YET:
-        pytest.xfail(f"{command}: its examples live in src/galclip/data (not updated here)")
     argv = argv_of(line, demo)
     if any(str(REAL) in a for a in argv) and not REAL.exists():
         pytest.skip(f"real survey files not found at {REAL}")

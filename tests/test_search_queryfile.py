@@ -81,3 +81,25 @@ def test_pixels_with_zero_ivar_do_not_leak_into_the_resampled_flux():
     grid = C.wavelength_grid()
     assert np.abs(f[iv > 0] - 1.0).max() < 1e-6
     assert (iv[(grid > 5001) & (grid < 5009)] == 0).all()
+
+
+def test_a_tabulated_query_file_propagates_ivar_instead_of_interpolating_it(tmp_path):
+    """A fine table (0.4 A pixels, ivar 4) is read as 0.8 A pixels of twice the ivar, and a
+    coarse one (1.6 A, ivar 4) as pixels of the same ivar; np.interp would give 4 in both."""
+    from astropy.io import fits
+
+    grid = C.wavelength_grid()
+    inner = (grid > 4000) & (grid < 9000)
+    for start, step, expect in ((3499.8, 0.4, 8.0), (3499.6, 1.6, 4.0)):  # pixel edges aligned
+        wave = np.arange(start, 9900.0, step)
+        line = 40.0 * np.exp(-0.5 * ((wave - 6563.0) / 3.0) ** 2)
+        path = tmp_path / f"table-{step}.fits"
+        fits.BinTableHDU.from_columns([fits.Column("wavelength", "D", array=wave),
+                                       fits.Column("flux", "D", array=1.0 + line),
+                                       fits.Column("ivar", "D", array=np.full(wave.shape, 4.0))]
+                                      ).writeto(path)
+        flux, ivar = read_spectrum_fits(path, path.name)
+        np.testing.assert_allclose(ivar[inner], expect, rtol=0.02)
+        near = np.abs(grid - 6563.0) < 30
+        assert np.sum(flux[near] - 1.0) * C.WAVE_STEP == pytest.approx(
+            np.sum(line[np.abs(wave - 6563.0) < 30]) * step, rel=0.02)   # line flux conserved

@@ -15,6 +15,9 @@ IMAGE_SIZE: int = 152
 IMAGE_SHAPE: tuple[int, int, int] = (len(BANDS), IMAGE_SIZE, IMAGE_SIZE)  # (bands, H, W)
 IMAGE_UNIT = "nanomaggy"
 NANOMAGGY_ZEROPOINT_AB: float = 22.5
+#: Per-band softening s_b (nanomaggy) of the arcsinh stretch asinh(x_b / s_b) that the image
+#: encoders and report figures apply (legacypipe's g, r, z band scales).
+BAND_SOFTENING_NMGY: tuple[float, ...] = (0.0066, 0.01, 0.025)
 
 WAVE_MIN: float = 3600.0
 WAVE_STEP: float = 0.8

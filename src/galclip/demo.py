@@ -1,20 +1,13 @@
-"""Run the whole galclip pipeline end to end on a simulated survey.
+"""The whole galclip pipeline end to end on a simulated survey (``galclip demo``).
 
-Stages: simulate -> pretrain image encoder -> pretrain spectrum encoder -> align (CLIP) ->
-embed -> index -> evaluate. Each stage writes into its own folder under --out and is skipped
-when its output is already complete, so rerunning the same command after a kill continues where
-it stopped. Ends with the evaluation summary, the paths of the report and checkpoints, and the
-command that starts the web explorer.
-
-Presets: ``cpu`` (default; CPU-sized models, 5000 galaxies), ``gpu`` (larger data and models, bf16),
-``tiny`` (a few hundred galaxies and a few steps per stage: a smoke test of the plumbing, not
-of the science).
-
-Example:  galclip demo --out runs/demo
+:func:`run_demo` runs the stages simulate -> pretrain image encoder -> pretrain spectrum encoder
+-> align (CLIP) -> embed -> index -> evaluate, each into its own folder under ``out``, skipping
+a stage whose output is already complete (so a killed run continues where it stopped), and
+prints :func:`summary_text`. :data:`PRESETS` holds the dataset size and stage configs of each
+preset (``cpu``, ``gpu``, ``tiny``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -23,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+OUT = "runs/demo"
+PRESET = "cpu"
 #: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
 #: ``pretrain_image: ("init", encoder preset)`` writes a randomly initialised encoder instead of
 #: pretraining one: the CPU recipe (issue 13) learns the image encoder in alignment, against the
@@ -132,7 +127,7 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
     ]
 
 
-def run_demo(out: str | Path, preset: str = "cpu", n: int | None = None, seed: int = 0,
+def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, seed: int = 0,
              workers: int | None = None) -> dict[str, Any]:
     """Run (or resume) every stage; returns the evaluation metrics."""
     if preset not in PRESETS:
@@ -200,19 +195,3 @@ def _retrieval_lines(ret: dict[str, Any]) -> list[str]:
                        f"R@1 {block.get(f'{d}/R@1', float('nan')):.2f}, "
                        f"R@10 {block.get(f'{d}/R@10', float('nan')):.2f}")
     return out or ["retrieval: not in metrics"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from galclip.argtypes import int_range
-
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                   help="cpu (default, CPU-sized), gpu (larger, bf16), tiny (smoke test)")
-    p.add_argument("--n", type=int_range(1), default=None, help="number of simulated galaxies")
-    p.add_argument("--seed", type=int_range(0), default=0, help="simulation seed")
-    p.add_argument("--workers", type=int_range(1), default=None, help="simulator processes")
-
-
-def run(args: argparse.Namespace) -> int:
-    run_demo(args.out, args.preset, args.n, args.seed, args.workers)
-    return 0

@@ -33,6 +33,7 @@ import numpy as np
 from galclip import conventions as C
 from galclip.data.format import (
     MANIFEST,
+    REQUIRED_COLUMNS,
     Provenance,
     remove_stale_temporaries,
     sha256_file,
@@ -42,6 +43,7 @@ from galclip.data.format import (
     write_shard,
 )
 from galclip.data.readers import Batch, ReaderError, RejectLog, guarded
+from galclip.modalities import input_columns, presence_columns
 
 STATE = ".build-state.json"
 SPECTRUM_KINDS = ("desi", "mmu-desi")
@@ -430,9 +432,9 @@ def output_columns(kinds: set[str], catalog: bool) -> dict[str, tuple[Any, tuple
     cols: dict[str, tuple[Any, tuple[int, ...]]] = {
         "object_id": (np.int64(0), ()), "ra": (np.float64(np.nan), ()),
         "dec": (np.float64(np.nan), ()), "redshift": (np.float32(np.nan), ()),
-        "image": (None, C.IMAGE_SHAPE), "spectrum_flux": (None, (C.N_WAVE,)),
-        "spectrum_ivar": (None, (C.N_WAVE,)), "has_image": (np.bool_(False), ()),
-        "has_spectrum": (np.bool_(False), ()), "image_resized": (np.bool_(False), ()),
+        **{c: (None, REQUIRED_COLUMNS[c][1]) for c in input_columns(with_id=False)},
+        **{flag: (np.bool_(False), ()) for flag in presence_columns()},
+        "image_resized": (np.bool_(False), ()),
         "match": ("", ()), "match_sep_arcsec": (np.float32(np.nan), ()),
         "zwarn": (np.int64(-1), ()), "spectype": ("", ()),
         "source_spectrum": ("", ()), "source_image": ("", ()),

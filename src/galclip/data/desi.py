@@ -116,6 +116,9 @@ def read_redshifts(path: str | Path) -> dict[str, np.ndarray]:
                 raise ReaderError(path, "HDU REDSHIFTS", f"missing (neither {REDSHIFT_HDUS} in "
                                   f"{names})")
             data = hdul[hdu].data
+            if not isinstance(data, fits.FITS_rec):
+                raise ReaderError(path, f"HDU {hdu}", f"not a binary table "
+                                  f"({type(hdul[hdu]).__name__})")
             cols = [c.upper() for c in data.columns.names]
             out = {}
             for c in ("TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "DELTACHI2"):

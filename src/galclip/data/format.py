@@ -344,7 +344,7 @@ def _check_values(spath: Path, name: str, col: pa.Array, offset: int) -> None:
         valid = col.is_valid().to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(valid)
         vals = col.filter(col.is_valid()).flatten().to_numpy(zero_copy_only=False)
-        vals = vals.reshape(len(rows), -1)
+        vals = vals.reshape(len(rows), col.type.list_size)  # a block may hold no valid row
         bad = ~np.isfinite(vals).all(axis=1)
         what = "non-finite values"
         if name in NON_NEGATIVE and not bad.any():

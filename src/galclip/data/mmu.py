@@ -53,11 +53,6 @@ def mmu_kind(path: str | Path) -> str:
     return guarded(path, "HDF5", probe)
 
 
-def mmu_files(root: str | Path) -> list[Path]:
-    root = Path(root)
-    return [root] if root.is_file() else sorted([*root.rglob("*.hdf5"), *root.rglob("*.h5")])
-
-
 def _open(path: Path, required: tuple[str, ...]):
     import h5py
 

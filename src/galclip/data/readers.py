@@ -85,13 +85,22 @@ class RejectLog:
                 w.writerow(r.as_row())
 
 
+#: Packages that parse survey files: a TypeError, KeyError or AttributeError raised inside one
+#: of them means a malformed file (a missing HDU or dataset, a header card of the wrong type).
+FILE_LIBRARIES = ("astropy", "h5py", "pyarrow", "fitsio")
+
+
 def guarded(path: str | Path, field: str, fn: Callable[[], T]) -> T:
-    """Run one I/O step; turn library errors (truncated file, bad header) into ReaderError."""
+    """Run one I/O step; turn what a truncated or malformed file raises (OSError, a bad header,
+    an HDU or dataset that is not there) into a ReaderError naming the file. A TypeError,
+    KeyError or AttributeError raised by galclip's own code is a bug and propagates as it is."""
     try:
         return fn()
     except ReaderError:
         raise
     except _library_errors() as e:
+        if isinstance(e, (TypeError, KeyError, AttributeError)) and not _raised_in_library(e):
+            raise
         raise ReaderError(path, field, f"cannot read ({type(e).__name__}: {e})") from e
 
 
@@ -101,6 +110,17 @@ def _library_errors() -> tuple[type[BaseException], ...]:
 
     return (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, AttributeError,
             RuntimeError, OverflowError, MemoryError, VerifyError)
+
+
+def _raised_in_library(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is code of :data:`FILE_LIBRARIES`."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module.split(".")[0] in FILE_LIBRARIES
 
 
 def position_id(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from galclip.config import load_config, preset_or_file
 from galclip.data.format import sha256_file
 from galclip.eval.probes import ProbeConfig
 from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
+from galclip.modalities import MODALITIES, NAMES, input_columns, rows_with
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "eval"
 _PROBE = {k: (list(v) if isinstance(v, tuple) else v)
@@ -105,10 +106,7 @@ def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
     labels = ds.read_columns(scalar)
     stored = labels.get("split")
     d, seed = cfg["data"], int(cfg["seed"])
-    paired = np.ones(len(labels["object_id"]), dtype=bool)  # rows holding both modalities
-    for flag in ("has_image", "has_spectrum"):
-        if flag in labels:
-            paired &= np.asarray(labels[flag]).astype(bool)
+    paired = rows_with(labels)  # rows holding both modalities
 
     def rows(split: str, cap: int | None) -> np.ndarray:
         idx = split_indices(labels["object_id"], split, stored=stored)
@@ -133,7 +131,7 @@ def _subset(labels: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.n
 def capture_pooled(model):
     """Record the backbones' pooled features while the CLIP model embeds (forward hooks), so the
     unaligned baseline needs no second pass when the backbones were frozen during alignment."""
-    feats: dict[str, list] = {"image": [], "spectrum": []}
+    feats: dict[str, list] = {m: [] for m in NAMES}
     hooks = [getattr(model, f"{m}_encoder").register_forward_hook(
         lambda _mod, _inp, out, m=m: feats[m].append(out["pooled"].detach().float().cpu().numpy()))
         for m in feats if hasattr(model, f"{m}_encoder")]
@@ -160,7 +158,7 @@ def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | 
     with capture_pooled(model) if pooled else contextlib.nullcontext({}) as feats:
         out = embed_dataset(model, Subset(ds, idx.tolist()), batch_size=int(cfg["data"]["batch_size"]),
                             device=device, progress=True)
-    out.update({f"{m}_pooled": np.concatenate(v) for m, v in feats.items() if v})
+    out.update({MODALITIES[m].pooled_column: np.concatenate(v) for m, v in feats.items() if v})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npz")
@@ -175,7 +173,7 @@ def _check_aligned(emb: Mapping[str, np.ndarray], ids: np.ndarray, where: str) -
 
 
 def _modalities(emb: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {m: emb[f"{m}_embedding"] for m in ("image", "spectrum") if f"{m}_embedding" in emb}
+    return {m.name: emb[m.embedding_column] for m in MODALITIES.values() if m.embedding_column in emb}
 
 
 # ----------------------------------------------------------------------------- context
@@ -269,7 +267,7 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
     optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": files before issue 12
     frozen = frozen_modalities({"freeze_backbones": False, **optim})
     encs, where = {}, []
-    for m in ("image", "spectrum"):
+    for m in NAMES:
         if paths.get(m):
             encs[m] = load_encoder(paths[m])
             where.append(f"{m}: {paths[m]}")
@@ -291,7 +289,7 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
     if adapter is None:
         return [], {}
     own = all(getattr(adapter, f"{m}_encoder") is getattr(model, f"{m}_encoder")
-              for m in ("image", "spectrum"))
+              for m in NAMES)
     if own and len(ctx.pooled_train) == 2:  # recorded during the CLIP pass: no second pass
         tr, te = ctx.pooled_train, ctx.pooled_test
     else:
@@ -317,7 +315,7 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
 
     spectra = (functools.partial(preprocess_log_spectra, preset=cfg["encoder"])
                if kind == "spectrum" and cfg["arch"] == "conv" else preprocess_spectra)
-    cols = ["image"] if kind == "image" else ["spectrum_flux", "spectrum_ivar"]
+    cols = list(MODALITIES[kind].inputs)
     keep = np.zeros(len(ds), dtype=bool)
     keep[idx] = True
     parts, start = [], 0
@@ -418,7 +416,7 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
     device = _device(cfg["device"])
     meta = read_checkpoint_metadata(model_path)
     model = load_model(model_path, device=device)
-    ds = open_dataset(data_dir, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"],
+    ds = open_dataset(data_dir, columns=input_columns(),
                       verify=bool(cfg["data"]["verify_checksums"]))
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
@@ -428,7 +426,7 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
         e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True)
         _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
         emb[name] = _modalities(e)
-        pooled[name] = {m: e[f"{m}_pooled"] for m in ("image", "spectrum") if f"{m}_pooled" in e}
+        pooled[name] = {m.name: e[m.pooled_column] for m in MODALITIES.values() if m.pooled_column in e}
     props = [p for p in cfg["properties"] if p in rows["labels"]]
     if not props:
         raise ValueError(f"{data_dir}: none of the properties {cfg['properties']} is a column")
@@ -480,7 +478,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
     if b["photometry"]["enabled"]:
         r, p, c = stage("photometry", run_photometry, ctx)
         results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
-    for kind in ("image", "spectrum"):
+    for kind in NAMES:
         if b[kind]["enabled"]:
             r, p = stage(f"supervised_{kind}", run_supervised, ctx, kind)
             results, preds = results + r, {**preds, **p}

@@ -73,18 +73,3 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
                 k: int = 64) -> np.ndarray:
     """Fit on (train_x, train_y) and predict at query_x."""
     return KNNRegressor(k=k).fit(train_x, train_y).predict(query_x)
-
-
-def zero_shot_predictions(train_emb: dict[str, np.ndarray], train_y: np.ndarray,
-                          test_emb: dict[str, np.ndarray], k: int = 64) -> dict[str, np.ndarray]:
-    """k-NN predictions of every target for each source in :data:`ZERO_SHOT_SOURCES`.
-
-    ``train_emb``/``test_emb`` map a modality ("image", "spectrum") to (N, E) embeddings;
-    ``train_y`` is (N_train, P). Test labels are never an input. Sources whose modalities are
-    missing are skipped.
-    """
-    out = {}
-    for name, fit_mod, query_mod in ZERO_SHOT_SOURCES:
-        if fit_mod in train_emb and query_mod in test_emb:
-            out[name] = knn_predict(train_emb[fit_mod], train_y, test_emb[query_mod], k)
-    return out

@@ -112,7 +112,7 @@ def label_efficiency_figure(curves: Mapping[str, Mapping[str, Mapping[str, float
 
 def rgb_image(image: np.ndarray) -> np.ndarray:
     """g, r, z nanomaggy cutout (3, H, W) -> an (H, W, 3) arcsinh-stretched RGB picture."""
-    scale = np.array([0.0066, 0.01, 0.025])[:, None, None]  # legacypipe band scales
+    scale = np.array(C.BAND_SOFTENING_NMGY)[:, None, None]  # (bands, 1, 1)
     x = np.arcsinh(np.asarray(image, dtype=np.float64) / scale) / 8.0
     return np.clip(x[::-1].transpose(1, 2, 0), 0.0, 1.0)  # z -> red, r -> green, g -> blue
 

@@ -83,9 +83,3 @@ def chi2(A: np.ndarray, flux: np.ndarray, ivar: np.ndarray, chunk: int = 64) -> 
         atb[lo:lo + chunk] = aw @ f  # (c, K)
     coef = np.linalg.solve(ata + 1e-6 * np.eye(k), atb[..., None])[..., 0]
     return float(np.sum(w.astype(np.float64) * f.astype(np.float64) ** 2)) - np.sum(coef * atb, axis=1)
-
-
-def template_fit_redshifts(spectra: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Template-fit redshift of each (flux, ivar) pair."""
-    fitter = TemplateFitter()
-    return np.array([fitter.redshift(f, iv) for f, iv in spectra])

@@ -44,7 +44,7 @@ class ConvImageEncoderConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
     embed_dim: int = 256
     aperture_radii: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 32.0])  # px
-    band_scale: list[float] = field(default_factory=lambda: [0.0066, 0.01, 0.025])  # nanomaggy
+    band_scale: list[float] = field(default_factory=lambda: list(C.BAND_SOFTENING_NMGY))  # nmgy
     arcsinh_divisor: float = 3.0
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ class ImageEncoderConfig:
     num_heads: int = 3
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0    # stochastic depth (training only)
-    band_scale: list[float] = field(default_factory=lambda: [0.0066, 0.01, 0.025])  # nanomaggy
+    band_scale: list[float] = field(default_factory=lambda: list(C.BAND_SOFTENING_NMGY))  # nmgy
     arcsinh_divisor: float = 3.0   # y = asinh(x / band_scale) / arcsinh_divisor
 
     def __post_init__(self) -> None:

@@ -15,15 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-MODALITIES = ("image", "spectrum")
-_COLUMNS = {"image": ("image",), "spectrum": ("spectrum_flux", "spectrum_ivar")}
-
-
-def _columns(modalities: Sequence[str]) -> list[str]:
-    bad = [m for m in modalities if m not in MODALITIES]
-    if bad or not modalities:
-        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {tuple(modalities)}")
-    return ["object_id", *(c for m in modalities for c in _COLUMNS[m])]
+from galclip.modalities import BATCH_SIZE, MODALITIES, NAMES, input_columns
 
 
 def _batches(dataset: Any, batch_size: int, columns: list[str], num_workers: int = 0,
@@ -86,8 +78,8 @@ def autocast(device: Any):
     return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
-def iter_embeddings(model: Any, dataset: Any, batch_size: int = 64, device: Any = None,
-                    modalities: Sequence[str] = MODALITIES, num_workers: int = 0,
+def iter_embeddings(model: Any, dataset: Any, batch_size: int = BATCH_SIZE, device: Any = None,
+                    modalities: Sequence[str] = NAMES, num_workers: int = 0,
                     prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{"object_id", "image_embedding", "spectrum_embedding"}`` per batch, in dataset order.
 
@@ -97,7 +89,7 @@ def iter_embeddings(model: Any, dataset: Any, batch_size: int = 64, device: Any 
     """
     import torch
 
-    columns = _columns(modalities)
+    columns = input_columns(modalities)
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
@@ -122,16 +114,14 @@ def _embed_batch(model: Any, batch: dict[str, Any], modalities: Sequence[str], d
 
     ids = batch["object_id"]
     out = {"object_id": np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, dtype=np.int64)}
-    if "image" in modalities:
-        out["image_embedding"] = model.encode_image(t(batch["image"])).float().cpu().numpy()
-    if "spectrum" in modalities:
-        z = model.encode_spectrum(t(batch["spectrum_flux"]), t(batch["spectrum_ivar"]))
-        out["spectrum_embedding"] = z.float().cpu().numpy()
+    for name in modalities:
+        m = MODALITIES[name]
+        out[m.embedding_column] = m.encode(model, batch, t).float().cpu().numpy()
     return out
 
 
-def embed_dataset(model: Any, dataset: Any, batch_size: int = 64, device: Any = None,
-                  modalities: Sequence[str] = MODALITIES, progress: bool = False
+def embed_dataset(model: Any, dataset: Any, batch_size: int = BATCH_SIZE, device: Any = None,
+                  modalities: Sequence[str] = NAMES, progress: bool = False
                   ) -> dict[str, np.ndarray]:
     """All of ``iter_embeddings`` concatenated: one row per dataset row, ids aligned."""
     parts = iter_embeddings(model, dataset, batch_size, device, modalities)
@@ -140,7 +130,7 @@ def embed_dataset(model: Any, dataset: Any, batch_size: int = 64, device: Any = 
 
         parts = tqdm(parts, total=-(-len(dataset) // batch_size), desc="embedding", unit="batch")
     chunks = list(parts)
-    keys = ["object_id"] + [f"{m}_embedding" for m in modalities]
+    keys = ["object_id"] + [MODALITIES[m].embedding_column for m in modalities]
     if not chunks:
         dim = int(getattr(model, "embed_dim", 0))
         return {k: np.zeros((0,) if k == "object_id" else (0, dim),

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from galclip.config import read_yaml
+from galclip.modalities import NAMES as MODALITIES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "encoders"
-MODALITIES = ("image", "spectrum")
 
 
 def list_encoders(modality: str | None = None) -> list[str]:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from galclip.modalities import NAMES as MODALITIES
+from galclip.modalities import get as get_modality
 from galclip.search.catalog import (
-    MODALITIES,
     CatalogError,
     embedding_column,
     file_sha256,
@@ -33,6 +34,8 @@ from galclip.search.catalog import (
 from galclip.search.filters import apply_where, parse_where
 from galclip.search.index import LoadedIndex, build_index, load_index, normalized
 
+K = 10                    # neighbours returned when the caller does not say
+CONE_RADIUS_ARCSEC = 60.0  # default radius of a cone search
 SUBSET_EXACT = 2048  # an approximate index searches filtered sets up to this size exactly
 CHUNK = 65_536
 
@@ -173,30 +176,27 @@ class Catalog:
             self._model = galclip.load_model(path)
         return self._model
 
-    def embed_image(self, image: np.ndarray) -> np.ndarray:
-        """(3, H, W) nanomaggy cutout -> (E,) unit embedding with the catalog's model."""
+    def embed(self, modality: str, *arrays: np.ndarray) -> np.ndarray:
+        """One object's inputs for ``modality`` (its registry columns, unbatched: a (3, H, W)
+        nanomaggy cutout, or (7781,) flux and ivar) -> (E,) unit embedding with the catalog's
+        model."""
         import torch
 
+        m = get_modality(modality)
         model = self.model.eval()
-        with torch.inference_mode():
-            x = torch.as_tensor(np.asarray(image, np.float32)[None], device=self._device)
-            return normalized(model.encode_image(x).float().cpu().numpy())[0]
 
-    def embed_spectrum(self, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-        """(7781,) flux and ivar -> (E,) unit embedding with the catalog's model."""
-        import torch
+        def as_tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, np.float32)[None], device=self._device)
 
-        model = self.model.eval()
         with torch.inference_mode():
-            f = torch.as_tensor(np.asarray(flux, np.float32)[None], device=self._device)
-            iv = torch.as_tensor(np.asarray(ivar, np.float32)[None], device=self._device)
-            return normalized(model.encode_spectrum(f, iv).float().cpu().numpy())[0]
+            z = m.encode(model, dict(zip(m.inputs, arrays, strict=True)), as_tensor)
+        return normalized(z.float().cpu().numpy())[0]
 
     # ------------------------------------------------------------------ search
     def search(self, *, id: int | None = None, image: np.ndarray | str | Path | None = None,
                spectrum: tuple[np.ndarray, np.ndarray] | str | Path | None = None,
                vector: np.ndarray | None = None, from_: str | None = None, to: str | None = None,
-               k: int = 10, where: str | None = None, exclude_self: bool | None = None,
+               k: int = K, where: str | None = None, exclude_self: bool | None = None,
                targetid: int | None = None, row: int | None = None) -> SearchResult:
         """The k nearest neighbours of one query in the ``to`` modality.
 
@@ -254,14 +254,14 @@ class Catalog:
             from galclip.search.queryfile import read_image_fits
 
             arr = image if isinstance(image, np.ndarray) else read_image_fits(image, str(image))
-            return self.embed_image(arr), "image", {"file": _name(image)}
+            return self.embed("image", arr), "image", {"file": _name(image)}
         if spectrum is not None:
             from galclip.search.queryfile import read_spectrum_fits
 
             f, iv = (spectrum if isinstance(spectrum, tuple)
                      else read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row))
             pick = {k: v for k, v in (("targetid", targetid), ("row", row)) if v is not None}
-            return self.embed_spectrum(f, iv), "spectrum", {"file": _name(spectrum), **pick}
+            return self.embed("spectrum", f, iv), "spectrum", {"file": _name(spectrum), **pick}
         if from_ not in MODALITIES:
             raise ValueError(f"a vector query needs from_ in {MODALITIES}")
         return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}

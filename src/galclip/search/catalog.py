@@ -43,18 +43,21 @@ from galclip.data.format import (
     sha256_file,
     write_json_atomic,
 )
+from galclip.modalities import BATCH_SIZE
+from galclip.modalities import MODALITIES as _REGISTRY
+from galclip.modalities import NAMES as MODALITIES
+from galclip.modalities import get as get_modality
 
 CATALOG_FORMAT = "galclip-catalog"
 CATALOG_VERSION = 1
-MODALITIES: tuple[str, ...] = ("image", "spectrum")
 BASE_COLUMNS: tuple[str, ...] = ("object_id", "ra", "dec", "redshift")
 PLAN = ".embed-plan.json"
 SHARD_DIR = "shards"
 ROWS_PER_SHARD = 4096
 CATALOG_ROW_GROUP = 1024
 #: modality -> dataset columns its encoder reads, and the optional per-row presence flag
-MODALITY_INPUTS = {"image": ("image",), "spectrum": ("spectrum_flux", "spectrum_ivar")}
-PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}
+MODALITY_INPUTS = {m.name: m.inputs for m in _REGISTRY.values()}
+PRESENCE = {m.name: m.presence for m in _REGISTRY.values()}
 
 
 class CatalogError(DatasetError):
@@ -62,9 +65,7 @@ class CatalogError(DatasetError):
 
 
 def embedding_column(modality: str) -> str:
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; choose from {MODALITIES}")
-    return f"{modality}_embedding"
+    return get_modality(modality).embedding_column
 
 
 def file_sha256(path: str | Path) -> str:
@@ -280,7 +281,7 @@ def _default_embed_fn(num_workers: int = 0) -> Callable:
 
 def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_path: str | Path,
                   columns: Sequence[str] | None = None, modalities: Sequence[str] = MODALITIES,
-                  batch_size: int = 64, device=None, rows_per_shard: int = ROWS_PER_SHARD,
+                  batch_size: int = BATCH_SIZE, device=None, rows_per_shard: int = ROWS_PER_SHARD,
                   overwrite: bool = False, embed_fn: Callable | None = None,
                   progress: bool = True, max_shards: int | None = None,
                   num_workers: int = 0) -> dict[str, Any] | None:

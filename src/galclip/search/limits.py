@@ -23,6 +23,8 @@ CARD = 80
 MAX_DECOMPRESSED_BYTES = 64 * 2**20     # a 3 x 2048 x 2048 float32 cube is 48 MiB
 MAX_HDUS = 64
 READ_TIMEOUT_S = 30.0
+MAX_UPLOAD_BYTES = 20 * 2**20            # a query file (FITS cutout or spectrum) as uploaded
+DATA_CACHE_BYTES = 256 * 2**20           # decoded dataset row groups the explorer keeps
 
 
 class UploadRejected(ValueError):

@@ -18,6 +18,14 @@ EMISSION_LINES = C.EMISSION_LINES  # rest-frame vacuum Angstrom
 BAND_SCALE = np.array([1 / 6.0, 1 / 3.4, 1 / 2.2], dtype=np.float32)
 
 
+def line_list() -> list[dict]:
+    """The emission ("em") and absorption ("abs") lines the explorer marks, rest-frame vacuum
+    Angstrom, from :mod:`galclip.conventions`."""
+    return [{"name": name, "rest": rest, "kind": kind}
+            for kind, lines in (("em", C.EMISSION_LINES), ("abs", C.ABSORPTION_LINES))
+            for name, rest in lines]
+
+
 def color_composite(image: np.ndarray, q: float = 8.0, stretch: float = 0.3) -> np.ndarray:
     """(3, H, W) g,r,z nanomaggies -> (H, W, 3) uint8 RGB (R = z, G = r, B = g)."""
     img = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)  # (bands, H, W)

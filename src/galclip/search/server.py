@@ -15,15 +15,18 @@ import json
 import threading
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from galclip.search.api import Catalog
+from galclip.modalities import MODALITIES, ModalityName, input_columns
+from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
+from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES
+from galclip.search.render import line_list
 
 STATIC = Path(__file__).with_name("static")
 MAX_K = 200
@@ -32,7 +35,7 @@ MAX_K = 200
 class DatasetAccess:
     """Reads a catalog object's image and spectrum from the dataset the catalog was made from."""
 
-    def __init__(self, data_dir: str | Path, catalog: Catalog, cache_bytes: int = 256 * 2**20):
+    def __init__(self, data_dir: str | Path, catalog: Catalog, cache_bytes: int = DATA_CACHE_BYTES):
         from galclip.data import open_dataset
 
         ds = open_dataset(data_dir, verify=False)
@@ -43,8 +46,7 @@ class DatasetAccess:
                                f"was made from (shard checksums differ)")
         if len(ds) != catalog.n_rows:
             raise CatalogError(f"{data_dir}: has {len(ds)} rows, catalog has {catalog.n_rows}")
-        cols = [c for c in ("object_id", "image", "spectrum_flux", "spectrum_ivar")
-                if c in ds.manifest["columns"]]
+        cols = [c for c in input_columns() if c in ds.manifest["columns"]]
         self.dataset = open_dataset(data_dir, columns=cols, verify=False, cache_bytes=cache_bytes)
         self.catalog = catalog
         self._lock = threading.Lock()
@@ -59,8 +61,8 @@ class DatasetAccess:
 
 
 def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
-               catalog: Catalog | None = None, max_upload_bytes: int = 20 * 2**20,
-               cache_bytes: int = 256 * 2**20):
+               catalog: Catalog | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               cache_bytes: int = DATA_CACHE_BYTES):
     """The FastAPI app for one catalog (``catalog`` may be given already opened);
     ``cache_bytes`` bounds the dataset's decoded row-group cache (images, spectra)."""
     cat = catalog or Catalog(catalog_dir)
@@ -108,11 +110,11 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                 "model_sha256": cat.manifest["model"]["sha256"],
                 "indexes": {m: cat.index(m).info for m in cat.modalities},
                 "example_ids": [int(i) for i in cat.meta["object_id"][:: max(1, cat.n_rows // 12)][:12]],
-                "max_upload_bytes": max_upload_bytes}
+                "max_upload_bytes": max_upload_bytes, "lines": line_list()}
 
     @app.get("/api/search", summary="Neighbours of a catalog object")
-    def search_id(id: int, from_: Literal["image", "spectrum"] = Query("image", alias="from"),
-                  to: Literal["image", "spectrum"] | None = None, k: int = 10,
+    def search_id(id: int, from_: Annotated[ModalityName, Query(alias="from")] = "image",
+                  to: ModalityName | None = None, k: int = K,
                   where: str | None = None, include_self: bool = False) -> dict:
         row_or_404(id)
         return search_or_4xx(id=id, from_=from_, to=to, k=k, where=where or None,
@@ -120,9 +122,9 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     @app.post("/api/search/upload", summary="Neighbours of an uploaded FITS cutout or spectrum")
     async def search_upload(file: Annotated[UploadFile, File()],
-                            kind: Annotated[Literal["image", "spectrum"], Form()],
-                            to: Annotated[Literal["image", "spectrum"] | None, Form()] = None,
-                            k: Annotated[int, Form()] = 10,
+                            kind: Annotated[ModalityName, Form()],
+                            to: Annotated[ModalityName | None, Form()] = None,
+                            k: Annotated[int, Form()] = K,
                             where: Annotated[str | None, Form()] = None,
                             targetid: Annotated[int | None, Form()] = None,
                             row: Annotated[int | None, Form()] = None) -> dict:
@@ -146,27 +148,24 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     @lru_cache(maxsize=4096)
     def png(object_id: int) -> bytes:
-        from galclip.search.render import color_composite, png_bytes
+        from galclip.search.render import png_bytes
 
-        return png_bytes(color_composite(data.row(object_id)["image"]))
+        return png_bytes(MODALITIES["image"].draw(data.row(object_id)))
 
     @app.get("/api/objects/{object_id}/image.png", summary="g,r,z colour composite",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def image_png(object_id: int) -> Response:
         row_or_404(object_id)
-        _need(data, "image")
+        _need(data, MODALITIES["image"])
         return Response(png(object_id), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/objects/{object_id}/spectrum", summary="Binned spectrum and emission lines")
     def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
-        from galclip.search.render import spectrum_plot_data
-
         r = row_or_404(object_id)
-        _need(data, "spectrum_flux")
-        item = data.row(object_id)
-        out = spectrum_plot_data(item["spectrum_flux"], item["spectrum_ivar"],
-                                 _py_float(cat.meta["redshift"][r]), bins)
+        _need(data, MODALITIES["spectrum"])
+        out = MODALITIES["spectrum"].draw(data.row(object_id), n_bins=bins,
+                                          redshift=_py_float(cat.meta["redshift"][r]))
         return {"object_id": object_id, **out}
 
     _astronomer_routes(app, cat, max_upload_bytes)
@@ -201,7 +200,7 @@ def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
     DESI coadd to pick from)."""
 
     @app.get("/api/cone", summary="Objects within a radius of a sky position, nearest first")
-    def cone(ra: float, dec: float, radius: float = Query(60.0, gt=0, description="arcsec"),
+    def cone(ra: float, dec: float, radius: float = Query(CONE_RADIUS_ARCSEC, gt=0, description="arcsec"),
              k: int = Query(MAX_K, ge=1, le=MAX_K), where: str | None = None) -> dict:
         try:
             return cat.cone(ra, dec, radius, k=k, where=where or None).to_dict()
@@ -210,7 +209,7 @@ def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
 
     @app.post("/api/preview", summary="What an uploaded FITS file holds, before searching with it")
     async def preview(file: Annotated[UploadFile, File()],
-                      kind: Annotated[Literal["image", "spectrum"], Form()],
+                      kind: Annotated[ModalityName, Form()],
                       targetid: Annotated[int | None, Form()] = None,
                       row: Annotated[int | None, Form()] = None) -> dict:
         body, name = await read_upload(file, max_upload_bytes)
@@ -244,11 +243,11 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     import base64
 
     from galclip.search.queryfile import list_targets, read_image_fits, read_spectrum_fits
-    from galclip.search.render import color_composite, png_bytes, spectrum_plot_data
+    from galclip.search.render import png_bytes
 
     out: dict = {"file": name, "kind": kind}
     if kind == "image":
-        png = png_bytes(color_composite(read_image_fits(body, name)))
+        png = png_bytes(MODALITIES["image"].draw({"image": read_image_fits(body, name)}))
         out["png"] = "data:image/png;base64," + base64.b64encode(png).decode()
         return out
     targets = [{**t, "targetid": None if t["targetid"] is None else str(t["targetid"])}
@@ -256,8 +255,10 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     out["targets"] = targets if len(targets) > 1 else []
     if len(targets) > 1 and targetid is None and row is None:
         return out  # the page asks which fibre first
-    flux, ivar = read_spectrum_fits(body, name, targetid=targetid, row=row)
-    out["spectrum"] = spectrum_plot_data(flux, ivar, None, 1500)
+    spectrum = MODALITIES["spectrum"]
+    arrays = read_spectrum_fits(body, name, targetid=targetid, row=row)
+    out["spectrum"] = spectrum.draw(dict(zip(spectrum.inputs, arrays, strict=True)),
+                                    redshift=None, n_bins=1500)
     return out
 
 
@@ -301,10 +302,11 @@ def _nullable_30(node):
     return node
 
 
-def _need(data: DatasetAccess | None, column: str) -> None:
-    if data is None or column not in data.dataset.columns:
-        raise HTTPException(404, f"no {column} available: start the server with --data pointing "
-                                 f"at the dataset the catalog was made from")
+def _need(data: DatasetAccess | None, modality) -> None:
+    missing = data is None or any(c not in data.dataset.columns for c in modality.inputs)
+    if missing:
+        raise HTTPException(404, f"no {modality.inputs[0]} available: start the server with "
+                                 f"--data pointing at the dataset the catalog was made from")
 
 
 def _dataset_access(cat: Catalog, data_dir, cache_bytes: int) -> DatasetAccess | None:

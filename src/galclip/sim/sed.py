@@ -35,9 +35,18 @@ LINES = {
     "nii_6584": ("N  2  6583.45A",),
     "sii_6716_6731": ("S  2  6716.44A", "S  2  6730.82A"),
 }
+
+
+def _vacuum_wavelength(names: tuple[str, ...]) -> float:
+    """Rest vacuum wavelength (Angstrom) of a line given by its Cloudy names (air wavelengths):
+    the nearest entry of :data:`galclip.conventions.EMISSION_LINES`, a doublet's mean."""
+    rest = [w for _, w in C.EMISSION_LINES]
+    air = [float(n.split()[-1].rstrip("A")) for n in names]
+    return float(np.mean([min(rest, key=lambda w, a=a: abs(w - a)) for a in air]))
+
+
 #: Rest wavelengths in vacuum (Angstrom) of the lines above, where the DESI grid puts them.
-LINE_WAVELENGTHS_VAC = {"oii_3727": 3728.5, "hbeta": 4862.68, "oiii_5007": 5008.24,
-                        "halpha": 6564.61, "nii_6584": 6585.27, "sii_6716_6731": 6725.5}
+LINE_WAVELENGTHS_VAC = {k: _vacuum_wavelength(names) for k, names in LINES.items()}
 R_INTERNAL = 5000.0
 MAX_REDSHIFT = 0.8
 BIRTH_CLOUD_ETA = 2.0

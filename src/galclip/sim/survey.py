@@ -336,14 +336,15 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     for shard in range(-(-cfg.n // cfg.shard_size)):
         p = out / shard_name(shard)
         if p.exists():
-            try:
-                import pyarrow.parquet as pq
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
+            try:
                 if pq.read_metadata(p).num_rows == len(_shard_rows(cfg, shard)):
                     done[shard] = {"file": p.name, "n_rows": len(_shard_rows(cfg, shard)),
                                    "sha256": sha256_file(p), "bytes": p.stat().st_size}
                     continue
-            except Exception:  # noqa: BLE001 - an unreadable shard is simply redone
+            except (OSError, pa.ArrowException):  # a truncated or corrupt shard is redone
                 pass
             p.unlink()
     return done

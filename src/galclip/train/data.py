@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = {"image": ["image"], "spectrum": ["spectrum_flux", "spectrum_ivar"]}
-PRESENCE = {"image": "has_image", "spectrum": "has_spectrum"}  # optional columns (built datasets)
-PAIR_COLUMNS = ["object_id", *COLUMNS["image"], *COLUMNS["spectrum"]]
+from galclip.modalities import input_columns, presence_columns, rows_with
+
+PAIR_COLUMNS = input_columns()
 
 
 def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: int | None = None
@@ -32,13 +32,11 @@ def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: in
     from galclip.data.splits import split_indices
 
     present = dataset.manifest["columns"]
-    flags = [PRESENCE[m] for m in modalities if PRESENCE[m] in present]
+    flags = [f for f in presence_columns(modalities) if f in present] if modalities else []
     table = dataset.read_columns(["object_id"] + [c for c in ("split", *flags) if c in present])
     rows = split_indices(table["object_id"], split, stored=table.get("split"))
-    keep = np.ones(len(table["object_id"]), dtype=bool)
-    for flag in flags:
-        keep &= np.asarray(table[flag], dtype=bool)
-    rows = rows[keep[rows]]
+    if modalities:
+        rows = rows[rows_with(table, modalities)[rows]]
     return rows[:max_rows] if max_rows else rows
 
 
@@ -49,7 +47,7 @@ def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuf
 
     from galclip.data import open_dataset
 
-    ds = open_dataset(data_dir, columns=COLUMNS[modality])
+    ds = open_dataset(data_dir, columns=input_columns((modality,), with_id=False))
     rows = split_rows(ds, data["split"], (modality,), data["max_rows"])
     if len(rows) == 0:
         raise ValueError(f"{ds.path}: split '{data['split']}' has no rows with a {modality}")

@@ -4,9 +4,8 @@
 
 const SV = { main: null, overlay: null, zoom: null, rest: false };
 const SVGNS = "http://www.w3.org/2000/svg";
-const LINES = [["[OII]", 3728.5, "em"], ["Hβ", 4862.7, "em"], ["[OIII]", 5008.2, "em"], ["Hα", 6564.6, "em"],
-  ["[NII]", 6585.3, "em"], ["[SII]", 6725.5, "em"], ["Ca K", 3934.8, "abs"], ["Ca H", 3969.6, "abs"],
-  ["G", 4305.6, "abs"], ["Mg b", 5176.7, "abs"], ["Na D", 5895.6, "abs"]];
+// the lines to mark come from /api/info (galclip.conventions), loaded by app.js into state.info
+const svLines = () => (state.info && state.info.lines) || [];
 
 function sv(tag, attrs = {}, text = null) {
   const n = document.createElementNS(SVGNS, tag);
@@ -72,7 +71,7 @@ function drawSpecView() {
   const z = SV.main.redshift;
   if (z !== null && z !== undefined) {
     const lastLabel = { em: -Infinity, abs: -Infinity };
-    for (const [name, rest, kind] of [...LINES].sort((a, b) => a[1] - b[1])) {
+    for (const { name, rest, kind } of [...svLines()].sort((a, b) => a.rest - b.rest)) {
       const w = SV.rest ? rest : rest * (1 + z);
       if (w < x0 || w > x1) continue;
       svg.appendChild(sv("line", { class: `mark ${kind}`, x1: X(w), x2: X(w), y1: T, y2: H - B, "data-name": name }));

@@ -21,6 +21,9 @@ import argparse
 import sys
 
 from galclip.argtypes import check_columns, int_range
+from galclip.modalities import NAMES
+from galclip.search.api import CONE_RADIUS_ARCSEC, K
+from galclip.search.catalog import BASE_COLUMNS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,23 +35,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                       "ivar table, or 7781-pixel flux array)")
     q.add_argument("--ra", type=float, help="cone search: right ascension in degrees (with --dec)")
     p.add_argument("--dec", type=float, help="cone search: declination in degrees")
-    p.add_argument("--radius", type=float, default=60.0,
-                   help="cone search radius in arcsec (default 60)")
+    p.add_argument("--radius", type=float, default=CONE_RADIUS_ARCSEC,
+                   help="cone search radius in arcsec (default %(default)s)")
     fibre = p.add_mutually_exclusive_group()
     fibre.add_argument("--targetid", type=int,
                        help="with --spectrum: the TARGETID of the fibre to use (DESI files)")
     fibre.add_argument("--row", type=int, help="with --spectrum: the row of the fibre to use")
-    p.add_argument("--from", dest="from_", choices=["image", "spectrum"], default=None,
+    p.add_argument("--from", dest="from_", choices=NAMES, default=None,
                    help="with --id: which embedding of the object to search with (default image)")
-    p.add_argument("--to", choices=["image", "spectrum"], default=None,
+    p.add_argument("--to", choices=NAMES, default=None,
                    help="modality to search in (default: the query's)")
     p.add_argument("--k", type=int_range(1, 10_000), default=None,
-                   help="number of results (default 10; a cone search lists all by default)")
+                   help=f"number of results (default {K}; a cone search lists all by default)")
     p.add_argument("--where", default=None, help='metadata filter, e.g. "redshift > 0.3 and log_mstar > 10"')
     p.add_argument("--include-self", action="store_true",
                    help="with --id in its own modality: keep the object itself in the results")
-    p.add_argument("--columns", default="object_id,ra,dec,redshift",
-                   help="columns of the table output")
+    p.add_argument("--columns", default=",".join(BASE_COLUMNS),
+                   help="columns of the table output (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="also write the table to this .csv, .parquet or .ecsv")
 
@@ -69,7 +72,7 @@ def _search(cat, args: argparse.Namespace):
         except KeyError as e:
             raise ValueError(e.args[0]) from None
     return cat.search(id=args.id, image=args.image, spectrum=args.spectrum, from_=args.from_,
-                      to=args.to, k=10 if args.k is None else args.k, where=args.where,
+                      to=args.to, k=K if args.k is None else args.k, where=args.where,
                       targetid=args.targetid, row=args.row,
                       exclude_self=False if args.include_self else None)
 

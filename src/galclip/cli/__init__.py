@@ -1,8 +1,11 @@
-"""The ``galclip`` command: one entry point, thin subcommands.
+"""The ``galclip`` command: one entry point, thin subcommands, one module per pipeline stage.
 
-Each subcommand lives in a small ``cli`` module beside the library code it wraps and exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Heavy libraries (torch, bagpipes, GalSim)
-are imported inside ``run`` only, so ``galclip --help`` stays fast.
+``galclip/cli/<stage>.py`` (listed in :data:`COMMANDS` in pipeline order: simulate or
+build-dataset -> validate -> pretrain -> align -> embed -> index -> search / serve / export ->
+evaluate; demo runs them all) exposes ``add_arguments(parser)`` and ``run(args) -> int`` over
+one library function. Option defaults are read from the library's dataclasses and constants,
+never written again here. Heavy libraries (torch, bagpipes, GalSim, FAISS) are imported inside
+``run`` only, so ``galclip --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -10,23 +13,23 @@ import argparse
 import importlib
 import sys
 
-# (name, module with add_arguments/run, one-line help)
+# (name, module with add_arguments/run, one-line help), in pipeline order
 COMMANDS: list[tuple[str, str, str]] = [
-    ("simulate", "galclip.sim.cli", "simulate a survey of paired galaxy images and spectra"),
-    ("validate", "galclip.data.cli", "check a dataset folder (manifest, shards, checksums)"),
-    ("build-dataset", "galclip.data.build_cli",
+    ("simulate", "galclip.cli.simulate", "simulate a survey of paired galaxy images and spectra"),
+    ("build-dataset", "galclip.cli.build_dataset",
      "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
-    ("pretrain", "galclip.train.pretrain_cli", "pretrain an image or spectrum encoder without labels"),
-    ("embed", "galclip.search.cli_embed", "embed a dataset into a searchable embedding catalog"),
-    ("index", "galclip.search.cli_index", "build the FAISS indexes of an embedding catalog"),
-    ("search", "galclip.search.cli_search",
+    ("validate", "galclip.cli.validate", "check a dataset folder (manifest, shards, checksums)"),
+    ("pretrain", "galclip.cli.pretrain", "pretrain an image or spectrum encoder without labels"),
+    ("align", "galclip.cli.align", "align image and spectrum encoders in one embedding space (CLIP)"),
+    ("embed", "galclip.cli.embed", "embed a dataset into a searchable embedding catalog"),
+    ("index", "galclip.cli.index", "build the FAISS indexes of an embedding catalog"),
+    ("search", "galclip.cli.search",
      "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
-    ("serve", "galclip.search.cli_serve", "web explorer and JSON API over an embedding catalog"),
-    ("export", "galclip.search.cli_export", "write an embedding catalog as a HATS catalog (LSDB)"),
-    ("align", "galclip.train.align_cli", "align image and spectrum encoders in one embedding space (CLIP)"),
-    ("evaluate", "galclip.eval.cli",
+    ("serve", "galclip.cli.serve", "web explorer and JSON API over an embedding catalog"),
+    ("export", "galclip.cli.export", "write an embedding catalog as a HATS catalog (LSDB)"),
+    ("evaluate", "galclip.cli.evaluate",
      "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
-    ("demo", "galclip.demo", "run the whole pipeline end to end on simulated data"),
+    ("demo", "galclip.cli.demo", "run the whole pipeline end to end on simulated data"),
 ]
 
 
@@ -60,7 +63,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"galclip {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 
 from galclip.argtypes import float_range, port
+from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S
+
+MIB = 2**20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,11 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset folder for images and spectra")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8000)
-    p.add_argument("--max-upload-mb", type=float_range(0, 1024, inclusive_lo=False), default=20.0)
-    p.add_argument("--cache-mb", type=float_range(0), default=256.0,
-                   help="memory for decoded dataset row groups (images, spectra); default 256")
-    p.add_argument("--read-timeout", type=float_range(0, 3600, inclusive_lo=False), default=30.0,
-                   metavar="S", help="seconds a client has to send a request (default 30)")
+    p.add_argument("--max-upload-mb", type=float_range(0, 1024, inclusive_lo=False),
+                   default=MAX_UPLOAD_BYTES / MIB, help="largest query file (default %(default)s)")
+    p.add_argument("--cache-mb", type=float_range(0), default=DATA_CACHE_BYTES / MIB,
+                   help="memory for decoded dataset row groups (images, spectra); default %(default)s")
+    p.add_argument("--read-timeout", type=float_range(0, 3600, inclusive_lo=False),
+                   default=READ_TIMEOUT_S, metavar="S",
+                   help="seconds a client has to send a request (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from galclip.search.server import create_app
 
     app = create_app(args.catalog, data_dir=args.data,
-                     max_upload_bytes=int(args.max_upload_mb * 2**20),
-                     cache_bytes=int(args.cache_mb * 2**20))
+                     max_upload_bytes=int(args.max_upload_mb * MIB),
+                     cache_bytes=int(args.cache_mb * MIB))
     print(f"galclip serve: http://{args.host}:{args.port}/  (API docs at /docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 http=timed_protocol(args.read_timeout), limit_concurrency=512)

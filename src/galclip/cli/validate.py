@@ -2,7 +2,7 @@
 the values (unique object ids; finite arrays, non-negative ivars, labels finite or NaN and in
 range).
 
-Example:  galclip validate data/sim
+Example:  galclip validate runs/demo/data
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ import argparse
 import os
 
 from galclip.argtypes import csv_choices, device, new_dir, positive_int
+from galclip.modalities import BATCH_SIZE, NAMES
+from galclip.search.catalog import ROWS_PER_SHARD
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,12 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=new_dir, help="catalog folder to write (resumed if present)")
     p.add_argument("--columns", default=None,
                    help="comma-separated metadata columns to copy (default: every scalar column)")
-    p.add_argument("--modalities", type=csv_choices(("image", "spectrum")), default="image,spectrum",
-                   help="which embeddings to compute (image, spectrum or both)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--modalities", type=csv_choices(NAMES), default=",".join(NAMES),
+                   help="which embeddings to compute (%(default)s, or one of them)")
+    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                   help="rows per model batch (default %(default)s)")
     p.add_argument("--device", type=device, default=None,
                    help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--rows-per-shard", type=positive_int, default=4096, help="rows per catalog shard")
+    p.add_argument("--rows-per-shard", type=positive_int, default=ROWS_PER_SHARD,
+                   help="rows per catalog shard (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing catalog in --out")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes per rank decoding Parquet ahead of the model")

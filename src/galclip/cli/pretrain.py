@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 
+from galclip.modalities import NAMES
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="modality", metavar="{image,spectrum}", required=True)
-    for modality in ("image", "spectrum"):
+    sub = p.add_subparsers(dest="modality", metavar="{" + ",".join(NAMES) + "}", required=True)
+    for modality in NAMES:
         q = sub.add_parser(modality, help=f"pretrain the {modality} encoder")
         q.add_argument("--config", default=None,
                        help="YAML file or preset name (default: built-in CPU defaults)")

@@ -15,15 +15,19 @@ from __future__ import annotations
 import argparse
 
 from galclip.argtypes import float_range, int_range, new_dir, positive_int
+from galclip.sim.survey import SimConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, help="number of galaxies")
     p.add_argument("--out", type=new_dir, help="output dataset folder (new, empty, or an interrupted run)")
-    p.add_argument("--seed", type=int_range(0), default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_range(0), default=SimConfig.seed,
+                   help="random seed (default %(default)s)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
-    p.add_argument("--mag-limit", type=float_range(10, 30), default=19.5, help="r-band limit (default 19.5)")
-    p.add_argument("--shard-size", type=positive_int, default=64, help="rows per Parquet shard")
+    p.add_argument("--mag-limit", type=float_range(10, 30), default=SimConfig.mag_limit,
+                   help="r-band limit (default %(default)s)")
+    p.add_argument("--shard-size", type=positive_int, default=SimConfig.shard_size,
+                   help="rows per Parquet shard (default %(default)s)")
     p.add_argument("--image-ivar", action="store_true", help="also store per-pixel image ivar")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", metavar="DATASET", help="write the realism report of a "
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.n is None or args.out is None:
         raise ValueError("--n and --out are required (or --report DATASET)")
-    from galclip.sim.survey import SimConfig, simulate_survey
+    from galclip.sim.survey import simulate_survey
 
     cfg = SimConfig(n=args.n, seed=args.seed, mag_limit=args.mag_limit,
                     shard_size=args.shard_size, image_ivar=args.image_ivar)

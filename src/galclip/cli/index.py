@@ -11,24 +11,27 @@ from __future__ import annotations
 import argparse
 
 from galclip.argtypes import csv_choices, float_range, int_range
+from galclip.modalities import NAMES
+from galclip.search.index import COMPRESS_THRESHOLD, EXACT_THRESHOLD, KINDS, TARGET_RECALL
+from galclip.search.ivfpq import PART_VECTORS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
-    p.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8"],
+    p.add_argument("--kind", choices=KINDS,
                    default="auto", help="ivfpq / ivfsq8: compressed, built in chunks, in parts "
-                                        "(auto picks ivfsq8 from 5M vectors)")
-    p.add_argument("--threshold", type=int_range(0), default=50_000,
-                   help="auto: exact below this many vectors, approximate above")
-    p.add_argument("--target-recall", type=float_range(0, 1, inclusive_lo=False), default=0.95,
-                   help="recall@10 the approximate index is tuned to, in (0, 1]")
+                                        f"(auto picks ivfsq8 from {COMPRESS_THRESHOLD:,} vectors)")
+    p.add_argument("--threshold", type=int_range(0), default=EXACT_THRESHOLD,
+                   help="auto: exact below this many vectors, approximate above (default %(default)s)")
+    p.add_argument("--target-recall", type=float_range(0, 1, inclusive_lo=False), default=TARGET_RECALL,
+                   help="recall@10 the approximate index is tuned to, in (0, 1] (default %(default)s)")
     p.add_argument("--nlist", type=int_range(1, 1 << 20), default=None, help="IVF lists (default ~sqrt(N))")
-    p.add_argument("--modalities", type=csv_choices(("image", "spectrum")), default=None,
+    p.add_argument("--modalities", type=csv_choices(NAMES), default=None,
                    help="default: every modality of the catalog")
     p.add_argument("--pq-m", type=int_range(1, 1024), default=None,
                    help="ivfpq: bytes per vector (default dim/4)")
     p.add_argument("--part-vectors", type=int_range(1), default=None,
-                   help="ivfpq/ivfsq8: vectors per index part file (default 20M)")
+                   help=f"ivfpq/ivfsq8: vectors per index part file (default {PART_VECTORS:,})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from galclip.modalities import NAMES
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="cpu", help="YAML file or preset name (default: cpu)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from galclip.train.runner import train
 
     overrides = list(args.overrides)
-    for modality in ("image", "spectrum"):
+    for modality in NAMES:
         ckpt = getattr(args, f"{modality}_encoder")
         if ckpt:
             overrides.append(f"model.{modality}_checkpoint={ckpt}")

@@ -5,18 +5,27 @@ Images and spectra are cross-matched by TARGETID, else by sky position (nearest 
 manifest records every input file with its sha256 and the match/reject counts. An
 interrupted build resumes when the same command is run again.
 
-Examples:
-  galclip build-dataset --spectra coadd-*.fits --redshifts redrock-*.fits \\
-      --images cutouts/ --out data/desi_ls --spectype GALAXY --zwarn-zero
-  galclip build-dataset --astroclip astroclip_desi.1.1.5.h5 \\
-      --catalog BGS_ANY_full.provabgs.sv3.v0.hdf5 --out data/astroclip
-  galclip build-dataset --mmu mmu/desi mmu/legacysurvey --keep-unpaired --skip-bad --out data/mmu
+Examples (the DESI files in ../shared/data/real; add --images with Legacy Survey cutouts to pair
+them):
+  galclip build-dataset --spectra ../shared/data/real/desi/coadd-4-80613-thru20210324.fits \\
+      --redshifts ../shared/data/real/desi/redrock-4-80613-thru20210324.fits \\
+      --keep-unpaired --spectype GALAXY --zwarn-zero --out runs/desi
+  galclip build-dataset --spectra ../shared/data/real/desi/coadd-4-80613-thru20210324.fits \\
+      ../shared/data/real/desi/coadd-special-dark-27247.fits \\
+      --redshifts ../shared/data/real/desi/redrock-4-80613-thru20210324.fits \\
+      ../shared/data/real/desi/redrock-special-dark-27247.fits --keep-unpaired --skip-bad \\
+      --out runs/desi-2
+
+The same for the other surveys: --astroclip astroclip_desi.1.1.5.h5 --catalog
+BGS_ANY_full.provabgs.sv3.v0.hdf5 (AstroCLIP with PROVABGS properties), or --mmu mmu/desi
+mmu/legacysurvey (Multimodal Universe folders).
 """
 from __future__ import annotations
 
 import argparse
 
 from galclip.argtypes import float_range, new_dir, positive_int
+from galclip.data.build import BuildConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Multimodal Universe folders (Legacy Survey and/or DESI HDF5)")
     p.add_argument("--catalog", metavar="PROVABGS", help="PROVABGS HDF5, joined on TARGETID")
     p.add_argument("--out", required=True, type=new_dir, help="output dataset folder")
-    p.add_argument("--match-radius", type=float_range(0, 3600, inclusive_lo=False), default=1.0,
-                   metavar="ARCSEC",
-                   help="sky-position match radius in arcsec (default 1)")
+    p.add_argument("--match-radius", type=float_range(0, 3600, inclusive_lo=False),
+                   default=BuildConfig.match_radius_arcsec, metavar="ARCSEC",
+                   help="sky-position match radius in arcsec (default %(default)s)")
     p.add_argument("--keep-unpaired", action="store_true",
                    help="keep objects with one modality (the other is a null row)")
     p.add_argument("--skip-bad", action="store_true",
@@ -43,13 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zwarn-zero", action="store_true", help="keep only ZWARN = 0 redshifts")
     p.add_argument("--allow-missing-redshift", action="store_true",
                    help="keep DESI spectra with no redrock/zbest entry (redshift NaN)")
-    p.add_argument("--shard-size", type=positive_int, default=256, help="rows per Parquet shard")
+    p.add_argument("--shard-size", type=positive_int, default=BuildConfig.shard_size,
+                   help="rows per Parquet shard (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from galclip.data.build import BuildConfig, build_dataset
+    from galclip.data.build import build_dataset
 
     cfg = BuildConfig(out=args.out, spectra=args.spectra, redshifts=args.redshifts,
                       images=args.images, astroclip=args.astroclip, mmu=args.mmu,
