@@ -1,10 +1,12 @@
 """Run the whole galclip pipeline end to end on a simulated survey.
 
 Stages: simulate -> pretrain image encoder -> pretrain spectrum encoder -> align (CLIP) ->
-embed -> index -> evaluate. Each stage writes into its own folder under --out and is skipped
-when its output is already complete, so rerunning the same command after a kill continues where
-it stopped. Ends with the evaluation summary, the paths of the report and checkpoints, and the
-command that starts the web explorer.
+embed -> index -> evaluate.
+Each stage writes into its own folder under --out and records its resume state there
+(:class:`galclip.resume.ResumeState`); a stage that finished with the same preset, n and seed is
+skipped, so rerunning the same command after a kill continues where it stopped. Ends with
+the evaluation summary, the paths of the report and checkpoints, and the command that starts
+the web explorer.
 
 Presets: ``cpu`` (default; CPU-sized models, 5000 galaxies), ``gpu`` (larger data and models, bf16),
 ``tiny`` (a few hundred galaxies and a few steps per stage: a smoke test of the plumbing, not
@@ -124,15 +126,19 @@ def run_demo(out: str | Path, preset: str = "cpu", n: int | None = None, seed: i
     """Run (or resume) every stage; returns the evaluation metrics."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    from galclip.resume import ResumeState
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    stages = build_stages(out, preset, n or PRESETS[preset]["n"], seed, workers)
-    timings = {}
+    n = n or PRESETS[preset]["n"]
+    stages = build_stages(out, preset, n, seed, workers)
     for k, st in enumerate(stages, 1):
         folder = out / st.folder
-        marker = folder / f".{st.run.__name__}-done.json"
-        complete = marker.exists() and all((folder / o).exists() for o in st.outputs)
+        # a stage run with other demo settings starts again (its own state then refuses to mix)
+        state = ResumeState.open(folder / f".{st.run.__name__}-done.json", f"demo: {st.name}",
+                                 {"preset": preset, "n": n, "seed": seed}, on_change="restart")
+        complete = state.complete and all((folder / o).exists() for o in st.outputs)
         print(f"[{k}/{len(stages)}] {st.name}: " + ("done already, skipped" if complete else
                                                     f"running -> {folder}"), flush=True)
         if complete:
@@ -143,10 +149,7 @@ def run_demo(out: str | Path, preset: str = "cpu", n: int | None = None, seed: i
         missing = [o for o in st.outputs if not (folder / o).exists()]
         if missing:
             raise RuntimeError(f"stage '{st.name}' finished without writing {missing} in {folder}")
-        timings[st.name] = time.perf_counter() - t0
-        from galclip.data.format import write_json_atomic
-
-        write_json_atomic(marker, {"seconds": round(timings[st.name], 1), "preset": preset})
+        state.mark_complete({"seconds": round(time.perf_counter() - t0, 1)})
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     print(summary_text(metrics, out))
     return metrics

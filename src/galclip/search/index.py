@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from galclip.data.format import _atomic_path, write_json_atomic
 from galclip.search.catalog import (
     CatalogError,
     catalog_fingerprint,
@@ -37,6 +36,7 @@ from galclip.search.catalog import (
     read_embeddings,
     sample_embeddings,
 )
+from galclip.storage import atomic_write, write_json_atomic
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8")
 COMPRESSED = {"ivfpq": "pq", "ivfsq8": "sq8"}  # kind -> codec of galclip.search.ivfpq
@@ -330,20 +330,14 @@ def _tune_compressed(catalog_dir, modality, manifest, index, kind, chunk_rows, t
 
 
 def save_index(catalog_dir: str | Path, loaded: LoadedIndex) -> None:
-    import os
-
     import faiss
 
     fpath, jpath = index_paths(catalog_dir, loaded.info["modality"])
     if loaded.kind not in COMPRESSED:  # their parts were written as they closed
-        tmp = _atomic_path(fpath)
-        faiss.write_index(loaded.index, str(tmp))
-        os.replace(tmp, fpath)
-    rpath = fpath.with_suffix(".rows.npy")
-    tmp = _atomic_path(rpath)
-    with open(tmp, "wb") as f:
+        with atomic_write(fpath) as tmp:
+            faiss.write_index(loaded.index, str(tmp))
+    with atomic_write(fpath.with_suffix(".rows.npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, loaded.rows)
-    os.replace(tmp, rpath)
     write_json_atomic(jpath, loaded.info)
 
 
