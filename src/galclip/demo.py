@@ -1,7 +1,7 @@
 """Run the whole galclip pipeline end to end on a simulated survey.
 
 Stages: simulate -> pretrain image encoder -> pretrain spectrum encoder -> align (CLIP) ->
-embed -> index -> evaluate.
+embed -> index -> evaluate (scoring the catalog's vectors, the ones the explorer searches).
 Each stage writes into its own folder under --out and records its resume state there
 (:class:`galclip.resume.ResumeState`); a stage that finished with the same preset, n and seed is
 skipped, so rerunning the same command after a kill continues where it stopped. Ends with
@@ -106,7 +106,7 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
         cfg = resolve_config(name, list(over))
         save_config(cfg, folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
-                 command=f"galclip demo --out {out} --preset {preset}")
+                 command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
 
     return [
         Stage("simulate a survey", "data", simulate, ["manifest.json"]),

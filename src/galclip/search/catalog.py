@@ -520,6 +520,29 @@ def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.nda
     return _valid_vectors(read_catalog_table(path, [embedding_column(modality)]).column(0))
 
 
+def catalog_embeddings(path: str | Path, dataset, model_sha256: str, rows: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """The stored embeddings of dataset rows ``rows`` (increasing), as ``embed_dataset`` returns
+    them (``object_id``, ``<modality>_embedding`` (N, E) float32; NaN where absent): the
+    vectors the server searches. The catalog must have been made by this model (checkpoint
+    sha256) from this dataset (fingerprint), else a CatalogError names the field."""
+    from galclip.data.dataset import column_to_numpy
+
+    path = Path(path)
+    manifest = read_catalog_manifest(path)
+    made_from = {"model.sha256": (manifest["model"].get("sha256"), model_sha256),
+                 "dataset.shards_sha256": ((manifest.get("dataset") or {}).get("shards_sha256"),
+                                           dataset.fingerprint)}
+    for name, (recorded, wanted) in made_from.items():
+        if recorded != wanted:
+            raise CatalogError(f"{path / MANIFEST}: field '{name}' is {str(recorded)[:12]}..., not "
+                               f"{wanted[:12]}...: the catalog was made from another "
+                               f"{name.split('.')[0]}; rerun galclip embed")
+    cols = ["object_id"] + [embedding_column(m) for m in manifest["modalities"]]
+    table = storage.take_rows(path, manifest["shards"], cols, rows)
+    return {c: column_to_numpy(table.column(c), manifest["columns"][c]["shape"]) for c in cols}
+
+
 def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None):
     """The catalog as an ``astropy.table.Table``; embedding columns become (N, E) masked
     columns, masked where a galaxy lacks that modality (astropy's own Parquet reader cannot

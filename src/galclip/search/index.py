@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from galclip.resume import ResumeState
 from galclip.search.catalog import (
     CatalogError,
     catalog_fingerprint,
@@ -199,8 +200,37 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
                 nlist: int | None = None, save: bool = True, verbose: bool = True,
                 compress: dict[str, int] | None = None) -> LoadedIndex:
     """Build (and by default save) the index of one modality of a catalog. ``compress``
-    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``)."""
+    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``).
+
+    Saving records a resume state (``.index-<modality>-state.json``): rerun with the same
+    settings on the same catalog (same fingerprint), it loads the saved index and builds nothing."""
     manifest = read_catalog_manifest(catalog_dir)
+    if not save:
+        return _build_index(catalog_dir, modality, manifest, kind, threshold, target_recall,
+                            nlist, False, verbose, compress)
+    state = ResumeState.open(Path(catalog_dir) / f".index-{modality}-state.json", "galclip index", {
+        "catalog_fingerprint": catalog_fingerprint(manifest), "kind": kind, "threshold": threshold,
+        "target_recall": target_recall, "nlist": nlist, "compress": compress or {}},
+        on_change="restart")
+    if state.complete:
+        try:
+            loaded = load_index(catalog_dir, modality)
+        except (CatalogError, FileNotFoundError):  # files removed or replaced: build again
+            pass
+        else:
+            if verbose:
+                print(f"{modality}: {loaded.kind} index over {loaded.info['n_vectors']} vectors is "
+                      "up to date (same catalog and settings); nothing to do")
+            return loaded
+    loaded = _build_index(catalog_dir, modality, manifest, kind, threshold, target_recall, nlist,
+                          True, verbose, compress)
+    state.mark_complete({"kind": loaded.kind, "n_vectors": loaded.info["n_vectors"]})
+    return loaded
+
+
+def _build_index(catalog_dir, modality: str, manifest: dict[str, Any], kind: str, threshold: int,
+                 target_recall: float, nlist: int | None, save: bool, verbose: bool,
+                 compress: dict[str, int] | None) -> LoadedIndex:
     if modality not in manifest["modalities"]:
         raise CatalogError(f"{Path(catalog_dir) / 'manifest.json'}: catalog has no "
                            f"{embedding_column(modality)} (modalities: {manifest['modalities']})")
