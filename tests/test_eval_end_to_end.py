@@ -182,3 +182,109 @@ def test_galaxies_missing_a_modality_are_left_out(tmp_path):
     assert out["unpaired"] == 20
     for split in ("train", "test"):
         assert out[split].size and out["labels"]["has_spectrum"][out[split]].all()
+
+
+# ----------------------------------------------------------------------------- one embedding path
+QUICK = [*FAST, "baselines.image.enabled=false", "baselines.spectrum.enabled=false",
+         "baselines.unaligned.enabled=false", "baselines.photometry.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def catalog(setup):
+    import galclip
+    from galclip.search.catalog import build_catalog
+
+    root, data, ckpt = setup
+    build_catalog(galclip.load_model(ckpt), data, root / "catalog", model_path=ckpt, device="cpu",
+                  progress=False, rows_per_shard=50)
+    return root / "catalog"
+
+
+def test_evaluate_scores_the_vectors_the_catalog_serves(setup, catalog, monkeypatch):
+    import galclip.models.inference as inference
+    from galclip.eval.evaluate import prepare, resolve_config
+    from galclip.search.catalog import read_catalog_table
+
+    root, data, ckpt = setup
+    # the stored vectors, changed so that only a reader of the catalog can return them
+    table = read_catalog_table(catalog)
+    stored = {m: np.stack(table.column(f"{m}_embedding").to_numpy(zero_copy_only=False))
+              for m in ("image", "spectrum")}
+
+    def no_embedding(*a, **k):
+        raise AssertionError("evaluate embedded the dataset again instead of reading the catalog")
+
+    monkeypatch.setattr(inference, "embed_dataset", no_embedding)
+    ctx, *_ = prepare(ckpt, data, root / "from-catalog", resolve_config("cpu", QUICK), catalog)
+    for m in ("image", "spectrum"):
+        np.testing.assert_array_equal(ctx.emb_train[m], stored[m][ctx.train_idx])
+        np.testing.assert_array_equal(ctx.emb_test[m], stored[m][ctx.test_idx])
+    monkeypatch.undo()
+    embedded, *_ = prepare(ckpt, data, root / "embedded", resolve_config("cpu", QUICK))
+    np.testing.assert_allclose(embedded.emb_test["image"], ctx.emb_test["image"], atol=1e-5)
+
+
+def test_a_catalog_of_another_model_or_dataset_is_refused(setup, catalog, tmp_path):
+    from galclip.data import Provenance, shard_name, write_manifest, write_shard
+    from galclip.eval.evaluate import evaluate, resolve_config
+    from galclip.search.catalog import CatalogError
+
+    root, data, ckpt = setup
+    cfg = resolve_config("cpu", QUICK)
+    other = tmp_path / "other"
+    other.mkdir()
+    shards = [write_shard(other / shard_name(i), labelled_rows(60, 10 + i, 60 * i)) for i in range(2)]
+    write_manifest(other, shards, Provenance(command="test", seed=1))
+    with pytest.raises(CatalogError, match="field 'dataset.shards_sha256'.*another dataset"):
+        evaluate(ckpt, other, tmp_path / "r1", cfg, catalog=catalog)
+    import galclip
+    from galclip.models.clip import save_model
+
+    model = galclip.load_model(ckpt)
+    next(model.parameters()).data += 1           # another model: another checkpoint sha256
+    wrong = save_model(model, tmp_path / "model.safetensors")
+    with pytest.raises(CatalogError, match="field 'model.sha256'.*another model"):
+        evaluate(wrong, data, tmp_path / "r2", cfg, catalog=catalog)
+
+
+def test_rerunning_a_finished_evaluation_does_nothing(setup, catalog, monkeypatch, capsys):
+    import galclip.eval.evaluate as ev
+
+    root, data, ckpt = setup
+    out = root / "rerun"
+    first = ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", QUICK), catalog=catalog)
+    stamp = (out / "report.html").stat().st_mtime_ns
+    calls = []
+    real = ev.prepare
+    monkeypatch.setattr(ev, "prepare", lambda *a: calls.append(a) or real(*a))
+    again = ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", QUICK), catalog=catalog)
+    assert calls == [] and "up to date" in capsys.readouterr().out
+    assert again == json.loads((out / "metrics.json").read_text())  # the finished report's numbers
+    assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
+    assert (out / "report.html").stat().st_mtime_ns == stamp
+    ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", [*QUICK, "knn.k=4"]), catalog=catalog)
+    assert len(calls) == 1                       # another config: evaluated again
+
+
+def test_embedding_cache_is_keyed_on_the_dataset_not_the_rows(setup, tmp_path, monkeypatch):
+    """A different dataset with the same row count (a new simulation in the same --out) never
+    reuses the old embeddings; the same dataset does."""
+    import galclip
+    import galclip.models.inference as inference
+    from galclip.data import Provenance, open_dataset, shard_name, write_manifest, write_shard
+    from galclip.eval.evaluate import DEFAULTS, _embed
+
+    _, data, ckpt = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    shards = [write_shard(other / shard_name(i), labelled_rows(60, 20 + i, 60 * i)) for i in range(2)]
+    write_manifest(other, shards, Provenance(command="test", seed=2))
+    model, cache, idx = galclip.load_model(ckpt), tmp_path / "cache", np.arange(0, 120, 7)
+    first = _embed(model, open_dataset(data), idx, DEFAULTS, "cpu", cache, "clip-test")
+    second = _embed(model, open_dataset(other), idx, DEFAULTS, "cpu", cache, "clip-test")
+    assert np.array_equal(first["object_id"], second["object_id"])  # same ids and rows ...
+    assert not np.allclose(first["image_embedding"], second["image_embedding"])  # ... new vectors
+    assert len(list(cache.glob("clip-test-*.npz"))) == 2
+    monkeypatch.setattr(inference, "embed_dataset", lambda *a, **k: pytest.fail("not cached"))
+    cached = _embed(model, open_dataset(data), idx, DEFAULTS, "cpu", cache, "clip-test")
+    np.testing.assert_array_equal(cached["image_embedding"], first["image_embedding"])

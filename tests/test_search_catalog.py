@@ -144,6 +144,13 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert m["n_rows"] == ref["n_rows"] == 90 and len(m["shards"]) == 5
     for a, b in zip(m["shards"], ref["shards"], strict=True):
         assert pq.read_table(out / a["file"]).equals(pq.read_table(tmp_path / "ref" / b["file"]))
+    # rerun of the finished catalog, same inputs: nothing embedded, nothing rewritten
+    manifest = (out / "manifest.json").read_bytes()
+    calls = []
+    again = build_catalog(model, data, out, model_path=model_path, rows_per_shard=20, batch_size=5,
+                          embed_fn=lambda *a, **k: calls.append(a) or fake_iter_embeddings(*a, **k),
+                          progress=False)
+    assert calls == [] and again == m and (out / "manifest.json").read_bytes() == manifest
 
 
 def test_stale_catalog_and_changed_settings_are_refused(tmp_path):
@@ -157,14 +164,14 @@ def test_stale_catalog_and_changed_settings_are_refused(tmp_path):
     torch.save(model.state_dict(), model_path)
     kw = dict(model_path=model_path, embed_fn=fake_iter_embeddings, progress=False)
     build_catalog(model, data, tmp_path / "cat", **kw)
-    with pytest.raises(CatalogError, match="different settings.*columns"):
+    with pytest.raises(CatalogError, match="other inputs or options.*columns"):
         build_catalog(model, data, tmp_path / "cat", columns=["log_mstar"], **kw)
     with pytest.raises(CatalogError, match=r"data/manifest.json: column\(s\) \['nope'\] are not scalar"):
         build_catalog(model, data, tmp_path / "cat2", columns=["nope"], **kw)
     model_path.write_bytes(model_path.read_bytes() + b"changed")
     with pytest.raises(CatalogError, match="stale catalog"):
         _ = Catalog(tmp_path / "cat").model
-    with pytest.raises(CatalogError, match="different settings.*model_sha256"):
+    with pytest.raises(CatalogError, match="other inputs or options.*model_sha256"):
         build_catalog(model, data, tmp_path / "cat", **kw)
     m = build_catalog(model, data, tmp_path / "cat", overwrite=True, **kw)
     assert m["n_rows"] == 12

@@ -117,3 +117,27 @@ def test_where_grammar():
     for bad in ["redshift >", "redshift > 0.3 or x < 1", "__import__('os') > 1", "redshift ~ 2"]:
         with pytest.raises(FilterError):
             parse_where(bad, cols)
+
+
+def test_rerunning_index_with_unchanged_inputs_builds_nothing(tmp_path, monkeypatch, capsys):
+    import galclip.search.index as ix
+
+    _catalog(tmp_path, 300)
+    ix.build_index(tmp_path, "image")
+    fpath = tmp_path / "index-image.faiss"
+    stamp = fpath.stat().st_mtime_ns
+    built = []
+    real = ix.create_index
+    monkeypatch.setattr(ix, "create_index", lambda *a, **k: built.append(a) or real(*a, **k))
+    again = ix.build_index(tmp_path, "image")
+    assert built == [] and "up to date" in capsys.readouterr().out
+    assert again.kind == "flat" and again.info["n_vectors"] == 300
+    assert fpath.stat().st_mtime_ns == stamp                      # nothing rewritten
+    ix.build_index(tmp_path, "image", kind="ivf", verbose=False)  # other settings: built again
+    assert len(built) == 1
+    _catalog(tmp_path, 300, seed=1)                               # another catalog: built again
+    ix.build_index(tmp_path, "image", kind="ivf", verbose=False)
+    assert len(built) == 2
+    fpath.unlink()                                                # files gone: built again
+    ix.build_index(tmp_path, "image", kind="ivf", verbose=False)
+    assert len(built) == 3 and fpath.exists()

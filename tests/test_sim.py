@@ -211,8 +211,8 @@ def test_state_file_guards_against_mixing_settings(tmp_path):
 
     out = tmp_path / "s"
     _prepare_output(out, SimConfig(n=4, seed=1))
-    assert json.loads((out / STATE_FILE).read_text())["config"]["seed"] == 1
-    with pytest.raises(FileExistsError, match="other settings"):
+    assert json.loads((out / STATE_FILE).read_text())["inputs"]["config"]["seed"] == 1
+    with pytest.raises(FileExistsError, match="other inputs or options.*config.seed"):
         _prepare_output(out, SimConfig(n=4, seed=2))
 
 

@@ -133,10 +133,9 @@ def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:
     """Write the resolved config (atomically) so a run can be reproduced exactly."""
-    from galclip.data.format import _atomic_path
+    from galclip.storage import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_path(path)
-    tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))

@@ -1,10 +1,12 @@
 """The whole galclip pipeline end to end on a simulated survey (``galclip demo``).
 
-:func:`run_demo` runs the stages simulate -> pretrain image encoder -> pretrain spectrum encoder
--> align (CLIP) -> embed -> index -> evaluate, each into its own folder under ``out``, skipping
-a stage whose output is already complete (so a killed run continues where it stopped), and
-prints :func:`summary_text`. :data:`PRESETS` holds the dataset size and stage configs of each
-preset (``cpu``, ``gpu``, ``tiny``).
+:func:`run_demo` runs the stages simulate -> pretrain (or, in the CPU recipe, randomly initialise)
+the image encoder -> pretrain the spectrum encoder -> align (CLIP) -> embed -> index -> evaluate
+(scoring the catalog's vectors, the ones the explorer searches), each into its own folder under
+``out``. Each stage records its resume state there (:class:`galclip.resume.ResumeState`); a stage
+that finished with the same preset, n and seed is skipped, so a killed run continues where it
+stopped. Ends with :func:`summary_text`. :data:`PRESETS` holds the dataset size and stage
+configs of each preset (``cpu``, ``gpu``, ``tiny``).
 """
 from __future__ import annotations
 
@@ -113,7 +115,7 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
         cfg = resolve_config(name, list(over))
         save_config(cfg, folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
-                 command=f"galclip demo --out {out} --preset {preset}")
+                 command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
 
     return [
         Stage("simulate a survey", "data", simulate, ["manifest.json"]),
@@ -132,15 +134,19 @@ def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, 
     """Run (or resume) every stage; returns the evaluation metrics."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    from galclip.resume import ResumeState
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    stages = build_stages(out, preset, n or PRESETS[preset]["n"], seed, workers)
-    timings = {}
+    n = n or PRESETS[preset]["n"]
+    stages = build_stages(out, preset, n, seed, workers)
     for k, st in enumerate(stages, 1):
         folder = out / st.folder
-        marker = folder / f".{st.run.__name__}-done.json"
-        complete = marker.exists() and all((folder / o).exists() for o in st.outputs)
+        # a stage run with other demo settings starts again (its own state then refuses to mix)
+        state = ResumeState.open(folder / f".{st.run.__name__}-done.json", f"demo: {st.name}",
+                                 {"preset": preset, "n": n, "seed": seed}, on_change="restart")
+        complete = state.complete and all((folder / o).exists() for o in st.outputs)
         print(f"[{k}/{len(stages)}] {st.name}: " + ("done already, skipped" if complete else
                                                     f"running -> {folder}"), flush=True)
         if complete:
@@ -151,10 +157,7 @@ def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, 
         missing = [o for o in st.outputs if not (folder / o).exists()]
         if missing:
             raise RuntimeError(f"stage '{st.name}' finished without writing {missing} in {folder}")
-        timings[st.name] = time.perf_counter() - t0
-        from galclip.data.format import write_json_atomic
-
-        write_json_atomic(marker, {"seconds": round(timings[st.name], 1), "preset": preset})
+        state.mark_complete({"seconds": round(time.perf_counter() - t0, 1)})
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     print(summary_text(metrics, out))
     return metrics

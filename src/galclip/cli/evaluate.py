@@ -9,7 +9,9 @@ Examples (paths `make demo` creates):
       --out runs/demo/eval-pca baselines.image.enabled=false plots.embedding_map=pca
 
 --config takes a YAML file or a preset name (cpu, gpu); key=value overrides follow (dotted keys).
-Embeddings are cached under OUT/cache: rerunning the same command skips the embedding step.
+With --catalog the report scores the catalog's stored vectors (what galclip serve searches);
+otherwise embeddings are cached under OUT/cache (keyed by model, dataset fingerprint and rows).
+Rerunning a finished evaluation with unchanged inputs does nothing.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrained image encoder for the unaligned baseline (default: the "
                         "model's own backbone when it was frozen during alignment)")
     p.add_argument("--spectrum-encoder", metavar="CKPT", help="as --image-encoder, for spectra")
+    p.add_argument("--catalog", metavar="CATALOG_DIR",
+                   help="score this catalog's stored vectors (galclip embed of --model and --data: "
+                        "what galclip serve searches) instead of embedding the data again")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     save_config(cfg, Path(args.out) / "config.yaml")
     command = command_line(args)
     metrics = evaluate(args.model, args.data, args.out, cfg,
-                       {"image": args.image_encoder, "spectrum": args.spectrum_encoder}, command)
+                       {"image": args.image_encoder, "spectrum": args.spectrum_encoder}, command,
+                       catalog=args.catalog)
     for r in metrics["results"]:
         s = summary_row(r, metrics["properties"])
         print(f"{s['source']:>15} {s['model']:>16} {s['type']:>10}  z R2 {_f(s['redshift_r2'])}  "
@@ -58,7 +64,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command as a user would retype it (recorded in metrics.json)."""
     parts = ["galclip", "evaluate", "--model", args.model, "--data", args.data, "--out", args.out,
              "--config", args.config]
-    for flag in ("split", "image_encoder", "spectrum_encoder"):
+    for flag in ("split", "image_encoder", "spectrum_encoder", "catalog"):
         if getattr(args, flag):
             parts += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     return " ".join(shlex.quote(str(p)) for p in [*parts, *args.overrides])

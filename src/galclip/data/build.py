@@ -38,12 +38,13 @@ from galclip.data.format import (
     remove_stale_temporaries,
     sha256_file,
     shard_name,
-    write_json_atomic,
     write_manifest,
     write_shard,
 )
 from galclip.data.readers import Batch, ReaderError, RejectLog, guarded
 from galclip.modalities import input_columns, presence_columns
+
+from galclip.resume import ResumeState
 
 STATE = ".build-state.json"
 SPECTRUM_KINDS = ("desi", "mmu-desi")
@@ -382,9 +383,9 @@ class ShardWriter:
     """Buffers rows and writes a shard every ``shard_size`` rows (null rows for absent arrays)."""
 
     def __init__(self, out: Path, columns: dict[str, tuple[Any, tuple[int, ...]]],
-                 shard_size: int, fingerprint: str = "", done: list[dict[str, Any]] = ()):
+                 shard_size: int, state: ResumeState | None = None, done: list[dict[str, Any]] = ()):
         self.out, self.columns, self.shard_size = out, columns, shard_size
-        self.fingerprint = fingerprint
+        self.state = state                                  # records the finished shards
         self.rows: list[dict[str, Any]] = []
         self.shards: list[dict[str, Any]] = list(done)     # finished by an interrupted run
         self.n_written = self.n_resumed = sum(s["n_rows"] for s in done)
@@ -407,8 +408,9 @@ class ShardWriter:
         self.shards.append(write_shard(path, cols))
         self.n_written += len(self.rows)
         self.rows = []
-        write_json_atomic(self.out / STATE, {"fingerprint": self.fingerprint,
-                                             "shards": self.shards})
+        if self.state is not None:
+            self.state.progress["shards"] = self.shards
+            self.state.save()
 
     def _column(self, name: str, fill: Any, shape: tuple[int, ...]):
         vals = [r.get(name) for r in self.rows]
@@ -495,8 +497,7 @@ class _Builder:
         from tqdm import tqdm
 
         done = self._prepare_out()
-        self.writer = ShardWriter(self.out, self.columns, self.cfg.shard_size, self.fingerprint,
-                                  done)
+        self.writer = ShardWriter(self.out, self.columns, self.cfg.shard_size, self.state, done)
         self.report.resumed_rows = self.writer.n_resumed
         image_files = [(k, p) for k, p in self.files if k in IMAGE_KINDS]
         self.index = ImageIndex(image_files, self.rejects)
@@ -511,6 +512,8 @@ class _Builder:
 
     def _prepare_out(self) -> list[dict[str, Any]]:
         """Make the output folder; returns the shards an interrupted identical build finished."""
+        self.state = ResumeState(self.out / STATE, "galclip build-dataset",
+                                 {"fingerprint": self.fingerprint})
         remove_stale_temporaries(self.out)
         if self.out.exists() and any(self.out.iterdir()):
             if self.cfg.overwrite:
@@ -523,12 +526,11 @@ class _Builder:
         return []
 
     def _resume(self) -> list[dict[str, Any]]:
-        saved = json.loads((self.out / STATE).read_text())
-        if saved.get("fingerprint") != self.fingerprint:
-            raise FileExistsError(f"{self.out}: holds an interrupted build with other inputs or "
-                                  "options; rerun it unchanged to resume, or use --overwrite")
+        self.state = ResumeState.open(self.out / STATE, "galclip build-dataset",
+                                      self.state.inputs,
+                                      hint="rerun it unchanged to resume, or use --overwrite")
         done = []
-        for entry in saved["shards"]:                   # keep the intact prefix
+        for entry in self.state.progress.get("shards", []):   # keep the intact prefix
             path = self.out / entry["file"]
             if not path.exists() or sha256_file(path) != entry["sha256"]:
                 break
@@ -641,7 +643,7 @@ class _Builder:
             inputs=describe_inputs(self.files)), extra={"build": asdict(self.report),
                                                         "notes": self._notes(),
                                                         "build_fingerprint": self.fingerprint})
-        (self.out / STATE).unlink(missing_ok=True)
+        self.state.clear()  # the manifest's build_fingerprint records the finished build
         return {"manifest": manifest, "report": self.report}
 
     def _notes(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Reading a galclip dataset: a map-style dataset for PyTorch plus streaming helpers.
 
-``open_dataset(dir)`` validates the folder (manifest, shards, checksums, shapes) and returns a
-:class:`GalaxyDataset`. Rows come back as dicts of numpy arrays with their physical shape, so
+``open_dataset(dir)`` checks the folder cheaply (manifest, every shard's size, row count and
+schema, read from Parquet footers) and returns a :class:`GalaxyDataset`; hashing every shard
+against its sha256 runs in ``galclip validate`` or on request (``verify=True``).
+Rows come back as dicts of numpy arrays with their physical shape, so
 ``torch.utils.data.DataLoader`` collates them into tensors directly. Shards are read one row
 group at a time and decoded row groups are kept in a least-recently-used cache bounded in bytes
 (``cache_bytes``, 2 GiB by default): a shuffled epoch over a CPU-sized set then decodes each
@@ -21,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from galclip import storage
 from galclip.data.format import DatasetError, validate_dataset
 
 
@@ -44,11 +47,12 @@ class GalaxyDataset:
     """Map-style dataset over a galclip dataset folder (works with ``torch.utils.data``).
 
     ``columns`` selects what ``__getitem__`` returns (default: every column). ``transform``,
-    if given, is applied to each row dict.
+    if given, is applied to each row dict. ``verify`` also checks every shard's sha256 (reads
+    every byte; opening otherwise checks sizes and schema only).
     """
 
     def __init__(self, path: str | Path, columns: Sequence[str] | None = None,
-                 verify: bool = True, transform=None, cache_bytes: int = 2 << 30):
+                 verify: bool = False, transform=None, cache_bytes: int = 2 << 30):
         self.path = Path(path)
         self.manifest = validate_dataset(self.path, verify_checksums=verify)
         all_cols = list(self.manifest["columns"])
@@ -58,7 +62,7 @@ class GalaxyDataset:
         self.columns = list(columns) if columns else all_cols
         self.transform = transform
         self._shard_files = [self.path / s["file"] for s in self.manifest["shards"]]
-        self._offsets = np.cumsum([0] + [s["n_rows"] for s in self.manifest["shards"]])
+        self._offsets = storage.shard_offsets(self.manifest["shards"])
         self._cache_bytes = int(cache_bytes)
         self._reset_handles()
 
@@ -81,6 +85,11 @@ class GalaxyDataset:
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    @property
+    def fingerprint(self) -> str:
+        """The content identity of the dataset (from its manifest; see ``storage.fingerprint``)."""
+        return storage.fingerprint(self.manifest["shards"])
 
     def shape(self, column: str) -> tuple[int, ...]:
         return tuple(self.manifest["columns"][column]["shape"])
@@ -134,14 +143,15 @@ class GalaxyDataset:
 
     def read_columns(self, columns: Sequence[str]) -> dict[str, np.ndarray]:
         """Read whole columns into memory (use for scalar columns such as labels)."""
-        parts = [pq.read_table(p, columns=list(columns)) for p in self._shard_files]
-        table = pa.concat_tables(parts)
+        table = storage.read_rows(self.path, self.manifest["shards"], columns)
         return {c: column_to_numpy(table.column(c), self.shape(c)) for c in columns}
 
 
-def open_dataset(path: str | Path, columns: Sequence[str] | None = None, verify: bool = True,
+def open_dataset(path: str | Path, columns: Sequence[str] | None = None, verify: bool = False,
                  transform=None, cache_bytes: int = 2 << 30) -> GalaxyDataset:
-    """Open and validate a galclip dataset folder; ``.manifest`` holds its manifest.
+    """Open a galclip dataset folder after checking its manifest, shard sizes, row counts and
+    schema; ``.manifest`` holds its manifest. ``verify`` also hashes every shard against the
+    manifest's sha256 (``galclip validate`` does this by default).
 
     ``cache_bytes`` bounds the decoded row groups kept for random access (per process)."""
     return GalaxyDataset(path, columns=columns, verify=verify, transform=transform,

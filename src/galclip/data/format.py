@@ -11,9 +11,7 @@ never leaves a half-written shard or manifest behind.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,10 +23,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from galclip import conventions as C
+from galclip import storage
+from galclip.storage import (  # noqa: F401 - the storage layer's names, as the dataset format uses them
+    MANIFEST,
+    column_schema,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json_atomic,
+)
 
 FORMAT_NAME = "galclip-dataset"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 ROW_GROUP_SIZE = 32
 
 #: Columns every galclip dataset has, with dtype and per-row shape.
@@ -45,7 +50,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
 KNOWN_SHAPES: dict[str, tuple[int, ...]] = {"image_ivar": C.IMAGE_SHAPE}
 
 
-class DatasetError(ValueError):
+class DatasetError(storage.StorageError):
     """A dataset folder or a file in it is invalid; the message names the file and field."""
 
 
@@ -65,63 +70,6 @@ def conventions_dict() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- writing
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, read in 4 MiB blocks (the checksum recorded in every manifest)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-_TMP_NAME = re.compile(r"\..+\.tmp-(\d+)(?:\.\w+)?")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:       # alive, another user's
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.tmp-PID`` files that killed writers left in ``folder`` (those whose
-    process is gone, or is this one); returns what was removed."""
-    removed = []
-    for f in Path(folder).iterdir() if Path(folder).is_dir() else ():
-        m = _TMP_NAME.fullmatch(f.name)
-        if m and f.is_file() and (int(m.group(1)) == os.getpid() or
-                                  not _pid_alive(int(m.group(1)))):
-            f.unlink(missing_ok=True)
-            removed.append(f)
-    return removed
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` so that readers see either the old or the new file, never a mix."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer, np.floating, np.bool_)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
 def _to_arrow(name: str, values: Any) -> tuple[pa.Field, pa.Array]:
     """Convert one column (numpy array, first axis = rows) to an Arrow field and array.
 
@@ -156,40 +104,7 @@ def write_shard(path: Path, columns: Mapping[str, Any]) -> dict[str, Any]:
         raise DatasetError(f"{path}: columns have different row counts: {lengths}")
     fields, arrays = zip(*(_to_arrow(k, v) for k, v in columns.items()), strict=True)
     table = pa.Table.from_arrays(list(arrays), schema=pa.schema(list(fields)))
-    tmp = _atomic_path(path)
-    try:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd",
-                       compression_level=1, use_byte_stream_split=_float_columns(table.schema))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"file": path.name, "n_rows": table.num_rows, "sha256": sha256_file(path),
-            "bytes": path.stat().st_size}
-
-
-def _float_columns(schema: pa.Schema) -> list[str]:
-    """Float columns, stored with byte-stream-split encoding (better compression of floats)."""
-    out = []
-    for f in schema:
-        t = f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type
-        if pa.types.is_floating(t):
-            out.append(f.name)
-    return out
-
-
-def column_schema(path: Path) -> dict[str, dict[str, Any]]:
-    """Per-column dtype and per-row shape, read from a shard's Arrow schema."""
-    out = {}
-    for f in pq.read_schema(path):
-        if pa.types.is_fixed_size_list(f.type):
-            shape = json.loads((f.metadata or {}).get(b"shape", b"null")) or [f.type.list_size]
-            out[f.name] = {"dtype": str(f.type.value_type.to_pandas_dtype().__name__),
-                           "shape": list(shape)}
-        elif pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-            out[f.name] = {"dtype": "string", "shape": []}
-        else:
-            out[f.name] = {"dtype": np.dtype(f.type.to_pandas_dtype()).name, "shape": []}
-    return out
+    return storage.write_parquet(path, table, ROW_GROUP_SIZE)
 
 
 @dataclass
@@ -208,14 +123,8 @@ def write_manifest(out_dir: Path, shards: list[dict[str, Any]], provenance: Prov
     from galclip import __version__
 
     out_dir = Path(out_dir)
-    if not shards:
-        raise DatasetError(f"{out_dir}: refusing to write a manifest with no shards")
     manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "n_rows": int(sum(s["n_rows"] for s in shards)),
-        "shards": shards,
-        "columns": column_schema(out_dir / shards[0]["file"]),
+        **storage.base_manifest(FORMAT_NAME, FORMAT_VERSION, out_dir, shards),
         "conventions": conventions_dict(),
         "provenance": {**provenance.__dict__, "galclip_version": __version__,
                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
@@ -230,14 +139,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """Read and check a dataset's manifest (format name, version, shard list)."""
     path = Path(path)
     mpath = path / MANIFEST if path.is_dir() or not path.suffix else path
-    if not mpath.exists():
-        raise DatasetError(f"{mpath}: no manifest; is {mpath.parent} a galclip dataset folder?")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{mpath}: not valid JSON ({e})") from e
-    if not isinstance(manifest, dict):
-        raise DatasetError(f"{mpath}: not a JSON object")
+    manifest = storage.load_manifest_json(mpath, DatasetError,
+                                          f"; is {mpath.parent} a galclip dataset folder?")
     for key in ("format", "version", "n_rows", "shards", "columns"):
         if key not in manifest:
             raise DatasetError(f"{mpath}: missing field '{key}'")
@@ -387,19 +290,15 @@ def _check_columns(where: Path, columns: Mapping[str, Any], required: Iterable[s
 
 def _check_shard(path: Path, entry: Mapping[str, Any], columns: Mapping[str, Any],
                  verify_checksums: bool) -> int:
+    """Size, row count and schema of one shard (footer only); its sha256 with ``verify_checksums``."""
     spath = path / entry["file"]
-    if not spath.is_file():
-        raise DatasetError(f"{spath}: shard listed in the manifest is missing (or not a file)")
-    if verify_checksums and sha256_file(spath) != entry["sha256"]:
-        raise DatasetError(f"{spath}: sha256 does not match the manifest (file changed or "
-                           f"corrupt)")
     try:
-        meta = pq.read_metadata(spath)
+        meta = storage.check_shard(spath, entry, verify_checksums)
         schema = column_schema(spath)
+    except storage.StorageError as e:
+        raise DatasetError(str(e)) from e
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{spath}: not a readable Parquet file ({e})") from e
-    if meta.num_rows != entry["n_rows"]:
-        raise DatasetError(f"{spath}: holds {meta.num_rows} rows, manifest says {entry['n_rows']}")
     for name, spec in columns.items():
         if name not in schema:
             raise DatasetError(f"{spath}: column '{name}' is missing")

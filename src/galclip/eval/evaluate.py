@@ -1,8 +1,12 @@
 """``galclip evaluate``: every downstream test of a trained model, and the report.
 
-1. Embed the training split and the evaluation split (``test`` by default; a stored ``split``
-   column wins, else the id hash of :mod:`galclip.data.splits`) with the shared inference
-   function :func:`galclip.models.inference.embed_dataset`.
+1. The embeddings of the training split and the evaluation split (``test`` by default; a
+   stored ``split`` column wins, else the id hash of :mod:`galclip.data.splits`). Given the
+   catalog made from this model and dataset (``catalog``, ``galclip evaluate --catalog``), they
+   are its stored vectors -- what ``galclip serve`` searches, so the report scores what users
+   get; otherwise the dataset is embedded with the same inference function and precision policy
+   as ``galclip embed`` (:func:`galclip.models.inference.embed_dataset`: fp32 on a CPU, bf16
+   autocast on a GPU).
 2. Zero-shot k-NN (image, spectrum, spectrum→image), few-shot MLP probes and morphology, the
    label-efficiency curve, retrieval (pools and the whole set) and same-modality neighbour
    agreement (:mod:`galclip.eval.tasks`).
@@ -13,8 +17,11 @@
    (:mod:`galclip.eval.report`).
 
 Configuration: defaults (below) -> preset (``cpu``/``gpu``) or YAML file -> ``key=value``.
-Embeddings are cached in ``OUT/cache`` (keyed by model checksum and rows), so a rerun after an
-interruption skips the embedding step.
+Embeddings are cached in ``OUT/cache``, keyed by the model's checksum, the dataset's fingerprint
+(:func:`galclip.storage.fingerprint`) and the rows, so a rerun after an interruption skips the
+embedding step and another dataset in the same ``OUT`` never reuses them. A finished report is a
+resume state (``OUT/.evaluate-state.json``): rerunning with the same model, data, catalog,
+encoders and config does nothing.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,13 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from galclip import storage
 from galclip.config import load_config, preset_or_file
-from galclip.data.format import sha256_file
 from galclip.eval.probes import ProbeConfig
 from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
 from galclip.modalities import MODALITIES, NAMES, input_columns, rows_with
+from galclip.resume import ResumeState
+from galclip.storage import atomic_write, sha256_file
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "eval"
+STATE = ".evaluate-state.json"
+REPORT_FILES = ("metrics.json", "report.md", "report.html")
 _PROBE = {k: (list(v) if isinstance(v, tuple) else v)
           for k, v in dataclasses.asdict(ProbeConfig()).items() if k != "seed"}
 
@@ -48,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "max_train": None,            # seeded subset of the training split (None: all rows)
         "max_test": None,
         "batch_size": 64,             # embedding batch size
-        "verify_checksums": True,
+        "verify_checksums": False,    # hash every shard before evaluating (galclip validate does)
     },
     "properties": list(PROPERTIES),   # regression targets (missing columns are reported)
     "knn": {"k": 64},                 # AstroCLIP: k = 64, distance-weighted
@@ -144,14 +156,15 @@ def capture_pooled(model):
 
 def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | None,
            tag: str, pooled: bool = False) -> dict[str, np.ndarray]:
-    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache``;
-    with ``pooled``, also the backbones' pooled features (``image_pooled``, ``spectrum_pooled``)."""
+    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache`` under
+    the dataset's fingerprint and the rows; with ``pooled``, also the backbones' pooled
+    features (``image_pooled``, ``spectrum_pooled``)."""
     from torch.utils.data import Subset
 
     from galclip.models.inference import embed_dataset
 
     key = hashlib.sha256(idx.tobytes()).hexdigest()[:16]
-    path = cache / f"{tag}-{key}.npz" if cache else None
+    path = cache / f"{tag}-{ds.fingerprint[:16]}-{key}.npz" if cache else None
     if path is not None and path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
@@ -161,9 +174,8 @@ def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | 
     out.update({MODALITIES[m].pooled_column: np.concatenate(v) for m, v in feats.items() if v})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **out)
-        tmp.replace(path)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **out)
     return out
 
 
@@ -293,8 +305,9 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
     if own and len(ctx.pooled_train) == 2:  # recorded during the CLIP pass: no second pass
         tr, te = ctx.pooled_train, ctx.pooled_test
     else:
-        tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, "pooled-train"))
-        te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, "pooled-test"))
+        tag = "pooled-" + _files_key(paths)
+        tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, f"{tag}-train"))
+        te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, f"{tag}-test"))
     results, preds = [], {}
     for m in ("image", "spectrum"):  # an encoder file written as a random start says so
         note = read_metadata(paths[m]).get("note", "") if paths.get(m) else ""
@@ -304,6 +317,12 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
         results += res
         preds.update(pred)
     return results, preds
+
+
+def _files_key(paths: Mapping[str, str | None]) -> str:
+    """A short key of the encoder files given (their sha256), so a cache never outlives them."""
+    shas = {m: sha256_file(p) for m, p in sorted(paths.items()) if p}
+    return hashlib.sha256(repr(shas).encode()).hexdigest()[:8]
 
 
 def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
@@ -407,11 +426,14 @@ def _provenance(model_path: Path, meta: Mapping, ds, cfg: Mapping, command: str)
             "config": dict(cfg)}
 
 
-def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tuple:
-    """Load the model and data, embed both splits: returns (Context, model, meta, cache dir)."""
+def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
+            catalog: Path | None = None) -> tuple:
+    """Load the model and data, embed both splits (or read their vectors from ``catalog``):
+    returns (Context, model, meta, cache dir)."""
     from galclip import load_model
     from galclip.data import open_dataset
     from galclip.models.clip import read_checkpoint_metadata
+    from galclip.search.catalog import catalog_embeddings
 
     device = _device(cfg["device"])
     meta = read_checkpoint_metadata(model_path)
@@ -420,10 +442,12 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
                       verify=bool(cfg["data"]["verify_checksums"]))
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
-    cache = out_dir / "cache" / sha256_file(model_path)[:16]
+    model_sha = sha256_file(model_path)
+    cache = out_dir / "cache" / model_sha[:16]
     emb, pooled = {}, {}
     for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
-        e = _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True)
+        e = (catalog_embeddings(catalog, ds, model_sha, idx) if catalog else
+             _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True))
         _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
         emb[name] = _modalities(e)
         pooled[name] = {m.name: e[m.pooled_column] for m in MODALITIES.values() if m.pooled_column in e}
@@ -443,19 +467,45 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping) -> tu
     return ctx, model, meta, cache
 
 
+def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
+           encoder_paths: Mapping[str, str | None], catalog: Path | None) -> ResumeState:
+    """The report's resume state: what it was computed from (files by checksum, folders by
+    fingerprint, the resolved config)."""
+    from galclip.data.format import read_manifest
+    from galclip.search.catalog import catalog_fingerprint, read_catalog_manifest
+
+    inputs = {"model_sha256": sha256_file(model_path),
+              "data_fingerprint": storage.fingerprint(read_manifest(data_dir)["shards"]),
+              "catalog_fingerprint": catalog_fingerprint(read_catalog_manifest(catalog)) if catalog
+              else None,
+              "encoders": {m: sha256_file(p) for m, p in sorted(encoder_paths.items()) if p},
+              "config": dict(cfg)}
+    return ResumeState.open(out_dir / STATE, "galclip evaluate", inputs, on_change="restart")
+
+
 def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: Mapping,
-             encoder_paths: Mapping[str, str | None] | None = None, command: str = "") -> dict:
-    """Run every evaluation stage and write ``metrics.json``, figures and the report."""
+             encoder_paths: Mapping[str, str | None] | None = None, command: str = "",
+             catalog: str | Path | None = None) -> dict:
+    """Run every evaluation stage and write ``metrics.json``, figures and the report.
+
+    ``catalog``: score its stored vectors (made by this model from this dataset) instead of
+    embedding the dataset again. Rerun with unchanged inputs, returns the finished report's
+    metrics and computes nothing."""
     import torch
 
     from galclip.eval.report import write_report
 
     model_path, out_dir = Path(model_path), Path(out_dir)
+    catalog = Path(catalog) if catalog else None
     out_dir.mkdir(parents=True, exist_ok=True)
+    state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog)
+    if state.complete and all((out_dir / f).is_file() for f in REPORT_FILES):
+        print(f"{out_dir}: the report is up to date (same model, data and config); nothing to do")
+        return json.loads((out_dir / "metrics.json").read_text())
     torch.manual_seed(int(cfg["seed"]))
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    ctx, model, meta, cache = prepare(model_path, Path(data_dir), out_dir, cfg)
+    ctx, model, meta, cache = prepare(model_path, Path(data_dir), out_dir, cfg, catalog)
     timings["embed"] = time.perf_counter() - t
     results, preds, curves = [], {}, {}
 
@@ -492,4 +542,5 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
     t0 = time.perf_counter()
     write_report(out_dir, metrics, ctx, preds)
     timings["report"] = time.perf_counter() - t0
+    state.mark_complete({"results": len(results)})
     return metrics

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from galclip.data.format import write_json_atomic
 from galclip.eval import plots
+from galclip.storage import write_json_atomic
 
 DASH = "—"
 HEADERS = {"source": "Source", "model": "Model", "type": "Type", "redshift_r2": "Redshift R²",

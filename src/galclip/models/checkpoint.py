@@ -8,7 +8,6 @@ other file and no training code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 FORMAT = "galclip-encoder"
@@ -20,14 +19,13 @@ def write_safetensors(path: str | Path, module, metadata: dict[str, str]) -> Pat
     atomically (temporary name, then rename). Used for encoders and CLIP models alike."""
     from safetensors.torch import save_file
 
-    from galclip.data.format import _atomic_path
+    from galclip.storage import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
-    tmp = _atomic_path(path)
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

@@ -33,20 +33,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from galclip.data.format import (
-    MANIFEST,
-    DatasetError,
-    _atomic_path,
-    _float_columns,
-    column_schema,
-    remove_stale_temporaries,
-    sha256_file,
-    write_json_atomic,
-)
+from galclip import storage
+from galclip.data.format import DatasetError
 from galclip.modalities import BATCH_SIZE
 from galclip.modalities import MODALITIES as _REGISTRY
 from galclip.modalities import NAMES as MODALITIES
 from galclip.modalities import get as get_modality
+from galclip.resume import ResumeState
+from galclip.storage import MANIFEST, remove_stale_temporaries, sha256_file, write_json_atomic
 
 CATALOG_FORMAT = "galclip-catalog"
 CATALOG_VERSION = 1
@@ -124,19 +118,7 @@ class RowRange:
             yield self._to_numpy(pa.concat_tables(pending), cols)
 
     def _tables(self, cols: list[str]) -> Iterator[pa.Table]:
-        offsets = np.cumsum([0] + [s["n_rows"] for s in self.manifest["shards"]])
-        for i, s in enumerate(self.manifest["shards"]):
-            lo, hi = max(self.start, offsets[i]), min(self.stop, offsets[i + 1])
-            if lo >= hi:
-                continue
-            f = pq.ParquetFile(Path(self.path) / s["file"])
-            rg_start = int(offsets[i])
-            for g in range(f.num_row_groups):
-                n = f.metadata.row_group(g).num_rows
-                a, b = max(lo, rg_start), min(hi, rg_start + n)
-                if a < b:
-                    yield f.read_row_group(g, columns=cols).slice(a - rg_start, b - a)
-                rg_start += n
+        return storage.iter_row_groups(self.path, self.manifest["shards"], cols, self.start, self.stop)
 
     def _to_numpy(self, table: pa.Table, cols: list[str]) -> dict[str, np.ndarray]:
         from galclip.data.dataset import column_to_numpy
@@ -168,27 +150,36 @@ def available_modalities(manifest: dict[str, Any], modalities: Sequence[str]) ->
 
 def _plan(model_sha: str, dataset, columns: list[str], modalities: list[str],
           rows_per_shard: int) -> dict[str, Any]:
-    ds_manifest = json.dumps(dataset.manifest["shards"], sort_keys=True).encode()
     n = len(dataset)
     bounds = [[lo, min(lo + rows_per_shard, n)] for lo in range(0, n, rows_per_shard)]
-    return {"model_sha256": model_sha, "dataset_shards_sha256": hashlib.sha256(ds_manifest).hexdigest(),
+    return {"model_sha256": model_sha, "dataset_shards_sha256": dataset.fingerprint,
             "n_rows": n, "columns": columns, "modalities": modalities,
             "rows_per_shard": rows_per_shard, "ranges": bounds}
 
 
-def _check_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix shards made with other settings (model, dataset, columns) in one folder."""
-    path = out / PLAN
-    if path.exists() and not overwrite:
-        old = json.loads(path.read_text())
-        diff = [k for k in plan if old.get(k) != plan[k]]
-        if diff:
-            raise CatalogError(f"{path}: this catalog folder was started with different "
-                               f"settings ({', '.join(diff)}); use --overwrite to start again")
+def _open_plan(out: Path, plan: dict[str, Any], overwrite: bool) -> ResumeState:
+    """The embed run's resume state: refuse to mix shards made with other settings (model,
+    dataset, columns) in one folder; ``overwrite`` clears the folder's catalog and starts again."""
+    state = ResumeState.open(out / PLAN, "galclip embed", plan,
+                             on_change="restart" if overwrite else "refuse",
+                             hint="use --overwrite to start again", error=CatalogError)
     if overwrite:
         for f in list(out.glob(f"{SHARD_DIR}/emb-*.parquet")) + [out / MANIFEST] + list(out.glob("index-*")):
             f.unlink(missing_ok=True)
-    write_json_atomic(path, plan)
+        state = ResumeState(out / PLAN, "galclip embed", state.inputs)
+    if not state.complete:
+        state.save()
+    return state
+
+
+def _finished_catalog(out: Path, state: ResumeState) -> dict[str, Any] | None:
+    """The manifest of a catalog this plan already completed (a rerun is a no-op), else None."""
+    if not (state.complete and (out / MANIFEST).exists()):
+        return None
+    try:
+        return read_catalog_manifest(out)
+    except CatalogError:  # a shard went missing: embed what is not there
+        return None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -207,15 +198,9 @@ def _embedding_array(vectors: np.ndarray, present: np.ndarray) -> pa.Array:
 
 
 def write_table_atomic(path: Path, table: pa.Table, root: Path | None = None) -> dict[str, Any]:
-    """Write a Parquet table atomically (temporary name, then rename); returns its manifest
-    entry, with ``file`` relative to ``root`` (default: the file's folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_path(path)
-    pq.write_table(table, tmp, row_group_size=CATALOG_ROW_GROUP, compression="zstd",
-                   compression_level=1, use_byte_stream_split=_float_columns(table.schema))
-    os.replace(tmp, path)
-    return {"file": path.relative_to(root or path.parent).as_posix(), "n_rows": table.num_rows,
-            "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    """Write a catalog shard atomically (``storage.write_parquet``, 1024-row groups); returns its
+    manifest entry, with ``file`` relative to ``root`` (default: the file's folder)."""
+    return storage.write_parquet(path, table, CATALOG_ROW_GROUP, root)
 
 
 def _shard_table(meta: dict[str, np.ndarray], emb: dict[str, np.ndarray],
@@ -235,18 +220,9 @@ def _shard_table(meta: dict[str, np.ndarray], emb: dict[str, np.ndarray],
 
 
 def _read_range(dataset, lo: int, hi: int, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Scalar columns of dataset rows [lo, hi), read shard by shard from Parquet."""
-    out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-    offsets = np.cumsum([0] + [s["n_rows"] for s in dataset.manifest["shards"]])
-    for i, s in enumerate(dataset.manifest["shards"]):
-        a, b = max(lo, offsets[i]), min(hi, offsets[i + 1])
-        if a >= b:
-            continue
-        t = pq.read_table(dataset.path / s["file"], columns=list(columns))
-        t = t.slice(int(a - offsets[i]), int(b - a))
-        for c in columns:
-            out[c].append(t.column(c).to_numpy(zero_copy_only=False))
-    return {c: np.concatenate(v) for c, v in out.items()}
+    """Scalar columns of dataset rows [lo, hi), read from the row groups that hold them."""
+    t = storage.read_rows(dataset.path, dataset.manifest["shards"], columns, lo, hi)
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 def _presence(meta_src: dict[str, np.ndarray], modalities: Sequence[str], n: int
@@ -295,7 +271,7 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
     """
     from galclip.data import open_dataset
 
-    dataset = open_dataset(data_dir, verify=True)
+    dataset = open_dataset(data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)          # left by a killed run
@@ -307,9 +283,11 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
                            f"{list(modalities)} (needs {MODALITY_INPUTS})")
     plan = _plan(model_sha, dataset, cols, mods, rows_per_shard)
     ranks = Ranks.from_env()
-    if ranks.rank == 0:
-        _check_plan(out, plan, overwrite)
+    state = _open_plan(out, plan, overwrite) if ranks.rank == 0 else None
     ranks.barrier()  # no rank writes a shard before rank 0 has checked (or cleared) the folder
+    finished = ranks.broadcast(_finished_catalog(out, state) if state else None)
+    if finished is not None:  # the same catalog, already complete: nothing to do
+        return finished
     embed_fn = embed_fn or _default_embed_fn(num_workers)
     written = _embed_shards(model, dataset, out, plan, batch_size, device, embed_fn,
                             progress and ranks.rank == 0, max_shards, ranks)
@@ -319,8 +297,12 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
         entries = [written.get(i) or _finished_shard(out, catalog_shard_name(i), hi - lo, model_sha)
                    for i, (lo, hi) in enumerate(plan["ranges"])]
         if all(e is not None for e in entries):
-            manifest = _catalog_manifest(entries, plan, dataset, model_path, batch_size, out)
-            write_json_atomic(out / MANIFEST, manifest)
+            manifest = _catalog_manifest(out, entries, plan["modalities"], model_path, model_sha, {
+                "path": str(Path(dataset.path).resolve()), "n_rows": len(dataset),
+                "shards_sha256": plan["dataset_shards_sha256"]}, {
+                "command": "galclip embed", "batch_size": batch_size,
+                "rows_per_shard": plan["rows_per_shard"]})
+            state.mark_complete({"n_rows": manifest["n_rows"]})
     return ranks.broadcast(manifest)  # every rank returns once the manifest exists
 
 
@@ -414,8 +396,7 @@ def _finished_shard(out: Path, name: str, n_rows: int, model_sha: str) -> dict[s
         return None
     if meta.num_rows != n_rows or sha.decode() != model_sha:
         return None
-    return {"file": name, "n_rows": n_rows, "sha256": sha256_file(path),
-            "bytes": path.stat().st_size}
+    return storage.shard_entry(path, out, n_rows)
 
 
 def _embed_one_shard(model, dataset, out: Path, i: int, plan: dict[str, Any], batch_size: int,
@@ -450,25 +431,24 @@ def refuse_nonfinite(data_dir: Path, lo: int, res: dict[str, Any],
                                f"NaN or inf (see galclip validate {data_dir})")
 
 
-def _catalog_manifest(entries: list[dict[str, Any]], plan: dict[str, Any], dataset, model_path,
-                      batch_size: int, out: Path) -> dict[str, Any]:
+def _catalog_manifest(out: Path, entries: list[dict[str, Any]], modalities: Sequence[str],
+                      model_path, model_sha: str, dataset: dict[str, Any],
+                      provenance: dict[str, Any]) -> dict[str, Any]:
+    """Write (atomically) and return the manifest of the catalog whose shards are ``entries``."""
     from galclip import __version__
 
-    columns = column_schema(out / entries[0]["file"])
-    dims = {m: columns[embedding_column(m)]["shape"][0] for m in plan["modalities"]}
-    manifest = {
-        "format": CATALOG_FORMAT, "version": CATALOG_VERSION,
-        "n_rows": int(sum(e["n_rows"] for e in entries)),
-        "shards": [{k: v for k, v in e.items() if k != "rows"} for e in entries],
-        "columns": columns,
-        "modalities": plan["modalities"], "embedding_dim": dims,
-        "model": {"path": str(Path(model_path).resolve()), "sha256": plan["model_sha256"]},
-        "dataset": {"path": str(Path(dataset.path).resolve()), "n_rows": len(dataset),
-                    "shards_sha256": plan["dataset_shards_sha256"]},
-        "provenance": {"command": "galclip embed", "galclip_version": __version__,
-                       "batch_size": batch_size, "rows_per_shard": plan["rows_per_shard"],
+    manifest = storage.base_manifest(CATALOG_FORMAT, CATALOG_VERSION, out,
+                                     [{k: v for k, v in e.items() if k != "rows"} for e in entries])
+    manifest.update({
+        "modalities": list(modalities),
+        "embedding_dim": {m: manifest["columns"][embedding_column(m)]["shape"][0] for m in modalities},
+        "model": {"path": str(Path(model_path).resolve()) if model_path else None,
+                  "sha256": model_sha},
+        "dataset": dataset,
+        "provenance": {**provenance, "galclip_version": __version__,
                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
-    }
+    })
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
@@ -497,17 +477,8 @@ def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
     for old in out.glob(f"{SHARD_DIR}/emb-*.parquet"):  # shards of an earlier, larger catalog
         if old.relative_to(out).as_posix() not in keep:
             old.unlink()
-    columns = column_schema(out / entries[0]["file"])
-    manifest = {
-        "format": CATALOG_FORMAT, "version": CATALOG_VERSION, "n_rows": n, "shards": entries,
-        "columns": columns, "modalities": list(embeddings),
-        "embedding_dim": {m: int(v.shape[1]) for m, v in embeddings.items()},
-        "model": {"path": str(Path(model_path).resolve()) if model_path else None,
-                  "sha256": model_sha256},
-        "dataset": {}, "provenance": {"command": "galclip.search.catalog.write_catalog"},
-    }
-    write_json_atomic(out / MANIFEST, manifest)
-    return manifest
+    return _catalog_manifest(out, entries, list(embeddings), model_path, model_sha256, {},
+                             {"command": "galclip.search.catalog.write_catalog"})
 
 
 # ----------------------------------------------------------------------------- reading
@@ -515,13 +486,8 @@ def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> d
     """Read and check a catalog's manifest; every shard must exist (and match, if verifying)."""
     path = Path(path)
     mpath = path / MANIFEST
-    if not mpath.exists():
-        hint = " (embedding not finished? rerun galclip embed)" if (path / PLAN).exists() else ""
-        raise CatalogError(f"{mpath}: no catalog manifest{hint}")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise CatalogError(f"{mpath}: not valid JSON ({e})") from e
+    hint = " (embedding not finished? rerun galclip embed)" if (path / PLAN).exists() else ""
+    manifest = storage.load_manifest_json(mpath, CatalogError, hint)
     if manifest.get("format") != CATALOG_FORMAT:
         raise CatalogError(f"{mpath}: field 'format' is {manifest.get('format')!r}, expected "
                            f"{CATALOG_FORMAT!r} (is this a dataset folder rather than a catalog?)")
@@ -529,8 +495,11 @@ def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> d
         spath = path / e["file"]
         if not spath.exists():
             raise CatalogError(f"{spath}: shard listed in the manifest is missing")
-        if verify_checksums and sha256_file(spath) != e["sha256"]:
-            raise CatalogError(f"{spath}: sha256 does not match the manifest")
+        if verify_checksums:
+            try:
+                storage.check_shard(spath, e, checksums=True)
+            except storage.StorageError as err:
+                raise CatalogError(str(err)) from err
     return manifest
 
 
@@ -543,16 +512,36 @@ def catalog_fingerprint(manifest: dict[str, Any]) -> str:
 def read_catalog_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
     """The whole catalog (or some columns) as one Arrow table, rows in catalog order."""
     path = Path(path)
-    manifest = read_catalog_manifest(path)
-    parts = [pq.read_table(path / s["file"], columns=list(columns) if columns else None)
-             for s in manifest["shards"]]
-    return pa.concat_tables(parts)
+    return storage.read_rows(path, read_catalog_manifest(path)["shards"], columns)
 
 
 def read_embeddings(path: str | Path, modality: str) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (M, E) float32, rows (M,) int64): the non-null embeddings of one modality and
     their row numbers in the catalog."""
     return _valid_vectors(read_catalog_table(path, [embedding_column(modality)]).column(0))
+
+
+def catalog_embeddings(path: str | Path, dataset, model_sha256: str, rows: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """The stored embeddings of dataset rows ``rows`` (increasing), as ``embed_dataset`` returns
+    them (``object_id``, ``<modality>_embedding`` (N, E) float32; NaN where absent): the
+    vectors the server searches. The catalog must have been made by this model (checkpoint
+    sha256) from this dataset (fingerprint), else a CatalogError names the field."""
+    from galclip.data.dataset import column_to_numpy
+
+    path = Path(path)
+    manifest = read_catalog_manifest(path)
+    made_from = {"model.sha256": (manifest["model"].get("sha256"), model_sha256),
+                 "dataset.shards_sha256": ((manifest.get("dataset") or {}).get("shards_sha256"),
+                                           dataset.fingerprint)}
+    for name, (recorded, wanted) in made_from.items():
+        if recorded != wanted:
+            raise CatalogError(f"{path / MANIFEST}: field '{name}' is {str(recorded)[:12]}..., not "
+                               f"{wanted[:12]}...: the catalog was made from another "
+                               f"{name.split('.')[0]}; rerun galclip embed")
+    cols = ["object_id"] + [embedding_column(m) for m in manifest["modalities"]]
+    table = storage.take_rows(path, manifest["shards"], cols, rows)
+    return {c: column_to_numpy(table.column(c), manifest["columns"][c]["shape"]) for c in cols}
 
 
 def read_catalog_astropy(path: str | Path, columns: Sequence[str] | None = None):
@@ -595,16 +584,14 @@ def iter_embedding_chunks(path: str | Path, modality: str, chunk_rows: int = 262
     col, start = embedding_column(modality), 0
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     n_held = 0
-    for s in manifest["shards"]:
-        f = pq.ParquetFile(path / s["file"])
-        for g in range(f.num_row_groups):
-            vectors, pos = _valid_vectors(f.read_row_group(g, columns=[col]).column(0))
-            parts.append((vectors, pos + start))
-            n_held += f.metadata.row_group(g).num_rows
-            start += f.metadata.row_group(g).num_rows
-            if n_held >= chunk_rows:
-                yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-                parts, n_held = [], 0
+    for table in storage.iter_row_groups(path, manifest["shards"], [col]):
+        vectors, pos = _valid_vectors(table.column(0))
+        parts.append((vectors, pos + start))
+        n_held += table.num_rows
+        start += table.num_rows
+        if n_held >= chunk_rows:
+            yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            parts, n_held = [], 0
     if parts:
         yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -624,17 +611,11 @@ def read_embedding_row(path: str | Path, manifest: dict[str, Any], modality: str
                        ) -> np.ndarray:
     """The stored (E,) embedding of one catalog row, reading the one row group that holds it."""
     path = Path(path)
-    offsets = np.cumsum([0] + [s["n_rows"] for s in manifest["shards"]])
-    i = int(np.searchsorted(offsets, row, side="right") - 1)
-    f = pq.ParquetFile(path / manifest["shards"][i]["file"])
-    local = row - int(offsets[i])
-    for g in range(f.num_row_groups):
-        n = f.metadata.row_group(g).num_rows
-        if local < n:
-            col = f.read_row_group(g, columns=[embedding_column(modality)]).column(0)
-            value = col[local]
-            if not value.is_valid:
-                raise CatalogError(f"{path}: row {row} has no {embedding_column(modality)}")
-            return np.asarray(value.values.to_numpy(zero_copy_only=False), np.float32)
-        local -= n
-    raise CatalogError(f"{path}: row {row} is beyond the catalog's {offsets[-1]} rows")
+    n = int(manifest["n_rows"])
+    if not 0 <= row < n:
+        raise CatalogError(f"{path}: row {row} is beyond the catalog's {n} rows")
+    value = storage.read_rows(path, manifest["shards"], [embedding_column(modality)], row,
+                              row + 1).column(0)[0]
+    if not value.is_valid:
+        raise CatalogError(f"{path}: row {row} has no {embedding_column(modality)}")
+    return np.asarray(value.values.to_numpy(zero_copy_only=False), np.float32)

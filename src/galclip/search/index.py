@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from galclip.data.format import _atomic_path, write_json_atomic
+from galclip.resume import ResumeState
 from galclip.search.catalog import (
     CatalogError,
     catalog_fingerprint,
@@ -37,6 +37,7 @@ from galclip.search.catalog import (
     read_embeddings,
     sample_embeddings,
 )
+from galclip.storage import atomic_write, write_json_atomic
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8")
 COMPRESSED = {"ivfpq": "pq", "ivfsq8": "sq8"}  # kind -> codec of galclip.search.ivfpq
@@ -199,8 +200,37 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
                 nlist: int | None = None, save: bool = True, verbose: bool = True,
                 compress: dict[str, int] | None = None) -> LoadedIndex:
     """Build (and by default save) the index of one modality of a catalog. ``compress``
-    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``)."""
+    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``).
+
+    Saving records a resume state (``.index-<modality>-state.json``): rerun with the same
+    settings on the same catalog (same fingerprint), it loads the saved index and builds nothing."""
     manifest = read_catalog_manifest(catalog_dir)
+    if not save:
+        return _build_index(catalog_dir, modality, manifest, kind, threshold, target_recall,
+                            nlist, False, verbose, compress)
+    state = ResumeState.open(Path(catalog_dir) / f".index-{modality}-state.json", "galclip index", {
+        "catalog_fingerprint": catalog_fingerprint(manifest), "kind": kind, "threshold": threshold,
+        "target_recall": target_recall, "nlist": nlist, "compress": compress or {}},
+        on_change="restart")
+    if state.complete:
+        try:
+            loaded = load_index(catalog_dir, modality)
+        except (CatalogError, FileNotFoundError):  # files removed or replaced: build again
+            pass
+        else:
+            if verbose:
+                print(f"{modality}: {loaded.kind} index over {loaded.info['n_vectors']} vectors is "
+                      "up to date (same catalog and settings); nothing to do")
+            return loaded
+    loaded = _build_index(catalog_dir, modality, manifest, kind, threshold, target_recall, nlist,
+                          True, verbose, compress)
+    state.mark_complete({"kind": loaded.kind, "n_vectors": loaded.info["n_vectors"]})
+    return loaded
+
+
+def _build_index(catalog_dir, modality: str, manifest: dict[str, Any], kind: str, threshold: int,
+                 target_recall: float, nlist: int | None, save: bool, verbose: bool,
+                 compress: dict[str, int] | None) -> LoadedIndex:
     if modality not in manifest["modalities"]:
         raise CatalogError(f"{Path(catalog_dir) / 'manifest.json'}: catalog has no "
                            f"{embedding_column(modality)} (modalities: {manifest['modalities']})")
@@ -330,20 +360,14 @@ def _tune_compressed(catalog_dir, modality, manifest, index, kind, chunk_rows, t
 
 
 def save_index(catalog_dir: str | Path, loaded: LoadedIndex) -> None:
-    import os
-
     import faiss
 
     fpath, jpath = index_paths(catalog_dir, loaded.info["modality"])
     if loaded.kind not in COMPRESSED:  # their parts were written as they closed
-        tmp = _atomic_path(fpath)
-        faiss.write_index(loaded.index, str(tmp))
-        os.replace(tmp, fpath)
-    rpath = fpath.with_suffix(".rows.npy")
-    tmp = _atomic_path(rpath)
-    with open(tmp, "wb") as f:
+        with atomic_write(fpath) as tmp:
+            faiss.write_index(loaded.index, str(tmp))
+    with atomic_write(fpath.with_suffix(".rows.npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, loaded.rows)
-    os.replace(tmp, rpath)
     write_json_atomic(jpath, loaded.info)
 
 

@@ -16,7 +16,6 @@ dominant cost of adding, N x nlist dot products) run on the GPUs; search stays o
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,12 +204,11 @@ def write_part_file(fpath: Path, i: int, index) -> str:
     """Write part i atomically next to ``fpath``; returns its file name."""
     import faiss
 
-    from galclip.data.format import _atomic_path
+    from galclip.storage import atomic_write
 
     path = part_path(fpath, i)
-    tmp = _atomic_path(path)
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        faiss.write_index(index, str(tmp))
     return path.name
 
 

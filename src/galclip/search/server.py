@@ -10,8 +10,6 @@ in memory, and every bad request gets a 4xx with a message rather than a 500.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from functools import lru_cache, partial
 from pathlib import Path
@@ -38,10 +36,9 @@ class DatasetAccess:
     def __init__(self, data_dir: str | Path, catalog: Catalog, cache_bytes: int = DATA_CACHE_BYTES):
         from galclip.data import open_dataset
 
-        ds = open_dataset(data_dir, verify=False)
+        ds = open_dataset(data_dir)
         recorded = catalog.manifest.get("dataset", {}).get("shards_sha256")
-        blob = json.dumps(ds.manifest["shards"], sort_keys=True).encode()
-        if recorded and hashlib.sha256(blob).hexdigest() != recorded:
+        if recorded and ds.fingerprint != recorded:
             raise CatalogError(f"{data_dir}: this dataset is not the one catalog {catalog.path} "
                                f"was made from (shard checksums differ)")
         if len(ds) != catalog.n_rows:

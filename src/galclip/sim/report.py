@@ -120,7 +120,7 @@ def write_report(dataset: str | Path, out: str | Path | None = None) -> Path:
     matplotlib.use("Agg")
     from galclip.data import open_dataset
 
-    ds = open_dataset(dataset, verify=False)
+    ds = open_dataset(dataset)
     out = Path(out) if out else default_report_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     cols = ["redshift", "mag_r", "sdss_g", "sdss_r", "flux_g", "flux_r", "quenched",

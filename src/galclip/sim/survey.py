@@ -8,7 +8,6 @@ shards (``.galclip-sim.json`` in the output folder records the run's settings).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -306,23 +305,26 @@ def _make_shard(args: tuple[str, int]) -> dict[str, Any]:
     return write_shard(Path(out) / shard_name(shard), columns)
 
 
+def _state(out: Path, cfg: SimConfig):
+    """The run's resume state; a folder holding a simulation with other settings is refused."""
+    from galclip.resume import ResumeState
+
+    return ResumeState.open(out / STATE_FILE, "galclip simulate", {"config": asdict(cfg)},
+                            hint="use another --out folder")
+
+
 def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     """Check the output folder; return the finished shards of an interrupted identical run."""
-    from galclip.data.format import MANIFEST, remove_stale_temporaries, sha256_file, shard_name
+    from galclip.data.format import shard_name
+    from galclip.storage import MANIFEST, remove_stale_temporaries, shard_entry
 
-    state = {"command": "galclip simulate", "config": asdict(cfg)}
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        sfile = out / STATE_FILE
-        if not sfile.exists():
-            what = "a galclip dataset from another command" if (out / MANIFEST).exists() else \
-                "a folder that is not a simulated galclip dataset"
-            raise FileExistsError(f"{out}: is {what}; choose an empty or new --out folder")
-        old = json.loads(sfile.read_text())
-        if old != state:
-            raise FileExistsError(f"{out}: holds a simulation with other settings "
-                                  f"({old['config']}); use another --out folder")
+    if out.exists() and any(out.iterdir()) and not (out / STATE_FILE).exists():
+        what = "a galclip dataset from another command" if (out / MANIFEST).exists() else \
+            "a folder that is not a simulated galclip dataset"
+        raise FileExistsError(f"{out}: is {what}; choose an empty or new --out folder")
+    state = _state(out, cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -330,7 +332,7 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
         probe.unlink()
     except OSError as e:
         raise PermissionError(f"{out}: cannot write there ({e.strerror})") from e
-    (out / STATE_FILE).write_text(json.dumps(state))
+    state.save()
     remove_stale_temporaries(out)
     done = {}
     for shard in range(-(-cfg.n // cfg.shard_size)):
@@ -341,8 +343,7 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
 
             try:
                 if pq.read_metadata(p).num_rows == len(_shard_rows(cfg, shard)):
-                    done[shard] = {"file": p.name, "n_rows": len(_shard_rows(cfg, shard)),
-                                   "sha256": sha256_file(p), "bytes": p.stat().st_size}
+                    done[shard] = shard_entry(p)
                     continue
             except (OSError, pa.ArrowException):  # a truncated or corrupt shard is redone
                 pass
@@ -367,10 +368,12 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
-    if (out / MANIFEST).exists() and (out / STATE_FILE).exists() and json.loads(
-            (out / STATE_FILE).read_text())["config"] == asdict(cfg):
+    if (out / MANIFEST).exists() and (out / STATE_FILE).exists():
+        state = _state(out, cfg)  # the manifest is written last: the same run, complete
+        if not state.complete:    # (killed between the manifest and this mark)
+            state.mark_complete({"n_rows": cfg.n})
         remove_stale_temporaries(out)
-        return read_manifest(out)  # already complete
+        return read_manifest(out)
     done = _prepare_output(out, cfg)
     todo = [s for s in range(-(-cfg.n // cfg.shard_size)) if s not in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
@@ -388,6 +391,7 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
                       config=asdict(cfg), seed=cfg.seed)
     manifest = write_manifest(out, shards, prov, extra={"simulator": _simulator_info(
         time.time() - t0, workers)})
+    _state(out, cfg).mark_complete({"n_rows": cfg.n})
     return manifest
 
 
