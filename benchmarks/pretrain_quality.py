@@ -105,8 +105,8 @@ def supervised_r2(config: dict, data: Path, modality: str, steps: int, batch_siz
     import torch
 
     from galclip.eval.metrics import r2_score
-    from galclip.models import build_encoder
     from galclip.modalities import input_columns
+    from galclip.models import build_encoder
 
     ds, z, train, test = splits(data, modality, max_rows)
 

@@ -135,7 +135,8 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-        print(f"epoch {ep + 1}/{args.epochs} loss {loss.item():.3f} {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        print(f"epoch {ep + 1}/{args.epochs} loss {loss.item():.3f} {time.time() - t0:.0f} s",
+              file=sys.stderr, flush=True)
     res = {"args": vars(args), "train_s": round(time.time() - t0, 1),
            **scores(d0, d1, embed_all(model, d0["img"], d0["spec_pooled"], size),
                     embed_all(model, d1["img"], d1["spec_pooled"], size))}
@@ -143,7 +144,8 @@ def main() -> None:
         model.eval()
         with torch.inference_mode():
             te = d0["split"] == "test"
-            pz = torch.cat([model.img_head(model.image(centre(torch.tensor(d0["img"][te][i:i + 256]), size)))[:, 0]
+            test_img = torch.tensor(d0["img"][te])
+            pz = torch.cat([model.img_head(model.image(centre(test_img[i:i + 256], size)))[:, 0]
                             for i in range(0, int(te.sum()), 256)]).numpy() * zsd + zmu
         from galclip.eval.metrics import r2_score, sigma_nmad
         res["supervised_z_r2"] = round(r2_score(d0["redshift"][te], pz), 4)

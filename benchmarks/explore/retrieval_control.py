@@ -59,17 +59,20 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     d0, d1 = np.load(args.train), np.load(args.other)
-    feats = [(chunk_features(d["flux"], d["ivar"], args.chunks), aperture_features(d["img"])) for d in (d0, d1)]
+    feats = [(chunk_features(d["flux"], d["ivar"], args.chunks), aperture_features(d["img"]))
+             for d in (d0, d1)]
     split = d0["split"]
     tr, held = split == "train", split != "train"
     xs, ys = StandardScaler().fit(feats[0][0][tr]), StandardScaler().fit(feats[0][1][tr])
     X, Y = xs.transform(feats[0][0]), ys.transform(feats[0][1])
-    reg = MLPRegressor(hidden_layer_sizes=(256, 256), alpha=1e-3, max_iter=500, early_stopping=True, random_state=0).fit(X[tr], Y[tr])
+    reg = MLPRegressor(hidden_layer_sizes=(256, 256), alpha=1e-3, max_iter=500, early_stopping=True,
+                       random_state=0).fit(X[tr], Y[tr])
     resid = reg.predict(X[tr]) - Y[tr]
     val = split == "val"
     resid_val = reg.predict(X[val]) - Y[val]
     prec = np.linalg.inv(np.cov(resid_val.T) + 1e-6 * np.eye(Y.shape[1]))
-    out = {"train_resid_rms": float(np.sqrt((resid ** 2).mean())), "val_resid_rms": float(np.sqrt((resid_val ** 2).mean()))}
+    out = {"train_resid_rms": float(np.sqrt((resid ** 2).mean())),
+           "val_resid_rms": float(np.sqrt((resid_val ** 2).mean()))}
     r_i2s, r_s2i = ranks(reg.predict(X[held]), Y[held], prec)
     out.update(rank_i2s=float(np.median(r_i2s)), rank_s2i=float(np.median(r_s2i)))
     X1, Y1 = xs.transform(feats[1][0]), ys.transform(feats[1][1])

@@ -43,7 +43,6 @@ from galclip.data.format import (
 )
 from galclip.data.readers import Batch, ReaderError, RejectLog, guarded
 from galclip.modalities import input_columns, presence_columns
-
 from galclip.resume import ResumeState
 
 STATE = ".build-state.json"

@@ -121,7 +121,8 @@ class CLIPModule(L.LightningModule):
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
-        if self.obj["augment"]["image_shift"] and "image" in self.frozen and self.obj["cache_backbone_features"]:
+        cached_image = "image" in self.frozen and self.obj["cache_backbone_features"]
+        if self.obj["augment"]["image_shift"] and cached_image:
             raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
                               "cached image backbone set it to 0 (or fine-tune the image backbone)")
         self._val: list[dict[str, torch.Tensor]] = []
@@ -143,7 +144,8 @@ class CLIPModule(L.LightningModule):
             self.encoder(m).eval()
         return self
 
-    def _features(self, modality: str, keys: list, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def _features(self, modality: str, keys: list, inputs: tuple[torch.Tensor, ...]
+                  ) -> dict[str, torch.Tensor]:
         """Backbone outputs of one modality; from the cache when that backbone is frozen."""
         run = self.encoder(modality)
         if self.cache is None or modality not in self.frozen:

@@ -47,5 +47,8 @@ class FeatureCache:
             else:
                 row = self.store[key]
             rows.append(row)
-        return {k: torch.stack([r[k] for r in rows]).to(device, torch.float32 if rows[0][k].is_floating_point()
-                                                         else rows[0][k].dtype) for k in rows[0]}
+        out = {}
+        for k, first in rows[0].items():
+            dtype = torch.float32 if first.is_floating_point() else first.dtype
+            out[k] = torch.stack([r[k] for r in rows]).to(device, dtype)
+        return out
