@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
-from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks
+from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks, open_h5
 
 TRAIN_FRACTION = 0.8
 IMAGE_HWC = (C.IMAGE_SIZE, C.IMAGE_SIZE, len(C.BANDS))
@@ -82,11 +82,9 @@ def _check_images(path: Path, batch: Batch, rejects: RejectLog) -> Batch:
 def iter_astroclip_h5(path: str | Path, rejects: RejectLog | None = None,
                       chunk: int = 64) -> Iterator[Batch]:
     """Stream the original AstroCLIP HDF5 file group by group, ``chunk`` rows at a time."""
-    import h5py
-
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
-    f = guarded(path, "HDF5", lambda: h5py.File(path, "r"))
+    f = open_h5(path)
     try:
         groups = sorted((k for k in f.keys() if k.isdigit()), key=int)
         if not groups:

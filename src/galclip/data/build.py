@@ -90,12 +90,12 @@ def _expand(paths: list[str], patterns: tuple[str, ...]) -> list[Path]:
 def _h5_kind(path: Path) -> str:
     import h5py
 
+    from galclip.data.mmu import mmu_layout
+
     def probe() -> str:
         with h5py.File(path, "r") as f:
-            if "image_array" in f:
-                return "mmu-legacysurvey"
-            if "spectrum_flux" in f:
-                return "mmu-desi"
+            if mmu_layout(f):
+                return f"mmu-{mmu_layout(f)}"
             if "images" in f and getattr(f["images"], "ndim", 0) == 4:
                 return "stein"
             if any(k.isdigit() for k in f.keys()):

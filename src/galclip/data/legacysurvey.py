@@ -32,6 +32,7 @@ from galclip.data.readers import (
     guarded,
     iter_chunks,
     ls_targetid,
+    open_h5,
     position_id,
     select_bands,
 )
@@ -129,11 +130,9 @@ def stein_bands(f) -> tuple[list[str], str]:
 def iter_stein_h5(path: str | Path, rejects: RejectLog | None = None,
                   chunk: int = 64) -> Iterator[Batch]:
     """Stream a Stein et al. DR9 cutout file (``images`` (N, 3, H, W) + ``ra``, ``dec``)."""
-    import h5py
-
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
-    f = guarded(path, "HDF5", lambda: h5py.File(path, "r"))
+    f = open_h5(path)
     try:
         yield from _iter_stein(path, f, rejects, chunk)
     finally:

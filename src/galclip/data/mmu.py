@@ -29,11 +29,21 @@ from galclip.data.readers import (
     fit_image_size,
     guarded,
     iter_chunks,
+    open_h5,
     position_id,
     select_bands,
 )
 
 GRID_TOLERANCE_A = 1e-2
+
+
+def mmu_layout(f) -> str | None:
+    """'legacysurvey' or 'desi' from the datasets an open HDF5 file holds; None if neither."""
+    if "image_array" in f:
+        return "legacysurvey"
+    if "spectrum_flux" in f:
+        return "desi"
+    return None
 
 
 def mmu_kind(path: str | Path) -> str:
@@ -44,19 +54,16 @@ def mmu_kind(path: str | Path) -> str:
 
     def probe() -> str:
         with h5py.File(path, "r") as f:
-            if "image_array" in f:
-                return "legacysurvey"
-            if "spectrum_flux" in f:
-                return "desi"
-            raise ReaderError(path, "datasets", "neither 'image_array' (Legacy Survey) nor "
-                              f"'spectrum_flux' (DESI); has {sorted(f.keys())[:12]}")
+            kind = mmu_layout(f)
+            if kind is None:
+                raise ReaderError(path, "datasets", "neither 'image_array' (Legacy Survey) nor "
+                                  f"'spectrum_flux' (DESI); has {sorted(f.keys())[:12]}")
+            return kind
     return guarded(path, "HDF5", probe)
 
 
 def _open(path: Path, required: tuple[str, ...]):
-    import h5py
-
-    f = guarded(path, "HDF5", lambda: h5py.File(path, "r"))
+    f = open_h5(path)
     n = None
     for key in required:
         if key not in f:

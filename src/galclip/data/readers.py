@@ -104,6 +104,13 @@ def guarded(path: str | Path, field: str, fn: Callable[[], T]) -> T:
         raise ReaderError(path, field, f"cannot read ({type(e).__name__}: {e})") from e
 
 
+def open_h5(path: str | Path):
+    """``h5py.File(path, "r")``; a truncated or non-HDF5 file is a ReaderError naming it."""
+    import h5py
+
+    return guarded(path, "HDF5", lambda: h5py.File(path, "r"))
+
+
 def _library_errors() -> tuple[type[BaseException], ...]:
     """What astropy.io.fits, h5py and pyarrow raise on truncated or corrupt files."""
     from astropy.io.fits.verify import VerifyError

@@ -150,14 +150,19 @@ GALLERY_NOTE = ("rest-frame wavelength [Å] at each spectrum's z; flux [1e-17 er
                 "red: Ca H+K, G band, Mg b, Na D")
 
 
+def _gallery(n_rows: int, k: int, first: float, width: tuple[float, float]):
+    """A figure of ``n_rows`` rows: the query (relative width ``first``), then ``k`` matches;
+    figure width ``width[0] + width[1] * k`` inches (at least 8)."""
+    plt = _plt()
+    return plt.subplots(n_rows, k + 1, figsize=(max(8.0, width[0] + width[1] * k), 0.8 + 1.8 * n_rows),
+                        squeeze=False, gridspec_kw={"width_ratios": [first] + [1] * k},
+                        constrained_layout=True)
+
+
 def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> Path:
     """Rows: a query image, then its top spectra. ``queries[i]`` holds ``image``, ``z`` and
     ``matches`` (dicts with ``flux``, ``ivar``, ``z``, ``sim``, ``is_match``)."""
-    plt = _plt()
-    k = len(queries[0]["matches"])
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(max(8.0, 2.2 + 2.6 * k), 0.8 + 1.8 * len(queries)),
-                             squeeze=False, gridspec_kw={"width_ratios": [0.8] + [1] * k},
-                             constrained_layout=True)
+    fig, axes = _gallery(len(queries), len(queries[0]["matches"]), first=0.8, width=(2.2, 2.6))
     for row, q in zip(axes, queries, strict=True):
         row[0].imshow(rgb_image(q["image"]), origin="lower")
         row[0].set_title(f"query z={q['z']:.3f}", fontsize=7)
@@ -172,11 +177,7 @@ def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> P
 
 def spectrum_to_images(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> Path:
     """Rows: a query spectrum, then its top images (``matches`` hold ``image``, ``z``, ``sim``)."""
-    plt = _plt()
-    k = len(queries[0]["matches"])
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(max(8.0, 3.2 + 1.7 * k), 0.8 + 1.8 * len(queries)),
-                             squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k},
-                             constrained_layout=True)
+    fig, axes = _gallery(len(queries), len(queries[0]["matches"]), first=2.2, width=(3.2, 1.7))
     for row, q in zip(axes, queries, strict=True):
         _spectrum_axes(row[0], q["flux"], q["ivar"], q["z"], f"query z={q['z']:.3f}")
         for ax, m in zip(row[1:], q["matches"], strict=True):
