@@ -6,7 +6,8 @@ folder, the resume policy, the Lightning Trainer (one precision policy, one set 
 checkpoints) and the export of the stage's self-describing weights. A run folder holds::
 
     config.yaml            the resolved config
-    state.json             the run's inputs (dataset and checkpoint fingerprints) and whether it finished
+    state.json             the run's resume state (galclip.resume.ResumeState): inputs (dataset and
+                           checkpoint fingerprints), whether it finished
     checkpoints/last.ckpt  Lightning state, every ``trainer.checkpoint_every_n_steps`` steps, each
                            epoch and at the end
     logs/version_N/        CSV metrics, one folder per attempt (first run, each resume)
@@ -22,13 +23,13 @@ continues from its last state. Any other change to the config or the inputs is r
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from galclip.config import ConfigError, read_yaml, save_config
+from galclip.resume import ResumeState
 from galclip.train.schema import build_module, resolve_config
 
 #: config keys that may change when a run is resumed (to extend it)
@@ -88,12 +89,15 @@ def run_inputs(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path) -> di
     return inputs
 
 
-def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str]
-                     ) -> tuple[bool, Path | None]:
-    """Apply the resume policy: (finished already, checkpoint to resume from or None)."""
+def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str], stage: str = "train"
+                     ) -> tuple[bool, Path | None, ResumeState]:
+    """Apply the resume policy: (finished already, checkpoint to resume from or None, the run's
+    resume state: :class:`galclip.resume.ResumeState`, the one every stage uses)."""
     saved = out / "config.yaml"
+    state = ResumeState.open(out / STATE, stage, inputs, error=ConfigError,
+                             hint="the run was trained on other inputs; use a new --out folder")
     if not saved.exists():
-        return False, None
+        return False, None, state
     old = read_yaml(saved)
     changed = config_diff(old, cfg)
     refused = [".".join(k) for k in changed if k not in RESUMABLE]
@@ -101,21 +105,9 @@ def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str
         raise ConfigError(f"{saved}: the run in {out} was started with a different config "
                           f"({', '.join(refused)}); only trainer.max_epochs and trainer.max_steps "
                           f"may change on resume: use a new --out folder or the same settings")
-    state = json.loads((out / STATE).read_text()) if (out / STATE).exists() else {}
-    other = sorted(k for k in set(state.get("inputs", inputs)) | set(inputs)
-                   if state.get("inputs", inputs).get(k) != inputs.get(k))
-    if other:
-        raise ConfigError(f"{out / STATE}: the run in {out} was trained on other inputs "
-                          f"({', '.join(other)} changed); use a new --out folder")
-    if state.get("finished") and not changed:
-        return True, None
-    return False, (out / LAST if (out / LAST).exists() else None)
-
-
-def _write_state(out: Path, stage: Stage, inputs: Mapping[str, str], **fields: Any) -> None:
-    from galclip.data.format import write_json_atomic
-
-    write_json_atomic(out / STATE, {"stage": stage.name, "inputs": dict(inputs), **fields})
+    if state.complete and not changed:
+        return True, None, state
+    return False, (out / LAST if (out / LAST).exists() else None), state
 
 
 # ----------------------------------------------------------------------------- Trainer
@@ -215,16 +207,17 @@ def run_stage(name: str, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: 
     policy; returns the path of its exported weights."""
     stage, out = get_stage(name), Path(out_dir)
     inputs = run_inputs(stage, cfg, data_dir)
-    finished, resume = check_run_folder(out, cfg, inputs)
+    finished, resume, state = check_run_folder(out, cfg, inputs, stage.name)
     if finished and (out / stage.weights).exists():
         return out / stage.weights
     if finished:  # the weights were removed: export them again from the final checkpoint
         resume = out / LAST if (out / LAST).exists() else None
     save_config(cfg, out / "config.yaml")
-    _write_state(out, stage, inputs, finished=False)
+    state.complete, state.result = False, None
+    state.save()
     trainer = fit_stage(stage, cfg, data_dir, out, callbacks, resume)
     if trainer.is_global_zero and trainer.state.finished:
-        _write_state(out, stage, inputs, finished=True, global_step=trainer.global_step)
+        state.mark_complete({"global_step": trainer.global_step})
     return out / stage.weights
 
 
