@@ -71,7 +71,7 @@ def test_report_files_and_table(report):
     rows = {(r["model"], r["source"], r["type"]) for r in m["results"]}
     assert {("galclip k-NN", "Image", "zero-shot"), ("galclip k-NN", "Spectrum→Image", "zero-shot"),
             ("galclip MLP", "Spectrum", "few-shot"), ("unaligned k-NN", "Image", "zero-shot"),
-            ("MLP", "Photometry", "supervised"), ("resnet18", "Image", "supervised"),
+            ("MLP", "Photometry", "supervised"), ("conv ResNet", "Image", "supervised"),
             ("1-D ResNet", "Spectrum", "supervised"), ("k-NN", "Photometry", "supervised")} <= rows
     assert m["properties"] == ["redshift", "log_mstar", "logz_mw", "tage_mw", "log_ssfr"]
     assert set(m["morphology_columns"]) == {"morph_edge_on", "morph_featured"}

@@ -118,6 +118,14 @@ def preprocess_images(images: np.ndarray, downsample: int = 1) -> dict[str, torc
     return {"x": x.half()}
 
 
+def preprocess_raw_images(images: np.ndarray, size: int) -> dict[str, torch.Tensor]:
+    """Nanomaggy cutouts -> their central ``size`` px, still in nanomaggies (float32): the input
+    of :class:`ConvImage`, whose encoder stretches them and measures aperture fluxes itself."""
+    from galclip.models.image_encoder import center_crop
+
+    return {"x": center_crop(torch.as_tensor(images, dtype=torch.float32), size).contiguous()}
+
+
 def preprocess_spectra(flux: np.ndarray, ivar: np.ndarray) -> dict[str, torch.Tensor]:
     """Flux, ivar (B, 7781) -> standardized flux + validity (B, 2, L) and level (B, 2)."""
     from galclip.models.spectrum_encoder import standardize, valid_pixels
@@ -145,6 +153,21 @@ class SupervisedConfig:
     seed: int = 0
     patience: int = 0
     max_seconds: float | None = None
+
+
+class ConvImage(nn.Module):
+    """A fresh convolutional image encoder as a baseline backbone (the same network as the CPU
+    image preset: a timm ResNet + aperture photometry from the pixels, trained with the labels)."""
+
+    def __init__(self, preset: str = "image-conv-nano", **overrides):
+        super().__init__()
+        from galclip.models import create_encoder
+
+        self.encoder = create_encoder(preset, **overrides)
+        self.num_features = self.encoder.embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)["pooled"]
 
 
 class LogLambdaConv(nn.Module):

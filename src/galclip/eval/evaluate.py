@@ -71,7 +71,10 @@ DEFAULTS: dict[str, Any] = {
         "unaligned": {"enabled": True},   # k-NN on the encoders' pooled features
         "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
         # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs
-        "image": {"enabled": True, "arch": "resnet18", "downsample": 1, "max_train": None,
+        # arch: a timm CNN name (e.g. resnet18, on the stretched 144 px crop / `downsample`) or
+        # "conv" (the conv image encoder `encoder`, with aperture photometry, trained with labels)
+        "image": {"enabled": True, "arch": "resnet18", "encoder": "image-conv-nano", "downsample": 1,
+                  "max_train": None,
                   "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
                   "patience": 4, "max_seconds": None},
         # arch: "conv" (the 1-D ResNet of `encoder` on the log-λ grid) or "conv+attention"
@@ -330,10 +333,21 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from galclip.eval.baselines import preprocess_images, preprocess_log_spectra, preprocess_spectra
+    from galclip.eval.baselines import (
+        preprocess_images,
+        preprocess_log_spectra,
+        preprocess_raw_images,
+        preprocess_spectra,
+    )
+    from galclip.models import encoder_config
 
     spectra = (functools.partial(preprocess_log_spectra, preset=cfg["encoder"])
                if kind == "spectrum" and cfg["arch"] == "conv" else preprocess_spectra)
+    if kind == "image" and cfg["arch"] == "conv":
+        size = int(encoder_config(cfg["encoder"])["img_size"])
+        images = functools.partial(preprocess_raw_images, size=size)
+    elif kind == "image":
+        images = functools.partial(preprocess_images, downsample=int(cfg["downsample"]))
     cols = list(MODALITIES[kind].inputs)
     keep = np.zeros(len(ds), dtype=bool)
     keep[idx] = True
@@ -342,8 +356,7 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
         sel = keep[start:start + len(batch[cols[0]])]
         start += len(sel)
         if sel.any():
-            parts.append(preprocess_images(batch["image"][sel], int(cfg["downsample"]))
-                         if kind == "image" else
+            parts.append(images(batch["image"][sel]) if kind == "image" else
                          spectra(batch["spectrum_flux"][sel], batch["spectrum_ivar"][sel]))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
@@ -381,6 +394,8 @@ def _baseline_backbone(kind: str, b: Mapping) -> tuple[Any, str]:
     """The supervised baseline's network and its name in the results table."""
     from galclip.eval import baselines as B
 
+    if kind == "image" and b["arch"] == "conv":
+        return B.ConvImage(b["encoder"]), "conv ResNet"
     if kind == "image":
         return B.image_backbone(b["arch"]), b["arch"]
     if b["arch"] == "conv":
