@@ -151,3 +151,54 @@ def test_upload_real_desi_coadd_and_band_order_from_header(env, real_data, tmp_p
     hdu.header["BANDS"] = "zrg"
     hdu.writeto(tmp_path / "zrg.fits")
     np.testing.assert_array_equal(read_image_fits(tmp_path / "zrg.fits"), image)
+
+
+def test_uploads_are_parsed_and_embedded_off_the_event_loop(env, monkeypatch):
+    """A FITS parse and a model embedding are CPU work: on the event loop they would stall
+    every other request (issue 15); they run in the thread pool."""
+    import asyncio
+
+    client, cat, ds = env
+    seen = []
+    embed = type(cat).embed
+
+    def recording_embed(self, *a, **kw):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        return embed(self, *a, **kw)
+
+    monkeypatch.setattr(type(cat), "embed", recording_embed)
+    files = {"file": ("cut.fits", fits_bytes_image(ds[3]["image"]), "application/fits")}
+    res = client.post("/api/search/upload", files=files, data={"kind": "image", "k": "2"})
+    assert res.status_code == 200, res.text
+    assert seen == ["worker thread"]
+    bad = client.post("/api/search/upload", files={"file": ("x.fits", b"SIMPLE  = nonsense" * 200)},
+                      data={"kind": "image"})
+    assert bad.status_code == 400  # an HTTPException raised in the pool is still its 4xx
+
+
+def test_server_runs_torch_on_one_thread_and_embeds_without_re_eval(tmp_path, env):
+    import torch
+
+    from galclip.search.server import create_app
+
+    _, cat, ds = env
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        create_app(catalog=cat, torch_threads=None)
+        assert torch.get_num_threads() == 2  # None leaves the caller's setting
+        create_app(catalog=cat)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    z = cat.embed("image", ds[4]["image"])
+    assert not cat.model.training
+    cat.model.eval = None  # embed no longer walks the modules on every call
+    try:
+        np.testing.assert_allclose(cat.embed("image", ds[4]["image"]), z, rtol=1e-5, atol=1e-6)
+    finally:
+        del cat.model.eval
