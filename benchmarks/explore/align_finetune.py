@@ -19,7 +19,6 @@ the encoder's 64 px (both conserve flux). Scores as ``align_heads.py`` (k-NN on 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from align_heads import mlp, relational, scores  # noqa: E402
+from align_heads import mlp, relational, report, scores  # noqa: E402
 
 
 def augment(img: torch.Tensor, jitter: int, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -150,10 +149,7 @@ def main() -> None:
         from galclip.eval.metrics import r2_score, sigma_nmad
         res["supervised_z_r2"] = round(r2_score(d0["redshift"][te], pz), 4)
         res["supervised_z_nmad"] = round(sigma_nmad(d0["redshift"][te], pz), 4)
-    print(json.dumps(res))
-    if args.log:
-        with open(args.log, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    report(res, args.log)
 
 
 if __name__ == "__main__":

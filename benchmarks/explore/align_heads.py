@@ -102,6 +102,14 @@ def scores(d0: dict, d1: dict, e0: tuple, e1: tuple) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def report(res: dict, log: str | None) -> None:
+    """Print one result as JSON and append it to ``log`` (one JSON line) when given."""
+    print(json.dumps(res))
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps(res) + "\n")
+
+
 def relational(student: torch.Tensor, teacher: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
     """KL(teacher || student) between the rows of the two batch cosine-similarity softmaxes."""
     eye = torch.eye(len(student), dtype=torch.bool)
@@ -154,10 +162,7 @@ def main() -> None:
     train_s = time.time() - t0
     res = {"args": vars(args), "train_s": round(train_s, 1),
            **scores(d0, d1, embed_all(heads, d0), embed_all(heads, d1))}
-    print(json.dumps(res))
-    if args.log:
-        with open(args.log, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    report(res, args.log)
 
 
 if __name__ == "__main__":

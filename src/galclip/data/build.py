@@ -94,8 +94,8 @@ def _h5_kind(path: Path) -> str:
 
     def probe() -> str:
         with h5py.File(path, "r") as f:
-            if mmu_layout(f):
-                return f"mmu-{mmu_layout(f)}"
+            if kind := mmu_layout(f):
+                return f"mmu-{kind}"
             if "images" in f and getattr(f["images"], "ndim", 0) == 4:
                 return "stein"
             if any(k.isdigit() for k in f.keys()):
