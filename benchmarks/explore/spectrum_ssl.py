@@ -8,6 +8,9 @@ a plain loop for a fixed number of steps. Modes:
               standardized z): the architecture's ceiling at this data size
   contrast    NT-Xent between two noise/span-dropout views (no labels)
   equi        contrast + the redshift-equivariance term (no labels)
+  shiftneg    contrast + each spectrum redshifted by ±[min_shift, max_shift] bins as an extra
+              negative, every view losing 0..edge_mask bins at each end (no labels; tried and
+              not taken: see benchmarks/RESULTS.md)
 
   python benchmarks/explore/spectrum_ssl.py --data runs/demo/data --mode equi --steps 400
 """
@@ -20,6 +23,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def shift_negative_objective(embed_dim: int, cfg: dict, bin_dlnlam: float):
+    """The ``shiftneg`` variant of the library's contrastive objective (kept here, not in the library)."""
+    import torch.nn.functional as F
+
+    from galclip.train.augment import noise_view, shift_view, span_dropout
+    from galclip.train.spectrum_contrastive import SpectrumContrastiveObjective
+
+    def edge_dropout(w, max_bins):
+        B, L = w.shape
+        lo, hi = (torch.randint(0, max_bins + 1, (B, 1)) for _ in range(2))
+        pos = torch.arange(L)[None]
+        return torch.where((pos < lo) | (pos >= L - hi), torch.zeros_like(w), w)
+
+    class ShiftNegatives(SpectrumContrastiveObjective):
+        def views(self, flux, ivar):
+            f, w = noise_view(flux, ivar, self.cfg["noise_max"])
+            return f, edge_dropout(span_dropout(w, self.cfg["n_spans"], self.cfg["span_len"]),
+                                   self.cfg["edge_mask"])
+
+        def forward(self, encode, flux, ivar):
+            c, B = self.cfg, flux.shape[0]
+            size = torch.randint(c["min_shift"], c["max_shift"] + 1, (B,))
+            shift = size * torch.where(torch.rand(B) < 0.5, -1, 1)
+            views = [self.views(flux, ivar), self.views(flux, ivar),
+                     self.views(*shift_view(flux, ivar, shift))]
+            pooled = encode(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]))["pooled"]
+            q0, q1, neg = (F.normalize(self.projection(x), dim=1) for x in pooled.float().split(B))
+            target, t = torch.arange(B), c["temperature"]
+            a = torch.cat([q0 @ q1.T, q0 @ neg.T], 1) / t
+            b = torch.cat([q1 @ q0.T, q1 @ neg.T], 1) / t
+            loss = 0.5 * (F.cross_entropy(a, target) + F.cross_entropy(b, target))
+            return {"contrastive": loss, "loss": loss}
+
+    return ShiftNegatives(embed_dim, cfg, bin_dlnlam)
 
 
 def load(data: Path, encoder, cache: Path):
@@ -66,7 +105,7 @@ def score(encoder, d):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--mode", choices=["random", "supervised", "contrast", "equi"], required=True)
+    ap.add_argument("--mode", choices=["random", "supervised", "contrast", "equi", "shiftneg"], required=True)
     ap.add_argument("--encoder", default="spectrum-conv-nano")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=64)
@@ -90,7 +129,11 @@ def main() -> None:
                "span_len": 30, "equivariance_weight": 1.0 if args.mode == "equi" else 0.0,
                "max_shift": 100, "shift_scale": 0.05}
         cfg.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
-        obj = SpectrumContrastiveObjective(enc.embed_dim, cfg, bin_width_lnlam(enc))
+        if args.mode == "shiftneg":
+            cfg = {"min_shift": 8, "edge_mask": 100, **cfg}
+            obj = shift_negative_objective(enc.embed_dim, cfg, bin_width_lnlam(enc))
+        else:
+            obj = SpectrumContrastiveObjective(enc.embed_dim, cfg, bin_width_lnlam(enc))
         head = torch.nn.Linear(enc.embed_dim, 1)
         params = [*enc.parameters(), *obj.parameters(), *head.parameters()]
         opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
