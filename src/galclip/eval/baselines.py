@@ -13,6 +13,10 @@
 - **Photometry**: the few-shot MLP on g, r, z asinh magnitudes (Lupton, Gunn & Szalay 1999) of
   the total fluxes ``flux_g/r/z``.
 
+The conv image baseline may train with augmentations that conserve flux (``ImageAugment``: a
+random symmetry of the square and a crop jittered by up to ``shift`` px), as the alignment does;
+without them it overfits the few thousand cutouts within a few epochs.
+
 Every network has one linear head for all targets: the standardized properties (masked MSE)
 and one softmax per ``morph_*`` question (cross entropy, label < 0 ignored). A seeded 10 % of the
 training rows picks the best epoch. Each baseline is a short config section (see the eval presets).
@@ -170,6 +174,26 @@ class ConvImage(nn.Module):
         return self.encoder(x)["pooled"]
 
 
+@dataclass
+class ImageAugment:
+    """Training views of raw cutouts ``(B, 3, size + 2 shift, ...)``: a ``size`` px crop whose
+    centre is jittered by up to ``shift`` px, then one of the 8 symmetries of the square (all
+    conserve flux). Evaluation takes the centre crop."""
+
+    size: int
+    shift: int
+
+    def train(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from galclip.train.augment import random_crops, random_dihedral
+
+        return {"x": random_dihedral(random_crops(inputs["x"], self.size, self.shift))}
+
+    def eval(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from galclip.models.image_encoder import center_crop
+
+        return {"x": center_crop(inputs["x"], self.size)}
+
+
 class LogLambdaConv(nn.Module):
     """A fresh convolutional spectrum encoder as a baseline backbone on pre-rebinned log-λ
     flux and ivar (the same network as the CPU encoder preset, trained with the labels)."""
@@ -245,8 +269,16 @@ class SupervisedBaseline:
     backbone; ``y`` (N, P) properties (NaN = missing); ``morph`` {column: (N,) int labels}.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: SupervisedConfig | None = None, device="cpu"):
+    def __init__(self, backbone: nn.Module, cfg: SupervisedConfig | None = None, device="cpu",
+                 augment: ImageAugment | None = None):
         self.backbone, self.cfg, self.device = backbone, cfg or SupervisedConfig(), device
+        self.augment = augment
+
+    def _inputs(self, inputs: dict, idx: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
+        x = _take(inputs, idx, self.device)
+        if self.augment is None:
+            return x
+        return self.augment.train(x) if train else self.augment.eval(x)
 
     def fit(self, inputs: dict, y: np.ndarray, morph: dict[str, np.ndarray]) -> SupervisedBaseline:
         cfg = self.cfg
@@ -279,7 +311,7 @@ class SupervisedBaseline:
                 idx = tr[b]
                 opt.zero_grad()
                 morph = {c: v[idx].to(self.device) for c, v in ms.items()}
-                net.loss(net(_take(inputs, idx, self.device)), ys[idx].to(self.device), morph
+                net.loss(net(self._inputs(inputs, idx, train=True)), ys[idx].to(self.device), morph
                          ).backward()
                 opt.step()
                 sched.step()
@@ -307,6 +339,8 @@ class SupervisedBaseline:
         c = self.cfg
         allowed = f"≤ {c.epochs} epochs" + (f", ≤ {c.max_seconds:.0f} s" if c.max_seconds else "")
         stop = f", early stop after {c.patience} flat epochs" if c.patience else ""
+        if self.augment is not None:
+            stop += f", augmented (symmetries of the square, ±{self.augment.shift} px jitter)"
         best = f", best epoch {self.best_epoch}" if getattr(self, "best_epoch", None) else ""
         return (f"{allowed}{stop}; ran {self.epochs_run} epochs in {self.train_seconds:.0f} s "
                 f"({self.stopped}){best}")
@@ -315,7 +349,7 @@ class SupervisedBaseline:
         self.net.eval()
         idx = torch.arange(len(next(iter(inputs.values())))) if idx is None else idx
         with torch.inference_mode():
-            return torch.cat([self.net(_take(inputs, idx[b], self.device)).float().cpu()
+            return torch.cat([self.net(self._inputs(inputs, idx[b], train=False)).float().cpu()
                               for b in _batches(len(idx), self.cfg.batch_size)])
 
     def _val_loss(self, inputs, ys, ms, va: torch.Tensor) -> float:

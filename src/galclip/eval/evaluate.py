@@ -72,8 +72,10 @@ DEFAULTS: dict[str, Any] = {
         "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
         # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs
         # arch: a timm CNN name (e.g. resnet18, on the stretched 144 px crop / `downsample`) or
-        # "conv" (the conv image encoder `encoder`, with aperture photometry, trained with labels)
+        # "conv" (the conv image encoder `encoder`, with aperture photometry, trained with labels;
+        # `shift` > 0: trained on views with a ±shift px jittered crop and the symmetries of the square)
         "image": {"enabled": True, "arch": "resnet18", "encoder": "image-conv-nano", "downsample": 1,
+                  "shift": 0,
                   "max_train": None,
                   "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
                   "patience": 4, "max_seconds": None},
@@ -343,8 +345,8 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
 
     spectra = (functools.partial(preprocess_log_spectra, preset=cfg["encoder"])
                if kind == "spectrum" and cfg["arch"] == "conv" else preprocess_spectra)
-    if kind == "image" and cfg["arch"] == "conv":
-        size = int(encoder_config(cfg["encoder"])["img_size"])
+    if kind == "image" and cfg["arch"] == "conv":  # room for the jittered crops (ImageAugment)
+        size = int(encoder_config(cfg["encoder"])["img_size"]) + 2 * int(cfg.get("shift", 0))
         images = functools.partial(preprocess_raw_images, size=size)
     elif kind == "image":
         images = functools.partial(preprocess_images, downsample=int(cfg["downsample"]))
@@ -380,7 +382,8 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
                               patience=int(b["patience"]),
                               max_seconds=None if b["max_seconds"] is None else float(b["max_seconds"]))
     morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
-    net = B.SupervisedBaseline(backbone, scfg, ctx.device).fit(x_tr, ctx.y_train[pos], morph_tr)
+    net = B.SupervisedBaseline(backbone, scfg, ctx.device, _baseline_augment(kind, b)
+                               ).fit(x_tr, ctx.y_train[pos], morph_tr)
     pred, morph_pred = net.predict(x_te)
     morph = {c: classification_metrics(ctx.labels_test[c], morph_pred[c]) for c in ctx.morph_columns}
     r = make_result(kind, model, "supervised", score_properties(ctx.y_test, pred, ctx.properties),
@@ -388,6 +391,22 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     r["n_train"] = int(len(pos))
     r["budget"] = f"{len(pos)} training rows; {net.budget()}"
     return [r], {r["id"]: pred}
+
+
+def _baseline_augment(kind: str, b: Mapping):
+    """The conv image baseline's training views (``shift`` > 0), else None."""
+    from galclip.eval.baselines import ImageAugment
+    from galclip.models import encoder_config
+
+    shift = int(b.get("shift", 0)) if kind == "image" else 0
+    if shift < 0:
+        raise ValueError(f"config field 'baselines.image.shift' must be ≥ 0, got {shift}")
+    if not shift:
+        return None
+    if b["arch"] != "conv":
+        raise ValueError("config field 'baselines.image.shift' needs arch: conv (the raw-cutout "
+                         f"baseline), got arch {b['arch']!r}")
+    return ImageAugment(int(encoder_config(b["encoder"])["img_size"]), shift)
 
 
 def _baseline_backbone(kind: str, b: Mapping) -> tuple[Any, str]:
