@@ -253,3 +253,64 @@ def test_augmented_conv_image_baseline_learns_flux_and_reports_its_augmentation(
     assert np.array_equal(p1, p2)
     assert np.corrcoef(p1[:, 0], y[120:, 0])[0, 1] > 0.9
     assert "±4 px jitter" in net.budget()
+
+
+def test_spectrum_baseline_augment_keeps_bad_pixels_bad_and_evaluates_the_observed_spectrum():
+    """Training views of the log-λ baseline: noisier (ivar lowered), some spans lost, bad pixels
+    still bad; evaluation sees the spectrum unchanged. With the views, the 1-D ResNet baseline still
+    reads a line's position off synthetic spectra."""
+    import torch
+
+    from galclip import conventions as C
+    from galclip.eval.baselines import (
+        LogLambdaConv,
+        SpectrumAugment,
+        SupervisedBaseline,
+        SupervisedConfig,
+        preprocess_log_spectra,
+    )
+
+    aug = SpectrumAugment(noise_max=1.0, n_spans=2, span_len=10)
+    flux, ivar = torch.ones(16, 200), torch.full((16, 200), 4.0)
+    ivar[:, 50:60] = 0.0
+    torch.manual_seed(0)
+    v = aug.train({"flux": flux, "ivar": ivar})
+    assert (v["ivar"][:, 50:60] == 0).all() and (v["ivar"] <= ivar).all()
+    assert ((v["ivar"] == 0).sum(1) > 10).all()                     # each view lost spans
+    assert not torch.equal(v["flux"], flux)
+    same = aug.eval({"flux": flux, "ivar": ivar})
+    assert torch.equal(same["flux"], flux) and torch.equal(same["ivar"], ivar)
+
+    rng = np.random.default_rng(1)
+    n = 200
+    z = rng.uniform(0.0, 0.4, n)
+    wave = C.wavelength_grid()
+    f = 1.0 + 0.1 * rng.standard_normal((n, C.N_WAVE))
+    f += 8.0 * np.exp(-0.5 * ((wave[None] - 5007.0 * (1 + z[:, None])) / 3.0) ** 2)
+    x = preprocess_log_spectra(f.astype(np.float32), np.full_like(f, 100.0, dtype=np.float32))
+    torch.manual_seed(0)
+    net = SupervisedBaseline(LogLambdaConv(channels=[8, 16, 16], embed_dim=32),
+                             SupervisedConfig(epochs=12, batch_size=32, lr=3e-3), augment=SpectrumAugment())
+    net.fit({k: t[:160] for k, t in x.items()}, z[:160, None], {})
+    pred, _ = net.predict({k: t[160:] for k, t in x.items()})
+    assert np.corrcoef(pred[:, 0], z[160:])[0, 1] > 0.9
+    assert "lost spans" in net.budget()
+
+
+def test_baseline_lowers_its_learning_rate_on_a_plateau_before_stopping():
+    """reduce-on-plateau: with pure-noise labels the validation loss is flat, the rate drops by
+    lr_factor every lr_patience flat epochs, and training stops after patience flat epochs."""
+    import torch
+
+    from galclip.eval.baselines import LogLambdaConv, SupervisedBaseline, SupervisedConfig
+
+    rng = np.random.default_rng(0)
+    x = {"flux": torch.tensor(rng.standard_normal((100, 1024)), dtype=torch.float32),
+         "ivar": torch.ones(100, 1024)}
+    torch.manual_seed(0)
+    cfg = SupervisedConfig(epochs=30, batch_size=25, patience=4, lr_patience=2, lr_factor=0.5)
+    net = SupervisedBaseline(LogLambdaConv(channels=[8, 8, 8], embed_dim=8), cfg)
+    net.fit(x, rng.standard_normal((100, 1)), {})
+    assert net.epochs_run < 30 and net.lr_drops >= 2
+    assert net.lr_scale == 0.5 ** net.lr_drops
+    assert "learning rate ×0.5 after 2 flat epochs" in net.budget()

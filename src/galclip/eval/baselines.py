@@ -13,9 +13,10 @@
 - **Photometry**: the few-shot MLP on g, r, z asinh magnitudes (Lupton, Gunn & Szalay 1999) of
   the total fluxes ``flux_g/r/z``.
 
-The conv image baseline may train with augmentations that conserve flux (``ImageAugment``: a
-random symmetry of the square and a crop jittered by up to ``shift`` px), as the alignment does;
-without them it overfits the few thousand cutouts within a few epochs.
+The conv baselines may train on augmented views, as the self-supervised stages do; without them
+they overfit a few thousand galaxies within a few epochs. Images (``ImageAugment``): a random
+symmetry of the square and a crop jittered by up to ``shift`` px (both conserve flux). Spectra
+(``SpectrumAugment``): another noise realisation drawn from the ivar and lost spans.
 
 Every network has one linear head for all targets: the standardized properties (masked MSE)
 and one softmax per ``morph_*`` question (cross entropy, label < 0 ignored). A seeded 10 % of the
@@ -147,7 +148,9 @@ class SupervisedConfig:
     """Training budget of a supervised baseline: at most ``epochs`` epochs and ``max_seconds``
     seconds, stopped earlier once the validation loss has not improved for ``patience`` epochs
     (0: never early); the best validation epoch is kept. AdamW with a constant learning rate
-    after a one-epoch linear warm-up, so stopping early leaves no schedule half-run."""
+    after a one-epoch linear warm-up, so stopping early leaves no schedule half-run; with
+    ``lr_patience`` the rate drops by ``lr_factor`` each time the validation loss has been flat
+    for that many epochs (reduce-on-plateau), so a stop means the lowered rates no longer help."""
 
     epochs: int = 3
     batch_size: int = 64
@@ -157,6 +160,8 @@ class SupervisedConfig:
     seed: int = 0
     patience: int = 0
     max_seconds: float | None = None
+    lr_patience: int = 0      # > 0: multiply the learning rate by lr_factor after that many flat epochs
+    lr_factor: float = 0.3
 
 
 class ConvImage(nn.Module):
@@ -192,6 +197,32 @@ class ImageAugment:
         from galclip.models.image_encoder import center_crop
 
         return {"x": center_crop(inputs["x"], self.size)}
+
+    def describe(self) -> str:
+        return f"symmetries of the square, ±{self.shift} px jitter"
+
+
+@dataclass
+class SpectrumAugment:
+    """Training views of log-λ spectra ``{"flux", "ivar"}``: extra Gaussian noise of up to
+    ``noise_max`` times the ivar's σ (the view's ivar lowered to match) and ``n_spans`` spans of
+    ``span_len`` bins set to ivar 0. Evaluation sees the spectrum as observed."""
+
+    noise_max: float = 1.0
+    n_spans: int = 4
+    span_len: int = 30
+
+    def train(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from galclip.train.augment import noise_view, span_dropout
+
+        f, w = noise_view(inputs["flux"], inputs["ivar"], self.noise_max)
+        return {"flux": f, "ivar": span_dropout(w, self.n_spans, self.span_len)}
+
+    def eval(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return inputs
+
+    def describe(self) -> str:
+        return f"noise up to {self.noise_max:g}σ and {self.n_spans} lost spans of {self.span_len} bins"
 
 
 class LogLambdaConv(nn.Module):
@@ -270,7 +301,7 @@ class SupervisedBaseline:
     """
 
     def __init__(self, backbone: nn.Module, cfg: SupervisedConfig | None = None, device="cpu",
-                 augment: ImageAugment | None = None):
+                 augment: ImageAugment | SpectrumAugment | None = None):
         self.backbone, self.cfg, self.device = backbone, cfg or SupervisedConfig(), device
         self.augment = augment
 
@@ -300,7 +331,9 @@ class SupervisedBaseline:
         cfg, net = self.cfg, self.net
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / per_epoch))
+        self.lr_scale = 1.0
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / per_epoch) * self.lr_scale)
         gen = torch.Generator().manual_seed(cfg.seed)
         best, best_state, since, start = math.inf, None, 0, time.perf_counter()
         self.history: list[float] = []
@@ -324,6 +357,9 @@ class SupervisedBaseline:
                     self.best_epoch = epoch + 1
                 else:
                     since += 1
+                    if cfg.lr_patience and since % cfg.lr_patience == 0:
+                        self.lr_scale *= cfg.lr_factor
+                        self.lr_drops = getattr(self, "lr_drops", 0) + 1
             if cfg.patience and since >= cfg.patience:
                 self.stopped = f"validation loss flat for {cfg.patience} epochs"
                 break
@@ -340,8 +376,11 @@ class SupervisedBaseline:
         allowed = f"≤ {c.epochs} epochs" + (f", ≤ {c.max_seconds:.0f} s" if c.max_seconds else "")
         stop = f", early stop after {c.patience} flat epochs" if c.patience else ""
         if self.augment is not None:
-            stop += f", augmented (symmetries of the square, ±{self.augment.shift} px jitter)"
+            stop += f", augmented ({self.augment.describe()})"
         best = f", best epoch {self.best_epoch}" if getattr(self, "best_epoch", None) else ""
+        if c.lr_patience:
+            stop += (f", learning rate ×{c.lr_factor:g} after {c.lr_patience} flat epochs "
+                     f"({getattr(self, 'lr_drops', 0)} drops)")
         return (f"{allowed}{stop}; ran {self.epochs_run} epochs in {self.train_seconds:.0f} s "
                 f"({self.stopped}){best}")
 

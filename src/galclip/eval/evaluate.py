@@ -70,7 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "baselines": {
         "unaligned": {"enabled": True},   # k-NN on the encoders' pooled features
         "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
-        # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs
+        # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs;
+        # `lr_patience` > 0: learning rate ×0.3 after that many flat epochs (reduce on plateau)
         # arch: a timm CNN name (e.g. resnet18, on the stretched 144 px crop / `downsample`) or
         # "conv" (the conv image encoder `encoder`, with aperture photometry, trained with labels;
         # `shift` > 0: trained on views with a ±shift px jittered crop and the symmetries of the square)
@@ -78,14 +79,15 @@ DEFAULTS: dict[str, Any] = {
                   "shift": 0,
                   "max_train": None,
                   "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
-                  "patience": 4, "max_seconds": None},
+                  "patience": 4, "lr_patience": 0, "max_seconds": None},
         # arch: "conv" (the 1-D ResNet of `encoder` on the log-λ grid) or "conv+attention"
         # (strided convolutions + transformer on the DESI grid: channels ... stride)
-        "spectrum": {"enabled": True, "arch": "conv", "encoder": "spectrum-conv-nano",
+        # augment: true trains the conv net on noise/lost-span views (baselines.SpectrumAugment)
+        "spectrum": {"enabled": True, "arch": "conv", "encoder": "spectrum-conv-nano", "augment": False,
                      "channels": 64, "depth": 2, "num_heads": 4,
                      "conv_layers": 3, "stride": 4, "max_train": None,
                      "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
-                     "patience": 4, "max_seconds": None},
+                     "patience": 4, "lr_patience": 0, "max_seconds": None},
     },
     "plots": {"embedding_map": "umap",    # umap or pca (umap falls back to pca if missing)
               "max_points": 3000, "dpi": 90},
@@ -379,7 +381,7 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     backbone, model = _baseline_backbone(kind, b)
     scfg = B.SupervisedConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
                               lr=float(b["lr"]), weight_decay=float(b["weight_decay"]), seed=seed,
-                              patience=int(b["patience"]),
+                              patience=int(b["patience"]), lr_patience=int(b.get("lr_patience", 0)),
                               max_seconds=None if b["max_seconds"] is None else float(b["max_seconds"]))
     morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
     net = B.SupervisedBaseline(backbone, scfg, ctx.device, _baseline_augment(kind, b)
@@ -394,11 +396,18 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
 
 
 def _baseline_augment(kind: str, b: Mapping):
-    """The conv image baseline's training views (``shift`` > 0), else None."""
-    from galclip.eval.baselines import ImageAugment
+    """The conv baselines' training views (image ``shift`` > 0, spectrum ``augment: true``), else None."""
+    from galclip.eval.baselines import ImageAugment, SpectrumAugment
     from galclip.models import encoder_config
 
-    shift = int(b.get("shift", 0)) if kind == "image" else 0
+    if kind == "spectrum":
+        if not b.get("augment", False):
+            return None
+        if b["arch"] != "conv":
+            raise ValueError("config field 'baselines.spectrum.augment' needs arch: conv (the log-λ "
+                             f"baseline), got arch {b['arch']!r}")
+        return SpectrumAugment()
+    shift = int(b.get("shift", 0))
     if shift < 0:
         raise ValueError(f"config field 'baselines.image.shift' must be ≥ 0, got {shift}")
     if not shift:
