@@ -1,0 +1,187 @@
+"""The explorer's read deadline (galclip.search.limits.timed_protocol) on a tiny app: it cuts off
+clients that send too slowly, and nothing else (issue 15)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+from fastapi import Request  # at module level: FastAPI resolves the string annotations here
+
+TIMEOUT = 0.4
+HOG = 5 * TIMEOUT                # each of /hog's two blocks of the event loop
+
+
+def _app():
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def early_413(request: Request, call_next):
+        if request.url.path == "/refuse":            # answers before reading the body
+            return JSONResponse({"detail": "too large"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/slow")
+    def slow() -> dict:
+        time.sleep(3 * TIMEOUT)
+        return {"ok": True}
+
+    @app.get("/hog")
+    async def hog() -> dict:                        # blocks the event loop twice
+        time.sleep(HOG)
+        await asyncio.sleep(0)
+        time.sleep(HOG)
+        return {"ok": True}
+
+    @app.post("/late-read")
+    async def late_read(request: Request) -> dict:
+        await asyncio.sleep(3 * TIMEOUT)
+        return {"n": len(await request.body())}
+
+    @app.get("/quick")
+    def quick() -> dict:
+        return {"ok": True}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def port():
+    import uvicorn
+
+    from galclip.search.limits import timed_protocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(_app(), log_level="critical", http=timed_protocol(TIMEOUT),
+                            timeout_keep_alive=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(5)
+
+
+def _recv_all(s: socket.socket) -> bytes:
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pass
+    return got
+
+
+def _one_response(s: socket.socket) -> bytes:
+    """One response with a content-length, read off a keep-alive connection."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(65536)
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _get(path: str, close: bool = True) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nhost: x\r\n" + ("connection: close\r\n" if close else "") +
+            "\r\n").encode()
+
+
+def _conn(port: int, wait: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(wait)
+    return s
+
+
+def test_a_handler_slower_than_the_read_timeout_still_answers(port):
+    with _conn(port) as s:
+        s.sendall(_get("/slow"))
+        assert _recv_all(s).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_sent_at_once_but_read_late_by_the_app_is_not_cut_off(port):
+    # 300 KB: past uvicorn's 64 KiB high-water mark, so it stops reading until the app reads;
+    # the old deadline ran on and answered 408 / reset a client that had sent everything
+    body = b"x" * 300_000
+    with _conn(port) as s:
+        s.sendall(b"POST /late-read HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                  b"content-length: %d\r\n\r\n" % len(body) + body)
+        got = _recv_all(s)
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b'{"n":300000}'), got[:200]
+
+
+def test_a_request_waiting_in_the_socket_of_a_busy_loop_is_served(port):
+    # A connects (its deadline starts); /hog then blocks the loop past A's deadline, yields,
+    # and blocks again; A's request arrives during the second block, so when the loop runs
+    # A's expired timer the request is in the socket but not yet read. The old protocol
+    # closed A there (the client saw a reset: the load test's ReadErrors).
+    with _conn(port) as a, _conn(port) as b:
+        time.sleep(0.05)
+        b.sendall(_get("/hog"))
+        time.sleep(1.5 * HOG)                      # the middle of the second block
+        a.sendall(_get("/quick"))
+        got = _recv_all(a)
+        assert _recv_all(b).startswith(b"HTTP/1.1 200")
+    assert got.startswith(b"HTTP/1.1 200"), got
+
+
+@pytest.mark.parametrize("partial", [
+    b"GET /quick HTTP/1.1\r\nhost: x\r\n",                                   # headers unfinished
+    b"POST /late-read HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\nabc",  # body unfinished
+])
+def test_slow_clients_still_get_408(port, partial):
+    with _conn(port) as s:
+        t0 = time.perf_counter()
+        s.sendall(partial)
+        for _ in range(3):                           # trickle: a byte now and then
+            time.sleep(TIMEOUT / 3)
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+        got = _recv_all(s)
+        dt = time.perf_counter() - t0
+    assert got.startswith(b"HTTP/1.1 408") and dt < 4 * TIMEOUT + 2, (got, dt)
+
+
+def test_a_silent_connection_is_closed(port):
+    with _conn(port) as s:
+        t0 = time.perf_counter()
+        assert _recv_all(s) == b""
+        assert time.perf_counter() - t0 < 4 * TIMEOUT + 1
+
+
+def test_keep_alive_still_works_and_still_times_out(port):
+    with _conn(port) as s:
+        for _ in range(3):
+            s.sendall(_get("/quick", close=False))
+            assert _one_response(s).startswith(b"HTTP/1.1 200")
+            time.sleep(TIMEOUT * 1.5)                # idle past the read timeout: fine
+        t0 = time.perf_counter()
+        assert _recv_all(s) == b""                   # then uvicorn's keep-alive (1 s) closes
+        assert 0.3 < time.perf_counter() - t0 < 3
+
+
+def test_a_body_answered_early_ends_in_keep_alive_not_408(port):
+    # the middleware answers 413 before reading; the rest of the body arrives afterwards and
+    # is discarded; the idle connection is then left to keep-alive, with no stray 408
+    body = b"x" * 200_000
+    with _conn(port) as s:
+        s.sendall(b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+                  + body)
+        time.sleep(0.2)
+        first = _one_response(s)
+        assert first.startswith(b"HTTP/1.1 413"), first
+        s.sendall(_get("/quick", close=False))
+        assert _one_response(s).startswith(b"HTTP/1.1 200")
+        assert _recv_all(s) == b""
