@@ -331,7 +331,7 @@ class SupervisedBaseline:
         cfg, net = self.cfg, self.net
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
-        self.lr_scale = 1.0
+        self.lr_scale, self.lr_drops = 1.0, 0
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / per_epoch) * self.lr_scale)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -359,7 +359,7 @@ class SupervisedBaseline:
                     since += 1
                     if cfg.lr_patience and since % cfg.lr_patience == 0:
                         self.lr_scale *= cfg.lr_factor
-                        self.lr_drops = getattr(self, "lr_drops", 0) + 1
+                        self.lr_drops += 1
             if cfg.patience and since >= cfg.patience:
                 self.stopped = f"validation loss flat for {cfg.patience} epochs"
                 break
@@ -380,7 +380,7 @@ class SupervisedBaseline:
         best = f", best epoch {self.best_epoch}" if getattr(self, "best_epoch", None) else ""
         if c.lr_patience:
             stop += (f", learning rate ×{c.lr_factor:g} after {c.lr_patience} flat epochs "
-                     f"({getattr(self, 'lr_drops', 0)} drops)")
+                     f"({self.lr_drops} drops)")
         return (f"{allowed}{stop}; ran {self.epochs_run} epochs in {self.train_seconds:.0f} s "
                 f"({self.stopped}){best}")
 
