@@ -84,3 +84,25 @@ def fits_bytes_spectrum(flux: np.ndarray, ivar: np.ndarray) -> bytes:
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(buf)
     return buf.getvalue()
+
+
+def serve_in_thread(app, **config):
+    """A live uvicorn server for ``app`` on a free loopback port, in a daemon thread: a generator
+    for a pytest fixture (yields the port; stops the server after). ``config``: uvicorn.Config
+    keywords (e.g. ``http=timed_protocol(...)``)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(5)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from search_fixtures import build_all, fits_bytes_image
+from search_fixtures import build_all, fits_bytes_image, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -146,22 +145,10 @@ def test_cache_budget_bounds_the_dataset_cache(env):
 
 @pytest.fixture(scope="module")
 def live(env):
-    import uvicorn
-
     from galclip.search.limits import timed_protocol
 
     _, app, _ = env
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="error", http=timed_protocol(0.6))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(5)
+    yield from serve_in_thread(app, log_level="error", http=timed_protocol(0.6))
 
 
 def _raw(port: int, payload: bytes, wait: float = 3.0) -> tuple[bytes, float]:

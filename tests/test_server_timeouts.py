@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 
 import pytest
 from fastapi import Request  # at module level: FastAPI resolves the string annotations here
+
+from search_fixtures import serve_in_thread
 
 TIMEOUT = 0.4
 HOG = 5 * TIMEOUT                # each of /hog's two blocks of the event loop
@@ -52,22 +53,10 @@ def _app():
 
 @pytest.fixture(scope="module")
 def port():
-    import uvicorn
-
     from galclip.search.limits import timed_protocol
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_app(), log_level="critical", http=timed_protocol(TIMEOUT),
-                            timeout_keep_alive=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(5)
+    yield from serve_in_thread(_app(), log_level="critical", http=timed_protocol(TIMEOUT),
+                               timeout_keep_alive=1)
 
 
 def _recv_all(s: socket.socket) -> bytes:
