@@ -74,11 +74,18 @@ def sample_pass(n: int, dim: int, n_train: int, n_queries: int):
 
 def bench_compressed(n: int, dim: int, kind: str, n_queries: int) -> dict:
     """Build, tune and time one compressed index (galclip.search.ivfpq) over n vectors."""
-    from galclip.search.index import COMPRESSED, _default_nlist, recall_of, tune_to_truth
-    from galclip.search.ivfpq import PART_VECTORS, ShardedIVF, StreamedKnn, build_parts, trained_index
+    from galclip.search.index import COMPRESSED, MAX_TRAIN_SAMPLE, recall_of, tune_to_truth
+    from galclip.search.ivfpq import (
+        PART_VECTORS,
+        ShardedIVF,
+        StreamedKnn,
+        build_parts,
+        default_nlist,
+        trained_index,
+    )
 
-    nlist = _default_nlist(n)
-    train, queries = sample_pass(n, dim, max(50 * nlist, 10_240), 2 * n_queries)
+    nlist = default_nlist(n)
+    train, queries = sample_pass(n, dim, min(max(50 * nlist, 10_240), MAX_TRAIN_SAMPLE), 2 * n_queries)
     t0 = time.perf_counter()
     trained = trained_index(train, min(nlist, len(train) // 39), COMPRESSED[kind])
     train_s = time.perf_counter() - t0
@@ -104,7 +111,7 @@ def bench_compressed(n: int, dim: int, kind: str, n_queries: int) -> dict:
     param, _ = tune_to_truth(index, kind, queries[tq], knn.positions[tq])
     recall = recall_of(index.search(queries[mq], 10)[1], knn.positions[mq])
     ms = latencies(index, queries[mq])
-    return {"kind": kind, "build_s": train_s + add_s, "param": param, "recall": recall,
+    return {"kind": _layout(kind, parts[0]), "build_s": train_s + add_s, "param": param, "recall": recall,
             "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
             "index_gb": index.code_bytes() / 1e9,
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
@@ -134,10 +141,20 @@ def bench_index(vectors: np.ndarray, other: np.ndarray, kind: str, n_queries: in
     test_q = recall_queries(vectors, other, sample=n_queries, seed=2)  # fresh queries
     recall = 1.0 if kind == "flat" else recall_at_k(index, vectors, test_q[:500])
     ms = latencies(index, test_q)
-    return {"kind": kind, "build_s": build, "param": param, "recall": recall,
+    return {"kind": _layout(kind, index), "build_s": build, "param": param, "recall": recall,
             "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
             "index_gb": _index_bytes(index) / 1e9,
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def _layout(kind: str, index) -> str:
+    """The kind with its lists and coarse quantizer, e.g. "ivfsq8, 20000 lists, HNSW quantizer"."""
+    import faiss
+
+    if not hasattr(index, "nlist"):
+        return kind
+    q = "HNSW" if isinstance(faiss.downcast_index(index.quantizer), faiss.IndexHNSW) else "flat"
+    return f"{kind}, {index.nlist} lists, {q} quantizer"
 
 
 def _index_bytes(index) -> int:
@@ -180,7 +197,7 @@ def _row(n: int, r: dict) -> str:
             f"{r['param'] or '-'} | {r['recall']:.3f} | {r['p50']:.2f} | {r['p95']:.2f} |")
 
 
-def bench_uncompressed(n: int, args) -> None:
+def bench_uncompressed(n: int, args) -> list[tuple[int, dict]]:
     vectors = clustered(n, args.dim, n_clusters=max(50, n // 1000), seed=0)
     # the other modality: each galaxy's vector plus noise of norm ~0.5 (cosine ~0.9 to its
     # counterpart), as for an aligned model; its vectors are the cross-modal queries
@@ -189,11 +206,14 @@ def bench_uncompressed(n: int, args) -> None:
     del noise
     other /= np.linalg.norm(other, axis=1, keepdims=True)
     kinds = ["flat", "ivf"] + (["hnsw"] if n <= args.hnsw_max else [])
+    rows = []
     for kind in kinds:
-        print(_row(n, bench_index(vectors, other, kind, args.queries)), flush=True)
+        rows.append((n, bench_index(vectors, other, kind, args.queries)))
+        print(_row(*rows[-1]), flush=True)
     if n <= 200_000 and not args.no_api:
         for label, (p50, p95) in bench_api(vectors, other, min(args.queries, 200)).items():
             print(f"| {n:,} | Catalog.search, {label} | | | | | | {p50:.2f} | {p95:.2f} |", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -216,11 +236,30 @@ def main() -> None:
           f"RSS GB: the process's peak so far")
     print("| N | index | build s | index GB | RSS GB | search param | recall@10 | p50 ms | p95 ms |")
     print("|---|---|---|---|---|---|---|---|---|")
+    rows: list[tuple[int, dict]] = []
     for n in args.sizes:
         if args.compressed_only_above is None or n <= args.compressed_only_above:
-            bench_uncompressed(n, args)
+            rows += bench_uncompressed(n, args)
         for kind in args.compressed:
-            print(_row(n, bench_compressed(n, args.dim, kind, args.queries)), flush=True)
+            rows.append((n, bench_compressed(n, args.dim, kind, args.queries)))
+            print(_row(*rows[-1]), flush=True)
+    print_growth(rows)
+
+
+def print_growth(rows: list[tuple[int, dict]]) -> None:
+    """p50 and p95 of each index type at each size over the size before it (goal: <= 2x per
+    10x vectors at recall@10 >= 0.95)."""
+    by_kind: dict[str, list[tuple[int, dict]]] = {}
+    for n, r in rows:
+        by_kind.setdefault(r["kind"].split(",")[0], []).append((n, r))
+    lines = []
+    for kind, pts in by_kind.items():
+        for (n0, a), (n1, b) in zip(pts, pts[1:], strict=False):
+            lines.append(f"| {kind} | {n0:,} -> {n1:,} | x{n1 / n0:.0f} | x{b['p50'] / a['p50']:.2f} | "
+                         f"x{b['p95'] / a['p95']:.2f} | {a['recall']:.3f} -> {b['recall']:.3f} |")
+    if lines:
+        print("\n| index | sizes | vectors | p50 | p95 | recall@10 |\n|---|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -164,3 +164,45 @@ def test_too_small_a_catalog_for_ivfpq_is_a_clear_error(tmp_path):
     _catalog(tmp_path, 200)
     with pytest.raises(CatalogError, match="too few to train IVF-PQ"):
         build_index(tmp_path, "image", kind="ivfpq", verbose=False)
+
+
+def test_lists_grow_with_the_catalog_at_a_fixed_size():
+    """nlist ~ N / 500 (lists of fixed size, so a query scans as many codes at 10⁸ as at 10⁶),
+    at least sqrt(N), and never more than N / 39 (k-means' points per centroid)."""
+    from galclip.search.ivfpq import default_nlist
+
+    assert default_nlist(10_000_000) == 20_000 and default_nlist(100_000_000) == 200_000
+    assert default_nlist(10_000) == 100  # sqrt(N) where N / 500 would be fewer
+    assert default_nlist(1_000) == 25  # capped at N / 39
+    assert default_nlist(0) == 1
+
+
+@pytest.mark.parametrize("kind", ["ivfsq8", "ivf"])
+def test_many_lists_use_an_hnsw_quantizer_and_keep_recall(cat, kind, monkeypatch):
+    """From HNSW_QUANTIZER_FROM lists the centroids come from a two-level k-means and are
+    found through an HNSW graph, whose efSearch follows nprobe; recall still reaches the
+    target, and the saved index loads with the same quantizer and search depth."""
+    import faiss
+
+    from galclip.search import ivfpq
+
+    monkeypatch.setattr(ivfpq, "HNSW_QUANTIZER_FROM", 64)
+    path, img, spec, _, present = cat
+    built = build_index(path, "image", kind=kind, nlist=200, verbose=False,
+                        compress={"part_vectors": 6000, "chunk_rows": 2048} if kind != "ivf" else None)
+    assert built.info["recall_at_10"] >= 0.95
+    loaded = load_index(path, "image")
+    first = loaded.index.parts[0] if kind == "ivfsq8" else loaded.index
+    quantizer = faiss.downcast_index(first.quantizer)
+    assert isinstance(quantizer, faiss.IndexHNSWFlat) and first.nlist == 200
+    nprobe = built.info["search_param"]
+    assert first.nprobe == nprobe and quantizer.hnsw.efSearch == max(ivfpq.QUANTIZER_EF_MIN, 2 * nprobe)
+    # centroids are unit vectors (spherical k-means), each list holds vectors
+    c = quantizer.reconstruct_n(0, 200)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1, atol=1e-4)
+    sizes = np.array([first.invlists.list_size(i) for i in range(200)])
+    assert (sizes > 0).mean() > 0.9
+    rng = np.random.default_rng(8)
+    q = np.concatenate([img[rng.choice(N, 200, replace=False)],
+                        spec[present["spectrum"]][rng.choice(N * 4 // 5, 200, replace=False)]])
+    assert _recall(loaded, img, q) >= 0.9

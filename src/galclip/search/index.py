@@ -96,11 +96,7 @@ def normalized(x: np.ndarray) -> np.ndarray:
 
 KMEANS_ITER = 10
 TRAIN_PER_LIST = 50
-
-
-def _default_nlist(n: int) -> int:
-    """About sqrt(N) inverted lists: cheap k-means on 2 cores; nprobe is tuned afterwards."""
-    return int(np.clip(np.sqrt(n), 1, max(1, n // 39)))
+MAX_TRAIN_SAMPLE = 5_000_000  # 5 GB of 256-d training vectors: nlist <= 128k from here
 
 
 def create_index(vectors: np.ndarray, kind: str, *, nlist: int | None = None, hnsw_m: int = 32,
@@ -115,12 +111,12 @@ def create_index(vectors: np.ndarray, kind: str, *, nlist: int | None = None, hn
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
     elif kind == "ivf":
-        nlist = nlist or _default_nlist(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        from galclip.search.ivfpq import default_nlist, trained_index
+
+        nlist = nlist or default_nlist(n)
         rng = np.random.default_rng(seed)
         train = vectors[np.sort(rng.choice(n, size=min(n, TRAIN_PER_LIST * nlist), replace=False))]
-        index.cp.seed, index.cp.niter = seed, KMEANS_ITER
-        index.train(train)
+        index = trained_index(train, nlist, "flat", seed=seed, niter=KMEANS_ITER)
     else:
         raise ValueError(f"index kind {kind!r} unknown; choose from {KINDS[1:]}")
     index.add(vectors)
@@ -130,8 +126,12 @@ def create_index(vectors: np.ndarray, kind: str, *, nlist: int | None = None, hn
 
 
 def set_search_param(index, kind: str, value: int) -> None:
-    if kind == "ivf" or kind in COMPRESSED:
-        index.nprobe = int(value)
+    if kind == "ivf":
+        from galclip.search.ivfpq import set_nprobe
+
+        set_nprobe(index, value)
+    elif kind in COMPRESSED:
+        index.nprobe = int(value)  # ShardedIVF: every part, quantizer included
     elif kind == "hnsw":
         index.hnsw.efSearch = int(value)
 
@@ -310,9 +310,9 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
     from galclip.search import ivfpq
 
     t0 = time.perf_counter()
-    nlist = nlist or _default_nlist(manifest["n_rows"])
-    sample = sample_embeddings(catalog_dir, modality, max(TRAIN_PER_LIST * nlist, 10_240), seed,
-                               chunk_rows)
+    nlist = nlist or ivfpq.default_nlist(manifest["n_rows"])
+    n_sample = min(max(TRAIN_PER_LIST * nlist, 10_240), MAX_TRAIN_SAMPLE)
+    sample = sample_embeddings(catalog_dir, modality, n_sample, seed, chunk_rows)
     if sample.size == 0:
         raise CatalogError(f"{catalog_dir}: column {embedding_column(modality)} is null everywhere")
     if kind == "ivfpq" and len(sample) < 256:
@@ -320,7 +320,7 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
                            f"too few to train IVF-PQ's 256 codes per sub-vector; use --kind flat")
     sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)  # in place
     trained = ivfpq.trained_index(sample, min(nlist, max(1, len(sample) // 39)), COMPRESSED[kind],
-                                  pq_m, seed)
+                                  pq_m, seed, KMEANS_ITER)
     n_train = len(sample)
     del sample  # only the codes stay in memory from here on
     fpath = index_paths(catalog_dir, modality)[0]

@@ -31,32 +31,80 @@ def default_pq_m(dim: int) -> int:
     return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
 
 
+#: lists from which the coarse quantizer is an HNSW graph over the centroids (Malkov &
+#: Yashunin 2018) instead of an exact scan of them, and k-means runs in two levels
+HNSW_QUANTIZER_FROM = 4096
+HNSW_QUANTIZER_M = 32
+QUANTIZER_EF_MIN = 64  # efSearch of the HNSW quantizer: at least this and 2 x nprobe
+
+
+def default_nlist(n: int, list_size: int = 500) -> int:
+    """Inverted lists for ``n`` vectors: about ``n / list_size`` (faiss's guidance for 10⁶-10⁹
+    vectors is lists of a few hundred), at least sqrt(n) and at most n / 39 (k-means needs
+    39 training points per centroid). With lists of a fixed size a query scans the same
+    number of codes whatever N, and the HNSW quantizer finds the lists to scan in ~log(nlist)."""
+    n = max(1, int(n))
+    return int(np.clip(max(np.sqrt(n), n / list_size), 1, max(1, n // 39)))
+
+
 def trained_index(sample: np.ndarray, nlist: int, codec: str, pq_m: int | None = None,
                   seed: int = 0, niter: int = 10):
-    """An empty IVF inner-product index with compressed codes (``codec`` "pq": ``pq_m`` bytes
-    per vector; "sq8": one byte per dimension) whose quantizers are trained on ``sample``."""
+    """An empty IVF inner-product index whose quantizers are trained on ``sample``: codes
+    "flat" (raw floats), "pq" (``pq_m`` bytes per vector) or "sq8" (a byte per dimension).
+    From ``HNSW_QUANTIZER_FROM`` lists the centroids come from a two-level spherical k-means
+    (sqrt(nlist) clusters, then each split in proportion to its size; faiss.contrib.clustering)
+    and are searched through an HNSW graph."""
     import faiss
 
+    sample = np.ascontiguousarray(sample, np.float32)
     d = sample.shape[1]
     ip = faiss.METRIC_INNER_PRODUCT
+    quantizer = (faiss.IndexHNSWFlat(d, HNSW_QUANTIZER_M, ip) if nlist >= HNSW_QUANTIZER_FROM
+                 else faiss.IndexFlatIP(d))
     if codec == "pq":
         pq_m = pq_m or default_pq_m(d)
         if d % pq_m:
             raise ValueError(f"pq_m={pq_m} must divide the embedding dimension {d}")
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, pq_m, 8, ip)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, ip)
         index.pq.cp.seed, index.pq.cp.niter = seed, niter
     elif codec == "sq8":
-        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist,
-                                              faiss.ScalarQuantizer.QT_8bit, ip)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
+    elif codec == "flat":
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
     else:
-        raise ValueError(f"codec {codec!r} unknown; choose 'pq' or 'sq8'")
+        raise ValueError(f"codec {codec!r} unknown; choose 'flat', 'pq' or 'sq8'")
     index.cp.seed, index.cp.niter = seed, niter
-    gpu = gpu_clustering_index(d)
+    if nlist >= HNSW_QUANTIZER_FROM:
+        quantizer.add(two_level_centroids(sample, nlist, seed, niter))
+        quantizer.hnsw.efSearch = QUANTIZER_EF_MIN
+    gpu = gpu_clustering_index(d) if nlist < HNSW_QUANTIZER_FROM else None
     if gpu is not None:
         index.clustering_index = gpu
-    index.train(np.ascontiguousarray(sample, np.float32))
+    index.train(sample)  # with the centroids in place this trains only the codes
     index.clustering_index = None
     return index
+
+
+def two_level_centroids(sample: np.ndarray, nlist: int, seed: int, niter: int) -> np.ndarray:
+    """(nlist, d) unit centroids of a two-level spherical k-means of ``sample``: the cost of
+    k-means with 10⁴-10⁵ centroids drops from nlist to ~2 sqrt(nlist) distances per point."""
+    import faiss
+    from faiss.contrib.clustering import two_level_clustering
+
+    gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist,
+                                        clustering_niter=niter, spherical=True, seed=seed, gpu=gpu)
+    return np.ascontiguousarray(centroids, np.float32)
+
+
+def set_nprobe(index, nprobe: int) -> None:
+    """Probe ``nprobe`` lists; an HNSW quantizer then explores at least 2 x nprobe nodes."""
+    import faiss
+
+    index.nprobe = int(nprobe)
+    quantizer = faiss.downcast_index(index.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = max(QUANTIZER_EF_MIN, 2 * int(nprobe))
 
 
 def gpu_clustering_index(d: int):
@@ -69,13 +117,15 @@ def gpu_clustering_index(d: int):
 
 
 def coarse_assigner(trained):
-    """The index that assigns vectors to inverted lists: a GPU copy of the coarse quantizer
-    when faiss-gpu sees a GPU, else the quantizer itself."""
+    """The index that assigns vectors to inverted lists: an exact GPU index over the centroids
+    when faiss-gpu sees a GPU, else the quantizer itself (flat, or the HNSW graph)."""
     import faiss
 
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return trained.quantizer
-    return faiss.index_cpu_to_all_gpus(faiss.clone_index(trained.quantizer))
+    flat = faiss.IndexFlatIP(trained.d)
+    flat.add(trained.quantizer.reconstruct_n(0, trained.nlist))
+    return faiss.index_cpu_to_all_gpus(flat)
 
 
 def add_assigned(index, assigner, x: np.ndarray) -> None:
@@ -138,7 +188,7 @@ class ShardedIVF:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         for p in self.parts:
-            p.nprobe = int(value)
+            set_nprobe(p, value)
 
     def code_bytes(self) -> int:
         """Bytes held by the stored codes and ids (the index's memory, bar the quantizers)."""
