@@ -12,7 +12,8 @@ a plain loop for a fixed number of steps. Modes:
               negative, every view losing 0..edge_mask bins at each end (no labels; tried and
               not taken: see benchmarks/RESULTS.md)
 
-  python benchmarks/explore/spectrum_ssl.py --data runs/demo/data --mode equi --steps 400
+  python benchmarks/explore/spectrum_ssl.py --data runs/demo/data --mode equi --steps 400 \
+      [--other runs/sim-seed1]   # also scored on a simulation nothing trained on
 """
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="objective overrides key=value")
     ap.add_argument("--enc-set", nargs="*", default=[], help="encoder overrides key=value")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--other", type=Path, nargs="*", default=[],
+                    help="also score on these sets (a simulation nothing trained on; k-NN "
+                         "reference = its own train split)")
     args = ap.parse_args()
     import yaml
 
@@ -159,6 +163,9 @@ def main() -> None:
             if step % 50 == 0:
                 print(f"step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s", flush=True)
     m = score(enc, d)
+    for i, other in enumerate(args.other):
+        o = load(other, enc, other.parent / f"{other.name}-spec-logbins-{enc.cfg.log_bins}.npz")
+        m.update({f"other{i}_{k}": v for k, v in score(enc, o).items()})
     rec = {"mode": args.mode, "encoder": args.encoder, "enc_set": args.enc_set, "set": args.set,
            "steps": args.steps, "batch": args.batch, "lr": args.lr, "train_s": round(time.time() - t0),
            **{k: round(v, 4) for k, v in m.items()}}
