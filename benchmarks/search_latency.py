@@ -228,8 +228,15 @@ def main() -> None:
     ap.add_argument("--compressed-only-above", type=int, default=None,
                     help="above this size run only the compressed kinds")
     ap.add_argument("--no-api", action="store_true", help="skip the Catalog.search rows")
+    ap.add_argument("--hnsw-quantizer-from", type=int, default=None,
+                    help="lists from which the coarse quantizer is HNSW (default: galclip's)")
     args = ap.parse_args()
     import faiss
+
+    from galclip.search import ivfpq
+
+    if args.hnsw_quantizer_from is not None:
+        ivfpq.HNSW_QUANTIZER_FROM = args.hnsw_quantizer_from
 
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, k=10, "
           f"single-query latency over {args.queries} queries; index GB: the index's own bytes; "
