@@ -169,15 +169,34 @@ def ls_targetid(release: np.ndarray, brickid: np.ndarray, objid: np.ndarray) -> 
 
 
 # ----------------------------------------------------------------------------- value checks
+def _ra_ok(ra: np.ndarray) -> np.ndarray:
+    return np.isfinite(ra) & (ra >= RA_RANGE[0]) & (ra < RA_RANGE[1])
+
+
+def _dec_ok(dec: np.ndarray) -> np.ndarray:
+    return np.isfinite(dec) & (dec >= DEC_RANGE[0]) & (dec <= DEC_RANGE[1])
+
+
 def coordinate_problem(ra: float, dec: float, names: tuple[str, str] = ("ra", "dec")
                        ) -> Problem | None:
     """A sky position must be finite, RA in [0, 360) and Dec in [-90, 90] degrees."""
     ra, dec = float(ra), float(dec)
-    if not (np.isfinite(ra) and RA_RANGE[0] <= ra < RA_RANGE[1]):
+    if not _ra_ok(ra):
         return names[0], f"bad coordinates: {names[0]} = {ra!r}, expected finite in [0, 360)"
-    if not (np.isfinite(dec) and DEC_RANGE[0] <= dec <= DEC_RANGE[1]):
+    if not _dec_ok(dec):
         return names[1], f"bad coordinates: {names[1]} = {dec!r}, expected in [-90, 90]"
     return None
+
+
+def check_coordinates(path: str | Path, ra: np.ndarray, dec: np.ndarray, rows: np.ndarray,
+                      ids: np.ndarray, rejects: RejectLog,
+                      names: tuple[str, str] = ("ra", "dec")) -> np.ndarray:
+    """Keep-mask of a whole column of positions (vectorised :func:`coordinate_problem`)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    ok = _ra_ok(ra) & _dec_ok(dec)
+    problems = [None if ok[i] else coordinate_problem(ra[i], dec[i], names)
+                for i in range(len(ok))]
+    return reject_rows(path, problems, rows, ids, rejects)
 
 
 def redshift_problem(z: float, name: str = "redshift") -> Problem | None:
@@ -254,11 +273,11 @@ def reject_rows(path: str | Path, problems: list[Problem | None], rows: np.ndarr
     return keep
 
 
-def numeric_column(path: str | Path, field: str, values: np.ndarray, ndim: int = 1
+def numeric_column(path: str | Path, field: str, values: np.ndarray, ndim: int | None = 1
                    ) -> np.ndarray:
-    """A whole column must be numeric with ``ndim`` axes: otherwise the file is wrong."""
+    """A whole column must be numeric (with ``ndim`` axes): otherwise the file is wrong."""
     values = np.asarray(values)
-    if values.dtype.kind not in "biuf" or values.ndim != ndim:
+    if values.dtype.kind not in "biuf" or ndim not in (None, values.ndim):
         raise ReaderError(path, field, f"dtype {values.dtype}, {values.ndim} axes; expected a "
                           f"numeric column with {ndim}")
     return values
