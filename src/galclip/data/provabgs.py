@@ -68,7 +68,8 @@ PROPERTY_COLUMNS = ("log_mstar", "log_sfr", "log_ssfr", "logz_mw", "tage_mw")
 #: ~0.045, the Sun is ~0.019); mass-weighted age 0-14 Gyr (the Universe is 13.8 Gyr old)
 PROPERTY_RANGES = {"mstar": (5.0, 13.0), "sfr": (0.0, 1e5), "z_mw": (1e-5, 0.1),
                    "tage_mw": (0.0, 14.0), "z_hp": REDSHIFT_RANGE}
-#: finite values <= 0 here mean "no fit" (log M* = -999) or have no logarithm (SFR, Z = 0)
+#: NaN means "no fit" for the fitted quantities (not Z_HP, which every row has); finite
+#: values <= 0 here mean "no fit" (log M* = -999) or have no logarithm (SFR, Z = 0)
 NO_FIT_AT_OR_BELOW_ZERO = ("mstar", "sfr", "z_mw")
 
 
@@ -157,8 +158,10 @@ def _check_rows(path: Path, raw: dict[str, np.ndarray], sources: dict[str, str],
                                  (sources["ra"], sources["dec"]))
     problems: list[Problem | None] = [None] * len(tid)
     for key, (lo, hi) in PROPERTY_RANGES.items():
+        if key not in sources:
+            continue
         v = raw[key]
-        no_fit = np.isnan(v)
+        no_fit = np.isnan(v) if key != "z_hp" else np.zeros(len(v), bool)   # Z_HP: always one
         if key in NO_FIT_AT_OR_BELOW_ZERO:
             no_fit |= np.isfinite(v) & (v <= 0)
         if key == "tage_mw":                     # an age only means something with a mass
