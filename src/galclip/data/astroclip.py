@@ -37,6 +37,7 @@ from galclip.data.readers import (
     ReaderError,
     RejectLog,
     guarded,
+    guarded_iter,
     image_problem,
     iter_chunks,
     numeric_column,
@@ -109,6 +110,10 @@ def iter_astroclip_h5(path: str | Path, rejects: RejectLog | None = None,
     """Stream the original AstroCLIP HDF5 file group by group, ``chunk`` rows at a time."""
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
+    yield from guarded_iter(path, "HDF5", _iter_h5(path, rejects, chunk))
+
+
+def _iter_h5(path: Path, rejects: RejectLog, chunk: int) -> Iterator[Batch]:
     f = open_h5(path)
     try:
         groups = sorted((k for k in f.keys() if k.isdigit()), key=int)

@@ -38,6 +38,7 @@ from galclip.data.readers import (
     coordinate_problem,
     fit_image_size,
     guarded,
+    guarded_iter,
     image_problem,
     iter_chunks,
     ls_targetid,
@@ -68,10 +69,14 @@ def header_bands(path: str | Path, header, nplanes: int) -> list[str]:
 
 def read_cutout_fits(path: str | Path) -> dict:
     """One viewer cutout: image (3, 152, 152) g, r, z; ra, dec of the centre; resize flag."""
+    path = Path(path)
+    # astropy parses cards lazily: a corrupt one raises (VerifyError) when first looked at
+    return guarded(path, "primary header", lambda: _read_cutout(path))
+
+
+def _read_cutout(path: Path) -> dict:
     from astropy.io import fits
     from astropy.wcs import WCS
-
-    path = Path(path)
 
     def load():
         with fits.open(path, memmap=False) as hdul:
@@ -148,7 +153,7 @@ def iter_stein_h5(path: str | Path, rejects: RejectLog | None = None,
     rejects = rejects if rejects is not None else RejectLog(strict=True)
     f = open_h5(path)
     try:
-        yield from _iter_stein(path, f, rejects, chunk)
+        yield from guarded_iter(path, "HDF5", _iter_stein(path, f, rejects, chunk))
     finally:
         f.close()
 

@@ -36,6 +36,7 @@ from galclip.data.readers import (
     coordinate_problem,
     fit_image_size,
     guarded,
+    guarded_iter,
     image_problem,
     iter_chunks,
     numeric_column,
@@ -115,6 +116,10 @@ def iter_mmu_legacysurvey(path: str | Path, rejects: RejectLog | None = None,
                           chunk: int = 32) -> Iterator[Batch]:
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
+    yield from guarded_iter(path, "HDF5", _iter_ls(path, rejects, chunk))
+
+
+def _iter_ls(path: Path, rejects: RejectLog, chunk: int) -> Iterator[Batch]:
     f, n = _open(path, ("object_id", "ra", "dec", "image_array", "image_band"))
     try:
         if f["image_array"].ndim != 4:
@@ -163,6 +168,10 @@ def iter_mmu_desi(path: str | Path, rejects: RejectLog | None = None,
                   chunk: int = 64) -> Iterator[Batch]:
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
+    yield from guarded_iter(path, "HDF5", _iter_desi(path, rejects, chunk))
+
+
+def _iter_desi(path: Path, rejects: RejectLog, chunk: int) -> Iterator[Batch]:
     f, n = _open(path, ("object_id", "ra", "dec", "spectrum_flux", "spectrum_ivar"))
     try:
         zkey = next((k for k in ("Z", "z") if k in f), None)

@@ -125,6 +125,14 @@ def guarded(path: str | Path, field: str, fn: Callable[[], T]) -> T:
         raise ReaderError(path, field, f"cannot read ({type(e).__name__}: {e})") from e
 
 
+def guarded_iter(path: str | Path, field: str, batches: Iterator[T]) -> Iterator[T]:
+    """``batches`` with each step run under :func:`guarded`: what h5py raises while a reader
+    probes a damaged file (a bad heap or B-tree behind ``key in f``) is a ReaderError too."""
+    end = object()
+    while (item := guarded(path, field, lambda: next(batches, end))) is not end:
+        yield item
+
+
 def open_h5(path: str | Path):
     """``h5py.File(path, "r")``; a truncated or non-HDF5 file is a ReaderError naming it."""
     import h5py
