@@ -10,6 +10,13 @@ Readers (seeded byte corruptions from ``galclip.data.corrupt``, ``--variants`` e
   dataset                    a small galclip dataset: half corrupted manifests (random deletions
                              and type swaps), half corrupted shard bytes; `validate` with content
                              checks must raise DatasetError or read back exactly the clean data
+  cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs
+                             a small clean file of each format (galclip.data.examples): half
+                             byte corruptions, half one impossible value (NaN/inf/out-of-range
+                             position, redshift, flux, ivar, pixel, property); outcome: error or
+                             reject naming the file, output identical to the clean file's, or
+                             (bytes only: these formats have no checksum) a changed output whose
+                             every value is possible; anything else is WRONG
 Server (loopback, a separate process running `galclip serve`'s app and protocol):
   ``--requests`` requests at ``--concurrency``: searches, objects, images, spectra, hostile
   `where` strings, malformed / huge / bomb / fuzzed uploads; plus ``--slow-clients`` sockets
@@ -24,6 +31,7 @@ Server (loopback, a separate process running `galclip serve`'s app and protocol)
 
     .venv/bin/python benchmarks/reliability.py --variants 1000 --requests 10000 --concurrency 32
     .venv/bin/python benchmarks/reliability.py --server-only --requests 10000 --concurrency 32
+    .venv/bin/python benchmarks/reliability.py --readers-only --formats cutout stein provabgs
 """
 from __future__ import annotations
 
@@ -170,6 +178,61 @@ def dataset_campaign(n: int, seed: int, tmp: Path, deadline: float) -> dict[str,
             out = "error"
         except Exception:  # noqa: BLE001 - counted
             out = "TRACEBACK: " + traceback.format_exc(limit=1).splitlines()[-1][:100]
+        tally[out] = tally.get(out, 0) + 1
+    return tally
+
+
+def reader_outcome(fmt: str, clean: dict, bad: Path, injected: bool) -> str:
+    """What a reader made of a corrupted copy ``bad`` of a clean file (lenient RejectLog).
+    ``injected``: a value variant (one impossible value), whose row must not come back."""
+    from galclip.data.examples import implausible, read_example
+    from galclip.data.format import DatasetError
+    from galclip.data.readers import RejectLog
+
+    rejects = RejectLog(strict=False)
+    try:
+        got = read_example(fmt, bad, rejects)
+    except DatasetError as e:
+        return "error" if bad.name in str(e) else "WRONG: error not naming the file"
+    except Exception:  # noqa: BLE001 - counted: the campaign's point
+        return "TRACEBACK: " + traceback.format_exc(limit=1).splitlines()[-1][:100]
+    if rejects.items:
+        if all(bad.name in r.file and r.field for r in rejects.items):
+            return "reject naming file and field"
+        return "WRONG: reject not naming the file"
+    if got.keys() == clean.keys() and all(
+            np.array_equal(got[k], clean[k], equal_nan=got[k].dtype.kind == "f")
+            for k in clean if k != "source"):
+        return "same"
+    if not injected and got and implausible(got) is None:
+        return "undetectable (no checksum in the format; every value possible)"
+    return f"WRONG: {implausible(got) or 'data differ'}"[:120]
+
+
+def reader_campaign(fmt: str, n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
+    """Half seeded byte corruptions, half one impossible value (corrupt.value_variants)."""
+    from galclip.data.corrupt import byte_variants, value_variants
+    from galclip.data.examples import field_shapes, read_example, set_value, write_example
+    from galclip.data.readers import RejectLog
+
+    src = write_example(fmt, tmp / f"clean-{fmt}.{'fits' if fmt == 'cutout' else 'h5'}")
+    clean = read_example(fmt, src, RejectLog(strict=True))
+    bad = tmp / f"bad-{src.name}"
+    rng = np.random.default_rng(seed)
+    blobs = byte_variants(src.read_bytes(), rng, n - n // 2)
+    values = value_variants(field_shapes(fmt, src), rng, n // 2)
+    tally: dict[str, int] = {}
+    for i in range(n):
+        if time.time() > deadline:
+            tally["(not run: time budget)"] = tally.get("(not run: time budget)", 0) + 1
+            continue
+        if i % 2:
+            _, field, index, value = next(values)
+            shutil.copy(src, bad)
+            set_value(fmt, bad, field, index, value)
+        else:
+            bad.write_bytes(next(blobs)[1])
+        out = reader_outcome(fmt, clean, bad, injected=bool(i % 2))
         tally[out] = tally.get(out, 0) + 1
     return tally
 
@@ -551,6 +614,27 @@ def print_server(res: dict, concurrency: int, read_timeout: float) -> None:
               f"(read timeout {read_timeout:g} s)")
 
 
+def run_readers(args, tmp: Path, deadline: float) -> None:
+    from galclip.data.examples import FORMATS
+
+    def wanted(name: str) -> bool:
+        return args.formats is None or name in args.formats
+
+    for which, seed in (("coadd", args.seed), ("redrock", args.seed + 1)):
+        if wanted(f"desi-{which}"):
+            (tmp / which).mkdir()
+            print_tally(f"desi-{which}", desi_campaign(which, args.variants, seed, tmp / which,
+                                                       deadline))
+    if wanted("dataset"):
+        print_tally("dataset (manifest + shard)", dataset_campaign(
+            args.variants, args.seed + 2, tmp / "ds", deadline))
+    for k, fmt in enumerate(FORMATS):
+        if wanted(fmt):
+            (tmp / fmt).mkdir()
+            print_tally(f"{fmt} (bytes + impossible values)", reader_campaign(
+                fmt, args.variants, args.seed + 10 + k, tmp / fmt, deadline))
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-child":
         cat, data, model, port, timeout = sys.argv[2:7]
@@ -564,6 +648,10 @@ def main() -> int:
     p.add_argument("--read-timeout", type=float, default=5.0)
     p.add_argument("--budget-s", type=float, default=1200, help="time budget for the readers")
     p.add_argument("--server-only", action="store_true", help="skip the reader campaigns")
+    p.add_argument("--readers-only", action="store_true", help="skip the server campaign")
+    p.add_argument("--formats", nargs="*", default=None,
+                   help="only these reader campaigns (desi-coadd, desi-redrock, dataset, "
+                        "cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--client", choices=("raw", "httpx"), default="raw",
                    help="load generator: raw asyncio streams (lean) or httpx (the first one)")
@@ -573,16 +661,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        for which, seed in (("coadd", args.seed), ("redrock", args.seed + 1)):
-            if args.server_only:
-                break
-            (tmp / which).mkdir()
-            print_tally(f"desi-{which}", desi_campaign(which, args.variants, seed, tmp / which,
-                                                       deadline))
         if not args.server_only:
-            print_tally("dataset (manifest + shard)", dataset_campaign(
-                args.variants, args.seed + 2, tmp / "ds", deadline))
+            run_readers(args, tmp, deadline)
             print(f"readers: {time.perf_counter() - t0:.0f} s")
+        if args.readers_only:
+            return 0
         (tmp / "server").mkdir()
         res = server_campaign(args.requests, args.concurrency, args.slow_clients,
                               args.read_timeout, args.seed + 3, tmp / "server", args.client)

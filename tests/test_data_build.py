@@ -130,7 +130,7 @@ def test_bad_image_stops_the_build_or_goes_to_rejects(real_data, cutouts, tmp_pa
 
     with fits.open(cutouts / "g1.fits", mode="update") as h:
         h[0].data[1, 3, 3] = np.nan
-    with pytest.raises(ReaderError, match=r"g1.fits: primary HDU: 1 non-finite pixels"):
+    with pytest.raises(ReaderError, match=r"g1.fits: primary HDU: bad data: image: 1 non-finite pixels"):
         build_dataset(_desi_cfg(real_data, tmp_path / "a", [cutouts]))
     out = tmp_path / "b"
     r = build_dataset(_desi_cfg(real_data, out, [cutouts], skip_bad=True))["report"]

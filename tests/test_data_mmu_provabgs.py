@@ -75,7 +75,7 @@ def test_mmu_desi_mask_grid_and_bad_rows(tmp_path):
     assert list(b["spectype"]) == ["GALAXY"] * 3
     with h5py.File(path, "a") as f:
         f["spectrum_ivar"][1, 50] = -1.0
-    with pytest.raises(ReaderError, match=r"desi.hdf5: spectrum_flux/spectrum_ivar, row 1"):
+    with pytest.raises(ReaderError, match=r"desi.hdf5: spectrum_ivar, row 1: bad data"):
         list(iter_mmu_desi(path))
     rejects = RejectLog(strict=False)
     assert list(next(iter_mmu_desi(path, rejects))["object_id"]) == [5, 7]

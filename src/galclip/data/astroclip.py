@@ -17,6 +17,11 @@ Two conversions happen here:
   (a plain H,W,C -> C,H,W move would mirror every galaxy about its diagonal).
 * Noise. The dataset has no inverse variance: ``spectrum_ivar`` is 1 where the flux is finite
   and 0 elsewhere; the manifest records this (see :data:`NOTES`).
+
+Ingest checks (ranges in :mod:`galclip.data.readers`; a bad row is a reject naming file,
+dataset, row and TARGETID, an error when strict): image pixels finite with |pixel| <=
+``IMAGE_LIMIT`` nanomaggies, finite flux within +-``FLUX_LIMIT``, redshift finite in
+``REDSHIFT_RANGE``. The files carry no positions (``ra``, ``dec`` are NaN).
 """
 from __future__ import annotations
 
@@ -27,7 +32,20 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
-from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks, open_h5
+from galclip.data.readers import (
+    Batch,
+    ReaderError,
+    RejectLog,
+    guarded,
+    guarded_iter,
+    image_problem,
+    iter_chunks,
+    numeric_column,
+    open_h5,
+    redshift_problem,
+    reject_rows,
+    spectrum_problem,
+)
 
 TRAIN_FRACTION = 0.8
 IMAGE_HWC = (C.IMAGE_SIZE, C.IMAGE_SIZE, len(C.BANDS))
@@ -69,13 +87,21 @@ def _rows_batch(path: Path, images: np.ndarray, spectra: np.ndarray, z: np.ndarr
             "source": np.full(len(tid), path.name)}
 
 
-def _check_images(path: Path, batch: Batch, rejects: RejectLog) -> Batch:
-    bad = ~np.isfinite(batch["image"]).reshape(len(batch["image"]), -1).all(axis=1)
-    bad |= ~np.isfinite(batch["redshift"])
-    for i in np.flatnonzero(bad):
-        rejects.add(path, "images/redshifts", "bad data: non-finite image pixels or redshift",
-                    int(batch["row"][i]), int(batch["object_id"][i]))
-    return {k: v[~bad] for k, v in batch.items()}
+#: the source names of (image, spectrum, redshift) in each form, for rejects
+H5_NAMES = ("images", "spectra", "redshifts")
+HF_NAMES = ("image", "spectrum", "redshift")
+
+
+def _check_rows(path: Path, batch: Batch, rejects: RejectLog, names: tuple[str, str, str]
+                ) -> Batch:
+    """Drop (and report) rows with impossible pixels, flux or redshift."""
+    image, spectrum, redshift = names
+    problems = [image_problem(batch["image"][i], image) or spectrum_problem(
+        batch["spectrum_flux"][i], batch["spectrum_ivar"][i], batch["spectrum_ivar"][i] > 0,
+        (spectrum, spectrum)) or redshift_problem(batch["redshift"][i], redshift)
+        for i in range(len(batch["object_id"]))]
+    keep = reject_rows(path, problems, batch["row"], batch["object_id"], rejects)
+    return {k: v[keep] for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- HDF5
@@ -84,6 +110,10 @@ def iter_astroclip_h5(path: str | Path, rejects: RejectLog | None = None,
     """Stream the original AstroCLIP HDF5 file group by group, ``chunk`` rows at a time."""
     path = Path(path)
     rejects = rejects if rejects is not None else RejectLog(strict=True)
+    yield from guarded_iter(path, "HDF5", _iter_h5(path, rejects, chunk))
+
+
+def _iter_h5(path: Path, rejects: RejectLog, chunk: int) -> Iterator[Batch]:
     f = open_h5(path)
     try:
         groups = sorted((k for k in f.keys() if k.isdigit()), key=int)
@@ -111,13 +141,14 @@ def _iter_group(path: Path, grp, name: str, offset: int, rejects: RejectLog,
     n_train = int(TRAIN_FRACTION * n)
     for start, stop in iter_chunks(n, chunk):
         def read(key: str, start=start, stop=stop) -> np.ndarray:
-            return guarded(path, f"group '{name}' dataset '{key}'",
-                           lambda: np.asarray(grp[key][start:stop]))
+            field = f"group '{name}' dataset '{key}'"
+            return numeric_column(path, field, guarded(path, field, lambda: np.asarray(
+                grp[key][start:stop])), None)
         rows = np.arange(start, stop)
         split = np.where(rows < n_train, "train", "test")
         batch = _rows_batch(path, read("images"), read("spectra"), read("redshifts"),
                             read("targetids"), rows + offset, split)
-        batch = _check_images(path, batch, rejects)
+        batch = _check_rows(path, batch, rejects, H5_NAMES)
         if len(batch["object_id"]):
             yield batch
 
@@ -218,6 +249,6 @@ def iter_astroclip_hf(root: str | Path, rejects: RejectLog | None = None,
                                 rb.column("targetid").to_numpy(zero_copy_only=False),
                                 np.arange(offset, offset + n), np.full(n, split))
             offset += n
-            batch = _check_images(path, batch, rejects)
+            batch = _check_rows(path, batch, rejects, HF_NAMES)
             if len(batch["object_id"]):
                 yield batch

@@ -41,7 +41,7 @@ from galclip.data.format import (
     write_manifest,
     write_shard,
 )
-from galclip.data.readers import Batch, ReaderError, RejectLog, guarded
+from galclip.data.readers import Batch, ReaderError, RejectLog, check_coordinates, guarded
 from galclip.modalities import input_columns, presence_columns
 from galclip.resume import ResumeState
 
@@ -203,6 +203,9 @@ class ImageIndex:
         except ReaderError as e:
             rejects.add(e.path, e.field or "", e.reason, e.row)
             return None
+        keep = check_coordinates(path, meta["ra"], meta["dec"], meta["row"], meta["object_id"],
+                                 rejects)
+        meta = {k: v[keep] for k, v in meta.items()}
         meta["file"] = np.full(len(meta["ra"]), fi)
         return meta
 
@@ -331,17 +334,13 @@ def load_image_rows(kind: str, path: Path, rows: np.ndarray, rejects: RejectLog
 
 
 def _stein_row(path: Path, f, r: int, rejects: RejectLog) -> dict[str, Any] | None:
-    from galclip.data.legacysurvey import stein_bands
-    from galclip.data.readers import fit_image_size, select_bands
+    from galclip.data.legacysurvey import stein_bands, stein_chunk
 
-    names, _ = stein_bands(f)
-    img = guarded(path, "dataset 'images'", lambda: np.asarray(f["images"][r], np.float32))
-    z = float(f["z_spec"][r]) if "z_spec" in f else np.nan
-    if not np.isfinite(img).all():
-        rejects.add(path, "images", "bad data: non-finite pixels", r)
+    b = stein_chunk(path, f, stein_bands(f)[0], r, r + 1, rejects)
+    if not len(b["object_id"]):
         return None
-    img, resized = fit_image_size(select_bands(path, "images", names, img))
-    return {"image": img, "image_resized": resized, "redshift": z if z > 0 else np.nan}
+    return {"image": b["image"][0], "image_resized": bool(b["image_resized"][0]),
+            "redshift": float(b["redshift"][0])}
 
 
 def _mmu_ls_row(path: Path, f, r: int, rejects: RejectLog) -> dict[str, Any] | None:
@@ -481,7 +480,7 @@ class _Builder:
         self.report = BuildReport()
         self.redshifts = RedshiftTable(_expand(cfg.redshifts, ("redrock-*.fits", "zbest-*.fits")),
                                        self.rejects)
-        self.catalog = PropertyCatalog(cfg.catalog) if cfg.catalog else None
+        self.catalog = PropertyCatalog(cfg.catalog, self.rejects) if cfg.catalog else None
         kinds = {k for k, _ in self.files}
         self.fingerprint = build_fingerprint(cfg, self.files)
         self.columns = output_columns(kinds, bool(self.catalog))

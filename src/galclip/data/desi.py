@@ -17,7 +17,8 @@ Ingest checks (a failure is an error naming file, HDU/column and row, or a rejec
 arm's wavelengths equal the DESI grid of :data:`DESI_ARMS` within :data:`GRID_TOLERANCE_A`;
 MASK HDUs are integer; TARGET_RA in [0, 360), TARGET_DEC in [-90, 90]; redrock Z finite and in
 :data:`REDSHIFT_RANGE`; unmasked flux finite with |flux| <= :data:`FLUX_LIMIT` and ivar finite,
-in [0, :data:`IVAR_LIMIT`].
+in [0, :data:`IVAR_LIMIT`]. The ranges and checks are shared with every reader
+(:mod:`galclip.data.readers`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
-from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, iter_chunks, lookup_sorted
+from galclip.data.readers import (  # noqa: F401 - the ranges are re-exported as desi's
+    FLUX_LIMIT,
+    IVAR_LIMIT,
+    REDSHIFT_RANGE,
+    Batch,
+    Problem,
+    ReaderError,
+    RejectLog,
+    coordinate_problem,
+    guarded,
+    iter_chunks,
+    lookup_sorted,
+    redshift_problem,
+    spectrum_problem,
+)
 
 ARMS = ("B", "R", "Z")
 REDSHIFT_HDUS = ("REDSHIFTS", "ZBEST")
@@ -37,11 +52,6 @@ FIBERMAP_COLUMNS = {"FLUX_G": "flux_g", "FLUX_R": "flux_r", "FLUX_Z": "flux_z",
 GRID_TOLERANCE_A = 1e-3
 #: the DESI arms: first wavelength (Angstrom) and pixel count on the 0.8 A grid (desispec)
 DESI_ARMS = {"B": (3600.0, 2751), "R": (5760.0, 2326), "Z": (7520.0, 2881)}
-#: redrock's template range: stars near 0 (|z| < 0.01), galaxies to 1.7, QSOs to ~7
-REDSHIFT_RANGE = (-0.01, 8.0)
-#: plausibility bounds in 1e-17 erg/s/cm^2/A: a 10th-magnitude star is ~1e4; sigma >= 1e-5
-FLUX_LIMIT = 1e6
-IVAR_LIMIT = 1e10
 #: HDUs of a coadd/spectra file that galclip reads
 READ_HDUS = ["FIBERMAP"] + [f"{a}_{k}" for a in ARMS for k in ("WAVELENGTH", "FLUX", "IVAR",
                                                                "MASK")]
@@ -175,12 +185,10 @@ class RedshiftTable:
 
     def problem(self, j: int) -> tuple[str, str, int, str] | None:
         """(file, column, row, reason) when entry ``j`` holds an impossible redshift."""
-        z = float(self.cols["Z"][j])
-        lo, hi = REDSHIFT_RANGE
-        if not (np.isfinite(z) and lo <= z <= hi):
-            return (str(self.cols["FILE"][j]), "Z", int(self.cols["ROW"][j]),
-                    f"bad redshift: Z = {z!r}, expected finite in [{lo:g}, {hi:g}]")
-        return None
+        bad = redshift_problem(self.cols["Z"][j], "Z")
+        if bad is None:
+            return None
+        return str(self.cols["FILE"][j]), bad[0], int(self.cols["ROW"][j]), bad[1]
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -272,7 +280,8 @@ class DesiSpectraFile:
         return guarded(self.path, f"HDU FIBERMAP column {name}",
                        lambda: np.asarray(self.fibermap[name]))
 
-    def read_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    def read_rows(self, start: int, stop: int
+                  ) -> tuple[np.ndarray, np.ndarray, dict[int, Problem]]:
         """Merged flux, ivar (n, 7781) for rows [start, stop) and {row: problem} for bad rows."""
         rows, arms, bad = slice(start, stop), [], {}
         for a in ARMS:
@@ -280,7 +289,8 @@ class DesiSpectraFile:
             ivar = self._data(f"{a}_IVAR", rows).astype(np.float64)
             mask = self._data(f"{a}_MASK", rows)
             for i in range(stop - start):
-                problem = _row_problem(a, flux[i], ivar[i], mask[i])
+                problem = spectrum_problem(flux[i], ivar[i], (mask[i] == 0) & (ivar[i] > 0),
+                                           (f"{a}_FLUX", f"{a}_IVAR"))
                 if problem and start + i not in bad:
                     bad[start + i] = problem
             good = (mask == 0) & np.isfinite(ivar) & (ivar > 0) & np.isfinite(flux)
@@ -290,31 +300,6 @@ class DesiSpectraFile:
 
     def close(self) -> None:
         self.hdul.close()
-
-
-def _row_problem(arm: str, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray) -> str | None:
-    if not np.all(np.isfinite(ivar)):
-        return f"{arm}_IVAR: {int((~np.isfinite(ivar)).sum())} non-finite pixels"
-    if (ivar < 0).any():
-        return f"{arm}_IVAR: {int((ivar < 0).sum())} negative pixels"
-    if (ivar > IVAR_LIMIT).any():
-        return f"{arm}_IVAR: {int((ivar > IVAR_LIMIT).sum())} pixels above {IVAR_LIMIT:g}"
-    used = (mask == 0) & (ivar > 0)
-    if not np.all(np.isfinite(flux[used])):
-        return f"{arm}_FLUX: {int((~np.isfinite(flux[used])).sum())} non-finite unmasked pixels"
-    if (np.abs(flux[used]) > FLUX_LIMIT).any():
-        return (f"{arm}_FLUX: {int((np.abs(flux[used]) > FLUX_LIMIT).sum())} unmasked pixels "
-                f"beyond +-{FLUX_LIMIT:g}")
-    return None
-
-
-def _coordinate_problem(ra: float, dec: float) -> tuple[str, str] | None:
-    """(column, reason) when a fibre position is impossible."""
-    if not (np.isfinite(ra) and 0 <= ra < 360):
-        return "TARGET_RA", f"bad coordinates: TARGET_RA = {ra!r}, expected finite in [0, 360)"
-    if not (np.isfinite(dec) and -90 <= dec <= 90):
-        return "TARGET_DEC", f"bad coordinates: TARGET_DEC = {dec!r}, expected in [-90, 90]"
-    return None
 
 
 def iter_desi_spectra(path: str | Path, redshifts: RedshiftTable | None = None,
@@ -357,8 +342,7 @@ def _iter_file(f: DesiSpectraFile, zt: RedshiftTable, rejects: RejectLog, chunk:
         ok = []
         for r in rows:
             if r in bad:
-                rejects.add(f.path, bad[r].split(":")[0], f"bad data: {bad[r]}", int(r),
-                            int(tid[r]))
+                rejects.add(f.path, *bad[r], int(r), int(tid[r]))
             elif not (ivar[r - start] > 0).any():
                 rejects.add(f.path, "IVAR", "empty spectrum: every pixel masked or ivar = 0",
                             int(r), int(tid[r]), fatal=False)
@@ -395,7 +379,7 @@ def _valid_values(path: Path, tid: np.ndarray, meta: dict, zrow: np.ndarray, zt:
     """False for selected rows with impossible coordinates or redshift (errors when strict)."""
     ok = np.ones(len(tid), bool)
     for r in np.flatnonzero(keep):
-        coord = _coordinate_problem(float(meta["ra"][r]), float(meta["dec"][r]))
+        coord = coordinate_problem(meta["ra"][r], meta["dec"][r], ("TARGET_RA", "TARGET_DEC"))
         if coord:
             ok[r] = False
             rejects.add(path, f"HDU FIBERMAP column {coord[0]}", coord[1], int(r), int(tid[r]))

@@ -15,6 +15,12 @@ so these images join DESI spectra exactly.
 
 Cutouts of another size are centre-cropped or zero-padded to 152 px and flagged
 (``image_resized``).
+
+Ingest checks (ranges in :mod:`galclip.data.readers`): pixels finite with |pixel| <=
+``IMAGE_LIMIT`` nanomaggies; the centre (cutout: from the WCS; Stein: ``ra``, ``dec``) finite
+with RA in [0, 360) and Dec in [-90, 90]; a Stein ``z_spec`` either NaN / <= 0 (no redshift,
+the sweep's -99) or finite in ``REDSHIFT_RANGE``. A bad cutout is an error naming the file (a
+reject under ``--skip-bad``); a bad Stein row is a reject naming file, dataset, row and id.
 """
 from __future__ import annotations
 
@@ -26,18 +32,26 @@ import numpy as np
 from galclip import conventions as C
 from galclip.data.readers import (
     Batch,
+    Problem,
     ReaderError,
     RejectLog,
+    coordinate_problem,
     fit_image_size,
     guarded,
+    guarded_iter,
+    image_problem,
     iter_chunks,
     ls_targetid,
+    numeric_column,
     open_h5,
     position_id,
+    redshift_problem,
+    reject_rows,
     select_bands,
 )
 
 STEIN_PUBLISHED_BANDS = ("g", "r", "z")
+STEIN_COLUMNS = ("ra", "dec", "release", "brickid", "objid", "z_spec")
 
 
 # ----------------------------------------------------------------------------- cutout FITS
@@ -55,10 +69,14 @@ def header_bands(path: str | Path, header, nplanes: int) -> list[str]:
 
 def read_cutout_fits(path: str | Path) -> dict:
     """One viewer cutout: image (3, 152, 152) g, r, z; ra, dec of the centre; resize flag."""
+    path = Path(path)
+    # astropy parses cards lazily: a corrupt one raises (VerifyError) when first looked at
+    return guarded(path, "primary header", lambda: _read_cutout(path))
+
+
+def _read_cutout(path: Path) -> dict:
     from astropy.io import fits
     from astropy.wcs import WCS
-
-    path = Path(path)
 
     def load():
         with fits.open(path, memmap=False) as hdul:
@@ -70,9 +88,8 @@ def read_cutout_fits(path: str | Path) -> dict:
                           f"{cube.shape}")
     names = header_bands(path, header, cube.shape[0])
     cube = select_bands(path, "primary header BANDS", names, cube)
-    if not np.all(np.isfinite(cube)):
-        raise ReaderError(path, "primary HDU", f"{int((~np.isfinite(cube)).sum())} non-finite "
-                          "pixels")
+    if problem := image_problem(cube):
+        raise ReaderError(path, "primary HDU", problem[1])
     if "CRVAL1" not in header or "CRVAL2" not in header:
         raise ReaderError(path, "primary header CRVAL1/CRVAL2", "no WCS: cannot tell where "
                           "the cutout is on the sky")
@@ -80,6 +97,8 @@ def read_cutout_fits(path: str | Path) -> dict:
     h, w = cube.shape[1:]
     ra, dec = guarded(path, "primary header WCS",
                       lambda: wcs.all_pix2world([[(w - 1) / 2, (h - 1) / 2]], 0)[0])
+    if problem := coordinate_problem(ra, dec, ("RA", "DEC")):
+        raise ReaderError(path, "primary header WCS", problem[1])
     image, resized = fit_image_size(cube)
     tid = header.get("TARGETID")
     return {"image": image, "ra": float(ra), "dec": float(dec), "image_resized": resized,
@@ -134,7 +153,7 @@ def iter_stein_h5(path: str | Path, rejects: RejectLog | None = None,
     rejects = rejects if rejects is not None else RejectLog(strict=True)
     f = open_h5(path)
     try:
-        yield from _iter_stein(path, f, rejects, chunk)
+        yield from guarded_iter(path, "HDF5", _iter_stein(path, f, rejects, chunk))
     finally:
         f.close()
 
@@ -148,36 +167,46 @@ def _iter_stein(path: Path, f, rejects: RejectLog, chunk: int) -> Iterator[Batch
         raise ReaderError(path, "dataset 'images'", f"shape {images.shape}, expected (N, bands, "
                           "H, W)")
     n = images.shape[0]
+    for k in STEIN_COLUMNS:
+        if k in f and len(f[k]) != n:
+            raise ReaderError(path, f"dataset '{k}'", f"{len(f[k])} rows, 'images' has {n}")
     names, _ = stein_bands(f)
-    cols = {k: guarded(path, f"dataset '{k}'", lambda k=k: np.asarray(f[k][:]))
-            for k in ("ra", "dec", "release", "brickid", "objid", "z_spec") if k in f}
-    for k, v in cols.items():
-        if len(v) != n:
-            raise ReaderError(path, f"dataset '{k}'", f"{len(v)} rows, 'images' has {n}")
-    ids, from_tid = _stein_ids(cols)
     for start, stop in iter_chunks(n, chunk):
-        block = guarded(path, "dataset 'images'",
-                        lambda s=slice(start, stop): np.asarray(images[s], dtype=np.float32))
-        good, out = [], []
-        for i in range(stop - start):
-            if not np.all(np.isfinite(block[i])):
-                rejects.add(path, "images", "bad data: non-finite pixels", start + i,
-                            int(ids[start + i]))
-                continue
-            img, resized = fit_image_size(select_bands(path, "images", names, block[i]))
-            good.append(start + i)
-            out.append((img, resized))
-        if good:
-            g = np.array(good)
-            z = cols.get("z_spec")
-            yield {"object_id": ids[g], "row": g.astype(np.int64),
-                   "ra": cols["ra"][g].astype(np.float64), "dec": cols["dec"][g].astype(np.float64),
-                   "image": np.stack([o[0] for o in out]),
-                   "image_resized": np.array([o[1] for o in out]),
-                   "id_from_targetid": np.full(len(g), from_tid),
-                   "redshift": (np.where(z[g] > 0, z[g], np.nan) if z is not None
-                                else np.full(len(g), np.nan)).astype(np.float32),
-                   "source": np.full(len(g), path.name)}
+        batch = stein_chunk(path, f, names, start, stop, rejects)
+        if len(batch["object_id"]):
+            yield batch
+
+
+def stein_chunk(path: Path, f, names: list[str], start: int, stop: int,
+                rejects: RejectLog) -> Batch:
+    """Rows [start, stop) of an open Stein file; rows with an impossible position, pixel or
+    z_spec become rejects."""
+    cols = {k: numeric_column(path, f"dataset '{k}'", guarded(
+        path, f"dataset '{k}'", lambda k=k: np.asarray(f[k][start:stop])))
+        for k in STEIN_COLUMNS if k in f}
+    ids, from_tid = _stein_ids(cols)
+    block = guarded(path, "dataset 'images'",
+                    lambda: np.asarray(f["images"][start:stop], dtype=np.float32))
+    z = cols.get("z_spec", np.full(stop - start, np.nan)).astype(np.float64)
+    rows = np.arange(start, stop)
+    problems = [coordinate_problem(cols["ra"][i], cols["dec"][i]) or image_problem(
+        block[i], "images") or _z_spec_problem(z[i]) for i in range(stop - start)]
+    k = np.flatnonzero(reject_rows(path, problems, rows, ids, rejects))
+    out = [fit_image_size(select_bands(path, "images", names, block[i])) for i in k]
+    return {"object_id": ids[k], "row": rows[k].astype(np.int64),
+            "ra": cols["ra"][k].astype(np.float64), "dec": cols["dec"][k].astype(np.float64),
+            "image": np.stack([o[0] for o in out]) if out else np.zeros((0, *C.IMAGE_SHAPE),
+                                                                         np.float32),
+            "image_resized": np.array([o[1] for o in out], dtype=bool),
+            "id_from_targetid": np.full(len(k), from_tid),
+            "redshift": np.where(z[k] > 0, z[k], np.nan).astype(np.float32),
+            "source": np.full(len(k), path.name)}
+
+
+def _z_spec_problem(z: float) -> Problem | None:
+    """NaN or z_spec <= 0 (the sweep's -99) means no spectroscopic redshift; anything else must
+    be a possible redshift."""
+    return None if np.isnan(z) or (np.isfinite(z) and z <= 0) else redshift_problem(z, "z_spec")
 
 
 def _stein_ids(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, bool]:

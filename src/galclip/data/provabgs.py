@@ -23,14 +23,33 @@ VAC columns named ``PROVABGS_AVGSFR_1GYR``, ``PROVABGS_Z_MW``, ``PROVABGS_TAGE_M
 when present. A file that carries only the SED parameters (``PROVABGS_THETA_BF``) and the
 stellar mass cannot give SFR, Z_MW and age without the PROVABGS SPS emulator, which galclip does
 not bundle: those columns are then NaN and reported as unavailable.
+
+Ingest checks (:data:`PROPERTY_RANGES`): NaN, log M* <= 0 (the VAC's -999) and SFR or Z_MW
+<= 0 (no logarithm) mean "no fit" and become NaN, as before; any other value must be finite
+and in its range, and RA/Dec/Z_HP, where the file has them, must be possible positions and
+redshifts. A bad row is an error naming file, column and row, or with a lenient ``rejects`` a
+reject (file, column, row, TARGETID) and the row is left out of the catalogue, so objects with
+that TARGETID get NaN properties.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from galclip.data.readers import ReaderError, guarded, lookup_sorted
+from galclip.data.readers import (
+    REDSHIFT_RANGE,
+    Problem,
+    ReaderError,
+    RejectLog,
+    check_coordinates,
+    guarded,
+    lookup_sorted,
+    numeric_column,
+    range_problem,
+    reject_rows,
+)
 
 ALIASES = {
     "targetid": ("TARGETID", "object_id", "targetid"),
@@ -43,27 +62,37 @@ ALIASES = {
     "tage_mw": ("TAGE_MW", "PROVABGS_TAGE_MW_BF", "PROVABGS_TAGE_MW"),
 }
 PROPERTY_COLUMNS = ("log_mstar", "log_sfr", "log_ssfr", "logz_mw", "tage_mw")
+#: what a fitted value may be (Hahn et al. 2023): the PROVABGS prior on log M* is [7, 12.5],
+#: so [5, 13] holds every fit; SFR (Msun/yr) up to 1e5, beyond the most extreme starbursts
+#: (~1e4); mass-weighted Z_MW between 1e-5 and 0.1 (the MIST isochrones span ~4.5e-5 to
+#: ~0.045, the Sun is ~0.019); mass-weighted age 0-14 Gyr (the Universe is 13.8 Gyr old)
+PROPERTY_RANGES = {"mstar": (5.0, 13.0), "sfr": (0.0, 1e5), "z_mw": (1e-5, 0.1),
+                   "tage_mw": (0.0, 14.0), "z_hp": REDSHIFT_RANGE}
+#: NaN means "no fit" for the fitted quantities (not Z_HP, which every row has); finite
+#: values <= 0 here mean "no fit" (log M* = -999) or have no logarithm (SFR, Z = 0)
+NO_FIT_AT_OR_BELOW_ZERO = ("mstar", "sfr", "z_mw")
 
 
 def _pick(names: list[str], key: str) -> str | None:
     return next((a for a in ALIASES[key] if a in names), None)
 
 
-def _load_columns(path: Path) -> dict[str, np.ndarray]:
+def _load_columns(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The wanted columns by alias key, and the file's name for each."""
     import h5py
 
     with h5py.File(path, "r") as f:
         table = _find_table(f)
         if table is not None:
             names = list(table.dtype.names)
-            want = {k: _pick(names, k) for k in ALIASES}
-            fields = sorted({v for v in want.values() if v})
+            want = {k: v for k in ALIASES if (v := _pick(names, k))}
+            fields = sorted(set(want.values()))
             data = table.fields(fields)[:] if len(fields) > 1 else {fields[0]: table.fields(
                 fields[0])[:]}
-            return {k: np.asarray(data[v]) for k, v in want.items() if v}
+            return {k: np.asarray(data[v]) for k, v in want.items()}, want
         names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
-        want = {k: _pick(names, k) for k in ALIASES}
-        return {k: np.asarray(f[v][:]) for k, v in want.items() if v}
+        want = {k: v for k in ALIASES if (v := _pick(names, k))}
+        return {k: np.asarray(f[v][:]) for k, v in want.items()}, want
 
 
 def _find_table(f):
@@ -79,13 +108,16 @@ def _find_table(f):
     return None
 
 
-def read_provabgs(path: str | Path) -> dict[str, np.ndarray | list[str]]:
+def read_provabgs(path: str | Path, rejects: RejectLog | None = None
+                  ) -> dict[str, np.ndarray | list[str]]:
     """``targetid``, ``ra``, ``dec``, ``z_hp`` and the derived property columns (NaN where a
-    galaxy has no fit); ``unavailable`` lists properties the file cannot give."""
+    galaxy has no fit); ``unavailable`` lists properties the file cannot give. Rows with
+    impossible values raise, or with a lenient ``rejects`` are reported and left out."""
     path = Path(path)
+    rejects = rejects if rejects is not None else RejectLog(strict=True)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    cols = guarded(path, "HDF5", lambda: _load_columns(path))
+    cols, sources = guarded(path, "HDF5", lambda: _load_columns(path))
     for key in ("targetid", "mstar"):
         if key not in cols:
             raise ReaderError(path, f"column {'/'.join(ALIASES[key])}", "missing")
@@ -99,14 +131,45 @@ def read_provabgs(path: str | Path) -> dict[str, np.ndarray | list[str]]:
     def get(k: str) -> np.ndarray:
         if k not in cols:
             return np.full(n, np.nan)
-        v = cols[k].astype(np.float64)
-        return np.nanmedian(v.reshape(n, -1), axis=1) if v.ndim > 1 else v  # posterior samples
-    props = derive_properties(get("mstar"), get("sfr"), get("z_mw"), get("tage_mw"))
+        v = numeric_column(path, f"column {sources[k]}", cols[k], None).astype(np.float64)
+        if v.ndim > 1:                                              # posterior samples
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN: no fit
+                return np.nanmedian(v.reshape(n, -1), axis=1)
+        return v
+    raw = {k: get(k) for k in ("ra", "dec", "z_hp", "mstar", "sfr", "z_mw", "tage_mw")}
+    keep = _check_rows(path, raw, sources, tid, rejects)
+    raw, tid = {k: v[keep] for k, v in raw.items()}, tid[keep]
+    props = derive_properties(raw["mstar"], raw["sfr"], raw["z_mw"], raw["tage_mw"])
     unavailable = [name for name, src in (("log_sfr", "sfr"), ("log_ssfr", "sfr"),
                                           ("logz_mw", "z_mw"), ("tage_mw", "tage_mw"))
                    if src not in cols]
-    return {"targetid": tid, "ra": get("ra"), "dec": get("dec"), "z_hp": get("z_hp"),
+    return {"targetid": tid, "ra": raw["ra"], "dec": raw["dec"], "z_hp": raw["z_hp"],
             **props, "unavailable": unavailable}
+
+
+def _check_rows(path: Path, raw: dict[str, np.ndarray], sources: dict[str, str],
+                tid: np.ndarray, rejects: RejectLog) -> np.ndarray:
+    """Keep-mask: positions (where given) possible, each fitted value in its range."""
+    rows = np.arange(len(tid))
+    keep = np.ones(len(tid), bool)
+    if "ra" in sources and "dec" in sources:
+        keep = check_coordinates(path, raw["ra"], raw["dec"], rows, tid, rejects,
+                                 (sources["ra"], sources["dec"]))
+    problems: list[Problem | None] = [None] * len(tid)
+    for key, (lo, hi) in PROPERTY_RANGES.items():
+        if key not in sources:
+            continue
+        v = raw[key]
+        no_fit = np.isnan(v) if key != "z_hp" else np.zeros(len(v), bool)   # Z_HP: always one
+        if key in NO_FIT_AT_OR_BELOW_ZERO:
+            no_fit |= np.isfinite(v) & (v <= 0)
+        if key == "tage_mw":                     # an age only means something with a mass
+            no_fit |= ~(np.isfinite(raw["mstar"]) & (raw["mstar"] > 0))
+        for i in np.flatnonzero(keep & ~no_fit & ~(np.isfinite(v) & (v >= lo) & (v <= hi))):
+            problems[i] = problems[i] or range_problem(sources.get(key, key), v[i], lo, hi,
+                                                       "bad property")
+    return keep & reject_rows(path, problems, rows, tid, rejects)
 
 
 def derive_properties(log_mstar: np.ndarray, sfr: np.ndarray, z_mw: np.ndarray,
@@ -125,9 +188,9 @@ def derive_properties(log_mstar: np.ndarray, sfr: np.ndarray, z_mw: np.ndarray,
 class PropertyCatalog:
     """PROVABGS properties looked up by TARGETID."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, rejects: RejectLog | None = None):
         self.path = Path(path)
-        self.data = read_provabgs(path)
+        self.data = read_provabgs(path, rejects)
         ids = self.data["targetid"]
         self._order = np.argsort(ids)
         self._ids = ids[self._order]

@@ -6,6 +6,11 @@ with the columns of the galclip dataset format (``object_id``, ``ra``, ``dec``, 
 row in the source file) and any reader-specific scalar columns. A bad row either raises
 :class:`ReaderError` (naming file, HDU/column and row) or, when the caller asked to skip bad
 rows, becomes a :class:`Reject` that ends up in ``rejects.csv``.
+
+The physical ranges every reader checks at ingest live here (:data:`RA_RANGE` ...
+:data:`IMAGE_IVAR_LIMIT`), with one ``*_problem`` function per kind of value. Each returns
+``None`` or a :data:`Problem` (field, reason), the reason's category first ("bad coordinates",
+"bad redshift", "bad data", "bad property"), so :func:`reject_rows` can record it.
 """
 from __future__ import annotations
 
@@ -23,6 +28,22 @@ from galclip.data.format import DatasetError
 
 T = TypeVar("T")
 Batch = dict[str, np.ndarray]
+#: (field, reason) of a bad value; the reason starts with its category and names the field
+Problem = tuple[str, str]
+
+RA_RANGE = (0.0, 360.0)          # degrees, [0, 360)
+DEC_RANGE = (-90.0, 90.0)        # degrees, [-90, 90]
+#: redrock's template range: stars near 0 (|z| < 0.01), galaxies to 1.7, QSOs to ~7
+REDSHIFT_RANGE = (-0.01, 8.0)
+#: spectra, 1e-17 erg/s/cm^2/A: a 10th-magnitude star is ~1e4; ivar <= 1e10 means sigma >= 1e-5
+FLUX_LIMIT = 1e6
+IVAR_LIMIT = 1e10
+#: image pixels, nanomaggies (mag = 22.5 - 2.5 log10 f): 1e6 nMgy is a 7.5 mag source inside
+#: one 0.262" pixel, far above any unsaturated Legacy Survey coadd pixel (bright galaxy cores
+#: and stars are 1e1-1e4); beyond it a value is float garbage (1e30, 3e38) or an overflow
+IMAGE_LIMIT = 1e6
+#: image ivar, nMgy^-2: 1e10 means sigma >= 1e-5 nMgy (35 mag per pixel), far below any coadd
+IMAGE_IVAR_LIMIT = 1e10
 
 
 class ReaderError(DatasetError):
@@ -104,6 +125,14 @@ def guarded(path: str | Path, field: str, fn: Callable[[], T]) -> T:
         raise ReaderError(path, field, f"cannot read ({type(e).__name__}: {e})") from e
 
 
+def guarded_iter(path: str | Path, field: str, batches: Iterator[T]) -> Iterator[T]:
+    """``batches`` with each step run under :func:`guarded`: what h5py raises while a reader
+    probes a damaged file (a bad heap or B-tree behind ``key in f``) is a ReaderError too."""
+    end = object()
+    while (item := guarded(path, field, lambda: next(batches, end))) is not end:
+        yield item
+
+
 def open_h5(path: str | Path):
     """``h5py.File(path, "r")``; a truncated or non-HDF5 file is a ReaderError naming it."""
     import h5py
@@ -145,6 +174,121 @@ def ls_targetid(release: np.ndarray, brickid: np.ndarray, objid: np.ndarray) -> 
     BRICKID bits 22-41, RELEASE bits 42-57), so image files can be joined on TARGETID."""
     r, b, o = (np.asarray(x, dtype=np.int64) for x in (release, brickid, objid))
     return o | (b << 22) | (r << 42)
+
+
+# ----------------------------------------------------------------------------- value checks
+def _ra_ok(ra: np.ndarray) -> np.ndarray:
+    return np.isfinite(ra) & (ra >= RA_RANGE[0]) & (ra < RA_RANGE[1])
+
+
+def _dec_ok(dec: np.ndarray) -> np.ndarray:
+    return np.isfinite(dec) & (dec >= DEC_RANGE[0]) & (dec <= DEC_RANGE[1])
+
+
+def coordinate_problem(ra: float, dec: float, names: tuple[str, str] = ("ra", "dec")
+                       ) -> Problem | None:
+    """A sky position must be finite, RA in [0, 360) and Dec in [-90, 90] degrees."""
+    ra, dec = float(ra), float(dec)
+    if not _ra_ok(ra):
+        return names[0], f"bad coordinates: {names[0]} = {ra!r}, expected finite in [0, 360)"
+    if not _dec_ok(dec):
+        return names[1], f"bad coordinates: {names[1]} = {dec!r}, expected in [-90, 90]"
+    return None
+
+
+def check_coordinates(path: str | Path, ra: np.ndarray, dec: np.ndarray, rows: np.ndarray,
+                      ids: np.ndarray, rejects: RejectLog,
+                      names: tuple[str, str] = ("ra", "dec")) -> np.ndarray:
+    """Keep-mask of a whole column of positions (vectorised :func:`coordinate_problem`)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    ok = _ra_ok(ra) & _dec_ok(dec)
+    problems = [None if ok[i] else coordinate_problem(ra[i], dec[i], names)
+                for i in range(len(ok))]
+    return reject_rows(path, problems, rows, ids, rejects)
+
+
+def redshift_problem(z: float, name: str = "redshift") -> Problem | None:
+    """A redshift must be finite and inside :data:`REDSHIFT_RANGE`."""
+    z, (lo, hi) = float(z), REDSHIFT_RANGE
+    if not (np.isfinite(z) and lo <= z <= hi):
+        return name, f"bad redshift: {name} = {z!r}, expected finite in [{lo:g}, {hi:g}]"
+    return None
+
+
+def range_problem(name: str, value: float, lo: float, hi: float, category: str
+                  ) -> Problem | None:
+    """A scalar must be finite and in [lo, hi]."""
+    value = float(value)
+    if not (np.isfinite(value) and lo <= value <= hi):
+        return name, f"{category}: {name} = {value!r}, expected finite in [{lo:g}, {hi:g}]"
+    return None
+
+
+def _bad_data(name: str, detail: str) -> Problem:
+    return name, f"bad data: {name}: {detail}"
+
+
+def ivar_problem(ivar: np.ndarray, name: str, limit: float = IVAR_LIMIT) -> Problem | None:
+    """Inverse variances must be finite and in [0, limit]."""
+    if not np.all(np.isfinite(ivar)):
+        return _bad_data(name, f"{int((~np.isfinite(ivar)).sum())} non-finite pixels")
+    if (ivar < 0).any():
+        return _bad_data(name, f"{int((ivar < 0).sum())} negative pixels")
+    if (ivar > limit).any():
+        return _bad_data(name, f"{int((ivar > limit).sum())} pixels above {limit:g}")
+    return None
+
+
+def spectrum_problem(flux: np.ndarray, ivar: np.ndarray, used: np.ndarray,
+                     names: tuple[str, str] = ("spectrum_flux", "spectrum_ivar")
+                     ) -> Problem | None:
+    """One spectrum: ivar as :func:`ivar_problem`; the ``used`` (unmasked) flux pixels finite
+    with |flux| <= :data:`FLUX_LIMIT`."""
+    if problem := ivar_problem(ivar, names[1]):
+        return problem
+    f = flux[used]
+    if not np.all(np.isfinite(f)):
+        return _bad_data(names[0], f"{int((~np.isfinite(f)).sum())} non-finite unmasked pixels")
+    if (np.abs(f) > FLUX_LIMIT).any():
+        return _bad_data(names[0], f"{int((np.abs(f) > FLUX_LIMIT).sum())} unmasked pixels "
+                         f"beyond +-{FLUX_LIMIT:g}")
+    return None
+
+
+def image_problem(image: np.ndarray, name: str = "image", ivar: np.ndarray | None = None,
+                  ivar_name: str = "image_ivar") -> Problem | None:
+    """One image: pixels finite with |pixel| <= :data:`IMAGE_LIMIT` nanomaggies; its ivar,
+    if any, finite in [0, :data:`IMAGE_IVAR_LIMIT`]."""
+    if not np.all(np.isfinite(image)):
+        return _bad_data(name, f"{int((~np.isfinite(image)).sum())} non-finite pixels")
+    if (np.abs(image) > IMAGE_LIMIT).any():
+        return _bad_data(name, f"{int((np.abs(image) > IMAGE_LIMIT).sum())} pixels beyond "
+                         f"+-{IMAGE_LIMIT:g} nanomaggies")
+    return ivar_problem(ivar, ivar_name, IMAGE_IVAR_LIMIT) if ivar is not None else None
+
+
+def reject_rows(path: str | Path, problems: list[Problem | None], rows: np.ndarray,
+                ids: np.ndarray | list, rejects: RejectLog) -> np.ndarray:
+    """Keep-mask over ``rows``: each problem becomes a reject naming file, field, row and
+    object id (a ReaderError when ``rejects`` is strict)."""
+    keep = np.ones(len(problems), bool)
+    for i, problem in enumerate(problems):
+        if problem:
+            keep[i] = False
+            oid = ids[i].decode() if isinstance(ids[i], bytes) else ids[i]
+            rejects.add(path, problem[0], problem[1], int(rows[i]),
+                        oid.item() if isinstance(oid, np.generic) else oid)
+    return keep
+
+
+def numeric_column(path: str | Path, field: str, values: np.ndarray, ndim: int | None = 1
+                   ) -> np.ndarray:
+    """A whole column must be numeric (with ``ndim`` axes): otherwise the file is wrong."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf" or ndim not in (None, values.ndim):
+        raise ReaderError(path, field, f"dtype {values.dtype}, {values.ndim} axes; expected a "
+                          f"numeric column with {ndim}")
+    return values
 
 
 # ----------------------------------------------------------------------------- images
