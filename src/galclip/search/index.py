@@ -37,6 +37,7 @@ from galclip.search.catalog import (
     read_embeddings,
     sample_embeddings,
 )
+from galclip.search.ivfpq import TRAIN_PER_LIST
 from galclip.storage import atomic_write, write_json_atomic
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8")
@@ -95,7 +96,6 @@ def normalized(x: np.ndarray) -> np.ndarray:
 
 
 KMEANS_ITER = 10
-TRAIN_PER_LIST = 50
 MAX_TRAIN_SAMPLE = 5_000_000  # 5 GB of 256-d training vectors: nlist <= 128k from here
 
 

@@ -88,12 +88,10 @@ def trained_index(sample: np.ndarray, nlist: int, codec: str, pq_m: int | None =
 def two_level_centroids(sample: np.ndarray, nlist: int, seed: int, niter: int) -> np.ndarray:
     """(nlist, d) unit centroids of a two-level spherical k-means of ``sample``: the cost of
     k-means with 10⁴-10⁵ centroids drops from nlist to ~2 sqrt(nlist) distances per point."""
-    import faiss
     from faiss.contrib.clustering import two_level_clustering
 
-    gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist,
-                                        clustering_niter=niter, spherical=True, seed=seed, gpu=gpu)
+    centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist, clustering_niter=niter,
+                                        spherical=True, seed=seed, gpu=has_gpu())
     return np.ascontiguousarray(centroids, np.float32)
 
 
@@ -107,11 +105,18 @@ def set_nprobe(index, nprobe: int) -> None:
         quantizer.hnsw.efSearch = max(QUANTIZER_EF_MIN, 2 * int(nprobe))
 
 
+def has_gpu() -> bool:
+    """faiss-gpu is installed and sees at least one GPU."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
 def gpu_clustering_index(d: int):
     """A GPU inner-product index for the k-means of training when faiss-gpu sees a GPU."""
     import faiss
 
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+    if not has_gpu():
         return None
     return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
 
@@ -121,7 +126,7 @@ def coarse_assigner(trained):
     when faiss-gpu sees a GPU, else the quantizer itself (flat, or the HNSW graph)."""
     import faiss
 
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+    if not has_gpu():
         return trained.quantizer
     flat = faiss.IndexFlatIP(trained.d)
     flat.add(trained.quantizer.reconstruct_n(0, trained.nlist))
