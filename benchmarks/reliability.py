@@ -17,7 +17,7 @@ Readers (seeded byte corruptions from ``galclip.data.corrupt``, ``--variants`` e
                              reject naming the file, output identical to the clean file's, or
                              (bytes only: these formats have no checksum) a changed output whose
                              every value is possible; anything else is WRONG
-Server (loopback, a separate process running `galclip serve`'s app and protocol):
+Server (loopback, `galclip serve` in a separate process, ``--workers`` processes):
   ``--requests`` requests at ``--concurrency``: searches, objects, images, spectra, hostile
   `where` strings, malformed / huge / bomb / fuzzed uploads; plus ``--slow-clients`` sockets
   that never finish their headers or trickle a body at 1 byte/s (each must get 408).
@@ -30,7 +30,7 @@ Server (loopback, a separate process running `galclip serve`'s app and protocol)
   spent per request is printed.
 
     .venv/bin/python benchmarks/reliability.py --variants 1000 --requests 10000 --concurrency 32
-    .venv/bin/python benchmarks/reliability.py --server-only --requests 10000 --concurrency 32
+    .venv/bin/python benchmarks/reliability.py --server-only --requests 10000 --concurrency 32 [--workers 2]
     .venv/bin/python benchmarks/reliability.py --readers-only --formats cutout stein provabgs
 """
 from __future__ import annotations
@@ -238,21 +238,6 @@ def reader_campaign(fmt: str, n: int, seed: int, tmp: Path, deadline: float) -> 
 
 
 # ----------------------------------------------------------------------------- server
-def _serve_child(catalog: str, data: str, model: str, port: int, read_timeout: float) -> None:
-    import uvicorn
-
-    import galclip
-    from galclip.search.api import Catalog
-    from galclip.search.limits import timed_protocol
-    from galclip.search.server import create_app
-
-    cat = Catalog(catalog, model=galclip.load_model(model))
-    app = create_app(catalog=cat, data_dir=data, max_upload_bytes=2 * 2**20,
-                     cache_bytes=64 * 2**20)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error",
-                http=timed_protocol(read_timeout), limit_concurrency=512)
-
-
 def _prepare_server(tmp: Path) -> tuple[Path, Path, Path, np.ndarray]:
     import torch
 
@@ -492,6 +477,8 @@ async def _slow_client(port: int, payload: bytes, trickle: bool) -> tuple[bool, 
     while True:
         try:
             chunk = await asyncio.wait_for(reader.read(4096), timeout=1.0)
+        except ConnectionError:     # a byte trickled in after the server's 408 and close: RST
+            break
         except TimeoutError:
             if trickle:
                 try:
@@ -523,15 +510,33 @@ async def _campaign(port: int, plan: list[tuple], concurrency: int, slow: int,
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far, all its threads (Linux /proc)."""
+    """User + system CPU seconds so far of a process and its live children (``--workers``), all
+    their threads (Linux /proc)."""
     import os
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def start_server(cat: Path, data: Path, port: int, read_timeout: float, workers: int = 1):
+    """`galclip serve` of the campaign's catalog in a child process (not yet answering)."""
+    return subprocess.Popen([sys.executable, "-m", "galclip.cli", "serve", str(cat), "--data",
+                             str(data), "--port", str(port), "--read-timeout", str(read_timeout),
+                             "--max-upload-mb", "2", "--cache-mb", "64", "--workers", str(workers)],
+                            stdout=subprocess.DEVNULL)
 
 
 def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, seed: int,
-                    tmp: Path, client: str = "raw") -> dict:
+                    tmp: Path, client: str = "raw", workers: int = 1) -> dict:
     import socket
 
     cat, data, model, ids = _prepare_server(tmp)
@@ -539,8 +544,7 @@ def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, se
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    child = subprocess.Popen([sys.executable, __file__, "--serve-child", str(cat), str(data),
-                              str(model), str(port), str(read_timeout)])
+    child = start_server(cat, data, port, read_timeout, workers)
     try:
         _wait_up(port)
         warm = _request_plan(200, ids, blobs, seed + 1)
@@ -555,7 +559,7 @@ def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, se
         child.terminate()
         child.wait(10)
     return {"results": results, "wall": wall, "slow": slow_res, "sequential": sequential,
-            "client": client, "client_cpu": cpu, "server_cpu": server_cpu}
+            "client": client, "client_cpu": cpu, "server_cpu": server_cpu, "workers": workers}
 
 
 def _wait_up(port: int) -> None:
@@ -589,7 +593,8 @@ def print_server(res: dict, concurrency: int, read_timeout: float) -> None:
     n5xx = sum(1 for _, s, _, _ in rows if isinstance(s, int) and s >= 500)
     normal = [dt * 1e3 for k, s, ok, dt in rows if k in NORMAL]
     seq = [dt * 1e3 for *_, dt in res["sequential"]]
-    print(f"\nserver: {len(rows)} requests at concurrency {concurrency} in {res['wall']:.1f} s "
+    print(f"\nserver ({res['workers']} worker process{'es' if res['workers'] > 1 else ''}): "
+          f"{len(rows)} requests at concurrency {concurrency} in {res['wall']:.1f} s "
           f"({len(rows) / res['wall']:.0f} req/s); 5xx: {n5xx}; unexpected status: "
           f"{sum(not ok for _, _, ok, _ in rows)}")
     print(f"  CPU per request during it: client ({res['client']}) "
@@ -636,10 +641,6 @@ def run_readers(args, tmp: Path, deadline: float) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve-child":
-        cat, data, model, port, timeout = sys.argv[2:7]
-        _serve_child(cat, data, model, int(port), float(timeout))
-        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", type=int, default=1000, help="corrupted variants per reader")
     p.add_argument("--requests", type=int, default=10_000)
@@ -653,6 +654,7 @@ def main() -> int:
                    help="only these reader campaigns (desi-coadd, desi-redrock, dataset, "
                         "cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="galclip serve --workers")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw",
                    help="load generator: raw asyncio streams (lean) or httpx (the first one)")
     args = p.parse_args()
@@ -668,7 +670,8 @@ def main() -> int:
             return 0
         (tmp / "server").mkdir()
         res = server_campaign(args.requests, args.concurrency, args.slow_clients,
-                              args.read_timeout, args.seed + 3, tmp / "server", args.client)
+                              args.read_timeout, args.seed + 3, tmp / "server", args.client,
+                              args.workers)
         print_server(res, args.concurrency, args.read_timeout)
     return 0
 

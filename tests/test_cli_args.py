@@ -52,6 +52,7 @@ PARSE_CASES = [
     (SERVE + ["--max-upload-mb", "-1"], "--max-upload-mb"),
     (SERVE + ["--cache-mb", "-5"], "--cache-mb"),
     (SERVE + ["--read-timeout", "0"], "--read-timeout"),
+    (SERVE + ["--workers", "0"], "--workers"),
     (SIM + ["--n", "10", "--workers", "0"], "--workers"),
     (SIM + ["--n", "10", "--workers", "-3"], "--workers"),
     (SIM + ["--n", "0"], "--n"),

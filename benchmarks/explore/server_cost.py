@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,8 +33,7 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        child = subprocess.Popen([sys.executable, R.__file__, "--serve-child", str(cat), str(data),
-                                  str(model), str(port), "5.0"])
+        child = R.start_server(cat, data, port, 5.0)
         try:
             R._wait_up(port)
             asyncio.run(R._drive(port, R._request_plan(300, ids, blobs, 1), 8))

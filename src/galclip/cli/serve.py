@@ -2,7 +2,9 @@
 
 Binds 127.0.0.1 by default; read-only; uploads are size-limited and validated (declared and
 decompressed sizes checked before anything is allocated); a request whose headers and body do
-not arrive within --read-timeout seconds gets 408. With --data
+not arrive within --read-timeout seconds gets 408. --workers N serves from N processes (uvicorn's
+supervisor: one listening socket, a worker that dies is replaced), each with its own copy of
+the catalog, index and model: throughput grows with the cores, memory with N. With --data
 (default: the dataset the catalog was made from, if present) the explorer shows colour images
 and spectra.
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from galclip.argtypes import float_range, port
+from galclip.argtypes import float_range, int_range, port
 from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S
 
 MIB = 2**20
@@ -31,18 +33,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-timeout", type=float_range(0, 3600, inclusive_lo=False),
                    default=READ_TIMEOUT_S, metavar="S",
                    help="seconds a client has to send a request (default %(default)s)")
+    p.add_argument("--workers", type=int_range(1, 256), default=1, metavar="N",
+                   help="server processes (default 1; about one per core that serving may use)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
     from galclip.search.limits import timed_protocol
     from galclip.search.server import create_app
 
-    app = create_app(args.catalog, data_dir=args.data,
-                     max_upload_bytes=int(args.max_upload_mb * MIB),
-                     cache_bytes=int(args.cache_mb * MIB))
-    print(f"galclip serve: http://{args.host}:{args.port}/  (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                http=timed_protocol(args.read_timeout), limit_concurrency=512)
+    make_app = functools.partial(create_app, args.catalog, data_dir=args.data,
+                                 max_upload_bytes=int(args.max_upload_mb * MIB),
+                                 cache_bytes=int(args.cache_mb * MIB))
+    # built here first in any case: a bad catalog or dataset is a clean error before anything
+    # listens, and a missing index is built once, not by every worker at the same time
+    app = make_app()
+    config = uvicorn.Config(app if args.workers == 1 else make_app, factory=args.workers > 1,
+                            host=args.host, port=args.port, log_level="warning",
+                            http=timed_protocol(args.read_timeout), limit_concurrency=512,
+                            workers=args.workers)
+    print(f"galclip serve: http://{args.host}:{args.port}/  (API docs at /docs)"
+          + (f", {args.workers} worker processes" if args.workers > 1 else ""), flush=True)
+    if args.workers == 1:
+        uvicorn.Server(config).run()
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    del app                      # the supervisor serves nothing itself
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0

@@ -16,7 +16,7 @@ read timeouts for slow clients.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 BLOCK = 2880
@@ -137,127 +137,12 @@ def parse_upload(reader: Callable[[bytes, str], T], body: bytes, name: str) -> T
 
 
 # ----------------------------------------------------------------------------- slow clients
-def timed_protocol(read_timeout: float = READ_TIMEOUT_S) -> type:
-    """uvicorn's H11Protocol with a deadline on reading each request (headers and body).
+def timed_protocol(read_timeout: float = READ_TIMEOUT_S):
+    """uvicorn's H11Protocol with a deadline on reading each request (headers and body): the
+    ``http`` argument of ``uvicorn.Config`` (:class:`galclip.search.protocol.TimedH11Protocol`
+    with ``read_timeout`` bound; picklable, so it also serves ``--workers`` processes)."""
+    import functools
 
-    The deadline covers only the time the server waits on the client: it starts with the
-    connection or with a request's first byte and is cancelled once the request is read in
-    full (a request that then waits for a thread or a slow handler is never cut off); it does
-    not run while the server itself holds the body back (uvicorn pauses reading past 64 KiB
-    until the app reads on; the client then gets a fresh ``read_timeout`` for the rest).
-    An expired deadline, and uvicorn's keep-alive timeout, are judged only after the event
-    loop's next poll of its sockets, so bytes the client sent in time but a busy loop had not
-    yet read count as sent (without this a busy server closed connections whose request was
-    already in the socket, and the client saw a reset: issue 15)."""
-    import h11
-    from uvicorn.protocols.http.flow_control import FlowControl
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from galclip.search.protocol import TimedH11Protocol
 
-    class Flow(FlowControl):
-        """uvicorn's read flow control, telling the protocol when it holds a body back."""
-
-        def __init__(self, transport, protocol) -> None:
-            super().__init__(transport)
-            self.protocol = protocol
-
-        def pause_reading(self) -> None:
-            if not self.read_paused:
-                self.protocol._cancel_read_deadline()    # the server's wait, not the client's
-            super().pause_reading()
-
-        def resume_reading(self) -> None:
-            was = self.read_paused
-            super().resume_reading()
-            if was:
-                self.protocol._reading_resumed()
-
-    class TimedH11Protocol(H11Protocol):
-        _read_deadline: Any = None
-        _got_bytes = False
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self.flow = Flow(transport, self)
-            self._arm_read_deadline()
-
-        def _reading_resumed(self) -> None:
-            c = self.cycle                             # a body held back: the client gets a
-            if c is not None and not c.response_complete and c.more_body:   # fresh deadline
-                self._arm_read_deadline()
-
-        def data_received(self, data: bytes) -> None:
-            self._got_bytes = True
-            if self._read_deadline is None:
-                self._arm_read_deadline()
-            super().data_received(data)
-            c = self.cycle
-            if c is not None and not c.response_complete and not c.more_body:
-                self._cancel_read_deadline()           # read in full: the app's time now
-            elif self._idle():                         # e.g. the end of a body answered early
-                self._cancel_read_deadline()
-                if self.timeout_keep_alive_task is None and not self.transport.is_closing():
-                    self.timeout_keep_alive_task = self.loop.call_later(
-                        self.timeout_keep_alive, self.timeout_keep_alive_handler)
-
-        def on_response_complete(self) -> None:
-            self._cancel_read_deadline()
-            self._got_bytes = False
-            super().on_response_complete()             # may start a pipelined request
-            if self.conn.trailing_data[0] and self._read_deadline is None and (
-                    self.cycle.response_complete or self.cycle.more_body):
-                self._got_bytes = True
-                self._arm_read_deadline()
-
-        def connection_lost(self, exc) -> None:
-            self._cancel_read_deadline()
-            super().connection_lost(exc)
-
-        def timeout_keep_alive_handler(self) -> None:
-            # after the next poll: a request already in the socket cancels this (data_received)
-            self.timeout_keep_alive_task = self.loop.call_later(0, self._keep_alive_expired)
-
-        def _keep_alive_expired(self) -> None:
-            self.timeout_keep_alive_task = None
-            super().timeout_keep_alive_handler()
-
-        def _idle(self) -> bool:
-            """Between requests, nothing of the next one received."""
-            c = self.cycle
-            return (c is not None and c.response_complete and self.conn.their_state is h11.IDLE
-                    and not self.conn.trailing_data[0])
-
-        def _arm_read_deadline(self, delay: float = read_timeout) -> None:
-            self._cancel_read_deadline()
-            self._read_deadline = self.loop.call_later(delay, self._read_expired)
-
-        def _cancel_read_deadline(self) -> None:
-            if self._read_deadline is not None:
-                self._read_deadline.cancel()
-                self._read_deadline = None
-
-        def _read_expired(self) -> None:
-            self._read_deadline = self.loop.call_later(0, self._judge)   # after the next poll
-
-        def _judge(self) -> None:
-            self._read_deadline = None
-            c = self.cycle
-            if self.transport.is_closing() or (c is not None and c.response_started
-                                               and not c.response_complete):
-                return
-            if c is not None and not c.response_complete and not c.more_body:
-                return                                 # request read; the app is working
-            if c is not None and not c.response_complete and self.flow.read_paused:
-                return                                 # the server holds the body back
-            if self._idle():
-                return                                 # keep-alive: uvicorn's own timeout
-            if self._got_bytes:
-                msg = f"request not received within {read_timeout:g} s\n".encode()
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain"
-                                     b"\r\nconnection: close\r\ncontent-length: " +
-                                     str(len(msg)).encode() + b"\r\n\r\n" + msg)
-            if c is not None and not c.response_complete:
-                c.disconnected = True
-                c.message_event.set()
-            self.transport.close()
-
-    return TimedH11Protocol
+    return functools.partial(TimedH11Protocol, read_timeout=float(read_timeout))
