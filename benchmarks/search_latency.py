@@ -24,18 +24,41 @@ import argparse
 import resource
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+#: > 0: "embedding-like" vectors (``--decay``): the per-direction scale falls as i^-DECAY along a
+#: fixed random rotation, so most variance lies in a few directions, as in galclip's own
+#: embeddings (participation ratio of the demo's: 5.5 image, 9.1 spectrum; 0.625 gives ~10;
+#: the isotropic clusters, DECAY = 0, have ~50). Product quantization is at its worst on the
+#: isotropic ones.
+DECAY = 0.0
 
-def clustered(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarray:
+
+def _shape(dim: int, seed: int, decay: float):
+    """(per-direction scale, rotation) of the embedding-like vectors; None when isotropic."""
+    if decay <= 0:
+        return None
+    q, _ = np.linalg.qr(np.random.default_rng([seed, 99]).normal(size=(dim, dim)))
+    return (np.arange(1, dim + 1, dtype=np.float32) ** -decay), q.astype(np.float32)
+
+
+def _finish(x: np.ndarray, shape) -> np.ndarray:
+    if shape is not None:
+        x = (x * shape[0]) @ shape[1]
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(n: int, dim: int, n_clusters: int, seed: int, decay: float | None = None) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    shape = _shape(dim, seed, DECAY if decay is None else decay)
     centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
     x = np.empty((n, dim), np.float32)
     for lo in range(0, n, 100_000):  # in chunks to bound peak memory
         m = min(100_000, n - lo)
-        x[lo:lo + m] = centres[rng.integers(0, n_clusters, m)] + 0.35 * rng.normal(size=(m, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x[lo:lo + m] = _finish(centres[rng.integers(0, n_clusters, m)]
+                               + 0.35 * rng.normal(size=(m, dim)), shape)
     return x
 
 
@@ -46,12 +69,12 @@ def clustered_chunks(n: int, dim: int, n_clusters: int, seed: int):
     """The same distribution as ``clustered``, generated ``CHUNK`` rows at a time (chunk i from
     its own seed, so a second pass regenerates the same vectors)."""
     centres = np.random.default_rng(seed).normal(size=(n_clusters, dim)).astype(np.float32)
+    shape = _shape(dim, seed, DECAY)
     for i, lo in enumerate(range(0, n, CHUNK)):
         rng = np.random.default_rng([seed, i])
         m = min(CHUNK, n - lo)
-        x = centres[rng.integers(0, n_clusters, m)] + 0.35 * rng.normal(size=(m, dim)).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield x
+        yield _finish(centres[rng.integers(0, n_clusters, m)]
+                      + 0.35 * rng.normal(size=(m, dim)).astype(np.float32), shape)
 
 
 def counterpart(x: np.ndarray, seed: int) -> np.ndarray:
@@ -72,11 +95,14 @@ def sample_pass(n: int, dim: int, n_train: int, n_queries: int):
     return np.concatenate(train), np.concatenate([own[:half], counterpart(own[half:], 4)])
 
 
-def bench_compressed(n: int, dim: int, kind: str, n_queries: int) -> dict:
-    """Build, tune and time one compressed index (galclip.search.ivfpq) over n vectors."""
+def bench_compressed(n: int, dim: int, kind: str, n_queries: int, rerank: int = 0) -> dict:
+    """Build, tune and time one compressed index (galclip.search.ivfpq) over n vectors;
+    ``rerank`` R > 0 keeps the vectors as float16 in a temporary file (memory-mapped) and
+    re-ranks R x k candidates, as ``galclip index --rerank R``."""
     from galclip.search.index import COMPRESSED, MAX_TRAIN_SAMPLE, recall_of, tune_to_truth
     from galclip.search.ivfpq import (
         PART_VECTORS,
+        RerankWriter,
         ShardedIVF,
         StreamedKnn,
         build_parts,
@@ -103,17 +129,25 @@ def bench_compressed(n: int, dim: int, kind: str, n_queries: int) -> dict:
                 return
             yield x, np.empty(0, np.int64)
 
+    tmp = tempfile.TemporaryDirectory(prefix="search-latency-")
+    writer = RerankWriter(Path(tmp.name) / "rerank.f16", dim) if rerank else None
     t0 = time.perf_counter()
-    parts, _ = build_parts(trained, chunks(), PART_VECTORS)
+    parts, _ = build_parts(trained, chunks(), PART_VECTORS, rerank_writer=writer)
+    stored = writer.close() if writer is not None else None
     add_s = time.perf_counter() - t0 - gen[0]
-    index = ShardedIVF(parts)
+    index = ShardedIVF(parts, stored, rerank)
     tq, mq = slice(0, None, 2), slice(1, None, 2)  # tune on even queries, measure on odd
     param, _ = tune_to_truth(index, kind, queries[tq], knn.positions[tq])
     recall = recall_of(index.search(queries[mq], 10)[1], knn.positions[mq])
     ms = latencies(index, queries[mq])
-    return {"kind": _layout(kind, parts[0]), "build_s": train_s + add_s, "param": param, "recall": recall,
+    label = _layout(kind, parts[0]) + (f", re-rank {rerank} x k ({stored.nbytes / 1e9:.2f} GB "
+                                       "float16 on disk)" if rerank else "")
+    code_gb = index.code_bytes() / 1e9
+    del index, stored
+    tmp.cleanup()
+    return {"kind": label, "rerank": rerank, "build_s": train_s + add_s, "param": param, "recall": recall,
             "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
-            "index_gb": index.code_bytes() / 1e9,
+            "index_gb": code_gb,
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
@@ -228,9 +262,17 @@ def main() -> None:
     ap.add_argument("--compressed-only-above", type=int, default=None,
                     help="above this size run only the compressed kinds")
     ap.add_argument("--no-api", action="store_true", help="skip the Catalog.search rows")
+    ap.add_argument("--rerank", type=int, nargs="*", default=[0],
+                    help="compressed kinds: re-rank R x k candidates with float16 vectors on disk "
+                         "(galclip index --rerank R); several values build each (0: without)")
+    ap.add_argument("--decay", type=float, default=0.0,
+                    help="embedding-like vectors: scale i^-decay per direction (0: isotropic "
+                         "clusters, as in earlier RESULTS entries; 0.625: ~10 effective dims)")
     ap.add_argument("--hnsw-quantizer-from", type=int, default=None,
                     help="lists from which the coarse quantizer is HNSW (default: galclip's)")
     args = ap.parse_args()
+    global DECAY
+    DECAY = args.decay
     import faiss
 
     from galclip.search import ivfpq
@@ -239,6 +281,7 @@ def main() -> None:
         ivfpq.HNSW_QUANTIZER_FROM = args.hnsw_quantizer_from
 
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, k=10, "
+          f"vectors {'isotropic clusters' if DECAY <= 0 else f'embedding-like (decay {DECAY:g})'}, "
           f"single-query latency over {args.queries} queries; index GB: the index's own bytes; "
           f"RSS GB: the process's peak so far")
     print("| N | index | build s | index GB | RSS GB | search param | recall@10 | p50 ms | p95 ms |")
@@ -248,8 +291,9 @@ def main() -> None:
         if args.compressed_only_above is None or n <= args.compressed_only_above:
             rows += bench_uncompressed(n, args)
         for kind in args.compressed:
-            rows.append((n, bench_compressed(n, args.dim, kind, args.queries)))
-            print(_row(*rows[-1]), flush=True)
+            for r in args.rerank:
+                rows.append((n, bench_compressed(n, args.dim, kind, args.queries, r)))
+                print(_row(*rows[-1]), flush=True)
     print_growth(rows)
 
 
@@ -258,7 +302,8 @@ def print_growth(rows: list[tuple[int, dict]]) -> None:
     10x vectors at recall@10 >= 0.95)."""
     by_kind: dict[str, list[tuple[int, dict]]] = {}
     for n, r in rows:
-        by_kind.setdefault(r["kind"].split(",")[0], []).append((n, r))
+        key = r["kind"].split(",")[0] + (f" + re-rank {r['rerank']}" if r.get("rerank") else "")
+        by_kind.setdefault(key, []).append((n, r))
     lines = []
     for kind, pts in by_kind.items():
         for (n0, a), (n1, b) in zip(pts, pts[1:], strict=False):

@@ -41,6 +41,7 @@ PARSE_CASES = [
     (EMBED + ["--device", "bogus"], "--device"),
     (EMBED[:-1] + ["{file}"], "--out"),
     (INDEX + ["--nlist", "-1"], "--nlist"),
+    (INDEX + ["--rerank", "-1"], "--rerank"),
     (INDEX + ["--nlist", "0"], "--nlist"),
     (INDEX + ["--threshold", "-1"], "--threshold"),
     (INDEX + ["--target-recall", "2"], "--target-recall"),

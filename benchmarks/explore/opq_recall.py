@@ -7,7 +7,7 @@ correlated, and should not when the residuals are isotropic noise. Builds, on th
 and queries, IVF-PQ 64 B, OPQ + IVF-PQ 64 B, IVF-PQ 128 B and IVF-SQ8 (faiss index factory,
 inner product, the same lists and training sample), and prints recall@10 at a ladder of nprobe.
 
-    python benchmarks/explore/opq_recall.py --n 100000
+    python benchmarks/explore/opq_recall.py --n 100000 [--decay 0.625]
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import search_latency  # noqa: E402
 from search_latency import clustered, counterpart  # noqa: E402
 
 
@@ -29,7 +30,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--decay", type=float, default=0.0, help="as search_latency.py --decay")
     args = p.parse_args()
+    search_latency.DECAY = args.decay
     n, d = args.n, args.dim
     x = clustered(n, d, max(50, n // 1000), seed=0)
     rng = np.random.default_rng(3)
@@ -41,7 +44,7 @@ def main() -> None:
     truth = exact.search(q, 10)[1]
     nlist = int(max(np.sqrt(n), n / 500))
     train = x[rng.choice(n, min(n, 50 * nlist), replace=False)]
-    print(f"n {n}, dim {d}, {nlist} lists, {len(q)} queries (half cross-modal)")
+    print(f"decay {args.decay:g}, n {n}, dim {d}, {nlist} lists, {len(q)} queries (half cross-modal)")
     print("| index | bytes/vector | train+add s | " + " | ".join(f"nprobe {p}" for p in (8, 32, 128)) + " |")
     print("|---|---|---|---|---|---|")
     for name, spec, code in [("IVF-PQ 64 B", f"IVF{nlist},PQ64", 64),

@@ -19,6 +19,7 @@ index is loaded.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,8 @@ class LoadedIndex:
     def vector(self, pos: int) -> np.ndarray:
         """The (E,) stored vector at an index position: exact, read from the catalog's Parquet
         when the index holds only compressed codes."""
-        if self.kind not in COMPRESSED:
-            return self.index.reconstruct(int(pos))
+        if self.kind not in COMPRESSED or self.info.get("rerank"):
+            return self.index.reconstruct(int(pos))       # with re-ranking: the stored float16
         manifest = read_catalog_manifest(self.catalog_dir)
         v = read_embedding_row(self.catalog_dir, manifest, self.info["modality"], int(self.rows[pos]))
         return normalized(v[None])[0]
@@ -200,7 +201,7 @@ def build_index(catalog_dir: str | Path, modality: str, kind: str = "auto",
                 nlist: int | None = None, save: bool = True, verbose: bool = True,
                 compress: dict[str, int] | None = None) -> LoadedIndex:
     """Build (and by default save) the index of one modality of a catalog. ``compress``
-    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``).
+    holds IVF-PQ/SQ8 settings (``pq_m``, ``part_vectors``, ``chunk_rows``, ``rerank``).
 
     Saving records a resume state (``.index-<modality>-state.json``): rerun with the same
     settings on the same catalog (same fingerprint), it loads the saved index and builds nothing."""
@@ -235,6 +236,10 @@ def _build_index(catalog_dir, modality: str, manifest: dict[str, Any], kind: str
         raise CatalogError(f"{Path(catalog_dir) / 'manifest.json'}: catalog has no "
                            f"{embedding_column(modality)} (modalities: {manifest['modalities']})")
     chosen = choose_kind(manifest["n_rows"], kind, threshold)
+    if (compress or {}).get("rerank") and chosen not in COMPRESSED:
+        raise ValueError(f"{catalog_dir}: re-ranking applies to the compressed kinds (ivfpq, "
+                         f"ivfsq8); the {modality} index of {manifest['n_rows']} rows is "
+                         f"{chosen!r}, whose vectors are exact already")
     if chosen in COMPRESSED:
         loaded = build_compressed(catalog_dir, modality, manifest, chosen, nlist=nlist,
                                   target_recall=target_recall, save=save, **(compress or {}))
@@ -289,7 +294,9 @@ def _report(info: dict[str, Any], verbose: bool) -> None:
     if verbose:
         print(f"{info['modality']}: {info['kind']} index over {info['n_vectors']} vectors in "
               f"{info['build_seconds']:.1f} s ({len(info['parts'] or [0])} part(s), "
-              f"{info['bytes_per_vector']} B/vector), recall@10 vs exact "
+              f"{info['bytes_per_vector']} B/vector"
+              + (f", re-ranking {info['rerank']['factor']} x k from {info['rerank']['file']}"
+                 if info.get("rerank") else "") + "), recall@10 vs exact "
               f"{info['recall_at_10']:.3f} (nprobe {info['search_param']})")
 
 
@@ -303,10 +310,12 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
                      nlist: int | None = None, pq_m: int | None = None,
                      part_vectors: int | None = None, chunk_rows: int = CHUNK_ROWS,
                      target_recall: float = TARGET_RECALL, save: bool = True,
-                     seed: int = 0) -> LoadedIndex:
+                     seed: int = 0, rerank: int = 0) -> LoadedIndex:
     """IVF-PQ (or IVF-SQ8) over one modality, reading the catalog ``chunk_rows`` rows at a
     time: train on a uniform sample, add chunk by chunk into parts of ``part_vectors`` (written as they
-    close when saving), tune nprobe against exact neighbours found by streaming brute force."""
+    close when saving), tune nprobe against exact neighbours found by streaming brute force.
+    ``rerank`` R > 0 also writes the vectors as float16 beside the parts and orders each
+    query's R x k best by code by exact inner product (``galclip.search.ivfpq``)."""
     from galclip.search import ivfpq
 
     t0 = time.perf_counter()
@@ -325,9 +334,27 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
     del sample  # only the codes stay in memory from here on
     fpath = index_paths(catalog_dir, modality)[0]
     write = (lambda i, ix: ivfpq.write_part_file(fpath, i, ix)) if save else None
-    parts, rows = ivfpq.build_parts(trained, _unit_chunks(catalog_dir, modality, chunk_rows),
-                                    part_vectors or ivfpq.PART_VECTORS, write)
-    index = ivfpq.read_parts(Path(catalog_dir), parts) if save else ivfpq.ShardedIVF(parts)
+    rerank_file = fpath.with_suffix(".rerank.f16")
+    if rerank and not save:
+        rerank_file = Path(tempfile.mkdtemp(prefix="galclip-rerank-")) / rerank_file.name
+    writer = ivfpq.RerankWriter(rerank_file, trained.d) if rerank else None
+    try:
+        parts, rows = ivfpq.build_parts(trained, _unit_chunks(catalog_dir, modality, chunk_rows),
+                                        part_vectors or ivfpq.PART_VECTORS, write, writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+            if not save:
+                rerank_file.parent.rmdir()
+        raise
+    stored = writer.close() if writer is not None else None
+    rerank_info = {"file": rerank_file.name, "factor": int(rerank), "dtype": "float16",
+                   "bytes": int(stored.nbytes)} if writer is not None else None
+    if writer is not None and not save:           # the map stays valid after the unlink
+        rerank_file.unlink()
+        rerank_file.parent.rmdir()
+    index = (ivfpq.read_parts(Path(catalog_dir), parts, rerank_info) if save
+             else ivfpq.ShardedIVF(parts, stored, int(rerank)))
     build_s = time.perf_counter() - t0
     param, recall, n_q = _tune_compressed(catalog_dir, modality, manifest, index, kind,
                                           chunk_rows, target_recall)
@@ -339,7 +366,7 @@ def build_compressed(catalog_dir: str | Path, modality: str, manifest: dict[str,
             "pq_m": int(trained.pq.M) if kind == "ivfpq" else None,
             "bytes_per_vector": int(index.parts[0].code_size + 8),
             "index_bytes": index.code_bytes(), "train_vectors": int(n_train),
-            "parts": parts if save else None}
+            "parts": parts if save else None, "rerank": rerank_info}
     return LoadedIndex(index, rows, info, Path(catalog_dir))
 
 
@@ -391,7 +418,11 @@ def load_index(catalog_dir: str | Path, modality: str) -> LoadedIndex:
     if info["kind"] in COMPRESSED:
         from galclip.search.ivfpq import read_parts
 
-        index = read_parts(Path(catalog_dir), info["parts"])
+        try:
+            index = read_parts(Path(catalog_dir), info["parts"], info.get("rerank"))
+        except ValueError as e:                   # a truncated or missing re-rank file
+            raise CatalogError(f"{e} (listed in {jpath.name}); rerun `galclip index "
+                               f"{catalog_dir}`") from None
     else:
         index = faiss.read_index(str(fpath))
     rows = np.load(fpath.with_suffix(".rows.npy"))

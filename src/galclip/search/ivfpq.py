@@ -13,6 +13,14 @@ dimension: 264 B per 256-d vector) is the same machinery with codes 4x smaller t
 instead of 16x, for when PQ's recall ceiling is too low. With ``faiss-gpu`` installed (extra
 ``galclip[gpu]``) the coarse k-means and the assignment of every vector to its list (the
 dominant cost of adding, N x nlist dot products) run on the GPUs; search stays on the CPU.
+
+Re-ranking (``rerank`` R > 0): the unit vectors are also written, as float16, to one file beside
+the parts (``index-<modality>.rerank.f16``, 2 B per dimension: 51 GB for 10⁸ x 256) that search
+memory-maps rather than loads. A query takes the R x k best by code, reads their vectors and
+returns the k best by exact inner product (the refinement step of Jégou et al. 2011, sec. IV.D,
+with the exact vectors on disk instead of in memory): the codes find the neighbourhood, the
+stored vectors order it, so recall is no longer capped by the codes. Memory stays the codes';
+the file is read through the page cache (R x k random rows per query).
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 SUBSET_EXACT = 2048  # filtered sets up to this size are scanned over all their codes
+RERANK_DTYPE = np.float16
 TRAIN_PER_LIST = 50
 PART_VECTORS = 20_000_000
 
@@ -145,16 +154,19 @@ def add_assigned(index, assigner, x: np.ndarray) -> None:
 
 
 def build_parts(trained, chunks: Iterator[tuple[np.ndarray, np.ndarray]], part_vectors: int,
-                write_part=None) -> tuple[list, np.ndarray]:
+                write_part=None, rerank_writer: RerankWriter | None = None) -> tuple[list, np.ndarray]:
     """Add every chunk to copies of ``trained``; a part closes at ``part_vectors`` vectors (a
     multiple of 8, so each part's filter bitmap is a byte slice of the global one).
-    ``write_part(i, index)`` saves and returns what to keep (e.g. None once on disk)."""
+    ``write_part(i, index)`` saves and returns what to keep (e.g. None once on disk);
+    ``rerank_writer`` also gets every chunk's vectors, in index order."""
     import faiss
 
     part_vectors = max(8, part_vectors - part_vectors % 8)
     parts, rows, current = [], [], faiss.clone_index(trained)
     assigner = coarse_assigner(trained)
     for vectors, r in chunks:
+        if rerank_writer is not None:
+            rerank_writer.add(vectors)
         lo = 0
         while lo < len(vectors):
             take = min(len(vectors) - lo, part_vectors - current.ntotal)
@@ -173,10 +185,55 @@ def _close(i: int, index, write_part):
     return write_part(i, index) if write_part else index
 
 
-class ShardedIVF:
-    """IVF parts searched as one index: part p holds global positions ``starts[p]`` onwards."""
+class RerankWriter:
+    """Appends unit vectors as float16 rows to ``path`` (atomically: a temporary until
+    :meth:`close`, which returns the read-only memory map of the finished file)."""
 
-    def __init__(self, parts: list):
+    def __init__(self, path: Path, dim: int):
+        from galclip.storage import atomic_path
+
+        self.path, self.dim, self.n = Path(path), int(dim), 0
+        self.tmp = atomic_path(self.path)
+        self._f = open(self.tmp, "wb")
+
+    def add(self, vectors: np.ndarray) -> None:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"{self.path}: re-rank vectors of shape {vectors.shape}, expected "
+                             f"(N, {self.dim})")
+        self._f.write(np.ascontiguousarray(vectors, RERANK_DTYPE).tobytes())
+        self.n += len(vectors)
+
+    def close(self) -> np.ndarray:
+        import os
+
+        self._f.close()
+        os.replace(self.tmp, self.path)
+        return open_rerank(self.path, self.n, self.dim)
+
+    def abort(self) -> None:
+        self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_rerank(path: Path, n: int, dim: int) -> np.ndarray:
+    """The (n, dim) float16 re-rank file, memory-mapped read-only; its size is checked."""
+    path = Path(path)
+    want = int(n) * int(dim) * np.dtype(RERANK_DTYPE).itemsize
+    size = path.stat().st_size if path.exists() else None
+    if size != want:
+        raise ValueError(f"{path}: re-rank file holds {size} bytes, expected {want} "
+                         f"({n} vectors x {dim} float16); rebuild the index")
+    if n == 0:
+        return np.zeros((0, dim), RERANK_DTYPE)
+    return np.memmap(path, dtype=RERANK_DTYPE, mode="r", shape=(int(n), int(dim)))
+
+
+class ShardedIVF:
+    """IVF parts searched as one index: part p holds global positions ``starts[p]`` onwards.
+    With ``rerank`` ((ntotal, d) stored vectors, e.g. a memory map) each search takes
+    ``rerank_factor`` x k candidates by code and orders them by exact inner product."""
+
+    def __init__(self, parts: list, rerank: np.ndarray | None = None, rerank_factor: int = 0):
         self.parts = parts
         for p in parts:
             p.make_direct_map()  # reconstruct() decodes a stored code (filtered small subsets)
@@ -185,6 +242,11 @@ class ShardedIVF:
         self.ntotal = int(sum(sizes))
         self.nlist = int(parts[0].nlist)
         self.d = int(parts[0].d)
+        if rerank is not None and (rerank.shape != (self.ntotal, self.d) or rerank_factor < 1):
+            raise ValueError(f"re-rank vectors of shape {rerank.shape} (factor {rerank_factor}) "
+                             f"for an index of {self.ntotal} x {self.d}")
+        self.rerank = rerank if rerank_factor >= 1 else None
+        self.rerank_factor = int(rerank_factor) if self.rerank is not None else 0
 
     @property
     def nprobe(self) -> int:
@@ -202,8 +264,27 @@ class ShardedIVF:
     def search(self, q: np.ndarray, k: int, params=None):
         """(scores, positions) of the k best over every part, as ``faiss.Index.search``."""
         q = np.ascontiguousarray(q, np.float32)
-        results = [p.search(q, k, params=params) for p in self.parts]
-        return self._merge(results, k)
+        kk = self._candidates(k, self.ntotal)
+        results = [p.search(q, kk, params=params) for p in self.parts]
+        return self._reranked(q, *self._merge(results, kk), k)
+
+    def _candidates(self, k: int, n: int) -> int:
+        return int(min(n, k * self.rerank_factor)) if self.rerank is not None else k
+
+    def _reranked(self, q: np.ndarray, s: np.ndarray, p: np.ndarray, k: int):
+        """The k best of the candidates ``p`` (Q, kk) by exact inner product with ``q``."""
+        if self.rerank is None or p.shape[1] == 0:
+            return s[:, :k], p[:, :k]
+        ok = p >= 0
+        flat = np.where(ok, p, 0).ravel()
+        order = np.argsort(flat, kind="stable")              # rows in file order: fewer seeks
+        v = np.empty((len(flat), self.d), np.float32)
+        v[order] = self.rerank[flat[order]]
+        exact = np.einsum("qkd,qd->qk", v.reshape(*p.shape, self.d), q)
+        exact = np.where(ok, exact, -np.inf)
+        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        s, p = np.take_along_axis(exact, top, 1), np.take_along_axis(p, top, 1)
+        return np.where(p >= 0, s, -np.inf).astype(np.float32), np.where(p >= 0, p, -1)
 
     def _merge(self, results, k: int):
         s = np.concatenate([r[0] for r in results], axis=1)
@@ -215,10 +296,15 @@ class ShardedIVF:
         return np.where(p >= 0, s, -np.inf).astype(np.float32), p
 
     def reconstruct(self, pos: int) -> np.ndarray:
+        """The vector at ``pos``: the stored one with re-ranking, else decoded from its code."""
+        if self.rerank is not None:
+            return np.asarray(self.rerank[int(pos)], np.float32)
         part = int(np.searchsorted(self.starts, pos, side="right") - 1)
         return self.parts[part].reconstruct(int(pos - self.starts[part]))
 
     def reconstruct_batch(self, positions: np.ndarray) -> np.ndarray:
+        if self.rerank is not None:
+            return np.asarray(self.rerank[np.asarray(positions, np.int64)], np.float32)
         return np.stack([self.reconstruct(int(p)) for p in positions]) if len(positions) else \
             np.zeros((0, self.d), np.float32)
 
@@ -232,14 +318,16 @@ class ShardedIVF:
         k = min(k, n_allowed)
         if k == 0:
             return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+        q = np.ascontiguousarray(q, np.float32)
+        kk = self._candidates(k, n_allowed)
         bits = np.packbits(allowed, bitorder="little")  # must outlive the search
         widen = len(allowed) / n_allowed
         nprobe = self.nlist if n_allowed <= SUBSET_EXACT else int(
             min(self.nlist, np.ceil(self.nprobe * widen)))
-        s, p = self._search_selected(q, k, bits, nprobe, faiss)
+        s, p = self._search_selected(q, kk, bits, nprobe, faiss)
         if (p[0] < 0).any() and nprobe < self.nlist:
-            s, p = self._search_selected(q, k, bits, self.nlist, faiss)
-        return s, p
+            s, p = self._search_selected(q, kk, bits, self.nlist, faiss)
+        return self._reranked(q, s, p, k)
 
     def _search_selected(self, q, k, bits, nprobe, faiss):
         results = []
@@ -267,10 +355,16 @@ def write_part_file(fpath: Path, i: int, index) -> str:
     return path.name
 
 
-def read_parts(folder: Path, names: list[str]) -> ShardedIVF:
+def read_parts(folder: Path, names: list[str], rerank: dict | None = None) -> ShardedIVF:
+    """The saved parts ``names``; ``rerank`` ({"file", "factor"}, as the index JSON records it)
+    memory-maps the re-rank vectors."""
     import faiss
 
-    return ShardedIVF([faiss.read_index(str(folder / n)) for n in names])
+    parts = [faiss.read_index(str(folder / n)) for n in names]
+    if not rerank:
+        return ShardedIVF(parts)
+    n = sum(p.ntotal for p in parts)
+    return ShardedIVF(parts, open_rerank(folder / rerank["file"], n, parts[0].d), int(rerank["factor"]))
 
 
 class StreamedKnn:
