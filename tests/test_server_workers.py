@@ -127,3 +127,33 @@ def test_connections_get_tcp_nodelay_whatever_the_listening_socket():
                 _no_delay(type("T", (), {"get_extra_info": lambda self, k: conn})())
                 assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             assert client
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path):
+    """kill -9 of the supervisor leaves no orphaned worker serving on the port."""
+    built = build_real(tmp_path)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "galclip.cli", "serve", str(built.catalog), "--port", str(port),
+         "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(proc.pid)) < 3:       # uvicorn's resource tracker + 2 workers
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.2)
+        while True:
+            try:
+                if _get(f"http://127.0.0.1:{port}/api/info")[0] == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not answer"
+                time.sleep(0.3)
+        workers = _children(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
+        assert time.monotonic() < deadline, "orphaned workers kept running"
+        time.sleep(0.2)

@@ -43,15 +43,16 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from galclip.search.limits import timed_protocol
-    from galclip.search.server import create_app
+    from galclip.search.server import create_app, worker_app
 
-    make_app = functools.partial(create_app, args.catalog, data_dir=args.data,
-                                 max_upload_bytes=int(args.max_upload_mb * MIB),
-                                 cache_bytes=int(args.cache_mb * MIB))
+    settings = {"data_dir": args.data, "max_upload_bytes": int(args.max_upload_mb * MIB),
+                "cache_bytes": int(args.cache_mb * MIB)}
     # built here first in any case: a bad catalog or dataset is a clean error before anything
     # listens, and a missing index is built once, not by every worker at the same time
-    app = make_app()
-    config = uvicorn.Config(app if args.workers == 1 else make_app, factory=args.workers > 1,
+    app = create_app(args.catalog, **settings)
+    config = uvicorn.Config(app if args.workers == 1 else
+                            functools.partial(worker_app, args.catalog, **settings),
+                            factory=args.workers > 1,
                             host=args.host, port=args.port, log_level="warning",
                             http=timed_protocol(args.read_timeout), limit_concurrency=512,
                             workers=args.workers)

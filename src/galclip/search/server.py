@@ -206,6 +206,31 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     return app
 
 
+def worker_app(*args, **kwargs):
+    """:func:`create_app` for one of ``galclip serve --workers``'s processes, which also exits
+    when its supervisor is gone (killed with -9, say): uvicorn's workers would otherwise keep
+    serving, orphaned, on the shared socket."""
+    exit_with_parent()
+    return create_app(*args, **kwargs)
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """A daemon thread that sends this process SIGTERM (a graceful stop) once its parent has
+    changed, i.e. the parent died and the process was re-parented."""
+    import os
+    import signal
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _offline_docs(app) -> None:
     """OpenAPI docs at /docs with Swagger UI served from the installed swagger-ui-bundle
     package (FastAPI's default page loads it from a CDN, which an offline machine cannot reach)."""
