@@ -284,3 +284,7 @@ def test_galclip_index_cli_rerank(tmp_path, capsys):
                  "--modalities", "image"]) == 0
     assert "re-ranking 10 x k from index-image.rerank.f16" in capsys.readouterr().out
     assert (tmp_path / "index-image.rerank.f16").stat().st_size == 3000 * 32 * 2
+    # rebuilt without re-ranking: the old file goes with the old index
+    assert main(["index", str(tmp_path), "--kind", "ivfpq", "--pq-m", "4",
+                 "--modalities", "image"]) == 0
+    assert not (tmp_path / "index-image.rerank.f16").exists()

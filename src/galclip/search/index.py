@@ -396,6 +396,8 @@ def save_index(catalog_dir: str | Path, loaded: LoadedIndex) -> None:
     with atomic_write(fpath.with_suffix(".rows.npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, loaded.rows)
     write_json_atomic(jpath, loaded.info)
+    if not loaded.info.get("rerank"):      # a re-rank file left by an earlier build
+        fpath.with_suffix(".rerank.f16").unlink(missing_ok=True)
 
 
 def load_index(catalog_dir: str | Path, modality: str) -> LoadedIndex:
