@@ -54,11 +54,20 @@ def test_two_gloo_ranks_finish_a_killed_run_into_the_one_process_catalog(tiny):
     from galclip.cli import main
     from galclip.search.catalog import build_catalog
 
+    import torch
+
     root, model, data = tiny
-    assert main(_embed_args(model, data, root / "one")) == 0
-    # a run killed after 2 of its 5 shards (rank-agnostic: the shard plan is the same)
-    assert build_catalog(galclip.load_model(model), data, root / "two", model_path=model,
-                         rows_per_shard=4, batch_size=3, max_shards=2, progress=False) is None
+    # one thread, as each rank below has: with two, oneDNN may pick other kernels for a batch
+    # and the float bytes (so the shard sha256s) differ in the last bit on some CPUs (AMD EPYC)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(_embed_args(model, data, root / "one")) == 0
+        # a run killed after 2 of its 5 shards (rank-agnostic: the shard plan is the same)
+        assert build_catalog(galclip.load_model(model), data, root / "two", model_path=model,
+                             rows_per_shard=4, batch_size=3, max_shards=2, progress=False) is None
+    finally:
+        torch.set_num_threads(threads)
     done = {p.name: p.stat().st_mtime_ns for p in (root / "two" / "shards").iterdir()}
     assert len(done) == 2 and not (root / "two" / "manifest.json").exists()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
