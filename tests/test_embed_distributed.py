@@ -50,11 +50,11 @@ def _content(catalog: Path) -> dict:
 
 
 def test_two_gloo_ranks_finish_a_killed_run_into_the_one_process_catalog(tiny):
+    import torch
+
     import galclip
     from galclip.cli import main
     from galclip.search.catalog import build_catalog
-
-    import torch
 
     root, model, data = tiny
     # one thread, as each rank below has: with two, oneDNN may pick other kernels for a batch

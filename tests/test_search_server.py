@@ -202,3 +202,68 @@ def test_server_runs_torch_on_one_thread_and_embeds_without_re_eval(tmp_path, en
         np.testing.assert_allclose(cat.embed("image", ds[4]["image"]), z, rtol=1e-5, atol=1e-6)
     finally:
         del cat.model.eval
+
+
+def test_rows_properties_match_properties_row_by_row(env):
+    _, cat, _ = env
+    rows = [0, 5, 5, 89, 17]
+    saved = cat.meta["redshift"][5]
+    cat.meta["redshift"][5] = np.nan  # a missing value is None, as in properties()
+    try:
+        many = cat.rows_properties(rows)
+        assert many == [cat.properties(r) for r in rows]
+        assert many[1]["redshift"] is None and many[1] == many[2]
+        assert all(type(v) in (int, float, bool, str, type(None)) for p in many for v in p.values())
+    finally:
+        cat.meta["redshift"][5] = saved
+
+
+def test_small_searches_run_on_the_loop_and_catalog_scans_in_the_thread_pool(env, monkeypatch):
+    """A search bounded by k (small catalog, or an approximate index without a where-filter)
+    skips the thread pool's hop; one that reads every row of a large catalog does not."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from galclip.search import server
+
+    _, cat, _ = env
+    seen = []
+    real = cat.search
+
+    def search(**kw):
+        seen.append(threading.current_thread().name)
+        return real(**kw)
+
+    monkeypatch.setattr(cat, "search", search)
+    oid = int(cat.meta["object_id"][3])
+
+    def thread_of(app, **params):
+        with TestClient(app) as client:
+            loop = client.portal.call(lambda: threading.current_thread().name)
+            assert client.get("/api/search", params={"id": oid, **params}).status_code == 200
+        return "loop" if seen.pop() == loop else "pool"
+
+    small = server.create_app(catalog=cat)
+    assert thread_of(small) == thread_of(small, where="redshift < 0.3") == "loop"
+    monkeypatch.setattr(server, "INLINE_ROWS", 10)  # the 90-row catalog is now "large"
+    large = server.create_app(catalog=cat)
+    assert cat.index("image").kind == "flat"
+    assert thread_of(large) == thread_of(large, where="redshift < 0.3") == "pool"
+    monkeypatch.setitem(cat.index("image").info, "kind", "ivf")  # an approximate index
+    assert thread_of(large) == "loop" and thread_of(large, where="redshift < 0.3") == "pool"
+
+
+def test_png_cache_keeps_the_most_recent_images():
+    from galclip.search.server import PngCache
+
+    calls = []
+    cache = PngCache(lambda oid: calls.append(oid) or {"image": np.ones((3, 8, 8), np.float32)},
+                     size=2)
+    assert cache.get(1) is None
+    a = cache.render(1)
+    assert a.startswith(b"\x89PNG") and cache.get(1) == a
+    cache.render(2)
+    cache.get(1)          # 1 is now the most recent: 2 goes out when 3 comes in
+    cache.render(3)
+    assert cache.get(2) is None and cache.get(1) == a and calls == [1, 2, 3]

@@ -114,10 +114,17 @@ class Catalog:
 
     def properties(self, row: int) -> dict[str, Any]:
         """Metadata of one row as plain Python values (NaN -> None), plus modality presence."""
-        out = {c: _py(v[row]) for c, v in self.meta.items()}
+        return self.rows_properties([row])[0]
+
+    def rows_properties(self, rows) -> list[dict[str, Any]]:
+        """:meth:`properties` of several rows, a column at a time (a search's k neighbours:
+        one numpy gather and ``tolist`` per column instead of a conversion per value)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = {c: _py_list(v[rows]) for c, v in self.meta.items()}
         for m in self.modalities:
-            out[f"has_{m}"] = bool(self._position(m, row) >= 0)
-        return out
+            self.index(m)
+            cols[f"has_{m}"] = (self._row_pos[m][rows] >= 0).tolist()
+        return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     def filterable_columns(self) -> list[str]:
         return [c for c, v in self.meta.items() if v.dtype.kind in "biuf"]
@@ -223,8 +230,8 @@ class Catalog:
         mask = self._filter_mask(where)
         skip = self.row_of(id) if (id is not None and exclude_self) else None
         rows, scores = self._nearest(q, to, k, mask, skip)
-        out = [{"rank": i + 1, "score": float(s), **self.properties(int(r))}
-               for i, (r, s) in enumerate(zip(rows, scores, strict=True))]
+        out = [{"rank": i + 1, "score": s, **p} for i, (s, p) in
+               enumerate(zip(scores.tolist(), self.rows_properties(rows), strict=True))]
         return SearchResult(query, out)
 
     def cone(self, ra: float, dec: float, radius: float, k: int | None = None,
@@ -243,8 +250,9 @@ class Catalog:
         rows, sep = rows[:k], sep[:k]
         query = {"cone": {"ra": float(ra), "dec": float(dec), "radius_arcsec": float(radius)},
                  "k": k, "where": where}
-        out = [{"rank": i + 1, "sep_arcsec": float(d), **self.properties(int(r))}
-               for i, (r, d) in enumerate(zip(rows, sep, strict=True))]
+        out = [{"rank": i + 1, "sep_arcsec": d, **p} for i, (d, p) in
+               enumerate(zip(np.asarray(sep, float).tolist(), self.rows_properties(rows),
+                             strict=True))]
         return SearchResult(query, out)
 
     def _query_vector(self, id, image, spectrum, vector, from_, targetid=None, row=None):
@@ -359,6 +367,14 @@ def _filtered_search(loaded: LoadedIndex, q: np.ndarray, allowed: np.ndarray, k:
 
 def _name(x: Any) -> str:
     return Path(x).name if isinstance(x, (str, Path)) else "array"
+
+
+def _py_list(values: np.ndarray) -> list:
+    """A column's values as plain Python values, non-finite floats as None (see :func:`_py`)."""
+    out = values.tolist()
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        out = [None if not np.isfinite(v) else v for v in out]
+    return out
 
 
 def _py(v: Any) -> Any:

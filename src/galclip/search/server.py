@@ -7,11 +7,18 @@ spectrum, object details, a colour composite PNG and spectrum data for plots. Th
 Safe by default: read-only (nothing is written), no file-system path is ever taken from a
 request (objects are addressed by ``object_id`` only), uploads are limited in size and parsed
 in memory, and every bad request gets a 4xx with a message rather than a 500.
+
+Where requests run: work bounded by one object or by ``k`` (catalog info, an object's row, a
+cached PNG, a search through an approximate index or in a catalog of at most ``INLINE_ROWS``
+rows) runs on the event loop; work that reads a whole large catalog (an exact scan, a ``where``
+filter past ``INLINE_ROWS``), decodes dataset rows or parses and embeds an upload runs in the
+thread pool. The hop to a thread and back cost ~0.5 ms of CPU per request on a 2-core box, a
+third of a small search (issue 15, ``benchmarks/explore/server_cost.py``).
 """
 from __future__ import annotations
 
 import threading
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -24,11 +31,15 @@ from starlette.concurrency import run_in_threadpool
 from galclip.modalities import MODALITIES, ModalityName, input_columns
 from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
+from galclip.search.index import EXACT_THRESHOLD
 from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES
 from galclip.search.render import line_list
 
 STATIC = Path(__file__).with_name("static")
 MAX_K = 200
+# a catalog this small is scanned (exactly, or by a where-filter) in about a millisecond: its
+# searches run on the event loop (the size below which `galclip index` builds exact indexes)
+INLINE_ROWS = EXACT_THRESHOLD
 
 
 class DatasetAccess:
@@ -126,8 +137,14 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         except KeyError as e:
             raise HTTPException(404, e.args[0]) from None
 
+    def scans(to: str, where: str | None) -> bool:
+        """Whether a search reads every row of a large catalog (then: in the thread pool)."""
+        if cat.n_rows <= INLINE_ROWS:
+            return False
+        return where is not None or to not in cat.modalities or cat.index(to).kind == "flat"
+
     @app.get("/api/info", summary="What the catalog holds")
-    def info() -> dict:
+    async def info() -> dict:
         return {"n_rows": cat.n_rows, "modalities": cat.modalities,
                 "filterable_columns": cat.filterable_columns(),
                 "columns": [c for c in cat.meta], "has_data": data is not None,
@@ -137,12 +154,15 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                 "max_upload_bytes": max_upload_bytes, "lines": line_list()}
 
     @app.get("/api/search", summary="Neighbours of a catalog object")
-    def search_id(id: int, from_: Annotated[ModalityName, Query(alias="from")] = "image",
-                  to: ModalityName | None = None, k: int = K,
-                  where: str | None = None, include_self: bool = False) -> dict:
+    async def search_id(id: int, from_: Annotated[ModalityName, Query(alias="from")] = "image",
+                        to: ModalityName | None = None, k: int = K,
+                        where: str | None = None, include_self: bool = False) -> dict:
         row_or_404(id)
-        return search_or_4xx(id=id, from_=from_, to=to, k=k, where=where or None,
-                             exclude_self=False if include_self else None)
+        kw = dict(id=id, from_=from_, to=to, k=k, where=where or None,
+                  exclude_self=False if include_self else None)
+        if scans(to or from_, kw["where"]):
+            return await run_in_threadpool(partial(search_or_4xx, **kw))
+        return search_or_4xx(**kw)
 
     @app.post("/api/search/upload", summary="Neighbours of an uploaded FITS cutout or spectrum")
     async def search_upload(file: Annotated[UploadFile, File()],
@@ -171,22 +191,20 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         return res
 
     @app.get("/api/objects/{object_id}", summary="Properties of one object")
-    def obj(object_id: int) -> dict:
+    async def obj(object_id: int) -> dict:
         return cat.properties(row_or_404(object_id))
 
-    @lru_cache(maxsize=4096)
-    def png(object_id: int) -> bytes:
-        from galclip.search.render import png_bytes
-
-        return png_bytes(MODALITIES["image"].draw(data.row(object_id)))
+    pngs = PngCache(lambda object_id: data.row(object_id))
 
     @app.get("/api/objects/{object_id}/image.png", summary="g,r,z colour composite",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def image_png(object_id: int) -> Response:
+    async def image_png(object_id: int) -> Response:
         row_or_404(object_id)
         _need(data, MODALITIES["image"])
-        return Response(png(object_id), media_type="image/png",
-                        headers={"Cache-Control": "max-age=3600"})
+        png = pngs.get(object_id)  # rendered before: on the loop; else decode in a thread
+        if png is None:
+            png = await run_in_threadpool(pngs.render, object_id)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/objects/{object_id}/spectrum", summary="Binned spectrum and emission lines")
     def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
@@ -204,6 +222,34 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+class PngCache:
+    """Colour-composite PNGs of the last ``size`` objects asked for (least recently used out)."""
+
+    def __init__(self, row, size: int = 4096):
+        from collections import OrderedDict
+
+        self.row, self.size = row, size
+        self._png: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, object_id: int) -> bytes | None:
+        with self._lock:
+            png = self._png.get(object_id)
+            if png is not None:
+                self._png.move_to_end(object_id)
+            return png
+
+    def render(self, object_id: int) -> bytes:
+        from galclip.search.render import png_bytes
+
+        png = png_bytes(MODALITIES["image"].draw(self.row(object_id)))
+        with self._lock:
+            self._png[object_id] = png
+            while len(self._png) > self.size:
+                self._png.popitem(last=False)
+        return png
 
 
 def worker_app(*args, **kwargs):
