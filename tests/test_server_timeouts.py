@@ -51,12 +51,28 @@ def _app():
     return app
 
 
-@pytest.fixture(scope="module")
-def port():
-    from galclip.search.limits import timed_protocol
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def port(request):
+    """The app behind each of the two timed protocols (httptools: what `galclip serve` uses)."""
+    import functools
 
-    yield from serve_in_thread(_app(), log_level="critical", http=timed_protocol(TIMEOUT),
-                               timeout_keep_alive=1)
+    from galclip.search import protocol
+
+    cls = {"httptools": getattr(protocol, "TimedHttpToolsProtocol", None),
+           "h11": protocol.TimedH11Protocol}[request.param]
+    if cls is None:
+        pytest.skip("httptools is not installed")
+    yield from serve_in_thread(_app(), log_level="critical", timeout_keep_alive=1,
+                               http=functools.partial(cls, read_timeout=TIMEOUT))
+
+
+def test_serve_uses_the_httptools_protocol_when_installed():
+    pytest.importorskip("httptools")
+    from galclip.search.limits import timed_protocol
+    from galclip.search.protocol import TimedHttpToolsProtocol
+
+    assert timed_protocol(3).func is TimedHttpToolsProtocol and timed_protocol(3).keywords == {
+        "read_timeout": 3.0}
 
 
 def _recv_all(s: socket.socket) -> bytes:

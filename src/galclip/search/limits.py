@@ -138,11 +138,13 @@ def parse_upload(reader: Callable[[bytes, str], T], body: bytes, name: str) -> T
 
 # ----------------------------------------------------------------------------- slow clients
 def timed_protocol(read_timeout: float = READ_TIMEOUT_S):
-    """uvicorn's H11Protocol with a deadline on reading each request (headers and body): the
-    ``http`` argument of ``uvicorn.Config`` (:class:`galclip.search.protocol.TimedH11Protocol`
-    with ``read_timeout`` bound; picklable, so it also serves ``--workers`` processes)."""
+    """uvicorn's HTTP protocol with a deadline on reading each request (headers and body): the
+    ``http`` argument of ``uvicorn.Config`` (:mod:`galclip.search.protocol`: the httptools
+    protocol when httptools is installed, else the h11 one, with ``read_timeout`` bound;
+    picklable, so it also serves ``--workers`` processes)."""
     import functools
 
-    from galclip.search.protocol import TimedH11Protocol
+    from galclip.search import protocol
 
-    return functools.partial(TimedH11Protocol, read_timeout=float(read_timeout))
+    cls = getattr(protocol, "TimedHttpToolsProtocol", None) or protocol.TimedH11Protocol
+    return functools.partial(cls, read_timeout=float(read_timeout))

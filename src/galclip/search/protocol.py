@@ -1,4 +1,4 @@
-"""uvicorn's H11Protocol with a deadline on reading each request, headers and body (issue 15).
+"""uvicorn's HTTP protocols with a deadline on reading each request, headers and body (issue 15).
 
 The deadline covers only the time the server waits on the client: it starts with the
 connection or with a request's first byte and is cancelled once the request is read in
@@ -10,8 +10,13 @@ loop's next poll of its sockets, so bytes the client sent in time but a busy loo
 yet read count as sent (without this a busy server closed connections whose request was
 already in the socket, and the client saw a reset: issue 15).
 
-The class is module-level (picklable), so ``galclip serve --workers N`` can hand it to uvicorn's
-worker processes; :func:`galclip.search.limits.timed_protocol` binds ``read_timeout``.
+Two parsers, one deadline (:class:`ReadDeadline`): :class:`TimedHttpToolsProtocol` on uvicorn's
+httptools (llhttp, C) protocol, what ``galclip serve`` uses when httptools is installed (it is a
+dependency: ~0.2 ms less server CPU per small request than h11 on a 2-core box,
+``benchmarks/explore/server_cost.py``), and :class:`TimedH11Protocol` on the pure-Python h11 one.
+
+The classes are module-level (picklable), so ``galclip serve --workers N`` can hand them to
+uvicorn's worker processes; :func:`galclip.search.limits.timed_protocol` binds ``read_timeout``.
 """
 from __future__ import annotations
 
@@ -56,9 +61,10 @@ def _no_delay(transport) -> None:
             pass
 
 
-class TimedH11Protocol(H11Protocol):
-    """A client that has not sent its whole request ``read_timeout`` s after its first byte
-    (or after connecting) gets 408 and the connection is closed."""
+class ReadDeadline:
+    """The read deadline, mixed into one of uvicorn's protocols (first base): a client that has
+    not sent its whole request ``read_timeout`` s after its first byte (or after connecting) gets
+    408 and the connection is closed. The protocol class supplies :meth:`_idle`."""
 
     _read_deadline: Any = None
     _got_bytes = False
@@ -66,6 +72,10 @@ class TimedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, read_timeout: float = READ_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = float(read_timeout)
+
+    def _idle(self) -> bool:
+        """Between requests, nothing of the next one received."""
+        raise NotImplementedError
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -78,11 +88,8 @@ class TimedH11Protocol(H11Protocol):
         if c is not None and not c.response_complete and c.more_body:   # fresh deadline
             self._arm_read_deadline()
 
-    def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
-        if self._read_deadline is None:
-            self._arm_read_deadline()
-        super().data_received(data)
+    def _after_data(self) -> None:
+        """After the parser took a chunk: the deadline ends once the request is read."""
         c = self.cycle
         if c is not None and not c.response_complete and not c.more_body:
             self._cancel_read_deadline()           # read in full: the app's time now
@@ -91,15 +98,6 @@ class TimedH11Protocol(H11Protocol):
             if self.timeout_keep_alive_task is None and not self.transport.is_closing():
                 self.timeout_keep_alive_task = self.loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler)
-
-    def on_response_complete(self) -> None:
-        self._cancel_read_deadline()
-        self._got_bytes = False
-        super().on_response_complete()             # may start a pipelined request
-        if self.conn.trailing_data[0] and self._read_deadline is None and (
-                self.cycle.response_complete or self.cycle.more_body):
-            self._got_bytes = True
-            self._arm_read_deadline()
 
     def connection_lost(self, exc) -> None:
         self._cancel_read_deadline()
@@ -112,12 +110,6 @@ class TimedH11Protocol(H11Protocol):
     def _keep_alive_expired(self) -> None:
         self.timeout_keep_alive_task = None
         super().timeout_keep_alive_handler()
-
-    def _idle(self) -> bool:
-        """Between requests, nothing of the next one received."""
-        c = self.cycle
-        return (c is not None and c.response_complete and self.conn.their_state is h11.IDLE
-                and not self.conn.trailing_data[0])
 
     def _arm_read_deadline(self) -> None:
         self._cancel_read_deadline()
@@ -152,3 +144,69 @@ class TimedH11Protocol(H11Protocol):
             c.disconnected = True
             c.message_event.set()
         self.transport.close()
+
+
+class TimedH11Protocol(ReadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with the read deadline."""
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        if self._read_deadline is None:
+            self._arm_read_deadline()
+        super().data_received(data)
+        self._after_data()
+
+    def on_response_complete(self) -> None:
+        self._cancel_read_deadline()
+        self._got_bytes = False
+        super().on_response_complete()             # may start a pipelined request
+        if self.conn.trailing_data[0] and self._read_deadline is None and (
+                self.cycle.response_complete or self.cycle.more_body):
+            self._got_bytes = True
+            self._arm_read_deadline()
+
+    def _idle(self) -> bool:
+        c = self.cycle
+        return (c is not None and c.response_complete and self.conn.their_state is h11.IDLE
+                and not self.conn.trailing_data[0])
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed: limits.timed_protocol falls back to h11
+    HttpToolsProtocol = None
+else:
+    class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the read deadline. llhttp parses every byte it is
+        fed at once (pipelined requests included); ``_in_message`` is True from a request's
+        first byte until its end."""
+
+        _in_message = False
+
+        def data_received(self, data: bytes) -> None:
+            self._got_bytes = True
+            if self._read_deadline is None:
+                self._arm_read_deadline()
+            super().data_received(data)
+            if self.parser is not None:            # None: a 400 closed the connection
+                self._after_data()
+
+        def on_message_begin(self) -> None:
+            self._in_message = True
+            super().on_message_begin()
+
+        def on_message_complete(self) -> None:
+            self._in_message = False
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self._cancel_read_deadline()
+            self._got_bytes = self._in_message
+            super().on_response_complete()         # may start a pipelined request
+            if self._in_message and self._read_deadline is None:
+                self._arm_read_deadline()          # the next request is arriving
+
+        def _idle(self) -> bool:
+            c = self.cycle
+            return (c is not None and c.response_complete and not self._in_message
+                    and not self.pipeline)
