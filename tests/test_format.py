@@ -62,6 +62,22 @@ def test_random_access_decodes_each_row_group_once_within_the_cache_budget(tiny_
     assert 0 < small._cached_bytes <= int(1.5 * one) and len(reads) > n_groups
 
 
+def test_is_cached_tells_whether_a_row_needs_the_disk(tiny_dataset):
+    ds = open_dataset(tiny_dataset, columns=["object_id", "spectrum_flux"])
+    assert not ds.is_cached(5) and not ds.is_cached(45)
+    ds[5]
+    group = ds._rg_index[0]             # row-group starts of shard 0 (rows 0-39)
+    first, end = (int(group[i]) for i in np.searchsorted(group, 5, side="right") - [1, 0])
+    assert all(ds.is_cached(r) for r in range(first, end)) and not ds.is_cached(45)
+    assert not any(ds.is_cached(r) for r in range(40) if not first <= r < end)
+    one = (end - first) * C.N_WAVE * 4  # a budget of one group: the older goes out
+    small = open_dataset(tiny_dataset, columns=["object_id", "spectrum_flux"], cache_bytes=one)
+    small[5], small[45]
+    assert small.is_cached(45) and not small.is_cached(5)
+    with pytest.raises(IndexError, match="out of range"):
+        ds.is_cached(120)
+
+
 def test_torch_dataloader_collates(tiny_dataset):
     torch = pytest.importorskip("torch")
     ds = open_dataset(tiny_dataset, columns=["object_id", "image", "redshift"])

@@ -267,3 +267,27 @@ def test_png_cache_keeps_the_most_recent_images():
     cache.get(1)          # 1 is now the most recent: 2 goes out when 3 comes in
     cache.render(3)
     assert cache.get(2) is None and cache.get(1) == a and calls == [1, 2, 3]
+
+
+def test_a_decoded_spectrum_is_binned_on_the_loop_one_on_disk_in_the_thread_pool(env, monkeypatch):
+    import threading
+
+    from galclip.modalities import MODALITIES
+
+    client, cat, _ = env
+    access = client.app.state.dataset_access
+    seen = []
+    spectrum = MODALITIES["spectrum"]
+    real = type(spectrum).draw
+    monkeypatch.setattr(type(spectrum), "draw", lambda self, *a, **kw: seen.append(
+        threading.current_thread().name) or real(self, *a, **kw))
+    oid = int(cat.meta["object_id"][-1])
+    with client:
+        loop = client.portal.call(lambda: threading.current_thread().name)
+        access.dataset._cache.clear()
+        assert not access.is_cached(oid)
+        first = client.get(f"/api/objects/{oid}/spectrum")
+        assert access.is_cached(oid)
+        again = client.get(f"/api/objects/{oid}/spectrum")
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert seen[0] != loop and seen[1] == loop

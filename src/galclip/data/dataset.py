@@ -123,6 +123,15 @@ class GalaxyDataset:
         shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
         return shard, index - int(self._offsets[shard])
 
+    def is_cached(self, index: int) -> bool:
+        """Whether row ``index`` can be read without touching the disk (its row group is decoded
+        in the cache): a server then reads it on its event loop instead of a thread."""
+        shard, row = self.locate(int(index))
+        if shard not in self._rg_index:
+            return False
+        rg = int(np.searchsorted(self._rg_index[shard], row, side="right") - 1)
+        return (shard, rg) in self._cache
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         shard, row = self.locate(int(index))
         self._file(shard)

@@ -9,11 +9,12 @@ request (objects are addressed by ``object_id`` only), uploads are limited in si
 in memory, and every bad request gets a 4xx with a message rather than a 500.
 
 Where requests run: work bounded by one object or by ``k`` (catalog info, an object's row, a
-cached PNG, a search through an approximate index or in a catalog of at most ``INLINE_ROWS``
-rows) runs on the event loop; work that reads a whole large catalog (an exact scan, a ``where``
-filter past ``INLINE_ROWS``), decodes dataset rows or parses and embeds an upload runs in the
-thread pool. The hop to a thread and back cost ~0.5 ms of CPU per request on a 2-core box, a
-third of a small search (issue 15, ``benchmarks/explore/server_cost.py``).
+cached PNG, the binned spectrum of a row already decoded, a search through an approximate
+index or in a catalog of at most ``INLINE_ROWS`` rows) runs on the event loop; work that reads
+a whole large catalog (an exact scan, a ``where`` filter past ``INLINE_ROWS``), reads dataset
+rows from disk or parses and embeds an upload runs in the thread pool. The hop to a thread and
+back cost ~0.5 ms of CPU per request on a 2-core box, a third of a small search (issue 15,
+``benchmarks/explore/server_cost.py``).
 """
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ class DatasetAccess:
         self.dataset = open_dataset(data_dir, columns=cols, verify=False, cache_bytes=cache_bytes)
         self.catalog = catalog
         self._lock = threading.Lock()
+
+    def is_cached(self, object_id: int) -> bool:
+        """Whether the object's row is in the decoded cache (a read without I/O)."""
+        with self._lock:
+            return self.dataset.is_cached(self.catalog.row_of(object_id))
 
     def row(self, object_id: int) -> dict:
         r = self.catalog.row_of(object_id)
@@ -207,12 +213,16 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/objects/{object_id}/spectrum", summary="Binned spectrum and emission lines")
-    def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
+    async def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
         r = row_or_404(object_id)
         _need(data, MODALITIES["spectrum"])
-        out = MODALITIES["spectrum"].draw(data.row(object_id), n_bins=bins,
-                                          redshift=_py_float(cat.meta["redshift"][r]))
-        return {"object_id": object_id, **out}
+
+        def draw() -> dict:
+            return {"object_id": object_id, **MODALITIES["spectrum"].draw(
+                data.row(object_id), n_bins=bins, redshift=_py_float(cat.meta["redshift"][r]))}
+
+        # a row already decoded is binned on the loop (~1 ms); one to read from disk in a thread
+        return draw() if data.is_cached(object_id) else await run_in_threadpool(draw)
 
     _astronomer_routes(app, cat, max_upload_bytes)
 
