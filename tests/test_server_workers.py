@@ -157,3 +157,43 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path):
     while any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
         assert time.monotonic() < deadline, "orphaned workers kept running"
         time.sleep(0.2)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_each_worker_gets_its_own_listening_socket_and_the_kernel_spreads_connections():
+    """The supervisor's socket holds the port without listening; each copy a worker unpickles
+    (uvicorn spawns them) is a new socket on the same port, and connections reach both."""
+    import multiprocessing.reduction as reduction
+    import pickle
+
+    from galclip.search.listen import WorkerListener
+
+    parent = WorkerListener("127.0.0.1", 0)
+    port = parent.getsockname()[1]
+    workers = [pickle.loads(reduction.ForkingPickler.dumps(parent)) for _ in range(2)]
+    try:
+        assert all(isinstance(w, WorkerListener) and w.getsockname() == ("127.0.0.1", port)
+                   and w.fileno() != parent.fileno() for w in workers)
+        for w in workers:
+            w.listen(64)
+            w.settimeout(5)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        accepted = [0, 0]
+        for i, w in enumerate(workers):
+            w.setblocking(False)
+            while True:
+                try:
+                    conn, _ = w.accept()
+                except BlockingIOError:
+                    break
+                accepted[i] += 1
+                conn.close()
+        assert sum(accepted) == 40 and min(accepted) > 0, accepted  # 2**-39 to fail by chance
+        for c in clients:
+            c.close()
+        with pytest.raises(OSError):          # a port in use is an error before any worker
+            with socket.socket() as other:
+                other.bind(("127.0.0.1", port))
+    finally:
+        for s in (parent, *workers):
+            s.close()

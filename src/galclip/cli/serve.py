@@ -3,7 +3,8 @@
 Binds 127.0.0.1 by default; read-only; uploads are size-limited and validated (declared and
 decompressed sizes checked before anything is allocated); a request whose headers and body do
 not arrive within --read-timeout seconds gets 408. --workers N serves from N processes (uvicorn's
-supervisor: one listening socket, a worker that dies is replaced), each with its own copy of
+supervisor; one listening socket per worker on one port, so the kernel spreads connections
+over them; a worker that dies is replaced), each with its own copy of
 the catalog, index and model: throughput grows with the cores, memory with N. With --data
 (default: the dataset the catalog was made from, if present) the explorer shows colour images
 and spectra.
@@ -63,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from uvicorn.supervisors import Multiprocess
 
+    from galclip.search import listen
+
     del app                      # the supervisor serves nothing itself
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    # one listening socket per worker (SO_REUSEPORT): the kernel spreads connections over them
+    # instead of handing most to one worker (galclip.search.listen)
+    try:
+        sock = (listen.WorkerListener(args.host, args.port) if listen.SUPPORTED
+                else config.bind_socket())
+    except OSError as e:
+        raise SystemExit(f"galclip serve: cannot listen on {args.host}:{args.port}: {e}") from None
+    Multiprocess(config, sockets=[sock]).run()
     return 0
