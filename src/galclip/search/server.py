@@ -62,9 +62,10 @@ class DatasetAccess:
         self._lock = threading.Lock()
 
     def is_cached(self, object_id: int) -> bool:
-        """Whether the object's row is in the decoded cache (a read without I/O)."""
-        with self._lock:
-            return self.dataset.is_cached(self.catalog.row_of(object_id))
+        """Whether the object's row is in the decoded cache (a read without I/O). Not under the
+        lock: asked on the event loop, it must not wait for a thread decoding a row group (a
+        dict lookup is atomic; an answer gone stale costs one slower request, nothing else)."""
+        return self.dataset.is_cached(self.catalog.row_of(object_id))
 
     def row(self, object_id: int) -> dict:
         r = self.catalog.row_of(object_id)
