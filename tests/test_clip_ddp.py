@@ -40,4 +40,8 @@ def test_two_rank_ddp_equals_one_process_on_concatenated_batch(tmp_path):
     loss.backward()
     assert torch.allclose(ddp["loss"], loss.detach(), atol=1e-6)
     for name, p in model.named_parameters():
-        assert torch.allclose(ddp["grads"][name], p.grad, atol=1e-6, rtol=1e-4), name
+        # float32 summation order differs (two ranks' partial sums, then the all-reduce): an
+        # absolute tolerance on the tensor's own scale (worst seen 2e-6 of the largest element,
+        # AMD EPYC); a wrong gather or a missing negative moves gradients by O(1) of it
+        scale = float(p.grad.abs().max())
+        assert torch.allclose(ddp["grads"][name], p.grad, atol=1e-5 * scale + 1e-8, rtol=1e-4), name
