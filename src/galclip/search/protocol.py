@@ -88,6 +88,14 @@ class ReadDeadline:
         if c is not None and not c.response_complete and c.more_body:   # fresh deadline
             self._arm_read_deadline()
 
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        if self._read_deadline is None:
+            self._arm_read_deadline()
+        super().data_received(data)
+        if not self.transport.is_closing():        # e.g. a 400 for a malformed request
+            self._after_data()
+
     def _after_data(self) -> None:
         """After the parser took a chunk: the deadline ends once the request is read."""
         c = self.cycle
@@ -149,13 +157,6 @@ class ReadDeadline:
 class TimedH11Protocol(ReadDeadline, H11Protocol):
     """uvicorn's h11 protocol with the read deadline."""
 
-    def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
-        if self._read_deadline is None:
-            self._arm_read_deadline()
-        super().data_received(data)
-        self._after_data()
-
     def on_response_complete(self) -> None:
         self._cancel_read_deadline()
         self._got_bytes = False
@@ -182,14 +183,6 @@ else:
         first byte until its end."""
 
         _in_message = False
-
-        def data_received(self, data: bytes) -> None:
-            self._got_bytes = True
-            if self._read_deadline is None:
-                self._arm_read_deadline()
-            super().data_received(data)
-            if self.parser is not None:            # None: a 400 closed the connection
-                self._after_data()
 
         def on_message_begin(self) -> None:
             self._in_message = True
