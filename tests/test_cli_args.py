@@ -52,6 +52,7 @@ PARSE_CASES = [
     (SERVE + ["--port", "70000"], "--port"),
     (SERVE + ["--max-upload-mb", "-1"], "--max-upload-mb"),
     (SERVE + ["--cache-mb", "-5"], "--cache-mb"),
+    (SERVE + ["--upload-threads", "0"], "--upload-threads"),
     (SERVE + ["--read-timeout", "0"], "--read-timeout"),
     (SERVE + ["--workers", "0"], "--workers"),
     (SIM + ["--n", "10", "--workers", "0"], "--workers"),

@@ -180,6 +180,59 @@ def test_uploads_are_parsed_and_embedded_off_the_event_loop(env, monkeypatch):
     assert bad.status_code == 400  # an HTTPException raised in the pool is still its 4xx
 
 
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_upload_threads_bound_how_many_uploads_are_embedded_at_once(env, monkeypatch, lanes):
+    """Uploads wait for one of ``upload_threads`` lanes (issue 15: many embeddings at once in
+    the thread pool starve the event loop); the other requests do not wait for them."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from galclip.search.server import create_app
+
+    _, cat, ds = env
+    busy, peak, lock = [0], [0], threading.Lock()
+    embed = type(cat).embed
+
+    def slow_embed(self, *a, **kw):
+        with lock:
+            busy[0] += 1
+            peak[0] = max(peak[0], busy[0])
+        time.sleep(0.1)
+        with lock:
+            busy[0] -= 1
+        return embed(self, *a, **kw)
+
+    monkeypatch.setattr(type(cat), "embed", slow_embed)
+    app = create_app(catalog=cat, upload_threads=lanes)
+    cut = fits_bytes_image(ds[3]["image"])
+
+    async def run() -> tuple[list[int], float]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as c:
+            ups = [asyncio.create_task(c.post("/api/search/upload", files={"file": ("c.fits", cut)},
+                                              data={"kind": "image", "k": "2"})) for _ in range(6)]
+            await asyncio.sleep(0.05)          # the uploads are queued or running now
+            t0 = time.perf_counter()
+            info = await c.get("/api/info")    # answered on the loop, not behind the uploads
+            waited = time.perf_counter() - t0
+            return [info.status_code] + [r.status_code for r in await asyncio.gather(*ups)], waited
+
+    statuses, waited = asyncio.run(run())
+    assert statuses == [200] * 7
+    assert peak[0] == lanes if lanes == 1 else 1 < peak[0] <= lanes
+    assert waited < 0.1 * 6 / lanes / 2
+
+
+def test_upload_threads_must_be_positive(env):
+    from galclip.search.server import create_app
+
+    with pytest.raises(ValueError, match="upload_threads"):
+        create_app(catalog=env[1], upload_threads=0)
+
+
 def test_server_runs_torch_on_one_thread_and_embeds_without_re_eval(tmp_path, env):
     import torch
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from galclip.argtypes import float_range, int_range, port
-from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S
+from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S, UPLOAD_THREADS
 
 MIB = 2**20
 
@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-timeout", type=float_range(0, 3600, inclusive_lo=False),
                    default=READ_TIMEOUT_S, metavar="S",
                    help="seconds a client has to send a request (default %(default)s)")
+    p.add_argument("--upload-threads", type=int_range(1, 64), default=UPLOAD_THREADS, metavar="N",
+                   help="uploads each worker parses and embeds at once; the rest queue "
+                        "(default %(default)s: uploads cannot starve the other requests)")
     p.add_argument("--workers", type=int_range(1, 256), default=1, metavar="N",
                    help="server processes (default 1; about one per core that serving may use)")
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from galclip.search.server import create_app, worker_app
 
     settings = {"data_dir": args.data, "max_upload_bytes": int(args.max_upload_mb * MIB),
-                "cache_bytes": int(args.cache_mb * MIB)}
+                "cache_bytes": int(args.cache_mb * MIB), "upload_threads": args.upload_threads}
     # built here first in any case: a bad catalog or dataset is a clean error before anything
     # listens, and a missing index is built once, not by every worker at the same time
     app = create_app(args.catalog, **settings)

@@ -26,6 +26,7 @@ MAX_HDUS = 64
 READ_TIMEOUT_S = 30.0
 MAX_UPLOAD_BYTES = 20 * 2**20            # a query file (FITS cutout or spectrum) as uploaded
 DATA_CACHE_BYTES = 256 * 2**20           # decoded dataset row groups the explorer keeps
+UPLOAD_THREADS = 1                       # uploads parsed and embedded at once per process
 
 
 class UploadRejected(ValueError):

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -33,7 +34,7 @@ from galclip.modalities import MODALITIES, ModalityName, input_columns
 from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
 from galclip.search.index import EXACT_THRESHOLD
-from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES
+from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, UPLOAD_THREADS
 from galclip.search.render import line_list
 
 STATIC = Path(__file__).with_name("static")
@@ -101,9 +102,16 @@ class LimitBody:
 
 def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
                catalog: Catalog | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               cache_bytes: int = DATA_CACHE_BYTES, torch_threads: int | None = 1):
+               cache_bytes: int = DATA_CACHE_BYTES, torch_threads: int | None = 1,
+               upload_threads: int = UPLOAD_THREADS):
     """The FastAPI app for one catalog (``catalog`` may be given already opened);
     ``cache_bytes`` bounds the dataset's decoded row-group cache (images, spectra).
+
+    ``upload_threads`` bounds how many uploads are parsed and embedded at once in this process
+    (the rest wait their turn): an upload costs ~10-15 ms of CPU, 10x a search, and many at once
+    in the thread pool starve the event loop that answers everything else (issue 15: at
+    concurrency 32 one upload lane took the p99 of the other requests from ~155 ms to ~55 ms
+    and raised throughput; benchmarks/RESULTS.md).
 
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave them): the
     server embeds one upload per request, on many request threads at once, and torch's default
@@ -125,6 +133,10 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     _openapi_30(app)
 
     app.add_middleware(LimitBody, max_bytes=max_upload_bytes + 65536)
+    if not isinstance(upload_threads, int) or upload_threads < 1:
+        raise ValueError(f"upload_threads must be a positive integer, got {upload_threads!r}")
+    uploads = anyio.CapacityLimiter(upload_threads)
+    app.state.upload_limiter = uploads
 
     def search_or_4xx(**kw) -> dict:
         if not 1 <= kw["k"] <= MAX_K:
@@ -189,7 +201,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
             key = "image" if kind == "image" else "spectrum"
             return search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
 
-        res = await run_in_threadpool(parse_and_search)
+        res = await anyio.to_thread.run_sync(parse_and_search, limiter=uploads)
         res["query"]["file"] = name
         if targetid is not None:  # as a string: 64-bit ids exceed JavaScript's exact integers
             res["query"]["targetid"] = str(targetid)
@@ -225,7 +237,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         # a row already decoded is binned on the loop (~1 ms); one to read from disk in a thread
         return draw() if data.is_cached(object_id) else await run_in_threadpool(draw)
 
-    _astronomer_routes(app, cat, max_upload_bytes)
+    _astronomer_routes(app, cat, max_upload_bytes, uploads)
 
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:
@@ -305,7 +317,7 @@ def _offline_docs(app) -> None:
                                    swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
-def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
+def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int, uploads) -> None:
     """Cone search by position and a preview of an uploaded query file (with the fibres of a
     DESI coadd to pick from)."""
 
@@ -325,8 +337,9 @@ def _astronomer_routes(app, cat: Catalog, max_upload_bytes: int) -> None:
         body, name = await read_upload(file, max_upload_bytes)
         # the same size, decompression and malformed-file checks as a search upload; parsing
         # and rendering run in the thread pool, not on the event loop
-        return await run_in_threadpool(
-            checked_parse, lambda b, n: _preview(b, n, kind, targetid, row), body, name)
+        return await anyio.to_thread.run_sync(
+            checked_parse, lambda b, n: _preview(b, n, kind, targetid, row), body, name,
+            limiter=uploads)
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
