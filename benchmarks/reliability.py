@@ -527,16 +527,18 @@ def _cpu_s(pid: int) -> float:
     return total
 
 
-def start_server(cat: Path, data: Path, port: int, read_timeout: float, workers: int = 1):
+def start_server(cat: Path, data: Path, port: int, read_timeout: float, workers: int = 1,
+                 upload_threads: int = 1):
     """`galclip serve` of the campaign's catalog in a child process (not yet answering)."""
     return subprocess.Popen([sys.executable, "-m", "galclip.cli", "serve", str(cat), "--data",
                              str(data), "--port", str(port), "--read-timeout", str(read_timeout),
-                             "--max-upload-mb", "2", "--cache-mb", "64", "--workers", str(workers)],
+                             "--max-upload-mb", "2", "--cache-mb", "64", "--workers", str(workers),
+                             "--upload-threads", str(upload_threads)],
                             stdout=subprocess.DEVNULL)
 
 
 def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, seed: int,
-                    tmp: Path, client: str = "raw", workers: int = 1) -> dict:
+                    tmp: Path, client: str = "raw", workers: int = 1, upload_threads: int = 1) -> dict:
     import socket
 
     cat, data, model, ids = _prepare_server(tmp)
@@ -544,7 +546,7 @@ def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, se
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    child = start_server(cat, data, port, read_timeout, workers)
+    child = start_server(cat, data, port, read_timeout, workers, upload_threads)
     try:
         _wait_up(port)
         warm = _request_plan(200, ids, blobs, seed + 1)
@@ -655,6 +657,7 @@ def main() -> int:
                         "cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="galclip serve --workers")
+    p.add_argument("--upload-threads", type=int, default=1, help="galclip serve --upload-threads")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw",
                    help="load generator: raw asyncio streams (lean) or httpx (the first one)")
     args = p.parse_args()
@@ -671,7 +674,7 @@ def main() -> int:
         (tmp / "server").mkdir()
         res = server_campaign(args.requests, args.concurrency, args.slow_clients,
                               args.read_timeout, args.seed + 3, tmp / "server", args.client,
-                              args.workers)
+                              args.workers, args.upload_threads)
         print_server(res, args.concurrency, args.read_timeout)
     return 0
 
