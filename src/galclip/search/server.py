@@ -110,8 +110,8 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     ``upload_threads`` bounds how many uploads are parsed and embedded at once in this process
     (the rest wait their turn): an upload costs ~10-15 ms of CPU, 10x a search, and many at once
     in the thread pool starve the event loop that answers everything else (issue 15: at
-    concurrency 32 one upload lane took the p99 of the other requests from ~155 ms to ~55 ms
-    and raised throughput; benchmarks/RESULTS.md).
+    concurrency 32 one upload lane took the p99 of the other requests from 155-187 ms to
+    52-96 ms and raised throughput; benchmarks/RESULTS.md).
 
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave them): the
     server embeds one upload per request, on many request threads at once, and torch's default
@@ -136,7 +136,6 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     if not isinstance(upload_threads, int) or upload_threads < 1:
         raise ValueError(f"upload_threads must be a positive integer, got {upload_threads!r}")
     uploads = anyio.CapacityLimiter(upload_threads)
-    app.state.upload_limiter = uploads
 
     def search_or_4xx(**kw) -> dict:
         if not 1 <= kw["k"] <= MAX_K:
