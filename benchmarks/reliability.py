@@ -477,7 +477,7 @@ async def _slow_client(port: int, payload: bytes, trickle: bool) -> tuple[bool, 
     while True:
         try:
             chunk = await asyncio.wait_for(reader.read(4096), timeout=1.0)
-        except ConnectionError:     # a byte trickled in after the server's 408 and close: RST
+        except ConnectionError:     # a reset: no 408 read (the server's lingering close prevents it)
             break
         except TimeoutError:
             if trickle:

@@ -159,6 +159,38 @@ def test_slow_clients_still_get_408(port, partial):
     assert got.startswith(b"HTTP/1.1 408") and dt < 4 * TIMEOUT + 2, (got, dt)
 
 
+def test_a_client_still_sending_after_its_408_reads_the_408_not_a_reset(port):
+    # the server drains a cut-off client before closing: closing a socket with unread bytes in
+    # it makes the kernel send a reset, and the client's next read failed (CI saw this when a
+    # trickled byte crossed the 408); here the client sends on well past its deadline
+    with _conn(port) as s:
+        s.sendall(b"POST /late-read HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\nabc")
+        time.sleep(1.5 * TIMEOUT)                    # the 408 is sent meanwhile
+        for _ in range(10):
+            s.sendall(b"x" * 100)                    # still the body, after the 408
+            time.sleep(0.02)
+        got = _recv_all(s)                           # a reset raises ConnectionResetError
+    assert got.startswith(b"HTTP/1.1 408"), got
+
+
+def test_the_drain_after_a_408_ends(port, monkeypatch):
+    from galclip.search import protocol
+
+    monkeypatch.setattr(protocol, "LINGER_S", 0.3)
+    with _conn(port) as s:
+        s.sendall(b"GET /quick HTTP/1.1\r\nhost: x\r\n")
+        got = b""
+        while chunk := s.recv(65536):                # the 408, then the server's FIN
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 408"), got
+        t0 = time.perf_counter()
+        with pytest.raises(OSError):                 # the server closes, and then resets
+            while time.perf_counter() - t0 < 5:
+                s.sendall(b"x")
+                time.sleep(0.05)
+        assert time.perf_counter() - t0 < 0.3 + 2
+
+
 def test_a_silent_connection_is_closed(port):
     with _conn(port) as s:
         t0 = time.perf_counter()

@@ -8,7 +8,11 @@ until the app reads on; the client then gets a fresh ``read_timeout`` for the re
 An expired deadline, and uvicorn's keep-alive timeout, are judged only after the event
 loop's next poll of its sockets, so bytes the client sent in time but a busy loop had not
 yet read count as sent (without this a busy server closed connections whose request was
-already in the socket, and the client saw a reset: issue 15).
+already in the socket, and the client saw a reset: issue 15). A connection cut off with 408 is
+closed lingering (as nginx does): the server sends the 408 and its FIN, then reads and
+discards what the client still sends for up to :data:`LINGER_S` s, because closing a socket
+with unread bytes in it makes the kernel answer with a reset, which can destroy the 408 in
+the client's buffer before the client reads it.
 
 Two parsers, one deadline (:class:`ReadDeadline`): :class:`TimedHttpToolsProtocol` on uvicorn's
 httptools (llhttp, C) protocol, what ``galclip serve`` uses when httptools is installed (it is a
@@ -28,6 +32,8 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from galclip.search.limits import READ_TIMEOUT_S
+
+LINGER_S = 2.0   # how long a connection cut off with 408 drains the client before closing
 
 
 class Flow(FlowControl):
@@ -68,6 +74,7 @@ class ReadDeadline:
 
     _read_deadline: Any = None
     _got_bytes = False
+    _linger: Any = None                            # the close timer once cut off with 408
 
     def __init__(self, *args: Any, read_timeout: float = READ_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +96,8 @@ class ReadDeadline:
             self._arm_read_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            return                                 # cut off with 408: drained, not parsed
         self._got_bytes = True
         if self._read_deadline is None:
             self._arm_read_deadline()
@@ -109,7 +118,15 @@ class ReadDeadline:
 
     def connection_lost(self, exc) -> None:
         self._cancel_read_deadline()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self._linger is not None:               # the server stops: no more draining
+            self.transport.close()
+        else:
+            super().shutdown()
 
     def timeout_keep_alive_handler(self) -> None:
         # after the next poll: a request already in the socket cancels this (data_received)
@@ -143,15 +160,24 @@ class ReadDeadline:
             return                                 # the server holds the body back
         if self._idle():
             return                                 # keep-alive: uvicorn's own timeout
-        if self._got_bytes:
-            msg = f"request not received within {self.read_timeout:g} s\n".encode()
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain"
-                                 b"\r\nconnection: close\r\ncontent-length: " +
-                                 str(len(msg)).encode() + b"\r\n\r\n" + msg)
         if c is not None and not c.response_complete:
             c.disconnected = True
             c.message_event.set()
-        self.transport.close()
+        if not self._got_bytes:
+            self.transport.close()                 # a silent connection: nothing to say
+            return
+        msg = f"request not received within {self.read_timeout:g} s\n".encode()
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain"
+                             b"\r\nconnection: close\r\ncontent-length: " +
+                             str(len(msg)).encode() + b"\r\n\r\n" + msg)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        self.transport.write_eof()                 # the 408, then FIN; the client's EOF or
+        self._linger = self.loop.call_later(LINGER_S, self.transport.close)   # this closes
 
 
 class TimedH11Protocol(ReadDeadline, H11Protocol):
