@@ -73,6 +73,10 @@ def test_report_files_and_table(report):
             ("galclip MLP", "Spectrum", "few-shot"), ("unaligned k-NN", "Image", "zero-shot"),
             ("MLP", "Photometry", "supervised"), ("conv ResNet", "Image", "supervised"),
             ("1-D ResNet", "Spectrum", "supervised"), ("k-NN", "Photometry", "supervised")} <= rows
+    knn = next(r for r in m["results"] if (r["model"], r["source"]) == ("k-NN", "Photometry"))
+    n_train = m["splits"]["train"]
+    assert knn["budget"] == f"no training; k = 8 neighbours among {n_train} training galaxies"
+    assert f"| {knn['budget']} |" in (report / "report.md").read_text()  # not a network's budget
     assert m["properties"] == ["redshift", "log_mstar", "logz_mw", "tage_mw", "log_ssfr"]
     assert set(m["morphology_columns"]) == {"morph_edge_on", "morph_featured"}
     assert m["splits"]["train"] + m["splits"]["test"] <= 120

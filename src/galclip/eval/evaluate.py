@@ -271,6 +271,9 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
     knn, kpreds = knn_results({"photometry": x_tr}, ctx.y_train, {"photometry": x_te}, ctx.y_test,
                               ctx.properties, k=int(ctx.cfg["knn"]["k"]), model="k-NN",
                               sources=(("photometry", "photometry", "photometry"),), type_="supervised")
+    for r in knn:  # nothing trains: the budget is the reference set
+        k = int(ctx.cfg["knn"]["k"])
+        r["budget"] = f"no training; k = {k} neighbours among {len(x_tr)} training galaxies"
     curve = label_efficiency(x_tr, ctx.y_train, x_te, ctx.y_test, ctx.properties,
                              ctx.cfg["label_efficiency"]["fractions"], ctx.probe)
     return res + knn, {**preds, **kpreds}, {"photometry MLP": curve}
