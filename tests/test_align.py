@@ -207,3 +207,40 @@ def test_jitter_crops_conserve_a_centred_sources_flux():
     assert out.shape == (16, 3, 138, 138)
     assert torch.allclose(out.sum((1, 2, 3)), img.sum((1, 2, 3)))
     assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves
+
+
+def test_extra_negatives_widen_the_image_softmax_with_fresh_cached_spectra():
+    """``objective.extra_negatives``: each image also ranks K cached spectra of galaxies outside
+    the batch, through the (training) head, so the loss sees more of a retrieval pool."""
+    import math
+
+    from clip_toys import nano_clip, toy_batch
+    from galclip.config import ConfigError
+    from galclip.train.clip_objective import CLIPModule
+    from galclip.train.losses import clip_loss
+    from galclip.train.schema import resolve_config
+
+    # the loss by hand: one image, its spectrum and one extra; logits = 2 * cos
+    img, spec, extra = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    loss = clip_loss(img, spec, 2.0, extra_spectra=extra)["contrastive_loss"]
+    assert loss.item() == pytest.approx(0.5 * math.log(1 + math.exp(-2.0)), rel=1e-6)  # s->i: 0
+    with pytest.raises(ValueError, match="extra_spectra"):
+        clip_loss(img, spec, 2.0, extra_spectra=torch.zeros(3, 5))
+
+    cfg = resolve_config("align", None, ["objective.cache_backbone_features=true",
+                                         "objective.extra_negatives=4"])
+    module = CLIPModule(cfg, nano_clip()).eval()
+    images, flux, ivar = toy_batch(6)
+    first = {"object_id": torch.arange(6), "image": images, "spectrum_flux": flux, "spectrum_ivar": ivar}
+    with torch.no_grad():
+        module._embed(first, augment=False)  # fills the cache with galaxies 0-5
+    batch = {k: v[:2] for k, v in first.items()}
+    keys, feats = module.cache.sample(4, "spectrum", {0, 1}, torch.device("cpu"))
+    assert len(keys) == 4 and {k[1] for k in keys} == {2, 3, 4, 5} and feats["tokens"].shape[0] == 4
+    extra = module._extra_spectra(batch)
+    assert extra.shape == (4, module.model.embed_dim)
+    extra.sum().backward()  # fresh head outputs: the head gets gradients from the negatives
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.spectrum_head.parameters())
+    assert module.cache.sample(4, "spectrum", set(range(6)), torch.device("cpu")) == ([], {})
+    with pytest.raises(ConfigError, match="extra_negatives"):
+        CLIPModule(resolve_config("align", None, ["objective.extra_negatives=4"]), nano_clip())
