@@ -209,12 +209,14 @@ def test_jitter_crops_conserve_a_centred_sources_flux():
     assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves
 
 
-def test_extra_negatives_widen_the_image_softmax_with_fresh_cached_spectra():
-    """``objective.extra_negatives``: each image also ranks K cached spectra of galaxies outside
-    the batch, through the (training) head, so the loss sees more of a retrieval pool."""
+
+def test_spectrum_queue_widens_the_image_softmax_with_recent_other_galaxies():
+    """``objective.spectrum_queue``: each image also ranks the (detached) spectrum embeddings of
+    the K most recent training galaxies, never its own galaxy's, so the loss sees more of a
+    retrieval pool than one batch."""
     import math
 
-    from clip_toys import nano_clip, toy_batch
+    from clip_toys import nano_clip
     from galclip.config import ConfigError
     from galclip.train.clip_objective import CLIPModule
     from galclip.train.losses import clip_loss
@@ -227,20 +229,15 @@ def test_extra_negatives_widen_the_image_softmax_with_fresh_cached_spectra():
     with pytest.raises(ValueError, match="extra_spectra"):
         clip_loss(img, spec, 2.0, extra_spectra=torch.zeros(3, 5))
 
-    cfg = resolve_config("align", None, ["objective.cache_backbone_features=true",
-                                         "objective.extra_negatives=4"])
-    module = CLIPModule(cfg, nano_clip()).eval()
-    images, flux, ivar = toy_batch(6)
-    first = {"object_id": torch.arange(6), "image": images, "spectrum_flux": flux, "spectrum_ivar": ivar}
-    with torch.no_grad():
-        module._embed(first, augment=False)  # fills the cache with galaxies 0-5
-    batch = {k: v[:2] for k, v in first.items()}
-    keys, feats = module.cache.sample(4, "spectrum", {0, 1}, torch.device("cpu"))
-    assert len(keys) == 4 and {k[1] for k in keys} == {2, 3, 4, 5} and feats["tokens"].shape[0] == 4
-    extra = module._extra_spectra(batch)
-    assert extra.shape == (4, module.model.embed_dim)
-    extra.sum().backward()  # fresh head outputs: the head gets gradients from the negatives
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.spectrum_head.parameters())
-    assert module.cache.sample(4, "spectrum", set(range(6)), torch.device("cpu")) == ([], {})
-    with pytest.raises(ConfigError, match="extra_negatives"):
-        CLIPModule(resolve_config("align", None, ["objective.extra_negatives=4"]), nano_clip())
+    module = CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=4"]), nano_clip())
+    g = torch.Generator().manual_seed(0)
+    embs = [torch.randn(2, 8, generator=g, requires_grad=True) for _ in range(4)]
+    assert module._queued_spectra(embs[0], torch.tensor([0, 1])) is None  # empty queue
+    got = module._queued_spectra(embs[1], torch.tensor([2, 3]))
+    assert torch.equal(got, embs[0].detach()) and not got.requires_grad
+    got = module._queued_spectra(embs[2], torch.tensor([4, 1]))  # galaxy 1 is queued: not its own negative
+    assert torch.equal(got, torch.stack([embs[0][0], embs[1][0], embs[1][1]]).detach())
+    got = module._queued_spectra(embs[3], torch.tensor([5, 6]))  # the queue keeps the last 4
+    assert torch.equal(got, torch.cat([embs[1], embs[2]]).detach())
+    with pytest.raises(ConfigError, match="spectrum_queue"):
+        CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=-1"]), nano_clip())

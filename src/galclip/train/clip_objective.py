@@ -108,7 +108,7 @@ class CLIPModule(L.LightningModule):
         "cache_max_gb": 4.0,                   # memory cap of that cache
         "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
         "neighbourhood_temperature": 0.1,
-        "extra_negatives": 0,                  # > 0: images also rank this many cached spectra
+        "spectrum_queue": 0,                   # > 0: images also rank the last K batches' spectra
     }}
 
     def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
@@ -122,14 +122,10 @@ class CLIPModule(L.LightningModule):
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
-        self.extra_negatives = int(self.obj["extra_negatives"])
-        if self.extra_negatives < 0:
-            raise ConfigError(f"objective.extra_negatives={self.extra_negatives} must be >= 0")
-        if self.extra_negatives and not ("spectrum" in self.frozen and self.obj["cache_backbone_features"]
-                                         and not float(self.obj["augment"]["spectrum_noise"])):
-            raise ConfigError("objective.extra_negatives draws spectra of other galaxies from the "
-                              "frozen spectrum backbone's cache: it needs the spectrum backbone frozen, "
-                              "objective.cache_backbone_features=true and augment.spectrum_noise=0")
+        self.queue_size = int(self.obj["spectrum_queue"])
+        if self.queue_size < 0:
+            raise ConfigError(f"objective.spectrum_queue={self.queue_size} must be >= 0")
+        self._queue = (torch.zeros(0), torch.zeros(0, dtype=torch.long))  # (embeddings, object ids)
         cached_image = "image" in self.frozen and self.obj["cache_backbone_features"]
         if self.obj["augment"]["image_shift"] and cached_image:
             raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
@@ -188,22 +184,29 @@ class CLIPModule(L.LightningModule):
             out["spectrum_reference"] = spec["pooled"]  # the frozen backbone's own embedding
         return out
 
-    def _extra_spectra(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Fresh head outputs of ``extra_negatives`` cached spectra of galaxies not in the batch
-        (the frozen backbone's features of every galaxy seen so far; the head, which trains, runs
-        on them anew so they are never stale); ``None`` when off or the cache is still empty."""
-        if not self.extra_negatives:
+    def _queued_spectra(self, spectrum_emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor | None:
+        """The queue's spectrum embeddings (those of galaxies not in this batch), then push this
+        batch's. A memory of negatives (MoCo, He et al. 2020): each image ranks its spectrum among
+        the batch's and the ``spectrum_queue`` most recent training galaxies', closer to a
+        retrieval pool than a batch of 64. Queued rows are detached and a few steps stale; the
+        spectrum head trains slowly (or, with the CPU recipe, is the only spectrum part that
+        trains), so they stay close to what the head gives now. The queue is not checkpointed:
+        after a resume it refills within ``spectrum_queue / batch`` steps."""
+        if not self.queue_size:
             return None
-        device = batch["spectrum_flux"].device
-        in_batch = set(batch["object_id"].tolist())
-        _, feats = self.cache.sample(self.extra_negatives, "spectrum", in_batch, device)
-        return self.model.project_spectrum(feats) if feats else None
+        emb, queued_ids = self._queue
+        extra = emb[~torch.isin(queued_ids, ids)].to(spectrum_emb) if len(emb) else None
+        keep = self.queue_size
+        self._queue = (torch.cat([emb.to(spectrum_emb), spectrum_emb.detach()])[-keep:],
+                       torch.cat([queued_ids.to(ids.device), ids])[-keep:])
+        return extra
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)
-        losses = clip_loss(gather_with_grad(out["image_embedding"]),
-                           gather_with_grad(out["spectrum_embedding"]), out["logit_scale"],
-                           extra_spectra=self._extra_spectra(batch))
+        spectra = gather_with_grad(out["spectrum_embedding"])
+        extra = self._queued_spectra(spectra, gather_no_grad(batch["object_id"])) if self.queue_size else None
+        losses = clip_loss(gather_with_grad(out["image_embedding"]), spectra, out["logit_scale"],
+                           extra_spectra=extra)
         if self.neighbourhood:
             term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"],
                                       self.neighbourhood_t)

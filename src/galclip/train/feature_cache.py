@@ -52,20 +52,3 @@ class FeatureCache:
             dtype = torch.float32 if first.is_floating_point() else first.dtype
             out[k] = torch.stack([r[k] for r in rows]).to(device, dtype)
         return out
-
-    def sample(self, n: int, kind: Hashable, exclude: set, device: torch.device,
-               generator: torch.Generator | None = None) -> tuple[list[Hashable], Features]:
-        """Up to ``n`` stored rows drawn at random (without replacement) among the keys whose first
-        element is ``kind`` and whose second (the galaxy) is not in ``exclude``: negatives for a
-        contrastive loss. Returns the keys and the stacked rows (``{}`` when none qualify)."""
-        keys = [k for k in self.store if k[0] == kind and k[1] not in exclude]
-        if n <= 0 or not keys:
-            return [], {}
-        pick = torch.randperm(len(keys), generator=generator)[:n].tolist()
-        chosen = [keys[i] for i in pick]
-        rows = [self.store[k] for k in chosen]
-        out = {}
-        for k, first in rows[0].items():
-            dtype = torch.float32 if first.is_floating_point() else first.dtype
-            out[k] = torch.stack([r[k] for r in rows]).to(device, dtype)
-        return chosen, out
