@@ -241,3 +241,23 @@ def test_spectrum_queue_widens_the_image_softmax_with_recent_other_galaxies():
     assert torch.equal(got, torch.cat([embs[1], embs[2]]).detach())
     with pytest.raises(ConfigError, match="spectrum_queue"):
         CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=-1"]), nano_clip())
+
+
+def test_feature_cache_mixes_stored_and_fresh_rows_under_bf16_autocast():
+    """A batch partly cached (float16 rows) and partly fresh (bfloat16 under bf16-mixed, the GPU
+    default) comes back as one float32 tensor, not autocast's refusal to stack the two."""
+    from galclip.train.feature_cache import FeatureCache
+
+    cache = FeatureCache(2**30)
+    fresh = torch.randn(3, 5, 4)
+
+    def backbone(rows):  # what a backbone under bf16 autocast returns for these rows of `fresh`
+        return {"tokens": fresh[rows].to(torch.bfloat16),
+                "padding_mask": torch.zeros(len(rows), 5, dtype=torch.bool)}
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache.get(["a", "b"], backbone, torch.device("cpu"))  # both computed (rows 0, 1) and stored
+        out = cache.get(["a", "c"], lambda miss: backbone([2] * len(miss)), torch.device("cpu"))
+    assert out["tokens"].dtype == torch.float32 and out["padding_mask"].dtype == torch.bool
+    assert torch.allclose(out["tokens"][0], fresh[0], atol=0.02)  # the stored row, float16 of bf16
+    assert torch.allclose(out["tokens"][1], fresh[2], atol=0.02)  # the fresh one

@@ -50,5 +50,7 @@ class FeatureCache:
         out = {}
         for k, first in rows[0].items():
             dtype = torch.float32 if first.is_floating_point() else first.dtype
-            out[k] = torch.stack([r[k] for r in rows]).to(device, dtype)
+            # one dtype before stacking: stored rows are float16, fresh ones whatever the backbone
+            # gave (bfloat16 under bf16 autocast, which refuses to stack the two)
+            out[k] = torch.stack([r[k].to(dtype) for r in rows]).to(device)
         return out
