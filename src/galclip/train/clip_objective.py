@@ -191,7 +191,9 @@ class CLIPModule(L.LightningModule):
         retrieval pool than a batch of 64. Queued rows are detached and a few steps stale; the
         spectrum head trains slowly (or, with the CPU recipe, is the only spectrum part that
         trains), so they stay close to what the head gives now. The queue is not checkpointed:
-        after a resume it refills within ``spectrum_queue / batch`` steps."""
+        after a resume it refills within ``spectrum_queue / batch`` steps. Measured on the CPU
+        demo it makes retrieval worse (pool-1000 rank 12/11 -> 32/26 with 448; RESULTS.md), so
+        no preset uses it."""
         if not self.queue_size:
             return None
         emb, queued_ids = self._queue
