@@ -209,7 +209,6 @@ def test_jitter_crops_conserve_a_centred_sources_flux():
     assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves
 
 
-
 def test_spectrum_queue_widens_the_image_softmax_with_recent_other_galaxies():
     """``objective.spectrum_queue``: each image also ranks the (detached) spectrum embeddings of
     the K most recent training galaxies, never its own galaxy's, so the loss sees more of a

@@ -108,7 +108,7 @@ class CLIPModule(L.LightningModule):
         "cache_max_gb": 4.0,                   # memory cap of that cache
         "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
         "neighbourhood_temperature": 0.1,
-        "spectrum_queue": 0,                   # > 0: images also rank the last K batches' spectra
+        "spectrum_queue": 0,                   # > 0: images also rank the last K galaxies' spectra
     }}
 
     def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
@@ -184,7 +184,7 @@ class CLIPModule(L.LightningModule):
             out["spectrum_reference"] = spec["pooled"]  # the frozen backbone's own embedding
         return out
 
-    def _queued_spectra(self, spectrum_emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor | None:
+    def _queued_spectra(self, spectrum_emb: torch.Tensor, batch_ids: torch.Tensor) -> torch.Tensor | None:
         """The queue's spectrum embeddings (those of galaxies not in this batch), then push this
         batch's. A memory of negatives (MoCo, He et al. 2020): each image ranks its spectrum among
         the batch's and the ``spectrum_queue`` most recent training galaxies', closer to a
@@ -196,6 +196,7 @@ class CLIPModule(L.LightningModule):
         no preset uses it."""
         if not self.queue_size:
             return None
+        ids = gather_no_grad(batch_ids)  # the global batch's galaxies, as spectrum_emb's rows
         emb, queued_ids = self._queue
         extra = emb[~torch.isin(queued_ids, ids)].to(spectrum_emb) if len(emb) else None
         keep = self.queue_size
@@ -206,9 +207,8 @@ class CLIPModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)
         spectra = gather_with_grad(out["spectrum_embedding"])
-        extra = self._queued_spectra(spectra, gather_no_grad(batch["object_id"])) if self.queue_size else None
         losses = clip_loss(gather_with_grad(out["image_embedding"]), spectra, out["logit_scale"],
-                           extra_spectra=extra)
+                           extra_spectra=self._queued_spectra(spectra, batch["object_id"]))
         if self.neighbourhood:
             term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"],
                                       self.neighbourhood_t)
