@@ -58,7 +58,7 @@ def legacy_rgb(images: torch.Tensor) -> torch.Tensor:
     f_total = torch.asinh(RGB_Q * total).double() / math.sqrt(RGB_Q)
     total = (total + (total == 0) * 1e-6).double()
     out = torch.empty_like(images)
-    for plane, band in zip(scaled, C.BANDS):
+    for plane, band in zip(scaled, C.BANDS, strict=True):
         out[:, RGB_SCALES[band][0]] = (plane.double() * f_total / total).to(images.dtype)
     return out.clamp(0, 1)
 

@@ -17,6 +17,7 @@ import collections
 import pickle
 import types
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from galclip.models.astroclip import (
     AstroDinoEncoder,
     SpecFormerConfig,
     SpecFormerEncoder,
+    build_astroclip,
 )
 
 
@@ -229,9 +231,8 @@ def _wrong_kind(path: Path, found: str, use: str) -> CheckpointError:
     return CheckpointError(f"{path}: this is {found}; load it with {use}")
 
 
-def load_astroclip_model(path: str | Path, device: str | torch.device = "cpu") -> AstroCLIP:
-    """The released AstroCLIP model (``astroclip.ckpt``) in eval mode."""
-    path = Path(path)
+def _clip_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and hyper-parameters of an ``astroclip.ckpt``; clear errors otherwise."""
     if file_kind(path) == "safetensors":
         raise _wrong_kind(path, "a galclip safetensors checkpoint, not AstroCLIP's Lightning "
                                 "checkpoint", "galclip.load_model (as a galclip model)")
@@ -241,24 +242,42 @@ def load_astroclip_model(path: str | Path, device: str | torch.device = "cpu") -
             raise _wrong_kind(path, "a SpecFormer checkpoint (an encoder)", "galclip.models.load_encoder")
         raise CheckpointError(f"{path}: a Lightning checkpoint, but not AstroCLIP's (no "
                               "'image_encoder.backbone.*' weights)")
-    model = AstroCLIP(*_backbones(path, state, hp), embed_dim=int(state[
-        "image_encoder.cross_attention.query"].shape[-1]), image_heads=_num_heads(path, hp, "image_encoder"),
-        spectrum_heads=_num_heads(path, hp, "spectrum_encoder"),
-        logit_scale=float(hp.get("logit_scale", 15.5)))
+    return state, hp
+
+
+def _model_config(path: Path, state: dict, hp: dict) -> dict[str, Any]:
+    """``AstroCLIP.config`` of a checkpoint: sizes from the tensors, head counts and SpecFormer's
+    hyper-parameters from the pickled modules."""
+    vit = _pickled(path, hp, "image_encoder", "backbone", "DINOv2 ViT")
+    spec = _pickled(path, hp, "spectrum_encoder", "backbone", "SpecFormer")
+    try:
+        eps = float(vit.child("norm").state.get("eps", 1e-6))
+        image = _dino_config(state, "image_encoder.backbone.", int(vit.state["num_heads"]), eps)
+        embed_dim = int(state["image_encoder.cross_attention.query"].shape[-1])
+    except (KeyError, StopIteration, ValueError) as e:
+        raise CheckpointError(f"{path}: the image tower's weights are incomplete (no {e})") from None
+    return {"family": "astroclip", "embed_dim": embed_dim,
+            "image_heads": _num_heads(path, hp, "image_encoder"),
+            "spectrum_heads": _num_heads(path, hp, "spectrum_encoder"),
+            "logit_scale": float(hp.get("logit_scale", 15.5)),
+            "image_encoder": asdict(image),
+            "spectrum_encoder": asdict(_specformer_config(path, spec.state.get("_hparams")))}
+
+
+def read_astroclip_metadata(path: str | Path) -> dict[str, Any]:
+    """What ``read_checkpoint_metadata`` gives for a galclip file: ``format``, ``config``, ``extra``."""
+    path = Path(path)
+    config = _model_config(path, *_clip_checkpoint(path))
+    return {"format": "astroclip-lightning", "family": "astroclip", "config": config, "extra": {}}
+
+
+def load_astroclip_model(path: str | Path, device: str | torch.device = "cpu") -> AstroCLIP:
+    """The released AstroCLIP model (``astroclip.ckpt``) in eval mode."""
+    path = Path(path)
+    state, hp = _clip_checkpoint(path)
+    model = build_astroclip(_model_config(path, state, hp))
     _load_state(path, model, state, "AstroCLIP")
     return model.to(device).eval()
-
-
-def _backbones(path: Path, state: dict, hp: dict) -> tuple[AstroDinoEncoder, SpecFormerEncoder]:
-    vit = _pickled(path, hp, "image_encoder", "backbone", "DINOv2 ViT")
-    eps = float(vit.child("norm").state.get("eps", 1e-6))
-    try:
-        image = AstroDinoEncoder(_dino_config(state, "image_encoder.backbone.",
-                                              int(vit.state["num_heads"]), eps))
-    except (KeyError, StopIteration, ValueError) as e:
-        raise CheckpointError(f"{path}: the image backbone's weights are incomplete ({e})") from None
-    spec = _pickled(path, hp, "spectrum_encoder", "backbone", "SpecFormer")
-    return image, SpecFormerEncoder(_specformer_config(path, spec.state.get("_hparams")))
 
 
 def _teacher_state(path: Path, obj: Any) -> dict[str, torch.Tensor]:
