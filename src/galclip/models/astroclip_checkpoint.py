@@ -267,8 +267,13 @@ def _model_config(path: Path, state: dict, hp: dict) -> dict[str, Any]:
 def read_astroclip_metadata(path: str | Path) -> dict[str, Any]:
     """What ``read_checkpoint_metadata`` gives for a galclip file: ``format``, ``config``, ``extra``."""
     path = Path(path)
-    config = _model_config(path, *_clip_checkpoint(path))
-    return {"format": "astroclip-lightning", "family": "astroclip", "config": config, "extra": {}}
+    state, hp = _clip_checkpoint(path)
+    frozen = {m for m in ("image", "spectrum")
+              if getattr(hp.get(f"{m}_encoder"), "state", {}).get("freeze_backbone")}
+    optim = {"freeze_backbones": bool(frozen), "finetune": sorted({"image", "spectrum"} - frozen)
+             if frozen else []}  # as galclip's alignment config would say it
+    return {"format": "astroclip-lightning", "family": "astroclip",
+            "config": _model_config(path, state, hp), "extra": {"run_config": {"optim": optim}}}
 
 
 def load_astroclip_model(path: str | Path, device: str | torch.device = "cpu") -> AstroCLIP:
