@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import random_rows
 
@@ -101,3 +102,22 @@ def test_evaluate_on_published_model(stages):
     rows = {(r["model"], r["type"]) for r in metrics["results"]}
     assert ("galclip k-NN", "zero-shot") in rows and ("galclip MLP", "few-shot") in rows
     assert metrics["retrieval"] and metrics["provenance"]["model"]["config"]["family"] == "astroclip"
+
+
+def test_align_starts_from_the_published_backbones(stages, tmp_path):
+    import galclip
+    from galclip.cli import main
+    from galclip.models import load_encoder
+
+    _root, data, _model, _catalog = stages
+    fix = CKPT.parent
+    out = tmp_path / "align"
+    assert main(["align", "--config", "cpu", "--data", str(data), "--out", str(out),
+                 "--image-encoder", str(fix / "astrodino_tiny.pth"),
+                 "--spectrum-encoder", str(fix / "specformer_tiny.ckpt"), "model.embed_dim=8",
+                 "data.batch_size=16", "optim.warmup_steps=1", "trainer.max_epochs=1",
+                 "optim.finetune=[]", "objective.augment.image_shift=0"]) == 0
+    model = galclip.load_model(out / "model.safetensors")
+    assert model.image_encoder.config["arch"] == model.spectrum_encoder.config["arch"] == "astroclip"
+    ref = load_encoder(fix / "specformer_tiny.ckpt").state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.spectrum_encoder.state_dict().items())
