@@ -1,5 +1,6 @@
 """Every galclip stage on AstroCLIP's released checkpoint format (the tiny fixture made with the
-official code): embed -> index -> search (CLI and the Python API) -> export --hats -> evaluate."""
+official code): embed -> index -> search (CLI, Python API, server) -> export --hats -> evaluate,
+and alignment starting from the published backbones."""
 from __future__ import annotations
 
 import json
@@ -121,3 +122,25 @@ def test_align_starts_from_the_published_backbones(stages, tmp_path):
     assert model.image_encoder.config["arch"] == model.spectrum_encoder.config["arch"] == "astroclip"
     ref = load_encoder(fix / "specformer_tiny.ckpt").state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in model.spectrum_encoder.state_dict().items())
+
+
+def test_serve_finds_an_uploaded_object(stages):
+    from fastapi.testclient import TestClient
+
+    from galclip.data import open_dataset
+    from galclip.search.api import Catalog
+    from galclip.search.server import create_app
+    from search_fixtures import fits_bytes_image, fits_bytes_spectrum
+
+    _root, data, _model, catalog = stages
+    client = TestClient(create_app(catalog=Catalog(catalog), data_dir=data, max_upload_bytes=1_000_000))
+    item = open_dataset(data)[5]
+    cut = {"file": ("cut.fits", fits_bytes_image(item["image"], pad=8), "application/fits")}
+    res = client.post("/api/search/upload", files=cut, data={"kind": "image", "k": "2"})
+    assert res.status_code == 200, res.text
+    assert res.json()["neighbours"][0]["object_id"] == int(item["object_id"])
+    spec = {"file": ("s.fits", fits_bytes_spectrum(item["spectrum_flux"], item["spectrum_ivar"]))}
+    res = client.post("/api/search/upload", files=spec, data={"kind": "spectrum", "to": "spectrum",
+                                                              "k": "2"})
+    assert res.status_code == 200, res.text
+    assert res.json()["neighbours"][0]["object_id"] == int(item["object_id"])
