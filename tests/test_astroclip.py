@@ -172,6 +172,14 @@ def test_unexpected_global_is_refused_before_anything_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; the file still exists
+def test_torchscript_archive_is_not_handed_to_torch_jit(tmp_path):
+    scripted = tmp_path / "scripted.ckpt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    with pytest.raises(A.CheckpointError, match="TorchScript archive"):
+        galclip.load_model(scripted)
+
+
 @pytest.mark.parametrize("change", ["missing", "misshaped"])
 def test_missing_or_misshaped_tensor(monkeypatch, change):
     real = A.read_torch_file(CKPT)

@@ -134,6 +134,8 @@ def read_torch_file(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     zipped = zipfile.is_zipfile(path)
+    if zipped and _is_torchscript(path):  # torch.load would hand it to torch.jit.load
+        raise CheckpointError(f"{path}: a TorchScript archive, not an AstroCLIP checkpoint")
     try:
         return torch.load(path, map_location="cpu", pickle_module=_pickle_module(),
                           weights_only=False, mmap=zipped)
@@ -145,16 +147,24 @@ def read_torch_file(path: str | Path) -> Any:
                               f"corrupt?): {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
 # ----------------------------------------------------------------------------- what a file is
 def file_kind(path: str | Path) -> str:
     """``"safetensors"`` (galclip's files) or ``"torch"`` (a zip or legacy torch pickle)."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
+    if len(head) == 9 and head[8:9] == b"{":  # a little-endian header length, then JSON
         return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # zip, or a pickle's PROTO opcode
+        return "torch"
     return "unknown"
 
 
