@@ -26,6 +26,6 @@ def test_gpu_benchmark_script_runs_at_toy_size(tmp_path):
     text = results.read_text()
     assert text.startswith("# earlier results\n")  # appended, not overwritten
     rows = re.findall(r"^\| (embed|pretrain|align)[^|]*\| ([\d,.]+) (\S+) \|", text, re.M)
-    assert [r[0] for r in rows] == ["embed"] * 4 + ["pretrain"] * 2 + ["align"]
+    assert [r[0] for r in rows] == ["embed"] * 6 + ["pretrain"] * 2 + ["align"]  # 2: AstroCLIP
     assert all(float(r[1].replace(",", "")) > 0 for r in rows)
     assert "+ compile" in text and "toy size" in text and "CPU" in text

@@ -9,7 +9,8 @@ Prints one table and appends it to benchmarks/RESULTS.md with the GPU model:
   spectrum encoder, and CLIP alignment (samples/s over the steps after a warm-up);
 * peak GPU memory of each row.
 
-The presets are ViT-L/12 at 144 px (``image-large``) and SpecFormer 6 x 768 (``spectrum-base``).
+The presets are ViT-L/12 at 144 px (``image-large``) and SpecFormer 6 x 768 (``spectrum-base``);
+the published AstroCLIP model (same backbones, its stretch and heads) is embedded too.
 ``--toy`` runs the same code at CPU size (nano presets, a few dozen rows) so a test keeps it
 working; benchmarks/gpu/run.sh is the entry point (sized for <= 8 minutes on one H200).
 """
@@ -35,14 +36,20 @@ SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
                                "trainer.strategy=auto", "data.batch_size=64"],
             "pretrain_spectrum": ["--config", "spectrum-specformer", "trainer.devices=1",
                                   "trainer.strategy=auto", "data.batch_size=128"],
-            "align": ["--config", "gpu", "data.batch_size=256"]},
+            "align": ["--config", "gpu", "data.batch_size=256"],
+            "astroclip": {}},  # the released AstroCLIP size
+
     "toy": {"image": "image-nano", "spectrum": "spectrum-nano", "embed_dim": 16, "n": 32,
             "batch": 8, "workers": 1, "repeats": 1, "steps": 2, "skip": 1,
             "pretrain_image": ["--config", "image-dino-cpu", "data.batch_size=4",
                                "objective.crops.n_local=1"],
             "pretrain_spectrum": ["--config", "spectrum-masked-cpu", "data.batch_size=4"],
             "align": ["--config", "cpu", "data.batch_size=8", "model.embed_dim=16",
-                      "data.max_val_rows=8", "objective.pool_size=8"]},
+                      "data.max_val_rows=8", "objective.pool_size=8"],
+            "astroclip": {"embed_dim": 16, "image_heads": 2, "spectrum_heads": 2,
+                          "image_encoder": {"embed_dim": 32, "depth": 2, "num_heads": 2,
+                                            "block_chunks": 2},
+                          "spectrum_encoder": {"embed_dim": 24, "num_layers": 1, "num_heads": 2}}},
 }
 
 UNITS = {"image": "images/s", "spectrum": "spectra/s"}
@@ -122,6 +129,23 @@ def bench_embedding(size: dict, data: Path, device, tmp: Path, backend: str) -> 
                          "rate": rate, "unit": UNITS[modality], "peak_gb": peak_gb(device)})
         setattr(model, enc, plain)
     return rows
+
+
+def bench_astroclip(size: dict, data: Path, device, tmp: Path) -> list[dict]:
+    """The published AstroCLIP model (random weights at its size) through ``galclip embed``'s
+    code: the Legacy Survey stretch, ViT-L/12 and SpecFormer with AstroCLIP's heads."""
+    import torch
+
+    from galclip.models.astroclip import build_astroclip
+
+    torch.manual_seed(0)
+    model = build_astroclip(size["astroclip"]).to(device)
+    path = tmp / "astroclip-random.bin"  # the catalog records this file's sha256
+    path.write_bytes(b"random AstroCLIP weights")
+    prec = "bf16" if device.type == "cuda" else "fp32"
+    return [{"what": f"embed {m} (AstroCLIP published model), Parquet -> catalog, {prec}",
+             "rate": embed_rate(model, path, data, m, size, device, tmp), "unit": UNITS[m],
+             "peak_gb": peak_gb(device)} for m in ("image", "spectrum")]
 
 
 class StepTimer:
@@ -235,6 +259,7 @@ def main() -> None:
         tmp = Path(d)
         data = synthetic_dataset(tmp / "data", size["n"])
         rows = bench_embedding(size, data, device, tmp, args.compile_backend)
+        rows += bench_astroclip(size, data, device, tmp)
         rows += [bench_pretrain("image", size, data, device, tmp),
                  bench_pretrain("spectrum", size, data, device, tmp),
                  bench_align(size, data, device, tmp)]

@@ -53,12 +53,16 @@ def read_metadata(path: str | Path, what: str = "encoder checkpoint") -> dict[st
 
 
 def load_encoder(path: str | Path, map_location: str = "cpu"):
-    """Rebuild an encoder from a file written by :func:`save_encoder` (eval mode)."""
+    """Rebuild an encoder from a file written by :func:`save_encoder` (eval mode), or load a
+    published AstroCLIP backbone (``specformer.ckpt``, AstroDINO teacher weights)."""
     from safetensors.torch import load_file
 
+    from galclip.models import astroclip_checkpoint as A
     from galclip.models.registry import build_encoder
 
     path = Path(path)
+    if path.is_file() and A.file_kind(path) == "torch":
+        return A.load_astroclip_encoder(path).to(map_location)
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, "

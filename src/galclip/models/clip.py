@@ -49,6 +49,8 @@ def _run_encoder(encoder: nn.Module, *inputs: torch.Tensor) -> dict[str, torch.T
 class GalaxyCLIP(nn.Module):
     """Image and spectrum encoders + projection heads + a (learnable) logit scale."""
 
+    family = "galclip"
+
     def __init__(self, image_encoder: nn.Module, spectrum_encoder: nn.Module, **kwargs: Any):
         super().__init__()
         unknown = sorted(set(kwargs) - set(CLIP_DEFAULTS))
@@ -127,9 +129,12 @@ def save_model(model: GalaxyCLIP, path: str | Path, extra: Mapping[str, Any] | N
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of a GalaxyCLIP checkpoint (``config``, ``extra``, versions)."""
+    from galclip.models import astroclip_checkpoint as A
     from galclip.models.checkpoint import read_metadata
 
     path = Path(path)
+    if path.is_file() and A.file_kind(path) == "torch":  # AstroCLIP's released Lightning file
+        return A.read_astroclip_metadata(path)
     meta = read_metadata(path, what="model checkpoint")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}, expected "
@@ -157,8 +162,14 @@ def build_model(config: Mapping[str, Any],
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                encoder_factory: Callable[[Mapping[str, Any]], nn.Module] | None = None) -> GalaxyCLIP:
-    """Rebuild a GalaxyCLIP (encoders included) from one checkpoint file, in eval mode."""
+    """Rebuild a GalaxyCLIP (encoders included) from one checkpoint file, in eval mode; AstroCLIP's
+    released ``astroclip.ckpt`` gives the :class:`~galclip.models.astroclip.AstroCLIP` family."""
     from safetensors.torch import load_file
+
+    from galclip.models import astroclip_checkpoint as A
+
+    if Path(path).is_file() and A.file_kind(path) == "torch":
+        return A.load_astroclip_model(path, device)
 
     meta = read_checkpoint_metadata(path)
     model = build_model(meta["config"], encoder_factory)

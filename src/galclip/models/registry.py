@@ -41,9 +41,15 @@ def full_encoder_config(name: str) -> dict[str, Any]:
 
 def _classes(modality: str, arch: str | None = None):
     """The (encoder class, config dataclass) of a modality and architecture family; ``arch`` None
-    is the modality's transformer (ViT, SpecFormer), ``"conv"`` the convolutional family."""
-    if arch not in (None, "conv"):
-        raise ValueError(f"encoder config: unknown arch {arch!r}; choose 'conv' or leave it out")
+    is the modality's transformer (ViT, SpecFormer), ``"conv"`` the convolutional family,
+    ``"astroclip"`` the published AstroCLIP backbones (AstroDINO, SpecFormer)."""
+    if arch not in (None, "conv", "astroclip"):
+        raise ValueError(f"encoder config: unknown arch {arch!r}; choose 'conv', 'astroclip' or "
+                         "leave it out")
+    if arch == "astroclip" and modality in ("image", "spectrum"):  # the published AstroCLIP backbones
+        from galclip.models import astroclip as A
+        return ((A.AstroDinoEncoder, A.AstroDinoConfig) if modality == "image" else
+                (A.SpecFormerEncoder, A.SpecFormerConfig))
     if modality == "image" and arch == "conv":
         from galclip.models.image_conv import ConvImageEncoder, ConvImageEncoderConfig
         return ConvImageEncoder, ConvImageEncoderConfig

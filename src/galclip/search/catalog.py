@@ -301,7 +301,7 @@ def build_catalog(model, data_dir: str | Path, out_dir: str | Path, *, model_pat
                 "path": str(Path(dataset.path).resolve()), "n_rows": len(dataset),
                 "shards_sha256": plan["dataset_shards_sha256"]}, {
                 "command": "galclip embed", "batch_size": batch_size,
-                "rows_per_shard": plan["rows_per_shard"]})
+                "rows_per_shard": plan["rows_per_shard"]}, getattr(model, "family", "galclip"))
             state.mark_complete({"n_rows": manifest["n_rows"]})
     return ranks.broadcast(manifest)  # every rank returns once the manifest exists
 
@@ -433,8 +433,9 @@ def refuse_nonfinite(data_dir: Path, lo: int, res: dict[str, Any],
 
 def _catalog_manifest(out: Path, entries: list[dict[str, Any]], modalities: Sequence[str],
                       model_path, model_sha: str, dataset: dict[str, Any],
-                      provenance: dict[str, Any]) -> dict[str, Any]:
-    """Write (atomically) and return the manifest of the catalog whose shards are ``entries``."""
+                      provenance: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+    """Write (atomically) and return the manifest of the catalog whose shards are ``entries``;
+    ``family`` is the model's (``galclip``, ``astroclip``)."""
     from galclip import __version__
 
     manifest = storage.base_manifest(CATALOG_FORMAT, CATALOG_VERSION, out,
@@ -443,7 +444,7 @@ def _catalog_manifest(out: Path, entries: list[dict[str, Any]], modalities: Sequ
         "modalities": list(modalities),
         "embedding_dim": {m: manifest["columns"][embedding_column(m)]["shape"][0] for m in modalities},
         "model": {"path": str(Path(model_path).resolve()) if model_path else None,
-                  "sha256": model_sha},
+                  "sha256": model_sha, **({"family": family} if family else {})},
         "dataset": dataset,
         "provenance": {**provenance, "galclip_version": __version__,
                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
