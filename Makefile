@@ -1,12 +1,13 @@
 # galclip: two commands do all set-up on a fresh machine.
 #   make demo   simulate a survey, train, align, embed, index, evaluate (CPU presets)
-#   make test   run the test suite
+#   make test   run the test suite (two pytest workers; ~5 min on 2 cores)
+#   make test-fast   the fast tier while you work (no test marked slow; under a minute)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.galclip-installed
 
-.PHONY: demo test install lint clean-venv
+.PHONY: demo test test-fast install lint clean-venv
 
 install: $(STAMP)
 
@@ -21,8 +22,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/galclip demo --out runs/demo
 
+# Two pytest-xdist workers on 2 cores (benchmarks/RESULTS.md), a test file to a worker
+# (--dist loadfile), so module-scoped set-ups and the tiny demo's two tests are built once.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -44,3 +44,40 @@ def tiny_dataset(tmp_path: Path) -> Path:
               for i in range(3)]
     write_manifest(out, shards, Provenance(command="test", seed=0))
     return out
+
+
+def galclip_env() -> dict[str, str]:
+    """The environment of a ``galclip`` subprocess: this checkout's code and venv, offline."""
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+            "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """One ``galclip demo --preset tiny`` per test run (``GALCLIP_TINY_DEMO`` may name one made
+    earlier), shared by the end-to-end tests. Tests that write into it take a copy
+    (:func:`copy_of_tiny_demo`). Its users live in one file (test_tiny_demo.py), so that under
+    ``pytest -n 2 --dist loadfile`` one worker makes it once."""
+    import subprocess
+    import sys
+
+    given = os.environ.get("GALCLIP_TINY_DEMO")
+    demo = Path(given) if given else tmp_path_factory.mktemp("tiny-demo") / "runs" / "tiny"
+    if not (demo / "report" / "metrics.json").exists():
+        r = subprocess.run([sys.executable, "-m", "galclip.cli", "demo", "--preset", "tiny", "--out",
+                            str(demo)], env=galclip_env(), capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, (f"galclip demo --preset tiny failed:\n{r.stdout[-3000:]}\n"
+                                   f"{r.stderr[-3000:]}")
+    return demo
+
+
+def copy_of_tiny_demo(demo: Path, dest: Path) -> Path:
+    """A private copy of the shared tiny demo at ``dest`` (the original stays untouched)."""
+    import shutil
+
+    shutil.copytree(demo, dest, symlinks=True)
+    return dest

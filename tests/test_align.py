@@ -22,6 +22,7 @@ def encoder_files(tmp_path):
             save_encoder(create_encoder("spectrum-nano"), tmp_path / "spec.safetensors"))
 
 
+@pytest.mark.slow
 def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files, tmp_path):
     import galclip
     from galclip.cli import main
@@ -152,6 +153,7 @@ def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
         CLIPModule({**cfg, "optim": {**cfg["optim"], "freeze_backbones": False}}, nano_clip())
 
 
+@pytest.mark.slow
 def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encoder_files, tmp_path):
     """The CPU recipe: the image backbone fine-tunes (jittered views, never cached) against the
     frozen, cached spectrum backbone, with the neighbourhood term keeping the spectrum's structure."""

@@ -102,6 +102,7 @@ def catalog(tmp_path_factory):
     return build_all(tmp_path_factory.mktemp("cli-args")).catalog
 
 
+@pytest.mark.slow
 def test_bad_values_known_only_from_the_catalog(catalog, capsys):
     rc, err = _run(["search", str(catalog), "--id", "0", "--columns", "object_id,nope"], capsys)
     assert rc == 2 and "--columns" in err and "nope" in err

@@ -55,6 +55,7 @@ def test_frozen_backbones_build_no_graph_and_get_no_grads():
     assert model.log_logit_scale.grad is not None
 
 
+@pytest.mark.slow
 def test_logit_scale_learnable_trains_and_fixed_is_the_configured_value():
     model = nano_clip()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
@@ -117,6 +118,7 @@ def test_retrieval_ranks_and_metrics_by_hand():
     assert 400 < np.median(ranks) < 600  # chance level is pool_size / 2
 
 
+@pytest.mark.slow
 def test_embed_dataset_keeps_every_row_in_order(tiny_dataset):
     from torch.utils.data import Subset
 

@@ -32,6 +32,7 @@ def test_the_registry_has_a_conv_encoder_per_modality():
         build_encoder({"modality": "spectrum", "arch": "lstm"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONV)
 def test_shapes_no_nan_and_gradients_reach_every_parameter(name):
     enc = create_encoder(name).train()
@@ -73,6 +74,7 @@ PERTURB = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality, field", [(m, f) for m, d in PERTURB.items() for f in d])
 def test_every_config_field_is_used(modality, field):
     name = next(n for n in CONV if encoder_config(n)["modality"] == modality)
@@ -98,6 +100,7 @@ def test_every_config_field_is_used(modality, field):
     assert not torch.allclose(outs[0], outs[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONV)
 def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
     enc = create_encoder(name)
@@ -121,6 +124,7 @@ def test_aperture_photometry_measures_the_flux_inside_each_radius():
     assert torch.allclose(f[0, :, 1], torch.tensor([4.0, 18.0, 12.0]))
 
 
+@pytest.mark.slow
 def test_image_encoder_sees_total_flux_and_colour():
     """Twice the flux or another colour moves the embedding even though the shape is the same."""
     enc = create_encoder(next(n for n in CONV if encoder_config(n)["modality"] == "image")).eval()
@@ -187,6 +191,7 @@ def _steps_lower(module, batch, n=6, lr=2e-3):
     return before, after
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
     from galclip.train.schema import build_module, resolve_config
 

@@ -89,6 +89,7 @@ def test_corrupted_desi_files_fail_cleanly(real_data, tmp_path, which, seed):
     assert tally["error"] + tally["reject"] >= 6          # at least every truncation is caught
 
 
+@pytest.mark.slow
 def test_build_with_skip_bad_rejects_corrupted_copy_and_keeps_the_good_file(real_data, tmp_path):
     data = (real_data / "desi" / f"coadd-{TAG}.fits").read_bytes()
     rr = real_data / "desi" / f"redrock-{TAG}.fits"

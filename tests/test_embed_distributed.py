@@ -49,6 +49,7 @@ def _content(catalog: Path) -> dict:
     return m
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_finish_a_killed_run_into_the_one_process_catalog(tiny):
     import torch
 

@@ -136,6 +136,7 @@ def captured(monkeypatch):
     return figs
 
 
+@pytest.mark.slow
 def test_figures_have_colour_bars_and_no_overlapping_text(tmp_path, captured):
     rng = np.random.default_rng(0)
     curves = {src: {f: {**{p: float(rng.uniform(0, 1)) for p in PROPS}, "n_train": 5}

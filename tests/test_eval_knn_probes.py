@@ -121,6 +121,7 @@ def test_probe_architecture_is_two_hidden_layers_of_64_with_dropout():
     assert [m.p for m in probe.net if isinstance(m, nn.Dropout)] == [0.1, 0.1]
 
 
+@pytest.mark.slow
 def test_morphology_probe_reports_accuracy_and_f1():
     emb, y, morph = synthetic(400, 4)
     results, _ = tasks.probe_results({"image": emb["image"][:300]}, y[:300],
@@ -171,6 +172,7 @@ def test_spectrum_baseline_sees_where_a_line_is():
     assert out.shape == (2, 10) and not torch.allclose(out[0], out[1], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_log_lambda_conv_baseline_learns_where_a_line_is_and_stops_when_validation_is_flat():
     """The 1-D ResNet baseline, trained with labels, reads a line's position (a redshift) off
     synthetic spectra; with pure-noise labels its validation loss stops improving and the
@@ -226,6 +228,7 @@ def test_image_baseline_augment_conserves_flux_and_evaluates_the_centre_crop():
     assert torch.equal(aug.eval({"x": x})["x"], x[:, :, 3:19, 3:19])
 
 
+@pytest.mark.slow
 def test_augmented_conv_image_baseline_learns_flux_and_reports_its_augmentation():
     """Trained on jittered, rotated views of raw cutouts, the conv image baseline still reads a
     source's brightness (a label the augmentations leave unchanged) and predicts reproducibly."""
@@ -255,6 +258,7 @@ def test_augmented_conv_image_baseline_learns_flux_and_reports_its_augmentation(
     assert "±4 px jitter" in net.budget()
 
 
+@pytest.mark.slow
 def test_spectrum_baseline_augment_keeps_bad_pixels_bad_and_evaluates_the_observed_spectrum():
     """Training views of the log-λ baseline: noisier (ivar lowered), some spans lost, bad pixels
     still bad; evaluation sees the spectrum unchanged. With the views, the 1-D ResNet baseline still
@@ -297,6 +301,7 @@ def test_spectrum_baseline_augment_keeps_bad_pixels_bad_and_evaluates_the_observ
     assert "lost spans" in net.budget()
 
 
+@pytest.mark.slow
 def test_baseline_lowers_its_learning_rate_on_a_plateau_before_stopping():
     """reduce-on-plateau: with pure-noise labels the validation loss is flat, the rate drops by
     lr_factor every lr_patience flat epochs, and training stops after patience flat epochs."""

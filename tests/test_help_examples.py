@@ -4,16 +4,15 @@ The examples name the paths ``make demo`` creates (``runs/demo/...``). The fast 
 small stand-in for that folder (a 60-galaxy dataset with ids 0..59, a real tiny GalaxyCLIP
 checkpoint and its encoders, a catalog embedded with ``galclip embed`` and indexed), then runs
 the examples of the search-side commands completely and checks that every other example parses
-and that every input path it names exists. The slow test runs the cheap examples against a real
-``galclip demo --preset tiny`` (``GALCLIP_TINY_DEMO`` may point at one already made).
+and that every input path it names exists. The cheap examples also run against a real
+``galclip demo --preset tiny``: in test_tiny_demo.py, beside the README's blocks, so the two share
+one demo.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -98,6 +97,7 @@ def test_every_command_has_examples():
     assert {c for c, _ in ALL} == {name for name, _, _ in COMMANDS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,line", ALL, ids=[f"{c}-{i}" for i, (c, _) in enumerate(ALL)])
 def test_help_example_works_as_written(command, line, demo, tmp_path, monkeypatch, capsys):
     argv = argv_of(line, demo)
@@ -114,24 +114,3 @@ def test_help_example_works_as_written(command, line, demo, tmp_path, monkeypatc
 
         assert create_app(args.catalog, data_dir=args.data).title == "galclip explorer"
     assert isinstance(args, argparse.Namespace)
-
-
-@pytest.mark.slow
-def test_cheap_help_examples_run_against_a_real_tiny_demo(tmp_path):
-    demo = Path(os.environ.get("GALCLIP_TINY_DEMO", tmp_path / "runs" / "tiny"))
-    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's code, from any cwd
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    if not (demo / "report" / "metrics.json").exists():
-        subprocess.run([*GALCLIP, "demo", "--preset", "tiny", "--out", str(demo)], env=env,
-                       check=True, capture_output=True, timeout=1800)
-    for command, line in ALL:
-        argv = argv_of(line, demo)
-        cheap = command in RUN_FULLY or (command == "simulate" and "--report" in argv)
-        if not cheap or (any(str(REAL) in a for a in argv) and not REAL.exists()):
-            continue
-        argv = [a.replace(str(demo / "catalog-hats"), str(tmp_path / "catalog-hats")) for a in argv]
-        r = subprocess.run([*GALCLIP, *argv], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600)
-        assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"

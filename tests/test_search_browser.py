@@ -1,13 +1,11 @@
 """End to end in a real browser: the explorer page in headless Chromium (Playwright).
 
-Uses Debian's ``chromium`` (installed here if missing and possible; never ``playwright install``)
+Uses Debian's ``chromium`` (skipped with the reason where it is missing; never ``playwright install``)
 against the server running on a free 127.0.0.1 port in a thread.
 """
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,13 +20,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 def _ensure_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    if shutil.which("apt-get") and hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
-        subprocess.run("apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq "
-                       "chromium)", shell=True, capture_output=True, timeout=600)
+    """Skip, saying why, where Debian's chromium is missing (``.ci/run`` and the README install
+    it: ``apt-get install -y chromium``; a test never installs system packages)."""
     if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} missing and `apt-get install -y chromium` was not possible here"
+        reason = f"{CHROMIUM} missing: install it with `apt-get install -y chromium`"
         print(reason)
         pytest.skip(reason)
 
@@ -62,6 +57,7 @@ def server(tmp_path_factory):
     thread.join(10)
 
 
+@pytest.mark.slow
 def test_explorer_search_switch_modes_upload(server):
     from playwright.sync_api import sync_playwright
 

@@ -18,7 +18,7 @@ REAL_COADD = Path(__file__).resolve().parents[1].parent / "shared/data/real/desi
 
 
 @pytest.fixture(scope="module")
-def browser(server):  # noqa: F811  (the server fixture installs chromium if it can)
+def browser(server):  # noqa: F811  (the server fixture skips without chromium)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -53,6 +53,7 @@ def _ids(page):
     return page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
 
 
+@pytest.mark.slow
 def test_docs_render_every_operation(page, server):  # noqa: F811
     url = server[0]
     page.goto(f"{url}/docs")
@@ -63,6 +64,7 @@ def test_docs_render_every_operation(page, server):  # noqa: F811
     assert "Unable to render" not in page.content()
 
 
+@pytest.mark.slow
 def test_positions_in_full_precision_with_a_legacy_survey_link(page, server):  # noqa: F811
     from galclip.search.api import Catalog
 
@@ -80,6 +82,7 @@ def test_positions_in_full_precision_with_a_legacy_survey_link(page, server):  #
     assert f"ra={props['ra']:.6f}&dec={props['dec']:.6f}" in href
 
 
+@pytest.mark.slow
 def test_spectrum_view_axes_zoom_rest_frame_lines_overlay(page, server):  # noqa: F811
     url, built, _ = server
     _search(page, url, 1000 + 7 * 30)
@@ -111,6 +114,7 @@ def test_spectrum_view_axes_zoom_rest_frame_lines_overlay(page, server):  # noqa
     assert page.locator("#specview polyline.sv-overlay").count() == 0
 
 
+@pytest.mark.slow
 def test_search_state_lives_in_the_url(page, server):  # noqa: F811
     url, built, _ = server
     _search(page, url, 1000 + 7 * 5)
@@ -132,6 +136,7 @@ def test_search_state_lives_in_the_url(page, server):  # noqa: F811
     assert page.get_attribute("#mode button.active", "data-to") == "spectrum"
 
 
+@pytest.mark.slow
 def test_results_download_as_csv_and_votable(page, server, tmp_path):  # noqa: F811
     from astropy.io.votable import parse_single_table
 
@@ -152,6 +157,7 @@ def test_results_download_as_csv_and_votable(page, server, tmp_path):  # noqa: F
     assert [f"{v:.6f}" for v in t["ra"]] == [f"{float(r['ra']):.6f}" for r in rows]
 
 
+@pytest.mark.slow
 def test_cone_search_by_position(page, server):  # noqa: F811
     from galclip.search.api import Catalog
 
@@ -173,6 +179,7 @@ def test_cone_search_by_position(page, server):  # noqa: F811
     assert _ids(page) == []
 
 
+@pytest.mark.slow
 def test_upload_preview_of_a_cutout(page, server):  # noqa: F811
     from galclip.data import open_dataset
 
@@ -187,6 +194,7 @@ def test_upload_preview_of_a_cutout(page, server):  # noqa: F811
     assert "preview-cutout.fits" in page.text_content("#preview")
 
 
+@pytest.mark.slow
 def test_targetid_picker_for_a_multi_fibre_coadd(page, server):  # noqa: F811
     if not REAL_COADD.exists():
         pytest.skip(f"{REAL_COADD} not found")

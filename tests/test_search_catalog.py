@@ -118,6 +118,7 @@ build_catalog(make_fake_model(), {str(data)!r}, {str(out)!r}, model_path={str(mo
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     import torch
 

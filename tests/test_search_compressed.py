@@ -49,6 +49,7 @@ def cat(tmp_path_factory):
     return path, *_catalog(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,floor", [("ivfsq8", 0.95), ("ivfpq", 0.5)])
 def test_compressed_index_in_parts_recall_matches_exact_search(cat, kind, floor):
     path, img, spec, _, present = cat
@@ -69,6 +70,7 @@ def test_compressed_index_in_parts_recall_matches_exact_search(cat, kind, floor)
     assert abs(_recall(loaded, img, q) - info["recall_at_10"]) < 0.05
 
 
+@pytest.mark.slow
 def test_parts_merged_at_query_time_equal_one_part(cat):
     path, img, *_ = cat
     one = build_index(path, "image", kind="ivfsq8", save=False, verbose=False,
@@ -85,6 +87,7 @@ def test_parts_merged_at_query_time_equal_one_part(cat):
     assert np.mean(p1 == p3) > 0.99  # equal but for ties
 
 
+@pytest.mark.slow
 def test_chunked_build_never_holds_the_catalog_vectors(tmp_path, monkeypatch):
     from galclip.search import index
 
@@ -102,6 +105,7 @@ def test_chunked_build_never_holds_the_catalog_vectors(tmp_path, monkeypatch):
     assert peak < raw / 2, f"peak {peak / 1e6:.1f} MB of Python memory vs {raw / 1e6:.1f} MB raw"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ivfsq8", "ivfpq"])
 def test_filtered_search_over_compressed_parts(cat, kind, monkeypatch):
     from galclip.search import api
@@ -177,6 +181,7 @@ def test_lists_grow_with_the_catalog_at_a_fixed_size():
     assert default_nlist(0) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ivfsq8", "ivf"])
 def test_many_lists_use_an_hnsw_quantizer_and_keep_recall(cat, kind, monkeypatch):
     """From HNSW_QUANTIZER_FROM lists the centroids come from a two-level k-means and are
@@ -208,6 +213,7 @@ def test_many_lists_use_an_hnsw_quantizer_and_keep_recall(cat, kind, monkeypatch
     assert _recall(loaded, img, q) >= 0.9
 
 
+@pytest.mark.slow
 def test_rerank_lifts_ivfpq_recall_past_its_codes_and_survives_a_reload(tmp_path):
     """IVF-PQ with 4-byte codes cannot order close neighbours; re-ranking its 10 x k best with
     the float16 vectors kept on disk can, and the loaded index memory-maps that file."""
@@ -235,6 +241,7 @@ def test_rerank_lifts_ivfpq_recall_past_its_codes_and_survives_a_reload(tmp_path
                                atol=1e-3)
 
 
+@pytest.mark.slow
 def test_rerank_keeps_filtered_search_exact_within_the_filter(tmp_path):
     from galclip.search import api
 

@@ -34,6 +34,7 @@ def test_doc_has_an_example_per_tool():
         assert tool in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_doc_example_runs(catalog, i, capsys, tmp_path, monkeypatch):
     if "import lsdb" in BLOCKS[i]:

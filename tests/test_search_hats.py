@@ -26,6 +26,7 @@ def catalog(tmp_path_factory):
     return out, meta, vectors, present
 
 
+@pytest.mark.slow
 def test_export_opens_with_lsdb_with_rows_and_embeddings_intact(catalog, tmp_path, capsys):
     from galclip.cli import main
 
@@ -47,6 +48,7 @@ def test_export_opens_with_lsdb_with_rows_and_embeddings_intact(catalog, tmp_pat
     assert "pass --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_crossmatch_with_a_second_catalog_from_the_same_positions(catalog, tmp_path):
     import pandas as pd
 

@@ -23,6 +23,7 @@ def cat(built):
     return Catalog(built.catalog, model=built.model)
 
 
+@pytest.mark.slow
 def test_cone_search_returns_exactly_the_objects_inside_nearest_first(cat):
     from astropy.coordinates import SkyCoord
 

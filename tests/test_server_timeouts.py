@@ -13,6 +13,13 @@ from search_fixtures import serve_in_thread
 
 TIMEOUT = 0.4
 HOG = 5 * TIMEOUT                # each of /hog's two blocks of the event loop
+KEEP_ALIVE = 2                   # uvicorn's idle keep-alive timeout, s (> 1.5 TIMEOUT by a margin)
+WAIT = 20.0                      # a client's socket timeout: only a hung server gets near it
+
+# No assertion here is on how fast the machine is: a deadline that should fire is checked by
+# what the client reads (a 408, or the server's end of stream as opposed to the client's own
+# socket timeout), and times only from below (a deadline never fires early); a loaded machine
+# only makes things later.
 
 
 def _app():
@@ -62,7 +69,7 @@ def port(request):
            "h11": protocol.TimedH11Protocol}[request.param]
     if cls is None:
         pytest.skip("httptools is not installed")
-    yield from serve_in_thread(_app(), log_level="critical", timeout_keep_alive=1,
+    yield from serve_in_thread(_app(), log_level="critical", timeout_keep_alive=KEEP_ALIVE,
                                http=functools.partial(cls, read_timeout=TIMEOUT))
 
 
@@ -102,18 +109,30 @@ def _get(path: str, close: bool = True) -> bytes:
             "\r\n").encode()
 
 
-def _conn(port: int, wait: float = 5.0) -> socket.socket:
+def _closed_by_server(s: socket.socket) -> bool:
+    """Reads until the server ends the stream (True) or the client's own timeout runs out."""
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def _conn(port: int, wait: float = WAIT) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(wait)
     return s
 
 
+@pytest.mark.slow
 def test_a_handler_slower_than_the_read_timeout_still_answers(port):
     with _conn(port) as s:
         s.sendall(_get("/slow"))
         assert _recv_all(s).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.slow
 def test_a_body_sent_at_once_but_read_late_by_the_app_is_not_cut_off(port):
     # 300 KB: past uvicorn's 64 KiB high-water mark, so it stops reading until the app reads;
     # the old deadline ran on and answered 408 / reset a client that had sent everything
@@ -125,6 +144,7 @@ def test_a_body_sent_at_once_but_read_late_by_the_app_is_not_cut_off(port):
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(b'{"n":300000}'), got[:200]
 
 
+@pytest.mark.slow
 def test_a_request_waiting_in_the_socket_of_a_busy_loop_is_served(port):
     # A connects (its deadline starts); /hog then blocks the loop past A's deadline, yields,
     # and blocks again; A's request arrives during the second block, so when the loop runs
@@ -146,7 +166,6 @@ def test_a_request_waiting_in_the_socket_of_a_busy_loop_is_served(port):
 ])
 def test_slow_clients_still_get_408(port, partial):
     with _conn(port) as s:
-        t0 = time.perf_counter()
         s.sendall(partial)
         for _ in range(3):                           # trickle: a byte now and then
             time.sleep(TIMEOUT / 3)
@@ -154,9 +173,8 @@ def test_slow_clients_still_get_408(port, partial):
                 s.sendall(b"x")
             except OSError:
                 break
-        got = _recv_all(s)
-        dt = time.perf_counter() - t0
-    assert got.startswith(b"HTTP/1.1 408") and dt < 4 * TIMEOUT + 2, (got, dt)
+        got = _recv_all(s)                           # without the deadline: nothing, until WAIT
+    assert got.startswith(b"HTTP/1.1 408"), got
 
 
 def test_a_client_still_sending_after_its_408_reads_the_408_not_a_reset(port):
@@ -185,19 +203,19 @@ def test_the_drain_after_a_408_ends(port, monkeypatch):
         assert got.startswith(b"HTTP/1.1 408"), got
         t0 = time.perf_counter()
         with pytest.raises(OSError):                 # the server closes, and then resets
-            while time.perf_counter() - t0 < 5:
+            while time.perf_counter() - t0 < WAIT:   # (an endless drain would run out of WAIT)
                 s.sendall(b"x")
                 time.sleep(0.05)
-        assert time.perf_counter() - t0 < 0.3 + 2
 
 
 def test_a_silent_connection_is_closed(port):
     with _conn(port) as s:
         t0 = time.perf_counter()
-        assert _recv_all(s) == b""
-        assert time.perf_counter() - t0 < 4 * TIMEOUT + 1
+        assert _closed_by_server(s)
+        assert time.perf_counter() - t0 > TIMEOUT    # by the deadline, not at once
 
 
+@pytest.mark.slow
 def test_keep_alive_still_works_and_still_times_out(port):
     with _conn(port) as s:
         for _ in range(3):
@@ -205,10 +223,11 @@ def test_keep_alive_still_works_and_still_times_out(port):
             assert _one_response(s).startswith(b"HTTP/1.1 200")
             time.sleep(TIMEOUT * 1.5)                # idle past the read timeout: fine
         t0 = time.perf_counter()
-        assert _recv_all(s) == b""                   # then uvicorn's keep-alive (1 s) closes
-        assert 0.3 < time.perf_counter() - t0 < 3
+        assert _closed_by_server(s)                  # then uvicorn's keep-alive closes
+        assert time.perf_counter() - t0 > KEEP_ALIVE - 1.5 * TIMEOUT - 0.1
 
 
+@pytest.mark.slow
 def test_a_body_answered_early_ends_in_keep_alive_not_408(port):
     # the middleware answers 413 before reading; the rest of the body arrives afterwards and
     # is discarded; the idle connection is then left to keep-alive, with no stray 408
@@ -221,4 +240,4 @@ def test_a_body_answered_early_ends_in_keep_alive_not_408(port):
         assert first.startswith(b"HTTP/1.1 413"), first
         s.sendall(_get("/quick", close=False))
         assert _one_response(s).startswith(b"HTTP/1.1 200")
-        assert _recv_all(s) == b""
+        assert _closed_by_server(s)                  # keep-alive, no stray 408

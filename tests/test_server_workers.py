@@ -68,6 +68,7 @@ def served(tmp_path_factory):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_workers_answer_on_one_port(served):
     proc, port, built = served
     # both workers up (uvicorn's supervisor spawns them; the startup banner counts them)
@@ -82,6 +83,7 @@ def test_workers_answer_on_one_port(served):
     assert codes == [200] * 40
 
 
+@pytest.mark.slow
 def test_workers_keep_the_read_deadline(served):
     _, port, _ = served
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -89,9 +91,10 @@ def test_workers_keep_the_read_deadline(served):
         t0 = time.monotonic()
         reply = s.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408")
-        assert 0.8 < time.monotonic() - t0 < 8
+        assert time.monotonic() - t0 > 0.8              # by the deadline (a recv timeout fails above)
 
 
+@pytest.mark.slow
 def test_stopping_the_supervisor_stops_every_worker(served):
     proc, port, _ = served
     workers = _children(proc.pid)
@@ -129,6 +132,7 @@ def test_connections_get_tcp_nodelay_whatever_the_listening_socket():
             assert client
 
 
+@pytest.mark.slow
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path):
     """kill -9 of the supervisor leaves no orphaned worker serving on the port."""
     built = build_real(tmp_path)

@@ -70,6 +70,7 @@ def test_base_manifest_refuses_no_shards(tmp_path):
     assert m["n_rows"] == 15 and m["columns"] == {"i": {"dtype": "int64", "shape": []}}
 
 
+@pytest.mark.slow
 def test_opening_a_dataset_checks_sizes_but_never_hashes(tiny_dataset, monkeypatch):
     from galclip.data import DatasetError, open_dataset, validate_dataset
 

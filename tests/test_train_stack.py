@@ -69,6 +69,7 @@ def test_every_stage_has_packaged_presets():
             ("pretrain-spectrum", "spectrum-specformer")} <= set(PRESETS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,preset", PRESETS, ids=[f"{s}:{p}" for s, p in PRESETS])
 def test_every_field_of_every_preset_is_read(stage, preset, dataset, tmp_path):
     """Every key a packaged preset sets is a field of the one schema (unknown keys are refused

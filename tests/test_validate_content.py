@@ -120,6 +120,7 @@ def test_malformed_manifests_are_clean_errors_naming_the_field(tmp_path, monkeyp
         assert not any("etc" in str(p) or "outside" in str(p) for p in hashed), (name, hashed)
 
 
+@pytest.mark.slow
 def test_seeded_manifest_fuzz_never_tracebacks(tmp_path):
     """Random deletions and type swaps at random places in the manifest: a DatasetError or a
     manifest still equivalent to the original (a change validate does not read)."""

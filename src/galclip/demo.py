@@ -36,11 +36,12 @@ PRESETS: dict[str, dict[str, Any]] = {
              "pretrain_image": ("init", "image-conv-nano"),
              "pretrain_spectrum": ("spectrum-cpu", ["trainer.max_steps=4", "data.batch_size=8",
                                                     "trainer.checkpoint_every_n_steps=2"]),
-             "align": ("cpu", ["trainer.max_epochs=1", "data.batch_size=16", "objective.pool_size=20"]),
+             "align": ("cpu", ["trainer.max_epochs=1", "trainer.max_steps=4", "data.batch_size=16",
+                               "objective.pool_size=20"]),
              "evaluate": ("cpu", ["baselines.image.epochs=1", "baselines.spectrum.epochs=1",
                                   "baselines.image.max_train=64", "baselines.spectrum.max_train=64",
                                   "retrieval.pool_size=20", "plots.embedding_map=pca",
-                                  "knn.k=8"])},
+                                  "plots.dpi=40", "knn.k=8"])},
 }
 
 

@@ -1,19 +1,24 @@
-"""The README as a new user follows it: its runnable blocks, in order, in a fresh folder.
+"""The tiny demo as a new user meets it: the README's runnable blocks, in order, in a fresh
+folder, and every cheap example of every command's ``--help`` against a real tiny demo.
 
-The first block runs ``galclip demo --preset tiny`` (a few hundred galaxies, a few steps per
-stage), so this is also the end-to-end test of the demo: afterwards every artefact must exist
-and be valid.
+Both run on copies of the session's one ``galclip demo --preset tiny`` (``conftest.tiny_demo``),
+in this one file so that ``pytest -n 2 --dist loadfile`` gives them to one worker. The README's
+first block runs ``galclip demo --preset tiny`` (a few hundred galaxies, a few steps per stage),
+the very command that made the shared demo, so it finds every stage done; this is also the
+end-to-end test of the demo: every artefact must exist and be valid, and a rerun skips every stage.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import copy_of_tiny_demo, galclip_env
+from test_help_examples import ALL, GALCLIP, REAL, RUN_FULLY, argv_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- runnable -->\s*```(bash|python)\n(.*?)```", re.S)
@@ -32,9 +37,9 @@ def test_readme_starts_with_the_two_commands():
 
 
 @pytest.mark.slow
-def test_readme_runnable_blocks_and_demo_artefacts(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+def test_readme_runnable_blocks_and_demo_artefacts(tmp_path, tiny_demo):
+    env = galclip_env()
+    copy_of_tiny_demo(tiny_demo, tmp_path / "runs" / "tiny")
     for lang, code in runnable_blocks():
         cmd = (["bash", "-euo", "pipefail", "-c", code] if lang == "bash"
                else [sys.executable, "-c", code])
@@ -63,3 +68,18 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path):
     r = subprocess.run(["galclip", "demo", "--preset", "tiny", "--out", "runs/tiny"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.count("done already, skipped") == 7, r.stdout
+
+
+@pytest.mark.slow
+def test_cheap_help_examples_run_against_a_real_tiny_demo(tmp_path, tiny_demo):
+    demo = copy_of_tiny_demo(tiny_demo, tmp_path / "runs" / "tiny")
+    env = galclip_env()
+    for command, line in ALL:
+        argv = argv_of(line, demo)
+        cheap = command in RUN_FULLY or (command == "simulate" and "--report" in argv)
+        if not cheap or (any(str(REAL) in a for a in argv) and not REAL.exists()):
+            continue
+        argv = [a.replace(str(demo / "catalog-hats"), str(tmp_path / "catalog-hats")) for a in argv]
+        r = subprocess.run([*GALCLIP, *argv], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"
