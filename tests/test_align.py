@@ -124,6 +124,7 @@ def test_alignment_uses_only_rows_with_both_modalities(tmp_path):
     assert sorted(got.tolist()) == [i for i in range(60) if i % 3 and i % 5]
 
 
+@pytest.mark.slow
 def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     from clip_toys import nano_clip, toy_batch
     from galclip.config import ConfigError
@@ -179,6 +180,7 @@ def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encode
     assert any(r.get("train/neighbourhood_loss") for r in rows)
 
 
+@pytest.mark.slow
 def test_neighbourhood_loss_is_zero_for_the_same_geometry_and_trains_towards_it():
     from galclip.train.losses import neighbourhood_loss
 

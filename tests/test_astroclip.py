@@ -56,6 +56,7 @@ def test_embeddings_equal_the_official_ones(model, official):
     assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_transposed_or_flipped_inputs_differ(model, official):
     chw = astroclip_image_to_chw(official["images"])
     for wrong in (np.swapaxes(chw, -1, -2), chw[..., ::-1], chw[:, ::-1]):  # transpose, flip, bands

@@ -48,6 +48,7 @@ def test_shapes_no_nan_and_gradients_reach_every_parameter(name):
     assert not missing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CONV if encoder_config(n)["modality"] == "spectrum"])
 def test_bad_spectrum_pixels_never_influence_the_output(name):
     enc = create_encoder(name).eval()
@@ -209,6 +210,7 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
         assert after[key] < before[key], (key, before, after)
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
     from galclip.train.augment import augment_view
     from galclip.train.schema import build_module, resolve_config

@@ -82,6 +82,7 @@ def run_campaign(real_data, tmp_path, which: str, seed: int, n_flips: int = 14) 
     return tally
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which,seed", [("coadd", 7), ("redrock", 8)])
 def test_corrupted_desi_files_fail_cleanly(real_data, tmp_path, which, seed):
     tally = run_campaign(real_data, tmp_path, which, seed)

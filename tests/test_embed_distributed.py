@@ -107,6 +107,7 @@ def test_a_rank_embeds_only_its_share_and_leaves_the_manifest_to_the_end(tiny, m
         catalog.Ranks.from_env()
 
 
+@pytest.mark.slow
 def test_worker_processes_keep_rows_in_order(tiny):
     import galclip
     from galclip.data import open_dataset

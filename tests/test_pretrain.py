@@ -104,6 +104,7 @@ def _image_module(extra=()):
     return build_module("image", cfg)
 
 
+@pytest.mark.slow
 def test_ema_teacher_gets_no_gradients_and_follows_the_student():
     torch.manual_seed(0)
     m = _image_module(["objective.ibot.mask_probability=1.0"])
@@ -134,6 +135,7 @@ def test_schedules_warm_up_and_end_where_configured():
     assert m.momentum(20) == pytest.approx(e["momentum_end"])
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_each_image_loss():
     """Against a fixed teacher (momentum 1, frozen centre) the student's DINO, iBOT and KoLeo
     losses all fall on a fixed batch with fixed views and masks."""
@@ -234,6 +236,7 @@ class RecordStart(L.Callback):
         self.start = trainer.global_step
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_continues_from_the_saved_step(toy_dataset, tmp_path):
     out = tmp_path / "run"
     args = TINY["spectrum"] + RUN + ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]

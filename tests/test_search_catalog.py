@@ -63,6 +63,7 @@ def test_own_image_finds_own_spectrum_for_most_galaxies(built):
     assert res.query["from"] == res.query["to"] == "image"
 
 
+@pytest.mark.slow
 def test_real_tiny_clip_round_trip(tmp_path, capsys):
     """A real GalaxyCLIP checkpoint: catalog embeddings equal the model's own, and a cutout
     file is embedded on the fly (model loaded from the catalog's manifest) and finds itself."""

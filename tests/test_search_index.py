@@ -26,6 +26,7 @@ def _catalog(path, n: int, dim: int = 32, seed: int = 0, spectrum_missing_every:
     return img, spec, meta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_index_reaches_recall_target_on_clustered_data(tmp_path, kind):
     _catalog(tmp_path, 6000)

@@ -13,6 +13,7 @@ import pytest
 from galclip import conventions as C
 
 pytest.importorskip("bagpipes", reason="the simulator needs the 'sim' extra")
+pytestmark = pytest.mark.slow    # the shared simulator and its 16 galaxies take seconds to build
 warnings.filterwarnings("ignore")
 SEED = 3
 
@@ -29,7 +30,6 @@ def rows(sim):
     return [sim.simulate(i, keep_truth_arrays=True) for i in range(16)]
 
 
-@pytest.mark.slow
 def test_rows_follow_the_dataset_conventions(rows):
     for r in rows:
         assert r["image"].shape == C.IMAGE_SHAPE and r["image"].dtype == np.float32
@@ -46,7 +46,6 @@ def test_rows_follow_the_dataset_conventions(rows):
             "morph_bulge_size", "morph_merging"} <= morph
 
 
-@pytest.mark.slow
 def test_quenched_galaxies_are_redder_and_older(rows, sim):
     rng = np.random.default_rng(0)
     draws = [sim.draw_accepted(rng) for _ in range(40)]
@@ -95,7 +94,6 @@ def test_emission_lines_sit_at_redshifted_vacuum_wavelengths(rows):
     assert checked >= 5
 
 
-@pytest.mark.slow
 def test_star_forming_galaxies_fall_on_the_bpt_star_forming_locus(sim):
     from galclip.sim.population import draw_galaxy
     from galclip.sim.report import bpt_star_forming
@@ -140,7 +138,6 @@ def test_spectrum_synthetic_r_flux_matches_fibre_flux(rows):
         assert maggies["decam2014-r"][0] * 1e9 == pytest.approx(r["fiber_flux_r"], rel=0.02)
 
 
-@pytest.mark.slow
 def test_population_looks_like_a_bright_galaxy_survey(sim):
     from galclip.sim.report import number_count_slope
 
@@ -181,7 +178,6 @@ def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_pa
     assert [s["sha256"] for s in m2["shards"]] == [s["sha256"] for s in m1["shards"]]
 
 
-@pytest.mark.slow
 def test_parallel_workers_give_identical_rows(rows, tmp_path):
     from galclip.data import open_dataset
     from galclip.sim.survey import SimConfig, simulate_survey
@@ -220,7 +216,6 @@ def test_state_file_guards_against_mixing_settings(tmp_path):
         _prepare_output(out, SimConfig(n=4, seed=2))
 
 
-@pytest.mark.slow
 def test_colour_redshift_relation_follows_sdss(real_data):
     """g - r against redshift at the SDSS limit (r < 17.6, SDSS filters): medians within
     0.1 mag of the real SDSS DR7 sample in each redshift bin."""
