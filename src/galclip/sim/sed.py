@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
+from galclip.sim.fluxbound import BandFluxBound
 
 PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r")
 PHOT_NAMES = ("g", "r", "z", "sdss_g", "sdss_r")
@@ -96,6 +97,7 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
+        self._bounds: dict[bool, BandFluxBound] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
         warm = Population(age_gyr=5.0, tau_gyr=3.0, log_mformed=10.0, metallicity=1.0, av=0.3,
                           veldisp=100.0, logu=-3.0, gas_metallicity=0.5)
@@ -125,6 +127,8 @@ class SEDEngine:
             # bagpipes resamples with spectres (a Python loop, ~80 ms per spectrum); we do
             # the same flux-conserving steps vectorized in observed_spectrum() instead.
             model._calculate_spectrum = lambda model_comp: None
+            # rest-frame UVJ magnitudes: computed on every update, read by nothing here
+            model._calculate_uvj_mags = lambda: None
             self._models[key] = model
         else:
             self._models[key].update(comp)
@@ -134,6 +138,16 @@ class SEDEngine:
         """Total fluxes (nanomaggies) of one component in PHOT_NAMES bands."""
         m = self._model(self._components(pop, z, spectral=False), spectral=False)
         return dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY, strict=True))
+
+    def r_flux_upper_bound(self, pop: Population, z: float) -> float:
+        """An upper bound (nanomaggies) on ``photometry(pop, z)["r"]``, ~10x cheaper to compute
+        and within a few per cent of it for most populations (``fluxbound.py``)."""
+        comp = self._components(pop, z, spectral=False)
+        nebular = "nebular" in comp
+        if nebular not in self._bounds:
+            self._bounds[nebular] = BandFluxBound(self._models[(nebular, False)],
+                                                  PHOT_NAMES.index("r"), comp)
+        return self._bounds[nebular].upper_bound(comp) / UJY_PER_NANOMAGGY
 
     def synthesize(self, pop: Population, z: float) -> dict:
         """Photometry, DESI-grid spectrum (intrinsic resolution), line fluxes and SFH truth."""

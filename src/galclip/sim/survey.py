@@ -113,6 +113,14 @@ class GalaxySimulator:
             total += 10**pop.log_mformed * self._bound[iz, it] * 10 ** (-0.4 * 0.7 * pop.av)
         return 1.2 * total
 
+    def tight_flux_bound(self, g) -> float:
+        """A tighter upper bound (nanomaggies) on the galaxy's r-band flux, the exact stellar
+        light bounded only in its birth-cloud dust, nebular and dust emission (``fluxbound.py``);
+        costs ~1/6 of the exact photometry. Like the table bound it rejects no galaxy that would
+        pass, and it consumes no random numbers, so the accepted galaxies are unchanged."""
+        return (self.engine.r_flux_upper_bound(g.bulge, g.redshift)
+                + self.engine.r_flux_upper_bound(g.disc, g.redshift))
+
     def logm_min(self, z: float) -> float:
         return float(np.interp(z, *self._logm_min))
 
@@ -123,7 +131,7 @@ class GalaxySimulator:
         limit_flux = float(C.mag_to_nanomaggy(self.cfg.mag_limit))
         for _ in range(MAX_DRAWS):
             g = draw_galaxy(rng, self.logm_min)
-            if self.flux_upper_bound(g) < limit_flux:
+            if self.flux_upper_bound(g) < limit_flux or self.tight_flux_bound(g) < limit_flux:
                 continue
             pb = self.engine.photometry(g.bulge, g.redshift)
             pd = self.engine.photometry(g.disc, g.redshift)
