@@ -138,6 +138,43 @@ def test_spectrum_synthetic_r_flux_matches_fibre_flux(rows):
         assert maggies["decam2014-r"][0] * 1e9 == pytest.approx(r["fiber_flux_r"], rel=0.02)
 
 
+def test_flux_bounds_are_upper_bounds_and_the_tight_one_is_tight(sim):
+    """The rejection sampler skips the exact photometry of draws whose bound is below the
+    limit: a bound below the exact flux would change which galaxies are accepted."""
+    from galclip.sim.population import draw_galaxy
+
+    rng = np.random.default_rng(11)
+    ratios = []
+    for _ in range(60):
+        g = draw_galaxy(rng, sim.logm_min)
+        exact = {id(p): sim.engine.photometry(p, g.redshift)["r"] for p in (g.bulge, g.disc)}
+        tight = {id(p): sim.engine.r_flux_upper_bound(p, g.redshift) for p in (g.bulge, g.disc)}
+        ratios += [tight[k] / exact[k] for k in exact]
+        assert sim.flux_upper_bound(g) >= sum(exact.values())
+        assert sim.tight_flux_bound(g) == sum(tight.values())
+    ratios = np.array(ratios)
+    assert ratios.min() >= 1.0
+    assert np.median(ratios) < 1.05   # exact stellar light: only nebular and birth-cloud terms
+
+
+def test_wavelength_outer_grid_gives_bagpipes_the_same_bits():
+    from galclip.sim.sed import WavelengthOuter
+
+    rng = np.random.default_rng(0)
+    for shape in ((500, 7, 42), (500, 7, 9, 15)):
+        grid = rng.lognormal(size=shape)
+        fast, w = WavelengthOuter(grid), rng.random(shape[-1])
+        mid = (3,) if len(shape) == 3 else (3, 5)
+        for ages in (slice(None, 11), slice(10, None)):
+            key = (slice(None), *mid, ages)
+            assert np.array_equal(np.sum(fast[key] * w[ages], axis=1),
+                                  np.sum(grid[key] * w[ages], axis=1))
+        assert np.array_equal(fast[(slice(None),) + (0,) * (len(shape) - 1)],
+                              grid[(slice(None),) + (0,) * (len(shape) - 1)])
+        with pytest.raises(IndexError):
+            fast[0, 1, 2]
+
+
 def test_population_looks_like_a_bright_galaxy_survey(sim):
     from galclip.sim.report import number_count_slope
 

@@ -55,12 +55,17 @@ def kpc_per_arcsec(z: float) -> float:
     return float(np.interp(z, t["z"], t["kpc_per_arcsec"]))
 
 
-def draw_redshift(rng: np.random.Generator, z_min: float = Z_MIN, z_max: float = Z_MAX) -> float:
-    """Uniform in comoving volume (inverse CDF of dV/dz)."""
+@lru_cache(maxsize=4)
+def _volume_cdf(z_min: float, z_max: float) -> tuple[np.ndarray, np.ndarray]:
     t = cosmology_tables()
     sel = (t["z"] >= z_min) & (t["z"] <= z_max)
-    cdf = np.cumsum(t["dvdz"][sel])
-    return float(np.interp(rng.random() * cdf[-1], cdf, t["z"][sel]))
+    return np.cumsum(t["dvdz"][sel]), t["z"][sel]
+
+
+def draw_redshift(rng: np.random.Generator, z_min: float = Z_MIN, z_max: float = Z_MAX) -> float:
+    """Uniform in comoving volume (inverse CDF of dV/dz)."""
+    cdf, z = _volume_cdf(z_min, z_max)
+    return float(np.interp(rng.random() * cdf[-1], cdf, z))
 
 
 def smf_logphi(logm: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
+from galclip.sim.fluxbound import BandFluxBound
 
 PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r")
 PHOT_NAMES = ("g", "r", "z", "sdss_g", "sdss_r")
@@ -89,6 +90,40 @@ def _write_filter_files() -> list[str]:
     return paths
 
 
+def _remember_last(fn):
+    """``fn`` returning, read-only, the array of its previous call when called with the same
+    arguments: bagpipes evaluates the IGM transmission twice per update at the same redshift,
+    and the dust-emission template, whose parameters galclip never sets, on every update."""
+    last: list = [None, None]
+
+    def remembered(*args):
+        if last[0] != args:
+            out = fn(*args)
+            out.flags.writeable = False
+            last[:] = [args, out]
+        return last[1]
+
+    return remembered
+
+
+class WavelengthOuter:
+    """Read-only stand-in for a bagpipes grid indexed [wavelength, metallicity, (logU,) age].
+    bagpipes only reads it as ``grid[:, i, (j,) ages]`` (multiplied by SFH weights and summed
+    over ages); this serves each such slice from a copy stored contiguous per (i, j), which
+    numpy multiplies and sums ~1.4x faster than the strided original, to the same bits (the
+    same numbers, the same product array, the same summation order)."""
+
+    def __init__(self, grid: np.ndarray):
+        self._per = np.ascontiguousarray(np.moveaxis(grid, 0, -2))  # (i, (j,) wavelength, age)
+        self.shape, self.dtype = grid.shape, grid.dtype
+
+    def __getitem__(self, key):
+        wav, *outer, age = key
+        if wav != slice(None):
+            raise IndexError("WavelengthOuter serves whole-wavelength slices only")
+        return self._per[tuple(outer)][:, age]
+
+
 class SEDEngine:
     """Photometry and spectra of bulge and disc populations (one instance per process)."""
 
@@ -96,6 +131,7 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
+        self._bounds: dict[bool, BandFluxBound] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
         warm = Population(age_gyr=5.0, tau_gyr=3.0, log_mformed=10.0, metallicity=1.0, av=0.3,
                           veldisp=100.0, logu=-3.0, gas_metallicity=0.5)
@@ -125,6 +161,14 @@ class SEDEngine:
             # bagpipes resamples with spectres (a Python loop, ~80 ms per spectrum); we do
             # the same flux-conserving steps vectorized in observed_spectrum() instead.
             model._calculate_spectrum = lambda model_comp: None
+            # rest-frame UVJ magnitudes: computed on every update, read by nothing here
+            model._calculate_uvj_mags = lambda: None
+            model.igm.trans = _remember_last(model.igm.trans)
+            if spectral:  # 16682 wavelengths: the SSP sums dominate the synthesis
+                model.stellar.grid = WavelengthOuter(model.stellar.grid)
+                if model.nebular:
+                    model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
+            model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
             self._models[key] = model
         else:
             self._models[key].update(comp)
@@ -134,6 +178,16 @@ class SEDEngine:
         """Total fluxes (nanomaggies) of one component in PHOT_NAMES bands."""
         m = self._model(self._components(pop, z, spectral=False), spectral=False)
         return dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY, strict=True))
+
+    def r_flux_upper_bound(self, pop: Population, z: float) -> float:
+        """An upper bound (nanomaggies) on ``photometry(pop, z)["r"]``, ~10x cheaper to compute
+        and within a few per cent of it for most populations (``fluxbound.py``)."""
+        comp = self._components(pop, z, spectral=False)
+        nebular = "nebular" in comp
+        if nebular not in self._bounds:
+            self._bounds[nebular] = BandFluxBound(self._models[(nebular, False)],
+                                                  PHOT_NAMES.index("r"), comp)
+        return self._bounds[nebular].upper_bound(comp) / UJY_PER_NANOMAGGY
 
     def synthesize(self, pop: Population, z: float) -> dict:
         """Photometry, DESI-grid spectrum (intrinsic resolution), line fluxes and SFH truth."""

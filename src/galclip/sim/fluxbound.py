@@ -1,0 +1,100 @@
+"""A rigorous upper bound on one population's flux in one band, ~10x cheaper than bagpipes.
+
+bagpipes (Carnall et al. 2018; ``model_galaxy._calculate_full_spectrum`` and
+``filter_set.get_photometry``) computes a band flux as a sum that is linear in the spectrum,
+f = sum_l S(l) w(l) with weights w >= 0 (the redshifted filter curve times bin width and
+wavelength, normalised), and builds S(l) as
+
+    S = [T_ism (stars_old + T_bc (stars_young + nebular)) + L_dust D] * IGM / (4 pi d_L^2 (1+z))
+
+with stars = sum over (metallicity, age) of the SFH weights g times the SSP grid, nebular
+the Cloudy grid interpolated in logU and gas metallicity over the ages < t_bc, T_ism and
+T_bc = 10^(-0.4 A(l) Av) the Calzetti attenuation of the diffuse ISM and the extra one of the
+birth clouds, D the normalised Draine & Li (2007) dust emission and L_dust the luminosity the
+dust absorbed. This module evaluates the same sum with the stellar part exact (the SFH
+weights come from bagpipes' own star-formation-history code, T_ism is applied per
+wavelength), and bounds the rest from above: T_bc <= 1 and IGM <= 1 (A(l) >= 0 over the
+band, checked), the nebular grid by its maximum over logU and gas metallicity (bagpipes
+interpolates between grid nodes, a convex combination), L_dust by the unattenuated luminosity.
+Only the sampled SFH, the filter sum and a (wavelengths in the band x metallicity x age)
+contraction are computed: the full spectrum, the other bands and the UVJ colours are not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Relative margin for floating-point summation order (bagpipes' sums run in another order).
+ROUNDING_MARGIN = 1e-4
+L_SUN_ERG_S = 3.826e33        # bagpipes' solar luminosity
+MPC_CM = 3.086e24             # bagpipes' Mpc in cm
+DUST_EMISSION_DEFAULTS = (2.0, 1.0, 0.01)  # bagpipes' qpah, umin, gamma when not given
+
+
+class BandFluxBound:
+    """Upper bound on the flux of a bagpipes photometric model in its filter ``band``."""
+
+    def __init__(self, model, band: int, component: dict):
+        from bagpipes import config, utils
+
+        fs = model.filter_set
+        self.wav, self.filt = model.wavelengths, fs.filt_array[:, band]
+        self.wl = fs.widths * model.wavelengths
+        self.mujy = 1e-29 * 2.9979e18 / fs.eff_wavs[band] ** 2
+        self.grid = model.stellar.grid                      # (wavelength, metallicity, age)
+        self.lbol = np.trapezoid(self.grid, x=self.wav, axis=0)
+        self.a_cont = model.dust_atten.A_cont
+        self.dust = model.dust_emission.spectrum(*DUST_EMISSION_DEFAULTS)
+        self.neb = None
+        if model.nebular:
+            neb = model.nebular.combined_grid               # (wavelength, Z, logU, age)
+            self.neb = neb.max(axis=(1, 2))
+            self.neb_bol = np.trapezoid(neb, x=self.wav, axis=0).max(axis=(0, 1))
+        seen = self.wav < self.wav[self.filt > 0].max()     # rest wavelengths the band sees at z >= 0
+        if np.any(self.a_cont[seen] < 0):
+            raise ValueError("the bound assumes attenuation A(lambda) >= 0 over the band")
+        self._config, self._utils = config, utils
+        self.sfh = _sfh_weights_only()(component)
+
+    def _weights(self, z: float) -> tuple[slice, np.ndarray]:
+        """(wavelengths, w): the band's weights on the rest-frame wavelengths it sees at ``z``
+        (a slice from the first to the last non-zero weight)."""
+        filt_z = np.interp(self.wav * (1.0 + z), self.wav, self.filt, left=0, right=0)
+        nz = np.flatnonzero(filt_z)
+        sup = slice(nz[0], nz[-1] + 1)
+        return sup, self.wl[sup] * filt_z[sup] / np.sum(filt_z * self.wl)
+
+    def _young_bins(self, t_bc_gyr: float) -> int:
+        """Number of age bins bagpipes' nebular model sums over (the last with weight <= 1)."""
+        return int(np.sum(self._config.age_bins < t_bc_gyr * 1e9))
+
+    def upper_bound(self, component: dict) -> float:
+        """Bound on the band flux (microjansky) of the model with these bagpipes components."""
+        z, av = component["redshift"], component["dust"]["Av"]
+        self.sfh.update(component)
+        g = self.sfh.ceh.grid                              # (metallicity, age) weights
+        sup, w = self._weights(z)
+        wt = w * 10 ** (-av * self.a_cont[sup] / 2.5)
+        grid = self.grid[sup]
+        total = (wt @ grid.reshape(len(wt), -1)) @ g.ravel()
+        lum = np.sum(self.lbol * g)
+        if self.neb is not None and "nebular" in component:
+            k = self._young_bins(component["t_bc"])
+            g_age = g[:, :k].sum(axis=0)
+            total += wt @ self.neb[sup, :k] @ g_age
+            lum += self.neb_bol[:k] @ g_age
+        total += lum * (w @ self.dust[sup])
+        ldist = MPC_CM * np.interp(z, self._utils.z_array, self._utils.ldist_at_z)
+        flux = total * L_SUN_ERG_S / (4 * np.pi * ldist**2 * (1.0 + z)) / self.mujy
+        return float(flux * (1.0 + ROUNDING_MARGIN))
+
+
+def _sfh_weights_only():
+    """bagpipes' star-formation history, computing the SSP weights (``ceh.grid``) only: the
+    derived quantities (stellar mass, ages, sSFR) are not needed for the bound."""
+    from bagpipes.models.star_formation_history import star_formation_history
+
+    class WeightsOnly(star_formation_history):
+        def _calculate_derived_quantities(self):
+            pass
+
+    return WeightsOnly
