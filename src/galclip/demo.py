@@ -22,7 +22,7 @@ OUT = "runs/demo"
 PRESET = "cpu"
 #: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
 #: ``pretrain_image: ("init", encoder preset)`` writes a randomly initialised encoder instead of
-#: pretraining one: the CPU recipe (issue 13) learns the image encoder in alignment, against the
+#: pretraining one: the CPU recipe learns the image encoder in alignment, against the
 #: frozen spectrum encoder, because on a few thousand cutouts SimCLR pretraining made the aligned
 #: embeddings worse than a random start (benchmarks/RESULTS.md, small-data recipe).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -94,7 +94,7 @@ def budget(result: Mapping, provenance: Mapping) -> str | None:
         return f"{n} galaxies, {b.get('epochs', '?')} epoch(s)" if b else None
     if model.startswith("galclip"):
         run = provenance.get("model", {}).get("run_config", {})
-        # "train.epochs": model files written before issue 12
+        # "train.epochs": model files written before the one-schema redesign
         epochs = run.get("trainer", {}).get("max_epochs", run.get("train", {}).get("epochs"))
         steps = provenance.get("model", {}).get("training", {}).get("global_step")
         if epochs is not None:

@@ -2,7 +2,7 @@
 
 Stein et al. (2021) learnt Legacy Survey representations with a ResNet and MoCo v2; on a few
 thousand cutouts a convolutional network is also the one that trains in CPU minutes without
-collapsing (issue 13). Inputs are physical cutouts in nanomaggies ``(B, bands, H, W)``:
+collapsing (benchmarks/RESULTS.md). Inputs are physical cutouts in nanomaggies ``(B, bands, H, W)``:
 
 1. **arcsinh stretch per band** with the same constants as :mod:`galclip.models.image_encoder`
    (colour-preserving: one fixed scale per band, no per-image normalization), then a centre crop

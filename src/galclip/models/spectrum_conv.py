@@ -2,7 +2,7 @@
 
 Why a convolutional front end: on a few thousand spectra a transformer over 20-pixel slices
 (SpecFormer-nano) learns redshift poorly even with the labels (R² 0.84), while a small 1-D CNN
-that keeps *where* its features lie reaches R² 0.93 in minutes (issue 13). On a log-λ grid a
+that keeps *where* its features lie reaches R² 0.93 in minutes (benchmarks/RESULTS.md). On a log-λ grid a
 redshift is a pure shift, so local filters meet each rest-frame line complex with one shape at
 every redshift, and a position-aware head (flatten, not global pooling) reads off where it is.
 

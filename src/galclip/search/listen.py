@@ -1,8 +1,9 @@
 """One listening socket per ``galclip serve --workers`` process, on one port (``SO_REUSEPORT``).
 
 uvicorn's supervisor binds one socket and every worker accepts from it. Under load the kernel
-then hands most connections to whichever worker is awake: in issue 15's 32-connection campaign
-one of two workers ran at 100 % of a core and the other sat idle after warm-up. With
+then hands most connections to whichever worker is awake: in the 32-connection reliability
+campaign (benchmarks/RESULTS.md) one of two workers ran at 100 % of a core and the other sat
+idle after warm-up. With
 ``SO_REUSEPORT`` each worker listens on its own socket of one port group and the kernel spreads
 new connections over the group by their address hash (what nginx's ``reuseport`` and
 gunicorn's ``--reuse-port`` do).

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocols with a deadline on reading each request, headers and body (issue 15).
+"""uvicorn's HTTP protocols with a deadline on reading each request, headers and body.
 
 The deadline covers only the time the server waits on the client: it starts with the
 connection or with a request's first byte and is cancelled once the request is read in
@@ -8,8 +8,8 @@ until the app reads on; the client then gets a fresh ``read_timeout`` for the re
 An expired deadline, and uvicorn's keep-alive timeout, are judged only after the event
 loop's next poll of its sockets, so bytes the client sent in time but a busy loop had not
 yet read count as sent (without this a busy server closed connections whose request was
-already in the socket, and the client saw a reset: issue 15). A connection cut off with 408 is
-closed lingering (as nginx does): the server sends the 408 and its FIN, then reads and
+already in the socket, and the client saw a reset, as the reliability campaign found). A
+connection cut off with 408 is closed lingering (as nginx does): the server sends the 408 and its FIN, then reads and
 discards what the client still sends for up to :data:`LINGER_S` s, because closing a socket
 with unread bytes in it makes the kernel answer with a reset, which can destroy the 408 in
 the client's buffer before the client reads it.

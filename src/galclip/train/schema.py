@@ -13,7 +13,7 @@ Defaults come in layers (as DINOv2): :data:`COMMON` -> the stage's defaults -> t
 ``DEFAULTS`` (its module) -> the encoder preset named by ``model.name`` (pretraining); then a YAML
 file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted overrides
 (:func:`galclip.config.load_config`: unknown keys and wrong types are errors). Keys of the
-schema before issue 12 (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
+schema before the one-schema redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
 with a message that names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _align_defaults() -> dict[str, Any]:
 
 #: objective name -> "module:LightningModule" per stage; the first is the stage's default.
 #: ``dino`` and ``masked`` are AstroCLIP's (the published GPU presets); ``simclr`` and
-#: ``contrastive`` the small-data recipe of the CPU presets (issue 13); ``clip`` the alignment.
+#: ``contrastive`` the small-data recipe of the CPU presets; ``clip`` the alignment.
 OBJECTIVES: dict[str, dict[str, str]] = {
     "pretrain-image": {"dino": "galclip.train.image_pretrain:ImagePretrainModule",
                        "simclr": "galclip.train.image_simclr:ImageSimCLRModule"},
