@@ -10,9 +10,9 @@ loop's next poll of its sockets, so bytes the client sent in time but a busy loo
 yet read count as sent (without this a busy server closed connections whose request was
 already in the socket, and the client saw a reset, as the reliability campaign found). A
 connection cut off with 408 is closed lingering (as nginx does): the server sends the 408 and
-its FIN, then reads and discards what the client still sends for up to :data:`LINGER_S` s, because closing a socket
-with unread bytes in it makes the kernel answer with a reset, which can destroy the 408 in
-the client's buffer before the client reads it.
+its FIN, then reads and discards what the client still sends for up to :data:`LINGER_S` s,
+because closing a socket with unread bytes in it makes the kernel answer with a reset, which
+can destroy the 408 in the client's buffer before the client reads it.
 
 Two parsers, one deadline (:class:`ReadDeadline`): :class:`TimedHttpToolsProtocol` on uvicorn's
 httptools (llhttp, C) protocol, what ``galclip serve`` uses when httptools is installed (it is a
