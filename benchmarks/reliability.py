@@ -2,7 +2,7 @@
 live server. Prints tallies; the goal is 0 tracebacks, 0 silently wrong outputs, 0 server
 errors (5xx), every request its expected status, and warm p99 < 100 ms for normal requests.
 
-Readers (seeded byte corruptions from ``galclip.data.corrupt``, ``--variants`` each):
+Readers (seeded byte corruptions from ``galclip.testing.corrupt``, ``--variants`` each):
   desi-coadd / desi-redrock  a real DESI file from ../shared/data/real/desi, read with its
                              partner file; outcome: error naming the file, reject naming it,
                              output identical to the clean file's, or (redrock only: it carries
@@ -11,7 +11,7 @@ Readers (seeded byte corruptions from ``galclip.data.corrupt``, ``--variants`` e
                              and type swaps), half corrupted shard bytes; `validate` with content
                              checks must raise DatasetError or read back exactly the clean data
   cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs
-                             a small clean file of each format (galclip.data.examples): half
+                             a small clean file of each format (galclip.testing.examples): half
                              byte corruptions, half one impossible value (NaN/inf/out-of-range
                              position, redshift, flux, ivar, pixel, property); outcome: error or
                              reject naming the file, output identical to the clean file's, or
@@ -83,8 +83,8 @@ def desi_outcome(clean: dict, coadd: Path, redrock: Path, bad: Path, which: str)
 
 
 def desi_campaign(which: str, n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
-    from galclip.data.corrupt import byte_variants
     from galclip.data.desi import read_desi_spectra
+    from galclip.testing.corrupt import byte_variants
 
     src = {"coadd": REAL / f"coadd-{TAG}.fits", "redrock": REAL / f"redrock-{TAG}.fits"}
     clean, _ = read_desi_spectra(src["coadd"], [src["redrock"]])
@@ -147,8 +147,8 @@ def _mutate_manifest(m: dict, rng: np.random.Generator) -> dict:
 
 
 def dataset_campaign(n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
-    from galclip.data.corrupt import byte_variants
     from galclip.data.format import MANIFEST, DatasetError, validate_dataset
+    from galclip.testing.corrupt import byte_variants
 
     clean_dir = _small_dataset(tmp / "clean")
     clean = _read_all(clean_dir)
@@ -185,9 +185,9 @@ def dataset_campaign(n: int, seed: int, tmp: Path, deadline: float) -> dict[str,
 def reader_outcome(fmt: str, clean: dict, bad: Path, injected: bool) -> str:
     """What a reader made of a corrupted copy ``bad`` of a clean file (lenient RejectLog).
     ``injected``: a value variant (one impossible value), whose row must not come back."""
-    from galclip.data.examples import implausible, read_example
     from galclip.data.format import DatasetError
     from galclip.data.readers import RejectLog
+    from galclip.testing.examples import implausible, read_example
 
     rejects = RejectLog(strict=False)
     try:
@@ -211,9 +211,9 @@ def reader_outcome(fmt: str, clean: dict, bad: Path, injected: bool) -> str:
 
 def reader_campaign(fmt: str, n: int, seed: int, tmp: Path, deadline: float) -> dict[str, int]:
     """Half seeded byte corruptions, half one impossible value (corrupt.value_variants)."""
-    from galclip.data.corrupt import byte_variants, value_variants
-    from galclip.data.examples import field_shapes, read_example, set_value, write_example
     from galclip.data.readers import RejectLog
+    from galclip.testing.corrupt import byte_variants, value_variants
+    from galclip.testing.examples import field_shapes, read_example, set_value, write_example
 
     src = write_example(fmt, tmp / f"clean-{fmt}.{'fits' if fmt == 'cutout' else 'h5'}")
     clean = read_example(fmt, src, RejectLog(strict=True))
@@ -301,7 +301,7 @@ NORMAL = ("search", "search-where", "search-cross", "object", "info", "spectrum"
 def _request_plan(n: int, ids: np.ndarray, blobs: dict[str, bytes], seed: int,
                   only: tuple[str, ...] = ()) -> list[tuple]:
     """(kind, method, url, params, files/data, expected statuses) for n requests."""
-    from galclip.data.corrupt import byte_variants
+    from galclip.testing.corrupt import byte_variants
 
     rng = np.random.default_rng(seed)
     fuzzed = byte_variants(blobs["good"], rng, n)
@@ -622,7 +622,7 @@ def print_server(res: dict, concurrency: int, read_timeout: float) -> None:
 
 
 def run_readers(args, tmp: Path, deadline: float) -> None:
-    from galclip.data.examples import FORMATS
+    from galclip.testing.examples import FORMATS
 
     def wanted(name: str) -> bool:
         return args.formats is None or name in args.formats

@@ -12,8 +12,10 @@ import warnings
 import numpy as np
 import pytest
 
-from galclip.data.corrupt import byte_variants, value_variants
-from galclip.data.examples import (
+from galclip.data.format import DatasetError
+from galclip.data.readers import ReaderError, RejectLog, coordinate_problem, image_problem
+from galclip.testing.corrupt import byte_variants, value_variants
+from galclip.testing.examples import (
     FORMATS,
     field_shapes,
     implausible,
@@ -21,8 +23,6 @@ from galclip.data.examples import (
     set_value,
     write_example,
 )
-from galclip.data.format import DatasetError
-from galclip.data.readers import ReaderError, RejectLog, coordinate_problem, image_problem
 
 pytest.importorskip("h5py")
 SUFFIX = {"cutout": ".fits", "astroclip-h5": ".h5"}

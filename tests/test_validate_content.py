@@ -210,7 +210,7 @@ def _poison_catalog(cat):
 
 
 def test_seeded_shard_corruption_is_always_a_clean_error(tmp_path):
-    from galclip.data.corrupt import byte_variants
+    from galclip.testing.corrupt import byte_variants
 
     ds = _dataset(tmp_path / "ds", n=6)
     shard = ds / shard_name(1)

@@ -4,7 +4,7 @@ reader call per format: for the reader tests and the reliability campaign
 
 :data:`TARGETS` lists, per format, the fields whose values the checks of
 :mod:`galclip.data.readers` cover, with the kind of impossible value
-(:data:`galclip.data.corrupt.IMPOSSIBLE`) each may be given.
+(:data:`galclip.testing.corrupt.IMPOSSIBLE`) each may be given.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def read_example(fmt: str, path: str | Path, rejects: RejectLog) -> Batch:
 
 def field_shapes(fmt: str, path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """{field: (kind, shape)} of the :data:`TARGETS` of a clean file, for
-    :func:`galclip.data.corrupt.value_variants`."""
+    :func:`galclip.testing.corrupt.value_variants`."""
     if fmt == "cutout":
         from astropy.io import fits
 
