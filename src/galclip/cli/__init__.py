@@ -27,6 +27,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "nearest neighbours by id, cutout or spectrum (in or across modalities)"),
     ("serve", "galclip.cli.serve", "web explorer and JSON API over an embedding catalog"),
     ("export", "galclip.cli.export", "write an embedding catalog as a HATS catalog (LSDB)"),
+    ("predict", "galclip.cli.predict",
+     "predict properties of a catalog's galaxies from a labelled reference, calibrated intervals"),
     ("evaluate", "galclip.cli.evaluate",
      "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
     ("demo", "galclip.cli.demo", "run the whole pipeline end to end on simulated data"),
