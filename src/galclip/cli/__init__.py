@@ -29,6 +29,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "galclip.cli.export", "write an embedding catalog as a HATS catalog (LSDB)"),
     ("predict", "galclip.cli.predict",
      "predict properties of a catalog's galaxies from a labelled reference, calibrated intervals"),
+    ("outliers", "galclip.cli.outliers",
+     "score each galaxy's image-spectrum mismatch and rarity (the galaxies that do not fit)"),
     ("evaluate", "galclip.cli.evaluate",
      "score a model: k-NN, probes, morphology, retrieval, baselines; write the report"),
     ("demo", "galclip.cli.demo", "run the whole pipeline end to end on simulated data"),
