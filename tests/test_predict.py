@@ -203,3 +203,24 @@ def test_cli_writes_predictions_and_bad_arguments_exit_2(catalogs, tmp_path, cap
         assert msg in err and "Traceback" not in err
     assert main(["predict", str(tmp_path / "missing"), "--reference", str(root / "ref"),
                  "--out", str(out)]) == 2
+
+
+def test_evaluate_photoz_scores_calibrated_redshifts_for_each_source(tmp_path):
+    from galclip.eval import plots
+    from galclip.eval.photoz import photoz_results, table
+
+    rng = np.random.default_rng(5)
+    t = rng.uniform(0, 1, 4000)
+    z = 0.05 + 0.4 * t + rng.normal(0, 0.01, 4000)
+    emb = _curve(t, rng, noise=0.05)
+    phot = np.stack([t + rng.normal(0, 0.2, 4000), rng.normal(size=4000)], 1)
+    res = photoz_results({"spectrum": emb[:3000], "photometry": phot[:3000]}, z[:3000],
+                         {"spectrum": emb[3000:], "photometry": phot[3000:]}, z[3000:], k=32)
+    for source, r in res.items():
+        assert abs(r["coverage_68"] - 0.68) < 0.05 and abs(r["coverage_95"] - 0.95) < 0.03
+        assert r["pit_ks"] < 0.08 and sum(r["pit_histogram"]) == r["n"] == 1000, source
+    assert res["spectrum"]["sigma_nmad"] < res["photometry"]["sigma_nmad"]
+    assert res["spectrum"]["crps"] < res["photometry"]["crps"]
+    head, rows = table(res)
+    assert head[1] == "PIT KS" and [r[0] for r in rows] == ["spectrum", "photometry"]
+    assert plots.pit_histograms(res, tmp_path / "pit.png").stat().st_size > 0
