@@ -90,3 +90,36 @@ def test_robust_z_is_zero_at_the_peer_median(n_peers):
     peers = np.random.default_rng(0).normal(size=(4, n_peers))
     z = robust_z(np.median(peers, 1), peers)
     np.testing.assert_allclose(z, 0, atol=1e-12)
+
+
+def test_explorer_serves_redshift_densities_and_unusual_galaxies(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from galclip.eval.outliers import find_outliers
+    from galclip.eval.predict import predict
+    from galclip.search.server import create_app
+
+    z = _catalog(tmp_path / "c")
+    predict(tmp_path / "c", tmp_path / "c", tmp_path / "p.parquet", k=16)
+    find_outliers(tmp_path / "c", tmp_path / "o.parquet")
+    client = TestClient(create_app(tmp_path / "c", predictions=tmp_path / "p.parquet",
+                                   outliers=tmp_path / "o.parquet"))
+    assert client.get("/api/annotations").json()["outliers"] is True
+    p = client.get("/api/objects/7/redshift_pdf").json()
+    assert p["catalog_redshift"] == pytest.approx(float(np.float32(z[7])))
+    assert len(p["pdf"]) == len(p["grid"]) and p["redshift_lo68"] <= p["redshift_hi68"]
+    assert abs(sum(p["pdf"]) * (p["grid"][1] - p["grid"][0]) - 1) < 1e-3
+    assert client.get("/api/objects/999999/redshift_pdf").status_code == 404
+    u = client.get("/api/unusual", params={"by": "rarity_image", "n": 3}).json()
+    assert u["galaxies"][0]["object_id"] == 1499 and u["n"] == 3
+    assert client.get("/api/unusual", params={"by": "nope"}).status_code == 422
+    assert "annotations.js" in client.get("/").text
+    bare = TestClient(create_app(tmp_path / "c"))
+    assert bare.get("/api/unusual").status_code == 404
+    _catalog(tmp_path / "other", n=300, seed=4)
+    with pytest.raises(ValueError, match="model"):
+        from galclip.search.catalog import write_catalog  # same vectors, another model
+        write_catalog(tmp_path / "m", {"object_id": np.arange(3), "ra": np.zeros(3),
+                                       "dec": np.zeros(3), "redshift": np.zeros(3)},
+                      {"image": np.eye(3, dtype=np.float32)}, model_sha256="d" * 64)
+        create_app(tmp_path / "m", predictions=tmp_path / "p.parquet")
