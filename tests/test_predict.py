@@ -224,3 +224,23 @@ def test_evaluate_photoz_scores_calibrated_redshifts_for_each_source(tmp_path):
     head, rows = table(res)
     assert head[1] == "PIT KS" and [r[0] for r in rows] == ["spectrum", "photometry"]
     assert plots.pit_histograms(res, tmp_path / "pit.png").stat().st_size > 0
+
+
+def test_report_shows_the_photoz_table_and_pit_figure(tmp_path):
+    from test_eval_report import metrics
+
+    from galclip.eval import plots
+    from galclip.eval.report import render_markdown, tables
+
+    m = metrics()
+    m["photoz"] = {"spectrum": {"pit_ks": 0.031, "pit_histogram": [5] * 20, "coverage_68": 0.69,
+                                "coverage_95": 0.951, "crps": 0.004, "sigma_nmad": 0.006,
+                                "bias": 0.0001, "eta_0.15": 0.0, "eta_0.05": 0.01, "r2": 0.97,
+                                "n": 100}}
+    head, rows = tables(m)["photoz"]
+    assert rows == [["spectrum", "0.0310", "0.6900", "0.9510", "0.0040", "0.0060", "0.0001",
+                     "0.0000", "0.0100", "100"]]
+    fig = plots.pit_histograms(m["photoz"], tmp_path / "figures" / "pit.png", 30)
+    md = render_markdown(m, [("Zero-shot redshift PIT", fig)], tmp_path)
+    assert "Zero-shot redshift densities and intervals" in md and "figures/pit.png" in md
+    assert "densities and intervals" not in render_markdown(metrics(), [], tmp_path)
