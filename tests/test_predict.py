@@ -227,10 +227,9 @@ def test_evaluate_photoz_scores_calibrated_redshifts_for_each_source(tmp_path):
 
 
 def test_report_shows_the_photoz_table_and_pit_figure(tmp_path):
-    from test_eval_report import metrics
-
     from galclip.eval import plots
     from galclip.eval.report import render_markdown, tables
+    from test_eval_report import metrics
 
     m = metrics()
     m["photoz"] = {"spectrum": {"pit_ks": 0.031, "pit_histogram": [5] * 20, "coverage_68": 0.69,
