@@ -182,6 +182,18 @@ def test_refuses_mismatched_references(catalogs, tmp_path):
         predict(root / "query", tmp_path / "small")
     with pytest.raises(ValueError, match="unknown table format"):
         predict(root / "query", root / "ref", tmp_path / "p.txt")
+    from galclip.search.catalog import write_catalog
+
+    n = 500   # a reference with no spectra, and one whose labels are all missing
+    meta = {"object_id": np.arange(n), "ra": np.zeros(n), "dec": np.zeros(n),
+            "redshift": np.full(n, np.nan, np.float32)}
+    write_catalog(tmp_path / "no-spec", meta, {"image": _curve(np.linspace(0, 1, n),
+                                                                np.random.default_rng(0))},
+                  model_sha256=SHA)
+    with pytest.raises(PredictError, match="no spectrum embeddings"):
+        predict(root / "query", tmp_path / "no-spec", from_="spectrum")
+    with pytest.raises(PredictError, match=r"no value \(all NaN\)"):   # nothing labelled
+        predict(root / "query", tmp_path / "no-spec", from_="image", properties=["redshift"])
 
 
 def test_cli_writes_predictions_and_bad_arguments_exit_2(catalogs, tmp_path, capsys):

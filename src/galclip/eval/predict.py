@@ -248,6 +248,9 @@ def open_reference(path: str | Path, from_: str = "spectrum",
     if not props:
         raise PredictError(f"{path}: the reference catalog has no numeric label columns")
     labels = np.stack([cat.meta[p].astype(np.float64) for p in props], 1)
+    empty = [p for p, n in zip(props, np.isfinite(labels).sum(0), strict=True) if n == 0]
+    if empty:
+        raise PredictError(f"{path}: the reference has no value (all NaN) of {empty}")
     pool = np.zeros(cat.n_rows, bool)
     pool[split_indices(cat.meta["object_id"], "train",
                        stored=cat.meta.get("split"))] = True
