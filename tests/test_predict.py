@@ -186,12 +186,12 @@ def test_refuses_mismatched_references(catalogs, tmp_path):
 
     n = 500   # a reference with no spectra, and one whose labels are all missing
     meta = {"object_id": np.arange(n), "ra": np.zeros(n), "dec": np.zeros(n),
-            "redshift": np.full(n, np.nan, np.float32)}
+            "redshift": np.full(n, np.nan, np.float32), "log_mstar": np.ones(n)}
     write_catalog(tmp_path / "no-spec", meta, {"image": _curve(np.linspace(0, 1, n),
                                                                 np.random.default_rng(0))},
                   model_sha256=SHA)
     with pytest.raises(PredictError, match="no spectrum embeddings"):
-        predict(root / "query", tmp_path / "no-spec", from_="spectrum")
+        predict(root / "query", tmp_path / "no-spec", from_="spectrum", properties=["log_mstar"])
     with pytest.raises(PredictError, match=r"no value \(all NaN\)"):   # nothing labelled
         predict(root / "query", tmp_path / "no-spec", from_="image", properties=["redshift"])
 
