@@ -64,9 +64,10 @@ def calibrated_redshifts(train_x: np.ndarray, z_train: np.ndarray, test_x: np.nd
         rows, w, dist = combine([searcher.search(np.ascontiguousarray(x, np.float32), k)])
         return estimate(labels, rows, w, dist, 0, grid)
 
-    from galclip.eval.predict import calibrate
+    from galclip.eval.predict import calibrate, pit_of
 
-    calib = calibrate(raw(tr[cal]), labels[cal], ["redshift"], floor, 0, grid)
+    est_cal = raw(tr[cal])
+    calib = calibrate(est_cal.raw, labels[cal], pit_of(est_cal, grid, z[cal]), ["redshift"], floor)
     est = raw(te)
     return {"point": est.point[:, 0], "intervals": calib.intervals.apply(est.raw)[:, :, :, 0],
             "pdf": calib.pit.apply(est.pdf, grid), "grid": grid}

@@ -177,16 +177,28 @@ class Calibration:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def calibrate(est: Estimates, truth: np.ndarray, properties: Sequence[str], floor: np.ndarray,
-              z_col: int | None, grid: Grid | None) -> Calibration:
-    """Fit the conformal factors on calibration galaxies' raw estimates and truths (n, P)."""
+def pit_of(est: Estimates, grid: Grid | None, z_true: np.ndarray) -> np.ndarray | None:
+    """PIT values (n,) of the raw redshift densities at the truths (NaN where either is
+    missing); None without densities."""
+    if est.pdf is None:
+        return None
+    ok = np.isfinite(z_true) & np.isfinite(est.pdf).all(1)
+    u = np.full(len(z_true), np.nan)
+    u[ok] = cdf_at(est.pdf[ok], grid, z_true[ok])
+    return u
+
+
+def calibrate(raw: np.ndarray, truth: np.ndarray, pit: np.ndarray | None,
+              properties: Sequence[str], floor: np.ndarray) -> Calibration:
+    """Fit the conformal factors on calibration galaxies' raw intervals (n, L, 2, P), truths
+    (n, P) and raw redshift PIT values (n,) or None."""
     ok = np.isfinite(truth).sum(0)
     thin = [p for p, n in zip(properties, ok, strict=True) if n < MIN_CALIBRATION]
     if thin:
         raise PredictError(f"reference: too few held-out (non-train) galaxies with a label to "
                            f"calibrate {thin} (need >= {MIN_CALIBRATION}); use a larger reference")
-    iv = IntervalCalibration.fit(est.raw, truth, floor)
-    raw_cov = coverage(est.raw, truth)                            # (L, P)
+    iv = IntervalCalibration.fit(raw, truth, floor)
+    raw_cov = coverage(raw, truth)                                # (L, P)
     summary = {"n_calibration": {p: int(n) for p, n in zip(properties, iv.n, strict=True)},
                "interval_factor": {p: {f"{round(lev * 100)}": float(iv.q[i, j])
                                        for i, lev in enumerate(LEVELS)}
@@ -194,14 +206,12 @@ def calibrate(est: Estimates, truth: np.ndarray, properties: Sequence[str], floo
                "raw_coverage": {p: {f"{round(lev * 100)}": float(raw_cov[i, j])
                                     for i, lev in enumerate(LEVELS)}
                                 for j, p in enumerate(properties)}}
-    pit = None
-    if z_col is not None and est.pdf is not None:
-        zt = truth[:, z_col]
-        keep = np.isfinite(zt) & np.isfinite(est.pdf).all(1)
-        u = cdf_at(est.pdf[keep], grid, zt[keep])
-        pit = PitCalibration.fit(u)
-        summary["redshift_pdf"] = {"n_calibration": int(keep.sum()), "raw_pit_ks": pit_ks(u)}
-    return Calibration(iv, pit, summary)
+    pit_map = None
+    if pit is not None:
+        u = pit[np.isfinite(pit)]
+        pit_map = PitCalibration.fit(u)
+        summary["redshift_pdf"] = {"n_calibration": int(len(u)), "raw_pit_ks": pit_ks(u)}
+    return Calibration(iv, pit_map, summary)
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -289,15 +299,22 @@ def neighbours(ref: Reference, vectors: dict[str, np.ndarray], k: int,
     return combine([ref.searchers[m].search(vectors[m], k, self_rows) for m in ref.searchers])
 
 
-def fit_calibration(ref: Reference, k: int) -> Calibration:
-    """Predict the reference's held-out galaxies from the pool and fit the conformal step."""
+def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS) -> Calibration:
+    """Predict the reference's held-out galaxies from the pool, ``chunk_rows`` at a time (only
+    their raw intervals and PIT values are kept), and fit the conformal step."""
     cal_rows = np.flatnonzero(~ref.pool)
     if len(cal_rows) == 0:
         raise PredictError(f"{ref.path}: no held-out (non-train) galaxy to calibrate on")
-    vec = _vectors(ref.path, ref.manifest, list(ref.searchers), cal_rows)
-    rows, w, dist = neighbours(ref, vec, k, None)
-    est = estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid)
-    return calibrate(est, ref.labels[cal_rows], ref.properties, ref.floor, ref.z_col, ref.grid)
+    raws, pits = [], []
+    for lo in range(0, len(cal_rows), chunk_rows):
+        part = cal_rows[lo:lo + chunk_rows]
+        vec = _vectors(ref.path, ref.manifest, list(ref.searchers), part)
+        est = estimate(ref.labels, *neighbours(ref, vec, k, None), ref.z_col, ref.grid)
+        raws.append(est.raw)
+        if ref.z_col is not None:
+            pits.append(pit_of(est, ref.grid, ref.labels[part, ref.z_col]))
+    return calibrate(np.concatenate(raws), ref.labels[cal_rows],
+                     np.concatenate(pits) if pits else None, ref.properties, ref.floor)
 
 
 # ----------------------------------------------------------------------------- output rows
@@ -420,7 +437,7 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     catalog = Path(catalog)
     qman = check_query(catalog, ref)
     t0 = time.perf_counter()
-    cal = fit_calibration(ref, k)
+    cal = fit_calibration(ref, k, chunk_rows)
     same = _same_galaxies(qman, ref)
     meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
     writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
