@@ -90,9 +90,10 @@ def main() -> None:
     centres = np.random.default_rng(42).normal(size=(args.clusters, args.dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     t = time.perf_counter()
-    write_streamed(work / "ref", args.reference, args.dim, 1, centres)
+    for name, n, seed in (("ref", args.reference, 1), ("query", args.query, 2)):
+        if not (work / name / "manifest.json").exists():   # a --workdir keeps them for reruns
+            write_streamed(work / name, n, args.dim, seed, centres)
     info = build_index(work / "ref", "spectrum", verbose=False).info
-    write_streamed(work / "query", args.query, args.dim, 2, centres)
     print(f"wrote catalogs and the {info['kind']} index in {time.perf_counter() - t:.0f} s",
           file=sys.stderr)
     for chunk in (CHUNK_ROWS // 2, CHUNK_ROWS):
