@@ -16,7 +16,7 @@ not in the neighbour pool (split conformal; Vovk et al. 2005, Lei et al. 2018):
   neighbours' spread says, rescaled by one number per level and property.
 - **Redshift density**: a Gaussian kernel density of the neighbours' redshifts on a fixed grid
   (linear binning, then per-row Gaussian smoothing by FFT; bandwidth from Silverman's rule on
-  the weighted neighbours, at least one grid step), recalibrated by the probability integral
+  the weighted neighbours, at least one grid step, at most a quarter of the grid), recalibrated by the probability integral
   transform (Bordoloi, Lilly & Amara 2010, MNRAS 406, 881): with ``G`` the empirical CDF of the
   calibration galaxies' PIT values u = F_raw(z_true), the calibrated CDF is ``G(F_raw(z))``,
   whose PIT is uniform on the calibration population. This is distributional conformal
@@ -156,24 +156,30 @@ class Grid:
                 "centres": [round(float(c), 8) for c in self.centres]}
 
 
-def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float) -> np.ndarray:
-    """Per-row ``0.9 min(sd, IQR / 1.34) n_eff^(-1/5)`` of weighted values (n, k), >= minimum."""
+def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float,
+                        robust: np.ndarray | None = None) -> np.ndarray:
+    """Per-row ``0.9 min(sd, s) n_eff^(-1/5)`` of weighted values (n, k), >= minimum, where
+    ``s`` is a robust spread: ``robust`` (n,) when given (e.g. half the 16-84 % range, already
+    computed for the intervals), else IQR / 1.34."""
     ok = np.isfinite(z) & (w > 0)
     ww = np.where(ok, w, 0.0)
     zz = np.where(ok, z, 0.0)
     tot = np.maximum(ww.sum(1), 1e-300)
     mean = (ww * zz).sum(1) / tot
     sd = np.sqrt(np.maximum((ww * (zz - mean[:, None]) ** 2).sum(1) / tot, 0.0))
-    q = weighted_quantiles(np.where(ok, z, np.nan)[:, :, None], w, (0.25, 0.75))[:, :, 0]
-    iqr = np.nan_to_num(q[:, 1] - q[:, 0])
-    spread = np.where(iqr > 0, np.minimum(sd, iqr / 1.34), sd)
+    if robust is None:
+        q = weighted_quantiles(np.where(ok, z, np.nan)[:, :, None], w, (0.25, 0.75))[:, :, 0]
+        robust = (q[:, 1] - q[:, 0]) / 1.34
+    robust = np.nan_to_num(robust)
+    spread = np.where(robust > 0, np.minimum(sd, robust), sd)
     n_eff = tot ** 2 / np.maximum((ww ** 2).sum(1), 1e-300)
     return np.maximum(0.9 * spread * np.maximum(n_eff, 1.0) ** -0.2, minimum)
 
 
-def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid) -> np.ndarray:
+def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None = None
+            ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
-    1 / step; a row without neighbours is NaN)."""
+    1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``."""
     from scipy import fft as sp_fft
 
     n, k = z.shape
@@ -182,13 +188,14 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid) -> np.ndarray:
     x = np.clip(x, 0.0, grid.n - 1.0)
     i0 = np.minimum(np.floor(x).astype(np.int64), grid.n - 2)
     f = x - i0
-    sigma = silverman_bandwidth(z, w, grid.step) / grid.step     # (n,) in bins
-    pad = int(min(np.ceil(4 * sigma.max()), 4 * grid.n)) + 2
-    m = 1 << int(np.ceil(np.log2(grid.n + 2 * pad)))
+    # (n,) in bins; capped at a quarter of the grid (wider kernels are flat across it anyway)
+    sigma = np.minimum(silverman_bandwidth(z, w, grid.step, robust) / grid.step, grid.n / 4)
+    pad = int(np.ceil(4 * sigma.max())) + 2
+    m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
     wk = np.where(ok, w, 0.0)
-    base = (np.arange(n) * m)[:, None] + pad                     # flat index of each row's bin 0
-    hist = (np.bincount((base + i0).ravel(), (wk * (1 - f)).ravel(), n * m)
-            + np.bincount((base + i0 + 1).ravel(), (wk * f).ravel(), n * m))
+    at = (np.arange(n) * m)[:, None] + pad + i0                  # flat index of each lower bin
+    hist = np.bincount(np.concatenate([at.ravel(), at.ravel() + 1]),
+                       np.concatenate([(wk * (1 - f)).ravel(), (wk * f).ravel()]), n * m)
     hist = hist.reshape(n, m).astype(np.float32)
     freq = np.fft.rfftfreq(m).astype(np.float32)                 # cycles per bin
     gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)

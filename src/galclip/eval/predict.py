@@ -164,8 +164,11 @@ def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarr
     with np.errstate(invalid="ignore"):
         d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
             len(rows), np.nan)
-    pdf = raw_pdf(y[:, :, z_col], w, grid) if z_col is not None and grid is not None else None
-    return Estimates(weighted_mean(y, w), raw_intervals(y, w), pdf, used.sum(1), d_med)
+    raw = raw_intervals(y, w)
+    pdf = None
+    if z_col is not None and grid is not None:   # robust spread: half the raw 16-84 % range
+        pdf = raw_pdf(y[:, :, z_col], w, grid, (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2)
+    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med)
 
 
 @dataclass
