@@ -19,8 +19,9 @@ not in the neighbour pool (split conformal; Vovk et al. 2005, Lei et al. 2018):
   the weighted neighbours, at least one grid step, at most a quarter of the grid), recalibrated
   by the probability integral transform (Bordoloi, Lilly & Amara 2010, MNRAS 406, 881): with
   ``G`` the empirical CDF of the calibration galaxies' PIT values u = F_raw(z_true), the
-  calibrated CDF is ``G(F_raw(z))``, whose PIT is uniform on the calibration population. This is distributional conformal
-  prediction (Chernozhukov, Wüthrich & Zhu 2021, PNAS 118) with the PIT as the score.
+  calibrated CDF is ``G(F_raw(z))``, whose PIT is uniform on the calibration population.
+  This is distributional conformal prediction (Chernozhukov, Wüthrich & Zhu 2021, PNAS 118)
+  with the PIT as the score.
 
 Scores of a density against the truth: PIT values, their KS distance from uniform, and the
 continuous ranked probability score CRPS = ∫ (F(z) - 1[z >= z_true])² dz (Gneiting & Raftery
