@@ -14,6 +14,7 @@ chunk, not the catalog.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -60,19 +61,22 @@ def write_streamed(path: Path, n: int, dim: int, seed: int, centres: np.ndarray,
                       {"command": "benchmarks/predict_throughput.py"})
 
 
-def run_predict(query: Path, ref: Path, out: Path, chunk: int) -> tuple[float, float]:
-    """(seconds, peak RSS of the child in GB) of one ``galclip predict``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_predict(query: Path, ref: Path, out: Path, chunk: int) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in GB) of one ``galclip predict`` child. On a
+    shared machine the CPU seconds say more than the wall time: N cores to itself would take
+    about CPU / N (the search and the FFTs use every core)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "galclip.cli", "predict", str(query), "--reference",
                     str(ref), "--out", str(out), "--properties", "redshift,log_mstar",
                     "--chunk-rows", str(chunk)], check=True)
     dt = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if after.ru_maxrss <= before.ru_maxrss:
         print("note: the peak of this child did not exceed an earlier child's; memory figure "
               "is an upper bound", file=sys.stderr)
-    return dt, peak / 1e6
+    return dt, cpu, after.ru_maxrss / 1e6
 
 
 def main() -> None:
@@ -96,11 +100,14 @@ def main() -> None:
     info = build_index(work / "ref", "spectrum", verbose=False).info
     print(f"wrote catalogs and the {info['kind']} index in {time.perf_counter() - t:.0f} s",
           file=sys.stderr)
+    print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     for chunk in (CHUNK_ROWS // 2, CHUNK_ROWS):
-        dt, gb = run_predict(work / "query", work / "ref", work / f"pred-{chunk}.parquet", chunk)
+        dt, cpu, gb = run_predict(work / "query", work / "ref", work / f"pred-{chunk}.parquet",
+                                  chunk)
         print(f"| {args.query:,} | {args.reference:,} ({info['kind']}, search param "
               f"{info.get('search_param')}) | {chunk} | {dt:.1f} s | {args.query / dt:,.0f} "
-              f"galaxies/s | {gb:.2f} GB |")
+              f"galaxies/s | {cpu:.0f} CPU s ({args.query / cpu:,.0f} galaxies per CPU s) | "
+              f"{gb:.2f} GB | load {os.getloadavg()[0]:.1f} |")
 
 
 if __name__ == "__main__":
