@@ -103,7 +103,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 
 @dataclass
 class IntervalCalibration:
-    """One CQR-r factor per level and property: ``q`` (L, P), ``floor`` (P,), ``n`` (P,)."""
+    """One CQR-r factor per level and property: ``q`` (L, P), width ``floor`` (L, P), ``n`` (P,)."""
 
     levels: tuple[float, ...]
     q: np.ndarray
@@ -113,17 +113,24 @@ class IntervalCalibration:
     @classmethod
     def fit(cls, raw: np.ndarray, y_true: np.ndarray, floor: np.ndarray,
             levels: Sequence[float] = LEVELS) -> IntervalCalibration:
-        """From calibration galaxies' raw intervals (n, L, 2, P) and truths (n, P)."""
+        """From calibration galaxies' raw intervals (n, L, 2, P) and truths (n, P). Widths are
+        floored at ``floor`` and at a tenth of the median raw width (per level and property):
+        neighbours that all share one label (duplicates, a collapsed embedding) would otherwise
+        give near-infinite scores and one huge factor for everyone."""
+        with np.errstate(invalid="ignore"):
+            typical = np.nanmedian(raw[:, :, 1] - raw[:, :, 0], axis=0)   # (L, P)
+        floor = np.fmax(np.asarray(floor, float)[None], 0.1 * typical)    # (L, P)
         scores = cqr_scores(raw, y_true, floor)            # (n, L, P)
         q = np.array([[conformal_quantile(scores[:, i, j], lev) for j in range(scores.shape[2])]
                       for i, lev in enumerate(levels)])
         n = np.isfinite(scores[:, 0]).sum(0)
-        return cls(tuple(levels), np.maximum(q, -0.5), np.asarray(floor, float), n)
+        return cls(tuple(levels), np.maximum(q, -0.5), floor, n)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated intervals (n, L, 2, P) from raw ones."""
         lo, hi = raw[:, :, 0], raw[:, :, 1]
         pad = self.q[None] * np.maximum(hi - lo, self.floor)
+        pad = np.maximum(pad, -(hi - lo) / 2)              # a shrunk interval never inverts
         return np.stack([lo - pad, hi + pad], axis=2)
 
 
