@@ -123,3 +123,47 @@ def test_explorer_serves_redshift_densities_and_unusual_galaxies(tmp_path):
                                        "dec": np.zeros(3), "redshift": np.zeros(3)},
                       {"image": np.eye(3, dtype=np.float32)}, model_sha256="d" * 64)
         create_app(tmp_path / "m", predictions=tmp_path / "p.parquet")
+
+
+@pytest.mark.slow
+def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
+    import threading
+    import time
+
+    import uvicorn
+    from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium, _free_port
+
+    from galclip.eval.outliers import find_outliers
+    from galclip.eval.predict import predict
+    from galclip.search.server import create_app
+
+    _ensure_chromium()
+    from playwright.sync_api import sync_playwright
+
+    _catalog(tmp_path / "c")
+    predict(tmp_path / "c", tmp_path / "c", tmp_path / "p.parquet", k=16)
+    find_outliers(tmp_path / "c", tmp_path / "o.parquet")
+    app = create_app(tmp_path / "c", predictions=tmp_path / "p.parquet",
+                     outliers=tmp_path / "o.parquet")
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
+                                        log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{srv.config.port}/?id=7")
+            page.wait_for_selector("#query .pdf-plot path")
+            assert "catalogue z" in page.inner_text("#query .pdf")
+            page.select_option("#unusual-by", "rarity_image")
+            page.click("#unusual-btn")
+            page.wait_for_selector("#results .card")
+            assert page.locator("#results .card").first.get_attribute("data-id") == "1499"
+            assert not errors
+            browser.close()
+    finally:
+        srv.should_exit = True
