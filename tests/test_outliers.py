@@ -131,11 +131,11 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
     import time
 
     import uvicorn
-    from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium, _free_port
 
     from galclip.eval.outliers import find_outliers
     from galclip.eval.predict import predict
     from galclip.search.server import create_app
+    from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium, _free_port
 
     _ensure_chromium()
     from playwright.sync_api import sync_playwright
