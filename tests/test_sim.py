@@ -208,6 +208,9 @@ def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_pa
     for i in range(5):
         np.testing.assert_array_equal(ds[i]["image"], rows[i]["image"])
         np.testing.assert_array_equal(ds[i]["spectrum_flux"], rows[i]["spectrum_flux"])
+    # ids depend on (seed, row) only and differ between seeds: seed 3 numbers from 3e9
+    np.testing.assert_array_equal(ds.read_columns(["object_id"])["object_id"],
+                                  SEED * survey.ID_STRIDE + np.arange(5))
     # a run killed after its first shards: manifest and last shard missing
     (tmp_path / "a" / "manifest.json").unlink()
     (tmp_path / "a" / "part-00002.parquet").unlink()

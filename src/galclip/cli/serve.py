@@ -25,6 +25,12 @@ MIB = 2**20
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", help="catalog folder (from galclip embed)")
     p.add_argument("--data", default=None, help="dataset folder for images and spectra")
+    p.add_argument("--predictions", default=None,
+                   help="galclip predict output (.parquet) of this catalog: the explorer draws "
+                        "each galaxy's redshift density")
+    p.add_argument("--outliers", default=None,
+                   help="galclip outliers output (.parquet) of this catalog: the explorer lists "
+                        "the unusual galaxies")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8000)
     p.add_argument("--max-upload-mb", type=float_range(0, 1024, inclusive_lo=False),
@@ -50,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from galclip.search.server import create_app, worker_app
 
     settings = {"data_dir": args.data, "max_upload_bytes": int(args.max_upload_mb * MIB),
-                "cache_bytes": int(args.cache_mb * MIB), "upload_threads": args.upload_threads}
+                "cache_bytes": int(args.cache_mb * MIB), "upload_threads": args.upload_threads,
+                "predictions": args.predictions, "outliers": args.outliers}
     # built here first in any case: a bad catalog or dataset is a clean error before anything
     # listens, and a missing index is built once, not by every worker at the same time
     app = create_app(args.catalog, **settings)

@@ -279,6 +279,29 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
     return res + knn, {**preds, **kpreds}, {"photometry MLP": curve}
 
 
+def run_photoz(ctx: Context) -> dict:
+    """PIT, interval coverage, CRPS and photo-z metrics of the zero-shot redshift (image,
+    spectrum, photometry) with split-conformal calibration (``galclip.eval.photoz``)."""
+    from galclip.eval.baselines import PHOTOMETRY_COLUMNS, photometry_features
+    from galclip.eval.photoz import photoz_results
+
+    if "redshift" not in ctx.labels_train:
+        return {}
+    train, test = dict(ctx.emb_train), dict(ctx.emb_test)
+    if all(c in ctx.labels_train for c in PHOTOMETRY_COLUMNS):
+        train["photometry"] = photometry_features(ctx.labels_train)
+        test["photometry"] = photometry_features(ctx.labels_test)
+    from galclip.eval.predict import PredictError
+
+    try:
+        return photoz_results(train, ctx.labels_train["redshift"], test,
+                              ctx.labels_test["redshift"], k=int(ctx.cfg["knn"]["k"]),
+                              seed=int(ctx.cfg["seed"]))
+    except PredictError as e:
+        ctx.notes.append(f"photo-z calibration skipped: {e}")
+        return {}
+
+
 def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) -> tuple[Any, str]:
     """The encoders before alignment: given files, else the CLIP model's frozen backbones."""
     from galclip.eval.baselines import PooledFeatures
@@ -574,6 +597,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
     if b["photometry"]["enabled"]:
         r, p, c = stage("photometry", run_photometry, ctx)
         results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
+    photoz = stage("photoz", run_photoz, ctx)
     for kind in NAMES:
         if b[kind]["enabled"]:
             r, p = stage(f"supervised_{kind}", run_supervised, ctx, kind)
@@ -583,7 +607,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
                "splits": {"train": int(len(ctx.train_idx)),
                           cfg["data"]["test_split"]: int(len(ctx.test_idx))},
                "properties": ctx.properties, "morphology_columns": ctx.morph_columns,
-               "results": results, "label_efficiency": curves, "retrieval": retrieval,
+               "results": results, "label_efficiency": curves, "retrieval": retrieval, "photoz": photoz,
                "notes": ctx.notes, "timings_s": timings}
     t0 = time.perf_counter()
     write_report(out_dir, metrics, ctx, preds)

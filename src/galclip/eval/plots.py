@@ -6,6 +6,8 @@
 - retrieval galleries: a query image with its best-matching spectra (and the reverse), with
   true redshifts and cosine similarities; spectra smoothed (inverse-variance weighted, 9
   pixels), shifted to the rest frame of their own redshift, with the main lines marked;
+- PIT histograms of the calibrated zero-shot redshift densities (flat = calibrated; U-shaped
+  = overconfident, hump = underconfident; Dawid 1984), one step line per source;
 - a 2-D map of the embeddings (UMAP, McInnes et al. 2018; PCA when umap-learn is missing or
   ``method="pca"``) coloured by redshift and sSFR.
 """
@@ -108,6 +110,23 @@ def label_efficiency_figure(curves: Mapping[str, Mapping[str, Mapping[str, float
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=7)
     return fig
+
+
+def pit_histograms(photoz: Mapping[str, Mapping], path: Path, dpi: int = 90) -> Path:
+    """Density of PIT values per source (``photoz[source]["pit_histogram"]`` counts in equal
+    bins of [0, 1]) against the uniform line, KS distance in the legend."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), constrained_layout=True)
+    for source, r in photoz.items():
+        counts = np.asarray(r["pit_histogram"], float)
+        dens = counts / max(counts.sum(), 1) * len(counts)
+        edges = np.linspace(0, 1, len(counts) + 1)
+        ax.stairs(dens, edges, label=f"{source} (KS {r['pit_ks']:.3f})")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="PIT = CDF(z_true)", ylabel="density", xlim=(0, 1),
+           title="zero-shot redshift PIT (calibrated)")
+    ax.legend(fontsize=7)
+    return _save(fig, path, dpi)
 
 
 def rgb_image(image: np.ndarray) -> np.ndarray:

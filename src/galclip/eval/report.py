@@ -96,6 +96,9 @@ def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
     out["neighbours"] = (["embedding", *[f"{p} R²" for p in props]],
                          [[k, *[_fmt(v.get(p)) for p in props]] for k, v in agree.items()])
     out["label_efficiency"] = _efficiency_table(metrics.get("label_efficiency", {}), props)
+    from galclip.eval.photoz import table as photoz_table
+
+    out["photoz"] = photoz_table(metrics.get("photoz") or {})
     return out
 
 
@@ -181,6 +184,8 @@ SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation s
                      "[68 % bootstrap interval])"),
             ("references", "Reference points (not galclip; read the 'measured on' column)"),
             ("redshift", "Redshift: photo-z metrics (Δz = (z_pred − z_true)/(1 + z_true))"),
+            ("photoz", "Zero-shot redshift densities and intervals (k-NN, split-conformal "
+                       "calibration; PIT KS 0 and coverage 0.68 / 0.95 are ideal)"),
             ("morphology_vs_majority", "Morphology per question against the majority class"),
             ("morphology", "Morphology: accuracy / macro F1 per question"),
             ("label_efficiency", "Label efficiency (few-shot MLP, test R²)"),
@@ -464,6 +469,9 @@ def make_figures(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> list[tupl
     fig_dir, pc = Path(out_dir) / "figures", ctx.cfg["plots"]
     dpi, props = int(pc["dpi"]), metrics["properties"]
     figures = prediction_figures(fig_dir, metrics, ctx.y_test, preds, dpi)
+    if metrics.get("photoz"):
+        figures.append(("Zero-shot redshift PIT", plots.pit_histograms(
+            metrics["photoz"], fig_dir / "pit.png", dpi)))
     if metrics["label_efficiency"]:
         figures.append(("Label efficiency", plots.label_efficiency(
             metrics["label_efficiency"], props, fig_dir / "label-efficiency.png", dpi)))

@@ -6,6 +6,7 @@ when the query's redshift is known, the median |dz|/(1+z) from it (the photo-z c
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +41,111 @@ def summary_line(s: dict[str, Any]) -> str:
     return line
 
 
+def check_format(path: str | Path) -> str:
+    """The table format of ``path`` from its suffix; a ValueError names the allowed ones."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"--out {path}: unknown table format {path.suffix!r}; use one of "
+                         f"{', '.join(FORMATS)}")
+    return fmt
+
+
 def write_table(rows: list[dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
     """Write result rows to ``path``; the format follows the suffix (.csv, .parquet, .ecsv).
 
     ``meta`` (the query) goes into the Parquet schema metadata / ECSV header; CSV is the bare
     table. An empty result writes the header only.
     """
-    import json
-
     import pyarrow as pa
 
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"--out {path}: unknown table format {path.suffix!r}; use one of "
-                         f"{', '.join(FORMATS)}")
+    check_format(path)
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["rank", "object_id"]
-    table = pa.table({c: [r.get(c) for r in rows] for c in columns})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    writer = TableWriter(path, "galclip_query", meta)
+    writer.write(pa.table({c: [r.get(c) for r in rows] for c in columns}))
+    return writer.close()
 
-        pq.write_table(table.replace_schema_metadata({"galclip_query": json.dumps(meta)}), path)
-    elif fmt == "csv":
+
+class TableWriter:
+    """A table written in pieces to .parquet (streamed, row group by row group), .csv
+    (streamed; list columns, which CSV cannot hold, are left out with a note) or .ecsv (held
+    until ``close``), atomically; ``meta`` under ``key`` in the Parquet schema metadata or the
+    ECSV header."""
+
+    def __init__(self, path: str | Path, key: str, meta: dict[str, Any]):
+        from galclip.storage import atomic_write
+
+        self.path, self.key, self.meta = Path(path), key, meta
+        self.fmt = check_format(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._ctx = atomic_write(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._writer, self._held, self._dropped = None, [], []
+
+    def write(self, table) -> None:
+        import json
+
+        if self.fmt == "ecsv":
+            self._held.append(table)
+            return
+        if self.fmt == "csv":
+            table = self._flat(table)
+        if self._writer is None:
+            self._writer = self._open(table.schema.with_metadata({self.key: json.dumps(self.meta)}))
+        self._writer.write_table(table.cast(self._writer.schema) if self.fmt == "parquet" else table)
+
+    def _flat(self, table):
+        import pyarrow as pa
+
+        lists = [f.name for f in table.schema if pa.types.is_fixed_size_list(f.type)
+                 or pa.types.is_list(f.type)]
+        if lists and not self._dropped:
+            self._dropped = lists
+            print(f"note: {self.path}: CSV holds no list column; {lists} left out (write "
+                  f".parquet or .ecsv to keep them)", file=sys.stderr)
+        return table.drop_columns(lists)
+
+    def _open(self, schema):
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetWriter(self._tmp, schema)
         import pyarrow.csv as pacsv
 
-        pacsv.write_csv(table, path)
-    else:
+        return pacsv.CSVWriter(self._tmp, schema)
+
+    def close(self) -> Path:
+        try:
+            if self.fmt == "ecsv":
+                self._write_ecsv(self.meta)
+            elif self._writer is not None:
+                self._writer.close()
+            else:
+                open(self._tmp, "w").close()
+        except BaseException:
+            self._ctx.__exit__(*sys.exc_info())
+            raise
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def _write_ecsv(self, meta: dict[str, Any]) -> None:
+        import pyarrow as pa
         from astropy.table import Table
 
-        t = Table({c: _masked(table.column(c)) for c in columns})
-        t.meta["galclip_query"] = meta
-        t.write(path, format="ascii.ecsv", overwrite=True)
-    return path
+        table = pa.concat_tables(self._held) if self._held else pa.table({})
+        t = Table({c: _astropy_column(table.column(c)) for c in table.column_names})
+        t.meta[self.key] = meta
+        t.write(self._tmp, format="ascii.ecsv", overwrite=True)
+
+
+def _astropy_column(col):
+    """An Arrow column for astropy: (N, L) arrays for fixed-size lists, else :func:`_masked`."""
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_list(col.type):
+        col = col.combine_chunks()
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    return _masked(col)
 
 
 def _masked(col):

@@ -103,7 +103,8 @@ class LimitBody:
 def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
                catalog: Catalog | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                cache_bytes: int = DATA_CACHE_BYTES, torch_threads: int | None = 1,
-               upload_threads: int = UPLOAD_THREADS):
+               upload_threads: int = UPLOAD_THREADS, predictions: str | Path | None = None,
+               outliers: str | Path | None = None):
     """The FastAPI app for one catalog (``catalog`` may be given already opened);
     ``cache_bytes`` bounds the dataset's decoded row-group cache (images, spectra).
 
@@ -112,6 +113,9 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     in the thread pool starve the event loop that answers everything else (issue 15: at
     concurrency 32 one upload lane took the p99 of the other requests from 155-187 ms to
     52-96 ms and raised throughput; benchmarks/RESULTS.md).
+
+    ``predictions`` / ``outliers``: files of ``galclip predict`` / ``galclip outliers`` the
+    explorer shows (``galclip.search.overlays``).
 
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave them): the
     server embeds one upload per request, on many request threads at once, and torch's default
@@ -237,6 +241,10 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         return draw() if data.is_cached(object_id) else await run_in_threadpool(draw)
 
     _astronomer_routes(app, cat, max_upload_bytes, uploads)
+    from galclip.search import overlays
+
+    overlays.add_routes(app, cat, predictions and overlays.load_predictions(predictions, cat),
+                        outliers and overlays.load_outliers(outliers, cat))
 
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:

@@ -1,7 +1,9 @@
 """The survey simulator: galaxies -> paired (image, spectrum) rows -> a galclip dataset.
 
 A row depends only on (seed, row index): its random generator is
-``numpy.random.default_rng([seed, index])``. Rows are grouped in shards of ``shard_size``
+``numpy.random.default_rng([seed, index])`` and its ``object_id`` is ``seed * ID_STRIDE +
+index``, so surveys simulated with different seeds never share an id (as survey ids do not)
+and seed 0 numbers its galaxies 0 ... N-1. Rows are grouped in shards of ``shard_size``
 consecutive indices; workers produce whole shards and write them atomically, so the result
 is identical whatever the number of workers, and a killed run resumes from its finished
 shards (``.galclip-sim.json`` in the output folder records the run's settings).
@@ -21,6 +23,8 @@ from galclip import conventions as C
 STATE_FILE = ".galclip-sim.json"
 MAX_DRAWS = 5000
 PROPOSAL_OFFSET_DEX = 0.1
+ID_STRIDE = 1_000_000_000      # object_id = seed * ID_STRIDE + row index (n < ID_STRIDE)
+MAX_SEED = (2 ** 63 - 1) // ID_STRIDE - 1
 
 
 @dataclass
@@ -37,10 +41,21 @@ class SimConfig:
     def validate(self) -> None:
         if not isinstance(self.n, (int, np.integer)) or self.n <= 0:
             raise ValueError(f"--n must be a positive number of galaxies, got {self.n}")
+        if self.n >= ID_STRIDE:
+            raise ValueError(f"--n must be below {ID_STRIDE} (object ids are seed * {ID_STRIDE} "
+                             f"+ row), got {self.n}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"--seed must be in [0, {MAX_SEED}] (object ids are seed * "
+                             f"{ID_STRIDE} + row and must fit int64), got {self.seed}")
         if self.shard_size <= 0:
             raise ValueError(f"shard_size must be positive, got {self.shard_size}")
         if not self.mag_bright < self.mag_limit:
             raise ValueError(f"mag_bright ({self.mag_bright}) must be < mag_limit ({self.mag_limit})")
+
+
+def object_id(seed: int, index: int) -> np.int64:
+    """The id of row ``index`` of the survey simulated with ``seed``: unique across seeds."""
+    return np.int64(seed * ID_STRIDE + index)
 
 
 class GalaxySimulator:
@@ -215,7 +230,7 @@ class GalaxySimulator:
         formed_b, formed_d = sb["mass_formed"], sd["mass_formed"]
         r_b, r_d = sb["phot"]["r"], sd["phot"]["r"]
         row = {
-            "object_id": np.int64(index), "ra": g.ra, "dec": g.dec,
+            "object_id": object_id(self.cfg.seed, index), "ra": g.ra, "dec": g.dec,
             "redshift": np.float32(g.redshift),
             "image": cut["image"], "spectrum_flux": flux, "spectrum_ivar": ivar,
             "log_mstar": np.log10(mstar), "log_sfr": np.log10(sfr),

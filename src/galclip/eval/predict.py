@@ -1,0 +1,505 @@
+"""Zero-shot predictions a scientist can use: k-NN estimates from a labelled reference catalog,
+with intervals and a redshift density calibrated by split conformal prediction.
+
+For every galaxy of an embedding catalog, its k nearest neighbours in a labelled reference
+catalog (the reference's FAISS index; in the image or spectrum space, or both) give a point
+estimate (inverse-distance weighted mean, as AstroCLIP's zero-shot k-NN, Parker et al. 2024,
+Sec. 5.1), 68 % and 95 % intervals and, for redshift, a density on a fixed grid. The neighbour
+pool is the reference's training split; its other galaxies (val + test: held out from the pool
+and, when the reference is the model's own dataset, never trained on) calibrate the intervals
+and the density (``galclip.eval.conformal``: CQR-r intervals, PIT-recalibrated density). On new
+galaxies from the reference's population the 68 % interval then holds the truth 68 % of the
+time (marginally, over galaxies; not for every kind of galaxy separately).
+
+Query and reference may be different catalogs whose ids overlap: a galaxy is left out of its
+own neighbours only when the query *is* the reference (same catalog, or one embedded from the
+same dataset). The query is read and predicted ``chunk_rows`` rows at a time and written as it
+goes, so memory is bounded by the chunk, the reference's labels and its index.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galclip.eval.conformal import (
+    LEVELS,
+    MIN_CALIBRATION,
+    Grid,
+    IntervalCalibration,
+    PitCalibration,
+    cdf_at,
+    coverage,
+    distance_weights,
+    pit_ks,
+    raw_intervals,
+    raw_pdf,
+    weighted_mean,
+)
+
+K = 64
+CHUNK_ROWS = 8192
+PDF_BINS = 300
+FROM = ("image", "spectrum", "both")
+NOT_LABELS = ("object_id", "ra", "dec")
+METADATA_KEY = "galclip_predict"
+FETCH_MARGIN = 8
+
+
+class PredictError(ValueError):
+    """A reference or query that cannot be predicted from; the message names file and field."""
+
+
+def interval_columns(prop: str) -> list[str]:
+    """``{prop}_lo68, {prop}_hi68, {prop}_lo95, {prop}_hi95`` (for LEVELS)."""
+    return [f"{prop}_{side}{round(lev * 100)}" for lev in LEVELS for side in ("lo", "hi")]
+
+
+def label_columns(meta: dict[str, np.ndarray]) -> list[str]:
+    """The numeric labels of a catalog: float columns other than ra/dec (integer columns are
+    ids or class labels, not quantities to regress)."""
+    return [c for c, v in meta.items() if v.dtype.kind == "f" and c not in NOT_LABELS]
+
+
+def modalities_of(from_: str) -> tuple[str, ...]:
+    if from_ not in FROM:
+        raise PredictError(f"--from {from_!r}: choose from {FROM}")
+    return ("image", "spectrum") if from_ == "both" else (from_,)
+
+
+# ----------------------------------------------------------------------------- neighbours
+@dataclass
+class Searcher:
+    """The k nearest allowed reference rows of query vectors in one FAISS index.
+
+    ``allowed`` (reference rows,) marks the neighbour pool. Inner-product indexes hold unit
+    vectors (distance = sqrt(2 - 2 cos)); L2 indexes return squared distances. Rows are asked
+    for with a margin for the rows the pool or the self-exclusion drops; the few queries still
+    short of k are asked again with a larger margin.
+    """
+
+    index: Any
+    positions_rows: np.ndarray   # (M,) reference row of each index position
+    allowed: np.ndarray          # (N,) bool over reference rows
+    l2: bool = False
+
+    def search(self, q: np.ndarray, k: int, self_rows: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n, k) int64, -1 where none; distances (n, k) float64, inf where none)."""
+        n = len(q)
+        rows = np.full((n, k), -1, np.int64)
+        dist = np.full((n, k), np.inf)
+        todo = np.flatnonzero(np.isfinite(q).all(1))
+        frac = max(self.allowed[self.positions_rows].mean(), 1e-3)
+        fetch = int(np.ceil(k / frac * 1.1)) + FETCH_MARGIN
+        ntotal = len(self.positions_rows)
+        while len(todo):
+            f = min(fetch, ntotal)
+            r, d, got = self._one(q[todo], k, f, None if self_rows is None else self_rows[todo])
+            rows[todo], dist[todo] = r, d
+            todo = todo[(got < k) & (f < ntotal)]
+            fetch *= 4
+        return rows, dist
+
+    def _one(self, q, k, fetch, self_rows):
+        s, p = self.index.search(np.ascontiguousarray(q, np.float32), fetch)
+        r = np.where(p >= 0, self.positions_rows[np.maximum(p, 0)], -1)
+        ok = (p >= 0) & self.allowed[np.maximum(r, 0)]
+        if self_rows is not None:
+            ok &= r != self_rows[:, None]
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+        r, s, ok = (np.take_along_axis(a, order, 1) for a in (r, s, ok))
+        d = np.sqrt(np.maximum(s, 0)) if self.l2 else np.sqrt(np.maximum(2 - 2 * s, 0))
+        got = ok.sum(1)
+        pad = k - r.shape[1]
+        r, d = np.where(ok, r, -1), np.where(ok, d, np.inf)
+        if pad > 0:
+            r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
+            d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+        return r, d, got
+
+
+def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray,
+                                                                         np.ndarray]:
+    """Neighbour rows (n, K), weights (n, K) and distances (n, K) of one or several modalities:
+    each modality's inverse-distance weights sum to one, then modalities that found neighbours
+    share the weight equally (an equal mixture of their neighbour distributions)."""
+    rows = np.concatenate([r for r, _ in results], 1)
+    dist = np.concatenate([d for _, d in results], 1)
+    parts = []
+    for r, d in results:
+        w = distance_weights(d, r >= 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts.append(np.nan_to_num(w / w.sum(1, keepdims=True)))
+    w = np.concatenate(parts, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.nan_to_num(w / w.sum(1, keepdims=True))
+    return rows, w, dist
+
+
+# ----------------------------------------------------------------------------- estimates
+@dataclass
+class Estimates:
+    """Raw (uncalibrated) estimates of n galaxies: point (n, P), raw intervals (n, L, 2, P),
+    raw redshift densities (n, G) or None, neighbours used (n,) and their median distance (n,)."""
+
+    point: np.ndarray
+    raw: np.ndarray
+    pdf: np.ndarray | None
+    n_used: np.ndarray
+    distance: np.ndarray
+
+
+def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarray,
+             z_col: int | None, grid: Grid | None) -> Estimates:
+    """The neighbours' label distribution of each query, summarised (see Estimates)."""
+    y = np.where((rows >= 0)[:, :, None], labels[np.maximum(rows, 0)], np.nan)  # (n, K, P)
+    used = (rows >= 0) & (w > 0)
+    with np.errstate(invalid="ignore"):
+        d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
+            len(rows), np.nan)
+    raw = raw_intervals(y, w)
+    pdf = None
+    if z_col is not None and grid is not None:   # robust spread: half the raw 16-84 % range
+        pdf = raw_pdf(y[:, :, z_col], w, grid, (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2)
+    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med)
+
+
+@dataclass
+class Calibration:
+    """What the held-out reference galaxies taught: interval factors and the PIT map."""
+
+    intervals: IntervalCalibration
+    pit: PitCalibration | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def pit_of(est: Estimates, grid: Grid | None, z_true: np.ndarray) -> np.ndarray | None:
+    """PIT values (n,) of the raw redshift densities at the truths (NaN where either is
+    missing); None without densities."""
+    if est.pdf is None:
+        return None
+    ok = np.isfinite(z_true) & np.isfinite(est.pdf).all(1)
+    u = np.full(len(z_true), np.nan)
+    u[ok] = cdf_at(est.pdf[ok], grid, z_true[ok])
+    return u
+
+
+def calibrate(raw: np.ndarray, truth: np.ndarray, pit: np.ndarray | None,
+              properties: Sequence[str], floor: np.ndarray) -> Calibration:
+    """Fit the conformal factors on calibration galaxies' raw intervals (n, L, 2, P), truths
+    (n, P) and raw redshift PIT values (n,) or None."""
+    ok = np.isfinite(truth).sum(0)
+    thin = [p for p, n in zip(properties, ok, strict=True) if n < MIN_CALIBRATION]
+    if thin:
+        raise PredictError(f"reference: too few held-out (non-train) galaxies with a label to "
+                           f"calibrate {thin} (need >= {MIN_CALIBRATION}); use a larger reference")
+    iv = IntervalCalibration.fit(raw, truth, floor)
+    raw_cov = coverage(raw, truth)                                # (L, P)
+    summary = {"n_calibration": {p: int(n) for p, n in zip(properties, iv.n, strict=True)},
+               "interval_factor": {p: {f"{round(lev * 100)}": float(iv.q[i, j])
+                                       for i, lev in enumerate(LEVELS)}
+                                   for j, p in enumerate(properties)},
+               "raw_coverage": {p: {f"{round(lev * 100)}": float(raw_cov[i, j])
+                                    for i, lev in enumerate(LEVELS)}
+                                for j, p in enumerate(properties)}}
+    pit_map = None
+    if pit is not None:
+        u = pit[np.isfinite(pit)]
+        pit_map = PitCalibration.fit(u)
+        summary["redshift_pdf"] = {"n_calibration": int(len(u)), "raw_pit_ks": pit_ks(u)}
+    return Calibration(iv, pit_map, summary)
+
+
+# ----------------------------------------------------------------------------- the reference
+@dataclass
+class Reference:
+    """A labelled reference catalog opened for prediction."""
+
+    path: Path
+    manifest: dict[str, Any]
+    fingerprint: str
+    properties: list[str]
+    labels: np.ndarray            # (N, P) float64
+    object_id: np.ndarray         # (N,)
+    pool: np.ndarray              # (N,) bool: the neighbour pool (train split)
+    searchers: dict[str, Searcher]
+    grid: Grid | None
+    floor: np.ndarray             # (P,) smallest interval width used to scale scores
+
+    @property
+    def z_col(self) -> int | None:
+        return self.properties.index("redshift") if "redshift" in self.properties else None
+
+
+def open_reference(path: str | Path, from_: str = "spectrum",
+                   properties: Sequence[str] | None = None, pdf_bins: int = PDF_BINS) -> Reference:
+    """Open a reference catalog: labels, pool / calibration split and the modalities' indexes."""
+    from galclip.data.splits import split_indices
+    from galclip.search.api import Catalog
+    from galclip.search.catalog import CatalogError, catalog_fingerprint
+
+    path = Path(path)
+    try:
+        cat = Catalog(path)
+    except CatalogError as e:
+        raise PredictError(f"--reference: {e}") from None
+    if cat.n_rows == 0:
+        raise PredictError(f"{path}: the reference catalog is empty")
+    available = label_columns(cat.meta)
+    props = list(properties) if properties else available
+    missing = [p for p in props if p not in available]
+    if missing:
+        raise PredictError(f"{path}: the reference has no numeric label column(s) {missing}; "
+                           f"it has {available}")
+    if not props:
+        raise PredictError(f"{path}: the reference catalog has no numeric label columns")
+    labels = np.stack([cat.meta[p].astype(np.float64) for p in props], 1)
+    empty = [p for p, n in zip(props, np.isfinite(labels).sum(0), strict=True) if n == 0]
+    if empty:
+        raise PredictError(f"{path}: the reference has no value (all NaN) of {empty}")
+    pool = np.zeros(cat.n_rows, bool)
+    pool[split_indices(cat.meta["object_id"], "train",
+                       stored=cat.meta.get("split"))] = True
+    searchers = {}
+    for m in modalities_of(from_):
+        if m not in cat.modalities:
+            raise PredictError(f"{path}: the reference has no {m} embeddings (it has "
+                               f"{cat.modalities}); choose --from accordingly")
+        loaded = cat.index(m)
+        searchers[m] = Searcher(loaded.index, loaded.rows, pool)
+    if not any((pool[s.positions_rows]).any() for s in searchers.values()):
+        raise PredictError(f"{path}: no reference galaxy of the training split has a "
+                           f"{'/'.join(searchers)} embedding: nothing to take neighbours from")
+    grid = Grid.covering(labels[:, props.index("redshift")], pdf_bins) if "redshift" in props else None
+    std = np.nanstd(labels, 0)
+    return Reference(path, cat.manifest, catalog_fingerprint(cat.manifest), props, labels,
+                     cat.meta["object_id"], pool, searchers, grid,
+                     np.where(np.isfinite(std) & (std > 0), 1e-3 * std, 1e-12))
+
+
+def _vectors(path: Path, manifest: dict, modalities: Sequence[str], rows: np.ndarray
+             ) -> dict[str, np.ndarray]:
+    from galclip import storage
+    from galclip.data.dataset import column_to_numpy
+    from galclip.search.catalog import embedding_column
+
+    cols = [embedding_column(m) for m in modalities]
+    t = storage.take_rows(path, manifest["shards"], cols, rows)
+    return {m: column_to_numpy(t.column(c), manifest["columns"][c]["shape"])
+            for m, c in zip(modalities, cols, strict=True)}
+
+
+def neighbours(ref: Reference, vectors: dict[str, np.ndarray], k: int,
+               self_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combined neighbour rows, weights, distances of query vectors (one per modality)."""
+    return combine([ref.searchers[m].search(vectors[m], k, self_rows) for m in ref.searchers])
+
+
+def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS) -> Calibration:
+    """Predict the reference's held-out galaxies from the pool, ``chunk_rows`` at a time (only
+    their raw intervals and PIT values are kept), and fit the conformal step."""
+    cal_rows = np.flatnonzero(~ref.pool)
+    if len(cal_rows) == 0:
+        raise PredictError(f"{ref.path}: no held-out (non-train) galaxy to calibrate on")
+    raws, pits = [], []
+    for lo in range(0, len(cal_rows), chunk_rows):
+        part = cal_rows[lo:lo + chunk_rows]
+        vec = _vectors(ref.path, ref.manifest, list(ref.searchers), part)
+        est = estimate(ref.labels, *neighbours(ref, vec, k, None), ref.z_col, ref.grid)
+        raws.append(est.raw)
+        if ref.z_col is not None:
+            pits.append(pit_of(est, ref.grid, ref.labels[part, ref.z_col]))
+    return calibrate(np.concatenate(raws), ref.labels[cal_rows],
+                     np.concatenate(pits) if pits else None, ref.properties, ref.floor)
+
+
+# ----------------------------------------------------------------------------- output rows
+def chunk_columns(ref: Reference, cal: Calibration, est: Estimates) -> dict[str, np.ndarray]:
+    """Output columns (without object_id) of one chunk's estimates."""
+    iv = cal.intervals.apply(est.raw)                          # (n, L, 2, P)
+    cols: dict[str, np.ndarray] = {"n_neighbours": est.n_used.astype(np.int32),
+                                   "neighbour_distance": est.distance.astype(np.float32)}
+    for j, p in enumerate(ref.properties):
+        cols[p] = est.point[:, j].astype(np.float32)
+        names = iter(interval_columns(p))
+        for i in range(len(LEVELS)):
+            for side in range(2):
+                cols[next(names)] = iv[:, i, side, j].astype(np.float32)
+    if est.pdf is not None and cal.pit is not None:
+        cols["redshift_pdf"] = cal.pit.apply(est.pdf, ref.grid).astype(np.float32)
+    return cols
+
+
+def to_arrow(object_id: np.ndarray, cols: dict[str, np.ndarray]):
+    import pyarrow as pa
+
+    arrays = {"object_id": pa.array(object_id.astype(np.int64))}
+    for c, v in cols.items():
+        if v.ndim == 2:
+            arrays[c] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+        else:
+            arrays[c] = pa.array(v)
+    return pa.table(arrays)
+
+
+# ----------------------------------------------------------------------------- the query
+def _same_galaxies(query: dict, ref: Reference) -> bool:
+    """True when the query catalog holds the reference's own galaxies (same catalog, or one
+    embedded from the same dataset): only then is a galaxy left out of its own neighbours."""
+    from galclip.search.catalog import catalog_fingerprint
+
+    if catalog_fingerprint(query) == ref.fingerprint:
+        return True
+    q, r = (query.get("dataset") or {}), (ref.manifest.get("dataset") or {})
+    return bool(q.get("shards_sha256")) and q.get("shards_sha256") == r.get("shards_sha256")
+
+
+def _self_rows(ref: Reference, object_id: np.ndarray) -> np.ndarray:
+    order = np.argsort(ref.object_id, kind="stable")
+    i = np.clip(np.searchsorted(ref.object_id[order], object_id), 0, len(order) - 1)
+    hit = ref.object_id[order[i]] == object_id
+    return np.where(hit, order[i], -1)
+
+
+def iter_query(path: Path, manifest: dict, modalities: Sequence[str], chunk_rows: int
+               ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(object_id (n,), {modality: vectors (n, E), NaN where absent}) per chunk of rows."""
+    import pyarrow as pa
+
+    from galclip import storage
+    from galclip.data.dataset import column_to_numpy
+    from galclip.search.catalog import embedding_column
+
+    cols = ["object_id"] + [embedding_column(m) for m in modalities]
+    pending, held = [], 0
+    tables = storage.iter_row_groups(path, manifest["shards"], cols)
+    for t in [*tables, None]:
+        if t is not None:
+            pending.append(t)
+            held += t.num_rows
+        if pending and (held >= chunk_rows or t is None):
+            merged = pa.concat_tables(pending)
+            yield (merged.column(0).to_numpy(),
+                   {m: column_to_numpy(merged.column(c), manifest["columns"][c]["shape"])
+                    for m, c in zip(modalities, cols[1:], strict=True)})
+            pending, held = [], 0
+
+
+def check_query(path: Path, ref: Reference) -> dict[str, Any]:
+    """The query catalog's manifest, refused when another model embedded it or it lacks a
+    modality the prediction needs."""
+    from galclip.search.catalog import CatalogError, read_catalog_manifest
+
+    try:
+        manifest = read_catalog_manifest(path)
+    except CatalogError as e:
+        raise PredictError(str(e)) from None
+    mine, theirs = manifest["model"].get("sha256"), ref.manifest["model"].get("sha256")
+    if mine != theirs:
+        raise PredictError(f"{ref.path / 'manifest.json'}: field 'model.sha256' is "
+                           f"{str(theirs)[:12]}..., but {path} was embedded with "
+                           f"{str(mine)[:12]}...: the reference must be embedded with the same "
+                           f"model as the catalog")
+    lacking = [m for m in ref.searchers if m not in manifest["modalities"]]
+    if lacking:
+        raise PredictError(f"{path}: the catalog has no {lacking} embeddings to predict from")
+    return manifest
+
+
+@dataclass
+class Prediction:
+    """What ``predict`` wrote (or returns): the metadata (that of the file, plus ``n_rows`` and
+    ``seconds``) and, without ``out``, the table."""
+
+    metadata: dict[str, Any]
+    table: Any = None
+    path: Path | None = None
+
+
+def predict(catalog: str | Path, reference: str | Path, out: str | Path | None = None, *,
+            from_: str = "spectrum", properties: Sequence[str] | None = None, k: int = K,
+            chunk_rows: int = CHUNK_ROWS, pdf_bins: int = PDF_BINS, progress: bool = False,
+            command: str = "galclip.predict") -> Prediction:
+    """Predict every galaxy of ``catalog`` from the labelled ``reference`` (see the module
+    docstring). With ``out`` (.parquet, .csv or .ecsv) the rows are written chunk by chunk and
+    the result holds only the metadata; without it the whole table is returned."""
+    from galclip.search.results import TableWriter, check_format
+
+    if out is not None:
+        check_format(out)
+    if k < 1:
+        raise PredictError(f"--k must be >= 1, got {k}")
+    ref = open_reference(reference, from_, properties, pdf_bins)
+    catalog = Path(catalog)
+    qman = check_query(catalog, ref)
+    t0 = time.perf_counter()
+    cal = fit_calibration(ref, k, chunk_rows)
+    same = _same_galaxies(qman, ref)
+    meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
+    writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
+    parts, n = [], 0
+    for ids, vec in iter_query(catalog, qman, list(ref.searchers), chunk_rows):
+        rows, w, dist = neighbours(ref, vec, k, _self_rows(ref, ids) if same else None)
+        table = to_arrow(ids, chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist,
+                                                              ref.z_col, ref.grid)))
+        writer.write(table) if writer else parts.append(table)
+        n += len(ids)
+        if progress:
+            print(f"\rpredicted {n}/{qman['n_rows']} galaxies", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    path = writer.close() if writer else None
+    meta = {**meta, "n_rows": n, "seconds": round(time.perf_counter() - t0, 3)}
+    if writer:
+        return Prediction(meta, None, path)
+    import pyarrow as pa
+
+    table = pa.concat_tables(parts) if parts else None
+    if table is not None:
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
+    return Prediction(meta, table, None)
+
+
+def _metadata(ref: Reference, cal: Calibration, catalog: Path, qman: dict, from_: str, k: int,
+              same: bool, command: str) -> dict[str, Any]:
+    from galclip.search.catalog import catalog_fingerprint
+
+    return {
+        "model_sha256": ref.manifest["model"].get("sha256"),
+        "reference": {"path": str(ref.path.resolve()), "fingerprint": ref.fingerprint,
+                      "n_rows": int(len(ref.labels)), "n_pool": int(ref.pool.sum()),
+                      "n_calibration": int((~ref.pool).sum())},
+        "catalog": {"path": str(catalog.resolve()), "fingerprint": catalog_fingerprint(qman),
+                    "n_rows": int(qman["n_rows"]), "same_galaxies_as_reference": same},
+        "from": from_, "k": k, "properties": ref.properties, "levels": list(LEVELS),
+        "point_estimate": "inverse-distance weighted mean of the k neighbours' labels",
+        "intervals": "split-conformal CQR-r on the reference's held-out (non-train) galaxies",
+        "calibration": cal.summary,
+        "redshift_pdf_grid": ref.grid.to_dict() if ref.grid is not None and cal.pit else None,
+        "command": command,
+    }
+
+
+def read_prediction_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata ``predict`` stored in a Parquet or ECSV output."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY.encode())
+        if raw is None:
+            raise PredictError(f"{path}: no '{METADATA_KEY}' metadata: not a galclip prediction")
+        return json.loads(raw)
+    from astropy.table import Table
+
+    meta = Table.read(path, format="ascii.ecsv").meta.get(METADATA_KEY)
+    if meta is None:
+        raise PredictError(f"{path}: no '{METADATA_KEY}' metadata: not a galclip prediction")
+    return meta

@@ -1,0 +1,257 @@
+"""galclip predict: calibrated k-NN intervals and redshift densities, refusals, outputs, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from galclip.eval import conformal as cf
+
+SHA = "a" * 64
+
+
+def _curve(t: np.ndarray, rng, dim: int = 8, noise: float = 0.02) -> np.ndarray:
+    """Unit vectors along a smooth curve parametrised by t in [0, 1], plus a little noise."""
+    freqs = np.arange(1, dim // 2 + 1)[None]
+    x = np.concatenate([np.cos(np.pi * t[:, None] * freqs), np.sin(np.pi * t[:, None] * freqs)], 1)
+    x = x + noise * rng.normal(size=x.shape)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_catalog(path, n: int, seed: int, first_id: int = 0, sha: str = SHA):
+    """A catalog whose ``redshift`` = 0.05 + 0.4 t + N(0, 0.01 + 0.03 t) (heteroscedastic),
+    t uniform: the true 68 % interval of a galaxy at t is known exactly."""
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 1, n)
+    z = 0.05 + 0.4 * t + rng.normal(0, 0.01 + 0.03 * t)
+    meta = {"object_id": np.arange(first_id, first_id + n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 10, n),
+            "redshift": z.astype(np.float32), "log_mstar": (9 + 2 * t + rng.normal(0, 0.2, n)),
+            "quenched": (t > 0.5).astype(np.int8)}
+    emb = {"image": _curve(t, rng, noise=0.3), "spectrum": _curve(t, rng)}
+    write_catalog(path, meta, emb, model_sha256=sha)
+    for m in emb:
+        build_index(path, m, kind="flat", verbose=False)
+    return meta
+
+
+@pytest.fixture(scope="module")
+def catalogs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    ref = synthetic_catalog(root / "ref", 8000, seed=0)
+    query = synthetic_catalog(root / "query", 3000, seed=1)   # ids overlap the reference's
+    return root, ref, query
+
+
+# ----------------------------------------------------------------------------- conformal math
+def test_conformal_step_fixes_a_deliberately_overconfident_estimator():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(6000, 1))
+    raw = np.empty((6000, 2, 2, 1))  # intervals half as wide as the true 68 % / 95 % ones
+    raw[:, 0, 0], raw[:, 0, 1], raw[:, 1, 0], raw[:, 1, 1] = -0.5, 0.5, -0.98, 0.98
+    assert cf.coverage(raw[3000:], y[3000:])[0, 0] < 0.45            # overconfident
+    cal = cf.IntervalCalibration.fit(raw[:3000], y[:3000], np.array([1e-6]))
+    cov = cf.coverage(cal.apply(raw[3000:]), y[3000:])[:, 0]
+    assert abs(cov[0] - 0.68) < 0.03 and abs(cov[1] - 0.95) < 0.015
+    assert cal.q[0, 0] == pytest.approx(0.5, abs=0.1)               # widened to ±1 sigma
+
+
+def test_weighted_quantiles_follow_the_weights():
+    y = np.array([[1.0, 2.0, 3.0, np.nan]])[:, :, None]
+    w = np.array([[1.0, 1.0, 2.0, 5.0]])
+    q = cf.weighted_quantiles(y, w, (0.5, 0.01, 0.99))[0, :, 0]
+    assert 2.0 < q[0] < 3.0 and q[1] == 1.0 and q[2] == 3.0          # NaN label ignored
+
+
+def test_redshift_pdf_is_normalised_and_recalibrated_pit_is_uniform():
+    rng = np.random.default_rng(1)
+    grid = cf.Grid(0.0, 0.005, 200)
+    n, k = 3000, 32
+    centre = rng.uniform(0.1, 0.9, n)
+    truth = centre + rng.normal(0, 0.05, n)
+    neigh = centre[:, None] + rng.normal(0, 0.01, (n, k))          # too narrow by 5x
+    w = np.ones((n, k))
+    pdf = cf.raw_pdf(neigh, w, grid)
+    np.testing.assert_allclose(pdf.sum(1) * grid.step, 1.0, atol=1e-9)
+    u = cf.cdf_at(pdf, grid, truth)
+    assert cf.pit_ks(u[1500:]) > 0.2                                  # raw: overconfident
+    pit = cf.PitCalibration.fit(u[:1500])
+    cal = pit.apply(pdf[1500:], grid)
+    np.testing.assert_allclose(cal.sum(1) * grid.step, 1.0, atol=1e-9)
+    assert (cal >= 0).all()
+    assert cf.pit_ks(cf.cdf_at(cal, grid, truth[1500:])) < 0.05
+    assert cf.crps(cal, grid, truth[1500:]).mean() < cf.crps(pdf[1500:], grid, truth[1500:]).mean()
+
+
+def test_crps_of_a_sharp_density_is_the_absolute_error():
+    grid = cf.Grid(0.0, 0.001, 1000)
+    pdf = np.zeros((1, 1000))
+    pdf[0, 300] = 1 / grid.step                                       # all mass in [0.3, 0.301]
+    assert cf.crps(pdf, grid, np.array([0.5]))[0] == pytest.approx(0.1995, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- predict
+def test_intervals_cover_the_truth_as_promised_on_new_galaxies(catalogs):
+    from galclip.eval.predict import interval_columns, predict
+
+    root, _, query = catalogs
+    res = predict(root / "query", root / "ref", from_="spectrum", k=32)
+    t = res.table
+    assert t.num_rows == 3000 and t.column("object_id").to_numpy().tolist() == \
+        query["object_id"].tolist()
+    for prop in ("redshift", "log_mstar"):
+        truth = query[prop]
+        lo68, hi68, lo95, hi95 = (t.column(c).to_numpy() for c in interval_columns(prop))
+        assert abs(np.mean((lo68 <= truth) & (truth <= hi68)) - 0.68) < 0.03, prop
+        assert abs(np.mean((lo95 <= truth) & (truth <= hi95)) - 0.95) < 0.03, prop
+        assert (lo95 <= lo68).all() and (hi68 <= hi95).all()
+    grid = cf.Grid(**{k: v for k, v in res.metadata["redshift_pdf_grid"].items() if k != "centres"})
+    pdf = np.stack(t.column("redshift_pdf").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(pdf.sum(1) * grid.step, 1.0, atol=1e-4)
+    assert cf.pit_ks(cf.cdf_at(pdf, grid, query["redshift"])) < 0.05
+    # heteroscedastic truth: the intervals widen where the noise is larger
+    wide = (t.column("redshift_hi68").to_numpy() - t.column("redshift_lo68").to_numpy())
+    assert np.median(wide[query["redshift"] > 0.35]) > 2 * np.median(wide[query["redshift"] < 0.15])
+
+
+def test_galaxy_is_left_out_of_its_own_neighbours_only_in_its_own_catalog(catalogs):
+    from galclip.eval.predict import Reference, _same_galaxies, open_reference
+    from galclip.search.catalog import read_catalog_manifest
+
+    root, ref_meta, _ = catalogs
+    ref: Reference = open_reference(root / "ref", "spectrum")
+    assert _same_galaxies(read_catalog_manifest(root / "ref"), ref)
+    assert not _same_galaxies(read_catalog_manifest(root / "query"), ref)  # ids overlap, though
+    from galclip.eval.predict import _vectors, neighbours
+
+    rows = np.flatnonzero(ref.pool)[:50]
+    vec = _vectors(ref.path, ref.manifest, ["spectrum"], rows)
+    own, _, dist = neighbours(ref, vec, 8, rows)
+    assert not (own == rows[:, None]).any()
+    other, _, dist2 = neighbours(ref, vec, 8, None)                   # as a foreign catalog
+    assert (other[:, 0] == rows).all() and np.allclose(dist2[:, 0], 0, atol=1e-3)
+
+
+def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
+    from galclip.eval.predict import interval_columns, predict, read_prediction_metadata
+    from galclip.search.catalog import catalog_fingerprint, read_catalog_manifest
+
+    root, _, _ = catalogs
+    res = predict(root / "query", root / "ref", tmp_path / "p.parquet", from_="both",
+                  properties=["redshift"], k=16, chunk_rows=700)
+    t = pq.read_table(tmp_path / "p.parquet")
+    assert t.column_names == ["object_id", "n_neighbours", "neighbour_distance", "redshift",
+                              *interval_columns("redshift"), "redshift_pdf"]
+    assert t.num_rows == 3000 and (t.column("n_neighbours").to_numpy() == 32).all()
+    meta = read_prediction_metadata(tmp_path / "p.parquet")
+    assert {**meta, "n_rows": 3000, "seconds": res.metadata["seconds"]} == \
+        json.loads(json.dumps(res.metadata))
+    assert meta["model_sha256"] == SHA and meta["k"] == 16
+    assert meta["reference"]["fingerprint"] == catalog_fingerprint(read_catalog_manifest(root / "ref"))
+    assert meta["calibration"]["n_calibration"]["redshift"] == meta["reference"]["n_calibration"]
+    assert len(meta["redshift_pdf_grid"]["centres"]) == t.column("redshift_pdf").type.list_size
+    predict(root / "query", root / "ref", tmp_path / "p.ecsv", properties=["redshift"], k=16)
+    from astropy.table import Table
+
+    e = Table.read(tmp_path / "p.ecsv", format="ascii.ecsv")
+    assert e["redshift_pdf"].shape == (3000, meta["redshift_pdf_grid"]["n"])
+    assert read_prediction_metadata(tmp_path / "p.ecsv")["k"] == 16
+    predict(root / "query", root / "ref", tmp_path / "p.csv", properties=["redshift"], k=16)
+    header = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert "redshift_lo95" in header and "redshift_pdf" not in header
+
+
+def test_refuses_mismatched_references(catalogs, tmp_path):
+    from galclip.eval.predict import PredictError, predict
+
+    root, _, _ = catalogs
+    synthetic_catalog(tmp_path / "other-model", 300, seed=2, sha="b" * 64)
+    with pytest.raises(PredictError, match="model.sha256"):
+        predict(root / "query", tmp_path / "other-model")
+    with pytest.raises(PredictError, match=r"no numeric label column\(s\) \['log_sfr'\]"):
+        predict(root / "query", root / "ref", properties=["log_sfr"])
+    with pytest.raises(PredictError, match="numeric label"):
+        predict(root / "query", root / "ref", properties=["quenched"])  # a class, not a quantity
+    with pytest.raises(PredictError, match="too few held-out"):
+        synthetic_catalog(tmp_path / "small", 60, seed=3)
+        predict(root / "query", tmp_path / "small")
+    with pytest.raises(ValueError, match="unknown table format"):
+        predict(root / "query", root / "ref", tmp_path / "p.txt")
+    from galclip.search.catalog import write_catalog
+
+    n = 500   # a reference with no spectra, and one whose labels are all missing
+    meta = {"object_id": np.arange(n), "ra": np.zeros(n), "dec": np.zeros(n),
+            "redshift": np.full(n, np.nan, np.float32), "log_mstar": np.ones(n)}
+    write_catalog(tmp_path / "no-spec", meta, {"image": _curve(np.linspace(0, 1, n),
+                                                                np.random.default_rng(0))},
+                  model_sha256=SHA)
+    with pytest.raises(PredictError, match="no spectrum embeddings"):
+        predict(root / "query", tmp_path / "no-spec", from_="spectrum", properties=["log_mstar"])
+    with pytest.raises(PredictError, match=r"no value \(all NaN\)"):   # nothing labelled
+        predict(root / "query", tmp_path / "no-spec", from_="image", properties=["redshift"])
+
+
+def test_cli_writes_predictions_and_bad_arguments_exit_2(catalogs, tmp_path, capsys):
+    from galclip.cli import main
+
+    root, _, _ = catalogs
+    out = tmp_path / "pred.parquet"
+    assert main(["predict", str(root / "query"), "--reference", str(root / "ref"), "--out",
+                 str(out), "--properties", "redshift", "--k", "16"]) == 0
+    assert pq.read_table(out).num_rows == 3000
+    assert "coverage" in capsys.readouterr().out
+    for bad, msg in ((["--k", "0"], "--k"), (["--from", "x"], "--from"),
+                     (["--properties", "nope"], "nope"), (["--out", str(tmp_path / "x.txt")],
+                                                           "unknown table format")):
+        args = ["predict", str(root / "query"), "--reference", str(root / "ref"), "--out",
+                str(out), *bad]
+        assert main(args) == 2, bad
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err
+    assert main(["predict", str(tmp_path / "missing"), "--reference", str(root / "ref"),
+                 "--out", str(out)]) == 2
+
+
+def test_evaluate_photoz_scores_calibrated_redshifts_for_each_source(tmp_path):
+    from galclip.eval import plots
+    from galclip.eval.photoz import photoz_results, table
+
+    rng = np.random.default_rng(5)
+    t = rng.uniform(0, 1, 4000)
+    z = 0.05 + 0.4 * t + rng.normal(0, 0.01, 4000)
+    emb = _curve(t, rng, noise=0.05)
+    phot = np.stack([t + rng.normal(0, 0.2, 4000), rng.normal(size=4000)], 1)
+    res = photoz_results({"spectrum": emb[:3000], "photometry": phot[:3000]}, z[:3000],
+                         {"spectrum": emb[3000:], "photometry": phot[3000:]}, z[3000:], k=32)
+    for source, r in res.items():
+        assert abs(r["coverage_68"] - 0.68) < 0.05 and abs(r["coverage_95"] - 0.95) < 0.03
+        assert r["pit_ks"] < 0.08 and sum(r["pit_histogram"]) == r["n"] == 1000, source
+    assert res["spectrum"]["sigma_nmad"] < res["photometry"]["sigma_nmad"]
+    assert res["spectrum"]["crps"] < res["photometry"]["crps"]
+    head, rows = table(res)
+    assert head[1] == "PIT KS" and [r[0] for r in rows] == ["spectrum", "photometry"]
+    assert plots.pit_histograms(res, tmp_path / "pit.png").stat().st_size > 0
+
+
+def test_report_shows_the_photoz_table_and_pit_figure(tmp_path):
+    from galclip.eval import plots
+    from galclip.eval.report import render_markdown, tables
+    from test_eval_report import metrics
+
+    m = metrics()
+    m["photoz"] = {"spectrum": {"pit_ks": 0.031, "pit_histogram": [5] * 20, "coverage_68": 0.69,
+                                "coverage_95": 0.951, "crps": 0.004, "sigma_nmad": 0.006,
+                                "bias": 0.0001, "eta_0.15": 0.0, "eta_0.05": 0.01, "r2": 0.97,
+                                "n": 100}}
+    head, rows = tables(m)["photoz"]
+    assert rows == [["spectrum", "0.0310", "0.6900", "0.9510", "0.0040", "0.0060", "0.0001",
+                     "0.0000", "0.0100", "100"]]
+    fig = plots.pit_histograms(m["photoz"], tmp_path / "figures" / "pit.png", 30)
+    md = render_markdown(m, [("Zero-shot redshift PIT", fig)], tmp_path)
+    assert "Zero-shot redshift densities and intervals" in md and "figures/pit.png" in md
+    assert "densities and intervals" not in render_markdown(metrics(), [], tmp_path)
