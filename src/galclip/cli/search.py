@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(res.neighbours)} rows to {res.write(args.out)}", file=sys.stderr)
     if not res.neighbours:
         print(f"galclip search: no results: {_empty_reason(res.query)}", file=sys.stderr)
+    if res.query.get("ivar_estimated"):
+        print("galclip search: the spectrum file has no inverse variance; its noise was estimated "
+              "from the flux (query.ivar_estimated; see docs/search.md)", file=sys.stderr)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))
         return 0

@@ -211,7 +211,8 @@ class Catalog:
 
         Give exactly one of ``id`` (with ``from_``, default "image"), ``image`` (array or FITS
         path), ``spectrum`` ((flux, ivar) or FITS path), ``vector`` (with ``from_``). ``to``
-        defaults to the query's modality. ``exclude_self`` (default: True for an id searched in
+        defaults to the query's modality; a spectrum query reports ``query["ivar_estimated"]`` (True
+        when the file had no ivar and it was estimated from the flux). ``exclude_self`` (default: True for an id searched in
         its own modality) drops the query object from the results. ``targetid`` or ``row`` picks
         the fibre of a multi-fibre DESI coadd/spectra file given as ``spectrum``.
         """
@@ -266,12 +267,11 @@ class Catalog:
             arr = image if isinstance(image, np.ndarray) else read_image_fits(image, str(image))
             return self.embed("image", arr), "image", {"file": _name(image)}
         if spectrum is not None:
-            from galclip.search.queryfile import read_spectrum_fits
-
-            f, iv = (spectrum if isinstance(spectrum, tuple)
-                     else read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row))
+            arrays = _spectrum_arrays(spectrum, targetid, row)
             pick = {k: v for k, v in (("targetid", targetid), ("row", row)) if v is not None}
-            return self.embed("spectrum", f, iv), "spectrum", {"file": _name(spectrum), **pick}
+            return self.embed("spectrum", *arrays), "spectrum", {
+                "file": _name(spectrum), **pick,
+                "ivar_estimated": bool(getattr(arrays, "ivar_estimated", False))}
         if from_ not in MODALITIES:
             raise ValueError(f"a vector query needs from_ in {MODALITIES}")
         return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}
@@ -363,6 +363,20 @@ def _filtered_search(loaded: LoadedIndex, q: np.ndarray, allowed: np.ndarray, k:
     if loaded.kind != "flat" and (p[0] < 0).any():
         return _exact_subset(loaded.index, q, np.flatnonzero(allowed), k)
     return s, p
+
+
+def _spectrum_arrays(spectrum, targetid, row):
+    """(flux, ivar) of a spectrum query: the tuple given, or read from the file (the query dict
+    reports an estimated ivar, so the reader's warning is not repeated)."""
+    import warnings
+
+    from galclip.search.queryfile import IvarEstimatedWarning, read_spectrum_fits
+
+    if isinstance(spectrum, tuple):
+        return spectrum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        return read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row)
 
 
 def _name(x: Any) -> str:
