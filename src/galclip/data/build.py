@@ -2,8 +2,8 @@
 
 Inputs are classified by content (:func:`classify_inputs`): DESI coadd/spectra FITS (+ redrock/
 zbest), DESI flux tables without ivar (:mod:`galclip.data.desi_tables`: the noise is estimated
-and the row marked ``ivar_estimated``), MMU DESI HDF5, Legacy Survey cutout FITS, Stein et al. HDF5, MMU Legacy Survey HDF5,
-AstroCLIP HDF5 / Hugging Face copies (already paired), and a PROVABGS catalogue.
+and the row marked ``ivar_estimated``), MMU DESI HDF5, Legacy Survey cutout FITS, Stein et al.
+HDF5, MMU Legacy Survey HDF5, AstroCLIP HDF5 / Hugging Face copies (already paired), and a PROVABGS catalogue.
 
 Three passes keep memory bounded by one shard plus one chunk:
 

@@ -211,10 +211,11 @@ class Catalog:
 
         Give exactly one of ``id`` (with ``from_``, default "image"), ``image`` (array or FITS
         path), ``spectrum`` ((flux, ivar) or FITS path), ``vector`` (with ``from_``). ``to``
-        defaults to the query's modality; a spectrum query reports ``query["ivar_estimated"]`` (True
-        when the file had no ivar and it was estimated from the flux). ``exclude_self`` (default: True for an id searched in
-        its own modality) drops the query object from the results. ``targetid`` or ``row`` picks
-        the fibre of a multi-fibre DESI coadd/spectra file given as ``spectrum``.
+        defaults to the query's modality; a spectrum query reports ``query["ivar_estimated"]``
+        (True when the file had no ivar and it was estimated from the flux). ``exclude_self``
+        (default: True for an id searched in its own modality) drops the query object from the
+        results. ``targetid`` or ``row`` picks the fibre of a multi-fibre DESI coadd/spectra file
+        (or flux table) given as ``spectrum``.
         """
         given = [x is not None for x in (id, image, spectrum, vector)]
         if sum(given) != 1:
