@@ -5,7 +5,9 @@ In-modality (image->image, spectrum->spectrum) or across modalities with --to. A
 embedded with the catalog's own model; a DESI coadd/spectra file holding several fibres needs
 --targetid or --row. --where keeps only rows matching metadata clauses and still returns k
 results. The query's redshift and the neighbours' redshift spread are printed with the table;
---out writes the table as .csv, .parquet or .ecsv.
+--out writes the table as .csv, .parquet or .ecsv. Every query gets an out-of-distribution
+score (query.ood_score in --json: the share of the catalog's held-out galaxies whose 10th
+neighbour is nearer) and is flagged unfamiliar (query.unfamiliar) beyond what 99 % of them reach.
 
 Examples (against the catalog `make demo` writes):
   galclip search runs/demo/catalog --id 3 --k 10
@@ -110,10 +112,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_header(res.query))
     if "cone" not in res.query:
+        print(_familiarity(res.query))
         print(summary_line(res.redshift))
     if res.neighbours:
         print(res.to_text([c for c in args.columns.split(",") if c]))
     return 0
+
+
+def _familiarity(q: dict) -> str:
+    if q.get("ood_score") is None:
+        return "# familiarity: not calibrated (the catalog has no held-out rows for it)"
+    verdict = ("UNFAMILIAR: unlike the catalog's galaxies, neighbours' labels are not to be "
+               "trusted" if q["unfamiliar"] else "familiar")
+    return (f"# OOD score {q['ood_score']:.3f} (k={q['ood_k']} neighbour at cosine distance "
+            f"{q['ood_distance']:.4f}): {verdict}")
 
 
 def _empty_reason(q: dict) -> str:
