@@ -16,6 +16,11 @@ Examples (against the catalog `make demo` writes):
   galclip search runs/demo/catalog --id 3 --out neighbours.csv
   galclip search runs/demo/catalog --spectrum ../shared/data/real/desi/coadd-sv3-dark-26065.fits \
       --targetid 39627866878511337 --to image
+  galclip search runs/demo/catalog --spectrum \
+      ../shared/data/real/desi-andes/coadd-bgs-66003-20200315.fits --targetid 35191325330507548 --json
+
+A spectrum file without inverse variance (like the last, a DESI flux table) is read with a noise
+estimated from its flux; the output says so (query.ivar_estimated).
 """
 from __future__ import annotations
 
