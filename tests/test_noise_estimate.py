@@ -125,3 +125,30 @@ def test_build_dataset_reads_flux_tables_and_marks_the_estimated_ivar(tmp_path, 
     assert cols["ivar_estimated"].all() and np.isfinite(cols["ra"]).all()
     np.testing.assert_allclose(cols["redshift"], [truth[i] for i in cols["object_id"]],
                                rtol=1e-6)
+
+
+def test_a_desi_coadd_stripped_of_its_ivar_is_read_with_an_estimate_close_to_it(tmp_path,
+                                                                                real_data):
+    """The pipeline format without {ARM}_IVAR HDUs: the query reader and build-dataset both
+    estimate the ivar, mark it, and land near the pipeline's own."""
+    from astropy.io import fits
+
+    from galclip.data.build import BuildConfig, build_dataset
+    from galclip.data.desi import read_desi_spectra
+
+    src = real_data / "desi" / "coadd-4-80613-thru20210324.fits"
+    stripped = tmp_path / "coadd-noivar.fits"
+    with fits.open(src) as hdul:
+        fits.HDUList([h.copy() for h in hdul if not h.name.endswith("_IVAR")]).writeto(stripped)
+    _, true_ivar = read_spectrum_fits(src)
+    with pytest.warns(IvarEstimatedWarning):
+        spec = read_spectrum_fits(stripped)
+    good = (true_ivar > 0) & (spec[1] > 0)
+    assert spec.ivar_estimated and good.mean() > 0.9
+    assert 0.75 < np.median(spec[1][good] / true_ivar[good]) < 1.25
+    batch, _ = read_desi_spectra(stripped, [real_data / "desi" / "redrock-4-80613-thru20210324.fits"])
+    assert batch["ivar_estimated"].all()
+    cfg = BuildConfig(out=str(tmp_path / "ds"), spectra=[str(stripped)], keep_unpaired=True,
+                      redshifts=[str(real_data / "desi" / "redrock-4-80613-thru20210324.fits")],
+                      progress=False)
+    assert build_dataset(cfg)["report"].ivar_estimated == 1

@@ -21,9 +21,10 @@ Spectrum, any of:
 - an image HDU with 7781 flux values on the galclip grid, optionally an ``IVAR`` HDU.
 Flux in 1e-17 erg/s/cm^2/A (see ``galclip.conventions``).
 
-A spectrum without an inverse variance (a flux table, a table without ``ivar``, a flux array
-without ``IVAR``) gets one estimated from its own flux (``galclip.data.noise``: a local DER_SNR
-on the file's own pixels, before resampling), never a constant: the result's
+A spectrum without an inverse variance (a DESI file without ``{ARM}_IVAR`` HDUs, a flux table,
+a table without ``ivar``, a flux array without ``IVAR``) gets one estimated from its own flux
+(``galclip.data.noise``: a local DER_SNR on the file's own pixels, before resampling), never a
+constant: the result's
 ``ivar_estimated`` is then True, searches report it in ``query.ivar_estimated``, and
 :func:`read_spectrum_fits` warns (:class:`IvarEstimatedWarning`).
 """
@@ -125,6 +126,7 @@ def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file", 
         if _is_desi(hdul):
             i = _fibre(_targets(hdul), name, targetid, row)
             flux, ivar = _desi_coadd(hdul, name, i)
+            estimated = not _has_ivar(hdul)
             name = f"{name} row {i} (TARGETID {_targets(hdul)[i]['targetid']})"
         elif (table := _flux_table(hdul)) is not None:
             flux, ivar, name = _flux_table_spectrum(table, name, targetid, row)
@@ -201,10 +203,24 @@ def _targets(hdul) -> list[dict]:
     def col(c, i):
         return _scalar(fm[c][i]) if c in cols and i < len(fm) else None
 
-    n_good = sum((np.atleast_2d(hdul[f"{a}_IVAR"].data) > 0).sum(axis=1) for a in "BRZ")  # (N,)
+    n_good = sum(_good(hdul, a).sum(axis=1) for a in "BRZ")  # (N,)
     return [{"row": i, "targetid": col("TARGETID", i), "objtype": col("OBJTYPE", i),
              "ra": col("TARGET_RA", i), "dec": col("TARGET_DEC", i), "n_good": int(n_good[i])}
             for i in range(n)]
+
+
+def _has_ivar(hdul) -> bool:
+    return any(f"{a}_IVAR" in hdul for a in "BRZ")
+
+
+def _good(hdul, arm: str) -> np.ndarray:
+    """(N, P) pixels of an arm with a measurement: ivar > 0, or (no IVAR HDUs) finite flux."""
+    if _has_ivar(hdul):
+        return np.atleast_2d(hdul[f"{arm}_IVAR"].data) > 0
+    good = np.isfinite(np.atleast_2d(hdul[f"{arm}_FLUX"].data))
+    if f"{arm}_MASK" in hdul:
+        good &= np.atleast_2d(hdul[f"{arm}_MASK"].data) == 0
+    return good
 
 
 def _scalar(v):
@@ -248,10 +264,15 @@ def _desi_coadd(hdul, name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
     for arm in "BRZ":
         wave = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
         flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[i:i + 1].astype(np.float64)  # (1, P)
-        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[i:i + 1].astype(np.float64)
-        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-        if f"{arm}_MASK" in hdul:
-            good &= np.atleast_2d(hdul[f"{arm}_MASK"].data)[i:i + 1] == 0
+        mask = (np.atleast_2d(hdul[f"{arm}_MASK"].data)[i:i + 1] if f"{arm}_MASK" in hdul
+                else np.zeros(flux.shape, np.int64))
+        if _has_ivar(hdul):
+            ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[i:i + 1].astype(np.float64)
+        else:   # no IVAR HDUs: estimated from the flux, arm by arm
+            from galclip.data.desi import estimate_arm_ivar
+
+            ivar = estimate_arm_ivar(np.where(np.isfinite(flux), flux, np.nan), mask)
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0) & (mask == 0)
         arms.append((arm_pixels(name, arm, wave), flux, ivar, good))
     flux, ivar = merge_arms(arms)
     return flux[0], ivar[0]
