@@ -62,16 +62,12 @@ def real_spectra(real: Path) -> list[dict]:
 
 def predict(cat, spectra: list[dict]) -> None:
     """Adds z_pred, ood_score, unfamiliar, cosine of the nearest neighbour to each spectrum."""
-    from galclip.search.ood import ood_scores
-
-    z_cat = cat.meta["redshift"]
     for s in spectra:
         v = cat.embed("spectrum", s["flux"], s["ivar"])
-        rows, scores = cat._nearest(v, "spectrum", K, None, None)
-        s["z_pred"] = float(np.median(z_cat[rows]))
-        s["nn_cosine"] = float(scores[0])
-        o = ood_scores(cat, "spectrum", v)
-        s["ood_score"], s["unfamiliar"] = float(o["ood_score"][0]), bool(o["unfamiliar"][0])
+        res = cat.search(vector=v, from_="spectrum", k=K)
+        s["z_pred"] = float(np.median([n["redshift"] for n in res.neighbours]))
+        s["nn_cosine"] = float(res.neighbours[0]["score"])
+        s["ood_score"], s["unfamiliar"] = res.query["ood_score"], res.query["unfamiliar"]
 
 
 def summarise(spectra: list[dict]) -> list[dict]:
