@@ -191,8 +191,10 @@ def test_embed_search_index_commands(built, capsys, monkeypatch):
     assert main(["search", str(built.catalog), "--id", str(first), "--to", "spectrum", "--k", "4",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    familiarity = {k: out["query"][k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance")}
     assert out["query"] == {"id": first, "from": "image", "to": "spectrum", "k": 4, "where": None,
-                            "redshift": out["query"]["redshift"]}
+                            "redshift": out["query"]["redshift"], **familiarity}
+    assert 0 <= familiarity["ood_score"] <= 1
     assert out["redshift"]["query"] == out["query"]["redshift"] is not None
     assert len(out["neighbours"]) == 4
     assert main(["search", str(built.catalog), "--id", "5", "--k", "3"]) == 2

@@ -142,8 +142,10 @@ def test_upload_real_desi_coadd_and_band_order_from_header(env, real_data, tmp_p
     r = client.post("/api/search/upload", files={"file": ("coadd.fits", coadd)},
                     data={"kind": "spectrum", "to": "image", "k": "4"})
     assert r.status_code == 200, r.text
-    assert r.json()["query"] == {"file": "coadd.fits", "from": "spectrum", "to": "image", "k": 4,
-                                 "where": None}
+    q = r.json()["query"]
+    familiarity = {k: q[k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance")}
+    assert q == {"file": "coadd.fits", "from": "spectrum", "to": "image", "k": 4, "where": None,
+                 "ivar_estimated": False, **familiarity}
     assert len(r.json()["neighbours"]) == 4
     # planes stored z, r, g and labelled so: read back in g, r, z order
     image = ds[3]["image"]

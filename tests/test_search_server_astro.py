@@ -65,6 +65,21 @@ def test_preview_and_upload_of_a_multi_fibre_coadd(env, real_data):
     assert r.status_code == 200 and r.json()["query"]["targetid"] == "39627866878514741"
 
 
+def test_a_flux_table_without_ivar_is_searched_and_the_estimate_is_said(env, real_data):
+    client = env[0]
+    blob = (real_data / "desi-andes" / "coadd-bgs-66003-20200315.fits").read_bytes()
+    pick = {"kind": "spectrum", "targetid": "35191325330508031"}
+    r = client.post("/api/preview", files={"file": ("andes.fits", blob)}, data=pick)
+    assert r.status_code == 200 and r.json()["ivar_estimated"] is True
+    assert len(r.json()["targets"]) == 5
+    r = client.post("/api/search/upload", files={"file": ("andes.fits", blob)},
+                    data={**pick, "k": "3"})
+    assert r.status_code == 200, r.text
+    q = r.json()["query"]
+    assert q["ivar_estimated"] is True and 0 <= q["ood_score"] <= 1
+    assert isinstance(q["unfamiliar"], bool)
+
+
 def test_openapi_is_3_0_without_null_types(env):
     doc = env[0].get("/openapi.json").json()
     assert doc["openapi"] == "3.0.3"

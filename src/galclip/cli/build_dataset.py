@@ -16,6 +16,12 @@ them):
       ../shared/data/real/desi/redrock-special-dark-27247.fits --keep-unpaired --skip-bad \\
       --out runs/desi-2
 
+DESI flux tables without ivar (WAVELENGTH + TARGET<TARGETID> columns, positions from the zbest
+file) are read with a noise estimated from the flux, marked in the column ivar_estimated:
+  galclip build-dataset --spectra ../shared/data/real/desi-andes/coadd-bgs-66003-20200315.fits \
+      --redshifts ../shared/data/real/desi-andes/zbest-bgs-66003-20200315.fits --keep-unpaired \
+      --out runs/andes-bgs
+
 The same for the other surveys: --astroclip astroclip_desi.1.1.5.h5 --catalog
 BGS_ANY_full.provabgs.sv3.v0.hdf5 (AstroCLIP with PROVABGS properties), or --mmu mmu/desi
 mmu/legacysurvey (Multimodal Universe folders).
@@ -76,4 +82,7 @@ def run(args: argparse.Namespace) -> int:
           f"image only {r.written_image_only})\n"
           f"unmatched: {r.unmatched_spectra} spectra, {r.unmatched_images} images; "
           f"rejected: {r.rejected or 'none'} (see {args.out}/rejects.csv)")
+    if r.ivar_estimated:
+        print(f"{r.ivar_estimated} spectra came without ivar: their noise is estimated from the "
+              f"flux (column ivar_estimated; docs/data.md)")
     return 0

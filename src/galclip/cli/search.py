@@ -5,7 +5,9 @@ In-modality (image->image, spectrum->spectrum) or across modalities with --to. A
 embedded with the catalog's own model; a DESI coadd/spectra file holding several fibres needs
 --targetid or --row. --where keeps only rows matching metadata clauses and still returns k
 results. The query's redshift and the neighbours' redshift spread are printed with the table;
---out writes the table as .csv, .parquet or .ecsv.
+--out writes the table as .csv, .parquet or .ecsv. Every query gets an out-of-distribution
+score (query.ood_score in --json: the share of the catalog's held-out galaxies whose 10th
+neighbour is nearer) and is flagged unfamiliar (query.unfamiliar) beyond what 99 % of them reach.
 
 Examples (against the catalog `make demo` writes):
   galclip search runs/demo/catalog --id 3 --k 10
@@ -14,6 +16,11 @@ Examples (against the catalog `make demo` writes):
   galclip search runs/demo/catalog --id 3 --out neighbours.csv
   galclip search runs/demo/catalog --spectrum ../shared/data/real/desi/coadd-sv3-dark-26065.fits \
       --targetid 39627866878511337 --to image
+  galclip search runs/demo/catalog --spectrum \
+      ../shared/data/real/desi-andes/coadd-bgs-66003-20200315.fits --targetid 35191325330507548 --json
+
+A spectrum file without inverse variance (like the last, a DESI flux table) is read with a noise
+estimated from its flux; the output says so (query.ivar_estimated).
 """
 from __future__ import annotations
 
@@ -102,15 +109,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(res.neighbours)} rows to {res.write(args.out)}", file=sys.stderr)
     if not res.neighbours:
         print(f"galclip search: no results: {_empty_reason(res.query)}", file=sys.stderr)
+    if res.query.get("ivar_estimated"):
+        print("galclip search: the spectrum file has no inverse variance; its noise was estimated "
+              "from the flux (query.ivar_estimated; see docs/search.md)", file=sys.stderr)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))
         return 0
     print(_header(res.query))
     if "cone" not in res.query:
+        print(_familiarity(res.query))
         print(summary_line(res.redshift))
     if res.neighbours:
         print(res.to_text([c for c in args.columns.split(",") if c]))
     return 0
+
+
+def _familiarity(q: dict) -> str:
+    if q.get("ood_score") is None:
+        return "# familiarity: not calibrated (the catalog has no held-out rows for it)"
+    verdict = ("UNFAMILIAR: unlike the catalog's galaxies, neighbours' labels are not to be "
+               "trusted" if q["unfamiliar"] else "familiar")
+    return (f"# OOD score {q['ood_score']:.3f} (k={q['ood_k']} neighbour at cosine distance "
+            f"{q['ood_distance']:.4f}): {verdict}")
 
 
 def _empty_reason(q: dict) -> str:

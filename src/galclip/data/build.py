@@ -1,8 +1,9 @@
 """Build a galclip dataset from survey files: cross-match images and spectra, stream, report.
 
 Inputs are classified by content (:func:`classify_inputs`): DESI coadd/spectra FITS (+ redrock/
-zbest), MMU DESI HDF5, Legacy Survey cutout FITS, Stein et al. HDF5, MMU Legacy Survey HDF5,
-AstroCLIP HDF5 / Hugging Face copies (already paired), and a PROVABGS catalogue.
+zbest), DESI flux tables without ivar (:mod:`galclip.data.desi_tables`: the noise is estimated
+and the row marked ``ivar_estimated``), MMU DESI HDF5, Legacy Survey cutout FITS, Stein et al.
+HDF5, MMU Legacy Survey HDF5, AstroCLIP HDF5 / Hugging Face copies (already paired), and a PROVABGS catalogue.
 
 Three passes keep memory bounded by one shard plus one chunk:
 
@@ -161,8 +162,11 @@ def describe_inputs(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
 def iter_source(kind: str, path: Path, rejects: RejectLog, cfg: BuildConfig,
                 redshifts=None) -> Iterator[Batch]:
     """Batches from one input file of a given kind."""
-    from galclip.data import astroclip, desi, legacysurvey, mmu
+    from galclip.data import astroclip, desi, desi_tables, legacysurvey, mmu
 
+    if kind == "desi" and desi_tables.is_flux_table_file(path):   # no ivar: estimated
+        return desi_tables.iter_desi_table(path, redshifts, rejects, cfg.spectype,
+                                           cfg.zwarn_zero, cfg.require_redshift)
     if kind == "desi":
         return desi.iter_desi_spectra(path, redshifts, rejects, cfg.chunk, cfg.spectype,
                                       cfg.zwarn_zero, cfg.require_redshift)
@@ -446,6 +450,7 @@ def output_columns(kinds: set[str], catalog: bool) -> dict[str, tuple[Any, tuple
     if "desi" in kinds:
         for c in ("flux_g", "flux_r", "flux_z", "fiber_flux_r"):
             cols[c] = (np.float32(np.nan), ())
+        cols["ivar_estimated"] = (np.bool_(False), ())   # True: the file had no ivar
     if catalog:
         for c in PROPERTY_COLUMNS:
             cols[c] = (np.float32(np.nan), ())
@@ -465,6 +470,7 @@ class BuildReport:
     written_image_only: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     resumed_rows: int = 0
+    ivar_estimated: int = 0   # spectra whose file had no ivar (estimated from the flux)
 
 
 class _Builder:
@@ -591,6 +597,7 @@ class _Builder:
         row = {k: v[i] for k, v in b.items() if k in self.writer.columns}
         row.update(extra)
         row.update({"has_spectrum": True, "source_spectrum": str(b["source"][i])})
+        self.report.ivar_estimated += bool(row.get("ivar_estimated", False))
         self._add(row)
 
     def _add(self, row: dict[str, Any]) -> None:

@@ -9,7 +9,9 @@ inverse-variance weighted mean where arms overlap (as desispec.coaddition.coadd_
 
     flux = sum_a ivar_a flux_a / sum_a ivar_a,   ivar = sum_a ivar_a,
 
-with ivar_a = 0 wherever MASK != 0. Redshifts come from the ``REDSHIFTS`` (redrock) or
+with ivar_a = 0 wherever MASK != 0. A file without any ``{ARM}_IVAR`` HDU is read with an ivar
+estimated from the flux, arm by arm (:mod:`galclip.data.noise`), and its rows carry
+``ivar_estimated`` True. Redshifts come from the ``REDSHIFTS`` (redrock) or
 ``ZBEST`` (older zbest) HDU, joined on TARGETID.
 
 Ingest checks (a failure is an error naming file, HDU/column and row, or a reject with
@@ -111,6 +113,14 @@ def merge_arms(arms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     return flux.astype(np.float32), den.astype(np.float32)
 
 
+def estimate_arm_ivar(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Estimated ivar (N, P) of one arm's spectra (N, P) that came without IVAR: a local
+    DER_SNR on the unmasked pixels (:mod:`galclip.data.noise`)."""
+    from galclip.data.noise import estimate_ivar
+
+    return np.stack([estimate_ivar(f, m == 0) for f, m in zip(flux, mask, strict=True)])
+
+
 # ----------------------------------------------------------------------------- redshifts
 def read_redshifts(path: str | Path) -> dict[str, np.ndarray]:
     """TARGETID, Z, ZERR, ZWARN, SPECTYPE, DELTACHI2 from a redrock or zbest file."""
@@ -210,8 +220,11 @@ class DesiSpectraFile:
 
     def _open(self) -> None:
         self.names = [h.name for h in self.hdul]
+        ivars = [f"{a}_IVAR" in self.names for a in ARMS]
+        #: no IVAR HDU at all: the ivar is estimated from the flux (galclip.data.noise)
+        self.ivar_estimated = not any(ivars)
         for hdu in READ_HDUS:
-            if hdu not in self.names:
+            if hdu not in self.names and not (self.ivar_estimated and hdu.endswith("_IVAR")):
                 raise ReaderError(self.path, f"HDU {hdu}", "missing")
         self._verify_checksums()
         self.fibermap = guarded(self.path, "HDU FIBERMAP", lambda: self.hdul["FIBERMAP"].data)
@@ -220,7 +233,7 @@ class DesiSpectraFile:
                        for a in ARMS}
         for a in ARMS:
             self._check_mask_type(a)
-            for k in ("FLUX", "IVAR", "MASK"):
+            for k in ("FLUX", "MASK") if self.ivar_estimated else ("FLUX", "IVAR", "MASK"):
                 shape = guarded(self.path, f"HDU {a}_{k}",
                                 lambda name=f"{a}_{k}": self.hdul[name].shape)
                 if tuple(shape) != (self.n, len(self.pixels[a])):
@@ -232,7 +245,7 @@ class DesiSpectraFile:
         """DESI writes CHECKSUM (header + data) and DATASUM (data) per HDU, FITS checksum
         convention: a mismatch means the file changed after writing, which no value check could
         reliably catch (one flipped BZERO digit of a MASK HDU masks a whole arm)."""
-        for name in READ_HDUS:
+        for name in (n for n in READ_HDUS if n in self.names):
             hdu = self.hdul[name]
             if "CHECKSUM" in hdu.header:
                 check, what = hdu.verify_checksum, "CHECKSUM (header and data)"
@@ -286,8 +299,9 @@ class DesiSpectraFile:
         rows, arms, bad = slice(start, stop), [], {}
         for a in ARMS:
             flux = self._data(f"{a}_FLUX", rows).astype(np.float64)
-            ivar = self._data(f"{a}_IVAR", rows).astype(np.float64)
             mask = self._data(f"{a}_MASK", rows)
+            ivar = (estimate_arm_ivar(flux, mask) if self.ivar_estimated
+                    else self._data(f"{a}_IVAR", rows).astype(np.float64))
             for i in range(stop - start):
                 problem = spectrum_problem(flux[i], ivar[i], (mask[i] == 0) & (ivar[i] > 0),
                                            (f"{a}_FLUX", f"{a}_IVAR"))
@@ -349,7 +363,9 @@ def _iter_file(f: DesiSpectraFile, zt: RedshiftTable, rejects: RejectLog, chunk:
             else:
                 ok.append(r)
         if ok:
-            yield _batch(f.path, np.array(ok), start, tid, meta, zrow, zt, flux, ivar)
+            batch = _batch(f.path, np.array(ok), start, tid, meta, zrow, zt, flux, ivar)
+            batch["ivar_estimated"] = np.full(len(ok), f.ivar_estimated)
+            yield batch
 
 
 def _select(path: Path, tid: np.ndarray, objtype: np.ndarray, zrow: np.ndarray,

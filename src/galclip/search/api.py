@@ -211,9 +211,12 @@ class Catalog:
 
         Give exactly one of ``id`` (with ``from_``, default "image"), ``image`` (array or FITS
         path), ``spectrum`` ((flux, ivar) or FITS path), ``vector`` (with ``from_``). ``to``
-        defaults to the query's modality. ``exclude_self`` (default: True for an id searched in
-        its own modality) drops the query object from the results. ``targetid`` or ``row`` picks
-        the fibre of a multi-fibre DESI coadd/spectra file given as ``spectrum``.
+        defaults to the query's modality; a spectrum query reports ``query["ivar_estimated"]``
+        (True when the file had no ivar and it was estimated from the flux). Every query reports
+        ``ood_score`` and ``unfamiliar`` (:meth:`familiarity`). ``exclude_self``
+        (default: True for an id searched in its own modality) drops the query object from the
+        results. ``targetid`` or ``row`` picks the fibre of a multi-fibre DESI coadd/spectra file
+        (or flux table) given as ``spectrum``.
         """
         given = [x is not None for x in (id, image, spectrum, vector)]
         if sum(given) != 1:
@@ -223,6 +226,7 @@ class Catalog:
         if (targetid is not None or row is not None) and not isinstance(spectrum, (str, Path)):
             raise ValueError("targetid/row pick a fibre of a spectrum file: give spectrum=<path>")
         q, src, query = self._query_vector(id, image, spectrum, vector, from_, targetid, row)
+        query.update(self.familiarity(q, src, None if id is None else self.row_of(int(id))))
         to = to or src
         if exclude_self is None:
             exclude_self = id is not None and to == src
@@ -233,6 +237,22 @@ class Catalog:
         out = [{"rank": i + 1, "score": s, **p} for i, (s, p) in
                enumerate(zip(scores.tolist(), self.rows_properties(rows), strict=True))]
         return SearchResult(query, out)
+
+    def familiarity(self, vector: np.ndarray, modality: str, self_row: int | None = None
+                    ) -> dict[str, Any]:
+        """``ood_score`` (share of held-out catalog galaxies whose k-th neighbour is nearer than
+        this query's) and ``unfamiliar`` (beyond what 99 % of them reach) of a query vector:
+        :mod:`galclip.search.ood`. None where the catalog cannot calibrate it (no held-out
+        rows with that modality)."""
+        from galclip.search.ood import query_ood
+
+        if modality not in self.modalities:
+            return {"ood_score": None, "unfamiliar": None}
+        try:
+            return query_ood(self, modality, vector, self_row)
+        except ValueError as e:
+            print(f"galclip: no OOD score: {e}", file=sys.stderr)
+            return {"ood_score": None, "unfamiliar": None}
 
     def cone(self, ra: float, dec: float, radius: float, k: int | None = None,
              where: str | None = None) -> SearchResult:
@@ -266,12 +286,11 @@ class Catalog:
             arr = image if isinstance(image, np.ndarray) else read_image_fits(image, str(image))
             return self.embed("image", arr), "image", {"file": _name(image)}
         if spectrum is not None:
-            from galclip.search.queryfile import read_spectrum_fits
-
-            f, iv = (spectrum if isinstance(spectrum, tuple)
-                     else read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row))
+            arrays = _spectrum_arrays(spectrum, targetid, row)
             pick = {k: v for k, v in (("targetid", targetid), ("row", row)) if v is not None}
-            return self.embed("spectrum", f, iv), "spectrum", {"file": _name(spectrum), **pick}
+            return self.embed("spectrum", *arrays), "spectrum", {
+                "file": _name(spectrum), **pick,
+                "ivar_estimated": bool(getattr(arrays, "ivar_estimated", False))}
         if from_ not in MODALITIES:
             raise ValueError(f"a vector query needs from_ in {MODALITIES}")
         return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}
@@ -363,6 +382,20 @@ def _filtered_search(loaded: LoadedIndex, q: np.ndarray, allowed: np.ndarray, k:
     if loaded.kind != "flat" and (p[0] < 0).any():
         return _exact_subset(loaded.index, q, np.flatnonzero(allowed), k)
     return s, p
+
+
+def _spectrum_arrays(spectrum, targetid, row):
+    """(flux, ivar) of a spectrum query: the tuple given, or read from the file (the query dict
+    reports an estimated ivar, so the reader's warning is not repeated)."""
+    import warnings
+
+    from galclip.search.queryfile import IvarEstimatedWarning, read_spectrum_fits
+
+    if isinstance(spectrum, tuple):
+        return spectrum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        return read_spectrum_fits(spectrum, str(spectrum), targetid=targetid, row=row)
 
 
 def _name(x: Any) -> str:

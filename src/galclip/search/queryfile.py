@@ -15,8 +15,18 @@ Spectrum, any of:
   SDSS ``loglam``), ``flux`` and optionally ``ivar``; resampled onto the grid conserving flux
   (``resample_spectrum``: SpectRes, Carnall 2017, arXiv:1705.05165, with the errors propagated),
   ivar = 0 outside the coverage;
+- a DESI flux table without errors (a ``WAVELENGTH`` column and one ``TARGET<TARGETID>``
+  column per fibre, as DESIHIGH's Andes files; ``galclip.data.desi_tables``), a fibre picked
+  as in a coadd;
 - an image HDU with 7781 flux values on the galclip grid, optionally an ``IVAR`` HDU.
 Flux in 1e-17 erg/s/cm^2/A (see ``galclip.conventions``).
+
+A spectrum without an inverse variance (a DESI file without ``{ARM}_IVAR`` HDUs, a flux table,
+a table without ``ivar``, a flux array without ``IVAR``) gets one estimated from its own flux
+(``galclip.data.noise``: a local DER_SNR on the file's own pixels, before resampling), never a
+constant: the result's
+``ivar_estimated`` is then True, searches report it in ``query.ivar_estimated``, and
+:func:`read_spectrum_fits` warns (:class:`IvarEstimatedWarning`).
 """
 from __future__ import annotations
 
@@ -31,6 +41,23 @@ from galclip import conventions as C
 
 class QueryFileError(ValueError):
     """The query file is not a usable cutout or spectrum; the message says why."""
+
+
+class IvarEstimatedWarning(UserWarning):
+    """A spectrum came without an inverse variance; the one returned is estimated."""
+
+
+class SpectrumArrays(tuple):
+    """``(flux, ivar)`` as a plain 2-tuple, plus ``ivar_estimated``: True when the file had no
+    inverse variance and ``ivar`` was estimated from the flux (``galclip.data.noise``)."""
+
+    def __new__(cls, flux: np.ndarray, ivar: np.ndarray, ivar_estimated: bool = False):
+        self = super().__new__(cls, (flux, ivar))
+        self.ivar_estimated = bool(ivar_estimated)
+        return self
+
+    def __reduce__(self):
+        return SpectrumArrays, (self[0], self[1], self.ivar_estimated)
 
 
 def _open_fits(source: bytes | str | Path, name: str):
@@ -87,30 +114,40 @@ def _grz(cube: np.ndarray, header, name: str) -> np.ndarray:
 
 
 def read_spectrum_fits(source: bytes | str | Path, name: str = "spectrum file", *,
-                       targetid: int | None = None, row: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       targetid: int | None = None, row: int | None = None) -> SpectrumArrays:
     """(flux, ivar), each (7781,) float32 on the galclip wavelength grid, from a FITS file.
 
-    ``targetid`` or ``row`` picks one fibre of a multi-fibre DESI coadd/spectra file.
+    ``targetid`` or ``row`` picks one fibre of a multi-fibre DESI coadd/spectra file or flux
+    table. The result's ``ivar_estimated`` says whether the ivar was estimated (the file had
+    none); then an :class:`IvarEstimatedWarning` is issued too.
     """
     with _open_fits(source, name) as hdul:
+        estimated = False
         if _is_desi(hdul):
-            i = _fibre(hdul, name, targetid, row)
+            i = _fibre(_targets(hdul), name, targetid, row)
             flux, ivar = _desi_coadd(hdul, name, i)
+            estimated = not _has_ivar(hdul)
             name = f"{name} row {i} (TARGETID {_targets(hdul)[i]['targetid']})"
+        elif (table := _flux_table(hdul)) is not None:
+            flux, ivar, name = _flux_table_spectrum(table, name, targetid, row)
+            estimated = True
         elif targetid is not None or row is not None:
-            raise QueryFileError(f"{name}: targetid/row select a fibre of a DESI coadd or spectra "
-                                 f"file; this file has no B_FLUX/R_FLUX/Z_FLUX HDUs")
+            raise QueryFileError(f"{name}: targetid/row select a fibre of a DESI coadd, spectra "
+                                 f"file or flux table; this file has no B_FLUX/R_FLUX/Z_FLUX HDUs "
+                                 f"and no TARGET<TARGETID> columns")
         elif (table := _first_table(hdul)) is not None:
-            flux, ivar = _table_spectrum(table, name)
+            flux, ivar, estimated = _table_spectrum(table, name)
         else:
-            flux, ivar = _image_spectrum(hdul, name)
+            flux, ivar, estimated = _image_spectrum(hdul, name)
     ivar = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
     flux = np.where(ivar > 0, flux, 0.0)
     if not (ivar > 0).any():
         raise QueryFileError(f"{name}: spectrum has no valid pixel in "
                              f"{C.WAVE_MIN:.0f}-{C.wavelength_grid()[-1]:.0f} A")
-    return flux.astype(np.float32), ivar.astype(np.float32)
+    if estimated:
+        warnings.warn(f"{name}: no inverse variance in the file; the noise is estimated from the "
+                      f"flux (galclip.data.noise)", IvarEstimatedWarning, stacklevel=2)
+    return SpectrumArrays(flux.astype(np.float32), ivar.astype(np.float32), estimated)
 
 
 def resample_spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray
@@ -150,10 +187,12 @@ def list_targets(source: bytes | str | Path, name: str = "spectrum file") -> lis
     A single-spectrum file of another kind gives one entry with only ``row``.
     """
     with _open_fits(source, name) as hdul:
-        if not _is_desi(hdul):
-            return [{"row": 0, "targetid": None, "objtype": None, "ra": None, "dec": None,
-                     "n_good": None}]
-        return _targets(hdul)
+        if _is_desi(hdul):
+            return _targets(hdul)
+        if (table := _flux_table(hdul)) is not None:
+            return _table_targets(table)
+        return [{"row": 0, "targetid": None, "objtype": None, "ra": None, "dec": None,
+                 "n_good": None}]
 
 
 def _targets(hdul) -> list[dict]:
@@ -164,10 +203,24 @@ def _targets(hdul) -> list[dict]:
     def col(c, i):
         return _scalar(fm[c][i]) if c in cols and i < len(fm) else None
 
-    n_good = sum((np.atleast_2d(hdul[f"{a}_IVAR"].data) > 0).sum(axis=1) for a in "BRZ")  # (N,)
+    n_good = sum(_good(hdul, a).sum(axis=1) for a in "BRZ")  # (N,)
     return [{"row": i, "targetid": col("TARGETID", i), "objtype": col("OBJTYPE", i),
              "ra": col("TARGET_RA", i), "dec": col("TARGET_DEC", i), "n_good": int(n_good[i])}
             for i in range(n)]
+
+
+def _has_ivar(hdul) -> bool:
+    return any(f"{a}_IVAR" in hdul for a in "BRZ")
+
+
+def _good(hdul, arm: str) -> np.ndarray:
+    """(N, P) pixels of an arm with a measurement: ivar > 0, or (no IVAR HDUs) finite flux."""
+    if _has_ivar(hdul):
+        return np.atleast_2d(hdul[f"{arm}_IVAR"].data) > 0
+    good = np.isfinite(np.atleast_2d(hdul[f"{arm}_FLUX"].data))
+    if f"{arm}_MASK" in hdul:
+        good &= np.atleast_2d(hdul[f"{arm}_MASK"].data) == 0
+    return good
 
 
 def _scalar(v):
@@ -175,9 +228,8 @@ def _scalar(v):
     return v.strip() if isinstance(v, str) else v
 
 
-def _fibre(hdul, name: str, targetid: int | None, row: int | None) -> int:
+def _fibre(targets: list[dict], name: str, targetid: int | None, row: int | None) -> int:
     """The row of the fibre to read: by TARGETID, by row, or the only one."""
-    targets = _targets(hdul)
     if targetid is not None and row is not None:
         raise QueryFileError(f"{name}: give targetid or row, not both")
     if targetid is not None:
@@ -212,13 +264,48 @@ def _desi_coadd(hdul, name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
     for arm in "BRZ":
         wave = np.asarray(hdul[f"{arm}_WAVELENGTH"].data, dtype=np.float64)
         flux = np.atleast_2d(hdul[f"{arm}_FLUX"].data)[i:i + 1].astype(np.float64)  # (1, P)
-        ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[i:i + 1].astype(np.float64)
-        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-        if f"{arm}_MASK" in hdul:
-            good &= np.atleast_2d(hdul[f"{arm}_MASK"].data)[i:i + 1] == 0
+        mask = (np.atleast_2d(hdul[f"{arm}_MASK"].data)[i:i + 1] if f"{arm}_MASK" in hdul
+                else np.zeros(flux.shape, np.int64))
+        if _has_ivar(hdul):
+            ivar = np.atleast_2d(hdul[f"{arm}_IVAR"].data)[i:i + 1].astype(np.float64)
+        else:   # no IVAR HDUs: estimated from the flux, arm by arm
+            from galclip.data.desi import estimate_arm_ivar
+
+            ivar = estimate_arm_ivar(np.where(np.isfinite(flux), flux, np.nan), mask)
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0) & (mask == 0)
         arms.append((arm_pixels(name, arm, wave), flux, ivar, good))
     flux, ivar = merge_arms(arms)
     return flux[0], ivar[0]
+
+
+# ----------------------------------------------------------------------------- flux tables
+def _flux_table(hdul):
+    from galclip.data.desi_tables import flux_table
+
+    return flux_table(hdul)
+
+
+def _table_targets(table) -> list[dict]:
+    from galclip.data.desi_tables import table_targets
+
+    return [{"row": i, "targetid": t, "objtype": None, "ra": None, "dec": None,
+             "n_good": int(np.isfinite(np.asarray(table.data[c], np.float64)).sum())}
+            for i, (t, c) in enumerate(table_targets(table).items())]
+
+
+def _flux_table_spectrum(table, name: str, targetid: int | None, row: int | None):
+    """(flux, estimated ivar, label) of one fibre of a DESI flux table."""
+    from galclip.data.desi_tables import WAVE_COLUMN, grid_spectrum, table_targets
+    from galclip.data.readers import ReaderError
+
+    i = _fibre(_table_targets(table), name, targetid, row)
+    tid, col = list(table_targets(table).items())[i]
+    try:
+        cols = {c.upper(): c for c in table.columns.names}
+        flux, ivar = grid_spectrum(name, table.data[cols[WAVE_COLUMN]], table.data[col], col)
+    except ReaderError as e:
+        raise QueryFileError(str(e)) from None
+    return flux, ivar, f"{name} row {i} (TARGETID {tid})"
 
 
 def _first_table(hdul):
@@ -228,14 +315,15 @@ def _first_table(hdul):
     return None
 
 
-def _table_spectrum(data, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _table_spectrum(data, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(flux, ivar, ivar estimated?) of a wavelength/flux[/ivar] table, on the galclip grid."""
     cols = {c.lower(): c for c in data.columns.names}
     flux_col = cols.get("flux")
     if flux_col is None:
         raise QueryFileError(f"{name}: table has no 'flux' column (columns: {data.columns.names})")
     flux = np.asarray(data[flux_col], dtype=np.float64).reshape(-1)
     ivar = (np.asarray(data[cols["ivar"]], dtype=np.float64).reshape(-1) if "ivar" in cols
-            else np.ones_like(flux))
+            else None)
     if "loglam" in cols:
         wave = 10.0 ** np.asarray(data[cols["loglam"]], dtype=np.float64).reshape(-1)
     else:
@@ -244,12 +332,19 @@ def _table_spectrum(data, name: str) -> tuple[np.ndarray, np.ndarray]:
             raise QueryFileError(f"{name}: table has no wavelength column ('wave', 'wavelength', "
                                  f"'lambda' or 'loglam'; columns: {data.columns.names})")
         wave = np.asarray(data[key], dtype=np.float64).reshape(-1)
-    if not (len(wave) == len(flux) == len(ivar)) or len(wave) < 2:
+    if not (len(wave) == len(flux) == len(flux if ivar is None else ivar)) or len(wave) < 2:
         raise QueryFileError(f"{name}: wavelength, flux and ivar columns differ in length")
-    return resample_spectrum(wave, flux, ivar)
+    if ivar is None:   # estimated on the file's own pixels, then propagated by the resampling
+        from galclip.data.noise import estimate_ivar
+
+        order = np.argsort(wave)
+        est = np.empty_like(flux)
+        est[order] = estimate_ivar(flux[order], np.isfinite(wave[order]))
+        return (*resample_spectrum(wave, flux, est), True)
+    return (*resample_spectrum(wave, flux, ivar), False)
 
 
-def _image_spectrum(hdul, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _image_spectrum(hdul, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     arrays = {h.name.upper(): np.asarray(h.data).reshape(-1) for h in hdul
               if getattr(h, "is_image", False) and h.data is not None}
     flux = next((a for k, a in arrays.items() if k != "IVAR" and a.size == C.N_WAVE), None)
@@ -259,5 +354,8 @@ def _image_spectrum(hdul, name: str) -> tuple[np.ndarray, np.ndarray]:
                              f"{ {k: a.size for k, a in arrays.items()} })")
     ivar = arrays.get("IVAR")
     if ivar is None or ivar.size != C.N_WAVE:
-        ivar = np.ones(C.N_WAVE)
-    return flux.astype(np.float64), ivar.astype(np.float64)
+        from galclip.data.noise import estimate_grid_ivar
+
+        flux = flux.astype(np.float64)
+        return flux, estimate_grid_ivar(flux, np.isfinite(flux)), True
+    return flux.astype(np.float64), ivar.astype(np.float64), False

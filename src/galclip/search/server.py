@@ -19,6 +19,7 @@ back cost ~0.5 ms of CPU per request on a 2-core box, a third of a small search 
 from __future__ import annotations
 
 import threading
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -194,13 +195,19 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                             where: Annotated[str | None, Form()] = None,
                             targetid: Annotated[int | None, Form()] = None,
                             row: Annotated[int | None, Form()] = None) -> dict:
-        from galclip.search.queryfile import read_image_fits, read_spectrum_fits
+        from galclip.search.queryfile import (
+            IvarEstimatedWarning,
+            read_image_fits,
+            read_spectrum_fits,
+        )
 
         body, name = await read_upload(file, max_upload_bytes)
 
         def parse_and_search() -> dict:  # CPU work (FITS parse, embedding): not on the loop
-            q = checked_parse(read_image_fits if kind == "image" else partial(
-                read_spectrum_fits, targetid=targetid, row=row), body, name)
+            with warnings.catch_warnings():   # an estimated ivar is in query.ivar_estimated
+                warnings.simplefilter("ignore", IvarEstimatedWarning)
+                q = checked_parse(read_image_fits if kind == "image" else partial(
+                    read_spectrum_fits, targetid=targetid, row=row), body, name)
             key = "image" if kind == "image" else "spectrum"
             return search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
 
@@ -374,7 +381,12 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     """{"file", "kind", "png" (data URL) | "spectrum" (plot data), "targets" (DESI fibres)}."""
     import base64
 
-    from galclip.search.queryfile import list_targets, read_image_fits, read_spectrum_fits
+    from galclip.search.queryfile import (
+        IvarEstimatedWarning,
+        list_targets,
+        read_image_fits,
+        read_spectrum_fits,
+    )
     from galclip.search.render import png_bytes
 
     out: dict = {"file": name, "kind": kind}
@@ -388,7 +400,10 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     if len(targets) > 1 and targetid is None and row is None:
         return out  # the page asks which fibre first
     spectrum = MODALITIES["spectrum"]
-    arrays = read_spectrum_fits(body, name, targetid=targetid, row=row)
+    with warnings.catch_warnings():   # said in the preview's ivar_estimated
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        arrays = read_spectrum_fits(body, name, targetid=targetid, row=row)
+    out["ivar_estimated"] = arrays.ivar_estimated
     out["spectrum"] = spectrum.draw(dict(zip(spectrum.inputs, arrays, strict=True)),
                                     redshift=None, n_bins=1500)
     return out

@@ -142,7 +142,21 @@ function showResults(res) {
   if (!res.neighbours.length) text += ": no object matches — loosen the filter";
   const z = res.redshift;
   if (z && z.n) text += ` · query z ${z.query === null ? "unknown" : z.query.toFixed(4)}, neighbours' z median ${z.median.toFixed(4)} (68%: ${z.p16.toFixed(4)}–${z.p84.toFixed(4)})`;
+  text += familiarity(q);
   setStatus(text);
+}
+
+// The query's out-of-distribution score (galclip.search.ood): flagged when it is farther from
+// its 10th neighbour than 99 % of the catalog's held-out galaxies are.
+function familiarity(q) {
+  let text = "";
+  if (q.ood_score !== undefined && q.ood_score !== null) {
+    text = q.unfamiliar
+      ? ` · ⚠ UNFAMILIAR query (OOD score ${q.ood_score.toFixed(3)}): unlike the catalog's galaxies — do not trust its neighbours' labels`
+      : ` · familiar query (OOD score ${q.ood_score.toFixed(3)})`;
+  }
+  if (q.ivar_estimated) text += " · the file had no ivar: noise estimated from the flux";
+  return text;
 }
 
 async function showQuery(id) {

@@ -1,0 +1,190 @@
+"""Sim-to-real: does a model trained only on galclip's simulation recognise real DESI spectra?
+
+For every real DESI spectrum with a redshift in ../shared/data/real (the 25 DESIHIGH "Andes"
+flux tables, read with an estimated ivar since they have none, and the pipeline coadds with a
+redrock file), the spectrum is embedded with the catalog's model and its redshift predicted as
+the median redshift of its k (16) nearest simulated spectra in the aligned embedding
+(spectrum -> spectrum). Per programme (BGS, LRG, ELG, QSO, MWS, pipeline coadds), overall and
+inside the simulated redshift range: the fraction within 0.01 (1 + z), the catastrophic
+fraction (|dz| / (1 + z) > 0.15), how many are flagged unfamiliar by the OOD score
+(galclip.search.ood) and how many are wrong (outside 0.01 (1 + z)) without being flagged.
+Controls: the OOD score of simulated held-out spectra that did not calibrate it (val split;
+~1 % should be flagged), of the same pixel-shuffled, and of a sky-only spectrum.
+
+Beside it the SDSS DR7 colour-redshift check: R^2 of a k-NN (k = 10, 5-fold) regression of z on
+(r, g - r) at r < 17.6, on the simulation and on SDSS subsampled to the same size; a ratio near
+1 means the simulated colours carry as much redshift information as real ones.
+
+Usage:  python benchmarks/sim_to_real.py --catalog CATALOG --data SIMDATA [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+K = 16
+WITHIN = 0.01
+CATASTROPHIC = 0.15
+SIM_RANGE = (0.01, 0.6)
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+ANDES = ("bgs-66003", "lrg-68002", "elg-67230", "qso-68002", "mws-66003")
+PIPELINE = (("coadd-4-80613-thru20210324.fits", "redrock-4-80613-thru20210324.fits"),
+            ("coadd-special-dark-27247.fits", "redrock-special-dark-27247.fits"))
+
+
+def real_spectra(real: Path) -> list[dict]:
+    """Every real spectrum with a redshift: programme, targetid, z, flux, ivar, ivar_estimated."""
+    from galclip.data.desi import read_desi_spectra, read_redshifts
+    from galclip.data.desi_tables import read_flux_table
+    from galclip.data.readers import RejectLog
+
+    out = []
+    for prog in ANDES:
+        tids, flux, ivar = read_flux_table(real / "desi-andes" / f"coadd-{prog}-20200315.fits")
+        z = read_redshifts(real / "desi-andes" / f"zbest-{prog}-20200315.fits")
+        zmap = dict(zip(z["TARGETID"].tolist(), z["Z"].tolist(), strict=True))
+        out += [{"programme": prog.split("-")[0].upper(), "targetid": int(t), "z": zmap[int(t)],
+                 "flux": f, "ivar": iv, "ivar_estimated": True}
+                for t, f, iv in zip(tids, flux, ivar, strict=True)]
+    for coadd, rr in PIPELINE:
+        b, _ = read_desi_spectra(real / "desi" / coadd, [real / "desi" / rr],
+                                 rejects=RejectLog(strict=False))
+        out += [{"programme": "coadd", "targetid": int(t), "z": float(z), "flux": f, "ivar": iv,
+                 "ivar_estimated": False}
+                for t, z, f, iv in zip(b["object_id"], b["redshift"], b["spectrum_flux"],
+                                       b["spectrum_ivar"], strict=True)]
+    return out
+
+
+def predict(cat, spectra: list[dict]) -> None:
+    """Adds z_pred, ood_score, unfamiliar, cosine of the nearest neighbour to each spectrum."""
+    for s in spectra:
+        v = cat.embed("spectrum", s["flux"], s["ivar"])
+        res = cat.search(vector=v, from_="spectrum", k=K)
+        s["z_pred"] = float(np.median([n["redshift"] for n in res.neighbours]))
+        s["nn_cosine"] = float(res.neighbours[0]["score"])
+        s["ood_score"], s["unfamiliar"] = res.query["ood_score"], res.query["unfamiliar"]
+
+
+def summarise(spectra: list[dict]) -> list[dict]:
+    rows = []
+    progs = sorted({s["programme"] for s in spectra})
+    for name, sel in [(p, [s for s in spectra if s["programme"] == p]) for p in progs] + [
+            ("all", spectra),
+            ("in sim range", [s for s in spectra if SIM_RANGE[0] < s["z"] < SIM_RANGE[1]])]:
+        if not sel:
+            continue
+        dz = np.array([abs(s["z_pred"] - s["z"]) / (1 + s["z"]) for s in sel])
+        flag = np.array([s["unfamiliar"] for s in sel])
+        rows.append({"sample": name, "n": len(sel), "within_0.01": int((dz < WITHIN).sum()),
+                     "catastrophic": int((dz > CATASTROPHIC).sum()),
+                     "unfamiliar": int(flag.sum()),
+                     "wrong_unflagged": int(((dz >= WITHIN) & ~flag).sum()),
+                     "median_nn_cosine": float(np.median([s["nn_cosine"] for s in sel]))})
+    return rows
+
+
+def controls(cat, data: str, n: int = 200) -> dict:
+    """OOD scores of simulated held-out spectra that did not calibrate the score (the val
+    split: ~1 % should be flagged), the same pixel-shuffled, and a sky-only spectrum."""
+    from galclip import conventions as C
+    from galclip.data import open_dataset
+    from galclip.data.splits import split_indices
+    from galclip.search.ood import ood_scores
+
+    ds = open_dataset(data)
+    ids = ds.read_columns(["object_id"])["object_id"]
+    val = split_indices(ids, "val")[:n]
+    rng = np.random.default_rng(0)
+    sims, shuffled = [], []
+    for i in val:
+        r = ds[int(i)]
+        sims.append(cat.embed("spectrum", r["spectrum_flux"], r["spectrum_ivar"]))
+        p = rng.permutation(C.N_WAVE)
+        shuffled.append(cat.embed("spectrum", r["spectrum_flux"][p], r["spectrum_ivar"][p]))
+    wave = C.wavelength_grid()
+    sky = 0.5 + sum(20.0 * np.exp(-0.5 * ((wave - w) / 0.8) ** 2)
+                    for w in (5578.9, 5891.6, 6302.0, 6365.5, 7341.0, 7821.0, 8399.0, 8827.0,
+                              9378.0, 9442.0))
+    own = np.array([cat.row_of(int(ids[i])) for i in val])
+    out = {}
+    for name, vecs, self_rows in (("sim held-out (val split)", np.stack(sims), own),
+                                  ("same, pixel-shuffled", np.stack(shuffled), None),
+                                  ("sky only", cat.embed("spectrum", sky, np.full(C.N_WAVE, 4.0))
+                                   [None], None)):
+        o = ood_scores(cat, "spectrum", vecs, self_rows=self_rows)
+        out[name] = {"n": len(vecs), "median_ood_score": float(np.median(o["ood_score"])),
+                     "flagged": float(np.mean(o["unfamiliar"]))}
+    return out
+
+
+def colour_redshift(data: str, real: Path, k: int = 10) -> dict:
+    """R^2 of k-NN z from (r, g - r) at r < 17.6: simulation vs SDSS DR7 at equal size."""
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from galclip.data import open_dataset
+    from galclip.eval.metrics import r2_score
+    from galclip.sim.report import SDSS_MAG_LIMIT, load_sdss
+
+    t = open_dataset(data).read_columns(["redshift", "sdss_g", "sdss_r"])
+    sel = t["sdss_r"] < SDSS_MAG_LIMIT
+    sim = (t["redshift"][sel], t["sdss_r"][sel], (t["sdss_g"] - t["sdss_r"])[sel])
+    if len(sim[0]) < 3 * k:   # 5-fold: each fit needs k neighbours among 4/5 of the rows
+        return {"n": int(len(sim[0])), "r2_sim": float("nan"), "r2_sdss": float("nan"),
+                "ratio": float("nan")}
+    rz, rgr, rr = load_sdss(real)
+    keep = np.random.default_rng(0).choice(np.flatnonzero(rr < SDSS_MAG_LIMIT), len(sim[0]),
+                                           replace=False)
+    out = {"n": int(len(sim[0]))}
+    for name, (z, r, gr) in (("sim", sim), ("sdss", (rz[keep], rr[keep], rgr[keep]))):
+        x = np.column_stack([r, gr]).astype(np.float64)
+        model = make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=k))
+        zp = cross_val_predict(model, x, np.asarray(z, np.float64), cv=5)
+        out[f"r2_{name}"] = float(r2_score(np.asarray(z, np.float64), zp))
+    out["ratio"] = out["r2_sim"] / out["r2_sdss"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalog", required=True, help="catalog of the simulated survey (galclip embed)")
+    ap.add_argument("--data", required=True, help="the simulated dataset (test split, colours)")
+    ap.add_argument("--real", default=str(REAL), help="shared/data/real")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    from galclip.search.api import Catalog
+
+    cat = Catalog(args.catalog)
+    spectra = real_spectra(Path(args.real))
+    predict(cat, spectra)
+    table = summarise(spectra)
+    print(f"{len(spectra)} real DESI spectra, catalog {args.catalog} ({cat.n_rows} simulated), "
+          f"z = median of {K} nearest simulated spectra")
+    print("| sample | n | within 0.01(1+z) | catastrophic (>0.15) | flagged unfamiliar | "
+          "wrong and not flagged | median cos to nearest |\n|---|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['sample']} | {r['n']} | {r['within_0.01']} | {r['catastrophic']} | "
+              f"{r['unfamiliar']} | {r['wrong_unflagged']} | {r['median_nn_cosine']:.3f} |")
+    ctl = controls(cat, args.data)
+    for name, c in ctl.items():
+        print(f"control {name}: n {c['n']}, median OOD score {c['median_ood_score']:.3f}, "
+              f"flagged {c['flagged']:.1%}")
+    cr = colour_redshift(args.data, Path(args.real))
+    print(f"SDSS DR7 colour-redshift check (k-NN z from r, g-r at r < 17.6, n = {cr['n']} each): "
+          f"R2 sim {cr['r2_sim']:.3f} vs SDSS {cr['r2_sdss']:.3f}, ratio {cr['ratio']:.2f}")
+    if args.json:
+        per = [{k: v for k, v in s.items() if k not in ("flux", "ivar")} for s in spectra]
+        Path(args.json).write_text(json.dumps({"summary": table, "controls": ctl,
+                                               "colour_redshift": cr, "spectra": per}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

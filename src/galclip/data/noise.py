@@ -1,0 +1,95 @@
+"""The noise of a spectrum that comes without an inverse variance, estimated from its own flux.
+
+Some real spectra are published without errors (the DESI "Andes" student tables, spectra cut
+out of a figure, a colleague's FITS with one flux column). galclip's spectrum encoders take an
+ivar, and a constant one would tell them every pixel is equally good, so such a spectrum gets
+an estimated ivar and is marked as estimated wherever it goes (``ivar_estimated``).
+
+Estimator: DER_SNR (Stoehr et al. 2008, ASP Conf. Ser. 394, 505), applied locally. For pixel j,
+
+    d_j = | 2 f_j - f_{j-2} - f_{j+2} |
+
+removes any continuum that is linear over 5 pixels (4 Angstrom on the DESI grid), so d_j is pure
+noise wherever the spectrum is smooth: for independent Gaussian noise of width sigma,
+2 f_j - f_{j-2} - f_{j+2} has width sqrt(6) sigma and the median of |.| is 0.6745 sqrt(6) sigma,
+hence sigma = 1.482602 / sqrt(6) * median(d). Pixels two apart (not adjacent) are differenced
+because a coadd's neighbouring pixels are correlated by the resampling and the resolution
+matrix. The median is taken in a running window of :data:`WINDOW` pixels (80 Angstrom): wide
+enough that a line (a few to ~10 pixels) moves the median little, and the statistical error of
+the median is ~15 %; narrow enough to follow the noise as it changes across an arm (the
+throughput falls at the arm ends, the sky brightens in the red). Each DESI arm (and each overlap
+of two arms, where a merged spectrum averages two cameras) is a separate segment
+(:data:`DESI_SEGMENTS`), because the noise jumps at the dichroics.
+
+What it cannot do: a single bright sky line leaves residuals over a few pixels, narrower than
+the window, so the estimated sigma there is the local average, not the spike; and a spectrum
+smoothed by its publisher (correlated beyond 2 pixels) reads as less noisy than it is. The
+benchmark ``benchmarks/noise_estimate.py`` compares the estimate with the pipeline ivar of real
+DESI coadds and with simulated spectra of known noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from galclip import conventions as C
+
+#: running-median window of the local noise estimate, pixels (0.8 A each)
+WINDOW = 101
+#: DER_SNR's constant: 1 / (0.6745 sqrt(6)), the median of |N(0, 6 sigma^2)| in units of sigma
+DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+#: first grid pixel of each segment with its own noise on the DESI grid: the B arm, the B/R
+#: overlap (5760-5800 A), the R arm, the R/Z overlap (7520-7620 A), the Z arm
+DESI_SEGMENTS = tuple(int(round((w - C.WAVE_MIN) / C.WAVE_STEP))
+                      for w in (3600.0, 5760.0, 5800.8, 7520.0, 7620.8))
+#: segments shorter than this many good pixels borrow the noise of the whole spectrum
+MIN_SEGMENT = 11
+
+
+def estimate_sigma(flux: np.ndarray, good: np.ndarray | None = None, *,
+                   starts: tuple[int, ...] = (0,), window: int = WINDOW) -> np.ndarray:
+    """Per-pixel noise sigma of a 1-D spectrum, same units as ``flux``; NaN where not ``good``.
+
+    ``good`` (bool, default: finite flux) marks the pixels to use; ``starts`` are the first
+    pixels of segments estimated separately (e.g. :data:`DESI_SEGMENTS`).
+    """
+    flux = np.asarray(flux, np.float64)
+    good = np.isfinite(flux) if good is None else (np.asarray(good, bool) & np.isfinite(flux))
+    sigma = np.full(flux.shape, np.nan)
+    bounds = [*sorted(set(starts) | {0}), len(flux)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        idx = lo + np.flatnonzero(good[lo:hi])
+        if len(idx) >= MIN_SEGMENT:
+            sigma[idx] = _local_der_snr(flux[idx], window)
+    left = good & ~np.isfinite(sigma)
+    if left.any() and np.isfinite(sigma).any():   # a short segment: the spectrum's median noise
+        sigma[left] = np.nanmedian(sigma)
+    elif left.any() and left.sum() >= 5:
+        sigma[left] = _local_der_snr(flux[left], window)
+    return sigma
+
+
+def _local_der_snr(f: np.ndarray, window: int) -> np.ndarray:
+    """DER_SNR sigma of each pixel of a gap-free run of good pixels, in a running window."""
+    from scipy.ndimage import median_filter
+
+    d = np.abs(2.0 * f[2:-2] - f[:-4] - f[4:])        # (n - 4,)
+    d = np.concatenate([d[:2], d, d[-2:]]) if len(d) else np.abs(f - np.median(f))
+    w = int(min(window, len(d) - (len(d) + 1) % 2))   # odd, at most the run's length
+    return DER_SNR_SCALE * median_filter(d, size=max(w, 1), mode="nearest")
+
+
+def estimate_ivar(flux: np.ndarray, good: np.ndarray | None = None, *,
+                  starts: tuple[int, ...] = (0,), window: int = WINDOW) -> np.ndarray:
+    """Estimated inverse variance (1 / sigma^2) of a spectrum, 0 where not ``good`` or where the
+    flux has no scatter at all (a constant run is filled data, not a measurement)."""
+    sigma = estimate_sigma(flux, good, starts=starts, window=window)
+    ok = np.isfinite(sigma) & (sigma > 0)
+    return np.where(ok, 1.0 / np.where(ok, sigma, 1.0) ** 2, 0.0)
+
+
+def estimate_grid_ivar(flux: np.ndarray, good: np.ndarray | None = None) -> np.ndarray:
+    """:func:`estimate_ivar` of a spectrum on the galclip grid (7781,), arm by arm."""
+    flux = np.asarray(flux, np.float64)
+    if flux.shape != (C.N_WAVE,):
+        raise ValueError(f"a spectrum on the galclip grid has {C.N_WAVE} pixels, got {flux.shape}")
+    return estimate_ivar(flux, good, starts=DESI_SEGMENTS)

@@ -1,0 +1,154 @@
+"""Spectra without an inverse variance: the noise estimated from the flux (galclip.data.noise),
+checked against known noise, against the pipeline ivar of real DESI coadds, and carried as
+``ivar_estimated`` through the query readers and build-dataset."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from galclip import conventions as C
+from galclip.data.noise import DESI_SEGMENTS, estimate_grid_ivar, estimate_ivar, estimate_sigma
+from galclip.search.queryfile import IvarEstimatedWarning, QueryFileError, read_spectrum_fits
+
+ANDES = "desi-andes"
+BGS = "coadd-bgs-66003-20200315.fits"
+
+
+def _galaxy(seed: int = 0):
+    """A continuum with a 4000 A break, emission lines and noise rising to the red (known)."""
+    rng = np.random.default_rng(seed)
+    wave = C.wavelength_grid()
+    cont = 3.0 + 2.0 * (wave > 4500) + 0.3 * np.sin(wave / 300.0)
+    lines = sum(a * np.exp(-0.5 * ((wave - w) / 2.0) ** 2)
+                for a, w in ((40, 4400), (25, 5900), (60, 7400), (30, 8700)))
+    sigma = 0.5 + 1.5 * (wave - 3600) / 6224 + 0.8 * (wave > 7570)   # jumps at the Z arm
+    return cont + lines + sigma * rng.standard_normal(wave.size), sigma
+
+
+def test_estimated_noise_follows_the_true_noise_of_a_simulated_spectrum():
+    flux, sigma = _galaxy()
+    est = estimate_sigma(flux, starts=DESI_SEGMENTS)
+    ratio = est / sigma
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.06)
+    assert np.percentile(np.abs(np.log(ratio)), 90) < 0.3       # local, not one global value
+    z_arm = C.wavelength_grid() > 7700
+    assert np.median(est[z_arm]) > 1.2 * np.median(est[~z_arm])  # follows the jump at the arm
+
+
+def test_a_constant_ivar_is_never_assumed():
+    flux, sigma = _galaxy(1)
+    ivar = estimate_grid_ivar(flux)
+    assert (ivar > 0).all()
+    assert ivar[:500].mean() > 3 * ivar[-500:].mean()      # blue pixels less noisy than red
+
+
+def test_bad_pixels_get_no_ivar_and_do_not_count():
+    flux, sigma = _galaxy(2)
+    good = np.ones(flux.size, bool)
+    good[1000:1040] = False
+    flux[1000:1040] = 1e5                                   # masked garbage
+    ivar = estimate_grid_ivar(flux, good)
+    assert (ivar[1000:1040] == 0).all()
+    near = np.r_[900:1000, 1040:1140]
+    assert 0.6 < np.median(ivar[near] * sigma[near] ** 2) < 1.6   # garbage would give ~1e-10
+    assert (estimate_ivar(np.full(200, 3.0)) == 0).all()    # a constant run is no measurement
+
+
+def test_hidden_ivar_of_real_desi_coadds_is_recovered(real_data):
+    """The pipeline's own ivar, hidden and re-estimated from the flux: the median sigma ratio
+    is near 1 and most pixels are within 30 %."""
+    from galclip.data.desi import read_desi_spectra
+    from galclip.data.readers import RejectLog
+
+    ratios = []
+    for name in ("coadd-4-80613-thru20210324.fits", "coadd-sv3-dark-26065.fits"):
+        batch, _ = read_desi_spectra(real_data / "desi" / name, rejects=RejectLog(strict=False),
+                                     require_redshift=False)
+        for flux, ivar in zip(batch["spectrum_flux"], batch["spectrum_ivar"], strict=True):
+            good = ivar > 0
+            est = estimate_sigma(flux, good, starts=DESI_SEGMENTS)
+            ratios.append(np.median(est[good] * np.sqrt(ivar[good])))
+    assert len(ratios) == 3
+    assert all(0.85 < r < 1.2 for r in ratios), ratios
+
+
+def test_a_desi_flux_table_without_ivar_is_read_with_an_estimated_one(real_data):
+    path = real_data / ANDES / BGS
+    with pytest.raises(QueryFileError, match="holds 5 spectra.*TARGETID 35191325330507548"):
+        read_spectrum_fits(path)
+    with pytest.warns(IvarEstimatedWarning, match="no inverse variance"):
+        spec = read_spectrum_fits(path, targetid=35191325330507548)
+    flux, ivar = spec
+    assert spec.ivar_estimated and flux.shape == ivar.shape == (C.N_WAVE,)
+    assert (ivar > 0).mean() > 0.99 and np.unique(ivar).size > 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        np.testing.assert_array_equal(read_spectrum_fits(path, row=0)[0], flux)
+
+
+def test_tables_and_arrays_without_ivar_are_flagged_and_files_with_ivar_are_not(tmp_path,
+                                                                                 real_data):
+    from astropy.io import fits
+
+    flux, _ = _galaxy(3)
+    wave = C.wavelength_grid()
+    table = tmp_path / "table.fits"
+    fits.BinTableHDU.from_columns([fits.Column("wave", "D", array=wave),
+                                   fits.Column("flux", "D", array=flux)]).writeto(table)
+    array = tmp_path / "array.fits"
+    fits.HDUList([fits.PrimaryHDU(flux.astype(np.float32))]).writeto(array)
+    for path in (table, array):
+        with pytest.warns(IvarEstimatedWarning):
+            spec = read_spectrum_fits(path)
+        assert spec.ivar_estimated and spec[1][:500].mean() > 3 * spec[1][-500:].mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IvarEstimatedWarning)
+        spec = read_spectrum_fits(real_data / "desi" / "coadd-4-80613-thru20210324.fits")
+    assert not spec.ivar_estimated
+
+
+def test_build_dataset_reads_flux_tables_and_marks_the_estimated_ivar(tmp_path, real_data):
+    from galclip.data import open_dataset
+    from galclip.data.build import BuildConfig, build_dataset
+    from galclip.data.desi import read_redshifts
+
+    zbest = real_data / ANDES / "zbest-bgs-66003-20200315.fits"
+    cfg = BuildConfig(out=str(tmp_path / "ds"), spectra=[str(real_data / ANDES / BGS)],
+                      redshifts=[str(zbest)], keep_unpaired=True, progress=False)
+    assert build_dataset(cfg)["report"].ivar_estimated == 5
+    cols = open_dataset(tmp_path / "ds").read_columns(["object_id", "redshift", "ra",
+                                                       "ivar_estimated"])
+    z = read_redshifts(zbest)
+    truth = dict(zip(z["TARGETID"].tolist(), z["Z"].tolist(), strict=True))
+    assert cols["ivar_estimated"].all() and np.isfinite(cols["ra"]).all()
+    np.testing.assert_allclose(cols["redshift"], [truth[i] for i in cols["object_id"]],
+                               rtol=1e-6)
+
+
+def test_a_desi_coadd_stripped_of_its_ivar_is_read_with_an_estimate_close_to_it(tmp_path,
+                                                                                real_data):
+    """The pipeline format without {ARM}_IVAR HDUs: the query reader and build-dataset both
+    estimate the ivar, mark it, and land near the pipeline's own."""
+    from astropy.io import fits
+
+    from galclip.data.build import BuildConfig, build_dataset
+    from galclip.data.desi import read_desi_spectra
+
+    src = real_data / "desi" / "coadd-4-80613-thru20210324.fits"
+    stripped = tmp_path / "coadd-noivar.fits"
+    with fits.open(src) as hdul:
+        fits.HDUList([h.copy() for h in hdul if not h.name.endswith("_IVAR")]).writeto(stripped)
+    _, true_ivar = read_spectrum_fits(src)
+    with pytest.warns(IvarEstimatedWarning):
+        spec = read_spectrum_fits(stripped)
+    good = (true_ivar > 0) & (spec[1] > 0)
+    assert spec.ivar_estimated and good.mean() > 0.9
+    assert 0.75 < np.median(spec[1][good] / true_ivar[good]) < 1.25
+    batch, _ = read_desi_spectra(stripped, [real_data / "desi" / "redrock-4-80613-thru20210324.fits"])
+    assert batch["ivar_estimated"].all()
+    cfg = BuildConfig(out=str(tmp_path / "ds"), spectra=[str(stripped)], keep_unpaired=True,
+                      redshifts=[str(real_data / "desi" / "redrock-4-80613-thru20210324.fits")],
+                      progress=False)
+    assert build_dataset(cfg)["report"].ivar_estimated == 1
