@@ -146,7 +146,8 @@ def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
                   properties=["redshift"], k=16, chunk_rows=700)
     t = pq.read_table(tmp_path / "p.parquet")
     assert t.column_names == ["object_id", "n_neighbours", "neighbour_distance", "redshift",
-                              *interval_columns("redshift"), "redshift_pdf"]
+                              *interval_columns("redshift"), "redshift_pdf", "ood_score",
+                              "unfamiliar"]
     assert t.num_rows == 3000 and (t.column("n_neighbours").to_numpy() == 32).all()
     meta = read_prediction_metadata(tmp_path / "p.parquet")
     assert {**meta, "n_rows": 3000, "seconds": res.metadata["seconds"]} == \
@@ -164,6 +165,30 @@ def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
     predict(root / "query", root / "ref", tmp_path / "p.csv", properties=["redshift"], k=16)
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert "redshift_lo95" in header and "redshift_pdf" not in header
+
+
+def test_galaxies_unlike_the_reference_are_flagged_unfamiliar(catalogs, tmp_path):
+    """Galaxies drawn like the reference are flagged about 1 % of the time; embeddings off the
+    reference's manifold (random directions) nearly always, whatever labels their neighbours
+    would lend them."""
+    from galclip.eval.predict import predict
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    root, _, _ = catalogs
+    t = predict(root / "query", root / "ref", from_="spectrum", properties=["redshift"], k=16).table
+    score, flag = t.column("ood_score").to_numpy(), t.column("unfamiliar").to_numpy()
+    assert ((0 <= score) & (score <= 1)).all() and flag.mean() < 0.04
+    rng = np.random.default_rng(5)
+    odd = rng.normal(size=(200, 8)).astype(np.float32)
+    odd /= np.linalg.norm(odd, axis=1, keepdims=True)
+    meta = {"object_id": np.arange(200, dtype=np.int64), "ra": np.zeros(200), "dec": np.zeros(200),
+            "redshift": np.full(200, np.nan, np.float32)}
+    write_catalog(tmp_path / "odd", meta, {"spectrum": odd, "image": odd}, model_sha256=SHA)
+    build_index(tmp_path / "odd", "spectrum", kind="flat", verbose=False)
+    t = predict(tmp_path / "odd", root / "ref", from_="spectrum", properties=["redshift"], k=16).table
+    assert t.column("unfamiliar").to_numpy().mean() > 0.9
+    assert np.median(t.column("ood_score").to_numpy()) > 0.99
 
 
 def test_refuses_mismatched_references(catalogs, tmp_path):

@@ -6,8 +6,9 @@ estimate (inverse-distance weighted mean); the intervals and the density are cal
 split conformal prediction on the reference's held-out (non-train) galaxies, which are kept out
 of the neighbour pool. Both catalogs must be embedded with the same model. The output has one
 row per galaxy: object_id, n_neighbours, neighbour_distance, {property},
-{property}_lo68/_hi68/_lo95/_hi95 and redshift_pdf (Parquet or ECSV; the grid and the
-provenance are in the file's metadata). See docs/predict.md.
+{property}_lo68/_hi68/_lo95/_hi95, redshift_pdf, and ood_score / unfamiliar (a galaxy unlike
+the reference's, flagged for 1 % of galaxies drawn like them; its estimate is not to be trusted)
+(Parquet or ECSV; the grid and the provenance are in the file's metadata). See docs/predict.md.
 
 Examples (against the catalog `make demo` writes):
   galclip predict runs/demo/catalog --reference runs/demo/catalog --out predictions.parquet

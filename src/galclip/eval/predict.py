@@ -15,6 +15,11 @@ Query and reference may be different catalogs whose ids overlap: a galaxy is lef
 own neighbours only when the query *is* the reference (same catalog, or one embedded from the
 same dataset). The query is read and predicted ``chunk_rows`` rows at a time and written as it
 goes, so memory is bounded by the chunk, the reference's labels and its index.
+
+Every row also says how unfamiliar the galaxy is to the reference (``ood_score``,
+``unfamiliar``: :mod:`galclip.search.ood`, calibrated so that 1 % of the reference's own held-out
+galaxies are flagged; with ``--from both`` the more unfamiliar of the two modalities), so a
+galaxy unlike any reference galaxy is flagged instead of silently given its neighbours' labels.
 """
 from __future__ import annotations
 
@@ -232,6 +237,7 @@ class Reference:
     searchers: dict[str, Searcher]
     grid: Grid | None
     floor: np.ndarray             # (P,) smallest interval width used to scale scores
+    catalog: Any = None           # the reference as a galclip.search.api.Catalog (OOD scores)
 
     @property
     def z_col(self) -> int | None:
@@ -281,7 +287,7 @@ def open_reference(path: str | Path, from_: str = "spectrum",
     std = np.nanstd(labels, 0)
     return Reference(path, cat.manifest, catalog_fingerprint(cat.manifest), props, labels,
                      cat.meta["object_id"], pool, searchers, grid,
-                     np.where(np.isfinite(std) & (std > 0), 1e-3 * std, 1e-12))
+                     np.where(np.isfinite(std) & (std > 0), 1e-3 * std, 1e-12), cat)
 
 
 def _vectors(path: Path, manifest: dict, modalities: Sequence[str], rows: np.ndarray
@@ -335,6 +341,24 @@ def chunk_columns(ref: Reference, cal: Calibration, est: Estimates) -> dict[str,
     if est.pdf is not None and cal.pit is not None:
         cols["redshift_pdf"] = cal.pit.apply(est.pdf, ref.grid).astype(np.float32)
     return cols
+
+
+def ood_columns(ref: Reference, vectors: dict[str, np.ndarray], self_rows: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+    """``ood_score`` (n,) in [0, 1] and ``unfamiliar`` (n,) bool of one chunk against the
+    reference (:func:`galclip.search.ood.ood_scores`), the larger of the modalities; NaN / False
+    where the galaxy has no embedding to score."""
+    from galclip.search.ood import ood_scores
+
+    n = len(next(iter(vectors.values())))
+    score, unfamiliar = np.full(n, np.nan), np.zeros(n, bool)
+    for m, v in vectors.items():
+        ok = np.isfinite(v).all(1)
+        if ok.any():
+            r = ood_scores(ref.catalog, m, v[ok], self_rows=None if self_rows is None else self_rows[ok])
+            score[ok] = np.fmax(score[ok], r["ood_score"])
+            unfamiliar[ok] |= np.asarray(r["unfamiliar"], bool)
+    return {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
 
 
 def to_arrow(object_id: np.ndarray, cols: dict[str, np.ndarray]):
@@ -446,9 +470,10 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
     parts, n = [], 0
     for ids, vec in iter_query(catalog, qman, list(ref.searchers), chunk_rows):
-        rows, w, dist = neighbours(ref, vec, k, _self_rows(ref, ids) if same else None)
-        table = to_arrow(ids, chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist,
-                                                              ref.z_col, ref.grid)))
+        own = _self_rows(ref, ids) if same else None
+        rows, w, dist = neighbours(ref, vec, k, own)
+        cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid))
+        table = to_arrow(ids, {**cols, **ood_columns(ref, vec, own)})
         writer.write(table) if writer else parts.append(table)
         n += len(ids)
         if progress:
