@@ -148,8 +148,10 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
                                         log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
-    while not srv.started:
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert srv.started, "server did not start"
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -160,9 +162,9 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
             page.wait_for_selector("#query .pdf-plot path")
             assert "catalogue z" in page.inner_text("#query .pdf")
             page.select_option("#unusual-by", "rarity_image")
-            page.click("#unusual-btn")
-            page.wait_for_selector("#results .card")
-            assert page.locator("#results .card").first.get_attribute("data-id") == "1499"
+            page.click("#unusual-btn")              # replaces the cards of the ?id=7 search:
+            page.wait_for_function(                  # wait for the list itself, not any card
+                "document.querySelector('#results .card')?.dataset.id === '1499'")
             assert not errors
             browser.close()
     finally:
