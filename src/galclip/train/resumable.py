@@ -154,18 +154,20 @@ class SaveLast(Checkpoint):
     (mid-epoch, or at the next epoch)."""
 
     def __init__(self, path: Path, every: int):
-        self.path, self.every = Path(path), int(every)
+        self.path, self.every, self.due = Path(path), int(every), False
 
     def _save(self, trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         trainer.save_checkpoint(self.path)
+        self.due = False
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
-        # not after an epoch's last batch: Lightning resumes such a checkpoint as the middle of
-        # the epoch it ended, one batch too many; the epoch-end save follows at once anyway
-        last = batch_idx + 1 >= trainer.num_training_batches
-        if self.every > 0 and trainer.global_step % self.every == 0 and not last:
+        self.due |= self.every > 0 and trainer.global_step % self.every == 0
+        # not after an epoch's last batch: Lightning resumes such a checkpoint of a stage that
+        # does not validate as the middle of the epoch it ended, with one batch too many; the
+        # save moves to the next step (or the epoch-end save after a validation does it)
+        if self.due and batch_idx + 1 < trainer.num_training_batches:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, module) -> None:
