@@ -13,7 +13,7 @@ folder writable) must resume to the reference output.
 Counts (trials, identical outputs, clean errors, tracebacks, other failures) are printed and
 written as JSON; figures in benchmarks/RESULTS.md.
 
-    python benchmarks/faults.py --out /tmp/faults --kills 8 [--seed 0]
+    python benchmarks/faults.py --out /tmp/faults --kills all=8 [index=20 ...] [--seed 0]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -114,7 +115,7 @@ def fresh(src: Path, dst: Path, how: str) -> None:
             f.unlink()
 
 
-def kill_trials(work: Path, kills: int, rng: random.Random, tally: Tally) -> None:
+def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Tally) -> None:
     cmds = commands(work)
     for name, (argv, ref, how) in cmds.items():
         ref_out = ref if name != "index" else work / "ref-index"
@@ -125,7 +126,7 @@ def kill_trials(work: Path, kills: int, rng: random.Random, tally: Tally) -> Non
             raise SystemExit(f"reference {name} failed:\n{err}")
         want = digest(ref_out, how)
         print(f"reference {name}: {seconds:.1f} s", flush=True)
-        for _ in range(kills):
+        for _ in range(kills.get(name, kills.get("all", 0))):
             out = work / f"trial-{name}"
             fresh(ref, out, how)
             at = rng.uniform(0.05, 0.95) * seconds
@@ -151,7 +152,9 @@ def umount(path: Path) -> None:
 
 
 def clean_error(rc: int, err: str) -> tuple[str, str]:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("galclip")]
+    # progress bars share stderr (carriage returns, no newline at their end)
+    lines = [ln[ln.index("galclip "):] for ln in err.replace("\r", "\n").splitlines()
+             if re.search(r"galclip [\w-]+: error: ", ln)]
     if "Traceback" in err:
         return "traceback", err.strip().splitlines()[-1]
     if rc == 2 and lines:
@@ -161,16 +164,15 @@ def clean_error(rc: int, err: str) -> tuple[str, str]:
 
 def disk_trials(work: Path, tally: Tally) -> None:
     cmds = commands(work)
-    mnt = work / "mnt"
-    if not mount(mnt, "size=3m"):
-        print("mount -t tmpfs refused: disk faults skipped", flush=True)
-        return
-    try:
-        for name in ("simulate", "embed"):                     # a full disk, then space freed
-            argv, ref, how = cmds[name]
-            out = mnt / name
-            filler = mnt / "filler"
-            filler.write_bytes(b"\0" * (2_600_000 if name == "simulate" else 2_900_000))
+    for name, size_mb, left_kb in (("simulate", 40, 8000), ("embed", 3, 60)):
+        argv, ref, how = cmds[name]                        # a full disk, then space freed
+        mnt = work / f"mnt-{name}"
+        if not mount(mnt, f"size={size_mb}m"):
+            print("mount -t tmpfs refused: disk faults skipped", flush=True)
+            return
+        try:
+            out, filler = mnt / name, mnt / "filler"
+            filler.write_bytes(b"\0" * (size_mb * 1024 * 1024 - left_kb * 1024))
             rc, err, _ = run(argv, out)
             outcome, line = clean_error(rc, err)
             tally.add("full-disk", name, outcome, line)
@@ -179,9 +181,8 @@ def disk_trials(work: Path, tally: Tally) -> None:
             same = rc == 0 and digest(out, how) == digest(ref, how)
             tally.add("full-disk", name, "identical" if same else clean_error(rc, err)[0],
                       "rerun after freeing space")
-            shutil.rmtree(out, ignore_errors=True)
-    finally:
-        umount(mnt)
+        finally:
+            umount(mnt)
     ro = work / "ro"
     if mount(ro, "size=8m,ro"):                              # a read-only output folder
         try:
@@ -200,7 +201,8 @@ def disk_trials(work: Path, tally: Tally) -> None:
     shutil.rmtree(out, ignore_errors=True)
     p = subprocess.Popen([str(out) if a == "OUT" else a for a in argv], env=ENV,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)
+    while p.poll() is None and not out.exists():          # embed has opened the dataset
+        time.sleep(0.05)
     shutil.rmtree(data, ignore_errors=True)
     _, err = p.communicate()
     tally.add("vanished", "embed", *(clean_error(p.returncode, err) if p.returncode else
@@ -210,18 +212,24 @@ def disk_trials(work: Path, tally: Tally) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="work folder (emptied)")
-    ap.add_argument("--kills", type=int, default=8, help="kill trials per command")
+    ap.add_argument("--kills", nargs="+", default=["all=8"], metavar="NAME=N",
+                    help="kill trials per command (all=N for every command not named)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-disk", action="store_true", help="skip the tmpfs disk faults")
+    ap.add_argument("--disk-only", action="store_true",
+                    help="only the disk faults, reusing the reference outputs in --out")
     args = ap.parse_args()
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
     tally = Tally()
-    kill_trials(args.out, args.kills, random.Random(args.seed), tally)
+    if not args.disk_only:
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
+        kills = {k: int(v) for k, v in (a.split("=") for a in args.kills)}
+        kill_trials(args.out, kills, random.Random(args.seed), tally)
     if not args.no_disk:
         disk_trials(args.out, tally)
     summary = tally.summary()
-    (args.out / "faults.json").write_text(json.dumps({"summary": summary, "trials": tally.rows}, indent=1))
+    name = "faults-disk.json" if args.disk_only else "faults.json"
+    (args.out / name).write_text(json.dumps({"summary": summary, "trials": tally.rows}, indent=1))
     print(json.dumps(summary))
 
 
