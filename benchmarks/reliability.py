@@ -32,6 +32,11 @@ Server (loopback, `galclip serve` in a separate process, ``--workers`` processes
     .venv/bin/python benchmarks/reliability.py --variants 1000 --requests 10000 --concurrency 32
     .venv/bin/python benchmarks/reliability.py --server-only --requests 10000 --concurrency 32 [--workers 2]
     .venv/bin/python benchmarks/reliability.py --readers-only --formats cutout stein provabgs
+    .venv/bin/python benchmarks/reliability.py --soak 100000 --concurrency 32 --workers 2
+
+``--soak N``: N requests of the same mix (no slow clients) in chunks of 10,000, the server's
+resident memory (all its processes, /proc VmRSS) recorded after the first 10,000 and after each
+chunk: a leak shows as growth after the warm-up; the goal is the end within 10 % of the first.
 """
 from __future__ import annotations
 
@@ -564,6 +569,53 @@ def server_campaign(n: int, concurrency: int, slow: int, read_timeout: float, se
             "client": client, "client_cpu": cpu, "server_cpu": server_cpu, "workers": workers}
 
 
+def _rss_mb(pid: int) -> float:
+    """Resident memory (MB) of a process and its live children (``--workers``), from /proc."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if int(d.name) == pid or ppid == pid:
+                rss = [ln for ln in (d / "status").read_text().splitlines() if ln.startswith("VmRSS")]
+                total += int(rss[0].split()[1]) if rss else 0
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1024
+
+
+def soak_campaign(n: int, concurrency: int, read_timeout: float, seed: int, tmp: Path,
+                  workers: int, chunk: int = 10_000) -> dict:
+    """``n`` requests in chunks of ``chunk``; RSS after the first chunk and after each."""
+    import socket
+
+    cat, data, model, ids = _prepare_server(tmp)
+    blobs = _upload_blobs(tmp)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = start_server(cat, data, port, read_timeout, workers)
+    results, rss, t0 = [], [], time.perf_counter()
+    try:
+        _wait_up(port)
+        cpu0 = time.process_time()
+        server0 = _cpu_s(child.pid)
+        for i in range(0, n, chunk):
+            plan = _request_plan(min(chunk, n - i), ids, blobs, seed + i)
+            results += asyncio.run(_drive(port, plan, concurrency))
+            rss.append((len(results), _rss_mb(child.pid)))
+            print(f"  soak: {len(results)} requests, server RSS {rss[-1][1]:.0f} MB", flush=True)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        server_cpu = _cpu_s(child.pid) - server0
+        sequential = asyncio.run(_drive(port, _request_plan(500, ids, blobs, seed + 2, NORMAL), 1))
+    finally:
+        child.terminate()
+        child.wait(10)
+    return {"results": results, "wall": wall, "slow": [], "sequential": sequential, "client": "raw",
+            "client_cpu": cpu, "server_cpu": server_cpu, "workers": workers, "rss": rss}
+
+
 def _wait_up(port: int) -> None:
     import httpx
 
@@ -656,6 +708,8 @@ def main() -> int:
                    help="only these reader campaigns (desi-coadd, desi-redrock, dataset, "
                         "cutout, stein, mmu-legacysurvey, mmu-desi, astroclip-h5, provabgs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--soak", type=int, default=0, metavar="N",
+                   help="server soak: N requests, RSS after the first 10,000 and at the end")
     p.add_argument("--workers", type=int, default=1, help="galclip serve --workers")
     p.add_argument("--upload-threads", type=int, default=1, help="galclip serve --upload-threads")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw",
@@ -672,6 +726,14 @@ def main() -> int:
         if args.readers_only:
             return 0
         (tmp / "server").mkdir()
+        if args.soak:
+            res = soak_campaign(args.soak, args.concurrency, args.read_timeout, args.seed + 3,
+                                tmp / "server", args.workers)
+            print_server(res, args.concurrency, args.read_timeout)
+            first, last = res["rss"][0][1], res["rss"][-1][1]
+            print(f"  RSS after {res['rss'][0][0]} requests {first:.0f} MB, after {res['rss'][-1][0]} "
+                  f"{last:.0f} MB ({(last - first) / first * 100:+.1f} %)")
+            return 0
         res = server_campaign(args.requests, args.concurrency, args.slow_clients,
                               args.read_timeout, args.seed + 3, tmp / "server", args.client,
                               args.workers, args.upload_threads)

@@ -241,12 +241,13 @@ def test_resume_after_a_kill_continues_from_the_saved_step(toy_dataset, tmp_path
     out = tmp_path / "run"
     args = TINY["spectrum"] + RUN + ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]
     with pytest.raises(SystemError):
-        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[KillAt(3)])
+        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[KillAt(4)])
     assert not (out / "encoder.safetensors").exists()
-    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    # step 2 ends an epoch (2 batches each): its checkpoint is written after step 3
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
     rec = RecordStart()
     path = run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[rec])
-    assert rec.start == 2
+    assert rec.start == 3
     assert read_metadata(path)["pretrain_steps"] == "4"
     assert load_encoder(path).modality == "spectrum"
     with pytest.raises(ConfigError, match="different config"):

@@ -5,7 +5,9 @@ the same kind of thing, and both are written and read through this module:
 
 - **atomic writes** -- :func:`atomic_write` (a temporary ``.NAME.tmp-PID`` beside the target,
   then ``os.replace``), :func:`write_json_atomic`, and :func:`remove_stale_temporaries` for the
-  temporaries a killed writer left behind. Readers see the old file or the new one, never a mix.
+  temporaries a killed writer left behind. Readers see the old file or the new one, never a mix;
+  a writer that fails (full disk, read-only folder) leaves neither a temporary nor half a file,
+  and its ``OSError`` names the file (:func:`with_path`).
 - **shards** -- :func:`write_parquet` writes one table atomically and returns its manifest entry
   ``{file, n_rows, sha256, bytes}`` (:func:`shard_entry` makes the entry of a file on disk).
 - **manifests** -- :func:`base_manifest` holds the fields every manifest shares (``format``,
@@ -48,14 +50,38 @@ def atomic_path(path: Path) -> Path:
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """``with atomic_write(p) as tmp: write(tmp)``: ``tmp`` replaces ``p`` when the block ends
-    without an error, and is deleted when it raises."""
+    without an error, and is deleted when it raises. An ``OSError`` (a full disk, a read-only
+    or forbidden folder) leaves with ``p`` as its ``filename`` and its ``errno`` set, which
+    libraries such as pyarrow leave out: the CLI turns it into one line that names the path."""
     path = Path(path)
     tmp = atomic_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        named = with_path(e, path)
+        if named is e:
+            raise
+        raise named from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]|errno[ =:]+(\d+)", re.IGNORECASE)
+
+
+def with_path(e: OSError, path: str | Path) -> OSError:
+    """``e`` itself if it names a file, else the same error naming ``path`` (its errno read
+    from the message when the raiser left it out)."""
+    if e.filename:
+        return e
+    code = e.errno
+    if code is None and (m := _ERRNO.search(str(e))):
+        code = int(m.group(1) or m.group(2))
+    if code is None:
+        return e
+    return OSError(code, os.strerror(code), str(path))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -10,6 +10,7 @@ never written again here. Heavy libraries (torch, bagpipes, GalSim, FAISS) are i
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -18,7 +19,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("simulate", "galclip.cli.simulate", "simulate a survey of paired galaxy images and spectra"),
     ("build-dataset", "galclip.cli.build_dataset",
      "build a dataset from DESI, Legacy Survey, AstroCLIP, MMU files"),
-    ("validate", "galclip.cli.validate", "check a dataset folder (manifest, shards, checksums)"),
+    ("validate", "galclip.cli.validate",
+     "check a dataset or embedding catalog (with its indexes): manifest, shards, checksums"),
     ("pretrain", "galclip.cli.pretrain", "pretrain an image or spectrum encoder without labels"),
     ("align", "galclip.cli.align", "align image and spectrum encoders in one embedding space (CLIP)"),
     ("embed", "galclip.cli.embed", "embed a dataset into a searchable embedding catalog"),
@@ -64,6 +66,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("galclip: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"galclip {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:           # full disk, read-only or forbidden folder, I/O error
+        print(f"galclip {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+
+
+#: what to do about an OSError, by errno
+_OS_HINTS = {
+    errno.ENOSPC: "no space left on the device: free some space (or write elsewhere) and rerun "
+                  "the same command; it resumes where it stopped",
+    errno.EDQUOT: "disk quota exceeded: free some space (or write elsewhere) and rerun the same "
+                  "command; it resumes where it stopped",
+    errno.EROFS: "the file system is read-only: choose a writable output folder",
+    errno.EACCES: "permission denied: make the folder writable (readable, for an input) or "
+                  "choose another",
+    errno.EPERM: "operation not permitted: make the folder writable or choose another",
+    errno.EIO: "input/output error from the device: check the disk, then rerun the same command",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an ``OSError``: the path it names and what to do."""
+    where = f"{e.filename}: " if e.filename else ""
+    hint = _OS_HINTS.get(e.errno or -1)
+    return f"{where}{hint}" if hint else f"{where}{e.strerror or e}"

@@ -484,7 +484,9 @@ def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
 
 # ----------------------------------------------------------------------------- reading
 def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> dict[str, Any]:
-    """Read and check a catalog's manifest; every shard must exist (and match, if verifying)."""
+    """Read and check a catalog's manifest: every shard must exist with the recorded size and a
+    readable Parquet footer holding the recorded row count (cheap: no data page is read); with
+    ``verify_checksums`` also its sha256 (every byte; ``galclip validate``: galclip.search.verify)."""
     path = Path(path)
     mpath = path / MANIFEST
     hint = " (embedding not finished? rerun galclip embed)" if (path / PLAN).exists() else ""
@@ -496,11 +498,10 @@ def read_catalog_manifest(path: str | Path, verify_checksums: bool = False) -> d
         spath = path / e["file"]
         if not spath.exists():
             raise CatalogError(f"{spath}: shard listed in the manifest is missing")
-        if verify_checksums:
-            try:
-                storage.check_shard(spath, e, checksums=True)
-            except storage.StorageError as err:
-                raise CatalogError(str(err)) from err
+        try:
+            storage.check_shard(spath, e, checksums=verify_checksums)
+        except storage.StorageError as err:
+            raise CatalogError(str(err)) from err
     return manifest
 
 

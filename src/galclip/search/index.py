@@ -39,7 +39,7 @@ from galclip.search.catalog import (
     sample_embeddings,
 )
 from galclip.search.ivfpq import TRAIN_PER_LIST
-from galclip.storage import atomic_write, write_json_atomic
+from galclip.storage import atomic_write, sha256_file, write_json_atomic
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq", "ivfsq8")
 COMPRESSED = {"ivfpq": "pq", "ivfsq8": "sq8"}  # kind -> codec of galclip.search.ivfpq
@@ -395,7 +395,12 @@ def save_index(catalog_dir: str | Path, loaded: LoadedIndex) -> None:
             faiss.write_index(loaded.index, str(tmp))
     with atomic_write(fpath.with_suffix(".rows.npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, loaded.rows)
-    write_json_atomic(jpath, loaded.info)
+    info = loaded.info
+    files = [*(info.get("parts") or [fpath.name]), fpath.with_suffix(".rows.npy").name,
+             *([info["rerank"]["file"]] if info.get("rerank") else [])]
+    # checksums of the files as written, for `galclip validate` (opening never reads them whole)
+    info["sha256"] = {n: sha256_file(Path(catalog_dir) / n) for n in files}
+    write_json_atomic(jpath, info)
     if not loaded.info.get("rerank"):      # a re-rank file left by an earlier build
         fpath.with_suffix(".rerank.f16").unlink(missing_ok=True)
 

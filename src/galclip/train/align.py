@@ -4,7 +4,8 @@ The stage ``align`` of the one training runner (:mod:`galclip.train.runner`: con
 resume policy, Trainer, export); the objective, its trainable parameters and learning rates are
 :mod:`galclip.train.clip_objective`. Training reads the ``train`` split, validation the ``val``
 split, both only rows that hold an image and a spectrum, shuffled by Parquet row groups
-(:class:`galclip.train.data.BlockShuffleSampler`). The run folder ends with ``model.safetensors``,
+(:class:`galclip.train.data.BlockShuffleSampler`; a killed run resumes on the same batches,
+:mod:`galclip.train.resumable`). The run folder ends with ``model.safetensors``,
 the self-describing model (``galclip.load_model``), rewritten after every epoch.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ def loaders(cfg: Mapping[str, Any], data_dir: str | Path):
     from torch.utils.data import DataLoader
 
     from galclip.train.data import BlockShuffleSampler, open_pairs, row_group_of_rows, split_rows
+    from galclip.train.resumable import ResumableLoader
 
     d = cfg["data"]
     ds = open_pairs(data_dir)
@@ -34,8 +36,8 @@ def loaders(cfg: Mapping[str, Any], data_dir: str | Path):
     bs, workers = int(d["batch_size"]), int(d["num_workers"])
     groups = row_group_of_rows(ds)
     sampler = BlockShuffleSampler(train_rows, groups, int(d["shuffle_window"]), int(cfg["seed"]))
-    train = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=workers,
-                       drop_last=len(train_rows) > bs, persistent_workers=workers > 0)
+    train = ResumableLoader(ds, sampler, bs, num_workers=workers, drop_last=len(train_rows) > bs,
+                            persistent_workers=workers > 0)
     val = DataLoader(ds, batch_size=int(d["val_batch_size"]), num_workers=workers,
                      sampler=BlockShuffleSampler(val_rows, groups, shuffle=False))
     return train, val

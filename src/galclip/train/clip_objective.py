@@ -190,8 +190,8 @@ class CLIPModule(L.LightningModule):
         the batch's and the ``spectrum_queue`` most recent training galaxies', closer to a
         retrieval pool than a batch of 64. Queued rows are detached and a few steps stale; the
         spectrum head trains slowly (or, with the CPU recipe, is the only spectrum part that
-        trains), so they stay close to what the head gives now. The queue is not checkpointed:
-        after a resume it refills within ``spectrum_queue / batch`` steps. Measured on the CPU
+        trains), so they stay close to what the head gives now. The queue is checkpointed, so
+        a resumed run ranks against the same queue. Measured on the CPU
         demo it makes retrieval worse (pool-1000 rank 12/11 -> 32/26 with 448; RESULTS.md), so
         no preset uses it."""
         if not self.queue_size:
@@ -203,6 +203,14 @@ class CLIPModule(L.LightningModule):
         self._queue = (torch.cat([emb.to(spectrum_emb), spectrum_emb.detach()])[-keep:],
                        torch.cat([queued_ids.to(ids.device), ids])[-keep:])
         return extra
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.queue_size:
+            checkpoint["spectrum_queue"] = [t.detach().cpu() for t in self._queue]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.queue_size and "spectrum_queue" in checkpoint:
+            self._queue = tuple(checkpoint["spectrum_queue"])
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)

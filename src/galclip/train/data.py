@@ -41,20 +41,19 @@ def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: in
 
 
 def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuffle: bool = True):
-    """Pretraining: DataLoader of ``{column: tensor}`` batches of ``modality`` over ``data["split"]``."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
+    """Pretraining: a resumable DataLoader of ``{column: tensor}`` batches of ``modality`` over
+    ``data["split"]``, shuffled anew each epoch as a function of ``(seed, epoch)``."""
     from galclip.data import open_dataset
+    from galclip.train.resumable import ResumableLoader
 
     ds = open_dataset(data_dir, columns=input_columns((modality,), with_id=False))
     rows = split_rows(ds, data["split"], (modality,), data["max_rows"])
     if len(rows) == 0:
         raise ValueError(f"{ds.path}: split '{data['split']}' has no rows with a {modality}")
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(Subset(ds, rows.tolist()), batch_size=data["batch_size"], shuffle=shuffle,
-                      num_workers=data["num_workers"], drop_last=shuffle and len(rows) > data["batch_size"],
-                      generator=g, persistent_workers=data["num_workers"] > 0)
+    return ResumableLoader(ds, EpochSampler(rows, seed, shuffle), data["batch_size"],
+                           num_workers=data["num_workers"],
+                           drop_last=shuffle and len(rows) > data["batch_size"],
+                           persistent_workers=data["num_workers"] > 0)
 
 
 def row_group_of_rows(dataset) -> np.ndarray:
@@ -78,21 +77,48 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-class BlockShuffleSampler:
-    """Indices of ``rows``, shuffled by windows of ``window`` row groups (in order if not
-    ``shuffle``). Under DDP each rank takes every world-th index of the same order, the list
-    wrapped around to equal length on every rank (ranks must run the same number of steps)."""
+class EpochSampler:
+    """Indices of ``rows`` in an order that is a pure function of ``(seed, epoch)`` (``_order``),
+    from position ``start`` on: a run resumed mid-epoch skips what it already read
+    (:class:`galclip.train.resumable.ResumableLoader`). Under DDP each rank takes every
+    world-th index of the same order, the list wrapped around to equal length on every rank
+    (ranks must run the same number of steps)."""
 
-    def __init__(self, rows: np.ndarray, row_groups: np.ndarray, window: int = 8, seed: int = 0,
-                 shuffle: bool = True):
-        self.rows, self.groups = np.asarray(rows), np.asarray(row_groups)[rows]
-        self.window, self.seed, self.shuffle, self.epoch = window, seed, shuffle, 0
+    def __init__(self, rows: np.ndarray, seed: int = 0, shuffle: bool = True):
+        self.rows, self.seed, self.shuffle = np.asarray(rows), seed, shuffle
+        self.epoch = self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Read epoch ``epoch`` from its ``start``-th index (of this rank's share)."""
+        if epoch != self.epoch or start:
+            self.start = start
         self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-len(self.rows) // _rank_world()[1])
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        return np.random.default_rng((self.seed, self.epoch)).permutation(self.rows)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        rank, world = _rank_world()
+        if world > 1:
+            order = np.resize(order, len(self) * world)[rank::world]
+        start, self.start = self.start, 0  # a skip applies to one pass only
+        return iter(order[start:].tolist())
+
+
+class BlockShuffleSampler(EpochSampler):
+    """Indices of ``rows``, shuffled by windows of ``window`` row groups (in order if not
+    ``shuffle``); see :class:`EpochSampler` for epochs, resume and DDP."""
+
+    def __init__(self, rows: np.ndarray, row_groups: np.ndarray, window: int = 8, seed: int = 0,
+                 shuffle: bool = True):
+        super().__init__(rows, seed, shuffle)
+        self.groups, self.window = np.asarray(row_groups)[self.rows], window
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
@@ -102,13 +128,6 @@ class BlockShuffleSampler:
         windows = [self.rows[np.isin(self.groups, order[i:i + self.window])]
                    for i in range(0, len(order), self.window)]
         return np.concatenate([rng.permutation(w) for w in windows])
-
-    def __iter__(self) -> Iterator[int]:
-        order = self._order()
-        rank, world = _rank_world()
-        if world > 1:
-            order = np.resize(order, len(self) * world)[rank::world]
-        return iter(order.tolist())
 
 
 def open_pairs(data_dir: str | Path):

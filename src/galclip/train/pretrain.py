@@ -38,8 +38,11 @@ def _export(modality: str):
     return export
 
 
-IMAGE = Stage("pretrain-image", "encoder.safetensors", _loaders("image"), _export("image"))
-SPECTRUM = Stage("pretrain-spectrum", "encoder.safetensors", _loaders("spectrum"), _export("spectrum"))
+# the loader's sampler splits rows by rank (galclip.train.data.EpochSampler): it stays resumable
+IMAGE = Stage("pretrain-image", "encoder.safetensors", _loaders("image"), _export("image"),
+              distributed_sampler=False)
+SPECTRUM = Stage("pretrain-spectrum", "encoder.safetensors", _loaders("spectrum"), _export("spectrum"),
+                 distributed_sampler=False)
 
 
 def run_pretrain(modality: str, data_dir: str | Path, out_dir: str | Path,

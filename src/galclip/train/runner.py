@@ -9,7 +9,8 @@ checkpoints) and the export of the stage's self-describing weights. A run folder
     state.json             the run's resume state (galclip.resume.ResumeState): inputs (dataset and
                            checkpoint fingerprints), whether it finished
     checkpoints/last.ckpt  Lightning state, every ``trainer.checkpoint_every_n_steps`` steps, each
-                           epoch and at the end
+                           epoch and at the end (written atomically; it resumes the run exactly:
+                           :mod:`galclip.train.resumable`)
     logs/version_N/        CSV metrics, one folder per attempt (first run, each resume)
     tensorboard/           the same for TensorBoard, if it is installed
     <weights>              encoder.safetensors (pretraining) or model.safetensors (alignment)
@@ -136,12 +137,13 @@ def loggers(out: Path) -> list:
 
 def build_trainer(cfg: Mapping[str, Any], out: Path, stage: Stage, callbacks: Sequence[Any] = ()):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from galclip.train import resumable as R
 
     tr = cfg["trainer"]
-    ckpt = ModelCheckpoint(dirpath=out / LAST.parent, save_last=True, save_top_k=0,
-                           every_n_train_steps=int(tr["checkpoint_every_n_steps"]),
-                           save_on_train_epoch_end=True)
+    exact = [R.ObjectiveModes(), R.StepSeeds(int(cfg["seed"])), R.LoaderPosition(),
+             R.SaveLast(out / LAST, int(tr["checkpoint_every_n_steps"]))]  # exact resume
     bar = [TQDMProgressBar(refresh_rate=max(1, int(tr["log_every_n_steps"])))] if tr["progress_bar"] else []
     return L.Trainer(
         default_root_dir=out, max_epochs=int(tr["max_epochs"]), max_steps=int(tr["max_steps"]),
@@ -149,7 +151,8 @@ def build_trainer(cfg: Mapping[str, Any], out: Path, stage: Stage, callbacks: Se
         strategy=tr["strategy"], precision=precision(tr),
         gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None,
         log_every_n_steps=int(tr["log_every_n_steps"]), num_sanity_val_steps=0,
-        logger=loggers(out), callbacks=[ckpt, *callbacks, *bar],
+        logger=loggers(out), callbacks=[*exact, *callbacks, *bar],
+        plugins=[R.AtomicCheckpointIO()],
         enable_progress_bar=bool(tr["progress_bar"]), enable_model_summary=False,
         use_distributed_sampler=stage.distributed_sampler)
 

@@ -1,0 +1,237 @@
+"""Fault injection, the long form of tests/test_exact_resume.py and tests/test_io_faults.py.
+
+For each long command (simulate, pretrain spectrum, align, embed, index) on a small simulated
+survey: one uninterrupted reference run, then trials that ``kill -9`` the command at a random
+moment of its run, rerun it to the end and compare the output with the reference (dataset and
+catalog shards by sha256, weights tensor by tensor, index files by sha256). Then the disk
+faults on a real small tmpfs (``mount -t tmpfs``, root only; skipped otherwise): a full disk
+(simulate and embed onto 3 MB), a read-only output folder (a tmpfs mounted read-only), an input
+folder that vanishes mid-run (the dataset deleted while ``embed`` reads it). Each fault trial
+must end with exit code 2 and one line on stderr, no traceback, and the rerun (space freed,
+folder writable) must resume to the reference output.
+
+Counts (trials, identical outputs, clean errors, tracebacks, other failures) are printed and
+written as JSON; figures in benchmarks/RESULTS.md.
+
+    python benchmarks/faults.py --out /tmp/faults --kills all=8 [index=20 ...] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+TRAIN = ["trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=2", "optim.warmup_steps=1"]
+
+
+def galclip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "galclip.cli", *args]
+
+
+def commands(work: Path) -> dict[str, tuple[list[str], Path, str]]:
+    """name -> (argv with OUT for the output folder, an input prepared by the reference runs,
+    how to compare)."""
+    d, enc, m, cat = work / "ref-simulate", work / "ref-pretrain", work / "ref-align", work / "ref-embed"
+    return {
+        "simulate": (galclip("simulate", "--n", "80", "--shard-size", "20", "--workers", "1",
+                             "--no-progress", "--out", "OUT"), d, "manifest"),
+        "pretrain": (galclip("pretrain", "spectrum", "--config", "spectrum-cpu", "--data", str(d),
+                             "--out", "OUT", "data.batch_size=16", "trainer.max_steps=10", *TRAIN),
+                     enc, "weights"),
+        "align": (galclip("align", "--config", "cpu", "--data", str(d), "--out", "OUT",
+                          "--spectrum-encoder", str(enc / "encoder.safetensors"),
+                          "model.embed_dim=32", "data.batch_size=16", "data.val_batch_size=64",
+                          "trainer.max_epochs=3", *TRAIN), m, "weights"),
+        "embed": (galclip("embed", "--model", str(m / "model.safetensors"), "--data", str(d),
+                          "--out", "OUT", "--rows-per-shard", "16", "--batch-size", "16"),
+                  cat, "manifest"),
+        "index": (galclip("index", "OUT", "--kind", "ivf", "--nlist", "4"), cat, "index"),
+    }
+
+
+def run(argv: list[str], out: Path, kill_after: float | None = None) -> tuple[int, str, float]:
+    argv = [str(out) if a == "OUT" else a for a in argv]
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if kill_after is not None:
+        try:
+            p.wait(kill_after)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+    _, err = p.communicate()
+    return p.returncode, err, time.monotonic() - t0
+
+
+def digest(out: Path, how: str) -> str:
+    h = hashlib.sha256()
+    if how == "manifest":
+        for s in json.loads((out / "manifest.json").read_text())["shards"]:
+            h.update(f"{s['file']}:{s['sha256']}".encode())
+    elif how == "weights":
+        from safetensors.torch import load_file
+
+        f = next(out.glob("*.safetensors"))
+        for k, v in sorted(load_file(f).items()):
+            h.update(k.encode() + v.numpy().tobytes())
+    else:
+        for f in sorted(out.glob("index-*")):
+            if f.suffix != ".json":
+                h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, kind: str, command: str, outcome: str, detail: str = "") -> None:
+        self.rows.append({"kind": kind, "command": command, "outcome": outcome, "detail": detail})
+        print(f"{kind:10s} {command:9s} {outcome:10s} {detail}", flush=True)
+
+    def summary(self) -> dict:
+        out = {"trials": len(self.rows)}
+        for o in ("identical", "clean", "traceback", "different", "failed"):
+            out[o] = sum(r["outcome"] == o for r in self.rows)
+        return out
+
+
+def fresh(src: Path, dst: Path, how: str) -> None:
+    """The output folder a trial starts from: empty, or (index) a copy of the catalog."""
+    shutil.rmtree(dst, ignore_errors=True)
+    if how == "index":
+        shutil.copytree(src, dst)
+        for f in dst.glob("*index-*"):
+            f.unlink()
+
+
+def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Tally) -> None:
+    cmds = commands(work)
+    for name, (argv, ref, how) in cmds.items():
+        ref_out = ref if name != "index" else work / "ref-index"
+        if name == "index":
+            fresh(ref, ref_out, how)
+        rc, err, seconds = run(argv, ref_out)
+        if rc != 0:
+            raise SystemExit(f"reference {name} failed:\n{err}")
+        want = digest(ref_out, how)
+        print(f"reference {name}: {seconds:.1f} s", flush=True)
+        for _ in range(kills.get(name, kills.get("all", 0))):
+            out = work / f"trial-{name}"
+            fresh(ref, out, how)
+            at = rng.uniform(0.05, 0.95) * seconds
+            rc1, _, _ = run(argv, out, kill_after=at)
+            rc, err, _ = run(argv, out)
+            if rc != 0:
+                tally.add("kill", name, "traceback" if "Traceback" in err else "failed",
+                          f"killed at {at:.1f} s; rerun rc {rc}: {err.strip().splitlines()[-1:]}")
+            else:
+                same = digest(out, how) == want
+                tally.add("kill", name, "identical" if same else "different",
+                          f"killed at {at:.1f} s ({'killed' if rc1 == -9 else f'finished first, rc {rc1}'})")
+
+
+def mount(path: Path, opts: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def clean_error(rc: int, err: str) -> tuple[str, str]:
+    # progress bars share stderr (carriage returns, no newline at their end)
+    lines = [ln[ln.index("galclip "):] for ln in err.replace("\r", "\n").splitlines()
+             if re.search(r"galclip [\w-]+: error: ", ln)]
+    if "Traceback" in err:
+        return "traceback", err.strip().splitlines()[-1]
+    if rc == 2 and lines:
+        return "clean", lines[-1]
+    return "failed", f"rc {rc}: {err.strip()[-200:]}"
+
+
+def disk_trials(work: Path, tally: Tally) -> None:
+    cmds = commands(work)
+    for name, size_mb, left_kb in (("simulate", 40, 8000), ("embed", 3, 60)):
+        argv, ref, how = cmds[name]                        # a full disk, then space freed
+        mnt = work / f"mnt-{name}"
+        if not mount(mnt, f"size={size_mb}m"):
+            print("mount -t tmpfs refused: disk faults skipped", flush=True)
+            return
+        try:
+            out, filler = mnt / name, mnt / "filler"
+            filler.write_bytes(b"\0" * (size_mb * 1024 * 1024 - left_kb * 1024))
+            rc, err, _ = run(argv, out)
+            outcome, line = clean_error(rc, err)
+            tally.add("full-disk", name, outcome, line)
+            filler.unlink()
+            rc, err, _ = run(argv, out)
+            same = rc == 0 and digest(out, how) == digest(ref, how)
+            tally.add("full-disk", name, "identical" if same else clean_error(rc, err)[0],
+                      "rerun after freeing space")
+        finally:
+            umount(mnt)
+    ro = work / "ro"
+    if mount(ro, "size=8m,ro"):                              # a read-only output folder
+        try:
+            for name in ("simulate", "embed", "pretrain"):
+                argv, _, _ = cmds[name]
+                rc, err, _ = run(argv, ro / name)
+                tally.add("read-only", name, *clean_error(rc, err))
+        finally:
+            umount(ro)
+    # an input that vanishes mid-run: the dataset deleted while embed reads it
+    argv, ref, how = cmds["embed"]
+    data = work / "vanishing"
+    shutil.copytree(work / "ref-simulate", data)
+    argv = [str(data) if a == str(work / "ref-simulate") else a for a in argv]
+    out = work / "trial-vanish"
+    shutil.rmtree(out, ignore_errors=True)
+    p = subprocess.Popen([str(out) if a == "OUT" else a for a in argv], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while p.poll() is None and not out.exists():          # embed has opened the dataset
+        time.sleep(0.05)
+    shutil.rmtree(data, ignore_errors=True)
+    _, err = p.communicate()
+    tally.add("vanished", "embed", *(clean_error(p.returncode, err) if p.returncode else
+                                    ("failed", "finished before the input vanished")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="work folder (emptied)")
+    ap.add_argument("--kills", nargs="+", default=["all=8"], metavar="NAME=N",
+                    help="kill trials per command (all=N for every command not named)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-disk", action="store_true", help="skip the tmpfs disk faults")
+    ap.add_argument("--disk-only", action="store_true",
+                    help="only the disk faults, reusing the reference outputs in --out")
+    args = ap.parse_args()
+    tally = Tally()
+    if not args.disk_only:
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
+        kills = {k: int(v) for k, v in (a.split("=") for a in args.kills)}
+        kill_trials(args.out, kills, random.Random(args.seed), tally)
+    if not args.no_disk:
+        disk_trials(args.out, tally)
+    summary = tally.summary()
+    name = "faults-disk.json" if args.disk_only else "faults.json"
+    (args.out / name).write_text(json.dumps({"summary": summary, "trials": tally.rows}, indent=1))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

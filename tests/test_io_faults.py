@@ -1,0 +1,94 @@
+"""I/O faults end in one clean line (exit 2) that names the path and says what to do, leave
+nothing partial, and the rerun resumes: a full disk (pyarrow's own ``OSError``), a read-only
+folder, a forbidden one, an input that vanished. Tests run as root, which ``chmod`` does not
+stop, so the faults are raised where the writer calls the OS."""
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from galclip import storage
+
+SIM = ["simulate", "--n", "12", "--shard-size", "4", "--workers", "1", "--no-progress"]
+
+
+def failing_after(n: int, exc: OSError, real):
+    calls = []
+
+    def write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > n:
+            raise exc
+        return real(*args, **kwargs)
+    return write
+
+
+def shards(folder):
+    return [(s["file"], s["sha256"]) for s in json.loads((folder / "manifest.json").read_text())["shards"]]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    from galclip.cli import main
+
+    out = tmp_path_factory.mktemp("sim") / "whole"
+    assert main([*SIM, "--out", str(out)]) == 0
+    return out
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(whole, tmp_path, monkeypatch, capsys):
+    from galclip.cli import main
+
+    out = tmp_path / "sim"
+    # what pyarrow raises on a full disk: an OSError with the errno in its text only
+    full = OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
+    monkeypatch.setattr(storage.pq, "write_table", failing_after(1, full, storage.pq.write_table))
+    assert main([*SIM, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
+    assert "no space left" in err and "rerun the same command" in err
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]           # nothing partial
+    assert not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    assert main([*SIM, "--out", str(out)]) == 0                          # space freed: resumes
+    assert shards(out) == shards(whole)
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied")])
+def test_a_read_only_or_forbidden_folder_is_one_line(code, words, tmp_path, monkeypatch, capsys):
+    import os
+
+    from galclip.cli import main
+
+    out = tmp_path / "sim"
+
+    def refuse(src, dst):
+        raise OSError(code, os.strerror(code), str(dst))
+    monkeypatch.setattr(storage.os, "replace", refuse)
+    assert main([*SIM, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and str(out) in err
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_the_writer_names_the_target_of_an_error_without_a_path(tmp_path):
+    with pytest.raises(OSError) as info, storage.atomic_write(tmp_path / "x.json") as tmp:
+        tmp.write_text("{}")
+        raise OSError("IOError: [Errno 28] No space left on device")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "x.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vanished_input_is_one_line(whole, tmp_path, capsys):
+    import shutil
+
+    from galclip.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(whole, data)
+    (data / shards(whole)[1][0]).unlink()
+    assert main(["validate", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and shards(whole)[1][0] in err
