@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_of_tiny_demo, galclip_env
-from test_help_examples import ALL, GALCLIP, REAL, RUN_FULLY, argv_of
+from test_help_examples import ALL, REAL, RUN_FULLY, argv_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- runnable -->\s*```(bash|python)\n(.*?)```", re.S)
@@ -71,15 +71,17 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path, tiny_demo):
 
 
 @pytest.mark.slow
-def test_cheap_help_examples_run_against_a_real_tiny_demo(tmp_path, tiny_demo):
+def test_cheap_help_examples_run_against_a_real_tiny_demo(tmp_path, tiny_demo, monkeypatch, capsys):
+    """Each runs through ``galclip.cli.main`` in this process (the command line is parsed and
+    dispatched exactly as ``galclip`` does; the README test above runs commands as processes)."""
+    from galclip.cli import main
+
     demo = copy_of_tiny_demo(tiny_demo, tmp_path / "runs" / "tiny")
-    env = galclip_env()
+    monkeypatch.chdir(tmp_path)
     for command, line in ALL:
         argv = argv_of(line, demo)
         cheap = command in RUN_FULLY or (command == "simulate" and "--report" in argv)
         if not cheap or (any(str(REAL) in a for a in argv) and not REAL.exists()):
             continue
         argv = [a.replace(str(demo / "catalog-hats"), str(tmp_path / "catalog-hats")) for a in argv]
-        r = subprocess.run([*GALCLIP, *argv], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600)
-        assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"
+        assert main(argv) == 0, f"{line}\n{capsys.readouterr().err[-2000:]}"
