@@ -202,6 +202,7 @@ def test_cli_build_dataset(real_data, cutouts, tmp_path, capsys):
     assert "already holds a dataset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes_without_rewriting_finished_shards(real_data, cutouts,
                                                                      tmp_path, monkeypatch):
     import galclip.data.build as build

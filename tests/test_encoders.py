@@ -83,6 +83,7 @@ def test_gradients_reach_every_trainable_parameter(name):
     assert not missing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_bins", [0, 2048])
 def test_bad_spectrum_pixels_never_influence_the_output(log_bins):
     enc = create_encoder("spectrum-nano", log_bins=log_bins).eval()

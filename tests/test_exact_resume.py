@@ -60,6 +60,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", sorted(KILLS))
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_a_killed_run_resumes_to_the_same_weights(stage, kill, dataset, uninterrupted, tmp_path):

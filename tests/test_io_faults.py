@@ -38,6 +38,7 @@ def whole(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(whole, tmp_path, monkeypatch, capsys):
     from galclip.cli import main
 

@@ -137,6 +137,7 @@ def test_galaxy_is_left_out_of_its_own_neighbours_only_in_its_own_catalog(catalo
     assert (other[:, 0] == rows).all() and np.allclose(dist2[:, 0], 0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
     from galclip.eval.predict import interval_columns, predict, read_prediction_metadata
     from galclip.search.catalog import catalog_fingerprint, read_catalog_manifest
