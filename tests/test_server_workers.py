@@ -91,7 +91,7 @@ def test_workers_keep_the_read_deadline(served):
         t0 = time.monotonic()
         reply = s.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408")
-        assert time.monotonic() - t0 > 0.8              # by the deadline (a recv timeout fails above)
+        assert time.monotonic() - t0 > 0.5              # by the 1 s deadline, not at once
 
 
 @pytest.mark.slow
