@@ -13,8 +13,8 @@ cached PNG, the binned spectrum of a row already decoded, a search through an ap
 index or in a catalog of at most ``INLINE_ROWS`` rows) runs on the event loop; work that reads
 a whole large catalog (an exact scan, a ``where`` filter past ``INLINE_ROWS``), reads dataset
 rows from disk or parses and embeds an upload runs in the thread pool. The hop to a thread and
-back cost ~0.5 ms of CPU per request on a 2-core box, a third of a small search (issue 15,
-``benchmarks/explore/server_cost.py``).
+back cost ~0.5 ms of CPU per request on a 2-core box, a third of a small search
+(``benchmarks/explore/server_cost.py``).
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class LimitBody:
 
     Plain ASGI: Starlette's ``@app.middleware("http")`` (BaseHTTPMiddleware) runs every request
     through an extra task, a task group and memory streams, a measurable share of a request's
-    server CPU in the issue-15 load test."""
+    server CPU in the 32-way load test (benchmarks/RESULTS.md)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -111,7 +111,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     ``upload_threads`` bounds how many uploads are parsed and embedded at once in this process
     (the rest wait their turn): an upload costs ~10-15 ms of CPU, 10x a search, and many at once
-    in the thread pool starve the event loop that answers everything else (issue 15: at
+    in the thread pool starve the event loop that answers everything else (at
     concurrency 32 one upload lane took the p99 of the other requests from 155-187 ms to
     52-96 ms and raised throughput; benchmarks/RESULTS.md).
 
@@ -120,7 +120,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave them): the
     server embeds one upload per request, on many request threads at once, and torch's default
-    team of one thread per core spins against them (issue 15: 33 ms of CPU per tiny-CLIP
+    team of one thread per core spins against them (measured: 33 ms of CPU per tiny-CLIP
     embedding with 2 threads vs 5 ms with 1 on a 2-core box)."""
     if torch_threads is not None:
         import torch
