@@ -309,7 +309,7 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
     from galclip.train.clip_objective import frozen_modalities
 
     run_cfg = (meta.get("extra") or {}).get("run_config") or {}
-    optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": files before the one-schema redesign
+    optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": older files
     frozen = frozen_modalities({"freeze_backbones": False, **optim})
     encs, where = {}, []
     for m in NAMES:
