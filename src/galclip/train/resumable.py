@@ -23,7 +23,7 @@ is result-neutral by construction (:mod:`galclip.train.feature_cache`) and needs
 
 Exactness holds on one device. Under DDP on GPUs the order of floating-point reductions
 (all-reduce, cuDNN/cuBLAS kernels) is not fixed, so a resumed run agrees with the uninterrupted
-one to the tolerance of two uninterrupted runs, not bit for bit (docs/training.md).
+one to the tolerance of two uninterrupted runs, not bit for bit (docs/align.md, "Exact resume").
 """
 from __future__ import annotations
 
