@@ -1,6 +1,6 @@
 # galclip: two commands do all set-up on a fresh machine.
 #   make demo   simulate a survey, train, align, embed, index, evaluate (CPU presets)
-#   make test   run the test suite (two pytest workers; ~6 min on 2 cores)
+#   make test   run the test suite (two pytest workers; ~5.5 min on 2 cores)
 #   make test-fast   the fast tier while you work (no test marked slow; under a minute)
 PYTHON ?= python3
 VENV   ?= .venv
