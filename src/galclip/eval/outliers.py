@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from galclip.eval.metrics import NMAD_SCALE
+
 PEERS = 200          # M: galaxies of similar redshift and brightness a pair is compared with
 K_RARITY = 10        # k: neighbours of the density estimate
 CHUNK_ROWS = 16384
@@ -41,7 +43,7 @@ METADATA_KEY = "galclip_outliers"
 def robust_z(values: np.ndarray, peers: np.ndarray) -> np.ndarray:
     """``(median(peers) - value) / (1.4826 MAD(peers))`` per row; peers (n, M), NaN skipped."""
     med = np.nanmedian(peers, 1)
-    mad = 1.4826 * np.nanmedian(np.abs(peers - med[:, None]), 1)
+    mad = NMAD_SCALE * np.nanmedian(np.abs(peers - med[:, None]), 1)
     floor = 1e-6 + 1e-3 * np.nanmedian(mad) if np.isfinite(mad).any() else 1e-6
     return (med - values) / np.maximum(mad, floor)
 

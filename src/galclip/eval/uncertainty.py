@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from galclip.eval.metrics import NMAD_SCALE
+
 LEVEL = 0.68
-NMAD_SCALE = 1.4826
 
 
 def _r2(t: np.ndarray, p: np.ndarray) -> np.ndarray:
