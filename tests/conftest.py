@@ -46,6 +46,15 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return out
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a test's server or a DDP rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def galclip_env() -> dict[str, str]:
     """The environment of a ``galclip`` subprocess: this checkout's code and venv, offline."""
     import sys

@@ -132,10 +132,11 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
 
     import uvicorn
 
+    from conftest import free_port
     from galclip.eval.outliers import find_outliers
     from galclip.eval.predict import predict
     from galclip.search.server import create_app
-    from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium, _free_port
+    from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium
 
     _ensure_chromium()
     from playwright.sync_api import sync_playwright
@@ -145,7 +146,7 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
     find_outliers(tmp_path / "c", tmp_path / "o.parquet")
     app = create_app(tmp_path / "c", predictions=tmp_path / "p.parquet",
                      outliers=tmp_path / "o.parquet")
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
                                         log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     deadline = time.monotonic() + 60

@@ -5,13 +5,13 @@ against the server running on a free 127.0.0.1 port in a thread.
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from search_fixtures import build_all, fits_bytes_image
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,12 +28,6 @@ def _ensure_chromium() -> None:
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import uvicorn
@@ -45,7 +39,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     built = build_all(root)
     app = create_app(catalog=Catalog(built.catalog, model=built.model), data_dir=built.data)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from search_fixtures import build_real
 
 
@@ -31,12 +32,6 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, dict]:
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.status, json.loads(r.read())
@@ -45,7 +40,7 @@ def _get(url: str) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     built = build_real(tmp_path_factory.mktemp("workers"))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "galclip.cli", "serve", str(built.catalog), "--port", str(port),
          "--workers", "2", "--read-timeout", "1", "--max-upload-mb", "0.5"],
@@ -136,7 +131,7 @@ def test_connections_get_tcp_nodelay_whatever_the_listening_socket():
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path):
     """kill -9 of the supervisor leaves no orphaned worker serving on the port."""
     built = build_real(tmp_path)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "galclip.cli", "serve", str(built.catalog), "--port", str(port),
          "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
