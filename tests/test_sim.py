@@ -16,13 +16,14 @@ pytest.importorskip("bagpipes", reason="the simulator needs the 'sim' extra")
 pytestmark = pytest.mark.slow    # the shared simulator and its 16 galaxies take seconds to build
 warnings.filterwarnings("ignore")
 SEED = 3
+BGS = "bgs_bright"   # these tests check the BGS Bright survey's physics (test_targeting: the rest)
 
 
 @pytest.fixture(scope="module")
 def sim():
     from galclip.sim.survey import GalaxySimulator, SimConfig
 
-    return GalaxySimulator(SimConfig(n=1, seed=SEED))
+    return GalaxySimulator(SimConfig(n=1, seed=SEED, programmes=BGS))
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_pa
     from galclip.sim.survey import SimConfig, simulate_survey
 
     survey._WORKER = sim  # in-process runs reuse the module's simulator
-    cfg = SimConfig(n=5, seed=SEED, shard_size=2)
+    cfg = SimConfig(n=5, seed=SEED, shard_size=2, programmes=BGS)
     m1 = simulate_survey(tmp_path / "a", cfg, workers=1, progress=False)
     ds = open_dataset(tmp_path / "a")
     for i in range(5):
@@ -222,7 +223,7 @@ def test_parallel_workers_give_identical_rows(rows, tmp_path):
     from galclip.data import open_dataset
     from galclip.sim.survey import SimConfig, simulate_survey
 
-    simulate_survey(tmp_path / "p", SimConfig(n=4, seed=SEED, shard_size=2), workers=2,
+    simulate_survey(tmp_path / "p", SimConfig(n=4, seed=SEED, shard_size=2, programmes=BGS), workers=2,
                     progress=False)
     ds = open_dataset(tmp_path / "p")
     for i in range(4):
@@ -262,7 +263,7 @@ def test_colour_redshift_relation_follows_sdss(real_data):
     from galclip.sim.report import colour_redshift_comparison, load_sdss
     from galclip.sim.survey import GalaxySimulator, SimConfig
 
-    sim = GalaxySimulator(SimConfig(n=1, seed=SEED, mag_limit=17.6))
+    sim = GalaxySimulator(SimConfig(n=1, seed=SEED, mag_limit=17.6, programmes=BGS))
     rng = np.random.default_rng(11)
     z, gr = [], []
     for _ in range(160):

@@ -44,13 +44,13 @@ class Observing:
     exposure: I.Exposure
 
 
-def draw_observing(rng: np.random.Generator) -> Observing:
-    """Seeing ~ 1.0-1.6 arcsec (Legacy Survey DR9 range), bright-time DESI exposures."""
+def draw_observing(rng: np.random.Generator, programme: str = "bgs_bright") -> Observing:
+    """Seeing ~ 1.0-1.6 arcsec (Legacy Survey DR9 range), the DESI exposure of ``programme``."""
     r_fwhm = rng.uniform(1.0, 1.6)
     fwhm = {"g": r_fwhm * 1.06 * rng.normal(1, 0.04), "r": r_fwhm,
             "z": r_fwhm * 0.93 * rng.normal(1, 0.04)}
     depth = {b: I.DR9_PSF_DEPTH[b] + I.DR9_DEPTH_SCATTER * rng.normal() for b in C.BANDS}
-    exp = I.Exposure(exptime_s=float(rng.uniform(180, 420)), sky_factor=float(rng.uniform(1.5, 4.0)))
+    exp = I.draw_exposure(programme, rng)
     return Observing(fwhm=fwhm, depth=depth, fiber_fwhm=float(rng.uniform(0.9, 1.6)), exposure=exp)
 
 
@@ -79,15 +79,7 @@ def galaxy_components(g: Galaxy, rng: np.random.Generator):
     import galsim
 
     pa = galsim.Angle(g.position_angle, galsim.degrees)
-    # Sersic profiles are truncated at 8 half-light radii: real bulges end, and an untruncated
-    # n = 4 profile forces GalSim into huge FFTs for no visible change on a 40" stamp.
-    bulge = galsim.Sersic(n=g.sersic_bulge, half_light_radius=g.r_half_bulge,
-                          trunc=8 * g.r_half_bulge, flux=1.0,
-                          gsparams=gsparams()).shear(q=g.q_bulge, beta=pa)
-    h = g.r_half_disc / 1.678
-    incl = galsim.Angle(g.inclination_deg, galsim.degrees)
-    smooth = galsim.InclinedExponential(incl, scale_radius=h, scale_h_over_r=0.1, flux=1.0,
-                                        gsparams=gsparams())
+    bulge, smooth = _smooth_components(g)
     parts, weights = [smooth], [1.0 - g.features["arm_fraction"] - g.features["bar_fraction"]]
     cos_i = np.cos(np.radians(g.inclination_deg))
     if g.features["arm_fraction"] > 0:
@@ -106,6 +98,34 @@ def galaxy_components(g: Galaxy, rng: np.random.Generator):
         companion = companion.shear(g1=g.features["companion_shear"], g2=0.0).rotate(
             galsim.Angle(ang, galsim.radians)).shift(sep * np.cos(ang), sep * np.sin(ang))
     return bulge, disc, companion
+
+
+def _smooth_components(g: Galaxy):
+    """The unit-flux bulge (on the sky) and smooth disc (before rotation by the position
+    angle): a Sersic profile and an inclined exponential."""
+    import galsim
+
+    pa = galsim.Angle(g.position_angle, galsim.degrees)
+    # Sersic profiles are truncated at 8 half-light radii: real bulges end, and an untruncated
+    # n = 4 profile forces GalSim into huge FFTs for no visible change on a 40" stamp.
+    bulge = galsim.Sersic(n=g.sersic_bulge, half_light_radius=g.r_half_bulge,
+                          trunc=8 * g.r_half_bulge, flux=1.0,
+                          gsparams=gsparams()).shear(q=g.q_bulge, beta=pa)
+    incl = galsim.Angle(g.inclination_deg, galsim.degrees)
+    smooth = galsim.InclinedExponential(incl, scale_radius=g.r_half_disc / 1.678,
+                                        scale_h_over_r=0.1, flux=1.0, gsparams=gsparams())
+    return bulge, smooth
+
+
+def legacy_fibre_fractions(g: Galaxy) -> dict[str, float]:
+    """Fractions of the bulge's and the disc's light that Legacy Survey DR9 reports as
+    FIBERFLUX: within a 1.5" diameter in 1" FWHM Gaussian seeing (Dey et al. 2019). The disc
+    is its smooth exponential (arms and bar only redistribute a fraction of its light)."""
+    import galsim
+
+    bulge, disc = _smooth_components(g)
+    return fiber_fractions({"bulge": bulge, "disc": disc}, 1.0,
+                           psf=galsim.Gaussian(fwhm=1.0, gsparams=gsparams()))
 
 
 def _contaminants(rng: np.random.Generator):
@@ -177,12 +197,14 @@ def _aperture_weights(n: int, scale: float, radius: float, sub: int = 5) -> np.n
     return _APERTURE_CACHE[key]
 
 
-def fiber_fractions(profiles: dict, fiber_fwhm: float) -> dict[str, float]:
+def fiber_fractions(profiles: dict, fiber_fwhm: float, psf=None) -> dict[str, float]:
     """Fraction of each unit-flux profile's light inside the 1.5 arcsec DESI fibre, after
-    convolution with the seeing during the spectroscopic exposure (Moffat, beta = 3.5)."""
+    convolution with the seeing during the spectroscopic exposure (Moffat, beta = 3.5, unless
+    another GalSim ``psf`` is given)."""
     import galsim
 
-    psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=fiber_fwhm, gsparams=gsparams())
+    if psf is None:
+        psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=fiber_fwhm, gsparams=gsparams())
     n, scale = 9, 0.25  # 2.25" stamp sampled at 0.25": about 1 % accuracy on the fraction
     w = _aperture_weights(n, scale, C.FIBER_DIAMETER_ARCSEC / 2)
     out = {}

@@ -93,6 +93,16 @@ class Exposure:
     sky_factor: float  # sky brightness relative to the dark sky (moon, twilight)
 
 
+def draw_exposure(programme: str, rng: np.random.Generator) -> Exposure:
+    """The spectroscopic exposure of a galaxy of ``programme`` (a ``targeting.PROGRAMMES``
+    name). BGS is observed in bright time: 180-420 s of effective time under a sky 1.5-4x
+    the dark sky; LRGs and ELGs in dark time: DESI's 1000 s goal, the tiles closing from 0.85
+    of it (Schlafly et al. 2023, AJ 166, 259), under a sky 0.9-1.3x the dark sky."""
+    if programme.startswith("bgs"):
+        return Exposure(exptime_s=float(rng.uniform(180, 420)), sky_factor=float(rng.uniform(1.5, 4.0)))
+    return Exposure(exptime_s=float(rng.uniform(850, 1400)), sky_factor=float(rng.uniform(0.9, 1.3)))
+
+
 def counts_per_flux(wave: np.ndarray, exptime_s: float) -> np.ndarray:
     """Detected electrons per pixel per unit flux (1e-17 erg/s/cm^2/A)."""
     photon_energy = H_CGS * C_ANGSTROM / wave

@@ -4,8 +4,9 @@ Every draw for a galaxy uses its own random generator seeded by (seed, row index
 depends on nothing else. Relations (all Chabrier IMF, H0 = 70, Omega_m = 0.3):
 
 - stellar mass function: Baldry et al. (2012, MNRAS 421, 621) double Schechter (GAMA, z < 0.06);
-- volume: uniform in comoving volume over 0.01 < z < 0.6; the magnitude limit is applied after
-  synthesis (``survey.py``), so the accepted sample is exactly flux-limited;
+- volume: uniform in comoving volume over the redshift windows of the requested DESI
+  programmes (within 0.01 < z < 1.6, ``targeting.py``); the target selection is applied after
+  synthesis (``survey.py``), so the accepted sample is exactly DESI-selected;
 - quenched fraction rising with mass (Peng et al. 2010 shape; midpoint tuned so the SDSS
   g - r colour-redshift relation is reproduced, see ``galclip simulate --report``);
 - star-forming main sequence: Speagle et al. (2014, ApJS 214, 15) eq. 28, 0.3 dex scatter;
@@ -26,7 +27,7 @@ import numpy as np
 
 from galclip.sim.sed import Population
 
-Z_MIN, Z_MAX = 0.01, 0.6
+Z_MIN, Z_MAX = 0.01, 1.6  # the widest simulated range (BGS from 0.01, ELGs to 1.6)
 LOGM_MAX = 12.3
 SIZE_OFFSET_DEX = 0.1
 # Baldry et al. 2012, Table 1 (log M* = 10.66; phi in Mpc^-3 dex^-1)
@@ -39,7 +40,7 @@ def cosmology_tables() -> dict[str, np.ndarray]:
     from astropy.cosmology import FlatLambdaCDM
 
     cosmo = FlatLambdaCDM(H0=70, Om0=0.3)
-    z = np.linspace(0.0, 1.0, 2001)
+    z = np.linspace(0.0, 2.0, 4001)
     dvdz = cosmo.differential_comoving_volume(z).value
     return {"z": z, "dvdz": dvdz, "age_gyr": cosmo.age(z).value,
             "kpc_per_arcsec": cosmo.kpc_proper_per_arcmin(z).value / 60.0}
@@ -183,9 +184,10 @@ def _beta(rng: np.random.Generator, mean: float, conc: float = 6.0) -> float:
     return float(rng.beta(mean * conc, (1 - mean) * conc))
 
 
-def draw_galaxy(rng: np.random.Generator, logm_min_of_z) -> Galaxy:
-    """Draw one galaxy's physical properties (before the magnitude-limit test)."""
-    z = draw_redshift(rng)
+def draw_galaxy(rng: np.random.Generator, logm_min_of_z,
+                z_range: tuple[float, float] = (Z_MIN, Z_MAX)) -> Galaxy:
+    """Draw one galaxy's physical properties (before the target selection)."""
+    z = draw_redshift(rng, *z_range)
     logm = draw_logmass(rng, logm_min_of_z(z))
     t_univ = age_of_universe(z)
     quenched = bool(rng.random() < quenched_fraction(logm))

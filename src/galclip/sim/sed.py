@@ -8,8 +8,10 @@ Stellar spectra are the BC03 (Bruzual & Charlot 2003) models with the MILES libr
 Calzetti et al. (2000) with extra birth-cloud attenuation (eta = 2, Charlot & Fall 2000).
 bagpipes works internally at R = 5000 here; the DESI line-spread function is applied after.
 
-Fluxes: photometry in DECam g, r, z (and SDSS g, r for calibration against SDSS) in
-nanomaggies; spectra in 1e-17 erg/s/cm^2/A on the DESI grid; line fluxes in 1e-17 erg/s/cm^2.
+Fluxes: photometry in DECam g, r, z, WISE W1, W2 (the Legacy Survey DR9 bands DESI selects
+its targets on; speclite's ``decam2014`` and ``wise2010`` curves) and SDSS g, r (for calibration
+against SDSS), AB nanomaggies; spectra in 1e-17 erg/s/cm^2/A on the DESI grid; line fluxes in
+1e-17 erg/s/cm^2.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import numpy as np
 from galclip import conventions as C
 from galclip.sim.fluxbound import BandFluxBound
 
-PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r")
-PHOT_NAMES = ("g", "r", "z", "sdss_g", "sdss_r")
+PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r",
+                "wise2010-W1", "wise2010-W2")
+PHOT_NAMES = ("g", "r", "z", "sdss_g", "sdss_r", "w1", "w2")
 UJY_PER_NANOMAGGY = 3.631
 #: Emission lines recorded as truth (bagpipes / Cloudy line names).
 LINES = {
@@ -49,7 +52,7 @@ def _vacuum_wavelength(names: tuple[str, ...]) -> float:
 #: Rest wavelengths in vacuum (Angstrom) of the lines above, where the DESI grid puts them.
 LINE_WAVELENGTHS_VAC = {k: _vacuum_wavelength(names) for k, names in LINES.items()}
 R_INTERNAL = 5000.0
-MAX_REDSHIFT = 0.8
+MAX_REDSHIFT = 1.7  # above the highest redshift simulated (ELGs to 1.6, ``targeting.py``)
 BIRTH_CLOUD_ETA = 2.0
 
 
@@ -131,7 +134,7 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
-        self._bounds: dict[bool, BandFluxBound] = {}
+        self._bounds: dict[tuple[bool, str], BandFluxBound] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
         warm = Population(age_gyr=5.0, tau_gyr=3.0, log_mformed=10.0, metallicity=1.0, av=0.3,
                           veldisp=100.0, logu=-3.0, gas_metallicity=0.5)
@@ -182,12 +185,25 @@ class SEDEngine:
     def r_flux_upper_bound(self, pop: Population, z: float) -> float:
         """An upper bound (nanomaggies) on ``photometry(pop, z)["r"]``, ~10x cheaper to compute
         and within a few per cent of it for most populations (``fluxbound.py``)."""
+        return self.flux_upper_bound(pop, z, "r")
+
+    def flux_upper_bound(self, pop: Population, z: float, band: str) -> float:
+        """An upper bound (nanomaggies) on ``photometry(pop, z)[band]`` (``fluxbound.py``)."""
         comp = self._components(pop, z, spectral=False)
-        nebular = "nebular" in comp
-        if nebular not in self._bounds:
-            self._bounds[nebular] = BandFluxBound(self._models[(nebular, False)],
-                                                  PHOT_NAMES.index("r"), comp)
-        return self._bounds[nebular].upper_bound(comp) / UJY_PER_NANOMAGGY
+        key = ("nebular" in comp, band)
+        if key not in self._bounds:
+            self._bounds[key] = BandFluxBound(self._models[(key[0], False)],
+                                              PHOT_NAMES.index(band), comp)
+        return self._bounds[key].upper_bound(comp) / UJY_PER_NANOMAGGY
+
+    def min_attenuation_ratio(self, band: str, z_min: float, z_max: float) -> float:
+        """The smallest A(lambda)/A(V) of the dust model over the rest wavelengths that
+        ``band`` sees at z_min <= z <= z_max (bounds on dust-attenuated flux use it)."""
+        m = self._models[(False, False)]
+        filt = m.filter_set.filt_array[:, PHOT_NAMES.index(band)]
+        seen = m.wavelengths[filt > 0]
+        rest = (m.wavelengths >= seen.min() / (1 + z_max)) & (m.wavelengths <= seen.max() / (1 + z_min))
+        return float(m.dust_atten.A_cont[rest].min())
 
     def synthesize(self, pop: Population, z: float) -> dict:
         """Photometry, DESI-grid spectrum (intrinsic resolution), line fluxes and SFH truth."""

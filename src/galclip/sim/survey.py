@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from galclip import conventions as C
+from galclip.sim.population import LOGM_MAX as LOGM_CEILING
 
 STATE_FILE = ".galclip-sim.json"
 MAX_DRAWS = 5000
@@ -33,8 +34,10 @@ class SimConfig:
 
     n: int
     seed: int = 0
-    mag_limit: float = 19.5          # DESI BGS Bright: r < 19.5 (Hahn et al. 2023)
-    mag_bright: float = 14.0         # brighter objects are saturated / not BGS targets
+    #: DESI target classes written (``targeting.PROGRAMMES`` names, comma-separated)
+    programmes: str = "lrg,bgs_bright,bgs_faint"
+    mag_limit: float | None = None   # an extra r-band limit on top of the target selection
+    mag_bright: float = 14.0         # brighter objects are saturated
     shard_size: int = 64
     image_ivar: bool = False         # also store the per-pixel image inverse variance
 
@@ -49,13 +52,37 @@ class SimConfig:
                              f"{ID_STRIDE} + row and must fit int64), got {self.seed}")
         if self.shard_size <= 0:
             raise ValueError(f"shard_size must be positive, got {self.shard_size}")
-        if not self.mag_bright < self.mag_limit:
+        if self.mag_limit is not None and not self.mag_bright < self.mag_limit:
             raise ValueError(f"mag_bright ({self.mag_bright}) must be < mag_limit ({self.mag_limit})")
+        from galclip.sim.targeting import parse_programmes
+
+        parse_programmes(self.programmes)
+
+    def programme_list(self):
+        """The requested :class:`~galclip.sim.targeting.Programme` objects."""
+        from galclip.sim.targeting import PROGRAMMES, parse_programmes
+
+        return [PROGRAMMES[p] for p in parse_programmes(self.programmes)]
 
 
 def object_id(seed: int, index: int) -> np.int64:
     """The id of row ``index`` of the survey simulated with ``seed``: unique across seeds."""
     return np.int64(seed * ID_STRIDE + index)
+
+
+BOUND_BANDS = ("g", "r", "z")  # the bands of the programmes' necessary flux conditions
+
+
+@dataclass
+class Target:
+    """An accepted galaxy with its photometry and DESI target bits."""
+
+    galaxy: Any
+    phot: dict[str, dict[str, float]]   # 'bulge', 'disc' -> band -> total flux (nanomaggies)
+    ls_fibre: dict[str, float]          # Legacy Survey FIBERFLUX per band (nanomaggies)
+    desi_target: int
+    bgs_target: int
+    programme: str
 
 
 class GalaxySimulator:
@@ -65,9 +92,13 @@ class GalaxySimulator:
         from galclip.sim.sed import SEDEngine
 
         self.cfg = cfg
+        self.programmes = cfg.programme_list()
         self.engine = SEDEngine()
+        self._limits = {p.name: self._limit_flux(p) for p in self.programmes}
+        self._dust = {p.name: self.engine.min_attenuation_ratio(p.band, p.z_min, p.z_max)
+                      for p in self.programmes}
         self._logm_min = self._mass_limit_table()
-        self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v1", self._flux_bound_table)
+        self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v2", self._flux_bound_table)
         self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
         self.cpu_timings: dict[str, float] = {}  # CPU seconds of this process per stage
 
@@ -77,104 +108,157 @@ class GalaxySimulator:
         self.cpu_timings[stage] = self.cpu_timings.get(stage, 0.0) + t[1] - t0[1]
         return t
 
+    def _limit_flux(self, prog) -> float:
+        """The programme's necessary flux (nanomaggies in its band), with --mag-limit in r."""
+        mag = prog.mag_limit
+        if self.cfg.mag_limit is not None and prog.band == "r":
+            mag = min(mag, self.cfg.mag_limit)
+        return float(C.mag_to_nanomaggy(mag))
+
+    def _in_window(self, z: float) -> list:
+        return [p for p in self.programmes if p.z_min <= z <= p.z_max]
+
+    def z_range(self) -> tuple[float, float]:
+        return min(p.z_min for p in self.programmes), max(p.z_max for p in self.programmes)
+
     def _mass_limit_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Lowest stellar mass proposed at each z: that of a young (0.3 Gyr), metal-poor,
-        dust-free population at the magnitude limit (the lowest mass-to-light ratio the
-        population model draws) plus ``PROPOSAL_OFFSET_DEX``. Without the offset no accepted
-        galaxy in 400 came within 0.06 dex of the bound; 1 % came within 0.32 dex. The offset
-        makes rejection sampling ~2.5x cheaper at the cost of missing ~0.7 % of the
-        flux-limited sample: the very bluest dwarfs just at the magnitude limit."""
-        from galclip.sim.population import Z_MAX, Z_MIN
+        dust-free population at the flux limit of the most permissive programme whose window
+        holds z (the lowest mass-to-light ratio the population model draws), plus
+        ``PROPOSAL_OFFSET_DEX``. Without the offset no accepted galaxy in 400 came within
+        0.06 dex of the bound; 1 % came within 0.32 dex. The offset makes rejection sampling
+        ~2.5x cheaper at the cost of missing ~0.7 % of the flux-limited sample: the very
+        bluest dwarfs just at the magnitude limit."""
         from galclip.sim.sed import Population
 
-        zs = np.linspace(Z_MIN, Z_MAX, 25)
+        zs = np.linspace(*self.z_range(), 49)
         ref = Population(age_gyr=0.3, tau_gyr=50.0, log_mformed=10.0, metallicity=0.1,
                          av=0.0, veldisp=50.0)
-        limit_flux = C.mag_to_nanomaggy(self.cfg.mag_limit)
-        logm = [10.0 + np.log10(limit_flux / self.engine.photometry(ref, z)["r"])
-                + PROPOSAL_OFFSET_DEX for z in zs]
+        logm = []
+        for z in zs:
+            phot = self.engine.photometry(ref, z)
+            logm.append(min((10.0 + np.log10(self._limits[p.name] / phot[p.band])
+                             for p in self._in_window(z)), default=LOGM_CEILING)
+                        + PROPOSAL_OFFSET_DEX)
         return zs, np.asarray(logm)
 
     def _flux_bound_table(self):
-        """Upper bound on the r-band flux per solar mass formed, as a function of (z, age):
+        """Upper bound on the g, r, z flux per solar mass formed, as a function of (z, age):
         a constant-SFR (tau = 100 Gyr), metal-poor (Z = 0.025 Zsun), dust-free population is
         the brightest per unit mass at a given age. Used to skip the exact photometry of draws
-        that cannot reach the magnitude limit; it never rejects a galaxy that would pass."""
+        that cannot reach a flux limit; it never rejects a galaxy that would pass."""
         from galclip.sim.population import Z_MAX, Z_MIN, age_of_universe
         from galclip.sim.sed import Population
 
-        zs = np.linspace(Z_MIN, Z_MAX, 50)
+        zs = np.linspace(Z_MIN, Z_MAX, 81)
         logt = np.linspace(np.log10(0.25), np.log10(14.0), 30)
-        table = np.zeros((len(zs), len(logt)))
+        table = np.zeros((len(BOUND_BANDS), len(zs), len(logt)))
         for i, z in enumerate(zs):
-            last = np.inf
+            last = np.full(len(BOUND_BANDS), np.inf)
             for j, lt in enumerate(logt):
                 if 10**lt < age_of_universe(z) - 0.01:
                     pop = Population(age_gyr=10**lt, tau_gyr=100.0, log_mformed=0.0,
                                      metallicity=0.025, av=0.0, veldisp=50.0)
-                    last = self.engine.photometry(pop, z)["r"]
-                table[i, j] = last
+                    phot = self.engine.photometry(pop, z)
+                    last = np.array([phot[b] for b in BOUND_BANDS])
+                table[:, i, j] = last
         # lookups use the lower (z, age) grid corner: make each entry the maximum over all
         # larger z and ages, so the bound holds inside every cell
-        table = np.maximum.accumulate(table[::-1, ::-1], axis=0)
-        table = np.maximum.accumulate(table, axis=1)[::-1, ::-1]
+        table = np.maximum.accumulate(table[:, ::-1, ::-1], axis=1)
+        table = np.maximum.accumulate(table, axis=2)[:, ::-1, ::-1]
         return zs, logt, table
 
-    def table_bounds(self, g) -> tuple[float, float]:
-        """Upper bounds (nanomaggies) on the bulge's and the disc's r-band flux from the
-        (z, age) table; Calzetti A(r)/A(V) >= 0.7 over the rest wavelengths seen through r at
-        0 < z < 0.6."""
+    def table_bounds(self, g, band: str = "r", dust: float = 0.7) -> tuple[float, float]:
+        """Upper bounds (nanomaggies) on the bulge's and the disc's flux in ``band`` from the
+        (z, age) table; ``dust`` is a lower bound on A(band)/A(V) over the rest wavelengths
+        the band sees (``SEDEngine.min_attenuation_ratio``)."""
         iz = max(int(np.searchsorted(self._bound_z, g.redshift, side="right")) - 1, 0)
+        table = self._bound[BOUND_BANDS.index(band)]
         out = []
         for pop in (g.bulge, g.disc):
             it = max(int(np.searchsorted(self._bound_logt, np.log10(pop.age_gyr), side="right")) - 1, 0)
-            out.append(1.2 * 10**pop.log_mformed * self._bound[iz, it] * 10 ** (-0.4 * 0.7 * pop.av))
+            out.append(1.2 * 10**pop.log_mformed * table[iz, it] * 10 ** (-0.4 * dust * pop.av))
         return out[0], out[1]
 
-    def flux_upper_bound(self, g) -> float:
-        """Upper bound (nanomaggies) on the galaxy's r-band flux from the (z, age) table."""
-        return sum(self.table_bounds(g))
+    def flux_upper_bound(self, g, band: str = "r", dust: float = 0.7) -> float:
+        """Upper bound (nanomaggies) on the galaxy's flux in ``band`` from the (z, age) table."""
+        return sum(self.table_bounds(g, band, dust))
 
-    def tight_flux_bound(self, g) -> float:
-        """A tighter upper bound (nanomaggies) on the galaxy's r-band flux: the stellar light
-        exact, only the birth-cloud dust, nebular and dust emission bounded (``fluxbound.py``);
-        costs ~1/4 of the exact photometry."""
-        return (self.engine.r_flux_upper_bound(g.bulge, g.redshift)
-                + self.engine.r_flux_upper_bound(g.disc, g.redshift))
+    def tight_flux_bound(self, g, band: str = "r") -> float:
+        """A tighter upper bound (nanomaggies) on the galaxy's flux in ``band``: the stellar
+        light exact, only the birth-cloud dust, nebular and dust emission bounded
+        (``fluxbound.py``); costs ~1/4 of the exact photometry."""
+        return (self.engine.flux_upper_bound(g.bulge, g.redshift, band)
+                + self.engine.flux_upper_bound(g.disc, g.redshift, band))
 
-    def may_pass(self, g, limit_flux: float) -> bool:
-        """False if an upper bound on the galaxy's r-band flux is below ``limit_flux``: the
-        table bounds first, then the tight bound of the brighter-bounded component beside the
-        other's table bound, then both tight bounds. Bounds reject no galaxy that would pass
-        and consume no random numbers, so they change which draws need the exact photometry,
-        never which galaxies are accepted."""
-        table = self.table_bounds(g)
-        if table[0] + table[1] < limit_flux:
+    def may_pass(self, g, limit_flux: float | None = None) -> bool:
+        """False if, for every requested programme whose window holds the galaxy's redshift,
+        an upper bound on its flux in the programme's band is below the programme's limit
+        (``limit_flux`` replaces the limit of the r-band programmes): the table bounds first,
+        then the tight bound of the brighter-bounded component beside the other's table
+        bound, then both tight bounds. Bounds reject no galaxy that would pass and consume no
+        random numbers, so they change which draws need the exact photometry, never which
+        galaxies are accepted."""
+        for prog in self._in_window(g.redshift):
+            limit = limit_flux if limit_flux is not None and prog.band == "r" else self._limits[prog.name]
+            if self._may_reach(g, prog.band, self._dust[prog.name], limit):
+                return True
+        return False
+
+    def _may_reach(self, g, band: str, dust: float, limit: float) -> bool:
+        table = self.table_bounds(g, band, dust)
+        if table[0] + table[1] < limit:
             return False
         pops, first = (g.bulge, g.disc), int(table[1] > table[0])
-        tight = self.engine.r_flux_upper_bound(pops[first], g.redshift)
-        if tight + table[1 - first] < limit_flux:
+        tight = self.engine.flux_upper_bound(pops[first], g.redshift, band)
+        if tight + table[1 - first] < limit:
             return False
-        return tight + self.engine.r_flux_upper_bound(pops[1 - first], g.redshift) >= limit_flux
+        return tight + self.engine.flux_upper_bound(pops[1 - first], g.redshift, band) >= limit
 
     def logm_min(self, z: float) -> float:
         return float(np.interp(z, *self._logm_min))
 
     def draw_accepted(self, rng: np.random.Generator):
-        """Draw galaxies until one passes the magnitude limits (rejection sampling)."""
+        """Draw galaxies until one is a target of a requested programme; returns the galaxy."""
+        return self.draw_target(rng).galaxy
+
+    def draw_target(self, rng: np.random.Generator) -> Target:
+        """Draw galaxies until one is a target of a requested programme (rejection sampling:
+        flux bounds, exact photometry, the cuts with optimistic fibre fluxes, then the
+        Legacy Survey fibre fluxes and the exact cuts)."""
         from galclip.sim.population import draw_galaxy
 
-        limit_flux = float(C.mag_to_nanomaggy(self.cfg.mag_limit))
         for _ in range(MAX_DRAWS):
-            g = draw_galaxy(rng, self.logm_min)
-            if not self.may_pass(g, limit_flux):
+            g = draw_galaxy(rng, self.logm_min, self.z_range())
+            if not self._in_window(g.redshift) or not self.may_pass(g):
                 continue
-            pb = self.engine.photometry(g.bulge, g.redshift)
-            pd = self.engine.photometry(g.disc, g.redshift)
-            mag_r = float(C.nanomaggy_to_mag(pb["r"] + pd["r"]))
-            if self.cfg.mag_bright < mag_r < self.cfg.mag_limit:
-                return g
-        raise RuntimeError(f"no galaxy passed r < {self.cfg.mag_limit} in {MAX_DRAWS} draws")
+            target = self._select(g)
+            if target is not None:
+                return target
+        raise RuntimeError(f"no galaxy passed the selection of {self.cfg.programmes} in "
+                           f"{MAX_DRAWS} draws")
+
+    def _select(self, g) -> Target | None:
+        from galclip.sim import targeting as T
+        from galclip.sim.imaging import legacy_fibre_fractions
+
+        phot = {"bulge": self.engine.photometry(g.bulge, g.redshift),
+                "disc": self.engine.photometry(g.disc, g.redshift)}
+        total = {b: phot["bulge"][b] + phot["disc"][b] for b in phot["bulge"]}
+        mag_r = float(C.nanomaggy_to_mag(total["r"]))
+        if not (self.cfg.mag_bright < mag_r and (self.cfg.mag_limit is None or mag_r < self.cfg.mag_limit)):
+            return None
+        requested = tuple(p.name for p in self.programmes)
+        # optimistic fibre fluxes (fibre = total, fibre-total faint): every cut is monotone in
+        # them, so a galaxy failing here fails the exact cuts too
+        loose = T.photometry_dict(total, 1.0)
+        loose["rfibtot"] = loose["zfibtot"] = 1e-3
+        if T.assign(*(int(b) for b in T.target_bits(loose)), g.redshift, requested) is None:
+            return None
+        fib = T.fibre_fluxes(phot, legacy_fibre_fractions(g))
+        desi, bgs = (int(b) for b in T.target_bits(T.photometry_dict(total, fib)))
+        prog = T.assign(desi, bgs, g.redshift, requested)
+        return None if prog is None else Target(g, phot, fib, desi, bgs, prog)
 
     def simulate(self, index: int, keep_truth_arrays: bool = False) -> dict[str, Any]:
         """One row of the dataset (and, if asked, the noiseless spectrum and image)."""
@@ -183,9 +267,10 @@ class GalaxySimulator:
 
         rng = np.random.default_rng([self.cfg.seed, index])
         t = time.perf_counter(), time.process_time()
-        g = self.draw_accepted(rng)
-        obs = imaging.draw_observing(rng)
-        t = self._tick("population (draws + magnitude test)", t)
+        target = self.draw_target(rng)
+        g = target.galaxy
+        obs = imaging.draw_observing(rng, target.programme)
+        t = self._tick("population (draws + target selection)", t)
         sb = self.engine.synthesize(g.bulge, g.redshift)
         sd = self.engine.synthesize(g.disc, g.redshift)
         t = self._tick("spectrum synthesis (bagpipes)", t)
@@ -211,6 +296,7 @@ class GalaxySimulator:
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
         t = self._tick("image rendering (GalSim + noise)", t)
         row = self._row(index, g, sb, sd, ff, obs, flux, ivar, cut)
+        row.update(self._target_columns(target))
         if keep_truth_arrays:
             row["_noiseless_spectrum"] = noiseless.astype(np.float32)
             row["_noiseless_image"] = cut["noiseless"]
@@ -219,6 +305,16 @@ class GalaxySimulator:
             row["_contaminant_flux"] = cut["contaminant_flux"]
             row["_companion_flux"] = np.array([fluxes["companion"][b] if companion else 0.0
                                                for b in C.BANDS])
+        return row
+
+    @staticmethod
+    def _target_columns(target: Target) -> dict[str, Any]:
+        """W1, W2, the Legacy Survey fibre fluxes and the DESI target bits of a row."""
+        total = {b: target.phot["bulge"][b] + target.phot["disc"][b] for b in ("w1", "w2")}
+        row = {"flux_w1": total["w1"], "flux_w2": total["w2"]}
+        row.update({f"ls_fiberflux_{b}": target.ls_fibre[b] for b in C.BANDS})
+        row.update({"desi_target": np.int64(target.desi_target),
+                    "bgs_target": np.int64(target.bgs_target), "programme": target.programme})
         return row
 
     def _row(self, index, g, sb, sd, ff, obs, flux, ivar, cut) -> dict[str, Any]:
@@ -330,7 +426,7 @@ def _init_worker(cfg_dict: dict, parent: int | None = None) -> None:
 
     warnings.filterwarnings("ignore")
     cfg = SimConfig(**cfg_dict)
-    same = ("seed", "mag_limit", "mag_bright", "image_ivar")
+    same = ("seed", "programmes", "mag_limit", "mag_bright", "image_ivar")
     if _WORKER is None or any(getattr(_WORKER.cfg, k) != getattr(cfg, k) for k in same):
         _WORKER = GalaxySimulator(cfg)
     _WORKER.cfg = cfg
@@ -431,12 +527,39 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
     finally:
         bar.close()
     shards = [done[s] for s in sorted(done)]
-    prov = Provenance(command=f"galclip simulate --n {cfg.n} --out {out} --seed {cfg.seed}",
-                      config=asdict(cfg), seed=cfg.seed)
-    manifest = write_manifest(out, shards, prov, extra={"simulator": _simulator_info(
-        time.time() - t0, workers)})
+    prov = Provenance(command=f"galclip simulate --n {cfg.n} --out {out} --seed {cfg.seed} "
+                              f"--programmes {cfg.programmes}", config=asdict(cfg), seed=cfg.seed)
+    info = _simulator_info(time.time() - t0, workers)
+    info["programmes"] = programme_shares(out, shards, cfg)
+    manifest = write_manifest(out, shards, prov, extra={"simulator": info})
     _state(out, cfg).mark_complete({"n_rows": cfg.n})
     return manifest
+
+
+def programme_shares(out: Path, shards: list[dict], cfg: SimConfig) -> dict[str, Any]:
+    """What the manifest records of the programmes: the requested ones with their redshift
+    windows, the rows and share of each (by the ``programme`` column), the share of rows in
+    each target class (a galaxy may be in several), and DESI's target densities for scale."""
+    import pyarrow.parquet as pq
+
+    from galclip.sim import targeting as T
+
+    requested = T.parse_programmes(cfg.programmes)
+    cols = [pq.read_table(out / s["file"], columns=["programme", "desi_target", "bgs_target"])
+            for s in shards]
+    prog = np.concatenate([c.column("programme").to_numpy(zero_copy_only=False) for c in cols])
+    desi = np.concatenate([c.column("desi_target").to_numpy() for c in cols])
+    bgs = np.concatenate([c.column("bgs_target").to_numpy() for c in cols])
+    n = len(prog)
+    member = {p: [p in T.classes(int(d), int(b)) for d, b in zip(desi, bgs, strict=True)]
+              for p in T.PROGRAMMES}
+    return {"requested": list(requested),
+            "redshift_windows": {p: [T.PROGRAMMES[p].z_min, T.PROGRAMMES[p].z_max] for p in requested},
+            "n": {p: int(np.sum(prog == p)) for p in requested},
+            "share": {p: float(np.mean(prog == p)) for p in requested},
+            "class_share": {p: float(np.mean(member[p])) for p in T.PROGRAMMES},
+            "desi_density_deg2": {p: T.DESI_DENSITY[p] for p in requested},
+            "selection": "desitarget DR9 main-survey cuts (south), docs/simulate.md"} if n else {}
 
 
 def _run_shards(out: Path, cfg: SimConfig, todo: list[int], workers: int):
