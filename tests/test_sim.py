@@ -277,3 +277,27 @@ def test_colour_redshift_relation_follows_sdss(real_data):
                                      bins=np.array([0.02, 0.07, 0.12, 0.2]))
     assert min(cmp["sim_n"]) >= 20
     assert np.max(np.abs(cmp["difference"])) < 0.1, cmp
+
+
+def test_flux_bounds_bracket_the_exact_flux_in_every_selection_band(sim):
+    """The target selection rejects draws on these bounds (fluxbound.py): a lower bound above
+    the exact flux, or an upper one below it, would change which galaxies are accepted."""
+    from galclip.sim.population import draw_galaxy
+
+    rng = np.random.default_rng(12)
+    bands = ("g", "r", "z", "w1")
+    dust = {b: sim.engine.min_attenuation_ratio(b, 0.01, 1.6) for b in bands}
+    lows = []
+    for _ in range(25):
+        g = draw_galaxy(rng, lambda z: 9.0)   # 0.01 < z < 1.6: every programme's redshifts
+        total = dict.fromkeys(bands, 0.0)
+        for p in (g.bulge, g.disc):
+            exact = sim.engine.photometry(p, g.redshift)
+            for band in bands:
+                lo, hi = sim.engine.flux_bounds(p, g.redshift, band)
+                assert lo <= exact[band] <= hi, (band, lo, exact[band], hi)
+                lows.append(lo / exact[band])
+                total[band] += exact[band]
+        for band in ("g", "r", "z"):   # the (z, age) table's bound, where there is one
+            assert sim.flux_upper_bound(g, band, dust[band]) >= total[band], band
+    assert np.median(lows) > 0.5   # the old stars carry most of the light: the bound is useful

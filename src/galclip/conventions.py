@@ -19,6 +19,11 @@ NANOMAGGY_ZEROPOINT_AB: float = 22.5
 #: encoders and report figures apply (legacypipe's g, r, z band scales).
 BAND_SOFTENING_NMGY: tuple[float, ...] = (0.0066, 0.01, 0.025)
 
+#: Redshifts the survey simulator draws: BGS from 0.01, ELGs to 1.6 (the windows of DESI's
+#: programmes, ``galclip.sim.targeting``; docs/simulate.md). The dataset format itself accepts
+#: any redshift in [-0.01, 20] (stars near 0, quasars beyond 2).
+SIMULATED_REDSHIFT_RANGE: tuple[float, float] = (0.01, 1.6)
+
 WAVE_MIN: float = 3600.0
 WAVE_STEP: float = 0.8
 N_WAVE: int = 7781

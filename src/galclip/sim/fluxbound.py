@@ -18,6 +18,11 @@ band, checked), the nebular grid by its maximum over logU and gas metallicity (b
 interpolates between grid nodes, a convex combination), L_dust by the unattenuated luminosity.
 Only the sampled SFH, the filter sum and a (wavelengths in the band x metallicity x age)
 contraction are computed: the full spectrum, the other bands and the UVJ colours are not.
+
+A lower bound comes from the same sum: the stars in the age bins wholly older than t_bc,
+attenuated by the diffuse ISM alone, are exactly what bagpipes sums for them; the young stars,
+the nebular and the dust emission only add to it (all >= 0), and the IGM transmission is 1 at
+the rest wavelengths > 1216 A (the lower bound is 0 if the band sees shorter ones).
 """
 from __future__ import annotations
 
@@ -69,13 +74,22 @@ class BandFluxBound:
 
     def upper_bound(self, component: dict) -> float:
         """Bound on the band flux (microjansky) of the model with these bagpipes components."""
+        return self.bounds(component)[1]
+
+    def bounds(self, component: dict) -> tuple[float, float]:
+        """(lower, upper) bounds on the band flux (microjansky) of the model."""
         z, av = component["redshift"], component["dust"]["Av"]
         self.sfh.update(component)
         g = self.sfh.ceh.grid                              # (metallicity, age) weights
         sup, w = self._weights(z)
         wt = w * 10 ** (-av * self.a_cont[sup] / 2.5)
         grid = self.grid[sup]
-        total = (wt @ grid.reshape(len(wt), -1)) @ g.ravel()
+        per_ssp = wt @ grid.reshape(len(wt), -1)
+        total = per_ssp @ g.ravel()
+        old = self._young_bins(component["t_bc"])
+        lower = float(np.sum(per_ssp.reshape(g.shape)[:, old:] * g[:, old:]))
+        if self.wav[sup][0] <= 1216.0:
+            lower = 0.0
         lum = np.sum(self.lbol * g)
         if self.neb is not None and "nebular" in component:
             k = self._young_bins(component["t_bc"])
@@ -84,8 +98,9 @@ class BandFluxBound:
             lum += self.neb_bol[:k] @ g_age
         total += lum * (w @ self.dust[sup])
         ldist = MPC_CM * np.interp(z, self._utils.z_array, self._utils.ldist_at_z)
-        flux = total * L_SUN_ERG_S / (4 * np.pi * ldist**2 * (1.0 + z)) / self.mujy
-        return float(flux * (1.0 + ROUNDING_MARGIN))
+        scale = L_SUN_ERG_S / (4 * np.pi * ldist**2 * (1.0 + z)) / self.mujy
+        return (float(lower * scale * (1.0 - ROUNDING_MARGIN)),
+                float(total * scale * (1.0 + ROUNDING_MARGIN)))
 
 
 def _sfh_weights_only():

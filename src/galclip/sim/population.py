@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from galclip import conventions as C
 from galclip.sim.sed import Population
 
-Z_MIN, Z_MAX = 0.01, 1.6  # the widest simulated range (BGS from 0.01, ELGs to 1.6)
+Z_MIN, Z_MAX = C.SIMULATED_REDSHIFT_RANGE  # the widest simulated range (BGS to ELGs)
 LOGM_MAX = 12.3
 SIZE_OFFSET_DEX = 0.1
 # Baldry et al. 2012, Table 1 (log M* = 10.66; phi in Mpc^-3 dex^-1)
@@ -82,6 +83,25 @@ def _smf_cdf() -> tuple[np.ndarray, np.ndarray]:
     grid = np.linspace(5.0, LOGM_MAX, 3000)
     cdf = np.concatenate([[0.0], np.cumsum(np.diff(grid) * 10.0 ** smf_logphi(grid[1:]))])
     return grid, cdf
+
+
+def number_above(logm_min: np.ndarray) -> np.ndarray:
+    """Number density (Mpc^-3) of galaxies above ``logm_min`` in the mass function."""
+    grid, cdf = _smf_cdf()
+    return cdf[-1] - np.interp(logm_min, grid, cdf)
+
+
+def floor_weighted_redshifts(z_min: float, z_max: float, logm_min_of_z, window) -> tuple:
+    """(cdf, z) for drawing z in proportion to dV/dz times the number of galaxies above the
+    mass floor at z (zero where ``window(z)`` is False). With the mass drawn from the mass
+    function above the floor, (z, M) is then drawn from the true joint distribution restricted
+    to where a galaxy can pass the selection; drawing z from dV/dz alone would favour the
+    redshifts where the floor is high (few galaxies above it) by 1 / N(> floor)."""
+    t = cosmology_tables()
+    z = np.linspace(z_min, z_max, 4001)
+    w = np.interp(z, t["z"], t["dvdz"]) * number_above(np.array([logm_min_of_z(x) for x in z]))
+    w *= np.array([bool(window(x)) for x in z])
+    return np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(z))]), z
 
 
 def draw_logmass(rng: np.random.Generator, logm_min: float) -> float:
@@ -184,10 +204,15 @@ def _beta(rng: np.random.Generator, mean: float, conc: float = 6.0) -> float:
     return float(rng.beta(mean * conc, (1 - mean) * conc))
 
 
-def draw_galaxy(rng: np.random.Generator, logm_min_of_z,
-                z_range: tuple[float, float] = (Z_MIN, Z_MAX)) -> Galaxy:
-    """Draw one galaxy's physical properties (before the target selection)."""
-    z = draw_redshift(rng, *z_range)
+def draw_galaxy(rng: np.random.Generator, logm_min_of_z, redshifts: tuple | None = None) -> Galaxy:
+    """Draw one galaxy's physical properties (before the target selection): z from the
+    (cdf, z) table ``redshifts`` (:func:`floor_weighted_redshifts`), or uniform in comoving
+    volume over Z_MIN-Z_MAX, then the stellar mass above ``logm_min_of_z(z)``."""
+    if redshifts is None:
+        z = draw_redshift(rng)
+    else:
+        cdf, zs = redshifts
+        z = float(np.interp(rng.random() * cdf[-1], cdf, zs))
     logm = draw_logmass(rng, logm_min_of_z(z))
     t_univ = age_of_universe(z)
     quenched = bool(rng.random() < quenched_fraction(logm))

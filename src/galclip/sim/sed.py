@@ -189,12 +189,17 @@ class SEDEngine:
 
     def flux_upper_bound(self, pop: Population, z: float, band: str) -> float:
         """An upper bound (nanomaggies) on ``photometry(pop, z)[band]`` (``fluxbound.py``)."""
+        return self.flux_bounds(pop, z, band)[1]
+
+    def flux_bounds(self, pop: Population, z: float, band: str) -> tuple[float, float]:
+        """(lower, upper) bounds (nanomaggies) on ``photometry(pop, z)[band]``."""
         comp = self._components(pop, z, spectral=False)
         key = ("nebular" in comp, band)
         if key not in self._bounds:
             self._bounds[key] = BandFluxBound(self._models[(key[0], False)],
                                               PHOT_NAMES.index(band), comp)
-        return self._bounds[key].upper_bound(comp) / UJY_PER_NANOMAGGY
+        lo, hi = self._bounds[key].bounds(comp)
+        return lo / UJY_PER_NANOMAGGY, hi / UJY_PER_NANOMAGGY
 
     def min_attenuation_ratio(self, band: str, z_min: float, z_max: float) -> float:
         """The smallest A(lambda)/A(V) of the dust model over the rest wavelengths that
