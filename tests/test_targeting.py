@@ -78,13 +78,11 @@ def test_hand_computed_cases_follow_the_published_cuts(case, expected):
     assert T.classes(desi, bgs) == expected
 
 
-def test_bits_are_desis_and_assignment_prefers_dark_time():
+def test_bits_are_desis():
     f = _galaxy(g=21.4, r=19.4, z=18.3, w1=17.2)   # both BGS Bright and LRG
     desi, bgs = (int(np.ravel(x)[0]) for x in T.target_bits(f))
-    assert desi & (1 << 0) and desi & (1 << 60) and bgs == 1 << 1
-    assert T.assign(desi, bgs, 0.45, ("lrg", "bgs_bright")) == "lrg"
-    assert T.assign(desi, bgs, 0.45, ("bgs_bright",)) == "bgs_bright"
-    assert T.assign(desi, bgs, 0.2, ("lrg",)) is None            # outside the LRG window
+    assert desi == (1 << 0) | (1 << 60) and bgs == 1 << 1
+    assert T.classes(desi, bgs) == ("lrg", "bgs_bright")
 
 
 def test_programme_names_parse_and_bad_ones_are_one_line_errors(tmp_path, capsys):
@@ -118,7 +116,8 @@ def test_every_written_galaxy_passes_its_programme_and_shares_are_in_the_manifes
     np.testing.assert_array_equal(desi, t["desi_target"])
     np.testing.assert_array_equal(bgs, t["bgs_target"])
     for i, p in enumerate(t["programme"]):
-        assert T.assign(int(desi[i]), int(bgs[i]), float(t["redshift"][i]), cfg.programmes.split(",")) == p
+        assert p in T.classes(int(desi[i]), int(bgs[i]))
+        assert T.PROGRAMMES[p].z_min <= t["redshift"][i] <= T.PROGRAMMES[p].z_max
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     progs = manifest["simulator"]["programmes"]
     assert sum(progs["n"].values()) == 8 and abs(sum(progs["share"].values()) - 1) < 1e-9

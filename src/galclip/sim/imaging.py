@@ -82,13 +82,15 @@ def galaxy_components(g: Galaxy, rng: np.random.Generator):
     bulge, smooth = _smooth_components(g)
     parts, weights = [smooth], [1.0 - g.features["arm_fraction"] - g.features["bar_fraction"]]
     cos_i = np.cos(np.radians(g.inclination_deg))
+    # projecting onto the sky with GalSim's transform keeps surface brightness, so it scales the
+    # flux by cos i: withFlux(1) restores the unit flux the weights assume
     if g.features["arm_fraction"] > 0:
-        parts.append(_spiral_arms(g, rng).transform(1, 0, 0, cos_i))
+        parts.append(_spiral_arms(g, rng).transform(1, 0, 0, cos_i).withFlux(1.0))
         weights.append(g.features["arm_fraction"])
     if g.features["bar_fraction"] > 0:
         bar = galsim.Sersic(n=0.5, half_light_radius=g.features["bar_length"] / 2, flux=1.0)
         bar = bar.shear(q=0.3, beta=galsim.Angle(g.features["bar_angle"], galsim.degrees))
-        parts.append(bar.transform(1, 0, 0, cos_i))
+        parts.append(bar.transform(1, 0, 0, cos_i).withFlux(1.0))
         weights.append(g.features["bar_fraction"])
     disc = galsim.Add([p * w for p, w in zip(parts, weights, strict=True)]).rotate(pa)
     companion = None

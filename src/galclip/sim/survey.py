@@ -91,6 +91,7 @@ class GalaxySimulator:
     """Renders galaxies one at a time; holds the (expensive) bagpipes models of one process."""
 
     def __init__(self, cfg: SimConfig):
+        from galclip.sim import targeting as T
         from galclip.sim.sed import SEDEngine
 
         self.cfg = cfg
@@ -100,10 +101,10 @@ class GalaxySimulator:
         self._limits = {p.name: [(band, self._limit_flux(band, mag),
                                   self.engine.min_attenuation_ratio(band, p.z_min, p.z_max))
                                  for band, mag in p.limits] for p in self.programmes}
-        self._logm_min = self._mass_limit_table()
-        from galclip.sim.population import floor_weighted_redshifts
-
-        self._redshifts = floor_weighted_redshifts(*self.z_range(), self.logm_min, self._in_window)
+        self._logm_min = self._mass_limit_table(self.programmes)
+        self._plan = {p.name: self._proposal(p) for p in self.programmes}
+        density = np.array([T.DESI_DENSITY[p.name] for p in self.programmes])
+        self._share_cdf = np.cumsum(density) / density.sum()
         self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v2", self._flux_bound_table)
         self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
         self.cpu_timings: dict[str, float] = {}  # CPU seconds of this process per stage
@@ -126,11 +127,19 @@ class GalaxySimulator:
     def z_range(self) -> tuple[float, float]:
         return min(p.z_min for p in self.programmes), max(p.z_max for p in self.programmes)
 
-    def _mass_limit_table(self) -> tuple[np.ndarray, np.ndarray]:
+    def _proposal(self, prog) -> tuple:
+        """(mass-floor table, redshift table) of the draws for one programme."""
+        from galclip.sim.population import floor_weighted_redshifts
+
+        table = self._mass_limit_table([prog])
+        return table, floor_weighted_redshifts(prog.z_min, prog.z_max,
+                                               lambda z: float(np.interp(z, *table)), lambda z: True)
+
+    def _mass_limit_table(self, programmes: list) -> tuple[np.ndarray, np.ndarray]:
         """Lowest stellar mass proposed at each z: that of a young (0.3 Gyr), metal-poor,
         dust-free population (the lowest mass-to-light ratio the population model draws in
-        the optical) at the flux limits of the most permissive programme whose window holds
-        z, plus the programme's ``floor_dex`` and ``PROPOSAL_OFFSET_DEX``. Without the offset
+        the optical) at the flux limits of the most permissive of ``programmes`` whose window
+        holds z, plus the programme's ``floor_dex`` and ``PROPOSAL_OFFSET_DEX``. Without the offset
         no accepted BGS galaxy in 400 came within 0.06 dex of the bound; 1 % came within 0.32
         dex. The offset makes rejection sampling ~2.5x cheaper at the cost of missing ~0.7 %
         of the flux-limited sample: the very bluest dwarfs just at the magnitude limit. For
@@ -140,10 +149,11 @@ class GalaxySimulator:
         from galclip.sim.sed import Population
 
         # nodes on both sides of every window edge: the floor jumps there
-        edges = [e for p in self.programmes for e in (p.z_min, p.z_max)]
-        zs = np.unique(np.concatenate([np.linspace(*self.z_range(), 97), edges,
+        lo, hi = min(p.z_min for p in programmes), max(p.z_max for p in programmes)
+        edges = [e for p in programmes for e in (p.z_min, p.z_max)]
+        zs = np.unique(np.concatenate([np.linspace(lo, hi, 97), edges,
                                        [e - 1e-6 for e in edges], [e + 1e-6 for e in edges]]))
-        zs = zs[(zs >= self.z_range()[0]) & (zs <= self.z_range()[1])]
+        zs = zs[(zs >= lo) & (zs <= hi)]
         ref = Population(age_gyr=0.3, tau_gyr=50.0, log_mformed=10.0, metallicity=0.1,
                          av=0.0, veldisp=50.0)
         logm = []
@@ -151,7 +161,7 @@ class GalaxySimulator:
             phot = self.engine.photometry(ref, z)
             floors = [p.floor_dex + max(10.0 + np.log10(flux / phot[band])
                                         for band, flux, _ in self._limits[p.name])
-                      for p in self._in_window(z)]
+                      for p in programmes if p.z_min <= z <= p.z_max]
             logm.append(min(floors, default=LOGM_CEILING) + PROPOSAL_OFFSET_DEX)
         return zs, np.asarray(logm)
 
@@ -204,16 +214,18 @@ class GalaxySimulator:
         return (self.engine.flux_upper_bound(g.bulge, g.redshift, band)
                 + self.engine.flux_upper_bound(g.disc, g.redshift, band))
 
-    def may_pass(self, g, limit_flux: float | None = None) -> bool:
+    def may_pass(self, g, limit_flux: float | None = None, programme: str | None = None) -> bool:
         """False if, for every requested programme whose window holds the galaxy's redshift,
         an upper bound on its flux in the programme's band is below the programme's limit
         (``limit_flux`` replaces the limit of the r-band programmes): the table bounds first,
         then the tight bound of the brighter-bounded component beside the other's table
         bound, then both tight bounds. Bounds reject no galaxy that would pass and consume no
         random numbers, so they change which draws need the exact photometry, never which
-        galaxies are accepted."""
+        galaxies are accepted. ``programme`` restricts the test to that programme."""
         memo: dict = {}   # tight bounds per (component, band), shared by the programmes
         for prog in self._in_window(g.redshift):
+            if programme is not None and prog.name != programme:
+                continue
             if all(self._may_reach(g, band, dust, limit_flux if limit_flux is not None
                                    and band == "r" else flux, memo)
                    for band, flux, dust in self._limits[prog.name]) and (
@@ -251,6 +263,7 @@ class GalaxySimulator:
         return tight(first) + tight(1 - first) >= limit
 
     def logm_min(self, z: float) -> float:
+        """The proposal mass floor at z of the most permissive requested programme."""
         return float(np.interp(z, *self._logm_min))
 
     def draw_accepted(self, rng: np.random.Generator):
@@ -258,22 +271,25 @@ class GalaxySimulator:
         return self.draw_target(rng).galaxy
 
     def draw_target(self, rng: np.random.Generator) -> Target:
-        """Draw galaxies until one is a target of a requested programme (rejection sampling:
-        flux bounds, exact photometry, the cuts with optimistic fibre fluxes, then the
-        Legacy Survey fibre fluxes and the exact cuts)."""
+        """A target of one requested programme, chosen in proportion to DESI's target
+        densities (``targeting.DESI_DENSITY``); then galaxies are drawn in its redshift window
+        until one passes its cuts (rejection sampling: flux bounds, exact photometry, the cuts
+        with optimistic fibre fluxes, then the Legacy Survey fibre fluxes and the exact cuts)."""
         from galclip.sim.population import draw_galaxy
 
+        prog = self.programmes[int(np.searchsorted(self._share_cdf, rng.random(), side="right"))
+                               if len(self.programmes) > 1 else 0]
+        floor, redshifts = self._plan[prog.name]
         for _ in range(MAX_DRAWS):
-            g = draw_galaxy(rng, self.logm_min, self._redshifts)
-            if not self.may_pass(g):
+            g = draw_galaxy(rng, lambda z: float(np.interp(z, *floor)), redshifts)
+            if not self.may_pass(g, programme=prog.name):
                 continue
-            target = self._select(g)
+            target = self._select(g, prog.name)
             if target is not None:
                 return target
-        raise RuntimeError(f"no galaxy passed the selection of {self.cfg.programmes} in "
-                           f"{MAX_DRAWS} draws")
+        raise RuntimeError(f"no galaxy passed the {prog.name} selection in {MAX_DRAWS} draws")
 
-    def _select(self, g) -> Target | None:
+    def _select(self, g, programme: str) -> Target | None:
         from galclip.sim import targeting as T
         from galclip.sim.imaging import legacy_fibre_fractions
 
@@ -283,17 +299,17 @@ class GalaxySimulator:
         mag_r = float(C.nanomaggy_to_mag(total["r"]))
         if not (self.cfg.mag_bright < mag_r and (self.cfg.mag_limit is None or mag_r < self.cfg.mag_limit)):
             return None
-        requested = tuple(p.name for p in self.programmes)
         # optimistic fibre fluxes (fibre = total, fibre-total faint): every cut is monotone in
         # them, so a galaxy failing here fails the exact cuts too
         loose = T.photometry_dict(total, 1.0)
         loose["rfibtot"] = loose["zfibtot"] = 1e-3
-        if T.assign(*(int(b) for b in T.target_bits(loose)), g.redshift, requested) is None:
+        if programme not in T.classes(*(int(b) for b in T.target_bits(loose))):
             return None
         fib = T.fibre_fluxes(phot, legacy_fibre_fractions(g))
         desi, bgs = (int(b) for b in T.target_bits(T.photometry_dict(total, fib)))
-        prog = T.assign(desi, bgs, g.redshift, requested)
-        return None if prog is None else Target(g, phot, fib, desi, bgs, prog)
+        if programme not in T.classes(desi, bgs):
+            return None
+        return Target(g, phot, fib, desi, bgs, programme)
 
     def simulate(self, index: int, keep_truth_arrays: bool = False) -> dict[str, Any]:
         """One row of the dataset (and, if asked, the noiseless spectrum and image)."""

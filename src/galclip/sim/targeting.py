@@ -57,9 +57,9 @@ class Programme:
 
 
 LRG_FLOOR_DEX = 0.45
-#: The target classes, in the order a galaxy in several is assigned its ``programme``: dark
-#: time first (a galaxy that is both an LRG and a BGS target has a dark-time spectrum, the
-#: deeper one), then by DESI's fibre-assignment priority (LRG above ELG; BGS Bright above Faint).
+#: The target classes. Each simulated row is drawn for one of the requested programmes, chosen
+#: in proportion to DESI's target densities (``DESI_DENSITY``), and must pass its cuts; its
+#: bits record every class it is in (an LRG at z 0.4 is often a BGS Bright target too).
 PROGRAMMES = {
     "lrg": Programme("lrg", 0.3, 1.2, (("z", 21.6), ("w1", 20.47)), True, LRG_FLOOR_DEX),
     "elg": Programme("elg", 0.6, 1.6, (("g", 24.1),), True),
@@ -69,7 +69,10 @@ PROGRAMMES = {
 #: What ``galclip simulate --programmes`` accepts: 'bgs' is BGS Bright and Faint.
 CLI_NAMES = {"bgs": ("bgs_bright", "bgs_faint"), "bgs_bright": ("bgs_bright",),
              "bgs_faint": ("bgs_faint",), "lrg": ("lrg",), "elg": ("elg",)}
-#: DESI's main-survey target densities (deg^-2) the simulated shares are compared with.
+#: DESI's main-survey target densities (deg^-2): BGS Bright and Faint (Hahn et al. 2023), LRG
+#: (Zhou et al. 2023), ELG_LOP + ELG_VLO (Raichoor et al. 2023). They set the programme shares:
+#: the simulated population's own densities beyond z ~ 0.5 are not calibrated (its mass function
+#: is that of z < 0.06; benchmarks/RESULTS.md gives the shares it would produce).
 DESI_DENSITY = {"bgs_bright": 864.0, "bgs_faint": 533.0, "lrg": 605.0, "elg": 2400.0}
 
 
@@ -168,17 +171,6 @@ def classes(desi_target: int, bgs_target: int) -> tuple[str, ...]:
             "bgs_bright": bgs_target >> BGS_BITS["BGS_BRIGHT"] & 1,
             "bgs_faint": bgs_target >> BGS_BITS["BGS_FAINT"] & 1}
     return tuple(p for p in PROGRAMMES if have[p])
-
-
-def assign(desi_target: int, bgs_target: int, redshift: float, requested: tuple[str, ...]
-           ) -> str | None:
-    """The programme whose spectrum a galaxy gets: the first requested class it belongs to
-    whose redshift window holds it; None if there is none (the galaxy is not written)."""
-    for p in classes(desi_target, bgs_target):
-        prog = PROGRAMMES[p]
-        if p in requested and prog.z_min <= redshift <= prog.z_max:
-            return p
-    return None
 
 
 def photometry_dict(total: dict, fibre_fraction: float | dict) -> dict[str, float]:
