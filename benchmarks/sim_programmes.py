@@ -5,8 +5,11 @@ Usage:  python benchmarks/sim_programmes.py [--n 600] [--programmes lrg,elg,bgs_
 Draws ``--n`` targets with the simulator's rejection sampler (``GalaxySimulator.draw_target``:
 population, photometry, target selection; no spectra or images) and prints
 
-- each target class's count relative to BGS Bright's (a galaxy may be in several classes),
-  beside the ratio of DESI's main-survey target densities (deg^-2): BGS Bright 864 and BGS
+- the simulated population's own target density of each programme (deg^-2, from the
+  rejection sampler's acceptance, ``GalaxySimulator.sky_density``) beside DESI's;
+- each target class's count relative to BGS Bright's (a galaxy may be in several classes;
+  the simulator draws the programmes in proportion to DESI's densities, so this mostly checks
+  the overlaps), beside the ratio of DESI's main-survey target densities (deg^-2): BGS Bright 864 and BGS
   Faint 533 (Hahn et al. 2023, AJ 165, 253), LRG 605 (Zhou et al. 2023, AJ 165, 58), ELG
   ~2400 (Raichoor et al. 2023, AJ 165, 126: ELG_LOP + ELG_VLO);
 - the share of rows per assigned programme (what ``galclip simulate`` writes);
@@ -36,7 +39,7 @@ Z_RANGES = {"bgs_bright": [(0.0, 0.6)], "bgs_faint": [(0.0, 0.6)], "lrg": [(0.4,
             "elg": [(0.6, 1.1), (1.1, 1.6)]}
 
 
-def draw(programmes: str, n: int, seed: int) -> tuple[list, float]:
+def draw(programmes: str, n: int, seed: int) -> tuple[list, float, dict]:
     from galclip.sim import targeting as T
     from galclip.sim.survey import GalaxySimulator, SimConfig
 
@@ -49,7 +52,8 @@ def draw(programmes: str, n: int, seed: int) -> tuple[list, float]:
         out.append({"redshift": t.galaxy.redshift, "programme": t.programme,
                     "classes": T.classes(t.desi_target, t.bgs_target),
                     **{b: 22.5 - 2.5 * np.log10(v) for b, v in tot.items()}})
-    return out, 1000 * (time.process_time() - t0) / n
+    density = {p: sim.sky_density(p) for p in sim.draws}
+    return out, 1000 * (time.process_time() - t0) / n, density
 
 
 def gmm_sample(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -71,10 +75,13 @@ def gmm_sample(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndar
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
-def report(rows: list, cpu_ms: float, programmes: str) -> None:
+def report(rows: list, cpu_ms: float, programmes: str, density: dict) -> None:
     from galclip.sim import targeting as T
 
     n = len(rows)
+    print("programme | simulated population's density (deg^-2) | DESI's")
+    for p, d in density.items():
+        print(f"{p:10s} | {d:8.0f} | {T.DESI_DENSITY[p]:6.0f}")
     member = {c: np.array([c in r["classes"] for r in rows]) for c in CLASSES}
     print(f"programmes {programmes}: {n} targets, {cpu_ms:.1f} CPU ms per target (selection only)")
     ref = member["bgs_bright"].sum()
@@ -130,8 +137,8 @@ def main() -> None:
     ap.add_argument("--programmes", default="lrg,elg,bgs_bright,bgs_faint")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    rows, cpu_ms = draw(args.programmes, args.n, args.seed)
-    report(rows, cpu_ms, args.programmes)
+    rows, cpu_ms, density = draw(args.programmes, args.n, args.seed)
+    report(rows, cpu_ms, args.programmes, density)
     colours(rows, np.random.default_rng(args.seed))
 
 

@@ -105,6 +105,7 @@ class GalaxySimulator:
         self._plan = {p.name: self._proposal(p) for p in self.programmes}
         density = np.array([T.DESI_DENSITY[p.name] for p in self.programmes])
         self._share_cdf = np.cumsum(density) / density.sum()
+        self.draws = {p.name: [0, 0] for p in self.programmes}  # (draws, accepted) per programme
         self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v2", self._flux_bound_table)
         self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
         self.cpu_timings: dict[str, float] = {}  # CPU seconds of this process per stage
@@ -280,14 +281,25 @@ class GalaxySimulator:
         prog = self.programmes[int(np.searchsorted(self._share_cdf, rng.random(), side="right"))
                                if len(self.programmes) > 1 else 0]
         floor, redshifts = self._plan[prog.name]
+        count = self.draws[prog.name]
         for _ in range(MAX_DRAWS):
             g = draw_galaxy(rng, lambda z: float(np.interp(z, *floor)), redshifts)
+            count[0] += 1
             if not self.may_pass(g, programme=prog.name):
                 continue
             target = self._select(g, prog.name)
             if target is not None:
+                count[1] += 1
                 return target
         raise RuntimeError(f"no galaxy passed the {prog.name} selection in {MAX_DRAWS} draws")
+
+    def sky_density(self, programme: str) -> float:
+        """The simulated population's own density of ``programme`` targets (deg^-2) within its
+        redshift window, estimated from the draws so far: each draw stands for an equal share
+        of the galaxies above the mass floor (dV/dz is per steradian)."""
+        draws, accepted = self.draws[programme]
+        cdf = self._plan[programme][1][0]
+        return float(cdf[-1] * accepted / max(draws, 1) * (np.pi / 180.0) ** 2)
 
     def _select(self, g, programme: str) -> Target | None:
         from galclip.sim import targeting as T
