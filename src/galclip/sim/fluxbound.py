@@ -76,11 +76,16 @@ class BandFluxBound:
         """Bound on the band flux (microjansky) of the model with these bagpipes components."""
         return self.bounds(component)[1]
 
-    def bounds(self, component: dict) -> tuple[float, float]:
-        """(lower, upper) bounds on the band flux (microjansky) of the model."""
-        z, av = component["redshift"], component["dust"]["Av"]
+    def sfh_weights(self, component: dict) -> np.ndarray:
+        """bagpipes' (metallicity, age) SSP weights of the component (the same in every band)."""
         self.sfh.update(component)
-        g = self.sfh.ceh.grid                              # (metallicity, age) weights
+        return np.array(self.sfh.ceh.grid)
+
+    def bounds(self, component: dict, weights: np.ndarray | None = None) -> tuple[float, float]:
+        """(lower, upper) bounds on the band flux (microjansky) of the model; ``weights`` from
+        :meth:`sfh_weights` of the same component skip recomputing its star-formation history."""
+        z, av = component["redshift"], component["dust"]["Av"]
+        g = self.sfh_weights(component) if weights is None else weights
         sup, w = self._weights(z)
         wt = w * 10 ** (-av * self.a_cont[sup] / 2.5)
         grid = self.grid[sup]

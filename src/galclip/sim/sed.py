@@ -135,6 +135,8 @@ class SEDEngine:
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
         self._bounds: dict[tuple[bool, str], BandFluxBound] = {}
+        # SSP weights of the last few components: the same in every band's bound
+        self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
         warm = Population(age_gyr=5.0, tau_gyr=3.0, log_mformed=10.0, metallicity=1.0, av=0.3,
                           veldisp=100.0, logu=-3.0, gas_metallicity=0.5)
@@ -198,7 +200,12 @@ class SEDEngine:
         if key not in self._bounds:
             self._bounds[key] = BandFluxBound(self._models[(key[0], False)],
                                               PHOT_NAMES.index(band), comp)
-        lo, hi = self._bounds[key].bounds(comp)
+        sfh_key = (pop.age_gyr, pop.tau_gyr, pop.log_mformed, pop.metallicity, float(z))
+        if sfh_key not in self._sfh_weights:
+            if len(self._sfh_weights) > 8:
+                self._sfh_weights.clear()
+            self._sfh_weights[sfh_key] = self._bounds[key].sfh_weights(comp)
+        lo, hi = self._bounds[key].bounds(comp, self._sfh_weights[sfh_key])
         return lo / UJY_PER_NANOMAGGY, hi / UJY_PER_NANOMAGGY
 
     def min_attenuation_ratio(self, band: str, z_min: float, z_max: float) -> float:

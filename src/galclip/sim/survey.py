@@ -222,14 +222,18 @@ class GalaxySimulator:
         then the tight bound of the brighter-bounded component beside the other's table
         bound, then both tight bounds. Bounds reject no galaxy that would pass and consume no
         random numbers, so they change which draws need the exact photometry, never which
-        galaxies are accepted. ``programme`` restricts the test to that programme."""
+        galaxies are accepted. A programme with a bright limit (BGS Faint r > 19.5, ELG g > 20)
+        also rejects a draw whose lower flux bound is above it. ``programme`` restricts the
+        test to that programme."""
         memo: dict = {}   # tight bounds per (component, band), shared by the programmes
         for prog in self._in_window(g.redshift):
             if programme is not None and prog.name != programme:
                 continue
             if all(self._may_reach(g, band, dust, limit_flux if limit_flux is not None
                                    and band == "r" else flux, memo)
-                   for band, flux, dust in self._limits[prog.name]) and (
+                   for band, flux, dust in self._limits[prog.name]) and all(
+                    sum(self._tight(g, i, band, memo)[0] for i in (0, 1))
+                    <= C.mag_to_nanomaggy(mag) for band, mag in prog.bright) and (
                     prog.name != "lrg" or self._lrg_colours_may_pass(g, memo)):
                 return True
         return False

@@ -54,6 +54,7 @@ class Programme:
     limits: tuple[tuple[str, float], ...]  # (band, mag): no target is fainter in any of them
     dark: bool           # observed in dark time (LRG, ELG) or bright time (BGS)
     floor_dex: float = 0.0  # proposal mass floor above the young-population one (dex)
+    bright: tuple[tuple[str, float], ...] = ()  # (band, mag): no target is brighter
 
 
 LRG_FLOOR_DEX = 0.45
@@ -62,9 +63,9 @@ LRG_FLOOR_DEX = 0.45
 #: bits record every class it is in (an LRG at z 0.4 is often a BGS Bright target too).
 PROGRAMMES = {
     "lrg": Programme("lrg", 0.3, 1.2, (("z", 21.6), ("w1", 20.47)), True, LRG_FLOOR_DEX),
-    "elg": Programme("elg", 0.6, 1.6, (("g", 24.1),), True),
+    "elg": Programme("elg", 0.6, 1.6, (("g", 24.1),), True, bright=(("g", 20.0),)),
     "bgs_bright": Programme("bgs_bright", 0.01, 0.6, (("r", 19.5),), False),
-    "bgs_faint": Programme("bgs_faint", 0.01, 0.6, (("r", 20.175),), False),
+    "bgs_faint": Programme("bgs_faint", 0.01, 0.6, (("r", 20.175),), False, bright=(("r", 19.5),)),
 }
 #: What ``galclip simulate --programmes`` accepts: 'bgs' is BGS Bright and Faint.
 CLI_NAMES = {"bgs": ("bgs_bright", "bgs_faint"), "bgs_bright": ("bgs_bright",),
