@@ -130,7 +130,10 @@ class WavelengthOuter:
 class SEDEngine:
     """Photometry and spectra of bulge and disc populations (one instance per process)."""
 
-    def __init__(self):
+    def __init__(self, max_redshift: float = MAX_REDSHIFT):
+        # bagpipes samples the R = 5000 model from 3600 / (1 + max_redshift) A: an engine for
+        # lower redshifts only (BGS, LRG) synthesises fewer wavelengths
+        self.max_redshift = float(max_redshift)
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
@@ -162,6 +165,7 @@ class SEDEngine:
             kw = dict(filt_list=self._filters, phot_units="mujy")
             if spectral:  # sets the R = 5000 sampling over the DESI range
                 kw["spec_wavs"] = C.wavelength_grid()
+            self._pipes.config.max_redshift = self.max_redshift  # read when a model is built
             model = self._pipes.model_galaxy(comp, **kw)
             # bagpipes resamples with spectres (a Python loop, ~80 ms per spectrum); we do
             # the same flux-conserving steps vectorized in observed_spectrum() instead.
@@ -226,7 +230,8 @@ class SEDEngine:
                      k: 0.0 for k in LINES}
         return {
             "phot": dict(zip(PHOT_NAMES, np.asarray(m.photometry) / UJY_PER_NANOMAGGY, strict=True)),
-            "spectrum": observed_spectrum(m.wavelengths, m.spectrum_full, z, pop.veldisp),
+            "spectrum": observed_spectrum(m.wavelengths, m.spectrum_full, z, pop.veldisp,
+                                          self.max_redshift),
             "lines": lines,
             "log_mstar": float(sfh.stellar_mass),          # surviving stellar mass
             "sfr": float(sfh.sfr),                          # Msun/yr over the last 100 Myr
@@ -236,14 +241,14 @@ class SEDEngine:
         }
 
 
-def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp: float
-                      ) -> np.ndarray:
+def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp: float,
+                      max_redshift: float = MAX_REDSHIFT) -> np.ndarray:
     """bagpipes' full spectrum (observed f_lambda, erg/s/cm^2/A, tabulated at rest wavelengths)
     -> Gaussian velocity broadening -> redshift -> flux-conserving rebin onto the DESI pixels.
     Returns 1e-17 erg/s/cm^2/A, shape (7781,), before the instrumental line-spread function."""
     lnw = np.log(rest_wave)
     dv = np.diff(lnw) * 299792.458  # km/s per model pixel
-    inside = ((rest_wave > C.WAVE_MIN / (1 + MAX_REDSHIFT) / 1.01)
+    inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
               & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
     step = float(np.median(dv[inside[1:]]))  # uniform in log-lambda over the spectral range
     sig = max(veldisp / step, 1e-3)

@@ -96,7 +96,7 @@ class GalaxySimulator:
 
         self.cfg = cfg
         self.programmes = cfg.programme_list()
-        self.engine = SEDEngine()
+        self.engine = SEDEngine(max_redshift=max(p.z_max for p in self.programmes) + 0.1)
         # per programme: (band, limiting flux in nanomaggies, smallest A(band)/A(V) seen)
         self._limits = {p.name: [(band, self._limit_flux(band, mag),
                                   self.engine.min_attenuation_ratio(band, p.z_min, p.z_max))
