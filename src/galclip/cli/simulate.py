@@ -23,7 +23,8 @@ from galclip.sim.survey import SimConfig
 from galclip.sim.targeting import CLI_NAMES
 
 #: BGS and LRG: the real spectra galclip's sim-to-real benchmark asks about are BGS and LRG
-#: galaxies, and ELGs (z 0.6-1.6) would take a third of the demo's galaxies away from them.
+#: galaxies, and ELGs (z 0.6-1.6, DESI's densest class) would take more than half of the
+#: demo's galaxies away from them.
 DEFAULT_PROGRAMMES = ["bgs", "lrg"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

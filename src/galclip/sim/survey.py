@@ -125,9 +125,6 @@ class GalaxySimulator:
     def _in_window(self, z: float) -> list:
         return [p for p in self.programmes if p.z_min <= z <= p.z_max]
 
-    def z_range(self) -> tuple[float, float]:
-        return min(p.z_min for p in self.programmes), max(p.z_max for p in self.programmes)
-
     def _proposal(self, prog) -> tuple:
         """(mass-floor table, redshift table) of the draws for one programme."""
         from galclip.sim.population import floor_weighted_redshifts
