@@ -4,8 +4,9 @@ encoder should approach on simulated data.
 Three bagpipes templates (old; intermediate and young with nebular lines) plus a quadratic
 continuum are fitted by weighted linear least squares at every trial redshift and the χ²
 minimum is taken — redrock-like pipelines in miniature (Bailey et al. 2023, redrock). The
-search is coarse to fine: a 0.002 grid over 0.005 < z < 0.65, then a 0.0002 grid within ±0.004
-of the coarse minimum. Needs the simulator stack (``pip install galclip[sim]``).
+search is coarse to fine: a grid of step 0.0005 in ln(1 + z) over 0.005 < z < 0.65 (or up to
+the highest redshift of the data, for LRGs and ELGs; at most 0.0013 in z at z = 1.6), then a
+0.0001 grid within ±0.001 of the coarse minimum. Needs the simulator stack (``pip install galclip[sim]``).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class TemplateFitter:
 
     def redshift(self, flux: np.ndarray, ivar: np.ndarray) -> float:
         """The χ²-best redshift, coarse grid then fine grid around its minimum."""
-        coarse = np.arange(self.z_min, self.z_max, COARSE)
+        coarse = np.expm1(np.arange(np.log1p(self.z_min), np.log1p(self.z_max), COARSE))
         if self._coarse is None:
             self._coarse = self.basis(coarse)
         z0 = coarse[int(np.argmin(chi2(self._coarse, flux, ivar)))]
