@@ -57,11 +57,13 @@ def test_quenched_galaxies_are_redder_and_older(rows, sim):
 
 
 def test_noise_matches_ivar(rows):
-    """(flux - noiseless) * sqrt(ivar) is unit Gaussian, for spectra and for images."""
+    """(flux - noiseless) * sqrt(ivar) is unit Gaussian, for spectra and for images. A spectrum's
+    sky-subtraction residual is not in its ivar (as in the DESI pipeline): it is taken out here."""
     zs, zi = [], []
     for r in rows:
         good = r["spectrum_ivar"] > 0
-        zs.append(((r["spectrum_flux"] - r["_noiseless_spectrum"]) * np.sqrt(r["spectrum_ivar"]))[good])
+        resid = r["spectrum_flux"] - r["_noiseless_spectrum"] - r["_sky_residual"]
+        zs.append((resid * np.sqrt(r["spectrum_ivar"]))[good])
         zi.append(((r["image"] - r["_noiseless_image"]) * np.sqrt(r["_image_ivar"])).ravel())
     for z in (np.concatenate(zs), np.concatenate(zi)):
         assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
@@ -132,7 +134,7 @@ def test_spectrum_synthetic_r_flux_matches_fibre_flux(rows):
     for r in rows:
         if r["morph_merging"]:
             continue  # the fibre also sees the companion
-        spec, wave = filt.pad_spectrum(r["_noiseless_spectrum"] * unit, C.wavelength_grid() * u.AA,
+        spec, wave = filt.pad_spectrum(r["_fibre_spectrum"] * unit, C.wavelength_grid() * u.AA,
                                        method="zero")
         maggies = filt.get_ab_maggies(spec, wave)
         assert maggies["decam2014-r"][0] * 1e9 == pytest.approx(r["fiber_flux_r"], rel=0.02)

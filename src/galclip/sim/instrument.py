@@ -11,6 +11,7 @@ Spectra: DESI (DESI Collaboration 2022, AJ 164, 207; Guy et al. 2023, AJ 165, 14
   approximating the DESI instrument paper's figure), read noise per pixel. The overall level
   is calibrated so that a 1000 s dark exposure gives the median ivar of the real SV3 dark
   coadd in ``coadd-sv3-dark-26065.fits`` (B ~5, R ~17, Z ~28 per (1e-17 erg/s/cm^2/A)^2).
+- Conditions, calibration, sky residuals and masking of a real coadd: ``observing.py``.
 
 Images: Legacy Survey DR9 (Dey et al. 2019): Moffat PSF (beta = 3.5), per-band seeing and
 5-sigma point-source depths (median g 24.0, r 23.4, z 22.5 in DR9 DECaLS).
@@ -87,10 +88,12 @@ def gaussian_blur_pixels(flux: np.ndarray, sigma_pix: np.ndarray | float, half: 
 
 @dataclass(frozen=True)
 class Exposure:
-    """One spectroscopic observing condition: effective exposure time and sky brightness."""
+    """One spectroscopic observing condition: open-shutter time, sky brightness and the
+    effective time (the exposure time in nominal dark conditions giving the same S/N)."""
 
     exptime_s: float
     sky_factor: float  # sky brightness relative to the dark sky (moon, twilight)
+    efftime_s: float = float("nan")
 
 
 def counts_per_flux(wave: np.ndarray, exptime_s: float) -> np.ndarray:
@@ -108,26 +111,6 @@ def spectrum_variance(noiseless: np.ndarray, exp: Exposure) -> np.ndarray:
     n_reads = max(1.0, np.ceil(exp.exptime_s / 900.0))  # DESI splits long exposures
     electrons = k * (np.clip(noiseless, 0, None) + sky) + READ_NOISE_E2_PER_PIXEL * n_reads
     return electrons / k**2
-
-
-def observe_spectrum(noiseless: np.ndarray, exp: Exposure, rng: np.random.Generator,
-                     mask_fraction: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
-    """Add DESI-like noise to a noiseless fibre spectrum; returns (flux, ivar).
-
-    The ivar is exactly the inverse of the variance of the noise that was added (the pipeline
-    estimates it from the model, as DESI does). A few pixels are masked (ivar = 0) as cosmic
-    rays and bad CCD columns, and carry a spike so a model that ignores ivar would notice.
-    """
-    var = spectrum_variance(noiseless, exp)
-    flux = noiseless + rng.normal(size=noiseless.shape) * np.sqrt(var)
-    ivar = 1.0 / var
-    bad = rng.random(noiseless.shape) < mask_fraction
-    if rng.random() < 0.1:  # a bad column: a short run of masked pixels
-        start = rng.integers(0, C.N_WAVE - 20)
-        bad[start: start + rng.integers(3, 20)] = True
-    flux[bad] += rng.exponential(20.0, bad.sum()) * np.sqrt(var[bad])
-    ivar[bad] = 0.0
-    return flux.astype(np.float32), ivar.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- imaging

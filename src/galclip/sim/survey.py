@@ -178,13 +178,13 @@ class GalaxySimulator:
 
     def simulate(self, index: int, keep_truth_arrays: bool = False) -> dict[str, Any]:
         """One row of the dataset (and, if asked, the noiseless spectrum and image)."""
-        from galclip.sim import imaging
+        from galclip.sim import imaging, observing
         from galclip.sim import instrument as I
 
         rng = np.random.default_rng([self.cfg.seed, index])
         t = time.perf_counter(), time.process_time()
         g = self.draw_accepted(rng)
-        obs = imaging.draw_observing(rng)
+        obs = imaging.draw_observing(rng, observing.DEFAULT_PROGRAMME)
         t = self._tick("population (draws + magnitude test)", t)
         sb = self.engine.synthesize(g.bulge, g.redshift)
         sd = self.engine.synthesize(g.disc, g.redshift)
@@ -205,14 +205,20 @@ class GalaxySimulator:
             scale = fluxes["companion"]["r"] / sd["phot"]["r"]  # companion: the disc's SED
             fibre = fibre + ff["companion"] * scale * sd["spectrum"]
         wave = C.wavelength_grid()
-        noiseless = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
-        flux, ivar = I.observe_spectrum(noiseless, obs.exposure, rng)
+        fibre = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
+        psf_fraction = imaging.point_source_fiber_fraction(obs.fiber_fwhm)
+        spec = observing.observe(fibre, obs.exposure, psf_fraction, rng)
+        flux, ivar = spec["flux"], spec["ivar"]
         t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
         t = self._tick("image rendering (GalSim + noise)", t)
         row = self._row(index, g, sb, sd, ff, obs, flux, ivar, cut)
+        row["psf_to_fiber"] = psf_fraction
         if keep_truth_arrays:
-            row["_noiseless_spectrum"] = noiseless.astype(np.float32)
+            row["_noiseless_spectrum"] = spec["expected"]
+            row["_fibre_spectrum"] = fibre.astype(np.float32)
+            row["_sky_residual"] = spec["sky_residual"].astype(np.float32)
+            row["_calibration"] = spec["calibration"].astype(np.float32)
             row["_noiseless_image"] = cut["noiseless"]
             row["_image_ivar"] = cut["ivar"]
             row["_fibre_fractions"] = ff
@@ -255,7 +261,7 @@ class GalaxySimulator:
             "logu": np.nan if g.disc.logu is None else g.disc.logu,
             "gas_logz": np.log10(g.disc.gas_metallicity),
             "fiber_fwhm": obs.fiber_fwhm, "n_neighbours": np.int16(cut["n_contaminants"]),
-            "exptime": obs.exposure.exptime_s,
+            "exptime": obs.exposure.exptime_s, "efftime": obs.exposure.efftime_s,
             "sky_factor": obs.exposure.sky_factor,
         })
         for k in LINES:
