@@ -184,7 +184,10 @@ def _aperture_weights(n: int, scale: float, radius: float, sub: int = 5) -> np.n
 def _point_source_fraction(fwhm_centi: int) -> float:
     import galsim
 
-    return fiber_fractions({"psf": galsim.DeltaFunction()}, fwhm_centi / 100.0)["psf"]
+    psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=fwhm_centi / 100.0, gsparams=gsparams())
+    n, scale = 9, 0.25
+    img = psf.drawImage(nx=n, ny=n, scale=scale, method="no_pixel")
+    return float(np.sum(img.array * _aperture_weights(n, scale, C.FIBER_DIAMETER_ARCSEC / 2)))
 
 
 def point_source_fiber_fraction(fiber_fwhm: float) -> float:

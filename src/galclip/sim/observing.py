@@ -5,7 +5,8 @@
   (``data/tsnr/tsnr_refset_etc.csv``; Guy et al. 2023, AJ 165, 144; Schlafly et al. 2023,
   AJ 166, 259), bright tiles for BGS Bright and Faint, dark tiles for LRG and ELG. A tile's
   effective time (EFFTIME_SPEC summed over its exposures; goals 180 s bright, 1000 s dark), its
-  r-band sky brightness (SKY_MAG_R_SPEC) and seeing (SEEING_ETC) are used together. The effective
+  r-band sky brightness (SKY_MAG_R_SPEC) and seeing (SEEING_ETC; tiles without a seeing
+  measurement are left out) are used together. The effective
   time is the exposure time in nominal dark conditions that gives the same S/N, so the
   simulator's sky-limited noise follows it: open-shutter time = effective time x sky factor.
 - Fibre flux calibration: the DESI pipeline calibrates every fibre as a point source, dividing
@@ -36,7 +37,7 @@ DEFAULT_PROGRAMME = "bgs_bright"
 CONDITIONS = {"bgs_bright": "bright", "bgs_faint": "bright", "lrg": "dark", "elg": "dark"}
 GOAL_EFFTIME_S = {"bright": 180.0, "dark": 1000.0}
 CALIB_RMS = 0.03
-SKY_RESIDUAL_MAX = 0.04
+SKY_RESIDUAL_MAX = 0.015
 MASK_RUNS_PER_ARM = 0.75
 MASK_RUN_LENGTH = (3, 6)
 ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -67,11 +68,14 @@ def tile_conditions(condition: str) -> dict[str, np.ndarray]:
     eff, exp, sky, see = [], [], [], []
     for rows in tiles.values():
         a = np.asarray(rows)
+        seen = a[:, 3] > 0     # a few exposures have no seeing measurement (0)
+        if not seen.any():
+            continue
         w = a[:, 0] / a[:, 0].sum()
         eff.append(a[:, 0].sum())
         exp.append(a[:, 1].sum())
         sky.append(np.sum(w * a[:, 2]))
-        see.append(np.sum(w * a[:, 3]))
+        see.append(np.average(a[seen, 3], weights=a[seen, 0]))
     return {"efftime": np.array(eff), "exptime": np.array(exp), "sky_mag_r": np.array(sky),
             "seeing": np.array(see)}
 
