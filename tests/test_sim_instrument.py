@@ -150,3 +150,24 @@ def test_calibration_against_the_real_coadds():
     real_f = R.sky_residual_fraction(real["flux"], real["ivar"], (1 / real["psf"])[:, None] * lines)
     assert real_f.max() < np.percentile(sim_f, 95) and np.median(real_f) < np.median(sim_f) * 2
     assert np.median(sim_f) < 3 * max(np.median(real_f), 0.003)
+
+
+def test_point_source_calibration_turns_extended_galaxies_blue():
+    """The seeing is worse in the blue (FWHM ~ wavelength^-1/5), so a point source loses more
+    blue light than an extended galaxy, and the point-source calibration over-corrects the
+    galaxy's blue end; a point source itself comes out flat."""
+    galsim = pytest.importorskip("galsim")
+    from galclip.sim.imaging import fiber_fractions, point_source_fiber_fraction
+
+    seeing = 1.2
+    blue = O.seeing_at(seeing, O.BLUE_WAVE)
+    assert blue > seeing > O.seeing_at(seeing, 9000.0)
+    gal = galsim.Exponential(half_light_radius=1.0)
+    g = O.fraction_curve(fiber_fractions({"g": gal}, seeing)["g"], fiber_fractions({"g": gal}, blue)["g"])
+    p = O.fraction_curve(point_source_fiber_fraction(seeing), point_source_fiber_fraction(blue))
+    wave = C.wavelength_grid()
+    at = {w: int(np.argmin(np.abs(wave - w))) for w in (O.BLUE_WAVE, O.SEEING_WAVE, 9000.0)}
+    assert p[at[O.SEEING_WAVE]] == pytest.approx(point_source_fiber_fraction(seeing), abs=1e-3)
+    assert p[at[O.BLUE_WAVE]] < p[at[O.SEEING_WAVE]] < p[at[9000.0]]
+    tilt = g / p                                          # calibrated / true galaxy spectrum
+    assert tilt[at[O.BLUE_WAVE]] > 1.03 * tilt[at[9000.0]]

@@ -12,7 +12,11 @@
 - Fibre flux calibration: the DESI pipeline calibrates every fibre as a point source, dividing
   the fibre's light by the point-source fibre fraction at the seeing (``PSF_TO_FIBER_SPECFLUX``;
   Guy et al. 2023, Sec. 4.9), so an extended galaxy's spectrum lies between its fibre and its
-  total flux.
+  total flux. The seeing FWHM varies as wavelength^(-1/5) (Kolmogorov turbulence; the tile's
+  seeing is the guide cameras' r-band one): both the galaxy's and a point source's fibre
+  fractions are computed at 6400 A and 4000 A and interpolated in log wavelength, so the point-
+  source calibration over-corrects the blue of an extended galaxy (its spectrum comes out bluer
+  than its imaging, as the real ones do in ``report_instrument.py``).
 - Spectrophotometric calibration error: a smooth multiplicative 1 + sum_k a_k P_k(x) (Legendre,
   k = 1..3 over 3600-9824 A), of ``CALIB_RMS`` rms over the spectrum on average.
 - Sky-subtraction residuals: the sky lines are subtracted to a per-spectrum fraction of their
@@ -37,11 +41,27 @@ DEFAULT_PROGRAMME = "bgs_bright"
 CONDITIONS = {"bgs_bright": "bright", "bgs_faint": "bright", "lrg": "dark", "elg": "dark"}
 GOAL_EFFTIME_S = {"bright": 180.0, "dark": 1000.0}
 CALIB_RMS = 0.03
-SKY_RESIDUAL_MAX = 0.015
+SKY_RESIDUAL_MAX = 0.012
 MASK_RUNS_PER_ARM = 0.75
 MASK_RUN_LENGTH = (3, 6)
 ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
 REFSET = "data/tsnr/tsnr_refset_etc.csv"
+
+
+SEEING_WAVE = 6400.0   # A: the r-band guide-camera seeing
+BLUE_WAVE = 4000.0     # A: the second node of the fibre-fraction curves
+
+
+def seeing_at(seeing_r: float, wave: float) -> float:
+    """Seeing FWHM at ``wave`` (A) from the r-band one: FWHM proportional to wave^(-1/5)."""
+    return seeing_r * (wave / SEEING_WAVE) ** -0.2
+
+
+def fraction_curve(at_r: float, at_blue: float) -> np.ndarray:
+    """A fibre fraction over the grid, linear in log wavelength through its values at
+    ``SEEING_WAVE`` and ``BLUE_WAVE`` (clipped to [0, 1])."""
+    x = np.log(C.wavelength_grid() / SEEING_WAVE) / np.log(BLUE_WAVE / SEEING_WAVE)
+    return np.clip(at_r + (at_blue - at_r) * x, 0.0, 1.0)
 
 
 def check_programme(programme: str) -> str:
@@ -142,9 +162,10 @@ def masked_runs(rng: np.random.Generator) -> np.ndarray:
     return bad
 
 
-def observe(fibre: np.ndarray, exp: I.Exposure, psf_fraction: float, rng: np.random.Generator
-            ) -> dict[str, np.ndarray | float]:
-    """A calibrated DESI spectrum of the (resolution-blurred) fibre light ``fibre``.
+def observe(fibre: np.ndarray, exp: I.Exposure, psf_fraction: float | np.ndarray,
+            rng: np.random.Generator) -> dict[str, np.ndarray | float]:
+    """A calibrated DESI spectrum of the (resolution-blurred) fibre light ``fibre``;
+    ``psf_fraction``: the point-source fibre fraction, a number or one per pixel.
 
     Returns flux and ivar (float32), the noiseless calibrated expectation, the sky residual
     and the calibration vector."""

@@ -12,9 +12,10 @@ same way on both sides:
 - sky-subtraction residual: the excess scatter, beyond the ivar, at the brightest sky lines as
   a fraction of their (calibrated) flux, per spectrum;
 - spectrophotometric calibration: synthetic g - r and r - z of the spectrum minus the imaging
-  colours (a calibration tilt moves them; aperture colour gradients and noise add scatter);
+  colours, for galaxies brighter than 22.5 in both bands (a calibration tilt moves them;
+  aperture colour gradients and noise add scatter);
 - fibre loss: synthetic r flux of the spectrum over the total r flux (fibre light, seeing and
-  the point-source calibration together);
+  the point-source calibration together), the real BGS galaxies also apart;
 - masking: fraction of unmasked spectra's pixels with ivar 0.
 A real coadd's effective time is EFFTIME_DARK = TSNR2_LRG x the median EFFTIME_SPEC / TSNR2_LRG
 of the dark reference exposures (12.2 s; desispec's tsnr2_to_efftime).
@@ -35,6 +36,7 @@ ANDES = ("bgs-66003", "lrg-68002", "elg-67230")
 BRIGHT_LINE = 30.0     # dark-sky line flux in the fibre (1e-17 erg/s/cm^2/A) of "bright" lines
 SKY_BINS = np.array([0.5, 1.0, 2.0, 5.0, 15.0, 50.0, 300.0])
 PHOT_BANDS = ("g", "r", "z")
+MIN_PHOT_FLUX = 1.0    # nanomaggies (22.5 mag) in both bands of a colour
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -64,11 +66,16 @@ def synthetic_nanomaggies(flux: np.ndarray, ivar: np.ndarray) -> dict[str, np.nd
 
 
 def colour_offsets(flux, ivar, phot: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Spectrum minus imaging colour, (g - r) and (r - z), in magnitudes."""
+    """Spectrum minus imaging colour, (g - r) and (r - z), in magnitudes; NaN unless both
+    imaging fluxes exceed ``MIN_PHOT_FLUX`` (fainter spectra measure noise, not calibration)."""
     syn = synthetic_nanomaggies(flux, ivar)
+    out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {f"{a}-{b}": -2.5 * np.log10(syn[a] / syn[b]) + 2.5 * np.log10(phot[a] / phot[b])
-                for a, b in (("g", "r"), ("r", "z"))}
+        for a, b in (("g", "r"), ("r", "z")):
+            d = -2.5 * np.log10(syn[a] / syn[b]) + 2.5 * np.log10(phot[a] / phot[b])
+            bright = (np.asarray(phot[a]) > MIN_PHOT_FLUX) & (np.asarray(phot[b]) > MIN_PHOT_FLUX)
+            out[f"{a}-{b}"] = np.where(bright, d, np.nan)
+    return out
 
 
 def sky_residual_fraction(flux: np.ndarray, ivar: np.ndarray, line_flux: np.ndarray) -> np.ndarray:
@@ -206,6 +213,7 @@ def compare(sim: dict[str, np.ndarray], real_dir: Path) -> dict:
     real_flux = np.concatenate([real["flux"], andes["flux"]])
     real_ivar = np.concatenate([real["ivar"], andes["ivar"]])
     tiles = {c: tile_conditions(c) for c in GOAL_EFFTIME_S}
+    fibre_real = synthetic_nanomaggies(real_flux, real_ivar)["r"] / real_phot["r"]
     return {
         "efftime": {"sim": sim["efftime"],
                     **{f"desi_{c}_tiles": t["efftime"] for c, t in tiles.items()},
@@ -217,7 +225,8 @@ def compare(sim: dict[str, np.ndarray], real_dir: Path) -> dict:
         "colour": {"sim": colour_offsets(sim["flux"], sim["ivar"], sim_phot),
                    "real": colour_offsets(real_flux, real_ivar, real_phot)},
         "fibre": {"sim": synthetic_nanomaggies(sim["flux"], sim["ivar"])["r"] / sim["flux_r"],
-                  "real": synthetic_nanomaggies(real_flux, real_ivar)["r"] / real_phot["r"],
+                  "real": fibre_real,
+                  "real_bgs": fibre_real[len(real["name"]):][andes["programme"] == "bgs"],
                   "sim_r_half": sim.get("r_half"), "real_shape_r": real["shape_r"]},
         "masked": {"sim": masked_fraction(sim["ivar"]), "real": masked_fraction(real["ivar"])},
         "n_real": {"coadds": len(real["name"]), "andes": len(andes["flux"])},
@@ -289,8 +298,8 @@ def _table(c) -> list[str]:
                     f"{_fmt(quantiles(sim))} ({robust_sigma(sim):.3f}) | {_fmt(quantiles(real))} "
                     f"({robust_sigma(real):.3f}) |")
     f = c["fibre"]
-    rows += [f"| fibre loss | spectrum r / total r | {_fmt(quantiles(f['sim']))} | "
-             f"{_fmt(quantiles(f['real']))} |",
+    rows += [f"| fibre loss | spectrum r / total r | {_fmt(quantiles(f['sim']))} | all "
+             f"{_fmt(quantiles(f['real']))}; BGS {_fmt(np.sort(f['real_bgs']))} |",
              f"| masking | fraction of pixels with ivar 0 | {_fmt(quantiles(c['masked']['sim']))}"
              f" | {_fmt(np.sort(c['masked']['real']))} |"]
     return rows

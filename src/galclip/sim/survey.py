@@ -199,15 +199,19 @@ class GalaxySimulator:
         if companion is not None:
             profiles["companion"] = companion
         ff = imaging.fiber_fractions(profiles, obs.fiber_fwhm)
+        blue = observing.seeing_at(obs.fiber_fwhm, observing.BLUE_WAVE)
+        curve = {k: observing.fraction_curve(ff[k], v)
+                 for k, v in imaging.fiber_fractions(profiles, blue).items()}
         t = self._tick("fibre fractions (GalSim)", t)
-        fibre = ff["bulge"] * sb["spectrum"] + ff["disc"] * sd["spectrum"]
+        fibre = curve["bulge"] * sb["spectrum"] + curve["disc"] * sd["spectrum"]
         if companion is not None:
             scale = fluxes["companion"]["r"] / sd["phot"]["r"]  # companion: the disc's SED
-            fibre = fibre + ff["companion"] * scale * sd["spectrum"]
+            fibre = fibre + curve["companion"] * scale * sd["spectrum"]
         wave = C.wavelength_grid()
         fibre = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
         psf_fraction = imaging.point_source_fiber_fraction(obs.fiber_fwhm)
-        spec = observing.observe(fibre, obs.exposure, psf_fraction, rng)
+        psf_curve = observing.fraction_curve(psf_fraction, imaging.point_source_fiber_fraction(blue))
+        spec = observing.observe(fibre, obs.exposure, psf_curve, rng)
         flux, ivar = spec["flux"], spec["ivar"]
         t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
