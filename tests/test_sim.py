@@ -220,6 +220,23 @@ def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_pa
     assert [s["sha256"] for s in m2["shards"]] == [s["sha256"] for s in m1["shards"]]
 
 
+def test_report_shows_each_instrument_effect_beside_real_desi(sim, tmp_path, real_data,
+                                                             monkeypatch):
+    from galclip.sim import survey
+    from galclip.sim.report import write_report
+    from galclip.sim.survey import SimConfig, simulate_survey
+
+    survey._WORKER = sim
+    simulate_survey(tmp_path / "d", SimConfig(n=6, seed=SEED, shard_size=3), workers=1,
+                    progress=False)
+    monkeypatch.setenv("GALCLIP_REAL_DATA", str(real_data))
+    md = write_report(tmp_path / "d").read_text()
+    assert "## Instrument effects against real DESI spectra" in md
+    for effect in ("exposure", "noise", "sky residual", "calibration", "fibre loss", "masking"):
+        assert f"| {effect} |" in md
+    assert (tmp_path / "d-realism" / "instrument.png").stat().st_size > 10_000
+
+
 def test_parallel_workers_give_identical_rows(rows, tmp_path):
     from galclip.data import open_dataset
     from galclip.sim.survey import SimConfig, simulate_survey

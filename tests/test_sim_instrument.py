@@ -3,8 +3,6 @@ sky-subtraction residuals, calibration error, fibre losses, masking; and their c
 against the real shared DESI files (sim/report_instrument.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,6 @@ from galclip.sim import instrument as I
 from galclip.sim import observing as O
 
 pytest.importorskip("desispec", reason="the simulator's sky and DESI tiles come from desispec")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 def _observe_many(n, exp, fibre=None, psf=1.0, seed=0):
@@ -123,14 +120,12 @@ def test_masked_pixels_have_ivar_and_flux_zero_in_short_runs():
 
 
 @pytest.mark.slow
-def test_calibration_against_the_real_coadds():
+def test_calibration_against_the_real_coadds(real_data):
     """Noise per unit effective time and the sky-line residual of spectra observed by the model
     in dark conditions are those measured on the real pipeline coadds' target fibres."""
-    if not (REAL / "desi").exists():
-        pytest.skip(f"real DESI files not found at {REAL}")
     from galclip.sim import report_instrument as R
 
-    real = R.real_coadd_targets(REAL)
+    real = R.real_coadd_targets(real_data)
     assert len(real["name"]) >= 4
     rng = np.random.default_rng(3)
     sims = []
