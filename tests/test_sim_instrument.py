@@ -1,6 +1,7 @@
 """Instrument effects of simulated DESI spectra (sim/observing.py): exposure per programme,
 sky-subtraction residuals, calibration error, fibre losses, masking; and their calibration
-against the real shared DESI files (sim/report_instrument.py)."""
+against the real shared DESI files (sim/report_instrument.py). Tests that observe a spectrum
+are marked slow: loading the sky spectra takes a second or more once per process."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,6 +49,7 @@ def _line_pixels():
     return lines, oi, oh, quiet
 
 
+@pytest.mark.slow
 def test_sky_residuals_scale_with_the_sky_line_flux():
     lines, oi, oh, quiet = _line_pixels()
     assert oi.sum() >= 2 and oh.sum() >= 20
@@ -64,6 +66,7 @@ def test_sky_residuals_scale_with_the_sky_line_flux():
         assert rms[4.0][k] / rms[1.0][k] == pytest.approx(4.0, rel=0.15)
 
 
+@pytest.mark.slow
 def test_observed_spectra_carry_sky_residuals_beyond_their_ivar():
     """As in the pipeline, the ivar knows the sky's photon noise but not its subtraction
     error: chi^2 is 1 away from sky lines and above 1 on the bright red-arm OH lines."""
@@ -75,6 +78,7 @@ def test_observed_spectra_carry_sky_residuals_beyond_their_ivar():
     assert np.mean(chi2[:, oh][good[:, oh]]) > 1.3
 
 
+@pytest.mark.slow
 def test_calibration_error_is_smooth_and_a_few_per_cent():
     rng = np.random.default_rng(2)
     cal = np.array([O.calibration_error(rng) for _ in range(400)])
@@ -89,6 +93,7 @@ def test_calibration_error_is_smooth_and_a_few_per_cent():
         assert np.ptp(o["calibration"]) > 0.005                   # observed spectra carry it
 
 
+@pytest.mark.slow
 def test_fibre_loss_grows_with_size_and_seeing_and_is_calibrated_as_a_point_source():
     galsim = pytest.importorskip("galsim")
     from galclip.sim.imaging import fiber_fractions, point_source_fiber_fraction
@@ -106,8 +111,9 @@ def test_fibre_loss_grows_with_size_and_seeing_and_is_calibrated_as_a_point_sour
     assert np.median(obs[0]["expected"]) == pytest.approx(5.0 / psf[2], rel=0.1)
 
 
+@pytest.mark.slow
 def test_masked_pixels_have_ivar_and_flux_zero_in_short_runs():
-    obs = _observe_many(400, I.Exposure(1000.0, 1.0, 1000.0), fibre=np.full(C.N_WAVE, 5.0))
+    obs = _observe_many(200, I.Exposure(1000.0, 1.0, 1000.0), fibre=np.full(C.N_WAVE, 5.0))
     runs = []
     for o in obs:
         bad = o["ivar"] == 0
