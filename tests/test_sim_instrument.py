@@ -153,6 +153,7 @@ def test_calibration_against_the_real_coadds(real_data):
     assert np.median(sim_f) < 3 * max(np.median(real_f), 0.003)
 
 
+@pytest.mark.slow
 def test_point_source_calibration_turns_extended_galaxies_blue():
     """The seeing is worse in the blue (FWHM ~ wavelength^-1/5), so a point source loses more
     blue light than an extended galaxy, and the point-source calibration over-corrects the
