@@ -64,6 +64,21 @@ def fraction_curve(at_r: float, at_blue: float) -> np.ndarray:
     return np.clip(at_r + (at_blue - at_r) * x, 0.0, 1.0)
 
 
+def fibre_light(profiles: dict, seds: dict[str, np.ndarray], seeing_r: float) -> dict:
+    """The light of unit-flux GalSim ``profiles`` with spectra ``seds`` (same keys) that enters
+    the fibre at the chromatic seeing: 'fibre' (7781,), the r-band fibre fractions per profile
+    ('r_fractions'), the point-source fraction at r ('psf_to_fiber') and over the grid
+    ('psf_curve', by which the pipeline's point-source calibration divides)."""
+    from galclip.sim.imaging import fiber_fractions, point_source_fiber_fraction
+
+    blue = seeing_at(seeing_r, BLUE_WAVE)
+    at_r, at_blue = fiber_fractions(profiles, seeing_r), fiber_fractions(profiles, blue)
+    fibre = sum(fraction_curve(at_r[k], at_blue[k]) * seds[k] for k in profiles)
+    psf = point_source_fiber_fraction(seeing_r)
+    return {"fibre": fibre, "r_fractions": at_r, "psf_to_fiber": psf,
+            "psf_curve": fraction_curve(psf, point_source_fiber_fraction(blue))}
+
+
 def check_programme(programme: str) -> str:
     if programme not in CONDITIONS:
         raise ValueError(f"unknown DESI programme {programme!r}; expected one of {list(PROGRAMMES)}")

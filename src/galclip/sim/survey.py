@@ -198,20 +198,15 @@ class GalaxySimulator:
         profiles = {"bulge": bulge, "disc": disc}
         if companion is not None:
             profiles["companion"] = companion
-        ff = imaging.fiber_fractions(profiles, obs.fiber_fwhm)
-        blue = observing.seeing_at(obs.fiber_fwhm, observing.BLUE_WAVE)
-        curve = {k: observing.fraction_curve(ff[k], v)
-                 for k, v in imaging.fiber_fractions(profiles, blue).items()}
+        seds = {"bulge": sb["spectrum"], "disc": sd["spectrum"]}
+        if companion is not None:  # the companion: the disc's SED at its own flux
+            seds["companion"] = fluxes["companion"]["r"] / sd["phot"]["r"] * sd["spectrum"]
+        light = observing.fibre_light(profiles, seds, obs.fiber_fwhm)
+        ff, fibre, psf_fraction = light["r_fractions"], light["fibre"], light["psf_to_fiber"]
         t = self._tick("fibre fractions (GalSim)", t)
-        fibre = curve["bulge"] * sb["spectrum"] + curve["disc"] * sd["spectrum"]
-        if companion is not None:
-            scale = fluxes["companion"]["r"] / sd["phot"]["r"]  # companion: the disc's SED
-            fibre = fibre + curve["companion"] * scale * sd["spectrum"]
         wave = C.wavelength_grid()
         fibre = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
-        psf_fraction = imaging.point_source_fiber_fraction(obs.fiber_fwhm)
-        psf_curve = observing.fraction_curve(psf_fraction, imaging.point_source_fiber_fraction(blue))
-        spec = observing.observe(fibre, obs.exposure, psf_curve, rng)
+        spec = observing.observe(fibre, obs.exposure, light["psf_curve"], rng)
         flux, ivar = spec["flux"], spec["ivar"]
         t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
