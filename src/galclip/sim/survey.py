@@ -461,6 +461,7 @@ def _run_shards(out: Path, cfg: SimConfig, todo: list[int], workers: int):
 
 def _simulator_info(seconds: float, workers: int) -> dict[str, Any]:
     return {"description": "galclip survey simulator: bagpipes BC03-MILES + Cloudy spectra, "
-                           "GalSim bulge+disc images, DESI and Legacy Survey DR9 noise",
+                           "GalSim bulge+disc images, DESI observing conditions, calibration, "
+                           "sky residuals and noise, Legacy Survey DR9 noise",
             "wall_seconds_last_run": round(seconds, 1), "workers": workers,
             "truth_columns": "see README: simulated dataset columns"}
