@@ -1,11 +1,14 @@
 """Simulate a survey of paired galaxy images and spectra (the default galclip dataset).
 
-Each galaxy's spectrum (bagpipes stellar populations + nebular emission, DESI noise) and its
-g, r, z image (GalSim bulge + disc + spiral arms / bars / companions, Legacy Survey noise) are
-rendered from the same physical properties. Only galaxies that DESI would target are written:
---programmes picks the target classes (BGS Bright and Faint, LRG, ELG), each selected with
-DESI's DR9 cuts on the simulated Legacy Survey photometry (docs/simulate.md). A row depends
-only on (seed, row index), whatever --workers is; a killed run resumes from its finished
+Each galaxy's spectrum (bagpipes stellar populations + nebular emission, observed on a real DESI
+tile's effective time, sky and seeing, with the pipeline's point-source calibration, a smooth
+calibration error, sky-line residuals and masked pixels) and its g, r, z image (GalSim bulge +
+disc + spiral arms / bars / companions, Legacy Survey noise) are rendered from the same physical
+properties. Only galaxies that DESI would target are written: --programmes picks the target
+classes (BGS Bright and Faint, LRG, ELG), each selected with DESI's DR9 cuts on the simulated
+Legacy Survey photometry (docs/simulate.md). --report compares a dataset with real data, the
+instrument effects included. A row depends only on (seed, row index), whatever --workers is; a
+killed run resumes from its finished
 shards when rerun with the same command.
 
 Examples:

@@ -45,13 +45,16 @@ class Observing:
 
 
 def draw_observing(rng: np.random.Generator, programme: str = "bgs_bright") -> Observing:
-    """Seeing ~ 1.0-1.6 arcsec (Legacy Survey DR9 range), the DESI exposure of ``programme``."""
+    """Imaging seeing ~ 1.0-1.6 arcsec (Legacy Survey DR9 range); the spectroscopic exposure and
+    its seeing from a real DESI tile of the galaxy's programme (``observing.py``)."""
+    from galclip.sim.observing import draw_conditions
+
     r_fwhm = rng.uniform(1.0, 1.6)
     fwhm = {"g": r_fwhm * 1.06 * rng.normal(1, 0.04), "r": r_fwhm,
             "z": r_fwhm * 0.93 * rng.normal(1, 0.04)}
     depth = {b: I.DR9_PSF_DEPTH[b] + I.DR9_DEPTH_SCATTER * rng.normal() for b in C.BANDS}
-    exp = I.draw_exposure(programme, rng)
-    return Observing(fwhm=fwhm, depth=depth, fiber_fwhm=float(rng.uniform(0.9, 1.6)), exposure=exp)
+    exp, seeing = draw_conditions(rng, programme)
+    return Observing(fwhm=fwhm, depth=depth, fiber_fwhm=seeing, exposure=exp)
 
 
 def _spiral_arms(g: Galaxy, rng: np.random.Generator):
@@ -197,6 +200,22 @@ def _aperture_weights(n: int, scale: float, radius: float, sub: int = 5) -> np.n
         inside = (np.hypot(*np.meshgrid(f, f)) <= radius).astype(np.float64)
         _APERTURE_CACHE[key] = inside.reshape(n, sub, n, sub).mean(axis=(1, 3))
     return _APERTURE_CACHE[key]
+
+
+@lru_cache(maxsize=512)
+def _point_source_fraction(fwhm_centi: int) -> float:
+    import galsim
+
+    psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=fwhm_centi / 100.0, gsparams=gsparams())
+    n, scale = 9, 0.25
+    img = psf.drawImage(nx=n, ny=n, scale=scale, method="no_pixel")
+    return float(np.sum(img.array * _aperture_weights(n, scale, C.FIBER_DIAMETER_ARCSEC / 2)))
+
+
+def point_source_fiber_fraction(fiber_fwhm: float) -> float:
+    """Fraction of a point source's light inside the fibre at this seeing (to 0.01 arcsec):
+    the pipeline's PSF_TO_FIBER_SPECFLUX, by which it divides every fibre's flux."""
+    return _point_source_fraction(int(round(fiber_fwhm * 100)))
 
 
 def fiber_fractions(profiles: dict, fiber_fwhm: float, psf=None) -> dict[str, float]:

@@ -9,8 +9,10 @@ Spectra: DESI (DESI Collaboration 2022, AJ 164, 207; Guy et al. 2023, AJ 165, 14
   scaled by a moon/twilight factor for bright time (the Bright Galaxy Survey observes then).
 - Counts: Mayall collecting area, a smooth total-throughput curve (atmosphere to CCD,
   approximating the DESI instrument paper's figure), read noise per pixel. The overall level
-  is calibrated so that a 1000 s dark exposure gives the median ivar of the real SV3 dark
-  coadd in ``coadd-sv3-dark-26065.fits`` (B ~5, R ~17, Z ~28 per (1e-17 erg/s/cm^2/A)^2).
+  is calibrated on the real pipeline coadds' target fibres: their sky-limited noise per unit
+  effective time (sigma^2 x EFFTIME x PSF_TO_FIBER^2, in bins of sky flux; effective time from
+  TSNR2_LRG) is matched by the sky-only noise of the model (``report_instrument.py``).
+- Conditions, calibration, sky residuals and masking of a real coadd: ``observing.py``.
 
 Images: Legacy Survey DR9 (Dey et al. 2019): Moffat PSF (beta = 3.5), per-band seeing and
 5-sigma point-source depths (median g 24.0, r 23.4, z 22.5 in DR9 DECaLS).
@@ -37,7 +39,7 @@ _THROUGHPUT = np.array([[3600, 0.10], [3800, 0.18], [4200, 0.26], [5000, 0.30], 
                         [5780, 0.30], [5900, 0.40], [6600, 0.45], [7500, 0.42], [7570, 0.40],
                         [7700, 0.57], [8500, 0.55], [9200, 0.43], [9824, 0.26]])
 READ_NOISE_E2_PER_PIXEL = 3.0 ** 2 * 4.0  # 3 e- rms, ~4 CCD pixels across a fibre trace
-CALIBRATION = 0.55  # scales the throughput so the 1000 s dark-sky ivar matches the real SV3 coadd
+CALIBRATION = 0.68  # scales the throughput: sky-limited noise per effective time as the real coadds
 
 
 def resolution_sigma(wave: np.ndarray) -> np.ndarray:
@@ -87,20 +89,12 @@ def gaussian_blur_pixels(flux: np.ndarray, sigma_pix: np.ndarray | float, half: 
 
 @dataclass(frozen=True)
 class Exposure:
-    """One spectroscopic observing condition: effective exposure time and sky brightness."""
+    """One spectroscopic observing condition: open-shutter time, sky brightness and the
+    effective time (the exposure time in nominal dark conditions giving the same S/N)."""
 
     exptime_s: float
     sky_factor: float  # sky brightness relative to the dark sky (moon, twilight)
-
-
-def draw_exposure(programme: str, rng: np.random.Generator) -> Exposure:
-    """The spectroscopic exposure of a galaxy of ``programme`` (a ``targeting.PROGRAMMES``
-    name). BGS is observed in bright time: 180-420 s of effective time under a sky 1.5-4x
-    the dark sky; LRGs and ELGs in dark time: DESI's 1000 s goal, the tiles closing from 0.85
-    of it (Schlafly et al. 2023, AJ 166, 259), under a sky 0.9-1.3x the dark sky."""
-    if programme.startswith("bgs"):
-        return Exposure(exptime_s=float(rng.uniform(180, 420)), sky_factor=float(rng.uniform(1.5, 4.0)))
-    return Exposure(exptime_s=float(rng.uniform(850, 1400)), sky_factor=float(rng.uniform(0.9, 1.3)))
+    efftime_s: float = float("nan")
 
 
 def counts_per_flux(wave: np.ndarray, exptime_s: float) -> np.ndarray:
@@ -118,26 +112,6 @@ def spectrum_variance(noiseless: np.ndarray, exp: Exposure) -> np.ndarray:
     n_reads = max(1.0, np.ceil(exp.exptime_s / 900.0))  # DESI splits long exposures
     electrons = k * (np.clip(noiseless, 0, None) + sky) + READ_NOISE_E2_PER_PIXEL * n_reads
     return electrons / k**2
-
-
-def observe_spectrum(noiseless: np.ndarray, exp: Exposure, rng: np.random.Generator,
-                     mask_fraction: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
-    """Add DESI-like noise to a noiseless fibre spectrum; returns (flux, ivar).
-
-    The ivar is exactly the inverse of the variance of the noise that was added (the pipeline
-    estimates it from the model, as DESI does). A few pixels are masked (ivar = 0) as cosmic
-    rays and bad CCD columns, and carry a spike so a model that ignores ivar would notice.
-    """
-    var = spectrum_variance(noiseless, exp)
-    flux = noiseless + rng.normal(size=noiseless.shape) * np.sqrt(var)
-    ivar = 1.0 / var
-    bad = rng.random(noiseless.shape) < mask_fraction
-    if rng.random() < 0.1:  # a bad column: a short run of masked pixels
-        start = rng.integers(0, C.N_WAVE - 20)
-        bad[start: start + rng.integers(3, 20)] = True
-    flux[bad] += rng.exponential(20.0, bad.sum()) * np.sqrt(var[bad])
-    ivar[bad] = 0.0
-    return flux.astype(np.float32), ivar.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- imaging

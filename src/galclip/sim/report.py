@@ -3,7 +3,8 @@
 Compares (1) the g - r colour-redshift relation with the SDSS DR7 r < 17.6 sample in
 ``shared/data/real/sdss`` (same filters, same magnitude limit), (2) the redshift and r-magnitude
 distributions with a bright-galaxy survey, (3) emission-line ratios with the BPT star-forming
-locus (Kauffmann et al. 2003), (4) spectral inverse variances with real DESI coadds, and shows
+locus (Kauffmann et al. 2003), (4) spectral inverse variances with real DESI coadds, (5) each
+instrument effect of the spectra with real DESI spectra (``report_instrument.py``), and shows
 example cutouts and spectra. The statistics are plain functions that the tests also call.
 """
 from __future__ import annotations
@@ -71,35 +72,37 @@ def bpt_star_forming(nii, halpha, oiii, hbeta) -> np.ndarray:
 
 
 def number_count_slope(mag: np.ndarray, lo: float, hi: float) -> float:
-    """d log10 N / dm of the differential counts between ``lo`` and ``hi`` (least squares)."""
+    """d log10 N / dm of the differential counts between ``lo`` and ``hi`` (least squares);
+    NaN when fewer than two 0.5 mag bins hold a galaxy."""
     edges = np.arange(lo, hi + 1e-9, 0.5)
     n, _ = np.histogram(mag, edges)
     good = n > 0
+    if good.sum() < 2:
+        return float("nan")
     return float(np.polyfit(0.5 * (edges[1:] + edges[:-1])[good], np.log10(n[good]), 1)[0])
 
 
-DARK_EFFTIME_S = 1000.0  # DESI dark tiles are observed to 1000 s of effective time
-
-
 def desi_ivar_comparison(real_dir: Path) -> dict:
-    """Median ivar per arm of real DESI SV3 dark target fibres vs the simulator's noise model
-    for a nominal dark exposure (1000 s effective time, dark sky; faint, sky-dominated
-    targets). COADD_EXPTIME is not used: a coadd's effective depth differs from its summed
-    exposure time with the conditions."""
-    from astropy.io import fits
-
+    """Median ivar per arm of the real DESI SV3 dark target fibres vs the simulator's sky-only
+    noise for the same fibres' effective times (from TSNR2_LRG) and point-source fibre
+    fractions (PSF_TO_FIBER_SPECFLUX, by which the pipeline divides the flux); the targets are
+    faint, so their noise is sky-limited."""
     from galclip.sim import instrument as I
+    from galclip.sim.report_instrument import real_coadd_targets
 
+    real = real_coadd_targets(real_dir)
+    keep = np.char.startswith(real["name"].astype(str), "coadd-sv3-dark-26065")
+    wave = C.wavelength_grid()
     out = {}
-    with fits.open(real_dir / "desi/coadd-sv3-dark-26065.fits") as h:
-        fm = h["FIBERMAP"].data
-        tgt = np.flatnonzero((fm["OBJTYPE"] == "TGT") & (fm["COADD_EXPTIME"] > 0))
-        wave = C.wavelength_grid()
-        for arm, (lo, hi) in {"B": (3600, 5800), "R": (5760, 7620), "Z": (7520, 9824)}.items():
-            real = [np.median(h[f"{arm}_IVAR"].data[i]) for i in tgt]
-            var = I.spectrum_variance(np.zeros(C.N_WAVE), I.Exposure(DARK_EFFTIME_S, 1.0))
-            m = (wave >= lo) & (wave <= hi)
-            out[arm] = {"real": float(np.median(real)), "sim": float(np.median(1.0 / var[m]))}
+    for arm, (lo, hi) in {"B": (3600, 5800), "R": (5760, 7620), "Z": (7520, 9824)}.items():
+        m = (wave >= lo) & (wave <= hi)
+        r, s = [], []
+        for iv, eff, psf in zip(real["ivar"][keep], real["efftime"][keep], real["psf"][keep],
+                                strict=True):
+            r.append(np.median(iv[m]))
+            var = I.spectrum_variance(np.zeros(C.N_WAVE), I.Exposure(eff, 1.0)) / psf**2
+            s.append(np.median(1.0 / var[m]))
+        out[arm] = {"real": float(np.median(r)), "sim": float(np.median(s))}
     return out
 
 
@@ -128,14 +131,16 @@ def write_report(dataset: str | Path, out: str | Path | None = None) -> Path:
     missing = [c for c in cols if c not in ds.manifest["columns"]]
     if missing:
         raise ValueError(f"{dataset}: not a simulated dataset (missing columns {missing})")
-    t = ds.read_columns(cols)
+    t = ds.read_columns(cols + (["programme"] if "programme" in ds.manifest["columns"] else []))
     lines = [f"# Realism report: {dataset}", "", f"{len(ds)} simulated galaxies.", ""]
     lines += _section_distributions(t, out)
     real = real_data_dir()
     if real is None:
         lines += ["Real comparison data not found (set GALCLIP_REAL_DATA to shared/data/real).", ""]
     else:
-        lines += _section_colours(t, real, out) + _section_ivar(real)
+        from galclip.sim.report_instrument import section
+
+        lines += _section_colours(t, real, out) + _section_ivar(real) + section(ds, real, out)
     lines += _section_bpt(t, out) + _section_examples(ds, out)
     path = out / "realism.md"
     path.write_text("\n".join(lines) + "\n")
@@ -148,15 +153,16 @@ def _section_distributions(t, out: Path) -> list[str]:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].hist(t["redshift"], bins=30, color="0.3")
     ax[0].set_xlabel("redshift")
-    ax[1].hist(t["mag_r"], bins=np.arange(14, 19.75, 0.25), color="0.3", log=True)
+    ax[1].hist(t["mag_r"], bins=np.arange(14, 23.0, 0.25), color="0.3", log=True)
     ax[1].set_xlabel("r (AB)")
     fig.tight_layout()
     fig.savefig(out / "distributions.png", dpi=90)
     plt.close(fig)
-    slope = number_count_slope(t["mag_r"], 16.0, 19.5)
+    bright = t["mag_r"] if "programme" not in t else t["mag_r"][t["programme"] == "bgs_bright"]
+    slope = number_count_slope(bright, 16.0, 19.5)
     return ["## Redshift and magnitude distributions", "",
             f"Median redshift {np.median(t['redshift']):.3f} (DESI BGS Bright: about 0.2); "
-            f"r-band differential count slope d log N / dm = {slope:.2f} over 16 < r < 19.5 "
+            f"BGS Bright r-band differential count slope d log N / dm = {slope:.2f} over 16 < r < 19.5 "
             "(Euclidean 0.6; bright-galaxy counts are 0.45-0.6).", "",
             "![distributions](distributions.png)", ""]
 
@@ -192,7 +198,7 @@ def _section_ivar(real: Path) -> list[str]:
     rows = ["| arm | real median ivar | simulated | ratio |", "|---|---|---|---|"]
     rows += [f"| {a} | {v['real']:.2f} | {v['sim']:.2f} | {v['sim'] / v['real']:.2f} |"
              for a, v in cmp.items()]
-    return ["## Spectral noise against real DESI SV3 dark coadds (1000 s effective, dark sky)", "",
+    return ["## Spectral noise against real DESI SV3 dark coadds (their effective times, dark sky)", "",
             *rows, ""]
 
 

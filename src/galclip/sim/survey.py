@@ -326,7 +326,7 @@ class GalaxySimulator:
 
     def simulate(self, index: int, keep_truth_arrays: bool = False) -> dict[str, Any]:
         """One row of the dataset (and, if asked, the noiseless spectrum and image)."""
-        from galclip.sim import imaging
+        from galclip.sim import imaging, observing
         from galclip.sim import instrument as I
 
         rng = np.random.default_rng([self.cfg.seed, index])
@@ -347,22 +347,27 @@ class GalaxySimulator:
         profiles = {"bulge": bulge, "disc": disc}
         if companion is not None:
             profiles["companion"] = companion
-        ff = imaging.fiber_fractions(profiles, obs.fiber_fwhm)
+        seds = {"bulge": sb["spectrum"], "disc": sd["spectrum"]}
+        if companion is not None:  # the companion: the disc's SED at its own flux
+            seds["companion"] = fluxes["companion"]["r"] / sd["phot"]["r"] * sd["spectrum"]
+        light = observing.fibre_light(profiles, seds, obs.fiber_fwhm)
+        ff, fibre, psf_fraction = light["r_fractions"], light["fibre"], light["psf_to_fiber"]
         t = self._tick("fibre fractions (GalSim)", t)
-        fibre = ff["bulge"] * sb["spectrum"] + ff["disc"] * sd["spectrum"]
-        if companion is not None:
-            scale = fluxes["companion"]["r"] / sd["phot"]["r"]  # companion: the disc's SED
-            fibre = fibre + ff["companion"] * scale * sd["spectrum"]
         wave = C.wavelength_grid()
-        noiseless = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
-        flux, ivar = I.observe_spectrum(noiseless, obs.exposure, rng)
+        fibre = I.gaussian_blur_pixels(fibre, I.resolution_sigma(wave) / C.WAVE_STEP)
+        spec = observing.observe(fibre, obs.exposure, light["psf_curve"], rng)
+        flux, ivar = spec["flux"], spec["ivar"]
         t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
         t = self._tick("image rendering (GalSim + noise)", t)
         row = self._row(index, g, sb, sd, ff, obs, flux, ivar, cut)
         row.update(self._target_columns(target))
+        row["psf_to_fiber"] = psf_fraction
         if keep_truth_arrays:
-            row["_noiseless_spectrum"] = noiseless.astype(np.float32)
+            row["_noiseless_spectrum"] = spec["expected"]
+            row["_fibre_spectrum"] = fibre.astype(np.float32)
+            row["_sky_residual"] = spec["sky_residual"].astype(np.float32)
+            row["_calibration"] = spec["calibration"].astype(np.float32)
             row["_noiseless_image"] = cut["noiseless"]
             row["_image_ivar"] = cut["ivar"]
             row["_fibre_fractions"] = ff
@@ -415,7 +420,7 @@ class GalaxySimulator:
             "logu": np.nan if g.disc.logu is None else g.disc.logu,
             "gas_logz": np.log10(g.disc.gas_metallicity),
             "fiber_fwhm": obs.fiber_fwhm, "n_neighbours": np.int16(cut["n_contaminants"]),
-            "exptime": obs.exposure.exptime_s,
+            "exptime": obs.exposure.exptime_s, "efftime": obs.exposure.efftime_s,
             "sky_factor": obs.exposure.sky_factor,
         })
         for k in LINES:
@@ -643,6 +648,7 @@ def _run_shards(out: Path, cfg: SimConfig, todo: list[int], workers: int):
 
 def _simulator_info(seconds: float, workers: int) -> dict[str, Any]:
     return {"description": "galclip survey simulator: bagpipes BC03-MILES + Cloudy spectra, "
-                           "GalSim bulge+disc images, DESI and Legacy Survey DR9 noise",
+                           "GalSim bulge+disc images, DESI observing conditions, calibration, "
+                           "sky residuals and noise, Legacy Survey DR9 noise",
             "wall_seconds_last_run": round(seconds, 1), "workers": workers,
             "truth_columns": "see README: simulated dataset columns"}
