@@ -32,11 +32,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from galclip.modalities import MODALITIES, ModalityName, input_columns
+from galclip.render import line_list
 from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
 from galclip.search.index import EXACT_THRESHOLD
 from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, UPLOAD_THREADS
-from galclip.search.render import line_list
 
 STATIC = Path(__file__).with_name("static")
 MAX_K = 200
@@ -279,7 +279,7 @@ class PngCache:
             return png
 
     def render(self, object_id: int) -> bytes:
-        from galclip.search.render import png_bytes
+        from galclip.render import png_bytes
 
         png = png_bytes(MODALITIES["image"].draw(self.row(object_id)))
         with self._lock:
@@ -381,13 +381,13 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     """{"file", "kind", "png" (data URL) | "spectrum" (plot data), "targets" (DESI fibres)}."""
     import base64
 
+    from galclip.render import png_bytes
     from galclip.search.queryfile import (
         IvarEstimatedWarning,
         list_targets,
         read_image_fits,
         read_spectrum_fits,
     )
-    from galclip.search.render import png_bytes
 
     out: dict = {"file": name, "kind": kind}
     if kind == "image":
