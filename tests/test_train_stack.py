@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from galclip.config import ConfigError
-from galclip.train.schema import STAGES, list_presets, resolve_config
+from galclip.train.registry import STAGES
+from galclip.train.schema import list_presets, resolve_config
 
 RUN = ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
        "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
@@ -138,7 +139,7 @@ def test_one_schedule_and_one_no_decay_rule():
 
 
 def test_one_dihedral_augmentation_for_every_stage():
-    from galclip.train.augment import apply_dihedral, dihedral_params, random_dihedral
+    from galclip.augment import apply_dihedral, dihedral_params, random_dihedral
 
     x = torch.arange(8 * 2 * 5 * 5, dtype=torch.float32).reshape(8, 2, 5, 5)
     k, flip = torch.arange(8) % 4, torch.arange(8) >= 4

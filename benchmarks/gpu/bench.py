@@ -195,16 +195,16 @@ def _batch_len(batch) -> int:
 
 
 def bench_pretrain(modality: str, size: dict, data: Path, device, tmp: Path) -> dict:
-    from galclip.train.pretrain import run_pretrain
+    from galclip.train.runner import train
 
     args = size[f"pretrain_{modality}"]
     config, overrides = args[1], args[2:]
     timer = StepTimer(size["skip"])
     reset_peak(device)
-    run_pretrain(modality, data, tmp / f"pre-{modality}", config,
-                 [*overrides, f"trainer.max_steps={size['steps'] + timer.skip}",
-                  "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=100000",
-                  f"data.num_workers={size['workers']}"], callbacks=[timer.as_callback()])
+    train(f"pretrain-{modality}", data, tmp / f"pre-{modality}", config,
+          [*overrides, f"trainer.max_steps={size['steps'] + timer.skip}",
+           "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=100000",
+           f"data.num_workers={size['workers']}"], callbacks=[timer.as_callback()])
     return {"what": f"pretrain {modality} ({size[modality]}), {config}", "rate": timer.rate(),
             "unit": UNITS[modality], "peak_gb": peak_gb(device)}
 

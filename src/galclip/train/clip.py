@@ -21,10 +21,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from galclip.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
 from galclip.config import ConfigError
-from galclip.eval.retrieval import retrieval_metrics
-from galclip.models.clip import GalaxyCLIP
-from galclip.train.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
+from galclip.models.clip import GalaxyCLIP, frozen_modalities
+from galclip.retrieval_metrics import retrieval_metrics
 from galclip.train.distributed import gather_no_grad, gather_with_grad
 from galclip.train.feature_cache import FeatureCache
 from galclip.train.losses import clip_loss, neighbourhood_loss
@@ -46,16 +46,6 @@ def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
             raise ConfigError(f"model.{modality}_checkpoint: {ckpt} holds a {enc.modality} encoder")
         encoders.append(enc)
     return GalaxyCLIP(*encoders, **m)
-
-
-def frozen_modalities(optim: Mapping[str, Any]) -> set[str]:
-    """The modalities whose backbone stays frozen: all when ``optim.freeze_backbones``, less those
-    ``optim.finetune`` names (partial fine-tuning); none otherwise."""
-    names = list(optim.get("finetune") or [])
-    unknown = sorted(set(names) - {"image", "spectrum"})
-    if unknown:
-        raise ConfigError(f"optim.finetune: unknown modality {unknown}; name 'image' and/or 'spectrum'")
-    return {"image", "spectrum"} - set(names) if optim["freeze_backbones"] else set()
 
 
 def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
