@@ -213,39 +213,6 @@ def test_jitter_crops_conserve_a_centred_sources_flux():
     assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves
 
 
-def test_spectrum_queue_widens_the_image_softmax_with_recent_other_galaxies():
-    """``objective.spectrum_queue``: each image also ranks the (detached) spectrum embeddings of
-    the K most recent training galaxies, never its own galaxy's, so the loss sees more of a
-    retrieval pool than one batch."""
-    import math
-
-    from clip_toys import nano_clip
-    from galclip.config import ConfigError
-    from galclip.train.clip import CLIPModule
-    from galclip.train.losses import clip_loss
-    from galclip.train.schema import resolve_config
-
-    # the loss by hand: one image, its spectrum and one extra; logits = 2 * cos
-    img, spec, extra = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    loss = clip_loss(img, spec, 2.0, extra_spectra=extra)["contrastive_loss"]
-    assert loss.item() == pytest.approx(0.5 * math.log(1 + math.exp(-2.0)), rel=1e-6)  # s->i: 0
-    with pytest.raises(ValueError, match="extra_spectra"):
-        clip_loss(img, spec, 2.0, extra_spectra=torch.zeros(3, 5))
-
-    module = CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=4"]), nano_clip())
-    g = torch.Generator().manual_seed(0)
-    embs = [torch.randn(2, 8, generator=g, requires_grad=True) for _ in range(4)]
-    assert module._queued_spectra(embs[0], torch.tensor([0, 1])) is None  # empty queue
-    got = module._queued_spectra(embs[1], torch.tensor([2, 3]))
-    assert torch.equal(got, embs[0].detach()) and not got.requires_grad
-    got = module._queued_spectra(embs[2], torch.tensor([4, 1]))  # galaxy 1 is queued: not its own negative
-    assert torch.equal(got, torch.stack([embs[0][0], embs[1][0], embs[1][1]]).detach())
-    got = module._queued_spectra(embs[3], torch.tensor([5, 6]))  # the queue keeps the last 4
-    assert torch.equal(got, torch.cat([embs[1], embs[2]]).detach())
-    with pytest.raises(ConfigError, match="spectrum_queue"):
-        CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=-1"]), nano_clip())
-
-
 def test_feature_cache_mixes_stored_and_fresh_rows_under_bf16_autocast():
     """A batch partly cached (float16 rows) and partly fresh (bfloat16 under bf16-mixed, the GPU
     default) comes back as one float32 tensor, not autocast's refusal to stack the two."""

@@ -101,23 +101,23 @@ def test_resume_policy_no_op_extend_refuse(dataset, tmp_path):
 
     out = tmp_path / "run"
     args = [*RUN, *SHRINK["masked"], "trainer.checkpoint_every_n_steps=100"]
-    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args)
+    path = train("pretrain-spectrum", dataset, out, None, args)
     written = path.stat().st_mtime_ns
     rec = RecordStart()
-    assert train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args, [rec]) == path
+    assert train("pretrain-spectrum", dataset, out, None, args, [rec]) == path
     assert rec.start is None and path.stat().st_mtime_ns == written  # finished: nothing ran
     assert not (out / "logs" / "version_1").exists()
     # extending max_steps continues from the final state (no periodic checkpoint was due)
     longer = [*args, "trainer.max_steps=3"]
-    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", longer, [rec])
+    path = train("pretrain-spectrum", dataset, out, None, longer, [rec])
     assert rec.start == 2 and M.checkpoint.read_metadata(path)["pretrain_steps"] == "3"
     with pytest.raises(ConfigError, match=r"optim\.lr.*only trainer.max_epochs and trainer.max_steps"):
-        train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", [*args, "optim.lr=1e-2"])
+        train("pretrain-spectrum", dataset, out, None, [*args, "optim.lr=1e-2"])
     other = tmp_path / "other"
     other.mkdir()
     (other / "manifest.json").write_text((dataset / "manifest.json").read_text() + " ")
     with pytest.raises(ConfigError, match="other inputs"):
-        train("pretrain-spectrum", other, out, "spectrum-masked-cpu", [*args, "trainer.max_steps=3"])
+        train("pretrain-spectrum", other, out, None, [*args, "trainer.max_steps=3"])
 
 
 def test_one_schedule_and_one_no_decay_rule():

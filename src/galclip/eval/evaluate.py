@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def resolve_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
+def evaluation_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
     """defaults -> preset name (cpu, gpu) or YAML file -> ``key=value`` overrides."""
     return load_config(DEFAULTS, preset_or_file(config, PRESET_DIR), overrides)
 
