@@ -85,11 +85,11 @@ def main() -> None:
     from torch.utils.data import Subset
 
     from galclip.data import open_dataset
-    from galclip.eval.retrieval import retrieval_metrics
     from galclip.models import load_encoder
     from galclip.models.clip import load_model
     from galclip.models.inference import embed_dataset
-    from galclip.train.align import align
+    from galclip.retrieval_metrics import retrieval_metrics
+    from galclip.train.runner import train
     from galclip.train.schema import resolve_config
 
     cfg = resolve_config("align", args.config, [*args.overrides,
@@ -98,7 +98,7 @@ def main() -> None:
     if bool(args.model) == bool(args.out):
         p.error("give exactly one of --out (align here) and --model (score an aligned model)")
     t0 = time.time()
-    model = load_model(args.model or align(cfg, args.data, args.out))
+    model = load_model(args.model or train("align", args.data, args.out, cfg))
     train_s = time.time() - t0 if not args.model else 0.0
 
     ds = open_dataset(args.data, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"])

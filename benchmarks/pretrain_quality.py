@@ -1,6 +1,6 @@
 """Does self-supervised pretraining put redshift into the frozen embeddings?
 
-Pretrains each encoder on the 'train' split of a dataset (``galclip.train.pretrain.run_pretrain``;
+Pretrains each encoder on the 'train' split of a dataset (``galclip.train.runner.train``;
 rerunning resumes or reuses the run), embeds the 'train' and 'test' galaxies with the frozen
 encoder (pooled feature), and scores k-NN (k = 64) redshift regression R² on the held-out test
 galaxies, for the pretrained encoder and for a randomly initialized one of the same
@@ -160,14 +160,15 @@ def score(modality: str, args) -> dict:
 
     from galclip.models import build_encoder, load_encoder
     from galclip.models.checkpoint import read_metadata
-    from galclip.train.pretrain import run_pretrain
+    from galclip.train.runner import train
 
     config = getattr(args, f"{modality}_config")
     overrides = getattr(args, f"{modality}_set")
     if args.pretrain_data:
         check_no_leak(args.pretrain_data, args.data, modality)
     t0 = time.time()
-    path = run_pretrain(modality, args.pretrain_data or args.data, args.out / modality, config, overrides)
+    path = train(f"pretrain-{modality}", args.pretrain_data or args.data, args.out / modality,
+                 config, overrides)
     minutes = (time.time() - t0) / 60
     pretrained = load_encoder(path)
     torch.manual_seed(0)

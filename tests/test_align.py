@@ -29,7 +29,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     from galclip.config import ConfigError
     from galclip.models import load_encoder
     from galclip.models.clip import read_checkpoint_metadata
-    from galclip.train.align import align
+    from galclip.train.runner import train
     from galclip.train.schema import resolve_config
 
     out = tmp_path / "run"
@@ -59,17 +59,17 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     cfg = resolve_config("align", "cpu", [*TINY, *FROZEN, "trainer.max_epochs=2",
                                  f"model.image_checkpoint={encoder_files[0]}",
                                  f"model.spectrum_checkpoint={encoder_files[1]}"])
-    align(cfg, tiny_dataset, out)  # a longer run resumes where the first stopped
+    train("align", tiny_dataset, out, cfg)  # a longer run resumes where the first stopped
     extra = read_checkpoint_metadata(out / "model.safetensors")["extra"]
     assert steps > 0 and extra["resumed_from_step"] == steps and extra["global_step"] == 2 * steps
     with pytest.raises(ConfigError, match="model.embed_dim"):
-        align({**cfg, "model": {**cfg["model"], "embed_dim": 16}}, tiny_dataset, out)
+        train("align", tiny_dataset, out, {**cfg, "model": {**cfg["model"], "embed_dim": 16}})
 
 
 def test_layerwise_lr_decay_when_fine_tuning():
     from galclip.models import create_encoder
     from galclip.models.clip import GalaxyCLIP
-    from galclip.train.clip_objective import clip_param_groups
+    from galclip.train.clip import clip_param_groups
     from galclip.train.schema import resolve_config
 
     model = GalaxyCLIP(create_encoder("image-nano"), create_encoder("spectrum-nano"), embed_dim=16)
@@ -89,7 +89,7 @@ def test_layerwise_lr_decay_when_fine_tuning():
 
 
 def test_augmentations_respect_the_physics():
-    from galclip.train.augment import ivar_noise, random_dihedral
+    from galclip.augment import ivar_noise, random_dihedral
 
     img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     seen = set()
@@ -127,9 +127,9 @@ def test_alignment_uses_only_rows_with_both_modalities(tmp_path):
 @pytest.mark.slow
 def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     from clip_toys import nano_clip, toy_batch
+    from galclip.augment import apply_dihedral
     from galclip.config import ConfigError
-    from galclip.train.augment import apply_dihedral
-    from galclip.train.clip_objective import CLIPModule
+    from galclip.train.clip import CLIPModule
     from galclip.train.schema import resolve_config
 
     cfg = resolve_config("align", None, ["objective.cache_backbone_features=true"])
@@ -160,15 +160,15 @@ def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encode
     frozen, cached spectrum backbone, with the neighbourhood term keeping the spectrum's structure."""
     import galclip
     from galclip.models import load_encoder
-    from galclip.train.align import align
-    from galclip.train.clip_objective import frozen_modalities
+    from galclip.models.clip import frozen_modalities
+    from galclip.train.runner import train
     from galclip.train.schema import resolve_config
 
     cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=1",
                                           f"model.image_checkpoint={encoder_files[0]}",
                                           f"model.spectrum_checkpoint={encoder_files[1]}"])
     assert frozen_modalities(cfg["optim"]) == {"spectrum"} and cfg["objective"]["augment"]["image_shift"] > 0
-    out = align(cfg, tiny_dataset, tmp_path / "run")
+    out = train("align", tiny_dataset, tmp_path / "run", cfg)
     model = galclip.load_model(out)
     changed = {}
     for m, path in zip(("image", "spectrum"), encoder_files, strict=True):
@@ -203,7 +203,7 @@ def test_neighbourhood_loss_is_zero_for_the_same_geometry_and_trains_towards_it(
 
 
 def test_jitter_crops_conserve_a_centred_sources_flux():
-    from galclip.train.augment import random_crops
+    from galclip.augment import random_crops
 
     img = torch.zeros(16, 3, 152, 152)
     img[:, :, 70:82, 70:82] = 1.0  # a compact source at the centre
@@ -211,39 +211,6 @@ def test_jitter_crops_conserve_a_centred_sources_flux():
     assert out.shape == (16, 3, 138, 138)
     assert torch.allclose(out.sum((1, 2, 3)), img.sum((1, 2, 3)))
     assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in out}) > 1  # the centre moves
-
-
-def test_spectrum_queue_widens_the_image_softmax_with_recent_other_galaxies():
-    """``objective.spectrum_queue``: each image also ranks the (detached) spectrum embeddings of
-    the K most recent training galaxies, never its own galaxy's, so the loss sees more of a
-    retrieval pool than one batch."""
-    import math
-
-    from clip_toys import nano_clip
-    from galclip.config import ConfigError
-    from galclip.train.clip_objective import CLIPModule
-    from galclip.train.losses import clip_loss
-    from galclip.train.schema import resolve_config
-
-    # the loss by hand: one image, its spectrum and one extra; logits = 2 * cos
-    img, spec, extra = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    loss = clip_loss(img, spec, 2.0, extra_spectra=extra)["contrastive_loss"]
-    assert loss.item() == pytest.approx(0.5 * math.log(1 + math.exp(-2.0)), rel=1e-6)  # s->i: 0
-    with pytest.raises(ValueError, match="extra_spectra"):
-        clip_loss(img, spec, 2.0, extra_spectra=torch.zeros(3, 5))
-
-    module = CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=4"]), nano_clip())
-    g = torch.Generator().manual_seed(0)
-    embs = [torch.randn(2, 8, generator=g, requires_grad=True) for _ in range(4)]
-    assert module._queued_spectra(embs[0], torch.tensor([0, 1])) is None  # empty queue
-    got = module._queued_spectra(embs[1], torch.tensor([2, 3]))
-    assert torch.equal(got, embs[0].detach()) and not got.requires_grad
-    got = module._queued_spectra(embs[2], torch.tensor([4, 1]))  # galaxy 1 is queued: not its own negative
-    assert torch.equal(got, torch.stack([embs[0][0], embs[1][0], embs[1][1]]).detach())
-    got = module._queued_spectra(embs[3], torch.tensor([5, 6]))  # the queue keeps the last 4
-    assert torch.equal(got, torch.cat([embs[1], embs[2]]).detach())
-    with pytest.raises(ConfigError, match="spectrum_queue"):
-        CLIPModule(resolve_config("align", None, ["objective.spectrum_queue=-1"]), nano_clip())
 
 
 def test_feature_cache_mixes_stored_and_fresh_rows_under_bf16_autocast():

@@ -129,7 +129,7 @@ def test_serve_finds_an_uploaded_object(stages):
 
     from galclip.data import open_dataset
     from galclip.search.api import Catalog
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
     from search_fixtures import fits_bytes_image, fits_bytes_spectrum
 
     _root, data, _model, catalog = stages

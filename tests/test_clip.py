@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clip_toys import nano_clip, toy_batch
-from galclip.eval.retrieval import match_ranks, pooled_ranks, retrieval_metrics
 from galclip.models.clip import load_model, save_model
 from galclip.models.heads import CrossAttentionPool
+from galclip.retrieval_metrics import match_ranks, pooled_ranks, retrieval_metrics
 from galclip.train.losses import clip_loss
 
 

@@ -138,7 +138,7 @@ def test_image_encoder_sees_total_flux_and_colour():
 
 # ---------------------------------------------------------------- spectrum views
 def test_noise_view_adds_noise_of_the_stated_variance_and_leaves_bad_bins_alone():
-    from galclip.train.augment import noise_view
+    from galclip.augment import noise_view
 
     g = torch.Generator().manual_seed(0)
     flux = torch.zeros(4000, 256)
@@ -155,7 +155,7 @@ def test_noise_view_adds_noise_of_the_stated_variance_and_leaves_bad_bins_alone(
 
 
 def test_shift_view_is_a_whole_bin_redshift_with_new_bins_marked_bad():
-    from galclip.train.augment import shift_view
+    from galclip.augment import shift_view
 
     flux = torch.arange(20.0).repeat(2, 1)
     ivar = torch.ones(2, 20)
@@ -165,7 +165,7 @@ def test_shift_view_is_a_whole_bin_redshift_with_new_bins_marked_bad():
 
 
 def test_span_dropout_zeroes_whole_spans():
-    from galclip.train.augment import span_dropout
+    from galclip.augment import span_dropout
 
     torch.manual_seed(0)
     w = span_dropout(torch.ones(200, 300), 2, 25)
@@ -212,7 +212,7 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
 
 @pytest.mark.slow
 def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
-    from galclip.train.augment import augment_view
+    from galclip.augment import augment_view
     from galclip.train.schema import build_module, resolve_config
 
     cfg = resolve_config("pretrain-image", None, [

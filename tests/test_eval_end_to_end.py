@@ -118,10 +118,10 @@ def test_two_runs_give_the_same_numbers(report, setup):
 
 
 def test_scoring_the_training_split_is_refused(setup):
-    from galclip.eval.evaluate import evaluate, resolve_config
+    from galclip.eval.evaluate import evaluate, evaluation_config
 
     root, data, ckpt = setup
-    cfg = resolve_config("cpu", ["data.test_split=train"])
+    cfg = evaluation_config("cpu", ["data.test_split=train"])
     with pytest.raises(ValueError, match="shares galaxies with the training split"):
         evaluate(ckpt, data, root / "bad", cfg)
 
@@ -176,13 +176,13 @@ def test_backbone_features_recorded_during_the_clip_pass_match_a_second_pass(set
 
 def test_galaxies_missing_a_modality_are_left_out(tmp_path):
     from galclip.data import Provenance, open_dataset, write_manifest, write_shard
-    from galclip.eval.evaluate import load_split_rows, resolve_config
+    from galclip.eval.evaluate import evaluation_config, load_split_rows
 
     rows = labelled_rows(60, 7, 0)
     rows["has_spectrum"] = np.arange(60) % 3 != 0  # every third galaxy has no spectrum
     write_manifest(tmp_path, [write_shard(tmp_path / "part-00000.parquet", rows)],
                    Provenance(command="test"))
-    out = load_split_rows(open_dataset(tmp_path), resolve_config("cpu"))
+    out = load_split_rows(open_dataset(tmp_path), evaluation_config("cpu"))
     assert out["unpaired"] == 20
     for split in ("train", "test"):
         assert out[split].size and out["labels"]["has_spectrum"][out[split]].all()
@@ -206,7 +206,7 @@ def catalog(setup):
 
 def test_evaluate_scores_the_vectors_the_catalog_serves(setup, catalog, monkeypatch):
     import galclip.models.inference as inference
-    from galclip.eval.evaluate import prepare, resolve_config
+    from galclip.eval.evaluate import evaluation_config, prepare
     from galclip.search.catalog import read_catalog_table
 
     root, data, ckpt = setup
@@ -219,22 +219,22 @@ def test_evaluate_scores_the_vectors_the_catalog_serves(setup, catalog, monkeypa
         raise AssertionError("evaluate embedded the dataset again instead of reading the catalog")
 
     monkeypatch.setattr(inference, "embed_dataset", no_embedding)
-    ctx, *_ = prepare(ckpt, data, root / "from-catalog", resolve_config("cpu", QUICK), catalog)
+    ctx, *_ = prepare(ckpt, data, root / "from-catalog", evaluation_config("cpu", QUICK), catalog)
     for m in ("image", "spectrum"):
         np.testing.assert_array_equal(ctx.emb_train[m], stored[m][ctx.train_idx])
         np.testing.assert_array_equal(ctx.emb_test[m], stored[m][ctx.test_idx])
     monkeypatch.undo()
-    embedded, *_ = prepare(ckpt, data, root / "embedded", resolve_config("cpu", QUICK))
+    embedded, *_ = prepare(ckpt, data, root / "embedded", evaluation_config("cpu", QUICK))
     np.testing.assert_allclose(embedded.emb_test["image"], ctx.emb_test["image"], atol=1e-5)
 
 
 def test_a_catalog_of_another_model_or_dataset_is_refused(setup, catalog, tmp_path):
     from galclip.data import Provenance, shard_name, write_manifest, write_shard
-    from galclip.eval.evaluate import evaluate, resolve_config
+    from galclip.eval.evaluate import evaluate, evaluation_config
     from galclip.search.catalog import CatalogError
 
     root, data, ckpt = setup
-    cfg = resolve_config("cpu", QUICK)
+    cfg = evaluation_config("cpu", QUICK)
     other = tmp_path / "other"
     other.mkdir()
     shards = [write_shard(other / shard_name(i), labelled_rows(60, 10 + i, 60 * i)) for i in range(2)]
@@ -256,17 +256,17 @@ def test_rerunning_a_finished_evaluation_does_nothing(setup, catalog, monkeypatc
 
     root, data, ckpt = setup
     out = root / "rerun"
-    first = ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", QUICK), catalog=catalog)
+    first = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", QUICK), catalog=catalog)
     stamp = (out / "report.html").stat().st_mtime_ns
     calls = []
     real = ev.prepare
     monkeypatch.setattr(ev, "prepare", lambda *a: calls.append(a) or real(*a))
-    again = ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", QUICK), catalog=catalog)
+    again = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", QUICK), catalog=catalog)
     assert calls == [] and "up to date" in capsys.readouterr().out
     assert again == json.loads((out / "metrics.json").read_text())  # the finished report's numbers
     assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
     assert (out / "report.html").stat().st_mtime_ns == stamp
-    ev.evaluate(ckpt, data, out, ev.resolve_config("cpu", [*QUICK, "knn.k=4"]), catalog=catalog)
+    ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", [*QUICK, "knn.k=4"]), catalog=catalog)
     assert len(calls) == 1                       # another config: evaluated again
 
 

@@ -110,7 +110,7 @@ def test_help_example_works_as_written(command, line, demo, tmp_path, monkeypatc
     if command in RUN_FULLY:
         assert main(argv) == 0, capsys.readouterr().err
     elif command == "serve":
-        from galclip.search.server import create_app
+        from galclip.serve.server import create_app
 
         assert create_app(args.catalog, data_dir=args.data).title == "galclip explorer"
     assert isinstance(args, argparse.Namespace)

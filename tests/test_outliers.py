@@ -97,7 +97,7 @@ def test_explorer_serves_redshift_densities_and_unusual_galaxies(tmp_path):
 
     from galclip.eval.outliers import find_outliers
     from galclip.eval.predict import predict
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     z = _catalog(tmp_path / "c")
     predict(tmp_path / "c", tmp_path / "c", tmp_path / "p.parquet", k=16)
@@ -135,7 +135,7 @@ def test_explorer_page_draws_the_density_and_lists_unusual_galaxies(tmp_path):
     from conftest import free_port
     from galclip.eval.outliers import find_outliers
     from galclip.eval.predict import predict
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
     from test_search_browser import CHROMIUM, FLAGS, _ensure_chromium
 
     _ensure_chromium()

@@ -7,12 +7,12 @@ import lightning as L
 import pytest
 import torch
 
+from galclip import augment as A
 from galclip.config import ConfigError
 from galclip.models import load_encoder
 from galclip.models.checkpoint import read_metadata
-from galclip.train import augment as A
-from galclip.train.masked_spectrum import masked_mse, span_mask
-from galclip.train.pretrain import run_pretrain
+from galclip.train.masked_modelling import masked_mse, span_mask
+from galclip.train.runner import train
 from galclip.train.schema import build_module as _build_module
 from galclip.train.schema import list_presets, resolve_config
 from pretrain_toys import BAD, toy_rows, write_toy_dataset
@@ -241,17 +241,17 @@ def test_resume_after_a_kill_continues_from_the_saved_step(toy_dataset, tmp_path
     out = tmp_path / "run"
     args = TINY["spectrum"] + RUN + ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2"]
     with pytest.raises(SystemError):
-        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[KillAt(4)])
+        train("pretrain-spectrum", toy_dataset, out, None, args, callbacks=[KillAt(4)])
     assert not (out / "encoder.safetensors").exists()
     # step 2 ends an epoch (2 batches each): its checkpoint is written after step 3
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
     rec = RecordStart()
-    path = run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args, callbacks=[rec])
+    path = train("pretrain-spectrum", toy_dataset, out, None, args, callbacks=[rec])
     assert rec.start == 3
     assert read_metadata(path)["pretrain_steps"] == "4"
     assert load_encoder(path).modality == "spectrum"
     with pytest.raises(ConfigError, match="different config"):
-        run_pretrain("spectrum", toy_dataset, out, "spectrum-masked-cpu", args + ["optim.lr=1e-2"])
+        train("pretrain-spectrum", toy_dataset, out, None, args + ["optim.lr=1e-2"])
 
 
 def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, capsys):
@@ -259,12 +259,14 @@ def test_cli_pretrain_writes_config_logs_and_encoder(toy_dataset, tmp_path, caps
     from galclip.config import read_yaml
 
     out = tmp_path / "cli"
-    rc = main(["pretrain", "spectrum", "--config", "spectrum-masked-cpu", "--data", str(toy_dataset),
+    config = tmp_path / "masked.yaml"
+    config.write_text("objective:\n  name: masked\n  mask: {n_spans: 6, span_len: 13}\n")
+    rc = main(["pretrain", "spectrum", "--config", str(config), "--data", str(toy_dataset),
                "--out", str(out), *TINY["spectrum"], *RUN, "trainer.max_steps=2", "optim.lr=2e-3"])
     assert rc == 0 and "encoder.safetensors" in capsys.readouterr().out
     saved = read_yaml(out / "config.yaml")
     assert saved["optim"]["lr"] == 2e-3 and saved["model"]["depth"] == 1
-    assert saved["objective"]["mask"] == {"n_spans": 6, "span_len": 13}  # spectrum-masked-cpu, from its file
+    assert saved["objective"]["mask"] == {"n_spans": 6, "span_len": 13}  # from the file
     lines = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "train/loss" in lines[0] and len(lines) == 3
     assert all(math.isfinite(float(v)) for v in lines[1].split(",") if v)

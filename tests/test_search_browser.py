@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     import uvicorn
 
     from galclip.search.api import Catalog
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     _ensure_chromium()
     root = tmp_path_factory.mktemp("browser")

@@ -15,7 +15,7 @@ def env(tmp_path_factory):
 
     from galclip.data import open_dataset
     from galclip.search.api import Catalog
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     built = build_all(tmp_path_factory.mktemp("server"))
     cat = Catalog(built.catalog, model=built.model)
@@ -192,7 +192,7 @@ def test_upload_threads_bound_how_many_uploads_are_embedded_at_once(env, monkeyp
 
     import httpx
 
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     _, cat, ds = env
     busy, peak, lock = [0], [0], threading.Lock()
@@ -228,7 +228,7 @@ def test_upload_threads_bound_how_many_uploads_are_embedded_at_once(env, monkeyp
 
 
 def test_upload_threads_must_be_positive(env):
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     with pytest.raises(ValueError, match="upload_threads"):
         create_app(catalog=env[1], upload_threads=0)
@@ -237,7 +237,7 @@ def test_upload_threads_must_be_positive(env):
 def test_server_runs_torch_on_one_thread_and_embeds_without_re_eval(tmp_path, env):
     import torch
 
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     _, cat, ds = env
     before = torch.get_num_threads()
@@ -279,7 +279,7 @@ def test_small_searches_run_on_the_loop_and_catalog_scans_in_the_thread_pool(env
 
     from fastapi.testclient import TestClient
 
-    from galclip.search import server
+    from galclip.serve import server
 
     _, cat, _ = env
     seen = []
@@ -309,7 +309,7 @@ def test_small_searches_run_on_the_loop_and_catalog_scans_in_the_thread_pool(env
 
 
 def test_png_cache_keeps_the_most_recent_images():
-    from galclip.search.server import PngCache
+    from galclip.serve.server import PngCache
 
     calls = []
     cache = PngCache(lambda oid: calls.append(oid) or {"image": np.ones((3, 8, 8), np.float32)},

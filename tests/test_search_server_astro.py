@@ -16,7 +16,7 @@ def env(tmp_path_factory):
 
     from galclip.data import open_dataset
     from galclip.search.api import Catalog
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     built = build_all(tmp_path_factory.mktemp("astro"))
     cat = Catalog(built.catalog, model=built.model)

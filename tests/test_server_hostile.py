@@ -17,7 +17,7 @@ def env(tmp_path_factory):
 
     from galclip.data import open_dataset
     from galclip.search.api import Catalog
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     built = build_all(tmp_path_factory.mktemp("hostile"))
     cat = Catalog(built.catalog, model=built.model)
@@ -77,7 +77,7 @@ def _compressed(shape=(3, 200, 200), fake_shape=None) -> bytes:
 
 
 def test_declared_sizes_are_checked_before_allocating(env, real_data, monkeypatch):
-    import galclip.search.limits as limits
+    import galclip.serve.limits as limits
 
     client, _, ds = env
     good = fits_bytes_image(ds[0]["image"])
@@ -148,7 +148,7 @@ def test_cache_budget_bounds_the_dataset_cache(env):
 
 @pytest.fixture(scope="module")
 def live(env):
-    from galclip.search.limits import timed_protocol
+    from galclip.serve.protocol import timed_protocol
 
     _, app, _ = env
     yield from serve_in_thread(app, log_level="error", http=timed_protocol(0.6))

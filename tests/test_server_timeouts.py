@@ -1,4 +1,4 @@
-"""The explorer's read deadline (galclip.search.limits.timed_protocol) on a tiny app: it cuts off
+"""The explorer's read deadline (galclip.serve.protocol.timed_protocol) on a tiny app: it cuts off
 clients that send too slowly, and nothing else (issue 15)."""
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def port(request):
     """The app behind each of the two timed protocols (httptools: what `galclip serve` uses)."""
     import functools
 
-    from galclip.search import protocol
+    from galclip.serve import protocol
 
     cls = {"httptools": getattr(protocol, "TimedHttpToolsProtocol", None),
            "h11": protocol.TimedH11Protocol}[request.param]
@@ -76,8 +76,7 @@ def port(request):
 
 def test_serve_uses_the_httptools_protocol_when_installed():
     pytest.importorskip("httptools")
-    from galclip.search.limits import timed_protocol
-    from galclip.search.protocol import TimedHttpToolsProtocol
+    from galclip.serve.protocol import TimedHttpToolsProtocol, timed_protocol
 
     assert timed_protocol(3).func is TimedHttpToolsProtocol and timed_protocol(3).keywords == {
         "read_timeout": 3.0}
@@ -193,7 +192,7 @@ def test_a_client_still_sending_after_its_408_reads_the_408_not_a_reset(port):
 
 
 def test_the_drain_after_a_408_ends(port, monkeypatch):
-    from galclip.search import protocol
+    from galclip.serve import protocol
 
     monkeypatch.setattr(protocol, "LINGER_S", 0.3)
     with _conn(port) as s:

@@ -113,7 +113,7 @@ def _state(pid: int) -> str:
 
 def test_connections_get_tcp_nodelay_whatever_the_listening_socket():
     """uvicorn's --workers socket has proto 0, so asyncio leaves Nagle on (40 ms per response)."""
-    from galclip.search.protocol import _no_delay
+    from galclip.serve.protocol import _no_delay
 
     with socket.socket(socket.AF_INET) as listener:          # proto 0, as uvicorn binds it
         listener.bind(("127.0.0.1", 0))
@@ -165,7 +165,7 @@ def test_each_worker_gets_its_own_listening_socket_and_the_kernel_spreads_connec
     import multiprocessing.reduction as reduction
     import pickle
 
-    from galclip.search.listen import WorkerListener
+    from galclip.serve.listen import WorkerListener
 
     parent = WorkerListener("127.0.0.1", 0)
     port = parent.getsockname()[1]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from galclip.config import ConfigError
-from galclip.train.schema import STAGES, list_presets, resolve_config
+from galclip.train.registry import STAGES
+from galclip.train.schema import list_presets, resolve_config
 
 RUN = ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
        "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
@@ -100,23 +101,23 @@ def test_resume_policy_no_op_extend_refuse(dataset, tmp_path):
 
     out = tmp_path / "run"
     args = [*RUN, *SHRINK["masked"], "trainer.checkpoint_every_n_steps=100"]
-    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args)
+    path = train("pretrain-spectrum", dataset, out, None, args)
     written = path.stat().st_mtime_ns
     rec = RecordStart()
-    assert train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", args, [rec]) == path
+    assert train("pretrain-spectrum", dataset, out, None, args, [rec]) == path
     assert rec.start is None and path.stat().st_mtime_ns == written  # finished: nothing ran
     assert not (out / "logs" / "version_1").exists()
     # extending max_steps continues from the final state (no periodic checkpoint was due)
     longer = [*args, "trainer.max_steps=3"]
-    path = train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", longer, [rec])
+    path = train("pretrain-spectrum", dataset, out, None, longer, [rec])
     assert rec.start == 2 and M.checkpoint.read_metadata(path)["pretrain_steps"] == "3"
     with pytest.raises(ConfigError, match=r"optim\.lr.*only trainer.max_epochs and trainer.max_steps"):
-        train("pretrain-spectrum", dataset, out, "spectrum-masked-cpu", [*args, "optim.lr=1e-2"])
+        train("pretrain-spectrum", dataset, out, None, [*args, "optim.lr=1e-2"])
     other = tmp_path / "other"
     other.mkdir()
     (other / "manifest.json").write_text((dataset / "manifest.json").read_text() + " ")
     with pytest.raises(ConfigError, match="other inputs"):
-        train("pretrain-spectrum", other, out, "spectrum-masked-cpu", [*args, "trainer.max_steps=3"])
+        train("pretrain-spectrum", other, out, None, [*args, "trainer.max_steps=3"])
 
 
 def test_one_schedule_and_one_no_decay_rule():
@@ -138,7 +139,7 @@ def test_one_schedule_and_one_no_decay_rule():
 
 
 def test_one_dihedral_augmentation_for_every_stage():
-    from galclip.train.augment import apply_dihedral, dihedral_params, random_dihedral
+    from galclip.augment import apply_dihedral, dihedral_params, random_dihedral
 
     x = torch.arange(8 * 2 * 5 * 5, dtype=torch.float32).reshape(8, 2, 5, 5)
     k, flip = torch.arange(8) % 4, torch.arange(8) >= 4

@@ -82,7 +82,7 @@ def embed_all(heads: Heads, d: dict) -> tuple[np.ndarray, np.ndarray]:
 def scores(d0: dict, d1: dict, e0: tuple, e1: tuple) -> dict[str, float]:
     from galclip.eval.knn import knn_predict
     from galclip.eval.metrics import r2_score, sigma_nmad
-    from galclip.eval.retrieval import pooled_ranks
+    from galclip.retrieval_metrics import pooled_ranks
 
     tr, te = d0["split"] == "train", d0["split"] == "test"
     held = d0["split"] != "train"

@@ -77,8 +77,8 @@ def main() -> None:
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
 
+    from galclip.augment import augment_view
     from galclip.models import create_encoder
-    from galclip.train.augment import augment_view
 
     torch.manual_seed(args.seed)
     over = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.enc_set)}

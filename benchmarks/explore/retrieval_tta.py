@@ -29,7 +29,7 @@ def image_embeddings(model, ds, rows: np.ndarray, views: list[tuple[int, bool, i
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from galclip.train.augment import apply_dihedral
+    from galclip.augment import apply_dihedral
 
     model.eval()
     out = []
@@ -58,9 +58,9 @@ def main() -> None:
     from torch.utils.data import Subset
 
     from galclip.data import open_dataset
-    from galclip.eval.retrieval import retrieval_metrics
     from galclip.models.clip import load_model
     from galclip.models.inference import embed_dataset
+    from galclip.retrieval_metrics import retrieval_metrics
 
     model = load_model(args.model)
     ds = open_dataset(args.data, columns=["object_id", "image", "spectrum_flux", "spectrum_ivar"])

@@ -44,8 +44,8 @@ def serve_floor(port: int, workers: int, read_timeout: float) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from galclip.search.limits import timed_protocol
-    from galclip.search.listen import WorkerListener
+    from galclip.serve.listen import WorkerListener
+    from galclip.serve.protocol import timed_protocol
 
     config = uvicorn.Config("server_floor:floor_app", host="127.0.0.1", port=port,
                             log_level="warning", workers=workers, limit_concurrency=512,

@@ -30,7 +30,7 @@ def shift_negative_objective(embed_dim: int, cfg: dict, bin_dlnlam: float):
     """The ``shiftneg`` variant of the library's contrastive objective (kept here, not in the library)."""
     import torch.nn.functional as F
 
-    from galclip.train.augment import noise_view, shift_view, span_dropout
+    from galclip.augment import noise_view, shift_view, span_dropout
     from galclip.train.spectrum_contrastive import SpectrumContrastiveObjective
 
     def edge_dropout(w, max_bins):

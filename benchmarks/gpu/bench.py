@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CONFIGS = HERE.parent / "configs"  # training configs only the benchmarks use
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: the synthetic dataset writer
 
 SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
@@ -41,9 +42,9 @@ SIZES = {  # published-size run on a GPU | CPU toy run (for the test)
 
     "toy": {"image": "image-nano", "spectrum": "spectrum-nano", "embed_dim": 16, "n": 32,
             "batch": 8, "workers": 1, "repeats": 1, "steps": 2, "skip": 1,
-            "pretrain_image": ["--config", "image-dino-cpu", "data.batch_size=4",
+            "pretrain_image": ["--config", str(CONFIGS / "image-dino-cpu.yaml"), "data.batch_size=4",
                                "objective.crops.n_local=1"],
-            "pretrain_spectrum": ["--config", "spectrum-masked-cpu", "data.batch_size=4"],
+            "pretrain_spectrum": ["--config", str(CONFIGS / "spectrum-masked-cpu.yaml"), "data.batch_size=4"],
             "align": ["--config", "cpu", "data.batch_size=8", "model.embed_dim=16",
                       "data.max_val_rows=8", "objective.pool_size=8"],
             "astroclip": {"embed_dim": 16, "image_heads": 2, "spectrum_heads": 2,
@@ -195,16 +196,16 @@ def _batch_len(batch) -> int:
 
 
 def bench_pretrain(modality: str, size: dict, data: Path, device, tmp: Path) -> dict:
-    from galclip.train.pretrain import run_pretrain
+    from galclip.train.runner import train
 
     args = size[f"pretrain_{modality}"]
     config, overrides = args[1], args[2:]
     timer = StepTimer(size["skip"])
     reset_peak(device)
-    run_pretrain(modality, data, tmp / f"pre-{modality}", config,
-                 [*overrides, f"trainer.max_steps={size['steps'] + timer.skip}",
-                  "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=100000",
-                  f"data.num_workers={size['workers']}"], callbacks=[timer.as_callback()])
+    train(f"pretrain-{modality}", data, tmp / f"pre-{modality}", config,
+          [*overrides, f"trainer.max_steps={size['steps'] + timer.skip}",
+           "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=100000",
+           f"data.num_workers={size['workers']}"], callbacks=[timer.as_callback()])
     return {"what": f"pretrain {modality} ({size[modality]}), {config}", "rate": timer.rate(),
             "unit": UNITS[modality], "peak_gb": peak_gb(device)}
 

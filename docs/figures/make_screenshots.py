@@ -21,7 +21,7 @@ OUT = Path(__file__).resolve().parent
 def serve(run: Path) -> tuple[str, object]:
     import uvicorn
 
-    from galclip.search.server import create_app
+    from galclip.serve.server import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,8 +5,8 @@ the image encoder -> pretrain the spectrum encoder -> align (CLIP) -> embed -> i
 (scoring the catalog's vectors, the ones the explorer searches), each into its own folder under
 ``out``. Each stage records its resume state there (:class:`galclip.resume.ResumeState`); a stage
 that finished with the same preset, n and seed is skipped, so a killed run continues where it
-stopped. Ends with :func:`summary_text`. :data:`PRESETS` holds the dataset size and stage
-configs of each preset (``cpu``, ``gpu``, ``tiny``).
+stopped. Ends with :func:`summary_text`. :data:`PRESETS` holds each preset (``cpu``, ``gpu``,
+``tiny``) as a :class:`DemoPreset`: the dataset size and each stage's :class:`StageConfig`.
 """
 from __future__ import annotations
 
@@ -20,40 +20,70 @@ from typing import Any
 
 OUT = "runs/demo"
 PRESET = "cpu"
-#: Settings per preset: dataset size and the stage configs (packaged presets + overrides).
-#: ``pretrain_image: ("init", encoder preset)`` writes a randomly initialised encoder instead of
-#: pretraining one: the CPU recipe learns the image encoder in alignment, against the
-#: frozen spectrum encoder, because on a few thousand cutouts SimCLR pretraining made the aligned
-#: embeddings worse than a random start (benchmarks/RESULTS.md, small-data recipe).
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"n": 5000, "pretrain_image": ("init", "image-conv-nano"),
-            "pretrain_spectrum": ("spectrum-cpu", []),
-            "align": ("cpu", []), "evaluate": ("cpu", [])},
-    "gpu": {"n": 100000, "pretrain_image": ("image-astrodino", []),
-            "pretrain_spectrum": ("spectrum-specformer", []),
-            "align": ("gpu", []), "evaluate": ("gpu", [])},
-    "tiny": {"n": 240,
-             "pretrain_image": ("init", "image-conv-nano"),
-             "pretrain_spectrum": ("spectrum-cpu", ["trainer.max_steps=4", "data.batch_size=8",
-                                                    "trainer.checkpoint_every_n_steps=2"]),
-             "align": ("cpu", ["trainer.max_epochs=1", "trainer.max_steps=4", "data.batch_size=16",
-                               "objective.pool_size=20"]),
-             "evaluate": ("cpu", ["baselines.image.epochs=1", "baselines.spectrum.epochs=1",
-                                  "baselines.image.max_train=64", "baselines.spectrum.max_train=64",
-                                  "retrieval.pool_size=20", "plots.embedding_map=pca",
-                                  "plots.dpi=40", "knn.k=8"])},
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """A training or evaluation stage's config: a packaged preset name (or a YAML file) and
+    dotted ``key=value`` overrides on top of it."""
+
+    preset: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """One way to run the demo: how many galaxies it simulates and each stage's config."""
+
+    n: int                           # galaxies simulated
+    pretrain_spectrum: StageConfig   # self-supervised spectrum pretraining (galclip pretrain)
+    align: StageConfig               # CLIP alignment (galclip align)
+    evaluate: StageConfig            # evaluation and report (galclip evaluate)
+    #: the image encoder: pretrained with this config, or, when None, a random initialisation of
+    #: the encoder preset ``image_init``, which then learns in alignment against the frozen
+    #: spectrum encoder (the CPU recipe: on a few thousand cutouts SimCLR pretraining made the
+    #: aligned embeddings worse than a random start; benchmarks/RESULTS.md, small-data recipe)
+    pretrain_image: StageConfig | None = None
+    image_init: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pretrain_image is None) == (self.image_init is None):
+            raise ValueError("a demo preset either pretrains the image encoder (pretrain_image) "
+                             "or initialises one at random (image_init), not both or neither")
+
+
+_TINY_EVAL = ("baselines.image.epochs=1", "baselines.spectrum.epochs=1",
+              "baselines.image.max_train=64", "baselines.spectrum.max_train=64",
+              "retrieval.pool_size=20", "plots.embedding_map=pca", "plots.dpi=40", "knn.k=8")
+PRESETS: dict[str, DemoPreset] = {
+    "cpu": DemoPreset(n=5000, image_init="image-conv-nano",
+                      pretrain_spectrum=StageConfig("spectrum-cpu"),
+                      align=StageConfig("cpu"), evaluate=StageConfig("cpu")),
+    "gpu": DemoPreset(n=100000, pretrain_image=StageConfig("image-astrodino"),
+                      pretrain_spectrum=StageConfig("spectrum-specformer"),
+                      align=StageConfig("gpu"), evaluate=StageConfig("gpu")),
+    "tiny": DemoPreset(n=240, image_init="image-conv-nano",
+                       pretrain_spectrum=StageConfig("spectrum-cpu", (
+                           "trainer.max_steps=4", "data.batch_size=8",
+                           "trainer.checkpoint_every_n_steps=2")),
+                       align=StageConfig("cpu", ("trainer.max_epochs=1", "trainer.max_steps=4",
+                                                 "data.batch_size=16", "objective.pool_size=20")),
+                       evaluate=StageConfig("cpu", _TINY_EVAL)),
 }
 
 
 @dataclass
-class Stage:
+class Step:
+    """One step of the pipeline: what it does, its folder under ``out``, the function that runs
+    it and the files that show it finished."""
+
     name: str
     folder: str
     run: Callable[[Path], Any]
     outputs: list[str] = field(default_factory=list)
 
 
-def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None) -> list[Stage]:
+def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) -> list[Step]:
     p = PRESETS[preset]
     data = out / "data"
     enc = {m: out / f"pretrain-{m}" / "encoder.safetensors" for m in ("image", "spectrum")}
@@ -66,30 +96,30 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
 
     def pretrain(modality: str) -> Callable[[Path], Any]:
         def run(folder: Path) -> None:
-            name, over = p[f"pretrain_{modality}"]
-            if name == "init":
+            stage = getattr(p, f"pretrain_{modality}")
+            if stage is None:
                 import torch
 
                 from galclip.models import create_encoder, save_encoder
 
                 torch.manual_seed(seed)
-                save_encoder(create_encoder(over), folder / "encoder.safetensors",
-                             extra={"note": f"randomly initialised {over} (seed {seed})"})
+                save_encoder(create_encoder(p.image_init), folder / "encoder.safetensors",
+                             extra={"note": f"randomly initialised {p.image_init} (seed {seed})"})
                 return
             from galclip.train.runner import train
 
-            train(f"pretrain-{modality}", data, folder, name, list(over))
+            train(f"pretrain-{modality}", data, folder, stage.preset, list(stage.overrides))
         return run
 
     image_stage = ("initialise the image encoder (random: alignment trains it)"
-                   if p["pretrain_image"][0] == "init" else "pretrain the image encoder (self-supervised)")
+                   if p.pretrain_image is None else "pretrain the image encoder (self-supervised)")
 
     def align(folder: Path) -> None:
         from galclip.train.runner import train
 
-        name, over = p["align"]
-        train("align", data, folder, name, [*over, f"model.image_checkpoint={enc['image']}",
-                                            f"model.spectrum_checkpoint={enc['spectrum']}"])
+        train("align", data, folder, p.align.preset, [
+            *p.align.overrides, f"model.image_checkpoint={enc['image']}",
+            f"model.spectrum_checkpoint={enc['spectrum']}"])
 
     def embed(folder: Path) -> None:
         import torch
@@ -110,23 +140,22 @@ def build_stages(out: Path, preset: str, n: int, seed: int, workers: int | None)
     def evaluate(folder: Path) -> None:
         from galclip.config import save_config
         from galclip.eval.evaluate import evaluate as run_eval
-        from galclip.eval.evaluate import resolve_config
+        from galclip.eval.evaluate import evaluation_config
 
-        name, over = p["evaluate"]
-        cfg = resolve_config(name, list(over))
+        cfg = evaluation_config(p.evaluate.preset, list(p.evaluate.overrides))
         save_config(cfg, folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
                  command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
 
     return [
-        Stage("simulate a survey", "data", simulate, ["manifest.json"]),
-        Stage(image_stage, "pretrain-image", pretrain("image"), ["encoder.safetensors"]),
-        Stage("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
+        Step("simulate a survey", "data", simulate, ["manifest.json"]),
+        Step(image_stage, "pretrain-image", pretrain("image"), ["encoder.safetensors"]),
+        Step("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
               pretrain("spectrum"), ["encoder.safetensors"]),
-        Stage("align images and spectra (CLIP)", "align", align, ["model.safetensors"]),
-        Stage("embed the survey", "catalog", embed, ["manifest.json"]),
-        Stage("index the embeddings (FAISS)", "catalog", index, ["index-image.faiss"]),
-        Stage("evaluate and write the report", "report", evaluate, ["metrics.json", "report.html"]),
+        Step("align images and spectra (CLIP)", "align", align, ["model.safetensors"]),
+        Step("embed the survey", "catalog", embed, ["manifest.json"]),
+        Step("index the embeddings (FAISS)", "catalog", index, ["index-image.faiss"]),
+        Step("evaluate and write the report", "report", evaluate, ["metrics.json", "report.html"]),
     ]
 
 
@@ -140,8 +169,8 @@ def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    n = n or PRESETS[preset]["n"]
-    stages = build_stages(out, preset, n, seed, workers)
+    n = n or PRESETS[preset].n
+    stages = build_steps(out, preset, n, seed, workers)
     for k, st in enumerate(stages, 1):
         folder = out / st.folder
         # a stage run with other demo settings starts again (its own state then refuses to mix)

@@ -4,7 +4,8 @@ says a row has it, how a GalaxyCLIP encodes it and how the explorer draws it.
 Every stage reads these records instead of spelling column names itself: pretraining and
 alignment pick their input columns and rows here, ``galclip embed`` and ``galclip evaluate``
 embed through :meth:`Modality.encode`, the catalog names its embedding columns with
-:attr:`Modality.embedding_column`, and the server renders with :meth:`Modality.renderer`.
+:attr:`Modality.embedding_column`, and the server draws with :meth:`Modality.draw`
+(:mod:`galclip.render`).
 
     >>> from galclip.modalities import MODALITIES, input_columns
     >>> MODALITIES["spectrum"].inputs
@@ -17,12 +18,13 @@ a spectrum is flux and ivar on the 7781-pixel DESI grid.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
+
+from galclip import render
 
 #: The modality names, for type hints (FastAPI turns it into the allowed values).
 ModalityName = Literal["image", "spectrum"]
@@ -39,7 +41,7 @@ class Modality:
     inputs: tuple[str, ...]   # dataset columns the encoder takes, in argument order
     presence: str             # optional bool column: False where a row lacks this modality
     encoder_method: str       # GalaxyCLIP method: encoder_method(*inputs) -> (B, E) unit vectors
-    render: str               # "module:function" that draws it for the explorer (numpy only)
+    render: Callable[..., Any]  # draws it (galclip.render; numpy only)
 
     @property
     def embedding_column(self) -> str:
@@ -55,22 +57,17 @@ class Modality:
         """``model.<encoder_method>`` applied to this modality's columns of ``batch``."""
         return getattr(model, self.encoder_method)(*(as_tensor(batch[c]) for c in self.inputs))
 
-    def renderer(self) -> Callable[..., Any]:
-        """The function that draws this modality (imported on first use)."""
-        module, func = self.render.split(":")
-        return getattr(importlib.import_module(module), func)
-
     def draw(self, row: Mapping[str, Any], **options: Any) -> Any:
-        """This modality's columns of ``row`` drawn by :meth:`renderer`: an (H, W, 3) uint8
+        """This modality's columns of ``row`` drawn by :attr:`render`: an (H, W, 3) uint8
         colour composite for an image, binned plot data (dict) for a spectrum."""
-        return self.renderer()(*(row[c] for c in self.inputs), **options)
+        return self.render(*(row[c] for c in self.inputs), **options)
 
 
 MODALITIES: dict[str, Modality] = {
     "image": Modality("image", ("image",), "has_image", "encode_image",
-                      "galclip.search.render:color_composite"),
+                      render.color_composite),
     "spectrum": Modality("spectrum", ("spectrum_flux", "spectrum_ivar"), "has_spectrum",
-                         "encode_spectrum", "galclip.search.render:spectrum_plot_data"),
+                         "encode_spectrum", render.spectrum_plot_data),
 }
 assert tuple(MODALITIES) == NAMES, "ModalityName and MODALITIES must list the same names"
 

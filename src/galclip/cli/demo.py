@@ -1,10 +1,11 @@
 """Run the whole galclip pipeline end to end on a simulated survey.
 
-Stages: simulate -> pretrain image encoder -> pretrain spectrum encoder -> align (CLIP) ->
-embed -> index -> evaluate. Each stage writes into its own folder under --out and is skipped
-when its output is already complete, so rerunning the same command after a kill continues where
-it stopped. Ends with the evaluation summary, the paths of the report and checkpoints, and the
-command that starts the web explorer.
+Stages: simulate -> pretrain the image encoder (cpu and tiny: initialise it at random; it learns
+in alignment) -> pretrain the spectrum encoder -> align (CLIP) -> embed -> index -> evaluate.
+Each stage writes into its own folder under --out and is skipped when its output is already
+complete, so rerunning the same command after a kill continues where it stopped. Ends with the
+evaluation summary, the paths of the report and checkpoints, and the command that starts the
+web explorer.
 
 Presets: ``cpu`` (default; CPU-sized models, 5000 galaxies), ``gpu`` (larger data and models, bf16),
 ``tiny`` (a few hundred galaxies and a few steps per stage: a smoke test of the plumbing, not

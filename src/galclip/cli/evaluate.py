@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from galclip.config import save_config
-    from galclip.eval.evaluate import evaluate, resolve_config
+    from galclip.eval.evaluate import evaluate, evaluation_config
     from galclip.eval.report import summary_row
 
     overrides = list(args.overrides)
     if args.split:
         overrides.append(f"data.test_split={args.split}")
-    cfg = resolve_config(args.config, overrides)
+    cfg = evaluation_config(args.config, overrides)
     save_config(cfg, Path(args.out) / "config.yaml")
     command = command_line(args)
     metrics = evaluate(args.model, args.data, args.out, cfg,

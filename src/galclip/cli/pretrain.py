@@ -6,8 +6,7 @@ Examples (paths `make demo` creates):
 
 --config takes a YAML file or a packaged preset (image-cpu and spectrum-cpu: the CPU small-data
 recipe, SimCLR and contrastive on conv encoders; image-astrodino and spectrum-specformer:
-AstroCLIP's published DINOv2 and masked-modelling setting; image-dino-cpu and spectrum-masked-cpu:
-the earlier CPU presets, kept for the ablation); trailing key=value pairs override single fields
+AstroCLIP's published DINOv2 and masked-modelling setting); trailing key=value pairs override single fields
 (sections seed, data, model, objective, optim, trainer; e.g. objective.name=simclr model.depth=6).
 The run folder gets the resolved config.yaml, state.json, checkpoints/last.ckpt, CSV logs and
 encoder.safetensors. Rerun the same command after an interruption to resume from the last

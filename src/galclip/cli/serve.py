@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from galclip.argtypes import float_range, int_range, port
-from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S, UPLOAD_THREADS
+from galclip.serve.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, READ_TIMEOUT_S, UPLOAD_THREADS
 
 MIB = 2**20
 
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from galclip.search.limits import timed_protocol
-    from galclip.search.server import create_app, worker_app
+    from galclip.serve.protocol import timed_protocol
+    from galclip.serve.server import create_app, worker_app
 
     settings = {"data_dir": args.data, "max_upload_bytes": int(args.max_upload_mb * MIB),
                 "cache_bytes": int(args.cache_mb * MIB), "upload_threads": args.upload_threads,
@@ -74,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from uvicorn.supervisors import Multiprocess
 
-    from galclip.search import listen
+    from galclip.serve import listen
 
     del app                      # the supervisor serves nothing itself
     # one listening socket per worker (SO_REUSEPORT): the kernel spreads connections over them
-    # instead of handing most to one worker (galclip.search.listen)
+    # instead of handing most to one worker (galclip.serve.listen)
     try:
         sock = (listen.WorkerListener(args.host, args.port) if listen.SUPPORTED
                 else config.bind_socket())

@@ -189,7 +189,7 @@ class ImageAugment:
     shift: int
 
     def train(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from galclip.train.augment import random_crops, random_dihedral
+        from galclip.augment import random_crops, random_dihedral
 
         return {"x": random_dihedral(random_crops(inputs["x"], self.size, self.shift))}
 
@@ -213,7 +213,7 @@ class SpectrumAugment:
     span_len: int = 30
 
     def train(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from galclip.train.augment import noise_view, span_dropout
+        from galclip.augment import noise_view, span_dropout
 
         f, w = noise_view(inputs["flux"], inputs["ivar"], self.noise_max)
         return {"flux": f, "ivar": span_dropout(w, self.n_spans, self.span_len)}

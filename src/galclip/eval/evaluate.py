@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def resolve_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
+def evaluation_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
     """defaults -> preset name (cpu, gpu) or YAML file -> ``key=value`` overrides."""
     return load_config(DEFAULTS, preset_or_file(config, PRESET_DIR), overrides)
 
@@ -306,7 +306,7 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
     """The encoders before alignment: given files, else the CLIP model's frozen backbones."""
     from galclip.eval.baselines import PooledFeatures
     from galclip.models import load_encoder
-    from galclip.train.clip_objective import frozen_modalities
+    from galclip.models.clip import frozen_modalities
 
     run_cfg = (meta.get("extra") or {}).get("run_config") or {}
     optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": older files
@@ -463,8 +463,8 @@ def _baseline_backbone(kind: str, b: Mapping) -> tuple[Any, str]:
 def run_retrieval(ctx: Context) -> dict[str, Any]:
     """Cross-modal recall@k / median rank in pools and over the whole evaluation set, plus
     same-modality neighbour agreement."""
-    from galclip.eval.retrieval import retrieval_metrics
     from galclip.eval.tasks import neighbour_agreement
+    from galclip.retrieval_metrics import retrieval_metrics
 
     img, spec = ctx.emb_test.get("image"), ctx.emb_test.get("spectrum")
     if img is None or spec is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from galclip import conventions as C
+from galclip.render import color_composite, smooth_spectrum
 
 LABELS = {"redshift": "z", "log_mstar": r"log $M_*/M_\odot$", "logz_mw": r"log $Z_{MW}/Z_\odot$",
           "tage_mw": r"$t_{age}$ [Gyr]", "log_ssfr": r"log sSFR [yr$^{-1}$]"}
@@ -129,23 +130,6 @@ def pit_histograms(photoz: Mapping[str, Mapping], path: Path, dpi: int = 90) -> 
     return _save(fig, path, dpi)
 
 
-def rgb_image(image: np.ndarray) -> np.ndarray:
-    """g, r, z nanomaggy cutout (3, H, W) -> an (H, W, 3) arcsinh-stretched RGB picture."""
-    scale = np.array(C.BAND_SOFTENING_NMGY)[:, None, None]  # (bands, 1, 1)
-    x = np.arcsinh(np.asarray(image, dtype=np.float64) / scale) / 8.0
-    return np.clip(x[::-1].transpose(1, 2, 0), 0.0, 1.0)  # z -> red, r -> green, g -> blue
-
-
-def smooth_spectrum(flux: np.ndarray, ivar: np.ndarray, width: int = 9) -> np.ndarray:
-    """Inverse-variance weighted running mean over ``width`` pixels (NaN where no good pixel)."""
-    w = np.where(np.asarray(ivar) > 0, np.asarray(ivar, np.float64), 0.0)
-    kernel = np.ones(width)
-    num = np.convolve(np.nan_to_num(np.asarray(flux, np.float64)) * w, kernel, mode="same")
-    den = np.convolve(w, kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
 def _spectrum_axes(ax, flux: np.ndarray, ivar: np.ndarray, z: float | None, label: str) -> None:
     """Smoothed spectrum in the rest frame of ``z`` (observed frame if unknown), lines marked."""
     known = z is not None and np.isfinite(z)
@@ -183,7 +167,7 @@ def image_to_spectra(queries: Sequence[Mapping], path: Path, dpi: int = 90) -> P
     ``matches`` (dicts with ``flux``, ``ivar``, ``z``, ``sim``, ``is_match``)."""
     fig, axes = _gallery(len(queries), len(queries[0]["matches"]), first=0.8, width=(2.2, 2.6))
     for row, q in zip(axes, queries, strict=True):
-        row[0].imshow(rgb_image(q["image"]), origin="lower")
+        row[0].imshow(color_composite(q["image"]), origin="lower")
         row[0].set_title(f"query z={q['z']:.3f}", fontsize=7)
         row[0].axis("off")
         for ax, m in zip(row[1:], q["matches"], strict=True):
@@ -200,7 +184,7 @@ def spectrum_to_images(queries: Sequence[Mapping], path: Path, dpi: int = 90) ->
     for row, q in zip(axes, queries, strict=True):
         _spectrum_axes(row[0], q["flux"], q["ivar"], q["z"], f"query z={q['z']:.3f}")
         for ax, m in zip(row[1:], q["matches"], strict=True):
-            ax.imshow(rgb_image(m["image"]), origin="lower")
+            ax.imshow(color_composite(m["image"]), origin="lower")
             star = " ★" if m["is_match"] else ""
             ax.set_title(f"z={m['z']:.3f} sim={m['sim']:.2f}{star}", fontsize=7)
             ax.axis("off")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galclip.config import ConfigError
 from galclip.models.heads import ProjectionHead
 
 CHECKPOINT_FORMAT = "galclip-clip"
@@ -179,3 +180,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path}: weights do not match the config (missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]})")
     return model.to(device).eval()
+
+
+def frozen_modalities(optim: Mapping[str, Any]) -> set[str]:
+    """The modalities whose backbone stays frozen: all when ``optim.freeze_backbones``, less those
+    ``optim.finetune`` names (partial fine-tuning); none otherwise."""
+    names = list(optim.get("finetune") or [])
+    unknown = sorted(set(names) - {"image", "spectrum"})
+    if unknown:
+        raise ConfigError(f"optim.finetune: unknown modality {unknown}; name 'image' and/or 'spectrum'")
+    return {"image", "spectrum"} - set(names) if optim["freeze_backbones"] else set()

@@ -1,4 +1,5 @@
-"""Search over whole surveys: embedding catalogs, FAISS indexes, the search API and explorer.
+"""Search over whole surveys: embedding catalogs, FAISS indexes, filters, cone search, the search
+API; the explorer that serves it over HTTP is :mod:`galclip.serve`.
 
 ``Catalog(dir).search(id=..., to="spectrum", k=10, where="redshift > 0.3")``; see docs/search.md.
 """

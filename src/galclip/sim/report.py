@@ -231,7 +231,7 @@ def _section_bpt(t, out: Path) -> list[str]:
 def _section_examples(ds, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from galclip.search.render import color_composite
+    from galclip.render import color_composite
 
     n = min(6, len(ds))
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5), squeeze=False)

@@ -2,7 +2,7 @@
 
 The stage ``align`` of the one training runner (:mod:`galclip.train.runner`: config, run folder,
 resume policy, Trainer, export); the objective, its trainable parameters and learning rates are
-:mod:`galclip.train.clip_objective`. Training reads the ``train`` split, validation the ``val``
+:mod:`galclip.train.clip`. Training reads the ``train`` split, validation the ``val``
 split, both only rows that hold an image and a spectrum, shuffled by Parquet row groups
 (:class:`galclip.train.data.BlockShuffleSampler`; a killed run resumes on the same batches,
 :mod:`galclip.train.resumable`). The run folder ends with ``model.safetensors``,
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from galclip.train.runner import Stage, run_stage
+from galclip.train.runner import Stage
 
 MODEL_FILE = "model.safetensors"
 
@@ -55,8 +55,3 @@ def _encoder_files(cfg: Mapping[str, Any]) -> list[str]:
 
 ALIGN = Stage("align", MODEL_FILE, loaders, _export, _encoder_files, distributed_sampler=False)
 
-
-def align(cfg: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path) -> Path:
-    """Train a GalaxyCLIP from a resolved config (:func:`galclip.train.schema.resolve_config`
-    ``("align", ...)``); resumes ``out_dir`` by the runner's policy. Returns the model file."""
-    return run_stage("align", cfg, data_dir, out_dir)

@@ -19,29 +19,17 @@ def clip_logits(image_emb: torch.Tensor, spectrum_emb: torch.Tensor,
 
 
 def clip_loss(image_emb: torch.Tensor, spectrum_emb: torch.Tensor,
-              logit_scale: torch.Tensor | float,
-              extra_spectra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              logit_scale: torch.Tensor | float) -> dict[str, torch.Tensor]:
     """Symmetric InfoNCE over matched pairs ``image_emb[i] <-> spectrum_emb[i]``.
 
-    ``extra_spectra`` ``(K, E)``: spectra of other galaxies that the image -> spectrum softmax
-    also ranks (each image then picks its spectrum among N + K, not N), as a memory of negatives
-    does (He et al. 2020). Returns ``{"contrastive_loss": (L_image->spectrum +
-    L_spectrum->image) / 2}``.
+    Returns ``{"contrastive_loss": (L_image->spectrum + L_spectrum->image) / 2}``.
     """
     if image_emb.shape != spectrum_emb.shape or image_emb.ndim != 2:
         raise ValueError(f"clip_loss needs two (N, E) tensors of the same shape, got "
                          f"{tuple(image_emb.shape)} and {tuple(spectrum_emb.shape)}")
-    width = image_emb.shape[1]
-    if extra_spectra is not None and (extra_spectra.ndim != 2 or extra_spectra.shape[1] != width):
-        raise ValueError(f"clip_loss: extra_spectra must be (K, {width}), got "
-                         f"{tuple(extra_spectra.shape)}")
     logits = clip_logits(image_emb, spectrum_emb, logit_scale)  # (N, N)
     labels = torch.arange(logits.shape[0], device=logits.device)
-    if extra_spectra is not None and len(extra_spectra):
-        wide = torch.cat([logits, clip_logits(image_emb, extra_spectra, logit_scale)], dim=1)  # (N, N + K)
-        image_to_spectrum = F.cross_entropy(wide, labels)
-    else:
-        image_to_spectrum = F.cross_entropy(logits, labels)
+    image_to_spectrum = F.cross_entropy(logits, labels)
     spectrum_to_image = F.cross_entropy(logits.transpose(0, 1), labels)
     return {"contrastive_loss": 0.5 * (image_to_spectrum + spectrum_to_image)}
 

@@ -3,7 +3,7 @@
 The stages ``pretrain-image`` and ``pretrain-spectrum`` of the one training runner
 (:mod:`galclip.train.runner`: config, run folder, resume policy, Trainer, export): the objective
 (``objective.name``: image ``dino`` | ``simclr``, spectrum ``masked`` | ``contrastive``; each a
-module of its own, :data:`galclip.train.schema.OBJECTIVES`) trains the encoder that ``model``
+module of its own, :mod:`galclip.train.registry`) trains the encoder that ``model``
 describes (a preset ``model.name`` whose fields can be overridden, e.g. ``model.depth=6``) on the
 ``data.split`` rows that hold the modality. The run folder ends with ``encoder.safetensors``,
 a self-describing encoder (:func:`galclip.models.load_encoder`).
@@ -11,11 +11,10 @@ a self-describing encoder (:func:`galclip.models.load_encoder`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from galclip.train.runner import Stage, train
+from galclip.train.runner import Stage
 
 MODALITIES = ("image", "spectrum")
 
@@ -44,10 +43,3 @@ IMAGE = Stage("pretrain-image", "encoder.safetensors", _loaders("image"), _expor
 SPECTRUM = Stage("pretrain-spectrum", "encoder.safetensors", _loaders("spectrum"), _export("spectrum"),
                  distributed_sampler=False)
 
-
-def run_pretrain(modality: str, data_dir: str | Path, out_dir: str | Path,
-                 config: str | Path | None = None, overrides: Sequence[str] = (),
-                 callbacks: Sequence[Any] = ()) -> Path:
-    """Pretrain (resume, or skip when finished) the ``modality`` encoder; returns the path of
-    ``encoder.safetensors``."""
-    return train(f"pretrain-{modality}", data_dir, out_dir, config, overrides, callbacks)

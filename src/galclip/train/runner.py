@@ -1,7 +1,7 @@
 """One runner for every training stage (``pretrain-image``, ``pretrain-spectrum``, ``align``).
 
-``train(stage, data_dir, out_dir, config, overrides)`` resolves the config
-(:func:`galclip.train.schema.resolve_config`) and :func:`run_stage` runs it: seeding, the run
+``train(stage, data_dir, out_dir, config, overrides)``, the one way to start a stage, resolves
+the config (:func:`galclip.train.schema.resolve_config`) and runs it: seeding, the run
 folder, the resume policy, the Lightning Trainer (one precision policy, one set of loggers and
 checkpoints) and the export of the stage's self-describing weights. A run folder holds::
 
@@ -51,18 +51,11 @@ class Stage:
     distributed_sampler: bool = True              # False: the stage's sampler splits rows by rank
 
 
-_STAGES = {"pretrain-image": "galclip.train.pretrain:IMAGE",
-           "pretrain-spectrum": "galclip.train.pretrain:SPECTRUM",
-           "align": "galclip.train.align:ALIGN"}
-
-
 def get_stage(name: str) -> Stage:
-    import importlib
+    """The stage called ``name`` (:mod:`galclip.train.registry`)."""
+    from galclip.train.registry import stage
 
-    if name not in _STAGES:
-        raise ConfigError(f"unknown training stage {name!r}; choose from {sorted(_STAGES)}")
-    module, attr = _STAGES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return stage(name)
 
 
 # ----------------------------------------------------------------------------- resume policy
@@ -204,11 +197,27 @@ def fit_stage(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out: P
     return trainer
 
 
-def run_stage(name: str, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path,
-              callbacks: Sequence[Any] = ()) -> Path:
+def train(stage: str, data_dir: str | Path, out_dir: str | Path,
+          config: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+          callbacks: Sequence[Any] = ()) -> Path:
     """Run (resume, or skip when finished) one training stage in ``out_dir`` by the resume
-    policy; returns the path of its exported weights."""
-    stage, out = get_stage(name), Path(out_dir)
+    policy; returns the path of its exported weights. The one way to start any stage.
+
+    ``config``: a preset name, a YAML file or None (the stage's defaults), resolved with
+    ``overrides`` by :func:`~galclip.train.schema.resolve_config`; or a config resolved already
+    (a mapping), then without overrides."""
+    if isinstance(config, Mapping):
+        if overrides:
+            raise ValueError("overrides apply to a preset or a file, not to a resolved config")
+        cfg = config
+    else:
+        cfg = resolve_config(stage, config, overrides)
+    return _run(get_stage(stage), cfg, data_dir, out_dir, callbacks)
+
+
+def _run(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path,
+         callbacks: Sequence[Any] = ()) -> Path:
+    out = Path(out_dir)
     inputs = run_inputs(stage, cfg, data_dir)
     finished, resume, state = check_run_folder(out, cfg, inputs, stage.name)
     if finished and (out / stage.weights).exists():
@@ -222,9 +231,3 @@ def run_stage(name: str, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: 
     if trainer.is_global_zero and trainer.state.finished:
         state.mark_complete({"global_step": trainer.global_step})
     return out / stage.weights
-
-
-def train(stage: str, data_dir: str | Path, out_dir: str | Path, config: str | Path | None = None,
-          overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> Path:
-    """Resolve ``stage``'s config (preset or file + overrides) and run it (:func:`run_stage`)."""
-    return run_stage(stage, resolve_config(stage, config, overrides), data_dir, out_dir, callbacks)

@@ -10,24 +10,24 @@ Every stage (``pretrain-image``, ``pretrain-spectrum``, ``align``) reads the sam
     trainer:   {max_epochs, max_steps, accelerator, devices, precision, ...}
 
 Defaults come in layers (as DINOv2): :data:`COMMON` -> the stage's defaults -> the objective's
-``DEFAULTS`` (its module) -> the encoder preset named by ``model.name`` (pretraining); then a YAML
-file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted overrides
-(:func:`galclip.config.load_config`: unknown keys and wrong types are errors). Keys of the
+``DEFAULTS`` (its module, found in :mod:`galclip.train.registry`) -> the encoder preset named by
+``model.name`` (pretraining); then a YAML file or a packaged preset
+(``galclip/configs/<pretrain|align>/``) and dotted overrides (:func:`galclip.config.load_config`:
+unknown keys and wrong types are errors). Keys of the
 schema before the one-schema redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
 with a message that names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from galclip.config import ConfigError, deep_merge, load_config, parse_override, preset_or_file, read_yaml
+from galclip.train.registry import check_stage, objective_class, objective_names
 
 PRESET_ROOT = Path(__file__).resolve().parents[1] / "configs"
-STAGES = ("pretrain-image", "pretrain-spectrum", "align")
 
 COMMON: dict[str, Any] = {
     "seed": 0,
@@ -72,17 +72,6 @@ def _align_defaults() -> dict[str, Any]:
     }
 
 
-#: objective name -> "module:LightningModule" per stage; the first is the stage's default.
-#: ``dino`` and ``masked`` are AstroCLIP's (the published GPU presets); ``simclr`` and
-#: ``contrastive`` the small-data recipe of the CPU presets; ``clip`` the alignment.
-OBJECTIVES: dict[str, dict[str, str]] = {
-    "pretrain-image": {"dino": "galclip.train.image_pretrain:ImagePretrainModule",
-                       "simclr": "galclip.train.image_simclr:ImageSimCLRModule"},
-    "pretrain-spectrum": {"masked": "galclip.train.spectrum_pretrain:SpectrumPretrainModule",
-                          "contrastive": "galclip.train.spectrum_contrastive:SpectrumContrastiveModule"},
-    "align": {"clip": "galclip.train.clip_objective:CLIPModule"},
-}
-
 #: keys of the earlier schema -> their place now (a dotted prefix renames everything below it)
 RENAMED: dict[str, str] = {
     "encoder": "model", **{k: f"objective.{k}" for k in
@@ -100,7 +89,7 @@ RENAMED: dict[str, str] = {
 
 
 def preset_dir(stage: str) -> Path:
-    _check_stage(stage)
+    check_stage(stage)
     return PRESET_ROOT / stage.split("-")[0]
 
 
@@ -110,25 +99,9 @@ def list_presets(stage: str) -> list[str]:
     return names if stage == "align" else [n for n in names if n.startswith(stage.split("-")[1])]
 
 
-def objective_class(stage: str, name: str | None):
-    """The LightningModule class of objective ``name`` (None: the stage's default)."""
-    names = list(OBJECTIVES[stage])
-    name = name or names[0]
-    if name not in OBJECTIVES[stage]:
-        raise ConfigError(f"config field 'objective.name': {name!r} is not a {stage} objective; "
-                          f"choose from {names}")
-    module, cls = OBJECTIVES[stage][name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
 def build_module(stage: str, cfg: Mapping[str, Any]):
     """The LightningModule of the config's objective."""
     return objective_class(stage, cfg["objective"]["name"])(cfg)
-
-
-def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ConfigError(f"unknown training stage {stage!r}; choose from {list(STAGES)}")
 
 
 def _leaf_keys(d: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -155,9 +128,9 @@ def check_renamed(raw: Mapping[str, Any], where: str) -> None:
 
 def stage_defaults(stage: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults of ``stage`` for the objective and encoder that ``raw`` (file + overrides) names."""
-    _check_stage(stage)
+    check_stage(stage)
     base = deep_merge(COMMON, _align_defaults() if stage == "align" else _PRETRAIN, strict=False)
-    name = (raw.get("objective") or {}).get("name") or list(OBJECTIVES[stage])[0]
+    name = (raw.get("objective") or {}).get("name") or objective_names(stage)[0]
     base = deep_merge(base, objective_class(stage, name).DEFAULTS, strict=False)
     base["objective"]["name"] = name
     if stage != "align":

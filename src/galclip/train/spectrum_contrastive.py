@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galclip.augment import noise_view, shift_view, span_dropout
 from galclip.config import ConfigError
-from galclip.train.augment import noise_view, shift_view, span_dropout
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
 

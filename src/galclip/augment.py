@@ -1,5 +1,6 @@
 """Augmentations that respect the physics of survey cutouts and spectra, and DINO multi-crop:
-the one place every training stage (pretraining objectives, alignment) takes its views from.
+the one place every training stage (pretraining objectives, alignment) and the supervised
+baselines of the evaluation take their views from.
 
 Image functions work on batches of physical cutouts ``(B, bands, H, W)`` in nanomaggies, on any
 device, so they run inside the training step (on the GPU when there is one). As Stein et al.

@@ -1,7 +1,7 @@
 """DINOv2-style self-distillation of the image encoder (Oquab et al. 2023), as AstroDINO.
 
 A student ViT and an exponential-moving-average teacher (momentum on a cosine schedule towards
-``momentum_end``) see different augmented views (:mod:`galclip.train.augment`). Losses, from
+``momentum_end``) see different augmented views (:mod:`galclip.augment`). Losses, from
 lightly's maintained implementations:
 
 - **DINO** (Caron et al. 2021): the student's class-token prototypes on every view match the
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galclip.augment import multi_crop
 from galclip.models.registry import build_encoder
-from galclip.train.augment import multi_crop
 from galclip.train.optim import cosine_ramp
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 

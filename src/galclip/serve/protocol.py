@@ -20,7 +20,7 @@ dependency: ~0.2 ms less server CPU per small request than h11 on a 2-core box,
 ``benchmarks/explore/server_cost.py``), and :class:`TimedH11Protocol` on the pure-Python h11 one.
 
 The classes are module-level (picklable), so ``galclip serve --workers N`` can hand them to
-uvicorn's worker processes; :func:`galclip.search.limits.timed_protocol` binds ``read_timeout``.
+uvicorn's worker processes; :func:`timed_protocol` binds ``read_timeout``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import h11
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from galclip.search.limits import READ_TIMEOUT_S
+from galclip.serve.limits import READ_TIMEOUT_S
 
 LINGER_S = 2.0   # how long a connection cut off with 408 drains the client before closing
 
@@ -200,7 +200,7 @@ class TimedH11Protocol(ReadDeadline, H11Protocol):
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools not installed: limits.timed_protocol falls back to h11
+except ImportError:  # httptools not installed: timed_protocol falls back to h11
     HttpToolsProtocol = None
 else:
     class TimedHttpToolsProtocol(ReadDeadline, HttpToolsProtocol):
@@ -229,3 +229,14 @@ else:
             c = self.cycle
             return (c is not None and c.response_complete and not self._in_message
                     and not self.pipeline)
+
+
+def timed_protocol(read_timeout: float = READ_TIMEOUT_S):
+    """uvicorn's HTTP protocol with a deadline on reading each request (headers and body): the
+    ``http`` argument of ``uvicorn.Config`` (the httptools protocol when httptools is installed,
+    else the h11 one, with ``read_timeout`` bound; picklable, so it also serves ``--workers``
+    processes)."""
+    import functools
+
+    cls = TimedHttpToolsProtocol if HttpToolsProtocol is not None else TimedH11Protocol
+    return functools.partial(cls, read_timeout=float(read_timeout))

@@ -32,11 +32,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from galclip.modalities import MODALITIES, ModalityName, input_columns
+from galclip.render import line_list
 from galclip.search.api import CONE_RADIUS_ARCSEC, Catalog, K
 from galclip.search.catalog import CatalogError
 from galclip.search.index import EXACT_THRESHOLD
-from galclip.search.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, UPLOAD_THREADS
-from galclip.search.render import line_list
+from galclip.serve.limits import DATA_CACHE_BYTES, MAX_UPLOAD_BYTES, UPLOAD_THREADS
 
 STATIC = Path(__file__).with_name("static")
 MAX_K = 200
@@ -116,7 +116,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     52-96 ms and raised throughput; benchmarks/RESULTS.md).
 
     ``predictions`` / ``outliers``: files of ``galclip predict`` / ``galclip outliers`` the
-    explorer shows (``galclip.search.overlays``).
+    explorer shows (``galclip.serve.overlays``).
 
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave them): the
     server embeds one upload per request, on many request threads at once, and torch's default
@@ -130,23 +130,48 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
     for m in cat.modalities:
         cat.index(m)  # load (or build) every index before serving
     data = _dataset_access(cat, data_dir, cache_bytes)
+    app = _new_app(cat, data, max_upload_bytes)
+    uploads = _upload_lanes(upload_threads)
+    http = HttpCatalog(cat)
+    _info_route(app, cat, data, max_upload_bytes)
+    _search_routes(app, http, max_upload_bytes, uploads)
+    _object_routes(app, http, data)
+    _astronomer_routes(app, cat, max_upload_bytes, uploads)
+    _overlay_routes(app, cat, predictions, outliers)
+    _page_routes(app)
+    return app
+
+
+def _new_app(cat: Catalog, data: DatasetAccess | None, max_upload_bytes: int) -> FastAPI:
+    """The bare app: title, offline docs, OpenAPI 3.0, the body-size limit."""
     app = FastAPI(title="galclip explorer", version="1", docs_url=None, redoc_url=None,
                   description=f"Search {cat.n_rows} galaxies of catalog {cat.path.name} by "
                               f"image and spectrum embeddings.")
     _offline_docs(app)
     app.state.dataset_access = data
     _openapi_30(app)
-
     app.add_middleware(LimitBody, max_bytes=max_upload_bytes + 65536)
+    return app
+
+
+def _upload_lanes(upload_threads: int) -> anyio.CapacityLimiter:
+    """How many uploads are parsed and embedded at once (see :func:`create_app`)."""
     if not isinstance(upload_threads, int) or upload_threads < 1:
         raise ValueError(f"upload_threads must be a positive integer, got {upload_threads!r}")
-    uploads = anyio.CapacityLimiter(upload_threads)
+    return anyio.CapacityLimiter(upload_threads)
 
-    def search_or_4xx(**kw) -> dict:
+
+class HttpCatalog:
+    """A catalog's searches and row lookups with their errors turned into HTTP statuses."""
+
+    def __init__(self, cat: Catalog):
+        self.cat = cat
+
+    def search(self, **kw) -> dict:
         if not 1 <= kw["k"] <= MAX_K:
             raise HTTPException(422, f"k must be between 1 and {MAX_K}")
         try:
-            return cat.search(**kw).to_dict()
+            return self.cat.search(**kw).to_dict()
         except KeyError as e:
             raise HTTPException(404, e.args[0]) from None
         except (ValueError, CatalogError) as e:
@@ -154,18 +179,21 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         except FileNotFoundError as e:  # the catalog's model checkpoint is gone
             raise HTTPException(503, f"cannot embed uploads: {e}") from None
 
-    def row_or_404(object_id: int) -> int:
+    def row(self, object_id: int) -> int:
         try:
-            return cat.row_of(object_id)
+            return self.cat.row_of(object_id)
         except KeyError as e:
             raise HTTPException(404, e.args[0]) from None
 
-    def scans(to: str, where: str | None) -> bool:
+    def scans(self, to: str, where: str | None) -> bool:
         """Whether a search reads every row of a large catalog (then: in the thread pool)."""
+        cat = self.cat
         if cat.n_rows <= INLINE_ROWS:
             return False
         return where is not None or to not in cat.modalities or cat.index(to).kind == "flat"
 
+
+def _info_route(app: FastAPI, cat: Catalog, data: DatasetAccess | None, max_upload_bytes: int) -> None:
     @app.get("/api/info", summary="What the catalog holds")
     async def info() -> dict:
         return {"n_rows": cat.n_rows, "modalities": cat.modalities,
@@ -176,16 +204,19 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                 "example_ids": [int(i) for i in cat.meta["object_id"][:: max(1, cat.n_rows // 12)][:12]],
                 "max_upload_bytes": max_upload_bytes, "lines": line_list()}
 
+
+def _search_routes(app: FastAPI, http: HttpCatalog, max_upload_bytes: int,
+                   uploads: anyio.CapacityLimiter) -> None:
     @app.get("/api/search", summary="Neighbours of a catalog object")
     async def search_id(id: int, from_: Annotated[ModalityName, Query(alias="from")] = "image",
                         to: ModalityName | None = None, k: int = K,
                         where: str | None = None, include_self: bool = False) -> dict:
-        row_or_404(id)
+        http.row(id)
         kw = dict(id=id, from_=from_, to=to, k=k, where=where or None,
                   exclude_self=False if include_self else None)
-        if scans(to or from_, kw["where"]):
-            return await run_in_threadpool(partial(search_or_4xx, **kw))
-        return search_or_4xx(**kw)
+        if http.scans(to or from_, kw["where"]):
+            return await run_in_threadpool(partial(http.search, **kw))
+        return http.search(**kw)
 
     @app.post("/api/search/upload", summary="Neighbours of an uploaded FITS cutout or spectrum")
     async def search_upload(file: Annotated[UploadFile, File()],
@@ -195,23 +226,10 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
                             where: Annotated[str | None, Form()] = None,
                             targetid: Annotated[int | None, Form()] = None,
                             row: Annotated[int | None, Form()] = None) -> dict:
-        from galclip.search.queryfile import (
-            IvarEstimatedWarning,
-            read_image_fits,
-            read_spectrum_fits,
-        )
-
         body, name = await read_upload(file, max_upload_bytes)
-
-        def parse_and_search() -> dict:  # CPU work (FITS parse, embedding): not on the loop
-            with warnings.catch_warnings():   # an estimated ivar is in query.ivar_estimated
-                warnings.simplefilter("ignore", IvarEstimatedWarning)
-                q = checked_parse(read_image_fits if kind == "image" else partial(
-                    read_spectrum_fits, targetid=targetid, row=row), body, name)
-            key = "image" if kind == "image" else "spectrum"
-            return search_or_4xx(**{key: q}, to=to, k=k, where=where or None)
-
-        res = await anyio.to_thread.run_sync(parse_and_search, limiter=uploads)
+        search = partial(_parse_and_search, http, body, name, kind, targetid, row, to=to, k=k,
+                         where=where or None)
+        res = await anyio.to_thread.run_sync(search, limiter=uploads)
         res["query"]["file"] = name
         if targetid is not None:  # as a string: 64-bit ids exceed JavaScript's exact integers
             res["query"]["targetid"] = str(targetid)
@@ -219,16 +237,34 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
             res["query"]["row"] = row
         return res
 
+
+def _parse_and_search(http: HttpCatalog, body: bytes, name: str, kind: str, targetid: int | None,
+                      row: int | None, **search) -> dict:
+    """Parse an uploaded query file and search with it: CPU work (FITS parse, embedding), run
+    in a thread, never on the event loop."""
+    from galclip.search.queryfile import IvarEstimatedWarning, read_image_fits, read_spectrum_fits
+
+    with warnings.catch_warnings():   # an estimated ivar is in query.ivar_estimated
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        q = checked_parse(read_image_fits if kind == "image" else partial(
+            read_spectrum_fits, targetid=targetid, row=row), body, name)
+    key = "image" if kind == "image" else "spectrum"
+    return http.search(**{key: q}, **search)
+
+
+def _object_routes(app: FastAPI, http: HttpCatalog, data: DatasetAccess | None) -> None:
+    cat = http.cat
+
     @app.get("/api/objects/{object_id}", summary="Properties of one object")
     async def obj(object_id: int) -> dict:
-        return cat.properties(row_or_404(object_id))
+        return cat.properties(http.row(object_id))
 
     pngs = PngCache(lambda object_id: data.row(object_id))
 
     @app.get("/api/objects/{object_id}/image.png", summary="g,r,z colour composite",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     async def image_png(object_id: int) -> Response:
-        row_or_404(object_id)
+        http.row(object_id)
         _need(data, MODALITIES["image"])
         png = pngs.get(object_id)  # rendered before: on the loop; else decode in a thread
         if png is None:
@@ -237,7 +273,7 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
 
     @app.get("/api/objects/{object_id}/spectrum", summary="Binned spectrum and emission lines")
     async def spectrum(object_id: int, bins: int = Query(600, ge=20, le=7781)) -> dict:
-        r = row_or_404(object_id)
+        r = http.row(object_id)
         _need(data, MODALITIES["spectrum"])
 
         def draw() -> dict:
@@ -247,18 +283,21 @@ def create_app(catalog_dir: str | Path | None = None, *, data_dir: str | Path | 
         # a row already decoded is binned on the loop (~1 ms); one to read from disk in a thread
         return draw() if data.is_cached(object_id) else await run_in_threadpool(draw)
 
-    _astronomer_routes(app, cat, max_upload_bytes, uploads)
-    from galclip.search import overlays
+
+def _overlay_routes(app: FastAPI, cat: Catalog, predictions: str | Path | None,
+                    outliers: str | Path | None) -> None:
+    from galclip.serve import overlays
 
     overlays.add_routes(app, cat, predictions and overlays.load_predictions(predictions, cat),
                         outliers and overlays.load_outliers(outliers, cat))
 
+
+def _page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 class PngCache:
@@ -279,7 +318,7 @@ class PngCache:
             return png
 
     def render(self, object_id: int) -> bytes:
-        from galclip.search.render import png_bytes
+        from galclip.render import png_bytes
 
         png = png_bytes(MODALITIES["image"].draw(self.row(object_id)))
         with self._lock:
@@ -367,9 +406,9 @@ async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
 
 
 def checked_parse(reader, body: bytes, name: str):
-    """``reader(body, name)`` behind the upload checks of :mod:`galclip.search.limits`; a
+    """``reader(body, name)`` behind the upload checks of :mod:`galclip.serve.limits`; a
     rejected or malformed file becomes its 4xx."""
-    from galclip.search.limits import UploadRejected, parse_upload
+    from galclip.serve.limits import UploadRejected, parse_upload
 
     try:
         return parse_upload(reader, body, name)
@@ -381,13 +420,13 @@ def _preview(body: bytes, name: str, kind: str, targetid: int | None, row: int |
     """{"file", "kind", "png" (data URL) | "spectrum" (plot data), "targets" (DESI fibres)}."""
     import base64
 
+    from galclip.render import png_bytes
     from galclip.search.queryfile import (
         IvarEstimatedWarning,
         list_targets,
         read_image_fits,
         read_spectrum_fits,
     )
-    from galclip.search.render import png_bytes
 
     out: dict = {"file": name, "kind": kind}
     if kind == "image":

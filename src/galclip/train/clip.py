@@ -21,10 +21,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from galclip.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
 from galclip.config import ConfigError
-from galclip.eval.retrieval import retrieval_metrics
-from galclip.models.clip import GalaxyCLIP
-from galclip.train.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
+from galclip.models.clip import GalaxyCLIP, frozen_modalities
+from galclip.retrieval_metrics import retrieval_metrics
 from galclip.train.distributed import gather_no_grad, gather_with_grad
 from galclip.train.feature_cache import FeatureCache
 from galclip.train.losses import clip_loss, neighbourhood_loss
@@ -46,16 +46,6 @@ def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
             raise ConfigError(f"model.{modality}_checkpoint: {ckpt} holds a {enc.modality} encoder")
         encoders.append(enc)
     return GalaxyCLIP(*encoders, **m)
-
-
-def frozen_modalities(optim: Mapping[str, Any]) -> set[str]:
-    """The modalities whose backbone stays frozen: all when ``optim.freeze_backbones``, less those
-    ``optim.finetune`` names (partial fine-tuning); none otherwise."""
-    names = list(optim.get("finetune") or [])
-    unknown = sorted(set(names) - {"image", "spectrum"})
-    if unknown:
-        raise ConfigError(f"optim.finetune: unknown modality {unknown}; name 'image' and/or 'spectrum'")
-    return {"image", "spectrum"} - set(names) if optim["freeze_backbones"] else set()
 
 
 def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
@@ -108,7 +98,6 @@ class CLIPModule(L.LightningModule):
         "cache_max_gb": 4.0,                   # memory cap of that cache
         "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
         "neighbourhood_temperature": 0.1,
-        "spectrum_queue": 0,                   # > 0: images also rank the last K galaxies' spectra
     }}
 
     def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
@@ -122,10 +111,6 @@ class CLIPModule(L.LightningModule):
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
-        self.queue_size = int(self.obj["spectrum_queue"])
-        if self.queue_size < 0:
-            raise ConfigError(f"objective.spectrum_queue={self.queue_size} must be >= 0")
-        self._queue = (torch.zeros(0), torch.zeros(0, dtype=torch.long))  # (embeddings, object ids)
         cached_image = "image" in self.frozen and self.obj["cache_backbone_features"]
         if self.obj["augment"]["image_shift"] and cached_image:
             raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
@@ -184,39 +169,10 @@ class CLIPModule(L.LightningModule):
             out["spectrum_reference"] = spec["pooled"]  # the frozen backbone's own embedding
         return out
 
-    def _queued_spectra(self, spectrum_emb: torch.Tensor, batch_ids: torch.Tensor) -> torch.Tensor | None:
-        """The queue's spectrum embeddings (those of galaxies not in this batch), then push this
-        batch's. A memory of negatives (MoCo, He et al. 2020): each image ranks its spectrum among
-        the batch's and the ``spectrum_queue`` most recent training galaxies', closer to a
-        retrieval pool than a batch of 64. Queued rows are detached and a few steps stale; the
-        spectrum head trains slowly (or, with the CPU recipe, is the only spectrum part that
-        trains), so they stay close to what the head gives now. The queue is checkpointed, so
-        a resumed run ranks against the same queue. Measured on the CPU
-        demo it makes retrieval worse (pool-1000 rank 12/11 -> 32/26 with 448; RESULTS.md), so
-        no preset uses it."""
-        if not self.queue_size:
-            return None
-        ids = gather_no_grad(batch_ids)  # the global batch's galaxies, as spectrum_emb's rows
-        emb, queued_ids = self._queue
-        extra = emb[~torch.isin(queued_ids, ids)].to(spectrum_emb) if len(emb) else None
-        keep = self.queue_size
-        self._queue = (torch.cat([emb.to(spectrum_emb), spectrum_emb.detach()])[-keep:],
-                       torch.cat([queued_ids.to(ids.device), ids])[-keep:])
-        return extra
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.queue_size:
-            checkpoint["spectrum_queue"] = [t.detach().cpu() for t in self._queue]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.queue_size and "spectrum_queue" in checkpoint:
-            self._queue = tuple(checkpoint["spectrum_queue"])
-
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self._embed(batch, augment=True)
-        spectra = gather_with_grad(out["spectrum_embedding"])
-        losses = clip_loss(gather_with_grad(out["image_embedding"]), spectra, out["logit_scale"],
-                           extra_spectra=self._queued_spectra(spectra, batch["object_id"]))
+        losses = clip_loss(gather_with_grad(out["image_embedding"]),
+                           gather_with_grad(out["spectrum_embedding"]), out["logit_scale"])
         if self.neighbourhood:
             term = neighbourhood_loss(out["spectrum_embedding"], out["spectrum_reference"],
                                       self.neighbourhood_t)

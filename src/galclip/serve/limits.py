@@ -6,12 +6,10 @@ read timeouts for slow clients.
   any data: a header that declares more data than the file holds is a 400, a tile-compressed
   HDU (``ZIMAGE``) that would decompress past :data:`MAX_DECOMPRESSED_BYTES` is a 413;
 - :func:`parse_upload` turns whatever a reader raises on a malformed file into a 400;
-- :func:`timed_protocol` is uvicorn's h11 protocol with one more rule: a request's headers and
-  body must arrive within ``read_timeout`` seconds of its first byte, else the client gets
-  ``408`` and the connection is closed (a connection that sends nothing is closed after the
-  same time); once a request is read, its handler may take as long as it needs. uvicorn
-  itself has no such timeout: its keep-alive timer only runs while a connection is idle
-  between requests.
+- :data:`READ_TIMEOUT_S`: how long a client may take to send a request's headers and body,
+  else it gets ``408`` and the connection is closed (:func:`galclip.serve.protocol.timed_protocol`);
+  once a request is read, its handler may take as long as it needs. uvicorn itself has no such
+  timeout: its keep-alive timer only runs while a connection is idle between requests.
 """
 from __future__ import annotations
 
@@ -135,17 +133,3 @@ def parse_upload(reader: Callable[[bytes, str], T], body: bytes, name: str) -> T
         detail = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise UploadRejected(f"{name}: cannot use this file ({type(e).__name__}: "
                              f"{detail})") from None
-
-
-# ----------------------------------------------------------------------------- slow clients
-def timed_protocol(read_timeout: float = READ_TIMEOUT_S):
-    """uvicorn's HTTP protocol with a deadline on reading each request (headers and body): the
-    ``http`` argument of ``uvicorn.Config`` (:mod:`galclip.search.protocol`: the httptools
-    protocol when httptools is installed, else the h11 one, with ``read_timeout`` bound;
-    picklable, so it also serves ``--workers`` processes)."""
-    import functools
-
-    from galclip.search import protocol
-
-    cls = getattr(protocol, "TimedHttpToolsProtocol", None) or protocol.TimedH11Protocol
-    return functools.partial(cls, read_timeout=float(read_timeout))

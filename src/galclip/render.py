@@ -1,4 +1,6 @@
-"""Pictures for the explorer: g,r,z colour composites and spectra ready for a small plot.
+"""Images and spectra as pictures, for everything that draws them (the simulator's report, the
+evaluation report, the explorer): g,r,z colour composites, PNG bytes, spectra binned or smoothed
+for a small plot, and the lines to mark on them. Numpy only (Pillow for PNG).
 
 The colour composite maps z, r, g to R, G, B with an arcsinh stretch on the summed intensity
 (Lupton et al. 2004, PASP 116, 133), which keeps colours in the bright core while showing the
@@ -46,6 +48,16 @@ def png_bytes(rgb: np.ndarray, upscale: int = 1) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+def smooth_spectrum(flux: np.ndarray, ivar: np.ndarray, width: int = 9) -> np.ndarray:
+    """Inverse-variance weighted running mean over ``width`` pixels (NaN where no good pixel)."""
+    w = np.where(np.asarray(ivar) > 0, np.asarray(ivar, np.float64), 0.0)
+    kernel = np.ones(width)
+    num = np.convolve(np.nan_to_num(np.asarray(flux, np.float64)) * w, kernel, mode="same")
+    den = np.convolve(w, kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
 
 
 def spectrum_plot_data(flux: np.ndarray, ivar: np.ndarray, redshift: float | None,

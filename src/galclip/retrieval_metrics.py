@@ -1,4 +1,5 @@
-"""Cross-modal retrieval metrics as plain functions of paired embeddings.
+"""Cross-modal retrieval metrics as plain functions of paired embeddings, shared by training
+(alignment's validation) and evaluation.
 
 Row ``i`` of the query embeddings matches row ``i`` of the gallery. For each query the rank of
 its match among the gallery sorted by cosine similarity (1 = best) gives recall@k (fraction of

@@ -1,7 +1,7 @@
 """SimCLR pretraining of the image encoder with physical augmentations (the CPU recipe).
 
 Stein et al. (2021) learnt Legacy Survey representations by contrasting two views of each
-cutout that differ only as the sky could make them differ (:func:`galclip.train.augment.augment_view`:
+cutout that differ only as the sky could make them differ (:func:`galclip.augment.augment_view`:
 symmetries of the square, a jitter of up to ``max_shift`` px, extra PSF blur, extra noise; no
 colour jitter: colours are physics). They used MoCo v2 with a queue of negatives to reach large
 effective batches; on a few thousand cutouts the in-batch negatives of SimCLR (Chen et al. 2020)
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from galclip.train.augment import augment_view
+from galclip.augment import augment_view
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
 
