@@ -28,8 +28,9 @@ Usage (after ``make demo``; a survey with another seed that nothing trained on):
     .venv/bin/python benchmarks/outlier_injection.py --data runs/sim-seed7 \\
         --model runs/demo/align/model.safetensors --out runs/inject-seed7
 
-Writes ``OUT/data`` (the altered dataset), ``OUT/catalog`` and ``OUT/injection.json``, and
-prints a Markdown table.
+Writes ``OUT/data`` (the altered dataset), ``OUT/catalog`` and ``OUT/injection.json`` (with
+the model's sha256: ``galclip evaluate --injection OUT/injection.json`` puts the table in the
+report), and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -244,7 +245,11 @@ def main() -> None:
         build_index(out / "catalog", m, verbose=False)
     scores = score_catalog(out / "catalog")
     table = score_table(scores.columns, kinds)
-    (out / "injection.json").write_text(json.dumps({"args": vars(args), "kinds": table}, indent=1))
+    from galclip.storage import sha256_file
+
+    (out / "injection.json").write_text(json.dumps({"args": vars(args), "model_sha256":
+                                                    sha256_file(args.model), "kinds": table},
+                                                   indent=1))
     print(markdown(table))
 
 
