@@ -14,7 +14,9 @@ time (marginally, over galaxies; not for every kind of galaxy separately).
 Query and reference may be different catalogs whose ids overlap: a galaxy is left out of its
 own neighbours only when the query *is* the reference (same catalog, or one embedded from the
 same dataset). The query is read and predicted ``chunk_rows`` rows at a time and written as it
-goes, so memory is bounded by the chunk, the reference's labels and its index.
+goes, so memory is bounded by the chunk (times the chunks in flight on the worker threads,
+``workers + 1``), the reference's labels and its index. Each chunk costs one index search per
+modality: the OOD score below reads its k-th-neighbour distance from the same search.
 
 Every row also says how unfamiliar the galaxy is to the reference (``ood_score``,
 ``unfamiliar``: :mod:`galclip.search.ood`, calibrated so that 1 % of the reference's own held-out
