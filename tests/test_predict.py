@@ -196,6 +196,28 @@ def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind
                                   np.concatenate([o[c] for o in ood])), (query, c)
 
 
+def test_query_chunks_are_read_lazily(catalogs, monkeypatch):
+    """Memory is bounded by the chunk: the first chunk is yielded after reading only the row
+    groups it needs (plus one), not the whole catalog."""
+    from galclip import storage
+    from galclip.eval.predict import iter_query
+    from galclip.search.catalog import read_catalog_manifest
+
+    root, _, _ = catalogs
+    read = []
+    groups = storage.iter_row_groups
+
+    def counted(*a, **k):
+        for t in groups(*a, **k):
+            read.append(t.num_rows)
+            yield t
+    monkeypatch.setattr(storage, "iter_row_groups", counted)
+    chunks = iter_query(root / "query", read_catalog_manifest(root / "query"), ["spectrum"], 10)
+    ids, _ = next(chunks)
+    assert len(ids) >= 10 and sum(read[:-1]) < 10 <= sum(read) < 3000
+    assert len(ids) + sum(len(i) for i, _ in chunks) == 3000
+
+
 def test_weighted_quantiles_equal_one_quantile_at_a_time():
     """All levels in one pass give the values of the per-level loop (NaN labels, zero weights,
     rows with one or no usable label)."""

@@ -25,6 +25,7 @@ galaxy unlike any reference galaxy is flagged instead of silently given its neig
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -461,7 +462,7 @@ def iter_query(path: Path, manifest: dict, modalities: Sequence[str], chunk_rows
     cols = ["object_id"] + [embedding_column(m) for m in modalities]
     pending, held = [], 0
     tables = storage.iter_row_groups(path, manifest["shards"], cols)
-    for t in [*tables, None]:
+    for t in itertools.chain(tables, [None]):     # lazily: one chunk of row groups at a time
         if t is not None:
             pending.append(t)
             held += t.num_rows
