@@ -224,14 +224,37 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def combine(paths: list[str]) -> str:
+    """Mean AUROC [min, max] per kind and score over several draws' injection.json files."""
+    runs = [json.loads(Path(f).read_text())["kinds"] for f in paths]
+    names = ("mismatch_score", "rarity_image", "rarity_spectrum", "combined")
+    lines = [f"| kind ({len(runs)} draws) | n | " + " | ".join(f"{s} AUROC" for s in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for kind in runs[0]:
+        cells = []
+        for s in names:
+            a = np.array([r[kind][s]["auroc"] for r in runs])
+            cells.append(f"{a.mean():.3f} [{a.min():.3f}, {a.max():.3f}]")
+        n = sum(r[kind]["n"] for r in runs)
+        lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="simulated dataset folder")
-    p.add_argument("--model", required=True, help="model.safetensors that embeds it")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="simulated dataset folder")
+    p.add_argument("--model", help="model.safetensors that embeds it")
+    p.add_argument("--out", help="output folder")
     p.add_argument("--fraction", type=float, default=0.03, help="galaxies per kind (fraction)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="summarise several draws' injection.json (mean AUROC and range)")
     args = p.parse_args()
+    if args.combine:
+        print(combine(args.combine))
+        return
+    if not (args.data and args.model and args.out):
+        p.error("--data, --model and --out are required (or --combine)")
     import galclip
     from galclip.eval.outliers import score_catalog
     from galclip.search.catalog import build_catalog
