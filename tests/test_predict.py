@@ -183,13 +183,14 @@ def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind
     ref_dir = tmp_path / "ref"
     shutil.copytree(root / "ref", ref_dir)
     build_index(ref_dir, "spectrum", kind=kind, nlist=16, verbose=False)
+    from_ = "both" if kind == "flat" else "spectrum"     # the IVF copy indexes spectra only
     for query, same in ((root / "query", False), (ref_dir, True)):
-        one = predict(query, ref_dir, from_="spectrum", k=16, chunk_rows=700, workers=1).table
-        many = predict(query, ref_dir, from_="spectrum", k=16, chunk_rows=700, workers=3).table
+        one = predict(query, ref_dir, from_=from_, k=16, chunk_rows=700, workers=1).table
+        many = predict(query, ref_dir, from_=from_, k=16, chunk_rows=700, workers=3).table
         assert one.equals(many)
-        ref = open_reference(ref_dir, "spectrum")
+        ref = open_reference(ref_dir, from_)
         assert ref.searchers["spectrum"].depth_free and ref.catalog.index("spectrum").kind == kind
-        chunks = iter_query(query, read_catalog_manifest(query), ["spectrum"], 700)
+        chunks = iter_query(query, read_catalog_manifest(query), list(ref.searchers), 700)
         ood = [ood_columns(ref, v, _self_rows(ref, ids) if same else None) for ids, v in chunks]
         for c in ("ood_score", "unfamiliar"):
             assert np.array_equal(one.column(c).to_numpy(),
