@@ -28,8 +28,9 @@ Usage (after ``make demo``; a survey with another seed that nothing trained on):
     .venv/bin/python benchmarks/outlier_injection.py --data runs/sim-seed7 \\
         --model runs/demo/align/model.safetensors --out runs/inject-seed7
 
-Writes ``OUT/data`` (the altered dataset), ``OUT/catalog`` and ``OUT/injection.json``, and
-prints a Markdown table.
+Writes ``OUT/data`` (the altered dataset), ``OUT/catalog`` and ``OUT/injection.json`` (with
+the model's sha256: ``galclip evaluate --injection OUT/injection.json`` puts the table in the
+report), and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -223,14 +224,37 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def combine(paths: list[str]) -> str:
+    """Mean AUROC [min, max] per kind and score over several draws' injection.json files."""
+    runs = [json.loads(Path(f).read_text())["kinds"] for f in paths]
+    names = ("mismatch_score", "rarity_image", "rarity_spectrum", "combined")
+    lines = [f"| kind ({len(runs)} draws) | n | " + " | ".join(f"{s} AUROC" for s in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for kind in runs[0]:
+        cells = []
+        for s in names:
+            a = np.array([r[kind][s]["auroc"] for r in runs])
+            cells.append(f"{a.mean():.3f} [{a.min():.3f}, {a.max():.3f}]")
+        n = sum(r[kind]["n"] for r in runs)
+        lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="simulated dataset folder")
-    p.add_argument("--model", required=True, help="model.safetensors that embeds it")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="simulated dataset folder")
+    p.add_argument("--model", help="model.safetensors that embeds it")
+    p.add_argument("--out", help="output folder")
     p.add_argument("--fraction", type=float, default=0.03, help="galaxies per kind (fraction)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="summarise several draws' injection.json (mean AUROC and range)")
     args = p.parse_args()
+    if args.combine:
+        print(combine(args.combine))
+        return
+    if not (args.data and args.model and args.out):
+        p.error("--data, --model and --out are required (or --combine)")
     import galclip
     from galclip.eval.outliers import score_catalog
     from galclip.search.catalog import build_catalog
@@ -244,7 +268,11 @@ def main() -> None:
         build_index(out / "catalog", m, verbose=False)
     scores = score_catalog(out / "catalog")
     table = score_table(scores.columns, kinds)
-    (out / "injection.json").write_text(json.dumps({"args": vars(args), "kinds": table}, indent=1))
+    from galclip.storage import sha256_file
+
+    (out / "injection.json").write_text(json.dumps({"args": vars(args), "model_sha256":
+                                                    sha256_file(args.model), "kinds": table},
+                                                   indent=1))
     print(markdown(table))
 
 

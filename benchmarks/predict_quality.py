@@ -75,14 +75,24 @@ def main() -> None:
     p.add_argument("--evaluate", default=None, help="metrics.json of galclip evaluate")
     p.add_argument("--k", type=int, default=64)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--split", default=None, choices=("train", "val", "test"),
+                   help="score only the catalog's galaxies of this split (with --catalog = "
+                        "--reference and --split test: the galaxies evaluate scores)")
     args = p.parse_args()
     true = truth(Path(args.catalog), PROPERTIES)
+    keep = None
+    if args.split:
+        from galclip.data.splits import split_indices
+
+        keep = np.sort(split_indices(true["object_id"], args.split))
+        true = {c: v[keep] for c, v in true.items()}
     ev = evaluate_rows(Path(args.evaluate) if args.evaluate else None)
     res = {}
     for src in ("spectrum", "image"):
         r = predict(args.catalog, args.reference, from_=src, properties=list(PROPERTIES), k=args.k)
-        res[src] = {"scores": score(r.table, r.metadata, true), "calibration": r.metadata[
-            "calibration"], "n": r.metadata["n_rows"], "evaluate": ev.get(src, {})}
+        table = r.table if keep is None else r.table.take(keep)
+        res[src] = {"scores": score(table, r.metadata, true), "calibration": r.metadata[
+            "calibration"], "n": table.num_rows, "evaluate": ev.get(src, {})}
     print("| from | z cov 68 / 95 | log M* cov 68 / 95 | z PIT KS | z CRPS | σ_NMAD (evaluate) "
           "| η0.15 (evaluate) | η0.05 | bias |")
     print("|---|---|---|---|---|---|---|---|---|")

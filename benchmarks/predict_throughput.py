@@ -7,7 +7,8 @@ redshift and mass follow its cluster) are written to a scratch folder; then ``ga
 predict`` runs in a child process (``--from spectrum``, redshift and log_mstar, redshift
 density on 300 bins, the default k and chunk), timed, and its peak resident memory read from
 ``getrusage(RUSAGE_CHILDREN)``. A second run with half the chunk shows that memory follows the
-chunk, not the catalog.
+chunk, not the catalog. The child runs the ``galclip`` on ``PYTHONPATH``: point it at another
+checkout's ``src`` to time that version on the same catalogs (``--workdir`` keeps them).
 
     .venv/bin/python benchmarks/predict_throughput.py --reference 100000 --query 1000000
 """
@@ -61,7 +62,8 @@ def write_streamed(path: Path, n: int, dim: int, seed: int, centres: np.ndarray,
                       {"command": "benchmarks/predict_throughput.py"})
 
 
-def run_predict(query: Path, ref: Path, out: Path, chunk: int) -> tuple[float, float, float]:
+def run_predict(query: Path, ref: Path, out: Path, chunk: int, workers: int | None = None
+                ) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS in GB) of one ``galclip predict`` child. On a
     shared machine the CPU seconds say more than the wall time: N cores to itself would take
     about CPU / N (the search and the FFTs use every core)."""
@@ -69,7 +71,8 @@ def run_predict(query: Path, ref: Path, out: Path, chunk: int) -> tuple[float, f
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "galclip.cli", "predict", str(query), "--reference",
                     str(ref), "--out", str(out), "--properties", "redshift,log_mstar",
-                    "--chunk-rows", str(chunk)], check=True)
+                    "--chunk-rows", str(chunk), *(["--workers", str(workers)] if workers else [])],
+                   check=True)
     dt = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -89,6 +92,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--clusters", type=int, default=2000)
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--chunks", default=f"{CHUNK_ROWS // 2},{CHUNK_ROWS}",
+                   help="comma-separated --chunk-rows to time (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="--workers of galclip predict "
+                   "(default: its own; leave out for versions without the option)")
     args = p.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="galclip-predict-bench-"))
     centres = np.random.default_rng(42).normal(size=(args.clusters, args.dim)).astype(np.float32)
@@ -101,13 +108,14 @@ def main() -> None:
     print(f"wrote catalogs and the {info['kind']} index in {time.perf_counter() - t:.0f} s",
           file=sys.stderr)
     print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    for chunk in (CHUNK_ROWS // 2, CHUNK_ROWS):
+    for chunk in (int(c) for c in args.chunks.split(",")):
+        load = os.getloadavg()[0]
         dt, cpu, gb = run_predict(work / "query", work / "ref", work / f"pred-{chunk}.parquet",
-                                  chunk)
+                                  chunk, args.workers)
         print(f"| {args.query:,} | {args.reference:,} ({info['kind']}, search param "
               f"{info.get('search_param')}) | {chunk} | {dt:.1f} s | {args.query / dt:,.0f} "
               f"galaxies/s | {cpu:.0f} CPU s ({args.query / cpu:,.0f} galaxies per CPU s) | "
-              f"{gb:.2f} GB | load {os.getloadavg()[0]:.1f} |")
+              f"{gb:.2f} GB | load {load:.1f} -> {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,89 @@ def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
     assert "redshift_lo95" in header and "redshift_pdf" not in header
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind):
+    """The fast path (OOD distance read from the prediction's own search, chunks on worker
+    threads) writes exactly what one thread with a separate OOD search writes, for a foreign
+    catalog and for the reference's own galaxies (own row left out)."""
+    import shutil
+
+    from galclip.eval.predict import _self_rows, iter_query, ood_columns, open_reference, predict
+    from galclip.search.catalog import read_catalog_manifest
+    from galclip.search.index import build_index
+
+    root, _, _ = catalogs
+    ref_dir = tmp_path / "ref"
+    shutil.copytree(root / "ref", ref_dir)
+    build_index(ref_dir, "spectrum", kind=kind, nlist=16, verbose=False)
+    from_ = "both" if kind == "flat" else "spectrum"     # the IVF copy indexes spectra only
+    for query, same in ((root / "query", False), (ref_dir, True)):
+        one = predict(query, ref_dir, from_=from_, k=16, chunk_rows=700, workers=1).table
+        many = predict(query, ref_dir, from_=from_, k=16, chunk_rows=700, workers=3).table
+        assert one.equals(many)
+        ref = open_reference(ref_dir, from_)
+        assert ref.searchers["spectrum"].depth_free and ref.catalog.index("spectrum").kind == kind
+        chunks = iter_query(query, read_catalog_manifest(query), list(ref.searchers), 700)
+        ood = [ood_columns(ref, v, _self_rows(ref, ids) if same else None) for ids, v in chunks]
+        for c in ("ood_score", "unfamiliar"):
+            assert np.array_equal(one.column(c).to_numpy(),
+                                  np.concatenate([o[c] for o in ood])), (query, c)
+
+
+def test_query_chunks_are_read_lazily(catalogs, monkeypatch):
+    """Memory is bounded by the chunk: the first chunk is yielded after reading only the row
+    groups it needs (plus one), not the whole catalog."""
+    from galclip import storage
+    from galclip.eval.predict import iter_query
+    from galclip.search.catalog import read_catalog_manifest
+
+    root, _, _ = catalogs
+    read = []
+    groups = storage.iter_row_groups
+
+    def counted(*a, **k):
+        for t in groups(*a, **k):
+            read.append(t.num_rows)
+            yield t
+    monkeypatch.setattr(storage, "iter_row_groups", counted)
+    chunks = iter_query(root / "query", read_catalog_manifest(root / "query"), ["spectrum"], 10)
+    ids, _ = next(chunks)
+    assert len(ids) >= 10 and sum(read[:-1]) < 10 <= sum(read) < 3000
+    assert len(ids) + sum(len(i) for i, _ in chunks) == 3000
+
+
+def test_weighted_quantiles_equal_one_quantile_at_a_time():
+    """All levels in one pass give the values of the per-level loop (NaN labels, zero weights,
+    rows with one or no usable label)."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(300, 40, 2))
+    y[rng.uniform(size=y.shape) < 0.1] = np.nan
+    y[5:8, :39] = np.nan
+    w = np.where(rng.uniform(size=(300, 40)) < 0.2, 0.0, rng.uniform(size=(300, 40)))
+    w[:3] = 0.0
+    qs = (0.16, 0.84, 0.025, 0.975, 0.0, 1.0)
+    got = cf.weighted_quantiles(y, w, qs)
+    for j, q in enumerate(qs):
+        assert np.array_equal(got[:, j], _one_quantile(y, w, q), equal_nan=True), q
+
+
+def _one_quantile(y, w, q):
+    """A weighted quantile (n, P) by the Hazen rule, one level at a time (the reference)."""
+    ww = w[:, :, None] * np.isfinite(y)
+    order = np.argsort(np.where(np.isfinite(y), y, np.inf), axis=1)
+    ys, ws = np.take_along_axis(y, order, 1), np.take_along_axis(ww, order, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = (np.cumsum(ws, 1) - ws / 2) / ws.sum(1, keepdims=True)
+    pos = np.where(ws > 0, pos, np.inf)
+    hi = np.clip((pos < q).sum(1), 1, y.shape[1] - 1)
+    p_lo, p_hi = (np.take_along_axis(pos, i[:, None], 1)[:, 0] for i in (hi - 1, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i[:, None], 1)[:, 0] for i in (hi - 1, hi))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
+    t = np.where(np.isfinite(p_hi), t, 0.0)
+    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+
+
 def test_galaxies_unlike_the_reference_are_flagged_unfamiliar(catalogs, tmp_path):
     """Galaxies drawn like the reference are flagged about 1 % of the time; embeddings off the
     reference's manifold (random directions) nearly always, whatever labels their neighbours

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", metavar="CATALOG_DIR",
                    help="score this catalog's stored vectors (galclip embed of --model and --data: "
                         "what galclip serve searches) instead of embedding the data again")
+    p.add_argument("--injection", metavar="JSON",
+                   help="injection.json of benchmarks/outlier_injection.py made with --model: "
+                        "its AUROC / precision per planted anomaly go into the report")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     command = command_line(args)
     metrics = evaluate(args.model, args.data, args.out, cfg,
                        {"image": args.image_encoder, "spectrum": args.spectrum_encoder}, command,
-                       catalog=args.catalog)
+                       catalog=args.catalog, injection=args.injection)
     for r in metrics["results"]:
         s = summary_row(r, metrics["properties"])
         print(f"{s['source']:>15} {s['model']:>16} {s['type']:>10}  z R2 {_f(s['redshift_r2'])}  "
@@ -64,7 +67,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command as a user would retype it (recorded in metrics.json)."""
     parts = ["galclip", "evaluate", "--model", args.model, "--data", args.data, "--out", args.out,
              "--config", args.config]
-    for flag in ("split", "image_encoder", "spectrum_encoder", "catalog"):
+    for flag in ("split", "image_encoder", "spectrum_encoder", "catalog", "injection"):
         if getattr(args, flag):
             parts += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     return " ".join(shlex.quote(str(p)) for p in [*parts, *args.overrides])

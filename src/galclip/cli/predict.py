@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="neighbours per galaxy and modality (default %(default)s)")
     p.add_argument("--chunk-rows", type=int_range(1), default=CHUNK_ROWS,
                    help="galaxies predicted at a time: bounds memory (default %(default)s)")
+    p.add_argument("--workers", type=int_range(1), default=None,
+                   help="threads predicting chunks at once (default: one per usable core; the "
+                        "output is the same for any number)")
     p.add_argument("--pdf-bins", type=int_range(8, 100_000), default=PDF_BINS,
                    help="bins of the redshift density grid (default %(default)s)")
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     props = [c for c in args.properties.split(",") if c] if args.properties else None
     res = predict(args.catalog, args.reference, args.out, from_=args.from_, properties=props,
                   k=args.k, chunk_rows=args.chunk_rows, pdf_bins=args.pdf_bins, progress=True,
+                  workers=args.workers,
                   command="galclip predict " + " ".join(sys.argv[2:]))
     meta = res.metadata
     print(f"wrote {meta['n_rows']} predictions to {res.path} in {meta['seconds']:.1f} s "

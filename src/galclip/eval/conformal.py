@@ -65,18 +65,16 @@ def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.
     with np.errstate(invalid="ignore", divide="ignore"):
         pos = (np.cumsum(ws, 1) - ws / 2) / total          # (n, k, P) in (0, 1)
     pos = np.where(ws > 0, pos, np.inf)                    # skipped labels sort last
-    out = np.empty((y.shape[0], len(qs), y.shape[2]))
     k = y.shape[1]
-    for j, q in enumerate(qs):
-        hi = np.clip((pos < q).sum(1), 1, k - 1)           # first position >= q  (n, P)
-        lo = hi - 1
-        p_lo, p_hi = (np.take_along_axis(pos, i[:, None], 1)[:, 0] for i in (lo, hi))
-        y_lo, y_hi = (np.take_along_axis(ys, i[:, None], 1)[:, 0] for i in (lo, hi))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
-        t = np.where(np.isfinite(p_hi), t, 0.0)            # one usable label: its value
-        out[:, j] = np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
-    return out
+    q = np.asarray(qs, float)[None, :, None]               # (1, Q, 1): all quantiles at once
+    hi = np.clip((pos[:, None] < q[..., None, :]).sum(2), 1, k - 1)  # first position >= q
+    lo = hi - 1                                            # (n, Q, P)
+    p_lo, p_hi = (np.take_along_axis(pos, i, 1) for i in (lo, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i, 1) for i in (lo, hi))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
+    t = np.where(np.isfinite(p_hi), t, 0.0)                # one usable label: its value
+    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
 
 
 def raw_intervals(y: np.ndarray, w: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:

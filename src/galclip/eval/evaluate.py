@@ -537,7 +537,8 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
 
 
 def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
-           encoder_paths: Mapping[str, str | None], catalog: Path | None) -> ResumeState:
+           encoder_paths: Mapping[str, str | None], catalog: Path | None,
+           injection: Mapping | None = None) -> ResumeState:
     """The report's resume state: what it was computed from (files by checksum, folders by
     fingerprint, the resolved config)."""
     from galclip.data.format import read_manifest
@@ -548,26 +549,31 @@ def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
               "catalog_fingerprint": catalog_fingerprint(read_catalog_manifest(catalog)) if catalog
               else None,
               "encoders": {m: sha256_file(p) for m, p in sorted(encoder_paths.items()) if p},
-              "config": dict(cfg)}
+              "config": dict(cfg),
+              **({"injection_sha256": injection["sha256"]} if injection else {})}
     return ResumeState.open(out_dir / STATE, "galclip evaluate", inputs, on_change="restart")
 
 
 def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: Mapping,
              encoder_paths: Mapping[str, str | None] | None = None, command: str = "",
-             catalog: str | Path | None = None) -> dict:
+             catalog: str | Path | None = None, injection: str | Path | None = None) -> dict:
     """Run every evaluation stage and write ``metrics.json``, figures and the report.
 
     ``catalog``: score its stored vectors (made by this model from this dataset) instead of
-    embedding the dataset again. Rerun with unchanged inputs, returns the finished report's
+    embedding the dataset again. ``injection``: an ``injection.json`` of
+    ``benchmarks/outlier_injection.py`` made with this model, shown in the report
+    (:mod:`galclip.eval.injection`). Rerun with unchanged inputs, returns the finished report's
     metrics and computes nothing."""
     import torch
 
+    from galclip.eval.injection import read_injection
     from galclip.eval.report import write_report
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     catalog = Path(catalog) if catalog else None
+    planted = read_injection(injection, sha256_file(model_path)) if injection else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog)
+    state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog, planted)
     if state.complete and all((out_dir / f).is_file() for f in REPORT_FILES):
         print(f"{out_dir}: the report is up to date (same model, data and config); nothing to do")
         return json.loads((out_dir / "metrics.json").read_text())
@@ -609,6 +615,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
                "properties": ctx.properties, "morphology_columns": ctx.morph_columns,
                "results": results, "label_efficiency": curves, "retrieval": retrieval, "photoz": photoz,
                "notes": ctx.notes, "timings_s": timings}
+    if planted:
+        metrics["injection"] = planted
     t0 = time.perf_counter()
     write_report(out_dir, metrics, ctx, preds)
     timings["report"] = time.perf_counter() - t0

@@ -14,7 +14,9 @@ time (marginally, over galaxies; not for every kind of galaxy separately).
 Query and reference may be different catalogs whose ids overlap: a galaxy is left out of its
 own neighbours only when the query *is* the reference (same catalog, or one embedded from the
 same dataset). The query is read and predicted ``chunk_rows`` rows at a time and written as it
-goes, so memory is bounded by the chunk, the reference's labels and its index.
+goes, so memory is bounded by the chunk (times the chunks in flight on the worker threads,
+``workers + 1``), the reference's labels and its index. Each chunk costs one index search per
+modality: the OOD score below reads its k-th-neighbour distance from the same search.
 
 Every row also says how unfamiliar the galaxy is to the reference (``ood_score``,
 ``unfamiliar``: :mod:`galclip.search.ood`, calibrated so that 1 % of the reference's own held-out
@@ -23,6 +25,7 @@ galaxy unlike any reference galaxy is flagged instead of silently given its neig
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -55,6 +58,10 @@ FROM = ("image", "spectrum", "both")
 NOT_LABELS = ("object_id", "ra", "dec")
 METADATA_KEY = "galclip_predict"
 FETCH_MARGIN = 8
+# Index kinds whose best k results are the same however many are asked for (exact, and IVF
+# scanning a fixed set of lists); for these the OOD score is read from the prediction's own
+# search. HNSW (ef grows with k) and re-ranked compressed indexes are searched again.
+DEPTH_FREE_KINDS = ("flat", "ivf")
 
 
 class PredictError(ValueError):
@@ -93,27 +100,44 @@ class Searcher:
     positions_rows: np.ndarray   # (M,) reference row of each index position
     allowed: np.ndarray          # (N,) bool over reference rows
     l2: bool = False
+    depth_free: bool = False     # the top k results do not depend on how many are asked for
 
     def search(self, q: np.ndarray, k: int, self_rows: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """(rows (n, k) int64, -1 where none; distances (n, k) float64, inf where none)."""
+        rows, dist, _ = self.search_with_kth(q, k, self_rows)
+        return rows, dist
+
+    def search_with_kth(self, q: np.ndarray, k: int, self_rows: np.ndarray | None = None,
+                        kth: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`search`, plus (n,) the cosine distance to the ``kth`` nearest vector of
+        the *whole* index, own row left out (:func:`galclip.search.ood.kth_of_results`), read
+        from the same search (NaN for non-finite queries; None without ``kth``)."""
+        from galclip.search.ood import kth_of_results
+
         n = len(q)
         rows = np.full((n, k), -1, np.int64)
         dist = np.full((n, k), np.inf)
+        kd = None if kth is None else np.full(n, np.nan)
         todo = np.flatnonzero(np.isfinite(q).all(1))
         frac = max(self.allowed[self.positions_rows].mean(), 1e-3)
-        fetch = int(np.ceil(k / frac * 1.1)) + FETCH_MARGIN
+        fetch = max(int(np.ceil(k / frac * 1.1)) + FETCH_MARGIN, (kth or 0) + 1)
         ntotal = len(self.positions_rows)
+        first = True
         while len(todo):
             f = min(fetch, ntotal)
-            r, d, got = self._one(q[todo], k, f, None if self_rows is None else self_rows[todo])
+            own = None if self_rows is None else self_rows[todo]
+            s, p = self.index.search(np.ascontiguousarray(q[todo], np.float32), f)
+            if kd is not None and first:                    # the first pass holds every query
+                kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
+            first = False
+            r, d, got = self._one(s, p, k, own)
             rows[todo], dist[todo] = r, d
             todo = todo[(got < k) & (f < ntotal)]
             fetch *= 4
-        return rows, dist
+        return rows, dist, kd
 
-    def _one(self, q, k, fetch, self_rows):
-        s, p = self.index.search(np.ascontiguousarray(q, np.float32), fetch)
+    def _one(self, s, p, k, self_rows):
         r = np.where(p >= 0, self.positions_rows[np.maximum(p, 0)], -1)
         ok = (p >= 0) & self.allowed[np.maximum(r, 0)]
         if self_rows is not None:
@@ -279,7 +303,8 @@ def open_reference(path: str | Path, from_: str = "spectrum",
             raise PredictError(f"{path}: the reference has no {m} embeddings (it has "
                                f"{cat.modalities}); choose --from accordingly")
         loaded = cat.index(m)
-        searchers[m] = Searcher(loaded.index, loaded.rows, pool)
+        searchers[m] = Searcher(loaded.index, loaded.rows, pool,
+                                depth_free=loaded.kind in DEPTH_FREE_KINDS)
     if not any((pool[s.positions_rows]).any() for s in searchers.values()):
         raise PredictError(f"{path}: no reference galaxy of the training split has a "
                            f"{'/'.join(searchers)} embedding: nothing to take neighbours from")
@@ -306,6 +331,39 @@ def neighbours(ref: Reference, vectors: dict[str, np.ndarray], k: int,
                self_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Combined neighbour rows, weights, distances of query vectors (one per modality)."""
     return combine([ref.searchers[m].search(vectors[m], k, self_rows) for m in ref.searchers])
+
+
+def neighbours_and_ood(ref: Reference, vectors: dict[str, np.ndarray], k: int,
+                       self_rows: np.ndarray | None
+                       ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`neighbours` and :func:`ood_columns` of one chunk, with one index search per
+    modality where the index allows it (``Searcher.depth_free``): the k-th-neighbour distance
+    of the OOD score is read from the prediction's own (deeper) search, the same value a
+    separate search would give."""
+    from galclip.search.ood import K_OOD, load_reference, ood_scores
+
+    found, kth = [], {}
+    for m, searcher in ref.searchers.items():
+        if searcher.depth_free:
+            rows, dist, kth[m] = searcher.search_with_kth(vectors[m], k, self_rows, K_OOD)
+        else:
+            rows, dist = searcher.search(vectors[m], k, self_rows)
+        found.append((rows, dist))
+    n = len(next(iter(vectors.values())))
+    score, unfamiliar = np.full(n, np.nan), np.zeros(n, bool)
+    for m, v in vectors.items():
+        ok = np.isfinite(v).all(1)
+        if not ok.any():
+            continue
+        if m in kth:
+            sc, flag = load_reference(ref.catalog, m).score(kth[m][ok])
+        else:
+            r = ood_scores(ref.catalog, m, v[ok],
+                           self_rows=None if self_rows is None else self_rows[ok])
+            sc, flag = r["ood_score"], r["unfamiliar"]
+        score[ok] = np.fmax(score[ok], sc)
+        unfamiliar[ok] |= np.asarray(flag, bool)
+    return combine(found), {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
 
 
 def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS) -> Calibration:
@@ -404,7 +462,7 @@ def iter_query(path: Path, manifest: dict, modalities: Sequence[str], chunk_rows
     cols = ["object_id"] + [embedding_column(m) for m in modalities]
     pending, held = [], 0
     tables = storage.iter_row_groups(path, manifest["shards"], cols)
-    for t in [*tables, None]:
+    for t in itertools.chain(tables, [None]):     # lazily: one chunk of row groups at a time
         if t is not None:
             pending.append(t)
             held += t.num_rows
@@ -437,6 +495,50 @@ def check_query(path: Path, ref: Reference) -> dict[str, Any]:
     return manifest
 
 
+def predict_chunk(ref: Reference, cal: Calibration, k: int, ids: np.ndarray,
+                  vectors: dict[str, np.ndarray], *, same: bool):
+    """The output table (Arrow) of one chunk of query galaxies."""
+    own = _self_rows(ref, ids) if same else None
+    (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
+    cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid))
+    return to_arrow(ids, {**cols, **ood})
+
+
+def default_workers() -> int:
+    """One worker thread per core this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _faiss_one_thread() -> None:
+    """Worker-thread initialiser: FAISS searches on this thread use one OpenMP thread (the
+    workers are the parallelism; OpenMP's per-thread setting, so the caller's is untouched)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def ordered_map(fn, items, workers: int) -> Iterator:
+    """``map(fn, items)`` on ``workers`` threads, results in input order, at most ``workers + 1``
+    items in flight (memory stays bounded by the chunk). FAISS, NumPy's sorts and ufuncs, the
+    FFTs and Arrow release the GIL, so the threads share the cores."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, initializer=_faiss_one_thread) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 @dataclass
 class Prediction:
     """What ``predict`` wrote (or returns): the metadata (that of the file, plus ``n_rows`` and
@@ -450,10 +552,13 @@ class Prediction:
 def predict(catalog: str | Path, reference: str | Path, out: str | Path | None = None, *,
             from_: str = "spectrum", properties: Sequence[str] | None = None, k: int = K,
             chunk_rows: int = CHUNK_ROWS, pdf_bins: int = PDF_BINS, progress: bool = False,
-            command: str = "galclip.predict") -> Prediction:
+            workers: int | None = None, command: str = "galclip.predict") -> Prediction:
     """Predict every galaxy of ``catalog`` from the labelled ``reference`` (see the module
     docstring). With ``out`` (.parquet, .csv or .ecsv) the rows are written chunk by chunk and
-    the result holds only the metadata; without it the whole table is returned."""
+    the result holds only the metadata; without it the whole table is returned. ``workers``
+    threads (default: one per usable core) predict chunks concurrently; the rows come out in
+    catalog order and are the same for any number of workers."""
+    from galclip.search.ood import load_reference as load_ood_reference
     from galclip.search.results import TableWriter, check_format
 
     if out is not None:
@@ -468,14 +573,17 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     same = _same_galaxies(qman, ref)
     meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
     writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
+    for m in ref.searchers:                  # the OOD references, before the worker threads
+        load_ood_reference(ref.catalog, m)
     parts, n = [], 0
-    for ids, vec in iter_query(catalog, qman, list(ref.searchers), chunk_rows):
-        own = _self_rows(ref, ids) if same else None
-        rows, w, dist = neighbours(ref, vec, k, own)
-        cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid))
-        table = to_arrow(ids, {**cols, **ood_columns(ref, vec, own)})
+
+    def one(chunk: tuple[np.ndarray, dict[str, np.ndarray]]):
+        return predict_chunk(ref, cal, k, *chunk, same=same)
+
+    chunks = iter_query(catalog, qman, list(ref.searchers), chunk_rows)
+    for table in ordered_map(one, chunks, default_workers() if workers is None else workers):
         writer.write(table) if writer else parts.append(table)
-        n += len(ids)
+        n += table.num_rows
         if progress:
             print(f"\rpredicted {n}/{qman['n_rows']} galaxies", end="", file=sys.stderr)
     if progress:

@@ -99,6 +99,9 @@ def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
     from galclip.eval.photoz import table as photoz_table
 
     out["photoz"] = photoz_table(metrics.get("photoz") or {})
+    from galclip.eval.injection import table as injection_table
+
+    out["injection"] = injection_table(metrics.get("injection") or {})
     return out
 
 
@@ -186,6 +189,9 @@ SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation s
             ("redshift", "Redshift: photo-z metrics (Δz = (z_pred − z_true)/(1 + z_true))"),
             ("photoz", "Zero-shot redshift densities and intervals (k-NN, split-conformal "
                        "calibration; PIT KS 0 and coverage 0.68 / 0.95 are ideal)"),
+            ("injection", "Planted anomalies: galclip outliers on a simulated survey with "
+                          "injected truth (read from benchmarks/outlier_injection.py's file; "
+                          "AUROC / precision in the top 1 %)"),
             ("morphology_vs_majority", "Morphology per question against the majority class"),
             ("morphology", "Morphology: accuracy / macro F1 per question"),
             ("label_efficiency", "Label efficiency (few-shot MLP, test R²)"),

@@ -79,10 +79,22 @@ def kth_distances(catalog, modality: str, vectors: np.ndarray, k: int = K_OOD,
     kk = int(min(k + 1, len(loaded.rows)))
     with _one_thread() if len(q) <= 8 else contextlib.nullcontext():   # a batch: all threads
         s, p = loaded.index.search(q, kk)                                  # (N, kk) best first
+    return kth_of_results(s, p, loaded.rows, k, self_rows)
+
+
+def kth_of_results(s: np.ndarray, p: np.ndarray, positions_rows: np.ndarray, k: int = K_OOD,
+                   self_rows: np.ndarray | None = None) -> np.ndarray:
+    """The k-th-neighbour cosine distances (N,) of an inner-product search's results (scores
+    ``s``, index positions ``p``, best first, at least ``min(k + 1, M)`` columns of an index of
+    M vectors whose position i holds catalog row ``positions_rows[i]``), as
+    :func:`kth_distances`: a caller that has searched deeper anyway (``galclip predict``) reads
+    the score from its own results instead of searching again."""
+    kk = int(min(k + 1, len(positions_rows)))
+    s, p = s[:, :kk], p[:, :kk]
     s = np.where(p >= 0, s, -np.inf)                                       # missing: no match
     col = min(k, kk) - 1
     if self_rows is not None:
-        own = (p >= 0) & (loaded.rows[np.maximum(p, 0)] == np.asarray(self_rows, np.int64)[:, None])
+        own = (p >= 0) & (positions_rows[np.maximum(p, 0)] == np.asarray(self_rows, np.int64)[:, None])
         s = -np.sort(-np.where(own, -np.inf, s), axis=1)                   # own row moved last
         col = min(k, kk - 1) - 1
     return 1.0 - s[:, max(col, 0)].astype(np.float64)
