@@ -152,3 +152,10 @@ def test_a_desi_coadd_stripped_of_its_ivar_is_read_with_an_estimate_close_to_it(
                       redshifts=[str(real_data / "desi" / "redrock-4-80613-thru20210324.fits")],
                       progress=False)
     assert build_dataset(cfg)["report"].ivar_estimated == 1
+
+
+def test_an_unknown_targetid_in_a_flux_table_names_its_columns_not_a_fibermap(real_data):
+    path = real_data / ANDES / BGS
+    with pytest.raises(QueryFileError, match="TARGETID 5 is not in the flux table's "
+                                             r"TARGET<TARGETID> columns; available"):
+        read_spectrum_fits(path, targetid=5)

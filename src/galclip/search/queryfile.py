@@ -235,7 +235,8 @@ def _fibre(targets: list[dict], name: str, targetid: int | None, row: int | None
     if targetid is not None:
         match = [t["row"] for t in targets if t["targetid"] == int(targetid)]
         if not match:
-            raise QueryFileError(f"{name}: TARGETID {targetid} is not in the FIBERMAP; "
+            where = "flux table's TARGET<TARGETID> columns" if targets[0].get("column") else "FIBERMAP"
+            raise QueryFileError(f"{name}: TARGETID {targetid} is not in the {where}; "
                                  f"{_target_list(targets)}")
         return match[0]
     if row is not None:
@@ -288,7 +289,7 @@ def _flux_table(hdul):
 def _table_targets(table) -> list[dict]:
     from galclip.data.desi_tables import table_targets
 
-    return [{"row": i, "targetid": t, "objtype": None, "ra": None, "dec": None,
+    return [{"row": i, "targetid": t, "column": c, "objtype": None, "ra": None, "dec": None,
              "n_good": int(np.isfinite(np.asarray(table.data[c], np.float64)).sum())}
             for i, (t, c) in enumerate(table_targets(table).items())]
 
