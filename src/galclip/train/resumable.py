@@ -27,7 +27,10 @@ one to the tolerance of two uninterrupted runs, not bit for bit (docs/align.md, 
 """
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,8 +147,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as tmp:
-            torch.save(checkpoint, tmp)
+        size = tensor_bytes(checkpoint)
+        with atomic_write(path, size=size) as tmp:
+            try:
+                torch.save(checkpoint, tmp)
+            except RuntimeError as e:  # torch's writer drops the errno of a failed write
+                if shutil.disk_usage(tmp.parent).free >= size:
+                    raise
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested checkpoint: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return sum(tensor_bytes(v) for v in values)
 
 
 class SaveLast(Checkpoint):
