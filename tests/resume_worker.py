@@ -2,7 +2,10 @@
 chosen point: ``python resume_worker.py PLAN.json``.
 
 ``PLAN.json`` holds ``{"legs": [...], "result": PATH}``; a leg is ``{"stage", "data", "out",
-"config", "overrides", "kill", "snapshots"}``. ``kill`` is ``null`` (run to the end), ``step:N``
+"config", "overrides", "kill", "snapshots", "env"}`` (``env``: variables set in the leg's
+process, e.g. each DDP leg's ``MASTER_PORT``; one worker per rank runs a DDP plan, with
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and ``MASTER_ADDR`` in its environment, and only rank
+zero keeps checkpoints aside). ``kill`` is ``null`` (run to the end), ``step:N``
 (killed as step N + 1 starts, after the checkpoint of step N) or ``epoch:E`` (killed as epoch E's
 first step starts, after the epoch-end checkpoint of epoch E - 1); ``snapshots`` lists such
 points at which the leg copies its ``last.ckpt`` to ``OUT/at-<point>.ckpt`` and goes on (what
@@ -46,7 +49,7 @@ class Points(L.Callback):
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         for point in self.snapshots:
-            if hit(point, trainer, batch_idx):
+            if trainer.is_global_zero and hit(point, trainer, batch_idx):
                 shutil.copyfile(self.out / "checkpoints" / "last.ckpt",
                                 self.out / f"at-{name(point)}.ckpt")
         if self.kill and hit(self.kill, trainer, batch_idx):
@@ -57,6 +60,7 @@ def run_leg(leg: dict) -> None:
     from galclip.train.runner import train
 
     out = Path(leg["out"])
+    os.environ.update(leg.get("env", {}))
     train(leg["stage"], leg["data"], out, leg["config"], leg["overrides"],
           callbacks=[Points(out, leg.get("kill"), leg.get("snapshots", []))])
 
@@ -79,7 +83,7 @@ def fork_leg(leg: dict) -> int:
     print(f"{leg['stage']} kill={leg.get('kill')}: exit {code}, {usage.ru_utime + usage.ru_stime:.1f} s CPU",
           file=sys.stderr, flush=True)
     last = Path(leg["out"]) / "checkpoints" / "last.ckpt"
-    if code == -signal.SIGKILL and last.is_file():
+    if code == -signal.SIGKILL and last.is_file() and os.environ.get("RANK", "0") == "0":
         shutil.copyfile(last, Path(leg["out"]) / f"killed-{name(leg['kill'])}.ckpt")
     return code
 
@@ -96,6 +100,32 @@ def main(plan_file: str) -> None:
     plan = json.loads(Path(plan_file).read_text())
     codes = [fork_leg(leg) for leg in plan["legs"]]
     Path(plan["result"]).write_text(json.dumps(codes))
+
+
+# ----------------------------------------------------------------------------- what legs left
+def tensors(obj, path: str = "") -> dict:
+    """Every tensor in a (nested) checkpoint, by its path."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return {path: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return {k: v for key, value in items for k, v in tensors(value, f"{path}/{key}").items()}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    """Two dicts of tensors hold the same names and bit-identical tensors."""
+    import torch
+
+    assert a.keys() == b.keys()
+    differ = [k for k in a if a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+def checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=False)
 
 
 if __name__ == "__main__":

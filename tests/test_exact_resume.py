@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pretrain_toys import write_toy_dataset
+from resume_worker import assert_same, checkpoint, tensors
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -69,24 +70,6 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, Path, list[int]]]:
     codes = json.loads((root / "codes.json").read_text())
     return {stage: (root / "whole" / stage, root / "run" / stage, codes[4 * i:4 * i + 4])
             for i, stage in enumerate(STAGES)}
-
-
-def tensors(obj, path: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a (nested) checkpoint, by its path."""
-    if isinstance(obj, torch.Tensor):
-        return {path: obj}
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
-    return {k: v for key, value in items for k, v in tensors(value, f"{path}/{key}").items()}
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    differ = [k for k in a if a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
-    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
-
-
-def checkpoint(path: Path) -> dict:
-    return torch.load(path, weights_only=False)
 
 
 def assert_left(stage: str, run: Path, point: str) -> dict:

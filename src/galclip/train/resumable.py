@@ -21,10 +21,10 @@ previous checkpoint whole). Objectives keep any other state a step depends on (t
 queue of alignment, DINO's centres as buffers) in their checkpoint; the alignment feature cache
 is result-neutral by construction (:mod:`galclip.train.feature_cache`) and needs none.
 
-Exactness holds on one device. Under DDP on GPUs the order of floating-point reductions
-(all-reduce, cuDNN/cuBLAS kernels) is not fixed, so a resumed run agrees with the uninterrupted
-one to the tolerance of two uninterrupted runs, not bit for bit (docs/align.md, "Exact resume").
-"""
+Exactness holds on the CPU, in one process or several under DDP (gloo). On GPUs the order of
+floating-point reductions (cuDNN/cuBLAS kernels, NCCL's all-reduce) is not fixed, so a resumed
+run agrees with the uninterrupted one to the tolerance of two uninterrupted runs, not bit for bit
+(docs/align.md, "Exact resume")."""
 from __future__ import annotations
 
 import errno
