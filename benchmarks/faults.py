@@ -1,14 +1,26 @@
 """Fault injection, the long form of tests/test_exact_resume.py and tests/test_io_faults.py.
 
-For each long command (simulate, pretrain spectrum, align, embed, index) on a small simulated
-survey: one uninterrupted reference run, then trials that ``kill -9`` the command at a random
-moment of its run, rerun it to the end and compare the output with the reference (dataset and
-catalog shards by sha256, weights tensor by tensor, index files by sha256). Then the disk
-faults on a real small tmpfs (``mount -t tmpfs``, root only; skipped otherwise): a full disk
-(simulate and embed onto 3 MB), a read-only output folder (a tmpfs mounted read-only), an input
-folder that vanishes mid-run (the dataset deleted while ``embed`` reads it). Each fault trial
-must end with exit code 2 and one line on stderr, no traceback, and the rerun (space freed,
-folder writable) must resume to the reference output.
+For each long command on a small simulated survey -- simulate, build-dataset (synthetic
+Multimodal-Universe-format inputs, benchmarks/build_dataset.py), pretrain spectrum, align, embed,
+index, evaluate and demo (the ``tiny`` preset) -- one uninterrupted reference run, then trials
+that ``kill -9`` the command at a random moment of its run, rerun it to the end and compare the
+output with the reference. "Identical" per command:
+
+- simulate, embed: the manifest's shard list (file names and sha256: every data file
+  byte-identical); build-dataset: the same, and ``rejects.csv`` byte-identical;
+- pretrain, align: every tensor of the exported weights, bit for bit;
+- index: every index file (the FAISS files, re-rank files) byte-identical;
+- evaluate: ``metrics.json`` equal but for the three fields that record when and how it ran
+  (``provenance.created``, ``provenance.command``, ``timings_s``): every figure, split, note
+  and input fingerprint;
+- demo: all of the above for its stages at once (dataset shards, both encoders, the model,
+  the catalog's shards, the index files, the evaluation's metrics).
+
+Then the disk faults on a real small tmpfs (``mount -t tmpfs``, root only; skipped otherwise): a
+full disk (simulate, embed and pretrain onto a tmpfs nearly full), a read-only output folder (a tmpfs mounted
+read-only), an input folder that vanishes mid-run (the dataset deleted while ``embed`` reads
+it). Each fault trial must end with exit code 2 and one line on stderr, no traceback, and the
+rerun (space freed, folder writable) must resume to the reference output.
 
 Counts (trials, identical outputs, clean errors, tracebacks, other failures) are printed and
 written as JSON; figures in benchmarks/RESULTS.md.
@@ -39,13 +51,24 @@ def galclip(*args: str) -> list[str]:
     return [sys.executable, "-m", "galclip.cli", *args]
 
 
+#: evaluate on 80 galaxies: k-NN, probes and both supervised baselines, a few epochs each
+EVAL = ["knn.k=8", "retrieval.pool_size=10", "plots.embedding_map=pca", "plots.dpi=40",
+        "baselines.image.epochs=2", "baselines.spectrum.epochs=2",
+        "baselines.image.max_seconds=100000", "baselines.spectrum.max_seconds=100000"]
+#: what metrics.json records about the run itself rather than its results
+RUN_FIELDS = (("provenance", "created"), ("provenance", "command"), ("timings_s",))
+
+
 def commands(work: Path) -> dict[str, tuple[list[str], Path, str]]:
     """name -> (argv with OUT for the output folder, an input prepared by the reference runs,
-    how to compare)."""
+    how to compare); in the order the reference runs need."""
     d, enc, m, cat = work / "ref-simulate", work / "ref-pretrain", work / "ref-align", work / "ref-embed"
+    mmu = work / "mmu"
     return {
         "simulate": (galclip("simulate", "--n", "80", "--shard-size", "20", "--workers", "1",
                              "--no-progress", "--out", "OUT"), d, "manifest"),
+        "build-dataset": (galclip("build-dataset", "--mmu", str(mmu), "--shard-size", "40",
+                                  "--no-progress", "--out", "OUT"), mmu, "build"),
         "pretrain": (galclip("pretrain", "spectrum", "--config", "spectrum-cpu", "--data", str(d),
                              "--out", "OUT", "data.batch_size=16", "trainer.max_steps=10", *TRAIN),
                      enc, "weights"),
@@ -57,7 +80,19 @@ def commands(work: Path) -> dict[str, tuple[list[str], Path, str]]:
                           "--out", "OUT", "--rows-per-shard", "16", "--batch-size", "16"),
                   cat, "manifest"),
         "index": (galclip("index", "OUT", "--kind", "ivf", "--nlist", "4"), cat, "index"),
+        "evaluate": (galclip("evaluate", "--model", str(m / "model.safetensors"), "--data", str(d),
+                             "--out", "OUT", *EVAL), m, "metrics"),
+        "demo": (galclip("demo", "--preset", "tiny", "--out", "OUT"), d, "demo"),
     }
+
+
+def make_mmu_inputs(folder: Path, n: int = 200) -> None:
+    """Synthetic Multimodal Universe files (Legacy Survey cutouts, DESI spectra) for build-dataset."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from build_dataset import make_inputs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    make_inputs(folder, n)
 
 
 def run(argv: list[str], out: Path, kill_after: float | None = None) -> tuple[int, str, float]:
@@ -73,21 +108,44 @@ def run(argv: list[str], out: Path, kill_after: float | None = None) -> tuple[in
     return p.returncode, err, time.monotonic() - t0
 
 
+def results_of(metrics: dict) -> dict:
+    """metrics.json without the fields that record when and how the run happened."""
+    metrics = json.loads(json.dumps(metrics))
+    for *parents, key in RUN_FIELDS:
+        node = metrics
+        for k in parents:
+            node = node.get(k, {})
+        node.pop(key, None)
+    return metrics
+
+
 def digest(out: Path, how: str) -> str:
+    """A fingerprint of what a command wrote to ``out``, compared as the module docstring says."""
     h = hashlib.sha256()
-    if how == "manifest":
+    if how in ("manifest", "build"):
         for s in json.loads((out / "manifest.json").read_text())["shards"]:
             h.update(f"{s['file']}:{s['sha256']}".encode())
+        if how == "build":
+            h.update((out / "rejects.csv").read_bytes())
     elif how == "weights":
         from safetensors.torch import load_file
 
         f = next(out.glob("*.safetensors"))
         for k, v in sorted(load_file(f).items()):
             h.update(k.encode() + v.numpy().tobytes())
-    else:
+    elif how == "index":
         for f in sorted(out.glob("index-*")):
             if f.suffix != ".json":
                 h.update(f.name.encode() + f.read_bytes())
+    elif how == "metrics":
+        h.update(json.dumps(results_of(json.loads((out / "metrics.json").read_text())),
+                            sort_keys=True).encode())
+    else:                                                  # demo: every stage's output
+        parts = [("data", "manifest"), ("pretrain-image", "weights"), ("pretrain-spectrum", "weights"),
+                 ("align", "weights"), ("catalog", "manifest"), ("catalog", "index"),
+                 ("report", "metrics")]
+        for folder, kind in parts:
+            h.update(digest(out / folder, kind).encode())
     return h.hexdigest()
 
 
@@ -117,8 +175,11 @@ def fresh(src: Path, dst: Path, how: str) -> None:
 
 def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Tally) -> None:
     cmds = commands(work)
+    make_mmu_inputs(work / "mmu")
+    refs = {"build-dataset": work / "ref-build", "index": work / "ref-index",
+            "evaluate": work / "ref-evaluate", "demo": work / "ref-demo"}
     for name, (argv, ref, how) in cmds.items():
-        ref_out = ref if name != "index" else work / "ref-index"
+        ref_out = refs.get(name, ref)
         if name == "index":
             fresh(ref, ref_out, how)
         rc, err, seconds = run(argv, ref_out)
@@ -136,7 +197,11 @@ def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Ta
                 tally.add("kill", name, "traceback" if "Traceback" in err else "failed",
                           f"killed at {at:.1f} s; rerun rc {rc}: {err.strip().splitlines()[-1:]}")
             else:
-                same = digest(out, how) == want
+                try:
+                    same = digest(out, how) == want
+                except (OSError, ValueError, KeyError, StopIteration) as e:   # an output missing
+                    tally.add("kill", name, "different", f"killed at {at:.1f} s; output unreadable: {e}")
+                    continue
                 tally.add("kill", name, "identical" if same else "different",
                           f"killed at {at:.1f} s ({'killed' if rc1 == -9 else f'finished first, rc {rc1}'})")
 
@@ -164,7 +229,9 @@ def clean_error(rc: int, err: str) -> tuple[str, str]:
 
 def disk_trials(work: Path, tally: Tally) -> None:
     cmds = commands(work)
-    for name, size_mb, left_kb in (("simulate", 40, 8000), ("embed", 3, 60)):
+    # pretrain: 20 MB free under its first 42 MB checkpoint (160 MB in all: a rerun's atomic
+    # checkpoint replace holds the old and the new one at once)
+    for name, size_mb, left_kb in (("simulate", 40, 8000), ("embed", 3, 60), ("pretrain", 160, 20000)):
         argv, ref, how = cmds[name]                        # a full disk, then space freed
         mnt = work / f"mnt-{name}"
         if not mount(mnt, f"size={size_mb}m"):
