@@ -10,9 +10,9 @@ output with the reference. "Identical" per command:
   byte-identical); build-dataset: the same, and ``rejects.csv`` byte-identical;
 - pretrain, align: every tensor of the exported weights, bit for bit;
 - index: every index file (the FAISS files, re-rank files) byte-identical;
-- evaluate: ``metrics.json`` equal but for the three fields that record when and how it ran
-  (``provenance.created``, ``provenance.command``, ``timings_s``): every figure, split, note
-  and input fingerprint;
+- evaluate: ``metrics.json`` equal but for what records when, how and how long it ran
+  (``provenance.created`` and ``.command``, ``timings_s``, each reference's ``seconds``, the
+  wall time in a baseline's budget text): every figure, split, note and input fingerprint;
 - demo: all of the above for its stages at once (dataset shards, both encoders, the model,
   the catalog's shards, the index files, the evaluation's metrics).
 
@@ -55,8 +55,8 @@ def galclip(*args: str) -> list[str]:
 EVAL = ["knn.k=8", "retrieval.pool_size=10", "plots.embedding_map=pca", "plots.dpi=40",
         "baselines.image.epochs=2", "baselines.spectrum.epochs=2",
         "baselines.image.max_seconds=100000", "baselines.spectrum.max_seconds=100000"]
-#: what metrics.json records about the run itself rather than its results
-RUN_FIELDS = (("provenance", "created"), ("provenance", "command"), ("timings_s",))
+#: what metrics.json records about the run itself (when, how, how long) rather than its results
+RUN_FIELDS = {"created", "command", "seconds", "timings_s"}
 
 
 def commands(work: Path) -> dict[str, tuple[list[str], Path, str]]:
@@ -108,14 +108,16 @@ def run(argv: list[str], out: Path, kill_after: float | None = None) -> tuple[in
     return p.returncode, err, time.monotonic() - t0
 
 
-def results_of(metrics: dict) -> dict:
-    """metrics.json without the fields that record when and how the run happened."""
-    metrics = json.loads(json.dumps(metrics))
-    for *parents, key in RUN_FIELDS:
-        node = metrics
-        for k in parents:
-            node = node.get(k, {})
-        node.pop(key, None)
+def results_of(metrics):
+    """metrics.json without what records when and how long the run took: the keys
+    ``created``, ``command``, ``seconds`` and ``timings_s`` anywhere, and the wall time in a
+    baseline's budget text ("ran 2 epochs in 14 s")."""
+    if isinstance(metrics, dict):
+        return {k: results_of(v) for k, v in metrics.items() if k not in RUN_FIELDS}
+    if isinstance(metrics, list):
+        return [results_of(v) for v in metrics]
+    if isinstance(metrics, str):
+        return re.sub(r"\bin [\d.]+ s\b", "in - s", metrics)
     return metrics
 
 

@@ -41,14 +41,18 @@ def test_clean_errors_tracebacks_and_other_failures_are_told_apart(faults):
 def test_evaluate_outputs_are_identical_but_for_when_and_how_they_ran(faults, tmp_path):
     metrics = {"provenance": {"created": "2026-12-06T07:00:00", "command": "galclip evaluate A",
                               "model": {"sha256": "ab"}},
-               "timings_s": {"embed": 1.5}, "results": [{"r2": 0.5}]}
+               "timings_s": {"embed": 1.5}, "results": [{"r2": 0.5, "budget": "ran 2 epochs in 14 s"}],
+               "references": [{"r2": 0.9, "seconds": 27.4}]}
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    for folder, created, cmd, r2 in ((a, "07:00", "A", 0.5), (b, "08:00", "B", 0.5), (c, "07:00", "A", 0.6)):
+    runs = ((a, "07:00", "A", 1.5, 14, 27.4, 0.5), (b, "08:00", "B", 2.5, 10, 18.9, 0.5),
+            (c, "07:00", "A", 1.5, 14, 27.4, 0.6))
+    for folder, created, cmd, embed_s, budget_s, ref_s, r2 in runs:
         folder.mkdir()
         m = json.loads(json.dumps(metrics))
         m["provenance"].update(created=created, command=cmd)
-        m["timings_s"]["embed"] = len(cmd) * 2.0 + r2
-        m["results"][0]["r2"] = r2
+        m["timings_s"]["embed"] = embed_s
+        m["results"][0].update(r2=r2, budget=f"ran 2 epochs in {budget_s} s")
+        m["references"][0]["seconds"] = ref_s
         (folder / "metrics.json").write_text(json.dumps(m))
     assert faults.digest(a, "metrics") == faults.digest(b, "metrics")       # other run, same results
     assert faults.digest(a, "metrics") != faults.digest(c, "metrics")       # one figure moved
