@@ -52,7 +52,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(whole, tmp_path, monkeypa
     assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
     assert "no space left" in err and "rerun the same command" in err
     # the space the shard needs (its size in memory: about its size on disk), and what is free
-    need = re.search(r"\(needs about ([\d.]+) MB, [\d.]+ MB free on /[^)]*\)", err)
+    need = re.search(r"\(needs about ([\d.]+) MB, [\d.]+ [kMG]B free on /[^)]*\)", err)
     on_disk = json.loads((whole / "manifest.json").read_text())["shards"][1]["bytes"] / 1e6
     assert need and on_disk / 2 < float(need.group(1)) < on_disk * 2, (err, on_disk)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]           # nothing partial
@@ -121,7 +121,7 @@ def test_a_full_disk_under_a_checkpoint_or_weights_says_the_space_needed(tmp_pat
     with pytest.raises(OSError) as info:
         resumable.AtomicCheckpointIO().save_checkpoint(state, tmp_path / "last.ckpt")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "last.ckpt")
-    assert re.fullmatch(r"needs about 2\.0 MB, [\d.]+ MB free on /.*", info.value.space)
+    assert re.fullmatch(r"needs about 2\.0 MB, [\d.]+ [kMG]B free on /.*", info.value.space)
 
     def safetensors_full(*args, **kwargs):
         raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
@@ -141,3 +141,15 @@ def test_a_full_disk_line_says_what_is_needed_and_free():
         "/data/run/shard-00003.parquet: no space left on the device (needs about 12.0 MB, "
         "0.4 MB free on /data): free some space (or write elsewhere) and rerun the same command; "
         "it resumes where it stopped")
+
+
+def test_the_space_free_is_what_was_free_when_the_write_began(tmp_path, monkeypatch):
+    """A writer that fails may keep its deleted temporary open (its blocks not yet freed): the
+    line reports the space free before the file was begun, and sizes in fitting units."""
+    free = iter([30_000, 0])                         # at the start; after the failed write
+    monkeypatch.setattr(storage, "free_bytes", lambda folder: next(free))
+    with pytest.raises(OSError) as info, storage.atomic_write(tmp_path / "emb.parquet", size=12_000) as tmp:
+        tmp.write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.space == f"needs about 12 kB, 30 kB free on {storage.mount_point(tmp_path)}"
+    assert storage.human_bytes(3.2e9) == "3.2 GB" and storage.human_bytes(4e6) == "4.0 MB"

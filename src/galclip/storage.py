@@ -55,20 +55,20 @@ def atomic_write(path: str | Path, size: int | None = None) -> Iterator[Path]:
     or forbidden folder) leaves with ``p`` as its ``filename`` and its ``errno`` set, which
     libraries such as pyarrow leave out: the CLI turns it into one line that names the path.
     A full disk's error also carries ``space`` (:func:`space_note`): what the file needs
-    (``size``, the writer's estimate in bytes, when it gave one) and what is free."""
+    (``size``, the writer's estimate in bytes, when it gave one) and what was free when the
+    write began (measured then: a writer that failed may still hold its deleted temporary open)."""
     path = Path(path)
     tmp = atomic_path(path)
+    free = free_bytes(path.parent)
     try:
         yield tmp
         os.replace(tmp, path)
     except Exception as e:                   # OSError, or a library's error that carries one
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)      # before measuring what is free
         named = with_path(e, path)
         if not isinstance(named, OSError):
             raise
         if named.errno in (errno.ENOSPC, errno.EDQUOT):
-            named.space = space_note(path, size)
+            named.space = space_note(path, size, free)
         if named is e:
             raise
         raise named from e
@@ -87,16 +87,28 @@ def mount_point(path: str | Path) -> Path:
     return p
 
 
-def space_note(path: str | Path, size: int | None = None) -> str:
-    """``"needs about 12.0 MB, 0.4 MB free on /data"`` for a file about to be written to
-    ``path`` (without the first part when its ``size`` is not known)."""
-    mount = mount_point(Path(path).parent)
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes free to this user on the file system that holds ``folder`` (None if unknown)."""
     try:
-        st = os.statvfs(mount)
-        free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free on {mount}"
+        st = os.statvfs(mount_point(folder))
     except OSError:
-        free = f"free space on {mount} unknown"
-    return f"needs about {size / 1e6:.1f} MB, {free}" if size else free
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def human_bytes(n: float) -> str:
+    """``"12.0 MB"``, ``"1.5 GB"``, ``"640 kB"``."""
+    return (f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else
+            f"{n / 1e3:.0f} kB")
+
+
+def space_note(path: str | Path, size: int | None = None, free: int | None = None) -> str:
+    """``"needs about 12.0 MB, 400 kB free on /data"`` for a file written to ``path`` (without
+    the first part when its ``size`` is not known); ``free`` measured now unless given."""
+    mount = mount_point(Path(path).parent)
+    free = free_bytes(mount) if free is None else free
+    room = f"{human_bytes(free)} free on {mount}" if free is not None else f"free space on {mount} unknown"
+    return f"needs about {human_bytes(size)}, {room}" if size else room
 
 
 _ERRNO = re.compile(r"\[Errno (\d+)\]|(?:errno|os error)[ =:]+(\d+)", re.IGNORECASE)
