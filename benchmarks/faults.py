@@ -13,8 +13,11 @@ output with the reference. "Identical" per command:
 - evaluate: ``metrics.json`` equal but for what records when, how and how long it ran
   (``provenance.created`` and ``.command``, ``timings_s``, each reference's ``seconds``, the
   wall time in a baseline's budget text): every figure, split, note and input fingerprint;
-- demo: all of the above for its stages at once (dataset shards, both encoders, the model,
-  the catalog's shards, the index files, the evaluation's metrics).
+- demo (run where its reference ran: its files record their inputs' paths): all of the above
+  for its stages at once -- dataset shards, both encoders' and the model's tensors, the
+  catalog's rows (not its files' bytes, whose metadata quote the model file's sha256, and a
+  resumed alignment records in that file the step it resumed from), the index files, the
+  evaluation's figures (the same fields left out, and the model file's sha256).
 
 Then the disk faults on a real small tmpfs (``mount -t tmpfs``, root only; skipped otherwise): a
 full disk (simulate, embed and pretrain onto a tmpfs nearly full), a read-only output folder (a tmpfs mounted
@@ -139,13 +142,30 @@ def digest(out: Path, how: str) -> str:
         for f in sorted(out.glob("index-*")):
             if f.suffix != ".json":
                 h.update(f.name.encode() + f.read_bytes())
-    elif how == "metrics":
-        h.update(json.dumps(results_of(json.loads((out / "metrics.json").read_text())),
-                            sort_keys=True).encode())
-    else:                                                  # demo: every stage's output
+    elif how in ("metrics", "demo-metrics"):
+        metrics = results_of(json.loads((out / "metrics.json").read_text()))
+        if how == "demo-metrics":                      # the model file's bytes: see below
+            model = metrics["provenance"]["model"]
+            model.pop("sha256"), model["training"].pop("resumed_from_step", None)
+        h.update(json.dumps(metrics, sort_keys=True).encode())
+    elif how == "table":                               # a catalog's rows, not its files' bytes
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for s in json.loads((out / "manifest.json").read_text())["shards"]:
+            table = pq.read_table(out / s["file"]).replace_schema_metadata(None)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            h.update(s["file"].encode() + sink.getvalue().to_pybytes())
+    else:
+        # demo: every stage's output. A resumed alignment records the step it resumed from in
+        # the model file's metadata, so the file's sha256 (which the catalog's shards and the
+        # report's provenance quote) tells a resumed run; its tensors, the catalog's rows and
+        # every figure are what must not change
         parts = [("data", "manifest"), ("pretrain-image", "weights"), ("pretrain-spectrum", "weights"),
-                 ("align", "weights"), ("catalog", "manifest"), ("catalog", "index"),
-                 ("report", "metrics")]
+                 ("align", "weights"), ("catalog", "table"), ("catalog", "index"),
+                 ("report", "demo-metrics")]
         for folder, kind in parts:
             h.update(digest(out / folder, kind).encode())
     return h.hexdigest()
@@ -175,19 +195,29 @@ def fresh(src: Path, dst: Path, how: str) -> None:
             f.unlink()
 
 
-def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Tally) -> None:
+def kill_trials(work: Path, kills: dict[str, int], rng: random.Random, tally: Tally,
+                only: list[str] | None = None) -> None:
     cmds = commands(work)
-    make_mmu_inputs(work / "mmu")
+    if not (work / "mmu").exists():
+        make_mmu_inputs(work / "mmu")
     refs = {"build-dataset": work / "ref-build", "index": work / "ref-index",
-            "evaluate": work / "ref-evaluate", "demo": work / "ref-demo"}
+            "evaluate": work / "ref-evaluate"}
     for name, (argv, ref, how) in cmds.items():
-        ref_out = refs.get(name, ref)
+        if only and name not in only:
+            continue
+        # the demo's files record the paths of their inputs (the model's metadata, the catalog's
+        # and report's provenance): its reference runs where the trials run, then moves aside
+        ref_out = refs.get(name, ref) if name != "demo" else work / "trial-demo"
         if name == "index":
             fresh(ref, ref_out, how)
+        shutil.rmtree(ref_out, ignore_errors=True) if name == "demo" else None
         rc, err, seconds = run(argv, ref_out)
         if rc != 0:
             raise SystemExit(f"reference {name} failed:\n{err}")
         want = digest(ref_out, how)
+        if name == "demo":
+            shutil.rmtree(work / "ref-demo", ignore_errors=True)
+            ref_out.rename(work / "ref-demo")
         print(f"reference {name}: {seconds:.1f} s", flush=True)
         for _ in range(kills.get(name, kills.get("all", 0))):
             out = work / f"trial-{name}"
@@ -284,20 +314,25 @@ def main() -> None:
     ap.add_argument("--kills", nargs="+", default=["all=8"], metavar="NAME=N",
                     help="kill trials per command (all=N for every command not named)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="only these commands' references and trials, in --out as it is (their "
+                         "inputs from an earlier run there; build-dataset and demo need none)")
     ap.add_argument("--no-disk", action="store_true", help="skip the tmpfs disk faults")
     ap.add_argument("--disk-only", action="store_true",
                     help="only the disk faults, reusing the reference outputs in --out")
     args = ap.parse_args()
     tally = Tally()
     if not args.disk_only:
-        shutil.rmtree(args.out, ignore_errors=True)
-        args.out.mkdir(parents=True)
+        if not args.only:
+            shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         kills = {k: int(v) for k, v in (a.split("=") for a in args.kills)}
-        kill_trials(args.out, kills, random.Random(args.seed), tally)
+        kill_trials(args.out, kills, random.Random(args.seed), tally, args.only)
     if not args.no_disk:
         disk_trials(args.out, tally)
     summary = tally.summary()
-    name = "faults-disk.json" if args.disk_only else "faults.json"
+    name = ("faults-disk.json" if args.disk_only else
+            f"faults-{'-'.join(args.only)}.json" if args.only else "faults.json")
     (args.out / name).write_text(json.dumps({"summary": summary, "trials": tally.rows}, indent=1))
     print(json.dumps(summary))
 
