@@ -21,6 +21,7 @@ the same kind of thing, and both are written and read through this module:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -48,18 +49,26 @@ def atomic_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
+def atomic_write(path: str | Path, size: int | None = None) -> Iterator[Path]:
     """``with atomic_write(p) as tmp: write(tmp)``: ``tmp`` replaces ``p`` when the block ends
     without an error, and is deleted when it raises. An ``OSError`` (a full disk, a read-only
     or forbidden folder) leaves with ``p`` as its ``filename`` and its ``errno`` set, which
-    libraries such as pyarrow leave out: the CLI turns it into one line that names the path."""
+    libraries such as pyarrow leave out: the CLI turns it into one line that names the path.
+    A full disk's error also carries ``space`` (:func:`space_note`): what the file needs
+    (``size``, the writer's estimate in bytes, when it gave one) and what was free when the
+    write began (measured then: a writer that failed may still hold its deleted temporary open)."""
     path = Path(path)
     tmp = atomic_path(path)
+    free = free_bytes(path.parent)
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:                   # OSError, or a library's error that carries one
         named = with_path(e, path)
+        if not isinstance(named, OSError):
+            raise
+        if named.errno in (errno.ENOSPC, errno.EDQUOT):
+            named.space = space_note(path, size, free)
         if named is e:
             raise
         raise named from e
@@ -68,15 +77,50 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-_ERRNO = re.compile(r"\[Errno (\d+)\]|errno[ =:]+(\d+)", re.IGNORECASE)
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system that holds ``path`` (or its nearest existing folder)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
 
 
-def with_path(e: OSError, path: str | Path) -> OSError:
-    """``e`` itself if it names a file, else the same error naming ``path`` (its errno read
-    from the message when the raiser left it out)."""
-    if e.filename:
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes free to this user on the file system that holds ``folder`` (None if unknown)."""
+    try:
+        st = os.statvfs(mount_point(folder))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def human_bytes(n: float) -> str:
+    """``"12.0 MB"``, ``"1.5 GB"``, ``"640 kB"``."""
+    return (f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else
+            f"{n / 1e3:.0f} kB")
+
+
+def space_note(path: str | Path, size: int | None = None, free: int | None = None) -> str:
+    """``"needs about 12.0 MB, 400 kB free on /data"`` for a file written to ``path`` (without
+    the first part when its ``size`` is not known); ``free`` measured now unless given."""
+    mount = mount_point(Path(path).parent)
+    free = free_bytes(mount) if free is None else free
+    room = f"{human_bytes(free)} free on {mount}" if free is not None else f"free space on {mount} unknown"
+    return f"needs about {human_bytes(size)}, {room}" if size else room
+
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]|(?:errno|os error)[ =:]+(\d+)", re.IGNORECASE)
+
+
+def with_path(e: Exception, path: str | Path) -> Exception:
+    """``e`` itself if it names a file, else the same error as an ``OSError`` naming ``path``
+    (its errno read from the message when the raiser left it out, as pyarrow and safetensors
+    do; an error with no errno at all is returned as it is)."""
+    if getattr(e, "filename", None):
         return e
-    code = e.errno
+    code = getattr(e, "errno", None)
     if code is None and (m := _ERRNO.search(str(e))):
         code = int(m.group(1) or m.group(2))
     if code is None:
@@ -161,7 +205,8 @@ def write_parquet(path: Path, table: pa.Table, row_group_size: int,
     with ``file`` relative to ``root`` (default: the shard's folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
+    # its size in memory: about what the shard needs (zstd level 1 barely shrinks noisy floats)
+    with atomic_write(path, size=table.nbytes) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd",
                        compression_level=1, use_byte_stream_split=float_columns(table.schema))
     return shard_entry(path, root, table.num_rows)

@@ -92,4 +92,6 @@ def os_error_message(e: OSError) -> str:
     """One line for an ``OSError``: the path it names and what to do."""
     where = f"{e.filename}: " if e.filename else ""
     hint = _OS_HINTS.get(e.errno or -1)
+    if hint and getattr(e, "space", None):        # a full disk: the space needed and free
+        hint = hint.replace(":", f" ({e.space}):", 1)
     return f"{where}{hint}" if hint else f"{where}{e.strerror or e}"

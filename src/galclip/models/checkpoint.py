@@ -24,7 +24,7 @@ def write_safetensors(path: str | Path, module, metadata: dict[str, str]) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in module.state_dict().items()}
-    with atomic_write(path) as tmp:
+    with atomic_write(path, size=sum(v.nelement() * v.element_size() for v in state.values())) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
 

@@ -21,13 +21,16 @@ previous checkpoint whole). Objectives keep any other state a step depends on (t
 queue of alignment, DINO's centres as buffers) in their checkpoint; the alignment feature cache
 is result-neutral by construction (:mod:`galclip.train.feature_cache`) and needs none.
 
-Exactness holds on one device. Under DDP on GPUs the order of floating-point reductions
-(all-reduce, cuDNN/cuBLAS kernels) is not fixed, so a resumed run agrees with the uninterrupted
-one to the tolerance of two uninterrupted runs, not bit for bit (docs/align.md, "Exact resume").
-"""
+Exactness holds on the CPU, in one process or several under DDP (gloo). On GPUs the order of
+floating-point reductions (cuDNN/cuBLAS kernels, NCCL's all-reduce) is not fixed, so a resumed
+run agrees with the uninterrupted one to the tolerance of two uninterrupted runs, not bit for bit
+(docs/align.md, "Exact resume")."""
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,8 +147,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as tmp:
-            torch.save(checkpoint, tmp)
+        size = tensor_bytes(checkpoint)
+        with atomic_write(path, size=size) as tmp:
+            try:
+                torch.save(checkpoint, tmp)
+            except RuntimeError as e:  # torch's writer drops the errno of a failed write
+                if shutil.disk_usage(tmp.parent).free >= size:
+                    raise
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested checkpoint: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return sum(tensor_bytes(v) for v in values)
 
 
 class SaveLast(Checkpoint):
