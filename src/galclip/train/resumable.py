@@ -17,8 +17,8 @@ This module makes the last two a pure function of what the checkpoint records:
 
 :class:`SaveLast` writes ``last.ckpt`` every ``every`` steps and at each epoch end, through
 :class:`AtomicCheckpointIO` (a temporary file, then a rename: a kill while writing leaves the
-previous checkpoint whole). Objectives keep any other state a step depends on (the spectrum
-queue of alignment, DINO's centres as buffers) in their checkpoint; the alignment feature cache
+previous checkpoint whole). Objectives keep any other state a step depends on (DINO's centres as
+buffers) in their checkpoint; the alignment feature cache
 is result-neutral by construction (:mod:`galclip.train.feature_cache`) and needs none.
 
 Exactness holds on the CPU, in one process or several under DDP (gloo). On GPUs the order of
