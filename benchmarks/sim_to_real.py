@@ -29,7 +29,6 @@ import numpy as np
 K = 16
 WITHIN = 0.01
 CATASTROPHIC = 0.15
-SIM_RANGE = (0.01, 0.6)
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 ANDES = ("bgs-66003", "lrg-68002", "elg-67230", "qso-68002", "mws-66003")
 PIPELINE = (("coadd-4-80613-thru20210324.fits", "redrock-4-80613-thru20210324.fits"),
@@ -70,12 +69,12 @@ def predict(cat, spectra: list[dict]) -> None:
         s["ood_score"], s["unfamiliar"] = res.query["ood_score"], res.query["unfamiliar"]
 
 
-def summarise(spectra: list[dict]) -> list[dict]:
+def summarise(spectra: list[dict], sim_range: tuple[float, float]) -> list[dict]:
     rows = []
     progs = sorted({s["programme"] for s in spectra})
     for name, sel in [(p, [s for s in spectra if s["programme"] == p]) for p in progs] + [
             ("all", spectra),
-            ("in sim range", [s for s in spectra if SIM_RANGE[0] < s["z"] < SIM_RANGE[1]])]:
+            ("in sim range", [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]])]:
         if not sel:
             continue
         dz = np.array([abs(s["z_pred"] - s["z"]) / (1 + s["z"]) for s in sel])
@@ -165,8 +164,13 @@ def main() -> None:
     cat = Catalog(args.catalog)
     spectra = real_spectra(Path(args.real))
     predict(cat, spectra)
-    table = summarise(spectra)
-    print(f"{len(spectra)} real DESI spectra, catalog {args.catalog} ({cat.n_rows} simulated), "
+    from galclip.data import open_dataset
+
+    z_sim = open_dataset(args.data).read_columns(["redshift"])["redshift"]
+    sim_range = (float(z_sim.min()), float(z_sim.max()))   # the simulated survey's own range
+    table = summarise(spectra, sim_range)
+    print(f"{len(spectra)} real DESI spectra, catalog {args.catalog} ({cat.n_rows} simulated, "
+          f"z {sim_range[0]:.2f}-{sim_range[1]:.2f}), "
           f"z = median of {K} nearest simulated spectra")
     print("| sample | n | within 0.01(1+z) | catastrophic (>0.15) | flagged unfamiliar | "
           "wrong and not flagged | median cos to nearest |\n|---|---|---|---|---|---|---|")
