@@ -153,3 +153,25 @@ def test_the_space_free_is_what_was_free_when_the_write_began(tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
     assert info.value.space == f"needs about 12 kB, 30 kB free on {storage.mount_point(tmp_path)}"
     assert storage.human_bytes(3.2e9) == "3.2 GB" and storage.human_bytes(4e6) == "4.0 MB"
+
+
+def test_an_input_gone_mid_run_names_its_path_and_the_remedy(tmp_path, monkeypatch, capsys):
+    """pyarrow's error for a file that vanished names it only inside its text, without a remedy."""
+    import pyarrow.parquet as pq
+
+    from galclip import cli
+    from galclip.cli import validate
+
+    gone = tmp_path / "part-00001.parquet"
+    with pytest.raises(FileNotFoundError) as info:
+        pq.ParquetFile(gone)
+
+    def run(args):
+        raise info.value
+
+    monkeypatch.setattr(validate, "run", run)
+    assert cli.main(["validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"galclip validate: error: {gone}: no such file") and "rerun" in err
+    assert "Detail" not in err

@@ -35,7 +35,7 @@ def main() -> None:
     z, zp = t["redshift"][te], knn.predict(vec[te])
     dz = (zp - z) / (1 + z)
     prog = np.asarray(t["programme"])[te]
-    print(f"| programme | n | σ_NMAD | η0.15 | η0.05 | median z | median r |")
+    print("| programme | n | σ_NMAD | η0.15 | η0.05 | median z | median r |")
     print("|---|---|---|---|---|---|---|")
     for p in sorted(set(prog)) + ["all"]:
         s = np.ones(len(z), bool) if p == "all" else prog == p

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import re
 import sys
 
 # (name, module with add_arguments/run, one-line help), in pipeline order
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("galclip: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except FileNotFoundError as e:
+        print(f"galclip {args.command}: error: {missing_file_message(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError) as e:
         print(f"galclip {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:           # full disk, read-only or forbidden folder, I/O error
@@ -86,6 +90,16 @@ _OS_HINTS = {
     errno.EPERM: "operation not permitted: make the folder writable or choose another",
     errno.EIO: "input/output error from the device: check the disk, then rerun the same command",
 }
+
+
+def missing_file_message(e: FileNotFoundError) -> str:
+    """One line for a missing file. galclip's own messages (no errno) say what to do already; one
+    from the system or pyarrow (an input gone while a command ran) gets the path and the remedy."""
+    if e.errno != errno.ENOENT:
+        return str(e)
+    path = e.filename or (re.search(r"'([^']+)'", e.strerror or "") or [None, None])[1]
+    return (f"{path or e}: no such file (it vanished while the command ran, or the path is "
+            "wrong): restore it or give the right path, then rerun the same command")
 
 
 def os_error_message(e: OSError) -> str:
