@@ -72,10 +72,6 @@ class BandFluxBound:
         """Number of age bins bagpipes' nebular model sums over (the last with weight <= 1)."""
         return int(np.sum(self._config.age_bins < t_bc_gyr * 1e9))
 
-    def upper_bound(self, component: dict) -> float:
-        """Bound on the band flux (microjansky) of the model with these bagpipes components."""
-        return self.bounds(component)[1]
-
     def sfh_weights(self, component: dict) -> np.ndarray:
         """bagpipes' (metallicity, age) SSP weights of the component (the same in every band)."""
         self.sfh.update(component)
