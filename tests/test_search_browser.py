@@ -121,3 +121,49 @@ def test_explorer_search_switch_modes_upload(server):
         assert shot.stat().st_size > 10_000
         assert not [u for u in failed if not u.startswith(url)], f"external requests: {failed}"
         browser.close()
+
+
+@pytest.mark.slow
+def test_a_slow_earlier_search_does_not_overwrite_a_newer_upload(server):
+    """The race CI once hit: switching mode re-runs the last id search, the user uploads a file at
+    once, and the id search's response arrives last. Held here on purpose (Playwright routes, no
+    timing): the page must keep showing the upload's results."""
+    from playwright.sync_api import sync_playwright
+
+    from galclip.data import open_dataset
+
+    url, built, root = server
+    item = open_dataset(built.data)[7]
+    upload = root / "race-cutout.fits"
+    upload.write_bytes(fits_bytes_image(item["image"], pad=10))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#examples a")
+        oid = page.get_attribute("#examples a >> nth=1", "data-id")
+        page.fill("#object-id", oid)
+        page.click("#search-btn")
+        page.wait_for_function("document.querySelectorAll('#results .card').length == 12")
+
+        held = []
+        page.route("**/api/search?*", lambda route: held.append(route))
+        page.click("#mode button[data-to=spectrum][data-from=image]")   # re-runs the id search
+        page.wait_for_function("document.querySelector('#status').textContent == 'searching…'")
+        page.set_input_files("#upload-file", str(upload))
+        page.click("#upload-btn")
+        page.wait_for_function("document.querySelector('#status').textContent"
+                               ".includes('uploaded race-cutout.fits')")
+        first = page.get_attribute("#results .card >> nth=0", "data-id")
+        for _ in range(1200):                             # until the id search reaches the route
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the mode switch never sent its id search"
+        with page.expect_response("**/api/search?*"):
+            held[0].continue_()
+        page.evaluate("() => new Promise((r) => setTimeout(r, 0))")   # let its handler run
+        status = page.text_content("#status")
+        assert "uploaded race-cutout.fits" in status, status
+        assert page.get_attribute("#results .card >> nth=0", "data-id") == first
+        browser.close()

@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { from: "image", to: "image", info: null, lastQuery: null, lastResult: null,
-  querySpectrum: null, preview: null };
+  querySpectrum: null, preview: null, searchGen: 0, previewGen: 0 };
 const $ = (sel) => document.querySelector(sel);
 const OPS = [">", ">=", "<", "<=", "==", "!="];
 
@@ -10,6 +10,14 @@ function setStatus(text, isError = false) {
   const el = $("#status");
   el.textContent = text;
   el.className = isError ? "error" : "";
+}
+
+// Overlapping requests (a mode switch re-runs the last search while the user uploads a file) must
+// not let the slower one decide what the page shows: each search or preview takes a generation
+// number, and a response that arrives after a newer one started is dropped.
+function generation(key) {
+  const mine = ++state[key];
+  return () => mine === state[key];
 }
 
 async function api(url, options) {
@@ -159,16 +167,19 @@ function familiarity(q) {
   return text;
 }
 
-async function showQuery(id) {
+async function showQuery(id, current) {
   const box = $("#query");
   if (id === null) { box.replaceChildren(); return; }
   const obj = await api(`/api/objects/${id}`);
+  if (!current()) return;
   const c = card(obj);
   c.querySelector(".head span").textContent = `query #${id}`;
   box.replaceChildren(c);
   state.querySpectrum = null;
   if (state.info.has_data) {
-    api(`/api/objects/${id}/spectrum?bins=1500`).then((d) => { state.querySpectrum = { id: Number(id), data: d }; }).catch(() => {});
+    api(`/api/objects/${id}/spectrum?bins=1500`).then((d) => {
+      if (current()) state.querySpectrum = { id: Number(id), data: d };
+    }).catch(() => {});
   }
 }
 
@@ -236,12 +247,14 @@ async function searchId(id, push = true) {
   const where = whereClause();
   if (where) params.set("where", where);
   if (push) pushURL(params);
+  const current = generation("searchGen");
   setStatus("searching…");
   try {
-    await showQuery(id);
-    showResults(await api(`/api/search?${params}`));
+    await showQuery(id, current);
+    const res = await api(`/api/search?${params}`);
+    if (current()) showResults(res);
   } catch (e) {
-    setStatus(e.message, true);
+    if (current()) setStatus(e.message, true);
   }
 }
 
@@ -260,14 +273,16 @@ async function searchUpload() {
   const where = whereClause();
   if (where) form.append("where", where);
   state.lastQuery = { upload: true };
+  const current = generation("searchGen");
   setStatus("embedding upload…");
   try {
-    await showQuery(null);
+    await showQuery(null, current);
     const sp = state.preview && state.preview.spectrum;
     state.querySpectrum = sp ? { id: null, data: sp } : null;
-    showResults(await api("/api/search/upload", { method: "POST", body: form }));
+    const res = await api("/api/search/upload", { method: "POST", body: form });
+    if (current()) showResults(res);
   } catch (e) {
-    setStatus(e.message, true);
+    if (current()) setStatus(e.message, true);
   }
 }
 
@@ -286,18 +301,21 @@ async function searchCone(push = true) {
   if (where) params.set("where", where);
   if (push) pushURL(params);
   state.lastQuery = { cone: true };
+  const current = generation("searchGen");
   setStatus("searching the cone…");
   try {
-    await showQuery(null);
-    showResults(await api(`/api/cone?${params}`));
+    await showQuery(null, current);
+    const res = await api(`/api/cone?${params}`);
+    if (current()) showResults(res);
   } catch (e) {
-    setStatus(e.message, true);
+    if (current()) setStatus(e.message, true);
   }
 }
 
 // ---------------------------------------------------------------- upload preview and TARGETID picker
 async function previewUpload() {
   const file = $("#upload-file").files[0], box = $("#preview"), pick = $("#targetid");
+  const current = generation("previewGen");
   state.preview = null;
   box.replaceChildren();
   if (!file) return;
@@ -307,6 +325,7 @@ async function previewUpload() {
   if (kind === "spectrum" && !pick.hidden && pick.value !== "") form.append("targetid", pick.value);
   try {
     const pv = await api("/api/preview", { method: "POST", body: form });
+    if (!current()) return;
     state.preview = pv;
     if (kind === "spectrum" && pv.targets && pv.targets.length && pick.hidden) {
       pick.replaceChildren(...pv.targets.map((t) => el("option", { value: t.targetid, text: `TARGETID ${t.targetid} ${t.objtype || ""} · ${t.n_good} good px` })));
@@ -326,7 +345,7 @@ async function previewUpload() {
     }
     box.appendChild(el("span", { class: "muted", text: `preview: ${pv.file}` }));
   } catch (e) {
-    box.appendChild(el("span", { class: "error", text: e.message }));
+    if (current()) box.appendChild(el("span", { class: "error", text: e.message }));
   }
 }
 
