@@ -199,7 +199,7 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
     cfg = resolve_config("pretrain-spectrum", None, [
         "objective.name=contrastive", "objective.loss.equivariance_weight=1.0",
         "model.channels=[8,16,16]", "model.embed_dim=32", "objective.heads.hidden_dim=32"])
-    m = build_module("pretrain-spectrum", cfg)
+    m = build_module(cfg)
     flux, ivar = _inputs("spectrum", b=16)
     flux = flux + torch.linspace(0, 3, 16)[:, None] * torch.sin(torch.arange(C.N_WAVE) / 30.0)
     with torch.no_grad():
@@ -218,7 +218,7 @@ def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
     cfg = resolve_config("pretrain-image", None, [
         "objective.name=simclr", "model.channels=[8,16,16,16]", "model.embed_dim=32",
         "objective.heads.hidden_dim=32", "objective.heads.output_dim=16"])
-    m = build_module("pretrain-image", cfg)
+    m = build_module(cfg)
     (x,) = _inputs("image", b=8)
     x = x * torch.linspace(0.5, 3, 8)[:, None, None, None]
     m.losses_of = m.losses
@@ -241,7 +241,7 @@ def test_contrastive_objective_refuses_a_transformer_encoder():
     cfg = resolve_config("pretrain-spectrum", None, ["objective.name=contrastive",
                                                      "model.name=spectrum-nano"])
     with pytest.raises(ConfigError, match="conv"):
-        build_module("pretrain-spectrum", cfg)
+        build_module(cfg)
     with pytest.raises(ConfigError, match="objective"):
         resolve_config("pretrain-spectrum", None, ["objective.name=dino"])
 

@@ -38,7 +38,7 @@ def pretrain_config(modality, config=None, overrides=()):
 
 
 def build_module(modality, cfg):
-    return _build_module(f"pretrain-{modality}", cfg)
+    return _build_module(cfg)
 
 
 def test_presets_resolve_and_overrides_reach_the_encoder():
@@ -47,9 +47,9 @@ def test_presets_resolve_and_overrides_reach_the_encoder():
     for preset in presets:
         modality = preset.split("-")[0]
         cfg = pretrain_config(modality, preset, ["model.embed_dim=32"])
-        assert cfg["model"]["embed_dim"] == 32 and cfg["model"]["modality"] == modality
-    assert pretrain_config("image", "image-astrodino")["model"]["embed_dim"] == 1024
-    assert pretrain_config("spectrum", "spectrum-specformer")["model"]["embed_dim"] == 768
+        assert cfg.model["embed_dim"] == 32 and cfg.model["modality"] == modality
+    assert pretrain_config("image", "image-astrodino").model["embed_dim"] == 1024
+    assert pretrain_config("spectrum", "spectrum-specformer").model["embed_dim"] == 768
     with pytest.raises(ConfigError, match="optim.*unknown key 'lrr'"):
         pretrain_config("image", "image-cpu", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="is a spectrum encoder"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -30,14 +30,17 @@ from galclip.train.feature_cache import FeatureCache
 from galclip.train.losses import clip_loss, neighbourhood_loss
 from galclip.train.optim import adamw, param_groups
 
+if TYPE_CHECKING:
+    from galclip.train.schema import AlignOptim, TrainConfig
+
 ENCODERS = ("image_encoder", "spectrum_encoder")
 
 
-def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
+def build_clip(cfg: TrainConfig) -> GalaxyCLIP:
     """Encoders from pretrained checkpoints (or presets, randomly initialized) + new heads."""
     from galclip.models import create_encoder, load_encoder
 
-    m = {k: cfg["model"][k] for k in cfg["model"]}
+    m = dict(cfg.model)
     encoders = []
     for modality in ("image", "spectrum"):
         ckpt, preset = m.pop(f"{modality}_checkpoint"), m.pop(f"{modality}_encoder")
@@ -48,10 +51,10 @@ def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
     return GalaxyCLIP(*encoders, **m)
 
 
-def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
+def choose_trainable(model: GalaxyCLIP, optim: AlignOptim) -> None:
     """Set ``requires_grad``: the heads and temperature always train; a backbone only when
     :func:`frozen_modalities` leaves it out (frozen ones get no gradient and no optimizer state)."""
-    for m in frozen_modalities(optim):
+    for m in frozen_modalities(optim.freeze_backbones, optim.finetune):
         getattr(model, f"{m}_encoder").requires_grad_(False)
 
 
@@ -65,12 +68,12 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def lr_scale(model: GalaxyCLIP, optim: Mapping[str, Any]) -> Callable[[str], float]:
+def lr_scale(model: GalaxyCLIP, optim: AlignOptim) -> Callable[[str], float]:
     """Learning-rate factor by parameter name: 1 for heads and temperature; for backbone
     parameters ``backbone_lr_scale * layer_decay ** (depth + 1 - layer)`` (layer-wise decay)."""
     depths = {f"{n}.": 1 + max([layer_id(p, 0) - 1 for p, _ in getattr(model, n).named_parameters()] + [0])
               for n in ENCODERS}
-    scale, decay = float(optim["backbone_lr_scale"]), float(optim["layer_decay"])
+    scale, decay = float(optim.backbone_lr_scale), float(optim.layer_decay)
 
     def factor(name: str) -> float:
         for prefix, depth in depths.items():
@@ -80,10 +83,10 @@ def lr_scale(model: GalaxyCLIP, optim: Mapping[str, Any]) -> Callable[[str], flo
     return factor
 
 
-def clip_param_groups(model: GalaxyCLIP, optim: Mapping[str, Any]) -> list[dict[str, Any]]:
+def clip_param_groups(model: GalaxyCLIP, optim: AlignOptim) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters, with layer-wise lr decay in the backbones."""
-    return param_groups(model.named_parameters(), lr=float(optim["lr"]),
-                        weight_decay=float(optim["weight_decay"]), lr_scale=lr_scale(model, optim))
+    return param_groups(model.named_parameters(), lr=float(optim.lr),
+                        weight_decay=float(optim.weight_decay), lr_scale=lr_scale(model, optim))
 
 
 class CLIPModule(L.LightningModule):
@@ -100,12 +103,12 @@ class CLIPModule(L.LightningModule):
         "neighbourhood_temperature": 0.1,
     }}
 
-    def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
+    def __init__(self, cfg: TrainConfig, model: GalaxyCLIP | None = None):
         super().__init__()
-        self.cfg, self.obj = cfg, cfg["objective"]
+        self.cfg, self.obj = cfg, cfg.objective
         self.model = build_clip(cfg) if model is None else model
-        choose_trainable(self.model, cfg["optim"])
-        self.frozen = frozen_modalities(cfg["optim"])
+        choose_trainable(self.model, cfg.optim)
+        self.frozen = frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune)
         self.neighbourhood = float(self.obj["neighbourhood_weight"])
         self.neighbourhood_t = float(self.obj["neighbourhood_temperature"])
         if self.neighbourhood and "spectrum" not in self.frozen:
@@ -208,7 +211,7 @@ class CLIPModule(L.LightningModule):
             self.log(f"val/{key}", float(value), prog_bar=shown, sync_dist=True)
 
     def configure_optimizers(self):
-        o = self.cfg["optim"]
+        o = self.cfg.optim
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = min(int(o["warmup_steps"]), max(1, total // 10))  # short runs: a tenth of the run
+        warmup = min(int(o.warmup_steps), max(1, total // 10))  # short runs: a tenth of the run
         return adamw(clip_param_groups(self.model, o), o, warmup=warmup, total=total)
