@@ -169,7 +169,7 @@ def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encode
                                           f"model.image_checkpoint={encoder_files[0]}",
                                           f"model.spectrum_checkpoint={encoder_files[1]}"])
     assert frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune) == {"spectrum"}
-    assert cfg.objective["augment"]["image_shift"] > 0
+    assert cfg.objective.augment.image_shift > 0
     out = train("align", tiny_dataset, tmp_path / "run", cfg)
     model = galclip.load_model(out)
     changed = {}

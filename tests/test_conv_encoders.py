@@ -212,7 +212,9 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
 
 @pytest.mark.slow
 def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
-    from galclip.augment import augment_view
+    from dataclasses import replace
+
+    from galclip.augment import ImageViews, augment_view
     from galclip.train.schema import build_module, resolve_config
 
     cfg = resolve_config("pretrain-image", None, [
@@ -225,12 +227,12 @@ def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
     before, after = _steps_lower(m, x)
     assert after["loss"] < before["loss"]
     # symmetries and jitter move pixels but keep every value (flux is conserved); PSF blur too
-    aug = {"rot90_flip": True, "psf_sigma_max": 0.0, "noise_max": 0.0}
+    aug = ImageViews(rot90_flip=True, psf_sigma_max=0.0, noise_max=0.0)
     point = torch.zeros(2, 3, 152, 152)
     point[:, :, 70:82, 70:82] = torch.rand(2, 3, 12, 12)
     v = augment_view(point, 64, 7, m.encoder.band_scale, aug)
     assert torch.allclose(v.sum((-2, -1)), point.sum((-2, -1)))
-    blurred = augment_view(point, 64, 7, m.encoder.band_scale, {**aug, "psf_sigma_max": 1.5})
+    blurred = augment_view(point, 64, 7, m.encoder.band_scale, replace(aug, psf_sigma_max=1.5))
     assert torch.allclose(blurred.sum((-2, -1)), point.sum((-2, -1)), rtol=1e-4)
 
 

@@ -95,7 +95,7 @@ def test_every_field_of_every_preset_is_read(stage, preset, dataset, tmp_path):
     when it resolves), and every field of the resolved config is read by a short run."""
     from galclip.train.runner import fit_stage, get_stage
 
-    objective = resolve_config(stage, preset).objective["name"]
+    objective = resolve_config(stage, preset).objective.name
     run = [a for a in RUN if objective != "clip" or not a.startswith("trainer.max_steps")]
     cfg = resolve_config(stage, preset, run + SHRINK[objective])
     tracked = Tracked(cfg)
@@ -188,13 +188,15 @@ def test_the_resolved_config_is_typed_and_round_trips(stage, tmp_path):
     """resolve_config gives the stage's typed sections (defaults from their dataclasses); the
     mapping written as config.yaml rebuilds the same config."""
     from galclip.config import read_yaml, save_config
+    from galclip.train.registry import objective_class
     from galclip.train.schema import SECTIONS, TrainConfig
 
     cfg = resolve_config(stage, None, ["optim.lr=2e-3", "trainer.max_steps=7"])
     data, optim, trainer = SECTIONS[stage]
     assert (type(cfg.data), type(cfg.optim), type(cfg.trainer)) == (data, optim, trainer)
     assert cfg.optim.lr == 2e-3 and cfg.trainer.max_steps == 7
-    assert cfg.data.batch_size == data().batch_size and cfg.objective["name"]
+    assert cfg.data.batch_size == data().batch_size
+    assert type(cfg.objective) is objective_class(stage, cfg.objective.name).Objective
     save_config(cfg.to_dict(), tmp_path / "config.yaml")
     assert TrainConfig.from_dict(stage, read_yaml(tmp_path / "config.yaml")) == cfg
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -89,19 +90,33 @@ def clip_param_groups(model: GalaxyCLIP, optim: AlignOptim) -> list[dict[str, An
                         weight_decay=float(optim.weight_decay), lr_scale=lr_scale(model, optim))
 
 
+@dataclass
+class PairViews:
+    """The alignment's views of each pair."""
+
+    image_dihedral: bool = True        # random 90 degree rotations and flips of each cutout
+    image_shift: int = 0               # +-px jitter of the cutout centre (fine-tuned image)
+    spectrum_noise: float = 0.0        # extra Gaussian noise, sigma = value / sqrt(ivar)
+
+
+@dataclass
+class CLIPObjective:
+    """``objective`` of ``clip``: views, validation pool, backbone-feature cache, neighbourhood term."""
+
+    name: str = "clip"
+    augment: PairViews = field(default_factory=PairViews)
+    pool_size: int = 1000              # validation retrieval pool (chance median rank = pool / 2)
+    cache_backbone_features: bool = False  # frozen backbones: keep their outputs per galaxy/view
+    cache_max_gb: float = 4.0          # memory cap of that cache
+    neighbourhood_weight: float = 0.0  # > 0: keep the frozen spectrum backbone's neighbourhoods
+    neighbourhood_temperature: float = 0.1
+
+
 class CLIPModule(L.LightningModule):
     """Contrastive training step, retrieval validation, optimizer groups of a GalaxyCLIP."""
 
-    DEFAULTS: dict[str, Any] = {"objective": {
-        "augment": {"image_dihedral": True,    # random 90 degree rotations and flips of each cutout
-                    "image_shift": 0,          # +-px jitter of the cutout centre (fine-tuned image)
-                    "spectrum_noise": 0.0},    # extra Gaussian noise, sigma = value / sqrt(ivar)
-        "pool_size": 1000,                     # validation retrieval pool (chance median rank = pool / 2)
-        "cache_backbone_features": False,      # frozen backbones: keep their outputs per galaxy/view
-        "cache_max_gb": 4.0,                   # memory cap of that cache
-        "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
-        "neighbourhood_temperature": 0.1,
-    }}
+    MODEL = None  # the model section is the stage's (schema.AlignModel)
+    Objective = CLIPObjective
 
     def __init__(self, cfg: TrainConfig, model: GalaxyCLIP | None = None):
         super().__init__()
@@ -109,24 +124,24 @@ class CLIPModule(L.LightningModule):
         self.model = build_clip(cfg) if model is None else model
         choose_trainable(self.model, cfg.optim)
         self.frozen = frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune)
-        self.neighbourhood = float(self.obj["neighbourhood_weight"])
-        self.neighbourhood_t = float(self.obj["neighbourhood_temperature"])
+        self.neighbourhood = float(self.obj.neighbourhood_weight)
+        self.neighbourhood_t = float(self.obj.neighbourhood_temperature)
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
-        cached_image = "image" in self.frozen and self.obj["cache_backbone_features"]
-        if self.obj["augment"]["image_shift"] and cached_image:
+        cached_image = "image" in self.frozen and self.obj.cache_backbone_features
+        if self.obj.augment.image_shift and cached_image:
             raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
                               "cached image backbone set it to 0 (or fine-tune the image backbone)")
         self._val: list[dict[str, torch.Tensor]] = []
         # frozen backbones in eval mode map one view to one output: cache it (the heads then
         # dominate an epoch's cost); fine-tuned ones change every step and are never cached
         self.cache = None
-        if self.obj["cache_backbone_features"]:
+        if self.obj.cache_backbone_features:
             if not self.frozen:
                 raise ConfigError("objective.cache_backbone_features needs optim.freeze_backbones=true "
                                   "(fine-tuned backbones change their outputs every step)")
-            self.cache = FeatureCache(float(self.obj["cache_max_gb"]) * 2**30)
+            self.cache = FeatureCache(float(self.obj.cache_max_gb) * 2**30)
 
     def encoder(self, modality: str) -> torch.nn.Module:
         return getattr(self.model, f"{modality}_encoder")
@@ -147,17 +162,17 @@ class CLIPModule(L.LightningModule):
 
     def _embed(self, batch: Mapping[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         images, flux, ivar = batch["image"], batch["spectrum_flux"], batch["spectrum_ivar"]
-        n, aug = images.shape[0], self.obj["augment"]
-        if augment and aug["image_dihedral"]:
+        n, aug = images.shape[0], self.obj.augment
+        if augment and aug.image_dihedral:
             k, flip = (t.tolist() for t in dihedral_params(n))
         else:
             k, flip = [0] * n, [False] * n
-        shift = int(aug["image_shift"])
+        shift = int(aug.image_shift)
         if augment and shift:  # a jittered view is new every time (never cached, see __init__)
             # crops keep at least the encoder's input size; the shift is clipped to stay inside
             need = int(getattr(getattr(self.encoder("image"), "cfg", None), "img_size", 0))
             images = random_crops(images, max(images.shape[-1] - 2 * shift, need), shift)
-        noise = float(aug["spectrum_noise"]) if augment else 0.0
+        noise = float(aug.spectrum_noise) if augment else 0.0
         ids = batch["object_id"].tolist()
         img = self._features("image", [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
                              (apply_dihedral(images, k, flip),))
@@ -204,7 +219,7 @@ class CLIPModule(L.LightningModule):
         if len(first) < 2:
             return
         metrics = retrieval_metrics(parts["image"][first], parts["spectrum"][first],
-                                    pool_size=int(self.obj["pool_size"]))
+                                    pool_size=int(self.obj.pool_size))
         for key, value in metrics.items():
             shown = key.endswith(("median_rank", "R@1"))
             # every rank holds the same gathered metrics, so the DDP mean is the value itself

@@ -23,10 +23,12 @@ def build_model_encoder(cfg: TrainConfig):
 
 class PretrainModule(L.LightningModule):
     """Base class: ``self.cfg`` is the resolved run config, ``self.obj`` its ``objective``
-    section; subclasses define ``DEFAULTS`` (their ``model.name`` and ``objective`` section),
+    section; subclasses define ``MODEL`` (their default encoder preset, ``model.name``),
+    ``Objective`` (the dataclass of their ``objective`` section, with its defaults),
     ``self.encoder`` and ``trainable()``."""
 
-    DEFAULTS: dict[str, Any] = {}
+    MODEL: str
+    Objective: type
 
     def __init__(self, cfg: TrainConfig):
         super().__init__()

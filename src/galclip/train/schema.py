@@ -11,13 +11,14 @@ Every stage (``pretrain-image``, ``pretrain-spectrum``, ``align``) reads the sam
 
 Defaults come in layers (as DINOv2): the stage's section dataclasses (:data:`SECTIONS`: the
 fields and defaults of ``data``, ``optim`` and ``trainer``, documented in one place) -> the
-objective's ``DEFAULTS`` (its module, found in :mod:`galclip.train.registry`) -> the encoder preset
-named by ``model.name`` (pretraining); then a YAML file or a packaged preset
-(``galclip/configs/<pretrain|align>/``) and dotted overrides (:func:`galclip.config.load_config`:
-unknown keys and wrong types are errors naming the key and the file). The result is a
-:class:`TrainConfig`. Keys of the
-schema before the one-schema redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
-with a message that names the new key (:data:`RENAMED`).
+objective's dataclass (``Objective`` of its module, found in :mod:`galclip.train.registry`;
+the stage's first objective, AstroCLIP's, when ``objective.name`` is not given) -> the encoder
+preset named by ``model.name`` (pretraining; the objective module's ``MODEL`` when not given);
+then a YAML file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted
+overrides (:func:`galclip.config.load_config`: unknown keys and wrong types are errors naming the
+key and the file). The result is a :class:`TrainConfig`. Keys of the schema before the one-schema
+redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused with a message that
+names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from galclip.config import ConfigError, deep_merge, load_config, parse_override, preset_or_file, read_yaml
+from galclip.config import (
+    ConfigError,
+    deep_merge,
+    from_mapping,
+    load_config,
+    parse_override,
+    preset_or_file,
+    read_yaml,
+)
 from galclip.train.registry import check_stage, objective_class, objective_names
 
 PRESET_ROOT = Path(__file__).resolve().parents[1] / "configs"
@@ -124,13 +133,14 @@ SECTIONS: dict[str, tuple[type, type, type]] = {
 class TrainConfig:
     """The resolved config of one training run: the six sections of every stage. ``model`` is
     the encoder preset and its fields (pretraining; typed by the encoder's own config) or the
-    CLIP model's settings (alignment); ``objective`` the objective's (``name`` first)."""
+    CLIP model's settings (alignment); ``objective`` the dataclass of the objective that
+    ``objective.name`` names (``Objective`` of its module: :mod:`galclip.train.registry`)."""
 
     stage: str
     seed: int
     data: DataConfig
     model: dict[str, Any]
-    objective: dict[str, Any]
+    objective: Any
     optim: OptimConfig
     trainer: TrainerConfig
 
@@ -139,8 +149,12 @@ class TrainConfig:
         """The typed config of a resolved mapping (a saved ``config.yaml``, :meth:`to_dict`)."""
         check_stage(stage)
         data, optim, trainer = SECTIONS[stage]
-        return cls(stage, cfg["seed"], data(**cfg["data"]), copy.deepcopy(dict(cfg["model"])),
-                   copy.deepcopy(dict(cfg["objective"])), optim(**cfg["optim"]), trainer(**cfg["trainer"]))
+        objective = objective_class(stage, cfg["objective"]["name"]).Objective
+        return cls(stage, cfg["seed"], from_mapping(data, cfg["data"], "data"),
+                   copy.deepcopy(dict(cfg["model"])),
+                   from_mapping(objective, cfg["objective"], "objective"),
+                   from_mapping(optim, cfg["optim"], "optim"),
+                   from_mapping(trainer, cfg["trainer"], "trainer"))
 
     def to_dict(self) -> dict[str, Any]:
         """The nested mapping of the six sections (what ``config.yaml`` holds)."""
@@ -162,7 +176,7 @@ def _align_model() -> dict[str, Any]:
 def _section_defaults(stage: str) -> dict[str, Any]:
     data, optim, trainer = SECTIONS[stage]
     return {"seed": 0, "data": asdict(data()), "model": _align_model() if stage == "align" else {},
-            "objective": {"name": None},  # None: the stage's first objective (AstroCLIP's)
+            "objective": {},  # the objective's dataclass (stage_defaults)
             "optim": asdict(optim()), "trainer": asdict(trainer())}
 
 
@@ -195,7 +209,7 @@ def list_presets(stage: str) -> list[str]:
 
 def build_module(cfg: TrainConfig):
     """The LightningModule of the config's objective."""
-    return objective_class(cfg.stage, cfg.objective["name"])(cfg)
+    return objective_class(cfg.stage, cfg.objective.name)(cfg)
 
 
 def _leaf_keys(d: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -225,10 +239,10 @@ def stage_defaults(stage: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     check_stage(stage)
     base = _section_defaults(stage)
     name = (raw.get("objective") or {}).get("name") or objective_names(stage)[0]
-    base = deep_merge(base, objective_class(stage, name).DEFAULTS, strict=False)
-    base["objective"]["name"] = name
+    module = objective_class(stage, name)
+    base["objective"] = {**asdict(module.Objective()), "name": name}
     if stage != "align":
-        model = (raw.get("model") or {}).get("name") or base["model"]["name"]
+        model = (raw.get("model") or {}).get("name") or module.MODEL
         base["model"] = _encoder_defaults(stage.split("-")[1], model)
     return base
 
