@@ -115,7 +115,7 @@ class CLIPObjective:
 class CLIPModule(L.LightningModule):
     """Contrastive training step, retrieval validation, optimizer groups of a GalaxyCLIP."""
 
-    MODEL = None  # the model section is the stage's (schema.AlignModel)
+    MODEL = None  # the model section holds two encoders and the CLIP fields (schema._align_model)
     Objective = CLIPObjective
 
     def __init__(self, cfg: TrainConfig, model: GalaxyCLIP | None = None):
