@@ -3,6 +3,7 @@ augmentations."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     extra = read_checkpoint_metadata(out / "model.safetensors")["extra"]
     assert steps > 0 and extra["resumed_from_step"] == steps and extra["global_step"] == 2 * steps
     with pytest.raises(ConfigError, match="model.embed_dim"):
-        train("align", tiny_dataset, out, {**cfg, "model": {**cfg["model"], "embed_dim": 16}})
+        train("align", tiny_dataset, out, replace(cfg, model={**cfg.model, "embed_dim": 16}))
 
 
 def test_layerwise_lr_decay_when_fine_tuning():
@@ -73,7 +74,7 @@ def test_layerwise_lr_decay_when_fine_tuning():
     from galclip.train.schema import resolve_config
 
     model = GalaxyCLIP(create_encoder("image-nano"), create_encoder("spectrum-nano"), embed_dim=16)
-    tcfg = {**resolve_config("align")["optim"], "lr": 1.0, "backbone_lr_scale": 0.1, "layer_decay": 0.5}
+    tcfg = replace(resolve_config("align").optim, lr=1.0, backbone_lr_scale=0.1, layer_decay=0.5)
     lr_of = {id(p): g["lr"] for g in clip_param_groups(model, tcfg) for p in g["params"]}
     named = dict(model.named_parameters())
     depth = len(model.image_encoder.backbone.blocks)  # image-nano: 4 blocks
@@ -151,7 +152,7 @@ def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     assert torch.allclose(rotated["spectrum_embedding"], direct["spectrum_embedding"], atol=2e-3)
     assert apply_dihedral(images[:1], [1], [True]).shape == (1, 3, 152, 152)
     with pytest.raises(ConfigError, match="freeze_backbones"):
-        CLIPModule({**cfg, "optim": {**cfg["optim"], "freeze_backbones": False}}, nano_clip())
+        CLIPModule(replace(cfg, optim=replace(cfg.optim, freeze_backbones=False)), nano_clip())
 
 
 @pytest.mark.slow
@@ -167,7 +168,8 @@ def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encode
     cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=1",
                                           f"model.image_checkpoint={encoder_files[0]}",
                                           f"model.spectrum_checkpoint={encoder_files[1]}"])
-    assert frozen_modalities(cfg["optim"]) == {"spectrum"} and cfg["objective"]["augment"]["image_shift"] > 0
+    assert frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune) == {"spectrum"}
+    assert cfg.objective.augment.image_shift > 0
     out = train("align", tiny_dataset, tmp_path / "run", cfg)
     model = galclip.load_model(out)
     changed = {}

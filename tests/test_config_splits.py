@@ -1,10 +1,12 @@
 """Config layering and deterministic splits."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pytest
 
-from galclip.config import ConfigError, load_config, save_config
+from galclip.config import ConfigError, from_mapping, load_config, save_config
 from galclip.data.splits import assign_splits, split_indices
 
 
@@ -30,3 +32,24 @@ def test_splits_are_deterministic_and_proportional():
     assert set(test_idx) == set(np.flatnonzero(s == "test"))
     stored = np.array(["train", "test"] * 5)
     assert split_indices(np.arange(10), "test", stored=stored).tolist() == [1, 3, 5, 7, 9]
+
+
+
+@dataclass
+class _Inner:
+    size: int = 3
+    scale: float = 1.0
+
+
+@dataclass
+class _Outer:
+    name: str = "x"
+    inner: _Inner = field(default_factory=_Inner)
+    sizes: list = field(default_factory=list)
+
+
+def test_from_mapping_builds_nested_dataclasses_and_names_an_unknown_key():
+    built = from_mapping(_Outer, {"inner": {"size": 5}, "sizes": [1, 2]})
+    assert built == _Outer("x", _Inner(5, 1.0), [1, 2]) and isinstance(built.inner, _Inner)
+    with pytest.raises(ConfigError, match=r"objective\.inner: unknown key\(s\) \['sise'\]"):
+        from_mapping(_Outer, {"inner": {"sise": 5}}, "objective")

@@ -199,7 +199,7 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
     cfg = resolve_config("pretrain-spectrum", None, [
         "objective.name=contrastive", "objective.loss.equivariance_weight=1.0",
         "model.channels=[8,16,16]", "model.embed_dim=32", "objective.heads.hidden_dim=32"])
-    m = build_module("pretrain-spectrum", cfg)
+    m = build_module(cfg)
     flux, ivar = _inputs("spectrum", b=16)
     flux = flux + torch.linspace(0, 3, 16)[:, None] * torch.sin(torch.arange(C.N_WAVE) / 30.0)
     with torch.no_grad():
@@ -212,25 +212,27 @@ def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
 
 @pytest.mark.slow
 def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
-    from galclip.augment import augment_view
+    from dataclasses import replace
+
+    from galclip.augment import ImageViews, augment_view
     from galclip.train.schema import build_module, resolve_config
 
     cfg = resolve_config("pretrain-image", None, [
         "objective.name=simclr", "model.channels=[8,16,16,16]", "model.embed_dim=32",
         "objective.heads.hidden_dim=32", "objective.heads.output_dim=16"])
-    m = build_module("pretrain-image", cfg)
+    m = build_module(cfg)
     (x,) = _inputs("image", b=8)
     x = x * torch.linspace(0.5, 3, 8)[:, None, None, None]
     m.losses_of = m.losses
     before, after = _steps_lower(m, x)
     assert after["loss"] < before["loss"]
     # symmetries and jitter move pixels but keep every value (flux is conserved); PSF blur too
-    aug = {"rot90_flip": True, "psf_sigma_max": 0.0, "noise_max": 0.0}
+    aug = ImageViews(rot90_flip=True, psf_sigma_max=0.0, noise_max=0.0)
     point = torch.zeros(2, 3, 152, 152)
     point[:, :, 70:82, 70:82] = torch.rand(2, 3, 12, 12)
     v = augment_view(point, 64, 7, m.encoder.band_scale, aug)
     assert torch.allclose(v.sum((-2, -1)), point.sum((-2, -1)))
-    blurred = augment_view(point, 64, 7, m.encoder.band_scale, {**aug, "psf_sigma_max": 1.5})
+    blurred = augment_view(point, 64, 7, m.encoder.band_scale, replace(aug, psf_sigma_max=1.5))
     assert torch.allclose(blurred.sum((-2, -1)), point.sum((-2, -1)), rtol=1e-4)
 
 
@@ -241,7 +243,7 @@ def test_contrastive_objective_refuses_a_transformer_encoder():
     cfg = resolve_config("pretrain-spectrum", None, ["objective.name=contrastive",
                                                      "model.name=spectrum-nano"])
     with pytest.raises(ConfigError, match="conv"):
-        build_module("pretrain-spectrum", cfg)
+        build_module(cfg)
     with pytest.raises(ConfigError, match="objective"):
         resolve_config("pretrain-spectrum", None, ["objective.name=dino"])
 

@@ -205,7 +205,7 @@ def test_log_lambda_conv_baseline_learns_where_a_line_is_and_stops_when_validati
     assert "ran" in net.budget() and "best epoch" in net.budget()
     noise = SupervisedBaseline(LogLambdaConv(**small), SupervisedConfig(epochs=20, batch_size=32, patience=2))
     noise.fit({k: v[:120] for k, v in x.items()}, rng.standard_normal((120, 1)), {})
-    assert noise.epochs_run < 20 and "flat for 2 epochs" in noise.budget()
+    assert noise.record.epochs_run < 20 and "flat for 2 epochs" in noise.budget()
 
 
 def test_image_baseline_augment_conserves_flux_and_evaluates_the_centre_crop():
@@ -316,6 +316,6 @@ def test_baseline_lowers_its_learning_rate_on_a_plateau_before_stopping():
     cfg = SupervisedConfig(epochs=30, batch_size=25, patience=4, lr_patience=2, lr_factor=0.5)
     net = SupervisedBaseline(LogLambdaConv(channels=[8, 8, 8], embed_dim=8), cfg)
     net.fit(x, rng.standard_normal((100, 1)), {})
-    assert net.epochs_run < 30 and net.lr_drops >= 2
-    assert net.lr_scale == 0.5 ** net.lr_drops
+    assert net.record.epochs_run < 30 and net.record.lr_drops >= 2
+    assert net.record.lr_scale == 0.5 ** net.record.lr_drops
     assert "learning rate ×0.5 after 2 flat epochs" in net.budget()

@@ -38,7 +38,7 @@ def pretrain_config(modality, config=None, overrides=()):
 
 
 def build_module(modality, cfg):
-    return _build_module(f"pretrain-{modality}", cfg)
+    return _build_module(cfg)
 
 
 def test_presets_resolve_and_overrides_reach_the_encoder():
@@ -47,9 +47,9 @@ def test_presets_resolve_and_overrides_reach_the_encoder():
     for preset in presets:
         modality = preset.split("-")[0]
         cfg = pretrain_config(modality, preset, ["model.embed_dim=32"])
-        assert cfg["model"]["embed_dim"] == 32 and cfg["model"]["modality"] == modality
-    assert pretrain_config("image", "image-astrodino")["model"]["embed_dim"] == 1024
-    assert pretrain_config("spectrum", "spectrum-specformer")["model"]["embed_dim"] == 768
+        assert cfg.model["embed_dim"] == 32 and cfg.model["modality"] == modality
+    assert pretrain_config("image", "image-astrodino").model["embed_dim"] == 1024
+    assert pretrain_config("spectrum", "spectrum-specformer").model["embed_dim"] == 768
     with pytest.raises(ConfigError, match="optim.*unknown key 'lrr'"):
         pretrain_config("image", "image-cpu", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="is a spectrum encoder"):
@@ -61,9 +61,7 @@ def test_presets_resolve_and_overrides_reach_the_encoder():
 # ---------------------------------------------------------------- augmentations
 def test_multi_crop_gives_the_configured_views():
     x = torch.rand(3, 3, 152, 152)
-    crops = {"n_global": 2, "global_size": 144, "n_local": 3, "local_size": 60, "local_max_offset": 30}
-    aug = {"rot90_flip": True, "max_shift": 4, "psf_sigma_max": 1.0, "noise_max": 1.0}
-    glob, local = A.multi_crop(x, BAND_SCALE, crops, aug)
+    glob, local = A.multi_crop(x, BAND_SCALE, A.Crops(n_local=3), A.ImageViews(max_shift=4))
     assert [v.shape for v in glob] == [(3, 3, 144, 144)] * 2
     assert [v.shape for v in local] == [(3, 3, 60, 60)] * 3
 
@@ -128,11 +126,11 @@ def test_ema_teacher_gets_no_gradients_and_follows_the_student():
 
 def test_schedules_warm_up_and_end_where_configured():
     m = _image_module(["objective.loss.warmup_teacher_temp_steps=10"])
-    lo, e = m.obj["loss"], m.obj["ema"]
-    assert m.teacher_temp(0) == pytest.approx(lo["warmup_teacher_temp"])
-    assert m.teacher_temp(10) == m.teacher_temp(15) == pytest.approx(lo["teacher_temp"])
-    assert m.momentum(0) == pytest.approx(e["momentum_start"])
-    assert m.momentum(20) == pytest.approx(e["momentum_end"])
+    lo, e = m.obj.loss, m.obj.ema
+    assert m.teacher_temp(0) == pytest.approx(lo.warmup_teacher_temp)
+    assert m.teacher_temp(10) == m.teacher_temp(15) == pytest.approx(lo.teacher_temp)
+    assert m.momentum(0) == pytest.approx(e.momentum_start)
+    assert m.momentum(20) == pytest.approx(e.momentum_end)
 
 
 @pytest.mark.slow

@@ -3,13 +3,15 @@ policy (finished runs are a no-op, runs extend exactly, other changes are refuse
 and no-decay rule, one dihedral augmentation, renamed keys, versioned encoder files."""
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import pytest
 import torch
 
 from galclip.config import ConfigError
 from galclip.train.registry import STAGES
-from galclip.train.schema import list_presets, resolve_config
+from galclip.train.schema import TrainerConfig, list_presets, resolve_config
 
 RUN = ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
        "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
@@ -44,20 +46,36 @@ def dataset(tmp_path_factory):
     return out
 
 
-class Tracked(dict):
-    """A config dict that records which leaves were read (by ``[]`` or ``.get``)."""
+class Tracked:
+    """A resolved config (typed sections and mappings) that records which leaves were read (by
+    attribute, ``[]`` or ``.get``)."""
 
     def __init__(self, data, path="", seen=None):
-        self.path, self.seen = path, set() if seen is None else seen
-        super().__init__({k: Tracked(v, f"{path}{k}.", self.seen) if isinstance(v, dict) else v
-                          for k, v in data.items()})
+        self._data, self._path, self.seen = data, path, set() if seen is None else seen
+
+    def _read(self, key, value):
+        self.seen.add(self._path + key)
+        if dataclasses.is_dataclass(value) or isinstance(value, dict) and value:
+            return Tracked(value, f"{self._path}{key}.", self.seen)
+        return value
+
+    def __getattr__(self, name):
+        return self._read(name, getattr(self._data, name))
 
     def __getitem__(self, key):
-        self.seen.add(self.path + key)
-        return super().__getitem__(key)
+        return self._read(key, self._data[key])
 
     def get(self, key, default=None):
-        return self[key] if key in self else default
+        return self[key] if key in self._data else default
+
+    def keys(self):
+        return self._data.keys()
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __contains__(self, key):
+        return key in self._data
 
 
 def _leaves(d, path=""):
@@ -77,13 +95,13 @@ def test_every_field_of_every_preset_is_read(stage, preset, dataset, tmp_path):
     when it resolves), and every field of the resolved config is read by a short run."""
     from galclip.train.runner import fit_stage, get_stage
 
-    objective = resolve_config(stage, preset)["objective"]["name"]
+    objective = resolve_config(stage, preset).objective.name
     run = [a for a in RUN if objective != "clip" or not a.startswith("trainer.max_steps")]
     cfg = resolve_config(stage, preset, run + SHRINK[objective])
     tracked = Tracked(cfg)
     trainer = fit_stage(get_stage(stage), tracked, dataset, tmp_path)
     assert trainer.state.finished and trainer.global_step >= 1
-    unread = set(_leaves(cfg)) - tracked.seen
+    unread = set(_leaves(cfg.to_dict())) - tracked.seen
     assert not unread, unread
     assert (tmp_path / get_stage(stage).weights).exists()
 
@@ -165,13 +183,51 @@ def test_renamed_keys_name_the_new_key(stage, old, new):
         resolve_config(stage, None, [old])
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_resolved_config_is_typed_and_round_trips(stage, tmp_path):
+    """resolve_config gives the stage's typed sections (defaults from their dataclasses); the
+    mapping written as config.yaml rebuilds the same config."""
+    from galclip.config import read_yaml, save_config
+    from galclip.train.registry import objective_class
+    from galclip.train.schema import SECTIONS, TrainConfig
+
+    cfg = resolve_config(stage, None, ["optim.lr=2e-3", "trainer.max_steps=7"])
+    data, optim, trainer = SECTIONS[stage]
+    assert (type(cfg.data), type(cfg.optim), type(cfg.trainer)) == (data, optim, trainer)
+    assert cfg.optim.lr == 2e-3 and cfg.trainer.max_steps == 7
+    assert cfg.data.batch_size == data().batch_size
+    assert type(cfg.objective) is objective_class(stage, cfg.objective.name).Objective
+    save_config(cfg.to_dict(), tmp_path / "config.yaml")
+    assert TrainConfig.from_dict(stage, read_yaml(tmp_path / "config.yaml")) == cfg
+
+
+@pytest.mark.parametrize("text,key", [
+    ("optim:\n  lrr: 1.0e-3\n", "unknown key 'lrr'"),
+    ("trainer:\n  max_steps: many\n", "key 'trainer.max_steps' must be an integer"),
+    ("dataa:\n  batch_size: 8\n", "unknown key 'dataa'"),
+    ("data: 8\n", "key 'data' must be a mapping"),
+    ("train:\n  lr: 1.0e-3\n", "key 'train.lr' was renamed: use 'optim.lr'")])
+def test_a_bad_config_file_is_one_clear_error_naming_the_key_and_file(text, key, tmp_path, capsys):
+    from galclip.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=key) as err:
+        resolve_config("pretrain-spectrum", bad)
+    assert str(bad) in str(err.value)
+    rc = main(["pretrain", "spectrum", "--config", str(bad), "--data", str(tmp_path), "--out",
+               str(tmp_path / "run")])
+    out = capsys.readouterr().err.strip()
+    assert rc == 2 and str(bad) in out and "Traceback" not in out and len(out.splitlines()) == 1
+
+
 def test_precision_policy_and_encoder_file_version(tmp_path):
     from galclip.models import create_encoder, load_encoder, save_encoder
     from galclip.models.checkpoint import read_metadata, write_safetensors
     from galclip.train.runner import precision
 
-    assert precision({"precision": "auto", "accelerator": "cpu"}) == "32-true"
-    assert precision({"precision": "16-mixed", "accelerator": "gpu"}) == "16-mixed"
+    assert precision(TrainerConfig(precision="auto", accelerator="cpu")) == "32-true"
+    assert precision(TrainerConfig(precision="16-mixed", accelerator="gpu")) == "16-mixed"
     enc = create_encoder("spectrum-conv-nano")
     path = save_encoder(enc, tmp_path / "enc.safetensors")
     meta = read_metadata(path)

@@ -77,14 +77,14 @@ def main() -> None:
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
 
-    from galclip.augment import augment_view
+    from galclip.augment import ImageViews, augment_view
     from galclip.models import create_encoder
 
     torch.manual_seed(args.seed)
     over = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.enc_set)}
     enc = create_encoder(args.encoder, **over)
     d = load(args.data, args.data.parent / "img-central96.npz")
-    aug = {"rot90_flip": True, "psf_sigma_max": args.psf, "noise_max": args.noise}
+    aug = ImageViews(rot90_flip=True, psf_sigma_max=args.psf, noise_max=args.noise)
     size = enc.cfg.img_size
     t0 = time.time()
     if args.mode != "random":

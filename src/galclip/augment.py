@@ -17,6 +17,7 @@ lost spans (ivar 0) and whole-bin redshifts on the log-λ grid.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -100,26 +101,47 @@ def random_crops(x: torch.Tensor, size: int, max_offset: int) -> torch.Tensor:
                         for i, (dy, dx) in enumerate(off)])
 
 
+@dataclass
+class ImageViews:
+    """How a training view of a cutout differs from it (Stein et al. 2021)."""
+
+    rot90_flip: bool = True        # one of the 8 symmetries of the square
+    max_shift: int = 4             # jitter of the crop centre, up to this many px
+    psf_sigma_max: float = 1.0     # extra Gaussian PSF blur, sigma up to this (px)
+    noise_max: float = 1.0         # extra Gaussian noise, up to this many band scales
+
+
+@dataclass
+class Crops:
+    """DINO multi-crop (Caron et al. 2021): global and local views of each cutout."""
+
+    n_global: int = 2
+    global_size: int = 144         # px; global views jitter by ImageViews.max_shift
+    n_local: int = 4
+    local_size: int = 60
+    local_max_offset: int = 30     # px; local views come from anywhere within this offset
+
+
 def augment_view(x: torch.Tensor, size: int, max_offset: int, band_scale: torch.Tensor,
-                 aug: dict) -> torch.Tensor:
+                 aug: ImageViews) -> torch.Tensor:
     """One augmented view of a batch: crop (shift), symmetry, PSF blur, noise.
 
     Cropping first is cheaper and equivalent: the crop centre's shift is symmetric in x and y.
     """
     x = random_crops(x, size, max_offset)
-    if aug["rot90_flip"]:
+    if aug.rot90_flip:
         x = random_dihedral(x)
-    x = psf_blur(x, aug["psf_sigma_max"])
-    return add_noise(x, band_scale, aug["noise_max"])
+    x = psf_blur(x, aug.psf_sigma_max)
+    return add_noise(x, band_scale, aug.noise_max)
 
 
-def multi_crop(x: torch.Tensor, band_scale: torch.Tensor, crops: dict, aug: dict
+def multi_crop(x: torch.Tensor, band_scale: torch.Tensor, crops: Crops, aug: ImageViews
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """DINO multi-crop: ``n_global`` views of ``global_size`` px and ``n_local`` of ``local_size``."""
-    glob = [augment_view(x, crops["global_size"], aug["max_shift"], band_scale, aug)
-            for _ in range(crops["n_global"])]
-    local = [augment_view(x, crops["local_size"], crops["local_max_offset"], band_scale, aug)
-             for _ in range(crops["n_local"])]
+    glob = [augment_view(x, crops.global_size, aug.max_shift, band_scale, aug)
+            for _ in range(crops.n_global)]
+    local = [augment_view(x, crops.local_size, crops.local_max_offset, band_scale, aug)
+             for _ in range(crops.n_local)]
     return glob, local
 
 

@@ -9,7 +9,9 @@ a mapping where a section is, a count >= 0 where the default is a positive numbe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,23 @@ def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
     for text in overrides:
         cfg = deep_merge(cfg, parse_override(text), where=f"override '{text}'")
     return cfg
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """The dataclass ``cls`` built from a nested mapping (a resolved config section): a field
+    whose type is a dataclass is built from its sub-mapping; a missing key keeps its default;
+    an unknown key is a ConfigError naming it."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown} (known: {sorted(names)})")
+    types = typing.get_type_hints(cls)
+    out = {}
+    for key, value in data.items():
+        sub = types[key]
+        nested = dataclasses.is_dataclass(sub) and isinstance(value, Mapping)
+        out[key] = from_mapping(sub, value, f"{where}.{key}".lstrip(".")) if nested else copy.deepcopy(value)
+    return cls(**out)
 
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:

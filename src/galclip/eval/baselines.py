@@ -24,18 +24,16 @@ training rows picks the best epoch. Each baseline is a short config section (see
 """
 from __future__ import annotations
 
-import copy
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from galclip import conventions as C
+from galclip.eval.loop import LoopConfig, fit_to_plateau
 
 #: SDSS asinh softening parameters b in nanomaggies (Lupton et al. 1999; SDSS EDR Table 21:
 #: b_g = 0.9e-10, b_r = 1.2e-10, b_z = 7.4e-10 maggies).
@@ -144,24 +142,17 @@ def preprocess_spectra(flux: np.ndarray, ivar: np.ndarray) -> dict[str, torch.Te
 
 # ----------------------------------------------------------------------------- training
 @dataclass
-class SupervisedConfig:
-    """Training budget of a supervised baseline: at most ``epochs`` epochs and ``max_seconds``
-    seconds, stopped earlier once the validation loss has not improved for ``patience`` epochs
-    (0: never early); the best validation epoch is kept. AdamW with a constant learning rate
-    after a one-epoch linear warm-up, so stopping early leaves no schedule half-run; with
-    ``lr_patience`` the rate drops by ``lr_factor`` each time the validation loss has been flat
-    for that many epochs (reduce-on-plateau), so a stop means the lowered rates no longer help."""
+class SupervisedConfig(LoopConfig):
+    """Training budget of a supervised baseline (:class:`~galclip.eval.loop.LoopConfig`): at most
+    ``epochs`` epochs and ``max_seconds`` seconds, stopped earlier once the validation loss has not
+    improved for ``patience`` epochs (0: never early); the best validation epoch is kept. AdamW
+    with a constant learning rate after a one-epoch linear warm-up, so stopping early leaves no
+    schedule half-run; with ``lr_patience`` the rate drops by ``lr_factor`` each time the
+    validation loss has been flat for that many epochs (reduce-on-plateau), so a stop means the
+    lowered rates no longer help."""
 
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
     val_fraction: float = 0.1  # of training rows, to pick the best epoch
-    seed: int = 0
-    patience: int = 0
-    max_seconds: float | None = None
-    lr_patience: int = 0      # > 0: multiply the learning rate by lr_factor after that many flat epochs
-    lr_factor: float = 0.3
 
 
 class ConvImage(nn.Module):
@@ -284,11 +275,6 @@ class MultiTaskNet(nn.Module):
         return total
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator | None = None):
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    yield from order.split(batch_size)
-
-
 def _take(inputs: dict[str, torch.Tensor], idx: torch.Tensor, device) -> dict[str, torch.Tensor]:
     return {k: v[idx].to(device).float() for k, v in inputs.items()}
 
@@ -326,70 +312,34 @@ class SupervisedBaseline:
         return self
 
     def _train(self, inputs, ys, ms, tr: torch.Tensor, va: torch.Tensor) -> None:
-        import time
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            morph = {c: v[idx].to(self.device) for c, v in ms.items()}
+            out = self.net(self._inputs(inputs, idx, train=True))
+            return self.net.loss(out, ys[idx].to(self.device), morph)
 
-        cfg, net = self.cfg, self.net
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
-        self.lr_scale, self.lr_drops = 1.0, 0
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / per_epoch) * self.lr_scale)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        best, best_state, since, start = math.inf, None, 0, time.perf_counter()
-        self.history: list[float] = []
-        self.stopped, self.epochs_run = "max epochs", 0
-        for epoch in tqdm(range(cfg.epochs), desc="baseline epochs", leave=False):
-            net.train()
-            for b in _batches(len(tr), cfg.batch_size, gen):
-                idx = tr[b]
-                opt.zero_grad()
-                morph = {c: v[idx].to(self.device) for c, v in ms.items()}
-                net.loss(net(self._inputs(inputs, idx, train=True)), ys[idx].to(self.device), morph
-                         ).backward()
-                opt.step()
-                sched.step()
-            self.epochs_run = epoch + 1
-            if len(va):
-                val = self._val_loss(inputs, ys, ms, va)
-                self.history.append(val)
-                if val < best:
-                    best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
-                    self.best_epoch = epoch + 1
-                else:
-                    since += 1
-                    if cfg.lr_patience and since % cfg.lr_patience == 0:
-                        self.lr_scale *= cfg.lr_factor
-                        self.lr_drops += 1
-            if cfg.patience and since >= cfg.patience:
-                self.stopped = f"validation loss flat for {cfg.patience} epochs"
-                break
-            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
-                self.stopped = f"time budget {cfg.max_seconds:.0f} s"
-                break
-        self.train_seconds = time.perf_counter() - start
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        val = (lambda: self._val_loss(inputs, ys, ms, va)) if len(va) else None
+        self.record = fit_to_plateau(self.net, batch_loss, val, tr, self.cfg, progress="baseline epochs")
 
     def budget(self) -> str:
         """What the baseline was allowed and what it used, for the report."""
-        c = self.cfg
+        c, r = self.cfg, self.record
         allowed = f"≤ {c.epochs} epochs" + (f", ≤ {c.max_seconds:.0f} s" if c.max_seconds else "")
         stop = f", early stop after {c.patience} flat epochs" if c.patience else ""
         if self.augment is not None:
             stop += f", augmented ({self.augment.describe()})"
-        best = f", best epoch {self.best_epoch}" if getattr(self, "best_epoch", None) else ""
+        best = f", best epoch {r.best_epoch}" if r.best_epoch else ""
         if c.lr_patience:
             stop += (f", learning rate ×{c.lr_factor:g} after {c.lr_patience} flat epochs "
-                     f"({self.lr_drops} drops)")
-        return (f"{allowed}{stop}; ran {self.epochs_run} epochs in {self.train_seconds:.0f} s "
-                f"({self.stopped}){best}")
+                     f"({r.lr_drops} drops)")
+        return (f"{allowed}{stop}; ran {r.epochs_run} epochs in {r.seconds:.0f} s "
+                f"({r.stopped}){best}")
 
     def _forward_all(self, inputs: dict, idx: torch.Tensor | None = None) -> torch.Tensor:
         self.net.eval()
         idx = torch.arange(len(next(iter(inputs.values())))) if idx is None else idx
         with torch.inference_mode():
-            return torch.cat([self.net(self._inputs(inputs, idx[b], train=False)).float().cpu()
-                              for b in _batches(len(idx), self.cfg.batch_size)])
+            return torch.cat([self.net(self._inputs(inputs, b, train=False)).float().cpu()
+                              for b in idx.split(self.cfg.batch_size)])
 
     def _val_loss(self, inputs, ys, ms, va: torch.Tensor) -> float:
         out = self._forward_all(inputs, va)

@@ -310,7 +310,7 @@ def unaligned_encoders(model, meta: Mapping, paths: Mapping[str, str | None]) ->
 
     run_cfg = (meta.get("extra") or {}).get("run_config") or {}
     optim = run_cfg.get("optim") or run_cfg.get("train") or {}  # "train": older files
-    frozen = frozen_modalities({"freeze_backbones": False, **optim})
+    frozen = frozen_modalities(optim.get("freeze_backbones", False), optim.get("finetune"))
     encs, where = {}, []
     for m in NAMES:
         if paths.get(m):

@@ -13,13 +13,16 @@ kept. Everything is seeded: the same inputs give the same predictions.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from galclip.eval import metrics as M
+from galclip.eval.loop import LoopConfig, fit_to_plateau
+
+#: a drop of the validation loss smaller than this is no improvement
+MIN_DELTA = 1e-6
 
 
 @dataclass
@@ -31,8 +34,14 @@ class ProbeConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1           # of training rows, held out for early stopping
-    patience: int = 20                  # epochs without validation improvement before stopping
+    patience: int = 20                  # epochs without validation improvement before stopping (0: never)
     seed: int = 0
+
+    def loop(self) -> LoopConfig:
+        """The training loop's settings: early stopping, no warm-up, no learning-rate drops."""
+        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                          weight_decay=self.weight_decay, seed=self.seed, patience=self.patience,
+                          min_delta=MIN_DELTA)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ProbeConfig:
@@ -130,26 +139,9 @@ class MLPProbe:
     def _train(self, X, Y, tr: np.ndarray, va: np.ndarray) -> None:
         import torch
 
-        cfg = self.cfg
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        tr_t = torch.as_tensor(tr)
-        best, best_state, stale = math.inf, None, 0
-        for _ in range(cfg.epochs):
-            self.net.train()
-            for b in tr_t[torch.randperm(len(tr_t), generator=gen)].split(cfg.batch_size):
-                opt.zero_grad()
-                self._loss(self.net(X[b]), Y[b]).backward()
-                opt.step()
-            if len(va) == 0:
-                continue
-            val = self._val_loss(X[va], Y[va])
-            if val < best - 1e-6:
-                best, best_state, stale = val, copy.deepcopy(self.net.state_dict()), 0
-            elif (stale := stale + 1) >= cfg.patience:
-                break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+        val = (lambda: self._val_loss(X[va], Y[va])) if len(va) else None
+        fit_to_plateau(self.net, lambda b: self._loss(self.net(X[b]), Y[b]), val,
+                       torch.as_tensor(tr), self.cfg.loop())
 
     def _val_loss(self, x, y) -> float:
         import torch

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +182,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
-def frozen_modalities(optim: Mapping[str, Any]) -> set[str]:
+def frozen_modalities(freeze_backbones: bool, finetune: Sequence[str] | None = ()) -> set[str]:
     """The modalities whose backbone stays frozen: all when ``optim.freeze_backbones``, less those
     ``optim.finetune`` names (partial fine-tuning); none otherwise."""
-    names = list(optim.get("finetune") or [])
+    names = list(finetune or [])
     unknown = sorted(set(names) - {"image", "spectrum"})
     if unknown:
         raise ConfigError(f"optim.finetune: unknown modality {unknown}; name 'image' and/or 'spectrum'")
-    return {"image", "spectrum"} - set(names) if optim["freeze_backbones"] else set()
+    return {"image", "spectrum"} - set(names) if freeze_backbones else set()

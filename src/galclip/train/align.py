@@ -10,35 +10,37 @@ the self-describing model (``galclip.load_model``), rewritten after every epoch.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from galclip.train.runner import Stage
+
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
 MODEL_FILE = "model.safetensors"
 
 
-def loaders(cfg: Mapping[str, Any], data_dir: str | Path):
+def loaders(cfg: TrainConfig, data_dir: str | Path):
     """(train, val) DataLoaders of paired rows; each rank reads its share (the sampler splits)."""
     from torch.utils.data import DataLoader
 
     from galclip.train.data import BlockShuffleSampler, open_pairs, row_group_of_rows, split_rows
     from galclip.train.resumable import ResumableLoader
 
-    d = cfg["data"]
+    d = cfg.data
     ds = open_pairs(data_dir)
-    train_rows = split_rows(ds, "train", ("image", "spectrum"), d["max_rows"])
-    val_rows = split_rows(ds, "val", ("image", "spectrum"), int(d["max_val_rows"]))
+    train_rows = split_rows(ds, "train", ("image", "spectrum"), d.max_rows)
+    val_rows = split_rows(ds, "val", ("image", "spectrum"), int(d.max_val_rows))
     if len(train_rows) < 2 or len(val_rows) < 2:
         raise ValueError(f"{data_dir}: alignment needs at least 2 training and 2 validation "
                          f"galaxies; the splits hold {len(train_rows)} and {len(val_rows)}")
-    bs, workers = int(d["batch_size"]), int(d["num_workers"])
+    bs, workers = int(d.batch_size), int(d.num_workers)
     groups = row_group_of_rows(ds)
-    sampler = BlockShuffleSampler(train_rows, groups, int(d["shuffle_window"]), int(cfg["seed"]))
+    sampler = BlockShuffleSampler(train_rows, groups, int(d.shuffle_window), int(cfg.seed))
     train = ResumableLoader(ds, sampler, bs, num_workers=workers, drop_last=len(train_rows) > bs,
                             persistent_workers=workers > 0)
-    val = DataLoader(ds, batch_size=int(d["val_batch_size"]), num_workers=workers,
+    val = DataLoader(ds, batch_size=int(d.val_batch_size), num_workers=workers,
                      sampler=BlockShuffleSampler(val_rows, groups, shuffle=False))
     return train, val
 
@@ -49,8 +51,8 @@ def _export(module, path: Path, info: dict[str, Any]) -> None:
     save_model(module.model, path, extra={k: v for k, v in info.items() if k != "stage"})
 
 
-def _encoder_files(cfg: Mapping[str, Any]) -> list[str]:
-    return [cfg["model"][f"{m}_checkpoint"] for m in ("image", "spectrum") if cfg["model"][f"{m}_checkpoint"]]
+def _encoder_files(cfg: TrainConfig) -> list[str]:
+    return [cfg.model[f"{m}_checkpoint"] for m in ("image", "spectrum") if cfg.model[f"{m}_checkpoint"]]
 
 
 ALIGN = Stage("align", MODEL_FILE, loaders, _export, _encoder_files, distributed_sampler=False)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -30,14 +31,17 @@ from galclip.train.feature_cache import FeatureCache
 from galclip.train.losses import clip_loss, neighbourhood_loss
 from galclip.train.optim import adamw, param_groups
 
+if TYPE_CHECKING:
+    from galclip.train.schema import AlignOptim, TrainConfig
+
 ENCODERS = ("image_encoder", "spectrum_encoder")
 
 
-def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
+def build_clip(cfg: TrainConfig) -> GalaxyCLIP:
     """Encoders from pretrained checkpoints (or presets, randomly initialized) + new heads."""
     from galclip.models import create_encoder, load_encoder
 
-    m = {k: cfg["model"][k] for k in cfg["model"]}
+    m = dict(cfg.model)
     encoders = []
     for modality in ("image", "spectrum"):
         ckpt, preset = m.pop(f"{modality}_checkpoint"), m.pop(f"{modality}_encoder")
@@ -48,10 +52,10 @@ def build_clip(cfg: Mapping[str, Any]) -> GalaxyCLIP:
     return GalaxyCLIP(*encoders, **m)
 
 
-def choose_trainable(model: GalaxyCLIP, optim: Mapping[str, Any]) -> None:
+def choose_trainable(model: GalaxyCLIP, optim: AlignOptim) -> None:
     """Set ``requires_grad``: the heads and temperature always train; a backbone only when
     :func:`frozen_modalities` leaves it out (frozen ones get no gradient and no optimizer state)."""
-    for m in frozen_modalities(optim):
+    for m in frozen_modalities(optim.freeze_backbones, optim.finetune):
         getattr(model, f"{m}_encoder").requires_grad_(False)
 
 
@@ -65,12 +69,12 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def lr_scale(model: GalaxyCLIP, optim: Mapping[str, Any]) -> Callable[[str], float]:
+def lr_scale(model: GalaxyCLIP, optim: AlignOptim) -> Callable[[str], float]:
     """Learning-rate factor by parameter name: 1 for heads and temperature; for backbone
     parameters ``backbone_lr_scale * layer_decay ** (depth + 1 - layer)`` (layer-wise decay)."""
     depths = {f"{n}.": 1 + max([layer_id(p, 0) - 1 for p, _ in getattr(model, n).named_parameters()] + [0])
               for n in ENCODERS}
-    scale, decay = float(optim["backbone_lr_scale"]), float(optim["layer_decay"])
+    scale, decay = float(optim.backbone_lr_scale), float(optim.layer_decay)
 
     def factor(name: str) -> float:
         for prefix, depth in depths.items():
@@ -80,50 +84,64 @@ def lr_scale(model: GalaxyCLIP, optim: Mapping[str, Any]) -> Callable[[str], flo
     return factor
 
 
-def clip_param_groups(model: GalaxyCLIP, optim: Mapping[str, Any]) -> list[dict[str, Any]]:
+def clip_param_groups(model: GalaxyCLIP, optim: AlignOptim) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters, with layer-wise lr decay in the backbones."""
-    return param_groups(model.named_parameters(), lr=float(optim["lr"]),
-                        weight_decay=float(optim["weight_decay"]), lr_scale=lr_scale(model, optim))
+    return param_groups(model.named_parameters(), lr=float(optim.lr),
+                        weight_decay=float(optim.weight_decay), lr_scale=lr_scale(model, optim))
+
+
+@dataclass
+class PairViews:
+    """The alignment's views of each pair."""
+
+    image_dihedral: bool = True        # random 90 degree rotations and flips of each cutout
+    image_shift: int = 0               # +-px jitter of the cutout centre (fine-tuned image)
+    spectrum_noise: float = 0.0        # extra Gaussian noise, sigma = value / sqrt(ivar)
+
+
+@dataclass
+class CLIPObjective:
+    """``objective`` of ``clip``: views, validation pool, backbone-feature cache, neighbourhood term."""
+
+    name: str = "clip"
+    augment: PairViews = field(default_factory=PairViews)
+    pool_size: int = 1000              # validation retrieval pool (chance median rank = pool / 2)
+    cache_backbone_features: bool = False  # frozen backbones: keep their outputs per galaxy/view
+    cache_max_gb: float = 4.0          # memory cap of that cache
+    neighbourhood_weight: float = 0.0  # > 0: keep the frozen spectrum backbone's neighbourhoods
+    neighbourhood_temperature: float = 0.1
 
 
 class CLIPModule(L.LightningModule):
     """Contrastive training step, retrieval validation, optimizer groups of a GalaxyCLIP."""
 
-    DEFAULTS: dict[str, Any] = {"objective": {
-        "augment": {"image_dihedral": True,    # random 90 degree rotations and flips of each cutout
-                    "image_shift": 0,          # +-px jitter of the cutout centre (fine-tuned image)
-                    "spectrum_noise": 0.0},    # extra Gaussian noise, sigma = value / sqrt(ivar)
-        "pool_size": 1000,                     # validation retrieval pool (chance median rank = pool / 2)
-        "cache_backbone_features": False,      # frozen backbones: keep their outputs per galaxy/view
-        "cache_max_gb": 4.0,                   # memory cap of that cache
-        "neighbourhood_weight": 0.0,           # > 0: keep the frozen spectrum backbone's neighbourhoods
-        "neighbourhood_temperature": 0.1,
-    }}
+    MODEL = None  # the model section holds two encoders and the CLIP fields (schema._align_model)
+    Objective = CLIPObjective
 
-    def __init__(self, cfg: Mapping[str, Any], model: GalaxyCLIP | None = None):
+    def __init__(self, cfg: TrainConfig, model: GalaxyCLIP | None = None):
         super().__init__()
-        self.cfg, self.obj = cfg, cfg["objective"]
+        self.cfg, self.obj = cfg, cfg.objective
         self.model = build_clip(cfg) if model is None else model
-        choose_trainable(self.model, cfg["optim"])
-        self.frozen = frozen_modalities(cfg["optim"])
-        self.neighbourhood = float(self.obj["neighbourhood_weight"])
-        self.neighbourhood_t = float(self.obj["neighbourhood_temperature"])
+        choose_trainable(self.model, cfg.optim)
+        self.frozen = frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune)
+        self.neighbourhood = float(self.obj.neighbourhood_weight)
+        self.neighbourhood_t = float(self.obj.neighbourhood_temperature)
         if self.neighbourhood and "spectrum" not in self.frozen:
             raise ConfigError("objective.neighbourhood_weight > 0 keeps the frozen spectrum backbone's "
                               "neighbourhoods: it needs the spectrum backbone frozen")
-        cached_image = "image" in self.frozen and self.obj["cache_backbone_features"]
-        if self.obj["augment"]["image_shift"] and cached_image:
+        cached_image = "image" in self.frozen and self.obj.cache_backbone_features
+        if self.obj.augment.image_shift and cached_image:
             raise ConfigError("objective.augment.image_shift jitters every view anew: with a frozen, "
                               "cached image backbone set it to 0 (or fine-tune the image backbone)")
         self._val: list[dict[str, torch.Tensor]] = []
         # frozen backbones in eval mode map one view to one output: cache it (the heads then
         # dominate an epoch's cost); fine-tuned ones change every step and are never cached
         self.cache = None
-        if self.obj["cache_backbone_features"]:
+        if self.obj.cache_backbone_features:
             if not self.frozen:
                 raise ConfigError("objective.cache_backbone_features needs optim.freeze_backbones=true "
                                   "(fine-tuned backbones change their outputs every step)")
-            self.cache = FeatureCache(float(self.obj["cache_max_gb"]) * 2**30)
+            self.cache = FeatureCache(float(self.obj.cache_max_gb) * 2**30)
 
     def encoder(self, modality: str) -> torch.nn.Module:
         return getattr(self.model, f"{modality}_encoder")
@@ -144,17 +162,17 @@ class CLIPModule(L.LightningModule):
 
     def _embed(self, batch: Mapping[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         images, flux, ivar = batch["image"], batch["spectrum_flux"], batch["spectrum_ivar"]
-        n, aug = images.shape[0], self.obj["augment"]
-        if augment and aug["image_dihedral"]:
+        n, aug = images.shape[0], self.obj.augment
+        if augment and aug.image_dihedral:
             k, flip = (t.tolist() for t in dihedral_params(n))
         else:
             k, flip = [0] * n, [False] * n
-        shift = int(aug["image_shift"])
+        shift = int(aug.image_shift)
         if augment and shift:  # a jittered view is new every time (never cached, see __init__)
             # crops keep at least the encoder's input size; the shift is clipped to stay inside
             need = int(getattr(getattr(self.encoder("image"), "cfg", None), "img_size", 0))
             images = random_crops(images, max(images.shape[-1] - 2 * shift, need), shift)
-        noise = float(aug["spectrum_noise"]) if augment else 0.0
+        noise = float(aug.spectrum_noise) if augment else 0.0
         ids = batch["object_id"].tolist()
         img = self._features("image", [("image", i, r, f) for i, r, f in zip(ids, k, flip, strict=True)],
                              (apply_dihedral(images, k, flip),))
@@ -201,14 +219,14 @@ class CLIPModule(L.LightningModule):
         if len(first) < 2:
             return
         metrics = retrieval_metrics(parts["image"][first], parts["spectrum"][first],
-                                    pool_size=int(self.obj["pool_size"]))
+                                    pool_size=int(self.obj.pool_size))
         for key, value in metrics.items():
             shown = key.endswith(("median_rank", "R@1"))
             # every rank holds the same gathered metrics, so the DDP mean is the value itself
             self.log(f"val/{key}", float(value), prog_bar=shown, sync_dist=True)
 
     def configure_optimizers(self):
-        o = self.cfg["optim"]
+        o = self.cfg.optim
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = min(int(o["warmup_steps"]), max(1, total // 10))  # short runs: a tenth of the run
+        warmup = min(int(o.warmup_steps), max(1, total // 10))  # short runs: a tenth of the run
         return adamw(clip_param_groups(self.model, o), o, warmup=warmup, total=total)

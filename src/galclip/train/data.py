@@ -18,10 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from galclip.modalities import input_columns, presence_columns, rows_with
+
+if TYPE_CHECKING:
+    from galclip.train.schema import PretrainData
 
 PAIR_COLUMNS = input_columns()
 
@@ -40,20 +44,20 @@ def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: in
     return rows[:max_rows] if max_rows else rows
 
 
-def make_loader(data_dir: str | Path, modality: str, data: dict, seed: int, shuffle: bool = True):
+def make_loader(data_dir: str | Path, modality: str, data: PretrainData, seed: int, shuffle: bool = True):
     """Pretraining: a resumable DataLoader of ``{column: tensor}`` batches of ``modality`` over
-    ``data["split"]``, shuffled anew each epoch as a function of ``(seed, epoch)``."""
+    ``data.split``, shuffled anew each epoch as a function of ``(seed, epoch)``."""
     from galclip.data import open_dataset
     from galclip.train.resumable import ResumableLoader
 
     ds = open_dataset(data_dir, columns=input_columns((modality,), with_id=False))
-    rows = split_rows(ds, data["split"], (modality,), data["max_rows"])
+    rows = split_rows(ds, data.split, (modality,), data.max_rows)
     if len(rows) == 0:
-        raise ValueError(f"{ds.path}: split '{data['split']}' has no rows with a {modality}")
-    return ResumableLoader(ds, EpochSampler(rows, seed, shuffle), data["batch_size"],
-                           num_workers=data["num_workers"],
-                           drop_last=shuffle and len(rows) > data["batch_size"],
-                           persistent_workers=data["num_workers"] > 0)
+        raise ValueError(f"{ds.path}: split '{data.split}' has no rows with a {modality}")
+    return ResumableLoader(ds, EpochSampler(rows, seed, shuffle), data.batch_size,
+                           num_workers=data.num_workers,
+                           drop_last=shuffle and len(rows) > data.batch_size,
+                           persistent_workers=data.num_workers > 0)
 
 
 def row_group_of_rows(dataset) -> np.ndarray:

@@ -16,25 +16,75 @@ The teacher gets no gradient; its backbone is what pretraining exports (as DINOv
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galclip.augment import multi_crop
+from galclip.augment import Crops, ImageViews, multi_crop
 from galclip.models.registry import build_encoder
 from galclip.train.optim import cosine_ramp
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
-def _head(D: int, h: dict) -> nn.Module:
+
+@dataclass
+class DinoHeads:
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    output_dim: int = 65536            # prototypes
+    separate_ibot_head: bool = True    # False: iBOT shares the DINO head
+
+
+@dataclass
+class DinoLoss:
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04  # linear warm-up to teacher_temp over the steps below
+    warmup_teacher_temp_steps: int = 300
+    center_momentum: float = 0.9
+
+
+@dataclass
+class IBOTMasking:
+    mask_probability: float = 0.5      # of a global view having masked patches
+    mask_ratio_min: float = 0.1
+    mask_ratio_max: float = 0.5
+
+
+@dataclass
+class TeacherEMA:
+    momentum_start: float = 0.992      # cosine ramp to momentum_end over the run
+    momentum_end: float = 1.0
+
+
+@dataclass
+class DinoObjective:
+    """``objective`` of ``dino``: views, heads, loss weights and temperatures, iBOT, teacher EMA."""
+
+    name: str = "dino"
+    crops: Crops = field(default_factory=Crops)
+    augment: ImageViews = field(default_factory=ImageViews)
+    heads: DinoHeads = field(default_factory=DinoHeads)
+    loss: DinoLoss = field(default_factory=DinoLoss)
+    ibot: IBOTMasking = field(default_factory=IBOTMasking)
+    ema: TeacherEMA = field(default_factory=TeacherEMA)
+
+
+def _head(D: int, h: DinoHeads) -> nn.Module:
     from lightly.models.modules import DINOv2ProjectionHead
 
-    return DINOv2ProjectionHead(D, h["hidden_dim"], h["bottleneck_dim"], h["output_dim"])
+    return DINOv2ProjectionHead(D, h.hidden_dim, h.bottleneck_dim, h.output_dim)
 
 
-def _frozen_copy_of_head(head: nn.Module, D: int, h: dict) -> nn.Module:
+def _frozen_copy_of_head(head: nn.Module, D: int, h: DinoHeads) -> nn.Module:
     # weight_norm heads cannot be deep-copied (STACK.md): build afresh and copy the weights
     teacher = _head(D, h)
     teacher.load_state_dict(head.state_dict())
@@ -42,42 +92,30 @@ def _frozen_copy_of_head(head: nn.Module, D: int, h: dict) -> nn.Module:
 
 
 class ImagePretrainModule(PretrainModule):
-    DEFAULTS = {
-        "model": {"name": "image-nano"},
-        "objective": {
-            "crops": {"n_global": 2, "global_size": 144, "n_local": 4, "local_size": 60,
-                      "local_max_offset": 30},
-            "augment": {"rot90_flip": True, "max_shift": 4, "psf_sigma_max": 1.0, "noise_max": 1.0},
-            "heads": {"hidden_dim": 2048, "bottleneck_dim": 256, "output_dim": 65536,
-                      "separate_ibot_head": True},
-            "loss": {"dino_weight": 1.0, "ibot_weight": 1.0, "koleo_weight": 0.1, "student_temp": 0.1,
-                     "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
-                     "warmup_teacher_temp_steps": 300, "center_momentum": 0.9},
-            "ibot": {"mask_probability": 0.5, "mask_ratio_min": 0.1, "mask_ratio_max": 0.5},
-            "ema": {"momentum_start": 0.992, "momentum_end": 1.0},
-        },
-    }
+    MODEL = "image-nano"
+    Objective = DinoObjective
+    obj: DinoObjective
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
         from lightly.models.modules import MaskedVisionTransformerTIMM
 
         self.encoder = build_model_encoder(cfg)
-        D, h, lo = self.encoder.embed_dim, self.obj["heads"], self.obj["loss"]
+        D, h, lo = self.encoder.embed_dim, self.obj.heads, self.obj.loss
         self.student = MaskedVisionTransformerTIMM(self.encoder.backbone, weight_initialization="skip",
                                                    pos_embed_initialization="skip")
         self.student_dino_head = _head(D, h)
-        self.student_ibot_head = _head(D, h) if h["separate_ibot_head"] else self.student_dino_head
+        self.student_ibot_head = _head(D, h) if h.separate_ibot_head else self.student_dino_head
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.teacher_dino_head = _frozen_copy_of_head(self.student_dino_head, D, h)
         self.teacher_ibot_head = (_frozen_copy_of_head(self.student_ibot_head, D, h)
-                                  if h["separate_ibot_head"] else self.teacher_dino_head)
-        self.dino_loss = DINOLoss(h["output_dim"], teacher_temp=lo["teacher_temp"],
-                                  student_temp=lo["student_temp"], center_momentum=lo["center_momentum"])
-        self.ibot_loss = IBOTPatchLoss(h["output_dim"], teacher_temp=lo["teacher_temp"],
-                                       student_temp=lo["student_temp"],
-                                       center_momentum=lo["center_momentum"])
+                                  if h.separate_ibot_head else self.teacher_dino_head)
+        self.dino_loss = DINOLoss(h.output_dim, teacher_temp=lo.teacher_temp,
+                                  student_temp=lo.student_temp, center_momentum=lo.center_momentum)
+        self.ibot_loss = IBOTPatchLoss(h.output_dim, teacher_temp=lo.teacher_temp,
+                                       student_temp=lo.student_temp,
+                                       center_momentum=lo.center_momentum)
         self.koleo_loss = KoLeoLoss()
 
     def trainable(self) -> list[nn.Module]:
@@ -92,30 +130,30 @@ class ImagePretrainModule(PretrainModule):
 
     # ---- schedules
     def teacher_temp(self, step: int) -> float:
-        lo = self.obj["loss"]
-        t = min(1.0, step / max(1, lo["warmup_teacher_temp_steps"]))
-        return lo["warmup_teacher_temp"] + t * (lo["teacher_temp"] - lo["warmup_teacher_temp"])
+        lo = self.obj.loss
+        t = min(1.0, step / max(1, lo.warmup_teacher_temp_steps))
+        return lo.warmup_teacher_temp + t * (lo.teacher_temp - lo.warmup_teacher_temp)
 
     def momentum(self, step: int) -> float:
-        e = self.obj["ema"]
-        return cosine_ramp(step, total=self.max_steps, start=e["momentum_start"], end=e["momentum_end"])
+        e = self.obj.ema
+        return cosine_ramp(step, total=self.max_steps, start=e.momentum_start, end=e.momentum_end)
 
     # ---- one step
     def block_mask(self, batch: int, grid: int, device) -> torch.Tensor:
         from lightly.models.utils import random_block_mask
 
-        m = self.obj["ibot"]
+        m = self.obj.ibot
         # blocks of >= 4 patches (DINOv2), fewer when a small grid asks for fewer masked patches
-        min_block = max(1, min(4, int(grid * grid * m["mask_ratio_min"])))
-        return random_block_mask((batch, grid, grid), batch_mask_ratio=m["mask_probability"],
-                                 min_image_mask_ratio=m["mask_ratio_min"],
-                                 max_image_mask_ratio=m["mask_ratio_max"],
+        min_block = max(1, min(4, int(grid * grid * m.mask_ratio_min)))
+        return random_block_mask((batch, grid, grid), batch_mask_ratio=m.mask_probability,
+                                 min_image_mask_ratio=m.mask_ratio_min,
+                                 max_image_mask_ratio=m.mask_ratio_max,
                                  min_num_masks_per_block=min_block, device=device)
 
     def views(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Augmented, normalized global and local views of a batch of physical cutouts."""
-        glob, local = multi_crop(images.float(), self.encoder.band_scale, self.obj["crops"],
-                                 self.obj["augment"])
+        glob, local = multi_crop(images.float(), self.encoder.band_scale, self.obj.crops,
+                                 self.obj.augment)
         return [self.encoder.normalize(v) for v in glob], [self.encoder.normalize(v) for v in local]
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -133,7 +171,7 @@ class ImagePretrainModule(PretrainModule):
         s_tok = self.student.encode(g, mask=token_mask)
         s_cls_g = self.student_dino_head(s_tok[:, 0]).chunk(nG)
         s_cls_l = [self.student_dino_head(self.student.encode(v)[:, 0]) for v in local]
-        lo = self.obj["loss"]
+        lo = self.obj.loss
         out = {"dino_loss": self.dino_loss(list(t_cls), list(s_cls_g) + s_cls_l, teacher_temp=tt),
                "koleo_loss": sum(self.koleo_loss(c) for c in s_tok[:, 0].chunk(nG)) / nG}
         if mask.any():
@@ -141,8 +179,8 @@ class ImagePretrainModule(PretrainModule):
             out["ibot_loss"] = self.ibot_loss(t_patch, s_patch, mask, teacher_temp=tt)
         else:
             out["ibot_loss"] = s_tok.sum() * 0.0
-        out["loss"] = (lo["dino_weight"] * out["dino_loss"] + lo["ibot_weight"] * out["ibot_loss"]
-                       + lo["koleo_weight"] * out["koleo_loss"])
+        out["loss"] = (lo.dino_weight * out["dino_loss"] + lo.ibot_weight * out["ibot_loss"]
+                       + lo.koleo_weight * out["koleo_loss"])
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -7,12 +7,16 @@ only masked pixels that are *valid* (ivar > 0), optionally weighted by their inv
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
+
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
 
 def span_mask(batch: int, n_tokens: int, n_spans: int, span_len: int,
@@ -37,11 +41,32 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return (err * w).sum() / w.sum().clamp_min(1e-8)
 
 
-class SpectrumPretrainModule(PretrainModule):
-    DEFAULTS = {"model": {"name": "spectrum-nano"},
-                "objective": {"mask": {"n_spans": 6, "span_len": 50}, "loss": {"ivar_weighting": False}}}
+@dataclass
+class SpanMasking:
+    n_spans: int = 6                 # spans of hidden slices per spectrum
+    span_len: int = 50               # slices per span
 
-    def __init__(self, cfg: dict[str, Any]):
+
+@dataclass
+class MaskedLoss:
+    ivar_weighting: bool = False     # weight each pixel's squared error by its ivar
+
+
+@dataclass
+class MaskedObjective:
+    """``objective`` of ``masked``: which slices are hidden and how their reconstruction counts."""
+
+    name: str = "masked"
+    mask: SpanMasking = field(default_factory=SpanMasking)
+    loss: MaskedLoss = field(default_factory=MaskedLoss)
+
+
+class SpectrumPretrainModule(PretrainModule):
+    MODEL = "spectrum-nano"
+    Objective = MaskedObjective
+    obj: MaskedObjective
+
+    def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.encoder = build_model_encoder(cfg)
         D, S = self.encoder.embed_dim, self.encoder.cfg.slice_size
@@ -59,13 +84,13 @@ class SpectrumPretrainModule(PretrainModule):
         x = e["x"]                                                     # (B, 1+N, D)
         B, N = e["values"].shape[:2]
         if mask is None:
-            m = self.obj["mask"]
-            mask = span_mask(B, N, m["n_spans"], m["span_len"], device=x.device)
+            m = self.obj.mask
+            mask = span_mask(B, N, m.n_spans, m.span_len, device=x.device)
         slices = torch.where(mask[..., None], self.mask_token.to(x.dtype), x[:, 1:])
         out = self.encoder.forward_embeddings(torch.cat([x[:, :1], slices], 1), e["padding_mask"])
         pred = self.head(out["tokens"][:, 1:])                        # (B, N, S)
         select = e["valid"] & mask[..., None]
-        weight = e["ivar"] if self.obj["loss"]["ivar_weighting"] else None
+        weight = e["ivar"] if self.obj.loss.ivar_weighting else None
         loss = masked_mse(pred.float(), e["values"], select, weight)
         return {"loss": loss, "masked_fraction": select.float().mean()}
 

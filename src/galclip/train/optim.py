@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from galclip.train.schema import OptimConfig
 
 #: parameter-name endings that never get weight decay (besides every tensor with ndim <= 1)
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "reg_token", "query", "log_logit_scale")
@@ -60,11 +63,11 @@ def named_parameters(modules: Iterable[nn.Module]) -> Iterable[tuple[str, nn.Par
         yield from module.named_parameters()
 
 
-def adamw(groups: list[dict[str, Any]], optim: dict[str, Any], *, warmup: int, total: int,
+def adamw(groups: list[dict[str, Any]], optim: OptimConfig, *, warmup: int, total: int,
           peak: float = 1.0, end: float = 0.0) -> dict[str, Any]:
     """AdamW over ``groups`` + a per-step LambdaLR: :func:`warmup_cosine` from ``peak`` to ``end``,
     divided by ``peak`` (each group's lr is the multiplier's base). Lightning's return format."""
-    opt = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
+    opt = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup=warmup, total=total, start=peak, end=end) / peak)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from galclip.train.runner import Stage
+
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
 MODALITIES = ("image", "spectrum")
 
 
 def _loaders(modality: str):
-    def loaders(cfg: dict[str, Any], data_dir: Path):
+    def loaders(cfg: TrainConfig, data_dir: Path):
         from galclip.train.data import make_loader
 
-        return make_loader(data_dir, modality, cfg["data"], seed=cfg["seed"]), None
+        return make_loader(data_dir, modality, cfg.data, seed=cfg.seed), None
     return loaders
 
 

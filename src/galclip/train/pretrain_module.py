@@ -1,53 +1,57 @@
 """What the image and spectrum pretraining LightningModules share: optimizer, schedules, export."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 
 from galclip.train.optim import adamw, cosine_ramp, named_parameters, param_groups, set_weight_decay
 
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
-def build_model_encoder(cfg: dict[str, Any]):
+
+def build_model_encoder(cfg: TrainConfig):
     """The encoder that the run config's ``model`` section describes (preset ``name`` + fields)."""
     from galclip.models.registry import build_encoder
 
-    model = cfg["model"]
+    model = cfg.model
     fields = {k: model[k] for k in model if k != "name"}
     return build_encoder(fields, where=f"config field 'model' (preset {model['name']!r})")
 
 
 class PretrainModule(L.LightningModule):
     """Base class: ``self.cfg`` is the resolved run config, ``self.obj`` its ``objective``
-    section; subclasses define ``DEFAULTS`` (their ``model.name`` and ``objective`` section),
+    section; subclasses define ``MODEL`` (their default encoder preset, ``model.name``),
+    ``Objective`` (the dataclass of their ``objective`` section, with its defaults),
     ``self.encoder`` and ``trainable()``."""
 
-    DEFAULTS: dict[str, Any] = {}
+    MODEL: str
+    Objective: type
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: TrainConfig):
         super().__init__()
         self.cfg = cfg  # the resolved config is saved as config.yaml in the run folder
-        self.obj = cfg["objective"]
+        self.obj = cfg.objective
 
     @property
     def max_steps(self) -> int:
-        return int(self.cfg["trainer"]["max_steps"])
+        return int(self.cfg.trainer.max_steps)
 
     def trainable(self) -> list[torch.nn.Module]:
         raise NotImplementedError
 
     def configure_optimizers(self):
-        o = self.cfg["optim"]
-        groups = param_groups(named_parameters(self.trainable()), lr=o["lr"], weight_decay=o["weight_decay"])
+        o = self.cfg.optim
+        groups = param_groups(named_parameters(self.trainable()), lr=o.lr, weight_decay=o.weight_decay)
         groups.sort(key=lambda g: not g["decayed"])  # decayed first: the order clipping sums norms in
-        return adamw(groups, o, warmup=o["warmup_steps"], total=self.max_steps, peak=o["lr"],
-                     end=o["min_lr"])
+        return adamw(groups, o, warmup=o.warmup_steps, total=self.max_steps, peak=o.lr, end=o.min_lr)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        o = self.cfg["optim"]
-        wd = cosine_ramp(self.global_step, total=self.max_steps, start=o["weight_decay"],
-                         end=o["weight_decay_end"])
+        o = self.cfg.optim
+        wd = cosine_ramp(self.global_step, total=self.max_steps, start=o.weight_decay,
+                         end=o.weight_decay_end)
         set_weight_decay(self.trainer.optimizers[0], wd)
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from galclip.config import ConfigError, read_yaml, save_config
 from galclip.resume import ResumeState
-from galclip.train.schema import build_module, resolve_config
+from galclip.train.schema import TrainConfig, TrainerConfig, build_module, resolve_config
 
 #: config keys that may change when a run is resumed (to extend it)
 RESUMABLE = {("trainer", "max_epochs"), ("trainer", "max_steps")}
@@ -45,9 +45,9 @@ class Stage:
 
     name: str
     weights: str                                  # file name of the exported weights
-    loaders: Callable[[Mapping[str, Any], Path], tuple[Any, Any]]  # (train, val or None)
-    export: Callable[[Any, Path, dict[str, Any]], None]            # (module, path, run info)
-    input_files: Callable[[Mapping[str, Any]], list[str]] = lambda cfg: []  # files the config names
+    loaders: Callable[[TrainConfig, Path], tuple[Any, Any]]   # (train, val or None)
+    export: Callable[[Any, Path, dict[str, Any]], None]       # (module, path, run info)
+    input_files: Callable[[TrainConfig], list[str]] = lambda cfg: []  # files the config names
     distributed_sampler: bool = True              # False: the stage's sampler splits rows by rank
 
 
@@ -71,7 +71,7 @@ def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: tuple = ()) 
     return keys
 
 
-def run_inputs(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path) -> dict[str, str]:
+def run_inputs(stage: Stage, cfg: TrainConfig, data_dir: str | Path) -> dict[str, str]:
     """Fingerprints of what a run reads besides its config: the dataset (its manifest, which
     lists every shard's sha256) and the files the config names (pretrained encoders)."""
     from galclip.data.format import MANIFEST, sha256_file
@@ -83,7 +83,7 @@ def run_inputs(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path) -> di
     return inputs
 
 
-def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str], stage: str = "train"
+def check_run_folder(out: Path, cfg: TrainConfig, inputs: Mapping[str, str], stage: str = "train"
                      ) -> tuple[bool, Path | None, ResumeState]:
     """Apply the resume policy: (finished already, checkpoint to resume from or None, the run's
     resume state: :class:`galclip.resume.ResumeState`, the one every stage uses)."""
@@ -93,7 +93,7 @@ def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str
     if not saved.exists():
         return False, None, state
     old = read_yaml(saved)
-    changed = config_diff(old, cfg)
+    changed = config_diff(old, cfg.to_dict())
     refused = [".".join(k) for k in changed if k not in RESUMABLE]
     if refused:
         raise ConfigError(f"{saved}: the run in {out} was started with a different config "
@@ -105,13 +105,13 @@ def check_run_folder(out: Path, cfg: Mapping[str, Any], inputs: Mapping[str, str
 
 
 # ----------------------------------------------------------------------------- Trainer
-def precision(trainer: Mapping[str, Any]) -> str:
+def precision(trainer: TrainerConfig) -> str:
     """The precision policy: ``auto`` is bf16 autocast when the run uses a GPU, fp32 otherwise."""
-    if trainer["precision"] != "auto":
-        return str(trainer["precision"])
+    if trainer.precision != "auto":
+        return str(trainer.precision)
     import torch
 
-    gpu = trainer["accelerator"] in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "bf16-mixed" if gpu else "32-true"
 
 
@@ -128,25 +128,25 @@ def loggers(out: Path) -> list:
     return found
 
 
-def build_trainer(cfg: Mapping[str, Any], out: Path, stage: Stage, callbacks: Sequence[Any] = ()):
+def build_trainer(cfg: TrainConfig, out: Path, stage: Stage, callbacks: Sequence[Any] = ()):
     import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from galclip.train import resumable as R
 
-    tr = cfg["trainer"]
-    exact = [R.ObjectiveModes(), R.StepSeeds(int(cfg["seed"])), R.LoaderPosition(),
-             R.SaveLast(out / LAST, int(tr["checkpoint_every_n_steps"]))]  # exact resume
-    bar = [TQDMProgressBar(refresh_rate=max(1, int(tr["log_every_n_steps"])))] if tr["progress_bar"] else []
+    tr = cfg.trainer
+    exact = [R.ObjectiveModes(), R.StepSeeds(int(cfg.seed)), R.LoaderPosition(),
+             R.SaveLast(out / LAST, int(tr.checkpoint_every_n_steps))]  # exact resume
+    bar = [TQDMProgressBar(refresh_rate=max(1, int(tr.log_every_n_steps)))] if tr.progress_bar else []
     return L.Trainer(
-        default_root_dir=out, max_epochs=int(tr["max_epochs"]), max_steps=int(tr["max_steps"]),
-        accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=tr["num_nodes"],
-        strategy=tr["strategy"], precision=precision(tr),
-        gradient_clip_val=float(cfg["optim"]["grad_clip"]) or None,
-        log_every_n_steps=int(tr["log_every_n_steps"]), num_sanity_val_steps=0,
+        default_root_dir=out, max_epochs=int(tr.max_epochs), max_steps=int(tr.max_steps),
+        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
+        strategy=tr.strategy, precision=precision(tr),
+        gradient_clip_val=float(cfg.optim.grad_clip) or None,
+        log_every_n_steps=int(tr.log_every_n_steps), num_sanity_val_steps=0,
         logger=loggers(out), callbacks=[*exact, *callbacks, *bar],
         plugins=[R.AtomicCheckpointIO()],
-        enable_progress_bar=bool(tr["progress_bar"]), enable_model_summary=False,
+        enable_progress_bar=bool(tr.progress_bar), enable_model_summary=False,
         use_distributed_sampler=stage.distributed_sampler)
 
 
@@ -168,7 +168,7 @@ def _export_callback(stage: Stage, path: Path):
                 stage.export(module, path, {
                     "stage": stage.name, "epoch": trainer.current_epoch,
                     "global_step": trainer.global_step, "resumed_from_step": self.start_step,
-                    "metrics": metrics, "run_config": module.cfg})
+                    "metrics": metrics, "run_config": module.cfg.to_dict()})
 
         def on_validation_end(self, trainer, module) -> None:
             if not trainer.sanity_checking:
@@ -181,14 +181,14 @@ def _export_callback(stage: Stage, path: Path):
 
 
 # ----------------------------------------------------------------------------- runs
-def fit_stage(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out: Path,
+def fit_stage(stage: Stage, cfg: TrainConfig, data_dir: str | Path, out: Path,
               callbacks: Sequence[Any] = (), resume: Path | None = None):
     """Seed, build the objective's module and the stage's loaders, fit (from ``resume``), export.
     Returns the finished Trainer (``trainer.state.finished`` is False if it was interrupted)."""
     import lightning as L
 
-    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    module = build_module(stage.name, cfg)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = build_module(cfg)
     train_loader, val_loader = stage.loaders(cfg, Path(data_dir))
     trainer = build_trainer(cfg, out, stage, [_export_callback(stage, out / stage.weights), *callbacks])
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None)
@@ -198,24 +198,26 @@ def fit_stage(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out: P
 
 
 def train(stage: str, data_dir: str | Path, out_dir: str | Path,
-          config: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+          config: str | Path | TrainConfig | None = None, overrides: Sequence[str] = (),
           callbacks: Sequence[Any] = ()) -> Path:
     """Run (resume, or skip when finished) one training stage in ``out_dir`` by the resume
     policy; returns the path of its exported weights. The one way to start any stage.
 
     ``config``: a preset name, a YAML file or None (the stage's defaults), resolved with
     ``overrides`` by :func:`~galclip.train.schema.resolve_config`; or a config resolved already
-    (a mapping), then without overrides."""
-    if isinstance(config, Mapping):
+    (a :class:`~galclip.train.schema.TrainConfig` of this stage), then without overrides."""
+    if isinstance(config, TrainConfig):
         if overrides:
             raise ValueError("overrides apply to a preset or a file, not to a resolved config")
+        if config.stage != stage:
+            raise ValueError(f"a resolved {config.stage} config cannot run the {stage} stage")
         cfg = config
     else:
         cfg = resolve_config(stage, config, overrides)
     return _run(get_stage(stage), cfg, data_dir, out_dir, callbacks)
 
 
-def _run(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: str | Path,
+def _run(stage: Stage, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path,
          callbacks: Sequence[Any] = ()) -> Path:
     out = Path(out_dir)
     inputs = run_inputs(stage, cfg, data_dir)
@@ -224,7 +226,7 @@ def _run(stage: Stage, cfg: Mapping[str, Any], data_dir: str | Path, out_dir: st
         return out / stage.weights
     if finished:  # the weights were removed: export them again from the final checkpoint
         resume = out / LAST if (out / LAST).exists() else None
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg.to_dict(), out / "config.yaml")
     state.complete, state.result = False, None
     state.save()
     trainer = fit_stage(stage, cfg, data_dir, out, callbacks, resume)

@@ -9,67 +9,175 @@ Every stage (``pretrain-image``, ``pretrain-spectrum``, ``align``) reads the sam
     optim:     {lr, weight_decay, warmup_steps, betas, grad_clip, ...}
     trainer:   {max_epochs, max_steps, accelerator, devices, precision, ...}
 
-Defaults come in layers (as DINOv2): :data:`COMMON` -> the stage's defaults -> the objective's
-``DEFAULTS`` (its module, found in :mod:`galclip.train.registry`) -> the encoder preset named by
-``model.name`` (pretraining); then a YAML file or a packaged preset
-(``galclip/configs/<pretrain|align>/``) and dotted overrides (:func:`galclip.config.load_config`:
-unknown keys and wrong types are errors). Keys of the
-schema before the one-schema redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused
-with a message that names the new key (:data:`RENAMED`).
+Defaults come in layers (as DINOv2): the stage's section dataclasses (:data:`SECTIONS`: the
+fields and defaults of ``data``, ``optim`` and ``trainer``, documented in one place) -> the
+objective's dataclass (``Objective`` of its module, found in :mod:`galclip.train.registry`;
+the stage's first objective, AstroCLIP's, when ``objective.name`` is not given) -> the encoder
+preset named by ``model.name`` (pretraining; the objective module's ``MODEL`` when not given);
+then a YAML file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted
+overrides (:func:`galclip.config.load_config`: unknown keys and wrong types are errors naming the
+key and the file). The result is a :class:`TrainConfig`. Keys of the schema before the one-schema
+redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused with a message that
+names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from galclip.config import ConfigError, deep_merge, load_config, parse_override, preset_or_file, read_yaml
+from galclip.config import (
+    ConfigError,
+    deep_merge,
+    from_mapping,
+    load_config,
+    parse_override,
+    preset_or_file,
+    read_yaml,
+)
 from galclip.train.registry import check_stage, objective_class, objective_names
 
 PRESET_ROOT = Path(__file__).resolve().parents[1] / "configs"
 
-COMMON: dict[str, Any] = {
-    "seed": 0,
-    "data": {"batch_size": 32, "num_workers": 0, "max_rows": None},  # max_rows: the first N rows
-    "model": {},
-    "objective": {"name": None},       # None: the stage's first objective (AstroCLIP's)
-    "optim": {"lr": 5e-4, "weight_decay": 0.04, "warmup_steps": 100, "betas": [0.9, 0.999],
-              "grad_clip": 3.0},       # grad_clip 0: no clipping
-    "trainer": {"max_epochs": -1, "max_steps": -1,  # -1: no limit (one of the two must be set)
-                "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
-                "precision": "auto",   # bf16-mixed on a GPU, 32-true on the CPU
-                "log_every_n_steps": 10, "checkpoint_every_n_steps": 100, "progress_bar": True},
+
+# ----------------------------------------------------------------------------- the sections
+@dataclass
+class DataConfig:
+    """``data``: what a stage reads, in which batches."""
+
+    batch_size: int = 32             # per device
+    num_workers: int = 0
+    max_rows: int | None = None      # the first N rows of the split (None: all)
+
+
+@dataclass
+class PretrainData(DataConfig):
+    split: str = "train"             # the split the encoder pretrains on
+
+
+@dataclass
+class AlignData(DataConfig):
+    batch_size: int = 64             # per device; negatives span all devices
+    shuffle_window: int = 8          # row groups mixed per shuffle window
+    max_val_rows: int = 1000         # held-out galaxies embedded each epoch
+    val_batch_size: int = 128
+
+
+@dataclass
+class OptimConfig:
+    """``optim``: AdamW, its warm-up and gradient clipping (:mod:`galclip.train.optim`)."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.04
+    warmup_steps: int = 100
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 3.0           # 0: no clipping
+
+
+@dataclass
+class PretrainOptim(OptimConfig):
+    min_lr: float = 1e-6             # the cosine schedule ends at min_lr
+    weight_decay_end: float = 0.04   # weight decay follows a cosine ramp to this
+
+
+@dataclass
+class AlignOptim(OptimConfig):
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50           # at most a tenth of the run
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    grad_clip: float = 1.0
+    freeze_backbones: bool = True    # AstroCLIP: frozen; False: fine-tune with the two below
+    finetune: list[str] = field(default_factory=list)  # with frozen backbones, these modalities' still train
+    backbone_lr_scale: float = 0.1   # backbone top-layer lr = lr * scale
+    layer_decay: float = 0.75        # each layer further down: lr *= layer_decay
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer``: the Lightning Trainer (:func:`galclip.train.runner.build_trainer`)."""
+
+    max_epochs: int = -1             # -1: no limit (one of the two must be set)
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = 1                 # a count, a list of ids or "auto" (passed to Lightning)
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"          # bf16-mixed on a GPU, 32-true on the CPU
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 100
+    progress_bar: bool = True
+
+
+@dataclass
+class PretrainTrainer(TrainerConfig):
+    max_steps: int = 1000
+
+
+@dataclass
+class AlignTrainer(TrainerConfig):
+    max_epochs: int = 10
+
+
+#: stage -> its (data, optim, trainer) section classes
+SECTIONS: dict[str, tuple[type, type, type]] = {
+    "pretrain-image": (PretrainData, PretrainOptim, PretrainTrainer),
+    "pretrain-spectrum": (PretrainData, PretrainOptim, PretrainTrainer),
+    "align": (AlignData, AlignOptim, AlignTrainer),
 }
 
-_PRETRAIN: dict[str, Any] = {
-    "data": {"split": "train"},
-    "optim": {"min_lr": 1e-6, "weight_decay_end": 0.04},  # cosine lr to min_lr; cosine decay ramp
-    "trainer": {"max_steps": 1000},
-}
+
+@dataclass
+class TrainConfig:
+    """The resolved config of one training run: the six sections of every stage. ``model`` is
+    the encoder preset and its fields (pretraining; typed by the encoder's own config) or the
+    CLIP model's settings (alignment); ``objective`` the dataclass of the objective that
+    ``objective.name`` names (``Objective`` of its module: :mod:`galclip.train.registry`)."""
+
+    stage: str
+    seed: int
+    data: DataConfig
+    model: dict[str, Any]
+    objective: Any
+    optim: OptimConfig
+    trainer: TrainerConfig
+
+    @classmethod
+    def from_dict(cls, stage: str, cfg: Mapping[str, Any]) -> TrainConfig:
+        """The typed config of a resolved mapping (a saved ``config.yaml``, :meth:`to_dict`)."""
+        check_stage(stage)
+        data, optim, trainer = SECTIONS[stage]
+        objective = objective_class(stage, cfg["objective"]["name"]).Objective
+        return cls(stage, cfg["seed"], from_mapping(data, cfg["data"], "data"),
+                   copy.deepcopy(dict(cfg["model"])),
+                   from_mapping(objective, cfg["objective"], "objective"),
+                   from_mapping(optim, cfg["optim"], "optim"),
+                   from_mapping(trainer, cfg["trainer"], "trainer"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested mapping of the six sections (what ``config.yaml`` holds)."""
+        out = asdict(self)
+        del out["stage"]
+        return out
 
 
-def _align_defaults() -> dict[str, Any]:
+def _align_model() -> dict[str, Any]:
     from galclip.models.clip import CLIP_DEFAULTS
 
-    return {
-        "data": {"batch_size": 64,         # per device; negatives span all devices
-                 "shuffle_window": 8,      # row groups mixed per shuffle window
-                 "max_val_rows": 1000,     # held-out galaxies embedded each epoch
-                 "val_batch_size": 128},
-        "model": {"image_encoder": "image-nano",        # preset used when no checkpoint is given
-                  "spectrum_encoder": "spectrum-nano",
-                  "image_checkpoint": None,             # pretrained encoder file (galclip pretrain)
-                  "spectrum_checkpoint": None,
-                  **CLIP_DEFAULTS},
-        "optim": {"lr": 1e-4, "weight_decay": 0.05, "warmup_steps": 50,  # warm-up <= a tenth of the run
-                  "betas": [0.9, 0.98], "grad_clip": 1.0,
-                  "freeze_backbones": True,   # AstroCLIP: frozen; False: fine-tune with the two below
-                  "finetune": [],             # with frozen backbones, these modalities' still train
-                  "backbone_lr_scale": 0.1,   # backbone top-layer lr = lr * scale
-                  "layer_decay": 0.75},       # each layer further down: lr *= layer_decay
-        "trainer": {"max_epochs": 10},
-    }
+    return {"image_encoder": "image-nano",        # preset used when no checkpoint is given
+            "spectrum_encoder": "spectrum-nano",
+            "image_checkpoint": None,             # pretrained encoder file (galclip pretrain)
+            "spectrum_checkpoint": None,
+            **CLIP_DEFAULTS}
+
+
+def _section_defaults(stage: str) -> dict[str, Any]:
+    data, optim, trainer = SECTIONS[stage]
+    return {"seed": 0, "data": asdict(data()), "model": _align_model() if stage == "align" else {},
+            "objective": {},  # the objective's dataclass (stage_defaults)
+            "optim": asdict(optim()), "trainer": asdict(trainer())}
 
 
 #: keys of the earlier schema -> their place now (a dotted prefix renames everything below it)
@@ -99,9 +207,9 @@ def list_presets(stage: str) -> list[str]:
     return names if stage == "align" else [n for n in names if n.startswith(stage.split("-")[1])]
 
 
-def build_module(stage: str, cfg: Mapping[str, Any]):
+def build_module(cfg: TrainConfig):
     """The LightningModule of the config's objective."""
-    return objective_class(stage, cfg["objective"]["name"])(cfg)
+    return objective_class(cfg.stage, cfg.objective.name)(cfg)
 
 
 def _leaf_keys(d: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -129,12 +237,12 @@ def check_renamed(raw: Mapping[str, Any], where: str) -> None:
 def stage_defaults(stage: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults of ``stage`` for the objective and encoder that ``raw`` (file + overrides) names."""
     check_stage(stage)
-    base = deep_merge(COMMON, _align_defaults() if stage == "align" else _PRETRAIN, strict=False)
+    base = _section_defaults(stage)
     name = (raw.get("objective") or {}).get("name") or objective_names(stage)[0]
-    base = deep_merge(base, objective_class(stage, name).DEFAULTS, strict=False)
-    base["objective"]["name"] = name
+    module = objective_class(stage, name)
+    base["objective"] = {**asdict(module.Objective()), "name": name}
     if stage != "align":
-        model = (raw.get("model") or {}).get("name") or base["model"]["name"]
+        model = (raw.get("model") or {}).get("name") or module.MODEL
         base["model"] = _encoder_defaults(stage.split("-")[1], model)
     return base
 
@@ -150,7 +258,7 @@ def _encoder_defaults(modality: str, name: str) -> dict[str, Any]:
 
 
 def resolve_config(stage: str, config: str | Path | None = None,
-                   overrides: Sequence[str] = ()) -> dict[str, Any]:
+                   overrides: Sequence[str] = ()) -> TrainConfig:
     """The resolved config of ``stage``: defaults -> YAML file or preset name -> ``key=value``
     overrides (unknown keys, wrong types and renamed keys are ConfigErrors naming the key)."""
     path = preset_or_file(config, preset_dir(stage))
@@ -160,4 +268,4 @@ def resolve_config(stage: str, config: str | Path | None = None,
         over = parse_override(text)
         check_renamed(over, f"override '{text}'")
         raw = deep_merge(raw, over, strict=False)
-    return load_config(copy.deepcopy(stage_defaults(stage, raw)), path, overrides)
+    return TrainConfig.from_dict(stage, load_config(stage_defaults(stage, raw), path, overrides))

@@ -10,43 +10,65 @@ devices) on a two-layer projection head; the encoder below the head is what pret
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from galclip.augment import augment_view
+from galclip.augment import ImageViews, augment_view
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
+
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
+
+
+@dataclass
+class ProjectionHeadConfig:
+    """The SimCLR projection head (Chen et al. 2020): an MLP the loss sees, dropped afterwards."""
+
+    hidden_dim: int = 512
+    output_dim: int = 128
+
+
+@dataclass
+class NTXent:
+    temperature: float = 0.2
+
+
+@dataclass
+class SimCLRObjective:
+    """``objective`` of ``simclr``: the views, the projection head and the NT-Xent temperature."""
+
+    name: str = "simclr"
+    # Stein et al. (2021): symmetries, jitter of up to max_shift px, PSF blur, extra noise
+    augment: ImageViews = field(default_factory=lambda: ImageViews(max_shift=7))
+    heads: ProjectionHeadConfig = field(default_factory=ProjectionHeadConfig)
+    loss: NTXent = field(default_factory=NTXent)
 
 
 class ImageSimCLRModule(PretrainModule):
-    DEFAULTS = {
-        "model": {"name": "image-conv-nano"},
-        "objective": {
-            # Stein et al. (2021): symmetries, jitter of up to max_shift px, PSF blur, extra noise
-            "augment": {"rot90_flip": True, "max_shift": 7, "psf_sigma_max": 1.0, "noise_max": 1.0},
-            "heads": {"hidden_dim": 512, "output_dim": 128},
-            "loss": {"temperature": 0.2},
-        },
-    }
+    MODEL = "image-conv-nano"
+    Objective = SimCLRObjective
+    obj: SimCLRObjective
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
 
         self.encoder = build_model_encoder(cfg)
-        h = self.obj["heads"]
-        self.projection = SimCLRProjectionHead(self.encoder.embed_dim, h["hidden_dim"], h["output_dim"])
-        self.ntxent = NTXentLoss(temperature=self.obj["loss"]["temperature"], gather_distributed=True)
+        h = self.obj.heads
+        self.projection = SimCLRProjectionHead(self.encoder.embed_dim, h.hidden_dim, h.output_dim)
+        self.ntxent = NTXentLoss(temperature=self.obj.loss.temperature, gather_distributed=True)
 
     def trainable(self) -> list[nn.Module]:
         return [self.encoder, self.projection]
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         size = min(getattr(self.encoder.cfg, "img_size", images.shape[-1]), images.shape[-1])
-        a = self.obj["augment"]
-        x = augment_view(images.float(), size, a["max_shift"], self.encoder.band_scale, a)
+        a = self.obj.augment
+        x = augment_view(images.float(), size, a.max_shift, self.encoder.band_scale, a)
         return x
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ spender re-redshifts spectra).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +27,10 @@ from torch import nn
 from galclip.augment import noise_view, shift_view, span_dropout
 from galclip.config import ConfigError
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
+from galclip.train.simclr import ProjectionHeadConfig
+
+if TYPE_CHECKING:
+    from galclip.train.schema import TrainConfig
 
 
 class SpectrumContrastiveObjective(nn.Module):
@@ -79,29 +86,48 @@ def bin_width_lnlam(encoder) -> float:
     return (hi - lo) / encoder.cfg.log_bins
 
 
-def objective_settings(objective: dict) -> dict:
+@dataclass
+class SpectrumViews:
+    noise_max: float = 1.0           # extra noise drawn from the ivar, up to this many sigma
+    n_spans: int = 4                 # lost spans (ivar 0) per view
+    span_len: int = 30               # log-λ bins per lost span
+
+
+@dataclass
+class ContrastiveLoss:
+    temperature: float = 0.1         # NT-Xent
+    equivariance_weight: float = 0.0  # > 0: the redshift-equivariance term (a third, shifted view)
+    max_shift: int = 100             # log-λ bins of that shift
+    shift_scale: float = 0.05        # the read-out's unit, in ln(1+z)
+
+
+@dataclass
+class ContrastiveObjective:
+    """``objective`` of ``contrastive``: the views, the projection head and the loss."""
+
+    name: str = "contrastive"
+    views: SpectrumViews = field(default_factory=SpectrumViews)
+    heads: ProjectionHeadConfig = field(default_factory=ProjectionHeadConfig)
+    loss: ContrastiveLoss = field(default_factory=ContrastiveLoss)
+
+
+def objective_settings(objective: ContrastiveObjective) -> dict:
     """The flat settings of :class:`SpectrumContrastiveObjective` from a run's ``objective`` section."""
-    v, h, lo = objective["views"], objective["heads"], objective["loss"]
-    return {"temperature": lo["temperature"], "proj_dim": h["output_dim"], "proj_hidden": h["hidden_dim"],
-            "noise_max": v["noise_max"], "n_spans": v["n_spans"], "span_len": v["span_len"],
-            "equivariance_weight": lo["equivariance_weight"], "max_shift": lo["max_shift"],
-            "shift_scale": lo["shift_scale"]}
+    v, h, lo = objective.views, objective.heads, objective.loss
+    return {"temperature": lo.temperature, "proj_dim": h.output_dim, "proj_hidden": h.hidden_dim,
+            "noise_max": v.noise_max, "n_spans": v.n_spans, "span_len": v.span_len,
+            "equivariance_weight": lo.equivariance_weight, "max_shift": lo.max_shift,
+            "shift_scale": lo.shift_scale}
 
 
 class SpectrumContrastiveModule(PretrainModule):
     """Lightning module of the contrastive + equivariance objective for a conv spectrum encoder."""
 
-    DEFAULTS = {
-        "model": {"name": "spectrum-conv-nano"},
-        "objective": {
-            "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30},
-            "heads": {"hidden_dim": 512, "output_dim": 128},
-            "loss": {"temperature": 0.1, "equivariance_weight": 0.0, "max_shift": 100,
-                     "shift_scale": 0.05},
-        },
-    }
+    MODEL = "spectrum-conv-nano"
+    Objective = ContrastiveObjective
+    obj: ContrastiveObjective
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.encoder = build_model_encoder(cfg)
         if not hasattr(self.encoder, "forward_rebinned"):
