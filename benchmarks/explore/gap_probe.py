@@ -129,6 +129,33 @@ def decal(basis_grid, want_model=False):
     return f
 
 
+def smooth_est(sigma_pix):
+    """Gaussian-smoothed as a publisher smooths (the Andes tables: ~2-3 px), then read without
+    its ivar: the no-ivar path on a simulated spectrum made like the real tables."""
+    def f(flux, ivar, rng):
+        from scipy.ndimage import gaussian_filter1d
+
+        good = ivar > 0
+        return ivar_est(gaussian_filter1d(np.where(good, flux, 0), sigma_pix).astype(np.float32),
+                        ivar, rng)
+    return f
+
+
+def rewhiten(flux, ivar, rng):
+    """Independent noise added where a smoothed spectrum lacks it: the pixel-scale scatter made
+    that of white noise of the (corrected) estimated level, the ivar lowered to the sum."""
+    from galclip.data.noise import DESI_SEGMENTS, estimate_sigma
+
+    good = ivar > 0
+    sig_w = estimate_sigma(np.where(good, flux, np.nan), good, starts=DESI_SEGMENTS)
+    sig_p = sig_w / max(__import__("galclip.data.noise", fromlist=["x"]).correlation_factor(
+        flux, good, starts=DESI_SEGMENTS), 1.0)
+    add = np.sqrt(np.clip(sig_w ** 2 - sig_p ** 2, 0, None))
+    out = np.where(good, flux + rng.normal(size=flux.shape) * np.nan_to_num(add), 0)
+    tot = np.nan_to_num(sig_w ** 2 + add ** 2, nan=np.inf)
+    return out.astype(np.float32), np.where(good, 1 / tot, 0).astype(np.float32)
+
+
 def load(args):
     from galclip.data import open_dataset
     from galclip.data.splits import assign_splits
@@ -213,6 +240,7 @@ def main() -> None:
     ap.add_argument("--n-deep", type=int, default=40)
     ap.add_argument("--real", default=str(REAL))
     ap.add_argument("--decal", action="store_true", help="only the calibration-matching variants")
+    ap.add_argument("--smoothing", action="store_true", help="only the smoothing variants")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     model, pool, sims, ds = load(args)
@@ -249,8 +277,11 @@ def main() -> None:
         variants = [("as read", ident), ("decal", d), ("decal + snr_to_1.5", d_snr),
                     ("snr_to_1.5", snr_to(1.5)), ("template twin", tw),
                     ("template twin + snr_to_1.5", tw_snr)]
+    if args.smoothing:
+        variants = [("as read", ident), ("ivar_est", ivar_est), ("smooth_2.2 + ivar_est",
+                    smooth_est(2.2)), ("rewhiten", rewhiten)]
     rows = [run(model, pool, groups, n, fn) for n, fn in variants]
-    if args.n_deep and not args.decal:
+    if args.n_deep and not (args.decal or args.smoothing):
         deep = deep_sims(args.data, sims, (1, 10, 100), args.n_deep)
         for f, items in deep.items():
             for name, fn in (("", ident), (" + ivar_est", ivar_est)):

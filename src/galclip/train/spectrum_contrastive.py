@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galclip.augment import noise_view, shift_view, span_dropout
+from galclip.augment import calibration_view, noise_view, shift_view, span_dropout
 from galclip.config import ConfigError
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 
@@ -45,7 +45,8 @@ class SpectrumContrastiveObjective(nn.Module):
         self.ntxent = NTXentLoss(temperature=cfg["temperature"], gather_distributed=True)
 
     def views(self, flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f, w = noise_view(flux, ivar, self.cfg["noise_max"])
+        f, w = calibration_view(flux, ivar, self.cfg["calib_rms"])
+        f, w = noise_view(f, w, self.cfg["noise_max"])
         return f, span_dropout(w, self.cfg["n_spans"], self.cfg["span_len"])
 
     def forward(self, encode, flux: torch.Tensor, ivar: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,6 +85,7 @@ def objective_settings(objective: dict) -> dict:
     v, h, lo = objective["views"], objective["heads"], objective["loss"]
     return {"temperature": lo["temperature"], "proj_dim": h["output_dim"], "proj_hidden": h["hidden_dim"],
             "noise_max": v["noise_max"], "n_spans": v["n_spans"], "span_len": v["span_len"],
+            "calib_rms": v.get("calib_rms", 0.0),
             "equivariance_weight": lo["equivariance_weight"], "max_shift": lo["max_shift"],
             "shift_scale": lo["shift_scale"]}
 
@@ -94,7 +96,7 @@ class SpectrumContrastiveModule(PretrainModule):
     DEFAULTS = {
         "model": {"name": "spectrum-conv-nano"},
         "objective": {
-            "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30},
+            "views": {"noise_max": 1.0, "n_spans": 4, "span_len": 30, "calib_rms": 0.0},
             "heads": {"hidden_dim": 512, "output_dim": 128},
             "loss": {"temperature": 0.1, "equivariance_weight": 0.0, "max_shift": 100,
                      "shift_scale": 0.05},
