@@ -144,12 +144,11 @@ def smooth_est(sigma_pix):
 def rewhiten(flux, ivar, rng):
     """Independent noise added where a smoothed spectrum lacks it: the pixel-scale scatter made
     that of white noise of the (corrected) estimated level, the ivar lowered to the sum."""
-    from galclip.data.noise import DESI_SEGMENTS, estimate_sigma
+    from galclip.data.noise import DESI_SEGMENTS, correlation_factor, estimate_sigma
 
     good = ivar > 0
     sig_w = estimate_sigma(np.where(good, flux, np.nan), good, starts=DESI_SEGMENTS)
-    sig_p = sig_w / max(__import__("galclip.data.noise", fromlist=["x"]).correlation_factor(
-        flux, good, starts=DESI_SEGMENTS), 1.0)
+    sig_p = sig_w / max(correlation_factor(flux, good, starts=DESI_SEGMENTS), 1.0)
     add = np.sqrt(np.clip(sig_w ** 2 - sig_p ** 2, 0, None))
     out = np.where(good, flux + rng.normal(size=flux.shape) * np.nan_to_num(add), 0)
     tot = np.nan_to_num(sig_w ** 2 + add ** 2, nan=np.inf)
