@@ -64,7 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     ds = open_dataset(args.data)
-    cols = ds.read_columns(["object_id", "redshift", "spectrum_flux", "spectrum_ivar"])
+    cols = ds.read_columns(["object_id", "redshift", "spectrum_flux", "spectrum_ivar",
+                            "programme"])
     split = assign_splits(cols["object_id"])
     z = cols["redshift"].astype(np.float64)
     tr, te = split == "train", split == "test"
@@ -94,6 +95,13 @@ def main() -> None:
         print(f"| {path} | {a['sigma_nmad']:.4f}, {a['within_0.01']:.3f}, {a['eta_0.15']:.3f} | "
               f"{b['sigma_nmad']:.4f}, {b['within_0.01']:.3f}, {b['eta_0.15']:.3f} | "
               + " | ".join(cells) + " |")
+        for p in np.unique(cols["programme"][te]):
+            m = cols["programme"][te] == p
+            f = figures(z[te][m], zp[m])
+            ft = figures(z[te][m], zt[m])
+            print(f"    sim {p}: n {f['n']}, sigma_NMAD {f['sigma_nmad']:.4f}, within 0.01 "
+                  f"{f['within_0.01']:.3f}, eta_0.15 {f['eta_0.15']:.3f}; with the tilt "
+                  f"{ft['sigma_nmad']:.4f}, {ft['within_0.01']:.3f}, {ft['eta_0.15']:.3f}")
         for s, zz in zip(real, zr, strict=True):
             print(f"    {s['programme']} z {s['z']:.4f} knn {zz:.4f}")
 

@@ -155,6 +155,18 @@ def rewhiten(flux, ivar, rng):
     return out.astype(np.float32), np.where(good, 1 / tot, 0).astype(np.float32)
 
 
+def mask_sky(fraction):
+    """The pixels of the brightest sky lines (the top ``fraction`` of the simulator's dark-sky
+    line spectrum, ``sim.observing.sky_lines``) marked bad, as a pipeline masks them."""
+    def f(flux, ivar, rng):
+        from galclip.sim.observing import sky_lines
+
+        lines = sky_lines()
+        bad = lines > np.quantile(lines, 1 - fraction)
+        return np.where(bad, 0, flux).astype(np.float32), np.where(bad, 0, ivar).astype(np.float32)
+    return f
+
+
 def load(args):
     from galclip.data import open_dataset
     from galclip.data.splits import assign_splits
@@ -278,7 +290,8 @@ def main() -> None:
                     ("template twin + snr_to_1.5", tw_snr)]
     if args.smoothing:
         variants = [("as read", ident), ("ivar_est", ivar_est), ("smooth_2.2 + ivar_est",
-                    smooth_est(2.2)), ("rewhiten", rewhiten)]
+                    smooth_est(2.2)), ("rewhiten", rewhiten), ("mask sky lines, 3 % of pixels",
+                    mask_sky(0.03)), ("mask sky lines, 10 %", mask_sky(0.10))]
     rows = [run(model, pool, groups, n, fn) for n, fn in variants]
     if args.n_deep and not (args.decal or args.smoothing):
         deep = deep_sims(args.data, sims, (1, 10, 100), args.n_deep)
