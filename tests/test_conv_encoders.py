@@ -257,3 +257,32 @@ def test_bin_width_matches_the_encoder_grid():
     wave = C.wavelength_grid()
     centres = np.array([np.log(wave[index == i]).mean() for i in (100, 600)])
     assert abs((centres[1] - centres[0]) / 500 - bin_width_lnlam(enc)) < 0.02 * bin_width_lnlam(enc)
+
+
+def test_calibration_view_is_smooth_of_the_stated_rms_and_keeps_each_pixels_snr():
+    from galclip.augment import calibration_view
+
+    g = torch.Generator().manual_seed(0)
+    flux = torch.ones(2000, 512)
+    ivar = torch.full((2000, 512), 4.0)
+    ivar[:, :5] = 0
+    f, w = calibration_view(flux, ivar, 0.1, generator=g)
+    c = f / flux
+    rms = (c - 1).pow(2).mean(1).sqrt()
+    assert abs(rms.pow(2).mean().sqrt().item() - 0.1) < 0.01      # the stated rms on average
+    assert (rms.std() > 0.02).item()                               # each spectrum its own shape
+    assert c.diff(dim=1).abs().max().item() < 0.03                  # smooth: no pixel-scale change
+    assert torch.allclose(f * w.sqrt(), flux * ivar.sqrt(), atol=1e-5)   # S/N kept, bad stay bad
+    assert calibration_view(flux, ivar, 0.0) == (flux, ivar)
+
+
+def test_contrastive_views_change_the_spectrum_shape_only_when_asked():
+    from galclip.train.spectrum_contrastive import SpectrumContrastiveObjective
+
+    base = {"temperature": 0.5, "proj_dim": 8, "proj_hidden": 16, "noise_max": 0.0,
+            "n_spans": 0, "span_len": 1}
+    flux, ivar = torch.ones(4, 64), torch.ones(4, 64)
+    same = SpectrumContrastiveObjective(32, {**base, "calib_rms": 0.0}, 0.01).views(flux, ivar)
+    assert torch.equal(same[0], flux)
+    tilted = SpectrumContrastiveObjective(32, {**base, "calib_rms": 0.1}, 0.01).views(flux, ivar)
+    assert not torch.allclose(tilted[0], flux)

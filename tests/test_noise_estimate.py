@@ -37,6 +37,36 @@ def test_estimated_noise_follows_the_true_noise_of_a_simulated_spectrum():
     assert np.median(est[z_arm]) > 1.2 * np.median(est[~z_arm])  # follows the jump at the arm
 
 
+def test_smoothed_noise_is_read_at_its_recorded_level_and_white_noise_is_left_alone():
+    """A publisher's Gaussian smoothing (2.2 px) hides the noise from the two-pixel DER_SNR; the
+    block check sees it and returns the noise of the spectrum before smoothing."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from galclip.data.noise import CORRELATED, correlation_factor
+
+    flux, sigma = _galaxy(3)
+    assert correlation_factor(flux, starts=DESI_SEGMENTS) < CORRELATED
+    white = estimate_sigma(flux, starts=DESI_SEGMENTS)
+    assert np.median(white / sigma) == pytest.approx(1.0, abs=0.06)   # unchanged
+    smooth = gaussian_filter1d(flux, 2.2)
+    ratio = estimate_sigma(smooth, starts=DESI_SEGMENTS) / sigma
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.2)            # the pixel DER_SNR: ~0.08
+
+
+def test_the_andes_tables_are_smoothed_and_read_at_a_survey_like_depth(real_data):
+    """The Andes flux tables: neighbouring residuals correlated (0.95 at one pixel), so their
+    noise is rescaled; their median S/N per pixel then lies in 1-20, like DESI survey spectra,
+    not the 60-260 the pixel DER_SNR alone gives."""
+    from galclip.data.desi_tables import read_flux_table
+    from galclip.data.noise import CORRELATED, correlation_factor
+
+    _, flux, ivar = read_flux_table(real_data / ANDES / BGS)
+    for f, iv in zip(flux, ivar, strict=True):
+        good = iv > 0
+        assert correlation_factor(f, good, starts=DESI_SEGMENTS) > 5 * CORRELATED
+        assert 1 < np.median(np.abs(f[good]) * np.sqrt(iv[good])) < 20
+
+
 def test_a_constant_ivar_is_never_assumed():
     flux, sigma = _galaxy(1)
     ivar = estimate_grid_ivar(flux)

@@ -12,7 +12,12 @@ band, in units of the band's noise-level scale). There is no colour jitter: colo
 (redshift, stellar population), not nuisance.
 
 Spectrum functions work on ``(B, L)`` flux and inverse variance: extra noise drawn from the ivar,
-lost spans (ivar 0) and whole-bin redshifts on the log-λ grid.
+lost spans (ivar 0), whole-bin redshifts on the log-λ grid, and a smooth multiplicative change
+of the spectrum's shape (``calibration_view``): what a fibre spectrum's broad-band shape
+carries beside the redshift — the spectrophotometric calibration (a few per cent, Guy et al.
+2023, AJ 165, 144), the fibre's aperture on a galaxy with colour gradients, the chromatic seeing
+— changes it by ~10 % between otherwise equal spectra, so a redshift read from features
+(lines, breaks) should not follow it.
 """
 from __future__ import annotations
 
@@ -165,6 +170,22 @@ def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
     sigma = torch.where(good, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
     eps = torch.randn(flux.shape, device=flux.device, generator=generator)
     return flux + a * sigma * eps * good, ivar / (1 + a ** 2)
+
+
+def calibration_view(flux: torch.Tensor, ivar: torch.Tensor, rms: float,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each spectrum times ``c = 1 + sum_{k=1..3} a_k P_k(x)`` (Legendre, x in [-1, 1] over the
+    grid, a_k ~ N(0, s) with s such that the expected rms of ``c - 1`` is ``rms``); the ivar
+    divided by ``c^2``, so the S/N of every pixel is kept. ``rms`` <= 0 returns the input."""
+    if rms <= 0:
+        return flux, ivar
+    B, L = flux.shape
+    x = torch.linspace(-1.0, 1.0, L, device=flux.device)
+    legendre = torch.stack([x, 1.5 * x ** 2 - 0.5, 2.5 * x ** 3 - 1.5 * x])          # (3, L)
+    s = rms / math.sqrt(sum(1.0 / (2 * k + 1) for k in (1, 2, 3)))
+    a = s * torch.randn(B, 3, device=flux.device, generator=generator)
+    c = (1.0 + a @ legendre).clamp_min(0.2)
+    return flux * c, ivar / c ** 2
 
 
 def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,

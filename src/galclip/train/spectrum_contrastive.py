@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galclip.augment import noise_view, shift_view, span_dropout
+from galclip.augment import calibration_view, noise_view, shift_view, span_dropout
 from galclip.config import ConfigError
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 from galclip.train.simclr import ProjectionHeadConfig
@@ -52,7 +52,8 @@ class SpectrumContrastiveObjective(nn.Module):
         self.ntxent = NTXentLoss(temperature=cfg["temperature"], gather_distributed=True)
 
     def views(self, flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f, w = noise_view(flux, ivar, self.cfg["noise_max"])
+        f, w = calibration_view(flux, ivar, self.cfg["calib_rms"])
+        f, w = noise_view(f, w, self.cfg["noise_max"])
         return f, span_dropout(w, self.cfg["n_spans"], self.cfg["span_len"])
 
     def forward(self, encode, flux: torch.Tensor, ivar: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -91,6 +92,7 @@ class SpectrumViews:
     noise_max: float = 1.0           # extra noise drawn from the ivar, up to this many sigma
     n_spans: int = 4                 # lost spans (ivar 0) per view
     span_len: int = 30               # log-λ bins per lost span
+    calib_rms: float = 0.0           # > 0: a smooth multiplicative change of shape of this rms per view
 
 
 @dataclass
@@ -116,6 +118,7 @@ def objective_settings(objective: ContrastiveObjective) -> dict:
     v, h, lo = objective.views, objective.heads, objective.loss
     return {"temperature": lo.temperature, "proj_dim": h.output_dim, "proj_hidden": h.hidden_dim,
             "noise_max": v.noise_max, "n_spans": v.n_spans, "span_len": v.span_len,
+            "calib_rms": v.calib_rms,
             "equivariance_weight": lo.equivariance_weight, "max_shift": lo.max_shift,
             "shift_scale": lo.shift_scale}
 
