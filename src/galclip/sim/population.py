@@ -3,7 +3,8 @@
 Every draw for a galaxy uses its own random generator seeded by (seed, row index), so a row
 depends on nothing else. Relations (all Chabrier IMF, H0 = 70, Omega_m = 0.3):
 
-- stellar mass function: Baldry et al. (2012, MNRAS 421, 621) double Schechter (GAMA, z < 0.06);
+- stellar mass function: Leja et al. (2020, ApJ 893, 111), a double Schechter function evolving
+  with z (held at its z = 0.2 form below 0.2);
 - volume: uniform in comoving volume over the redshift windows of the requested DESI
   programmes (within 0.01 < z < 1.6, ``targeting.py``); the target selection is applied after
   synthesis (``survey.py``), so the accepted sample is exactly DESI-selected;
@@ -31,8 +32,13 @@ from galclip.sim.sed import Population
 Z_MIN, Z_MAX = C.SIMULATED_REDSHIFT_RANGE  # the widest simulated range (BGS to ELGs)
 LOGM_MAX = 12.3
 SIZE_OFFSET_DEX = 0.1
-# Baldry et al. 2012, Table 1 (log M* = 10.66; phi in Mpc^-3 dex^-1)
-SMF = dict(logm_star=10.66, phi1=3.96e-3, alpha1=-0.35, phi2=0.79e-3, alpha2=-1.47)
+#: Leja et al. (2020, ApJ 893, 111) continuity-model stellar mass function: a double Schechter
+#: function whose log phi1, log phi2 (Mpc^-3 dex^-1) and log M* are quadratic in z through
+#: their values at z = 0.2, 1.6 and 3.0 (their Section 5; the median parameters as shipped in
+#: prospector's ``priors_beta``), held at the z = 0.2 values below z = 0.2.
+LEJA20 = dict(z=(0.2, 1.6, 3.0), logphi1=(-2.44, -3.08, -4.14), logphi2=(-2.89, -3.29, -3.51),
+              logm_star=(10.79, 10.88, 10.84), alpha1=-0.28, alpha2=-1.48)
+SMF_DZ = 0.005  # the mass function is tabulated on this redshift step
 
 
 @lru_cache(maxsize=1)
@@ -70,24 +76,37 @@ def draw_redshift(rng: np.random.Generator, z_min: float = Z_MIN, z_max: float =
     return float(np.interp(rng.random() * cdf[-1], cdf, z))
 
 
-def smf_logphi(logm: np.ndarray) -> np.ndarray:
-    """log10 of the double-Schechter number density per dex."""
-    x = 10.0 ** (np.asarray(logm) - SMF["logm_star"])
-    phi = np.log(10) * np.exp(-x) * (SMF["phi1"] * x ** (SMF["alpha1"] + 1)
-                                     + SMF["phi2"] * x ** (SMF["alpha2"] + 1))
+def smf_parameters(z: float) -> dict[str, float]:
+    """Leja et al. 2020's mass-function parameters at z (quadratic in z through the anchors)."""
+    zc = float(np.clip(z, LEJA20["z"][0], LEJA20["z"][-1]))
+    out = {k: float(np.polyval(np.polyfit(LEJA20["z"], LEJA20[k], 2), zc))
+           for k in ("logphi1", "logphi2", "logm_star")}
+    return {**out, "alpha1": LEJA20["alpha1"], "alpha2": LEJA20["alpha2"]}
+
+
+def smf_logphi(logm: np.ndarray, z: float = 0.2) -> np.ndarray:
+    """log10 of the double-Schechter number density per dex at redshift z."""
+    p = smf_parameters(z)
+    x = 10.0 ** (np.asarray(logm) - p["logm_star"])
+    phi = np.log(10) * np.exp(-x) * (10 ** p["logphi1"] * x ** (p["alpha1"] + 1)
+                                     + 10 ** p["logphi2"] * x ** (p["alpha2"] + 1))
     return np.log10(phi)
 
 
-@lru_cache(maxsize=1)
-def _smf_cdf() -> tuple[np.ndarray, np.ndarray]:
+def _smf_cdf(z: float) -> tuple[np.ndarray, np.ndarray]:
+    return _smf_cdf_at(round(max(float(z), LEJA20["z"][0]) / SMF_DZ))
+
+
+@lru_cache(maxsize=1024)
+def _smf_cdf_at(step: int) -> tuple[np.ndarray, np.ndarray]:
     grid = np.linspace(5.0, LOGM_MAX, 3000)
-    cdf = np.concatenate([[0.0], np.cumsum(np.diff(grid) * 10.0 ** smf_logphi(grid[1:]))])
-    return grid, cdf
+    phi = 10.0 ** smf_logphi(grid[1:], step * SMF_DZ)
+    return grid, np.concatenate([[0.0], np.cumsum(np.diff(grid) * phi)])
 
 
-def number_above(logm_min: np.ndarray) -> np.ndarray:
-    """Number density (Mpc^-3) of galaxies above ``logm_min`` in the mass function."""
-    grid, cdf = _smf_cdf()
+def number_above(logm_min: np.ndarray, z: float = 0.2) -> np.ndarray:
+    """Number density (Mpc^-3) of galaxies above ``logm_min`` in the mass function at z."""
+    grid, cdf = _smf_cdf(z)
     return cdf[-1] - np.interp(logm_min, grid, cdf)
 
 
@@ -99,14 +118,14 @@ def floor_weighted_redshifts(z_min: float, z_max: float, logm_min_of_z, window) 
     redshifts where the floor is high (few galaxies above it) by 1 / N(> floor)."""
     t = cosmology_tables()
     z = np.linspace(z_min, z_max, 4001)
-    w = np.interp(z, t["z"], t["dvdz"]) * number_above(np.array([logm_min_of_z(x) for x in z]))
+    w = np.interp(z, t["z"], t["dvdz"]) * np.array([number_above(logm_min_of_z(x), x) for x in z])
     w *= np.array([bool(window(x)) for x in z])
     return np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(z))]), z
 
 
-def draw_logmass(rng: np.random.Generator, logm_min: float) -> float:
-    """Stellar mass from the mass function above ``logm_min`` (inverse CDF)."""
-    grid, cdf = _smf_cdf()
+def draw_logmass(rng: np.random.Generator, logm_min: float, z: float = 0.2) -> float:
+    """Stellar mass from the mass function at z above ``logm_min`` (inverse CDF)."""
+    grid, cdf = _smf_cdf(z)
     lo = np.interp(logm_min, grid, cdf)
     return float(np.interp(lo + rng.random() * (cdf[-1] - lo), cdf, grid))
 
@@ -213,7 +232,7 @@ def draw_galaxy(rng: np.random.Generator, logm_min_of_z, redshifts: tuple | None
     else:
         cdf, zs = redshifts
         z = float(np.interp(rng.random() * cdf[-1], cdf, zs))
-    logm = draw_logmass(rng, logm_min_of_z(z))
+    logm = draw_logmass(rng, logm_min_of_z(z), z)
     t_univ = age_of_universe(z)
     quenched = bool(rng.random() < quenched_fraction(logm))
     sig = 1.0 / (1.0 + np.exp(-(logm - 10.5) / 0.4))
