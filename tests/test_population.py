@@ -1,0 +1,59 @@
+"""The population model of the simulator, sampled directly (no photometry, no spectra): each
+choice of ``galclip.sim.population`` that real surveys check has a test here."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("prospect") is None:  # its Gallazzi et al. table; no import needed
+    pytest.skip("the population model needs the 'sim' extra", allow_module_level=True)
+
+
+def test_mass_function_is_leja2020_and_evolves():
+    """Leja et al. 2020's double Schechter function at its anchor redshifts, held below z = 0.2;
+    the massive end thins out towards z = 1.6."""
+    from galclip.sim.population import number_above, smf_logphi
+
+    def leja(logm, logphi1, logphi2, logm_star):
+        x = 10 ** (logm - logm_star)
+        return np.log10(np.log(10) * np.exp(-x) * (10**logphi1 * x**0.72 + 10**logphi2 * x**-0.48))
+
+    for logm in (9.0, 10.5, 11.5):
+        assert smf_logphi(logm, 0.2) == pytest.approx(leja(logm, -2.44, -2.89, 10.79), abs=1e-6)
+        assert smf_logphi(logm, 1.6) == pytest.approx(leja(logm, -3.08, -3.29, 10.88), abs=1e-6)
+        assert smf_logphi(logm, 0.05) == pytest.approx(smf_logphi(logm, 0.2), abs=1e-9)
+    assert number_above(11.3, 1.0) < 0.85 * number_above(11.3, 0.2)
+    # GAMA's z < 0.06 fit (Baldry et al. 2012), the simulator's earlier mass function, has
+    # 2.9e-5 Mpc^-3 above 10^11.3 Msun: a third of SDSS's luminous galaxies at r < 17.6
+    assert number_above(11.3, 0.1) > 3 * 2.9e-5
+
+
+def test_quenched_galaxies_form_no_stars_in_either_component():
+    """At z ~ 0.7 (LRGs) a quenched galaxy's bulge and disc both have sSFR below the
+    quiescence threshold 0.2 / t_H; the bulge used to keep forming stars at the main
+    sequence's rate there."""
+    from galclip.sim.population import age_of_universe, delayed_ssfr, draw_galaxy
+
+    rng = np.random.default_rng(5)
+    z = 0.7
+    table = (np.array([0.0, 1.0]), np.array([z, z]))
+    threshold = 0.2 / age_of_universe(z)   # per Gyr
+    ssfr = []
+    while len(ssfr) < 60:
+        g = draw_galaxy(rng, lambda _: 11.0, table)
+        if g.quenched:
+            ssfr += [delayed_ssfr(p.age_gyr, p.tau_gyr) for p in (g.bulge, g.disc)]
+    assert max(ssfr) < threshold
+
+
+def test_sdss_reference_holds_galaxies_of_the_bgs_window_only(real_data):
+    """The SDSS DR7 file also holds stars, quasars and failed photometry; the colour-redshift
+    reference keeps its galaxies at 0.01 < z < 0.6 with sane colours."""
+    from galclip.sim.report import load_sdss
+
+    z, gr, r = load_sdss(real_data)
+    assert 24000 < len(z) < 24496
+    assert z.min() > 0.01 and z.max() < 0.6
+    assert gr.min() > -1 and gr.max() < 4 and r.max() <= 17.6
