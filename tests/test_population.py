@@ -57,3 +57,21 @@ def test_sdss_reference_holds_galaxies_of_the_bgs_window_only(real_data):
     assert 24000 < len(z) < 24496
     assert z.min() > 0.01 and z.max() < 0.6
     assert gr.min() > -1 and gr.max() < 4 and r.max() <= 17.6
+
+
+def test_star_forming_dust_follows_stellar_mass_not_redshift():
+    """Discs of 10^9.4-9.6 Msun have the same dust at z = 0.1 and z = 1.3 (Garn & Best 2010's
+    A_Halpha(M*), 0.56 mag at 10^9.5 Msun, i.e. Av 0.34 with the birth-cloud factor); the
+    SFR-based Av gave them 0.8 mag at z = 1.3, reddening ELGs."""
+    from galclip.sim.population import draw_galaxy
+
+    rng = np.random.default_rng(6)
+    for z in (0.1, 1.3):
+        table = (np.array([0.0, 1.0]), np.array([z, z]))
+        av = []
+        while len(av) < 80:
+            g = draw_galaxy(rng, lambda _: 9.4, table)
+            if not g.quenched and g.logm_target < 9.6:
+                face_on = 1.0 + 0.6 * (1.0 - np.cos(np.radians(g.inclination_deg)))
+                av.append(g.disc.av / face_on)
+        assert np.median(av) == pytest.approx(0.56 * 4.05 / (2 * 3.33), abs=0.08), z
