@@ -75,3 +75,19 @@ def test_star_forming_dust_follows_stellar_mass_not_redshift():
                 face_on = 1.0 + 0.6 * (1.0 - np.cos(np.radians(g.inclination_deg)))
                 av.append(g.disc.av / face_on)
         assert np.median(av) == pytest.approx(0.56 * 4.05 / (2 * 3.33), abs=0.08), z
+
+
+def test_a_third_of_dwarfs_are_quenched():
+    """Galaxies of 10^9.4-9.6 Msun are quenched ~30 % of the time (Peng et al. 2010's mass
+    quenching plus satellite quenching, Peng et al. 2012); the earlier sigmoid gave 13 %, and
+    simulated bright galaxies at z < 0.07 were bluer than SDSS's."""
+    from galclip.sim.population import draw_galaxy
+
+    rng = np.random.default_rng(7)
+    table = (np.array([0.0, 1.0]), np.array([0.05, 0.05]))
+    quenched = []
+    while len(quenched) < 400:
+        g = draw_galaxy(rng, lambda _: 9.4, table)
+        if g.logm_target < 9.6:
+            quenched.append(g.quenched)
+    assert np.mean(quenched) == pytest.approx(0.30, abs=0.06)

@@ -8,8 +8,8 @@ depends on nothing else. Relations (all Chabrier IMF, H0 = 70, Omega_m = 0.3):
 - volume: uniform in comoving volume over the redshift windows of the requested DESI
   programmes (within 0.01 < z < 1.6, ``targeting.py``); the target selection is applied after
   synthesis (``survey.py``), so the accepted sample is exactly DESI-selected;
-- quenched fraction rising with mass (Peng et al. 2010 shape; midpoint tuned so the SDSS
-  g - r colour-redshift relation is reproduced, see ``galclip simulate --report``);
+- quenched fraction: mass quenching (Peng et al. 2010) and satellite quenching (Peng et al.
+  2012) as independent processes;
 - star-forming main sequence: Speagle et al. (2014, ApJS 214, 15) eq. 28, 0.3 dex scatter;
 - stellar mass-metallicity: Gallazzi et al. (2005, MNRAS 362, 41), the table shipped by
   prospector; gas-phase metallicity: Tremonti et al. (2004) minus 0.25 dex (Kewley & Ellison 2008);
@@ -40,6 +40,7 @@ SIZE_OFFSET_DEX = 0.1
 LEJA20 = dict(z=(0.2, 1.6, 3.0), logphi1=(-2.44, -3.08, -4.14), logphi2=(-2.89, -3.29, -3.51),
               logm_star=(10.79, 10.88, 10.84), alpha1=-0.28, alpha2=-1.48)
 SMF_DZ = 0.005  # the mass function is tabulated on this redshift step
+ENV_QUENCHED = 0.3 * 0.45  # satellite fraction x satellite quenching efficiency (quenched_fraction)
 CALZETTI_RV, CALZETTI_K_HALPHA = 4.05, 3.33  # Calzetti et al. 2000, k(V) and k(6563 A)
 
 
@@ -133,9 +134,15 @@ def draw_logmass(rng: np.random.Generator, logm_min: float, z: float = 0.2) -> f
 
 
 def quenched_fraction(logm: float) -> float:
-    """Mass quenching (sigmoid) plus a mass-independent environmental floor (Peng et al. 2010);
-    midpoint and floor tuned against the SDSS colour-redshift relation (report)."""
-    return float(0.1 + 0.85 / (1.0 + np.exp(-(logm - 10.35) / 0.25)))
+    """Mass quenching and environment (satellite) quenching combined as independent processes,
+    f = e_m + e_env - e_m e_env (Peng et al. 2010, ApJ 721, 193, eq. 4 with their mass term
+    e_m = 1 - exp(-(M / 10^10.56)^0.65)); e_env = ``ENV_QUENCHED``: the satellite fraction
+    (~0.3 at these masses) times the satellite quenching efficiency (~0.45, independent of
+    mass; Peng et al. 2012, ApJ 757, 4). The mass sigmoid it replaces (midpoint 10.35, floor
+    0.1) left 13 % of 10^9.5 Msun galaxies red: simulated bright galaxies at z < 0.07 and BGS
+    Faint were too blue beside SDSS DR7 and DESI's DR9 targets."""
+    e_m = 1.0 - np.exp(-(10.0 ** (logm - 10.56)) ** 0.65)
+    return float(e_m + ENV_QUENCHED - e_m * ENV_QUENCHED)
 
 
 def main_sequence_logsfr(logm: float, t_gyr: float) -> float:
