@@ -13,9 +13,9 @@ population, photometry, target selection; no spectra or images) and prints
   Faint 533 (Hahn et al. 2023, AJ 165, 253), LRG 605 (Zhou et al. 2023, AJ 165, 58), ELG
   ~2400 (Raichoor et al. 2023, AJ 165, 126: ELG_LOP + ELG_VLO);
 - the share of rows per assigned programme (what ``galclip simulate`` writes);
-- per class the 10/50/90 % redshifts, the share of quenched galaxies, and the fractions in the published ranges (BGS: z < 0.6,
-  median ~0.2; LRG: 0.4 < z < 1.0, constant comoving density over 0.4-0.8; ELG: 0.6 < z < 1.6,
-  more than 400 deg^-2 reliable redshifts in each of 0.6-1.1 and 1.1-1.6);
+- per class the 10/50/90 % redshifts, the share of quenched galaxies, and the fractions in the
+  published ranges (BGS: z < 0.6, median ~0.2; LRG: 0.4 < z < 1.0, constant comoving density
+  over 0.4-0.8; ELG: 0.6 < z < 1.6, more than 400 deg^-2 reliable redshifts in each of 0.6-1.1 and 1.1-1.6);
 - per class the quartiles of g - r, r - z (and z - W1 for LRGs) beside samples of desitarget's
   Gaussian mixtures of real DR9 targets (``mock/data/dr9/gmm_{bgs,lrg,elg}_*.fits``, morphological
   types weighted by ``fractype_*.fits``), restricted to the same magnitude range;

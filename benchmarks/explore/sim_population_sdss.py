@@ -7,8 +7,10 @@ images) and compares them with the SDSS DR7 magnitude-limited sample
 
 - R^2 of the k-NN (k = 10, 5-fold) regression of z on (r, g - r), at equal size (the check of
   ``benchmarks/sim_to_real.py``, here on a fresh draw rather than a dataset's test split);
-- the redshift quantiles; per redshift bin the count share, the g - r quartiles and the red
-  fraction (g - r above the valley ``RED_CUT``, which follows the red sequence's k-correction);
+- the density at r < 17.6 (deg^-2; the simulator's acceptance, ``sky_density``) beside SDSS's;
+- the redshift quantiles; per redshift bin the count share, the median r, the g - r quartiles,
+  the red fraction (g - r above the valley ``red_cut``, which follows the red sequence's
+  k-correction) and the red sequence's width (0.741 x the interquartile range of the red);
 - per redshift bin the simulated quenched fraction and median log stellar mass.
 
 Usage:  python benchmarks/explore/sim_population_sdss.py [--n 600] [--seed 0]
@@ -67,7 +69,8 @@ def table(name: str, d: dict) -> None:
     red = d["gr"] > red_cut(d["z"])
     print(f"{name}: n {len(d['z'])}, z 10/50/90 % " + " ".join(
         f"{x:.3f}" for x in np.percentile(d["z"], [10, 50, 90])) + f", red fraction {red.mean():.2f}")
-    print("  z bin      | share | r 50 | g-r 25/50/75   | red frac | red g-r sd" + (" | quenched | logM med" if "q" in d else ""))
+    extra = " | quenched | logM med" if "q" in d else ""
+    print("  z bin      | share | r 50 | g-r 25/50/75   | red frac | red g-r sd" + extra)
     for i in range(len(BINS) - 1):
         m = idx == i
         if m.sum() < 3:
