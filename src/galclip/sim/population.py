@@ -135,12 +135,12 @@ def draw_logmass(rng: np.random.Generator, logm_min: float, z: float = 0.2) -> f
 
 def quenched_fraction(logm: float) -> float:
     """Mass quenching and environment (satellite) quenching combined as independent processes,
-    f = e_m + e_env - e_m e_env (Peng et al. 2010, ApJ 721, 193, eq. 4 with their mass term
-    e_m = 1 - exp(-(M / 10^10.56)^0.65)); e_env = ``ENV_QUENCHED``: the satellite fraction
+    f = e_m + e_env - e_m e_env (Peng et al. 2010, ApJ 721, 193, with Baldry et al. 2006's mass
+    term e_m = 1 - exp(-(M / 10^10.56)^0.65)); e_env = ``ENV_QUENCHED``: the satellite fraction
     (~0.3 at these masses) times the satellite quenching efficiency (~0.45, independent of
     mass; Peng et al. 2012, ApJ 757, 4). The mass sigmoid it replaces (midpoint 10.35, floor
-    0.1) left 13 % of 10^9.5 Msun galaxies red: simulated bright galaxies at z < 0.07 and BGS
-    Faint were too blue beside SDSS DR7 and DESI's DR9 targets."""
+    0.1) left 13 % of 10^9.5 Msun galaxies quenched: simulated bright galaxies at z < 0.07 and
+    BGS Faint were too blue beside SDSS DR7 and DESI's DR9 targets."""
     e_m = 1.0 - np.exp(-(10.0 ** (logm - 10.56)) ** 0.65)
     return float(e_m + ENV_QUENCHED - e_m * ENV_QUENCHED)
 
@@ -209,9 +209,9 @@ def star_forming_av(logm: float) -> float:
     star-forming galaxies as a function of stellar mass alone, which holds unchanged to z ~ 1.5
     (Sobral et al. 2012, MNRAS 420, 1926; Dominguez et al. 2013); converted with Calzetti et
     al. (2000) k(Halpha) = 3.33, R_V = 4.05 and bagpipes' birth-cloud factor (the lines see
-    eta * Av). An SFR-based Av rises with the main sequence's normalisation, ~0.3 mag too much
-    dust at z ~ 1 (simulated ELGs were 0.3 mag too red in r - z). Mass clipped to 8.7-11.5,
-    the relation's range (its cubic turns up below)."""
+    eta * Av). An SFR-based Av rises with the main sequence's normalisation: it gave 10^9.5
+    Msun discs at z = 1.3 Av 0.78 where this gives 0.34. Mass clipped to 8.7-11.5, the
+    relation's range (its cubic turns up below)."""
     x = float(np.clip(logm, 8.7, 11.5)) - 10.0
     a_halpha = 0.91 + 0.77 * x + 0.11 * x**2 - 0.09 * x**3
     return a_halpha * CALZETTI_RV / (BIRTH_CLOUD_ETA * CALZETTI_K_HALPHA)
