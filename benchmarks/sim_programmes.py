@@ -13,9 +13,9 @@ population, photometry, target selection; no spectra or images) and prints
   Faint 533 (Hahn et al. 2023, AJ 165, 253), LRG 605 (Zhou et al. 2023, AJ 165, 58), ELG
   ~2400 (Raichoor et al. 2023, AJ 165, 126: ELG_LOP + ELG_VLO);
 - the share of rows per assigned programme (what ``galclip simulate`` writes);
-- per class the 10/50/90 % redshifts and the fractions in the published ranges (BGS: z < 0.6,
-  median ~0.2; LRG: 0.4 < z < 1.0, constant comoving density over 0.4-0.8; ELG: 0.6 < z < 1.6,
-  more than 400 deg^-2 reliable redshifts in each of 0.6-1.1 and 1.1-1.6);
+- per class the 10/50/90 % redshifts, the share of quenched galaxies, and the fractions in the
+  published ranges (BGS: z < 0.6, median ~0.2; LRG: 0.4 < z < 1.0, constant comoving density
+  over 0.4-0.8; ELG: 0.6 < z < 1.6, more than 400 deg^-2 reliable redshifts in each of 0.6-1.1 and 1.1-1.6);
 - per class the quartiles of g - r, r - z (and z - W1 for LRGs) beside samples of desitarget's
   Gaussian mixtures of real DR9 targets (``mock/data/dr9/gmm_{bgs,lrg,elg}_*.fits``, morphological
   types weighted by ``fractype_*.fits``), restricted to the same magnitude range;
@@ -50,6 +50,7 @@ def draw(programmes: str, n: int, seed: int) -> tuple[list, float, dict]:
         t = sim.draw_target(rng)
         tot = {b: t.phot["bulge"][b] + t.phot["disc"][b] for b in ("g", "r", "z", "w1")}
         out.append({"redshift": t.galaxy.redshift, "programme": t.programme,
+                    "quenched": bool(t.galaxy.quenched),
                     "classes": T.classes(t.desi_target, t.bgs_target),
                     **{b: 22.5 - 2.5 * np.log10(v) for b, v in tot.items()}})
     density = {p: sim.sky_density(p) for p in sim.draws}
@@ -102,7 +103,9 @@ def report(rows: list, cpu_ms: float, programmes: str, density: dict) -> None:
         q = np.percentile(zc, [10, 50, 90])
         ranges = ", ".join(f"{lo}-{hi}: {100 * np.mean((zc >= lo) & (zc < hi)):.0f} %"
                            for lo, hi in Z_RANGES[c])
-        print(f"{c:10s} z 10/50/90 %: {q[0]:.3f} {q[1]:.3f} {q[2]:.3f}; in {ranges}")
+        quenched = np.mean([r["quenched"] for r in rows if c in r["classes"]])
+        print(f"{c:10s} z 10/50/90 %: {q[0]:.3f} {q[1]:.3f} {q[2]:.3f}; in {ranges}; "
+              f"quenched {100 * quenched:.0f} %")
 
 
 def colours(rows: list, rng: np.random.Generator) -> None:

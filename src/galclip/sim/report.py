@@ -30,11 +30,28 @@ def real_data_dir() -> Path | None:
 
 
 def load_sdss(real_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(redshift, g - r, r) of the SDSS DR7 magnitude-limited sample."""
+    """(redshift, g - r, r) of the galaxies of the SDSS DR7 magnitude-limited sample that the
+    simulated BGS could hold (:func:`sdss_galaxies`)."""
     from astropy.table import Table
 
     t = Table.read(real_dir / SDSS_FILE)
-    return (np.asarray(t["z"], float), np.asarray(t["g"] - t["r"], float), np.asarray(t["r"], float))
+    z, gr, r = (np.asarray(t["z"], float), np.asarray(t["g"] - t["r"], float),
+                np.asarray(t["r"], float))
+    keep = sdss_galaxies(z, gr)
+    return z[keep], gr[keep], r[keep]
+
+
+def sdss_galaxies(z: np.ndarray, gr: np.ndarray) -> np.ndarray:
+    """The rows of the SDSS file that are galaxies in the simulated BGS window: the file is
+    every photometric galaxy with a spectrum, so it also holds stars (z ~ 0), quasars (z up
+    to 2.7) and failed photometry (g - r of -10^4); kept are the BGS redshift window
+    (0.01-0.6, ``targeting.PROGRAMMES``) and BGS's colour sanity limits, -1 < g - r < 4 (383 of
+    the 24 496 rows go). A handful of such rows moves the k-NN R^2 of a few hundred galaxies
+    between 0 and 0.7."""
+    from galclip.sim.targeting import PROGRAMMES
+
+    bgs = PROGRAMMES["bgs_bright"]
+    return (z > bgs.z_min) & (z < bgs.z_max) & (gr > -1.0) & (gr < 4.0)
 
 
 def binned_medians(z: np.ndarray, y: np.ndarray, bins: np.ndarray = COLOUR_BINS

@@ -71,9 +71,8 @@ PROGRAMMES = {
 CLI_NAMES = {"bgs": ("bgs_bright", "bgs_faint"), "bgs_bright": ("bgs_bright",),
              "bgs_faint": ("bgs_faint",), "lrg": ("lrg",), "elg": ("elg",)}
 #: DESI's main-survey target densities (deg^-2): BGS Bright and Faint (Hahn et al. 2023), LRG
-#: (Zhou et al. 2023), ELG_LOP + ELG_VLO (Raichoor et al. 2023). They set the programme shares:
-#: the simulated population's own densities beyond z ~ 0.5 are not calibrated (its mass function
-#: is that of z < 0.06; benchmarks/RESULTS.md gives the shares it would produce).
+#: (Zhou et al. 2023), ELG_LOP + ELG_VLO (Raichoor et al. 2023). They set the programme shares;
+#: the simulated population's own densities are 0.7-0.9 of these (benchmarks/RESULTS.md).
 DESI_DENSITY = {"bgs_bright": 864.0, "bgs_faint": 533.0, "lrg": 605.0, "elg": 2400.0}
 
 
