@@ -113,6 +113,7 @@ class Searcher:
         """As :meth:`search`, plus (n,) the cosine distance to the ``kth`` nearest vector of
         the *whole* index, own row left out (:func:`galclip.search.ood.kth_of_results`), read
         from the same search (NaN for non-finite queries; None without ``kth``)."""
+        from galclip.search.index import batch_search
         from galclip.search.ood import kth_of_results
 
         n = len(q)
@@ -127,7 +128,7 @@ class Searcher:
         while len(todo):
             f = min(fetch, ntotal)
             own = None if self_rows is None else self_rows[todo]
-            s, p = self.index.search(np.ascontiguousarray(q[todo], np.float32), f)
+            s, p = batch_search(self.index, q[todo], f)
             if kd is not None and first:                    # the first pass holds every query
                 kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
             first = False
