@@ -573,7 +573,7 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     cal = fit_calibration(ref, k, chunk_rows)
     same = _same_galaxies(qman, ref)
     meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
-    writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
+    writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
     for m in ref.searchers:                  # the OOD references, before the worker threads
         load_ood_reference(ref.catalog, m)
     parts, n = [], 0
