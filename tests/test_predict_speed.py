@@ -53,3 +53,41 @@ def test_dense_parquet_reads_back_the_same_table(tmp_path):
     columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
     assert not any(c.has_dictionary_page for c in columns.values())
     assert columns["z"].is_stats_set and not columns["pdf.list.element"].is_stats_set
+
+
+def _quantiles_on_nkp(y, w, qs):
+    """The weighted quantiles computed on the (n, k, P) layout (the reference path)."""
+    ww = w[:, :, None] * np.isfinite(y)
+    order = np.argsort(np.where(np.isfinite(y), y, np.inf), axis=1)
+    ys, ws = np.take_along_axis(y, order, 1), np.take_along_axis(ww, order, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = (np.cumsum(ws, 1) - ws / 2) / ws.sum(1, keepdims=True)
+    pos = np.where(ws > 0, pos, np.inf)
+    q = np.asarray(qs, float)[None, :, None]
+    hi = np.clip((pos[:, None] < q[..., None, :]).sum(2), 1, y.shape[1] - 1)
+    p_lo, p_hi = (np.take_along_axis(pos, i, 1) for i in (hi - 1, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i, 1) for i in (hi - 1, hi))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
+    t = np.where(np.isfinite(p_hi), t, 0.0)
+    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+
+
+@pytest.mark.parametrize("n_props", [1, 2, 3])
+def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props):
+    """Tied labels, NaN labels, zero weights, 0/1 weights (exact matches), rows with no usable
+    label, k from 1 to 64."""
+    from galclip.eval.conformal import weighted_quantiles
+
+    rng = np.random.default_rng(n_props)
+    qs = (0.16, 0.84, 0.025, 0.975, 0.0, 1.0)
+    for k in (1, 2, 7, 64):
+        y = rng.normal(size=(600, k, n_props))
+        y[:, :, 0] = np.round(y[:, :, 0], 1)
+        y[rng.uniform(size=y.shape) < 0.1] = np.nan
+        y[:5] = np.nan
+        w = np.where(rng.uniform(size=(600, k)) < 0.2, 0.0, rng.uniform(size=(600, k)))
+        w[5:9] = 0.0
+        w[10:20] = rng.uniform(size=(10, k)) < 0.3
+        got = weighted_quantiles(y, w, qs)
+        assert np.array_equal(got, _quantiles_on_nkp(y, w, qs), equal_nan=True), k

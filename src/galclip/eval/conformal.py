@@ -56,25 +56,29 @@ def weighted_mean(y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.ndarray:
     """Weighted quantiles (n, len(qs), P) of (n, k, P) labels; linear between the neighbours'
-    mid-weight positions (the weighted Hazen plotting position); NaN labels skipped."""
-    ww = w[:, :, None] * np.isfinite(y)                    # (n, k, P)
-    order = np.argsort(np.where(np.isfinite(y), y, np.inf), axis=1)
-    ys = np.take_along_axis(y, order, 1)
-    ws = np.take_along_axis(ww, order, 1)
-    total = ws.sum(1, keepdims=True)
+    mid-weight positions (the weighted Hazen plotting position); NaN labels skipped. Works on
+    (n, P, k) copies, each property's k labels contiguous (sorts and counts along the last
+    axis); the values are those of the same arithmetic on (n, k, P)."""
+    yt = np.ascontiguousarray(np.moveaxis(y, 1, 2))                   # (n, P, k)
+    fin = np.isfinite(yt)
+    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    ys = np.take_along_axis(yt, order, 2)
+    ws = np.take_along_axis(w[:, None, :] * fin, order, 2)           # (n, P, k)
+    total = np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]  # as a (n, k, P) sum
     with np.errstate(invalid="ignore", divide="ignore"):
-        pos = (np.cumsum(ws, 1) - ws / 2) / total          # (n, k, P) in (0, 1)
-    pos = np.where(ws > 0, pos, np.inf)                    # skipped labels sort last
+        pos = (np.cumsum(ws, 2) - ws / 2) / total                     # (n, P, k) in (0, 1)
+    pos = np.where(ws > 0, pos, np.inf)                               # skipped labels sort last
     k = y.shape[1]
-    q = np.asarray(qs, float)[None, :, None]               # (1, Q, 1): all quantiles at once
-    hi = np.clip((pos[:, None] < q[..., None, :]).sum(2), 1, k - 1)  # first position >= q
-    lo = hi - 1                                            # (n, Q, P)
-    p_lo, p_hi = (np.take_along_axis(pos, i, 1) for i in (lo, hi))
-    y_lo, y_hi = (np.take_along_axis(ys, i, 1) for i in (lo, hi))
+    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q): all at once
+    hi = np.clip((pos[:, :, None, :] < q[..., None]).sum(3), 1, k - 1)  # first position >= q
+    lo = hi - 1                                                       # (n, P, Q)
+    p_lo, p_hi = (np.take_along_axis(pos, i, 2) for i in (lo, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i, 2) for i in (lo, hi))
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
-    t = np.where(np.isfinite(p_hi), t, 0.0)                # one usable label: its value
-    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+    t = np.where(np.isfinite(p_hi), t, 0.0)                           # one usable label: its value
+    out = np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+    return np.moveaxis(out, 2, 1)                                     # (n, Q, P)
 
 
 def raw_intervals(y: np.ndarray, w: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:
