@@ -36,6 +36,7 @@ import numpy as np
 
 LEVELS: tuple[float, ...] = (0.68, 0.95)
 MIN_CALIBRATION = 40   # ⌈(n + 1) 0.975⌉ <= n needs n >= 39 calibration galaxies
+PDF_BLOCK = 512        # rows of densities binned and smoothed at a time (cache-sized)
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -189,10 +190,11 @@ def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float,
 def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None = None
             ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
-    1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``."""
+    1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``.
+    Rows are binned and smoothed ``PDF_BLOCK`` at a time (each row's values do not depend on
+    the others'; a block's histograms stay in the CPU cache)."""
     from scipy import fft as sp_fft
 
-    n, k = z.shape
     ok = np.isfinite(z) & (w > 0)
     x = (np.where(ok, z, 0.0) - grid.start) / grid.step - 0.5   # position in bin-centre units
     x = np.clip(x, 0.0, grid.n - 1.0)
@@ -203,17 +205,32 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
     pad = int(np.ceil(4 * sigma.max())) + 2
     m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
     wk = np.where(ok, w, 0.0)
-    at = (np.arange(n) * m)[:, None] + pad + i0                  # flat index of each lower bin
+    lower, upper = wk * (1 - f), wk * f                          # (n, k) linear binning
+    dens = np.empty((len(z), grid.n))
+    for lo in range(0, len(z), PDF_BLOCK):
+        b = slice(lo, lo + PDF_BLOCK)
+        dens[b] = _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
+    return dens
+
+
+def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np.ndarray,
+              m: int, pad: int, grid: Grid) -> np.ndarray:
+    """Normalised densities (b, G) of a block: weights ``lower`` / ``upper`` (b, k) added to
+    bins ``first`` / ``first + 1`` of a padded row of ``m`` bins, Gaussian-smoothed by FFT
+    (``sigma`` (b,) in bins)."""
+    from scipy import fft as sp_fft
+
+    b = len(first)
+    at = (np.arange(b) * m)[:, None] + first                     # flat index of each lower bin
     hist = np.bincount(np.concatenate([at.ravel(), at.ravel() + 1]),
-                       np.concatenate([(wk * (1 - f)).ravel(), (wk * f).ravel()]), n * m)
-    hist = hist.reshape(n, m).astype(np.float32)
+                       np.concatenate([lower.ravel(), upper.ravel()]), b * m)
+    hist = hist.reshape(b, m).astype(np.float32)
     freq = np.fft.rfftfreq(m).astype(np.float32)                 # cycles per bin
     gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)
-    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=-1) * gain, m, axis=1, workers=-1)
+    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=1) * gain, m, axis=1, workers=1)
     dens = np.clip(smooth[:, pad:pad + grid.n], 0.0, None).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dens = dens / (dens.sum(1, keepdims=True) * grid.step)
-    return dens
+        return dens / (dens.sum(1, keepdims=True) * grid.step)
 
 
 def cdf_at(pdf: np.ndarray, grid: Grid, z: np.ndarray) -> np.ndarray:
