@@ -123,11 +123,11 @@ def _pdf_whole_chunk(z, w, grid, robust):
 def test_redshift_density_in_blocks_equals_one_pass_bit_for_bit():
     """Blocks of rows (partial last block, rows without neighbours, NaN redshifts, zero
     weights, narrow and wide kernels) give the one-pass densities exactly."""
-    from galclip.eval.conformal import PDF_BLOCK, Grid, raw_pdf
+    from galclip.eval.conformal import ROW_BLOCK, Grid, raw_pdf
 
     rng = np.random.default_rng(4)
     grid = Grid(0.0, 0.0045, 300)
-    for n in (1, 37, PDF_BLOCK + 3):
+    for n in (1, 37, ROW_BLOCK + 3):
         centre = rng.normal(0.4, 0.2, (n, 1))
         z = np.abs(centre + rng.normal(0, 0.05, (n, 64)) * rng.uniform(0.01, 3, (n, 1)))
         z[rng.uniform(size=z.shape) < 0.05] = np.nan
@@ -137,3 +137,19 @@ def test_redshift_density_in_blocks_equals_one_pass_bit_for_bit():
         for r in (robust, None):
             assert np.array_equal(raw_pdf(z, w, grid, r), _pdf_whole_chunk(z, w, grid, r),
                                   equal_nan=True), n
+
+
+def test_pit_recalibration_in_blocks_equals_one_pass():
+    """The PIT map applied block by block gives the one-pass densities (NaN rows kept)."""
+    from galclip.eval.conformal import ROW_BLOCK, Grid, PitCalibration, raw_pdf
+
+    rng = np.random.default_rng(5)
+    grid = Grid(0.0, 0.005, 200)
+    n = 2 * ROW_BLOCK + 5
+    z = np.abs(rng.normal(0.5, 0.2, (n, 1)) + rng.normal(0, 0.03, (n, 32)))
+    z[7] = np.nan
+    pdf = raw_pdf(z, np.ones((n, 32)), grid)
+    pit = PitCalibration.fit(np.concatenate([rng.beta(2, 3, 3000), [0.0, 1.0, 1.0]]))
+    got = pit.apply(pdf, grid)
+    assert np.isnan(got[7]).all() and np.isfinite(np.delete(got, 7, 0)).all()
+    assert np.array_equal(got, pit._apply(pdf, grid), equal_nan=True)

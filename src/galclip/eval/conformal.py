@@ -36,7 +36,7 @@ import numpy as np
 
 LEVELS: tuple[float, ...] = (0.68, 0.95)
 MIN_CALIBRATION = 40   # ⌈(n + 1) 0.975⌉ <= n needs n >= 39 calibration galaxies
-PDF_BLOCK = 512        # rows of densities binned and smoothed at a time (cache-sized)
+ROW_BLOCK = 512        # rows of densities smoothed / recalibrated at a time (cache-sized)
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -191,7 +191,7 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
             ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
     1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``.
-    Rows are binned and smoothed ``PDF_BLOCK`` at a time (each row's values do not depend on
+    Rows are binned and smoothed ``ROW_BLOCK`` at a time (each row's values do not depend on
     the others'; a block's histograms stay in the CPU cache)."""
     from scipy import fft as sp_fft
 
@@ -207,8 +207,8 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
     wk = np.where(ok, w, 0.0)
     lower, upper = wk * (1 - f), wk * f                          # (n, k) linear binning
     dens = np.empty((len(z), grid.n))
-    for lo in range(0, len(z), PDF_BLOCK):
-        b = slice(lo, lo + PDF_BLOCK)
+    for lo in range(0, len(z), ROW_BLOCK):
+        b = slice(lo, lo + ROW_BLOCK)
         dens[b] = _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
     return dens
 
@@ -263,7 +263,14 @@ class PitCalibration:
                    np.concatenate([[0.0], pos[inner][keep], [1.0]]), n)
 
     def apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
-        """Calibrated densities (n, G): the bin masses of G(F_raw) at the bin edges."""
+        """Calibrated densities (n, G): the bin masses of G(F_raw) at the bin edges
+        (``ROW_BLOCK`` rows at a time, so the temporaries stay in the CPU cache)."""
+        out = np.empty(pdf.shape)
+        for lo in range(0, len(pdf), ROW_BLOCK):
+            out[lo:lo + ROW_BLOCK] = self._apply(pdf[lo:lo + ROW_BLOCK], grid)
+        return out
+
+    def _apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
         cdf = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, 1) * grid.step], axis=1)
         cal = np.interp(np.clip(cdf, 0.0, 1.0), self.x, self.y)  # exact: G is steep at the ends
         with np.errstate(invalid="ignore"):
