@@ -36,9 +36,9 @@ def cpu_us_per_query(index, queries: np.ndarray, depth: int, repeats: int) -> fl
 
 def main() -> None:
     import faiss
+    from predict_throughput import clustered
 
     from galclip.search.index import create_index, recall_queries, tune
-    from predict_throughput import clustered
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="2000,5000,10000,20000,50000,100000")
