@@ -20,6 +20,9 @@ def test_list_ordered_search_equals_plain_search(kind):
     base[1000:1100] = base[:100]                         # exact duplicates: tied scores
     index = create_index(base, kind, nlist=32)
     if kind == "ivf":
+        import faiss
+
+        assert type(index) is faiss.IndexIVFFlat                 # the list-ordered path
         set_search_param(index, kind, 5)
     queries = np.concatenate([_unit(rng.normal(size=(700, 16))), base[:50]])
     for k in (1, 10, 200, 600):                          # 600: more than 5 lists hold

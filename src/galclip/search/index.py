@@ -128,16 +128,17 @@ def create_index(vectors: np.ndarray, kind: str, *, nlist: int | None = None, hn
 
 def batch_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``index.search(queries, k)`` for a large batch, the same results (scores and positions,
-    bit for bit): on an IVF index the queries are scanned in the order of the inverted lists
-    they probe, so that queries probing the same lists follow each other and find those lists
-    still in the CPU cache (the scan reads ~nprobe/nlist of the index per query; in catalog order
-    every query fetches its lists from memory again). The coarse assignment is the one
-    ``search`` computes (the quantizer on the same batch); each query's scan does not depend on
-    the order. Other indexes are searched as they are."""
+    bit for bit): on an IVF-Flat index (``galclip index`` kind ivf) the queries are scanned in
+    the order of the inverted lists they probe, so that queries probing the same lists follow
+    each other and find those lists still in the CPU cache (the scan reads ~nprobe/nlist of the
+    index per query; in catalog order every query fetches its lists from memory again). The
+    coarse assignment is the one ``search`` computes (the quantizer on the same batch); each
+    query's scan does not depend on the order. Other indexes (a subclass may search
+    differently: IVF-PQR re-ranks) are searched as they are."""
     import faiss
 
     q = np.ascontiguousarray(queries, np.float32)
-    if not isinstance(index, faiss.IndexIVF) or len(q) < 2 or index.nprobe > index.nlist:
+    if type(index) is not faiss.IndexIVFFlat or len(q) < 2 or index.nprobe > index.nlist:
         return index.search(q, k)
     coarse, lists = index.quantizer.search(q, index.nprobe)          # (n, nprobe) each
     order = np.lexsort(lists.T[::-1])                                # by first list, then next
