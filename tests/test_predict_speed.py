@@ -12,7 +12,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["ivf", "flat"])
 def test_list_ordered_search_equals_plain_search(kind):
-    """Scores and positions bit for bit, ties (duplicated vectors) and short lists included."""
+    """Scores and positions bit for bit, ties (duplicated vectors) and short lists included,
+    whatever the number of OpenMP threads (IndexIVF::search slices the batch by thread)."""
+    import faiss
+
     from galclip.search.index import batch_search, create_index, set_search_param
 
     rng = np.random.default_rng(0)
@@ -20,15 +23,18 @@ def test_list_ordered_search_equals_plain_search(kind):
     base[1000:1100] = base[:100]                         # exact duplicates: tied scores
     index = create_index(base, kind, nlist=32)
     if kind == "ivf":
-        import faiss
-
         assert type(index) is faiss.IndexIVFFlat                 # the list-ordered path
         set_search_param(index, kind, 5)
     queries = np.concatenate([_unit(rng.normal(size=(700, 16))), base[:50]])
-    for k in (1, 10, 200, 600):                          # 600: more than 5 lists hold
-        want = index.search(queries, k)
-        got = batch_search(index, queries, k)
-        assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)), k
+    threads = faiss.omp_get_max_threads()
+    try:
+        for nt, k in ((1, 1), (1, 10), (1, 200), (1, 600), (3, 96), (64, 96)):
+            faiss.omp_set_num_threads(nt)   # slices of the batch: 1, 3, 64 (< 20 queries each)
+            want = index.search(queries, k)                  # 600: more than 5 lists hold
+            got = batch_search(index, queries, k)
+            assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)), (nt, k)
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def test_dense_parquet_reads_back_the_same_table(tmp_path):
