@@ -36,6 +36,7 @@ import numpy as np
 
 LEVELS: tuple[float, ...] = (0.68, 0.95)
 MIN_CALIBRATION = 40   # ⌈(n + 1) 0.975⌉ <= n needs n >= 39 calibration galaxies
+ROW_BLOCK = 512        # rows of densities smoothed / recalibrated at a time (cache-sized)
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -56,25 +57,29 @@ def weighted_mean(y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.ndarray:
     """Weighted quantiles (n, len(qs), P) of (n, k, P) labels; linear between the neighbours'
-    mid-weight positions (the weighted Hazen plotting position); NaN labels skipped."""
-    ww = w[:, :, None] * np.isfinite(y)                    # (n, k, P)
-    order = np.argsort(np.where(np.isfinite(y), y, np.inf), axis=1)
-    ys = np.take_along_axis(y, order, 1)
-    ws = np.take_along_axis(ww, order, 1)
-    total = ws.sum(1, keepdims=True)
+    mid-weight positions (the weighted Hazen plotting position); NaN labels skipped. Works on
+    (n, P, k) copies, each property's k labels contiguous (sorts and counts along the last
+    axis); the values are those of the same arithmetic on (n, k, P)."""
+    yt = np.ascontiguousarray(np.moveaxis(y, 1, 2))                   # (n, P, k)
+    fin = np.isfinite(yt)
+    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    ys = np.take_along_axis(yt, order, 2)
+    ws = np.take_along_axis(w[:, None, :] * fin, order, 2)           # (n, P, k)
+    total = np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]  # as a (n, k, P) sum
     with np.errstate(invalid="ignore", divide="ignore"):
-        pos = (np.cumsum(ws, 1) - ws / 2) / total          # (n, k, P) in (0, 1)
-    pos = np.where(ws > 0, pos, np.inf)                    # skipped labels sort last
+        pos = (np.cumsum(ws, 2) - ws / 2) / total                     # (n, P, k) in (0, 1)
+    pos = np.where(ws > 0, pos, np.inf)                               # skipped labels sort last
     k = y.shape[1]
-    q = np.asarray(qs, float)[None, :, None]               # (1, Q, 1): all quantiles at once
-    hi = np.clip((pos[:, None] < q[..., None, :]).sum(2), 1, k - 1)  # first position >= q
-    lo = hi - 1                                            # (n, Q, P)
-    p_lo, p_hi = (np.take_along_axis(pos, i, 1) for i in (lo, hi))
-    y_lo, y_hi = (np.take_along_axis(ys, i, 1) for i in (lo, hi))
+    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q): all at once
+    hi = np.clip((pos[:, :, None, :] < q[..., None]).sum(3), 1, k - 1)  # first position >= q
+    lo = hi - 1                                                       # (n, P, Q)
+    p_lo, p_hi = (np.take_along_axis(pos, i, 2) for i in (lo, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i, 2) for i in (lo, hi))
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
-    t = np.where(np.isfinite(p_hi), t, 0.0)                # one usable label: its value
-    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+    t = np.where(np.isfinite(p_hi), t, 0.0)                           # one usable label: its value
+    out = np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+    return np.moveaxis(out, 2, 1)                                     # (n, Q, P)
 
 
 def raw_intervals(y: np.ndarray, w: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:
@@ -185,10 +190,11 @@ def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float,
 def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None = None
             ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
-    1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``."""
+    1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``.
+    Rows are binned and smoothed ``ROW_BLOCK`` at a time (each row's values do not depend on
+    the others'; a block's histograms stay in the CPU cache)."""
     from scipy import fft as sp_fft
 
-    n, k = z.shape
     ok = np.isfinite(z) & (w > 0)
     x = (np.where(ok, z, 0.0) - grid.start) / grid.step - 0.5   # position in bin-centre units
     x = np.clip(x, 0.0, grid.n - 1.0)
@@ -199,17 +205,32 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
     pad = int(np.ceil(4 * sigma.max())) + 2
     m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
     wk = np.where(ok, w, 0.0)
-    at = (np.arange(n) * m)[:, None] + pad + i0                  # flat index of each lower bin
+    lower, upper = wk * (1 - f), wk * f                          # (n, k) linear binning
+    dens = np.empty((len(z), grid.n))
+    for lo in range(0, len(z), ROW_BLOCK):
+        b = slice(lo, lo + ROW_BLOCK)
+        dens[b] = _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
+    return dens
+
+
+def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np.ndarray,
+              m: int, pad: int, grid: Grid) -> np.ndarray:
+    """Normalised densities (b, G) of a block: weights ``lower`` / ``upper`` (b, k) added to
+    bins ``first`` / ``first + 1`` of a padded row of ``m`` bins, Gaussian-smoothed by FFT
+    (``sigma`` (b,) in bins)."""
+    from scipy import fft as sp_fft
+
+    b = len(first)
+    at = (np.arange(b) * m)[:, None] + first                     # flat index of each lower bin
     hist = np.bincount(np.concatenate([at.ravel(), at.ravel() + 1]),
-                       np.concatenate([(wk * (1 - f)).ravel(), (wk * f).ravel()]), n * m)
-    hist = hist.reshape(n, m).astype(np.float32)
+                       np.concatenate([lower.ravel(), upper.ravel()]), b * m)
+    hist = hist.reshape(b, m).astype(np.float32)
     freq = np.fft.rfftfreq(m).astype(np.float32)                 # cycles per bin
     gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)
-    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=-1) * gain, m, axis=1, workers=-1)
+    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=1) * gain, m, axis=1, workers=1)
     dens = np.clip(smooth[:, pad:pad + grid.n], 0.0, None).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dens = dens / (dens.sum(1, keepdims=True) * grid.step)
-    return dens
+        return dens / (dens.sum(1, keepdims=True) * grid.step)
 
 
 def cdf_at(pdf: np.ndarray, grid: Grid, z: np.ndarray) -> np.ndarray:
@@ -242,7 +263,14 @@ class PitCalibration:
                    np.concatenate([[0.0], pos[inner][keep], [1.0]]), n)
 
     def apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
-        """Calibrated densities (n, G): the bin masses of G(F_raw) at the bin edges."""
+        """Calibrated densities (n, G): the bin masses of G(F_raw) at the bin edges
+        (``ROW_BLOCK`` rows at a time, so the temporaries stay in the CPU cache)."""
+        out = np.empty(pdf.shape)
+        for lo in range(0, len(pdf), ROW_BLOCK):
+            out[lo:lo + ROW_BLOCK] = self._apply(pdf[lo:lo + ROW_BLOCK], grid)
+        return out
+
+    def _apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
         cdf = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, 1) * grid.step], axis=1)
         cal = np.interp(np.clip(cdf, 0.0, 1.0), self.x, self.y)  # exact: G is steep at the ends
         with np.errstate(invalid="ignore"):

@@ -113,6 +113,7 @@ class Searcher:
         """As :meth:`search`, plus (n,) the cosine distance to the ``kth`` nearest vector of
         the *whole* index, own row left out (:func:`galclip.search.ood.kth_of_results`), read
         from the same search (NaN for non-finite queries; None without ``kth``)."""
+        from galclip.search.index import batch_search
         from galclip.search.ood import kth_of_results
 
         n = len(q)
@@ -127,7 +128,7 @@ class Searcher:
         while len(todo):
             f = min(fetch, ntotal)
             own = None if self_rows is None else self_rows[todo]
-            s, p = self.index.search(np.ascontiguousarray(q[todo], np.float32), f)
+            s, p = batch_search(self.index, q[todo], f)
             if kd is not None and first:                    # the first pass holds every query
                 kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
             first = False
@@ -366,22 +367,26 @@ def neighbours_and_ood(ref: Reference, vectors: dict[str, np.ndarray], k: int,
     return combine(found), {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
 
 
-def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS) -> Calibration:
-    """Predict the reference's held-out galaxies from the pool, ``chunk_rows`` at a time (only
-    their raw intervals and PIT values are kept), and fit the conformal step."""
+def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS, workers: int = 1
+                    ) -> Calibration:
+    """Predict the reference's held-out galaxies from the pool, ``chunk_rows`` at a time on
+    ``workers`` threads (only their raw intervals and PIT values are kept), and fit the
+    conformal step."""
     cal_rows = np.flatnonzero(~ref.pool)
     if len(cal_rows) == 0:
         raise PredictError(f"{ref.path}: no held-out (non-train) galaxy to calibrate on")
-    raws, pits = [], []
-    for lo in range(0, len(cal_rows), chunk_rows):
-        part = cal_rows[lo:lo + chunk_rows]
+
+    def one(part: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         vec = _vectors(ref.path, ref.manifest, list(ref.searchers), part)
         est = estimate(ref.labels, *neighbours(ref, vec, k, None), ref.z_col, ref.grid)
-        raws.append(est.raw)
-        if ref.z_col is not None:
-            pits.append(pit_of(est, ref.grid, ref.labels[part, ref.z_col]))
+        return est.raw, None if ref.z_col is None else pit_of(est, ref.grid,
+                                                               ref.labels[part, ref.z_col])
+
+    parts = (cal_rows[lo:lo + chunk_rows] for lo in range(0, len(cal_rows), chunk_rows))
+    raws, pits = zip(*ordered_map(one, parts, workers), strict=True)
     return calibrate(np.concatenate(raws), ref.labels[cal_rows],
-                     np.concatenate(pits) if pits else None, ref.properties, ref.floor)
+                     None if ref.z_col is None else np.concatenate(pits), ref.properties,
+                     ref.floor)
 
 
 # ----------------------------------------------------------------------------- output rows
@@ -569,10 +574,11 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     catalog = Path(catalog)
     qman = check_query(catalog, ref)
     t0 = time.perf_counter()
-    cal = fit_calibration(ref, k, chunk_rows)
+    workers = default_workers() if workers is None else workers
+    cal = fit_calibration(ref, k, chunk_rows, workers)
     same = _same_galaxies(qman, ref)
     meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
-    writer = TableWriter(out, METADATA_KEY, meta) if out is not None else None
+    writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
     for m in ref.searchers:                  # the OOD references, before the worker threads
         load_ood_reference(ref.catalog, m)
     parts, n = [], 0
@@ -581,7 +587,7 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
         return predict_chunk(ref, cal, k, *chunk, same=same)
 
     chunks = iter_query(catalog, qman, list(ref.searchers), chunk_rows)
-    for table in ordered_map(one, chunks, default_workers() if workers is None else workers):
+    for table in ordered_map(one, chunks, workers):
         writer.write(table) if writer else parts.append(table)
         n += table.num_rows
         if progress:

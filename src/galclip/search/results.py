@@ -70,12 +70,14 @@ class TableWriter:
     """A table written in pieces to .parquet (streamed, row group by row group), .csv
     (streamed; list columns, which CSV cannot hold, are left out with a note) or .ecsv (held
     until ``close``), atomically; ``meta`` under ``key`` in the Parquet schema metadata or the
-    ECSV header."""
+    ECSV header. ``dense=True`` says that the values are nearly all distinct (floats, ids):
+    Parquet then skips the dictionary encoding it would try and abandon on every column, and the
+    statistics of list columns; the values read back are the same."""
 
-    def __init__(self, path: str | Path, key: str, meta: dict[str, Any]):
+    def __init__(self, path: str | Path, key: str, meta: dict[str, Any], dense: bool = False):
         from galclip.storage import atomic_write
 
-        self.path, self.key, self.meta = Path(path), key, meta
+        self.path, self.key, self.meta, self.dense = Path(path), key, meta, dense
         self.fmt = check_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._ctx = atomic_write(self.path)
@@ -95,10 +97,7 @@ class TableWriter:
         self._writer.write_table(table.cast(self._writer.schema) if self.fmt == "parquet" else table)
 
     def _flat(self, table):
-        import pyarrow as pa
-
-        lists = [f.name for f in table.schema if pa.types.is_fixed_size_list(f.type)
-                 or pa.types.is_list(f.type)]
+        lists = [f.name for f in table.schema if _is_list(f.type)]
         if lists and not self._dropped:
             self._dropped = lists
             print(f"note: {self.path}: CSV holds no list column; {lists} left out (write "
@@ -109,7 +108,11 @@ class TableWriter:
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetWriter(self._tmp, schema)
+            if not self.dense:
+                return pq.ParquetWriter(self._tmp, schema)
+            scalar = [f.name for f in schema if not _is_list(f.type)]
+            return pq.ParquetWriter(self._tmp, schema, use_dictionary=False,
+                                    write_statistics=scalar)
         import pyarrow.csv as pacsv
 
         return pacsv.CSVWriter(self._tmp, schema)
@@ -156,3 +159,9 @@ def _masked(col):
     null = col.is_null().to_numpy(zero_copy_only=False)
     filled = np.where(null, 0, arr).astype(col.type.to_pandas_dtype()) if col.type != "null" else arr
     return np.ma.MaskedArray(filled, mask=null)
+
+
+def _is_list(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list(arrow_type)

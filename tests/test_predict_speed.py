@@ -1,0 +1,164 @@
+"""The fast paths of galclip predict give exactly what the plain paths give: the list-ordered
+IVF search, the summaries of the neighbours, the Parquet output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "flat"])
+def test_list_ordered_search_equals_plain_search(kind):
+    """Scores and positions bit for bit, ties (duplicated vectors) and short lists included,
+    whatever the number of OpenMP threads (IndexIVF::search slices the batch by thread)."""
+    import faiss
+
+    from galclip.search.index import batch_search, create_index, set_search_param
+
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(3000, 16)))
+    base[1000:1100] = base[:100]                         # exact duplicates: tied scores
+    index = create_index(base, kind, nlist=32)
+    if kind == "ivf":
+        assert type(index) is faiss.IndexIVFFlat                 # the list-ordered path
+        set_search_param(index, kind, 5)
+    queries = np.concatenate([_unit(rng.normal(size=(700, 16))), base[:50]])
+    threads = faiss.omp_get_max_threads()
+    try:
+        for nt, k in ((1, 1), (1, 10), (1, 200), (1, 600), (3, 96), (64, 96)):
+            faiss.omp_set_num_threads(nt)   # slices of the batch: 1, 3, 64 (< 20 queries each)
+            want = index.search(queries, k)                  # 600: more than 5 lists hold
+            got = batch_search(index, queries, k)
+            assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)), (nt, k)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def test_dense_parquet_reads_back_the_same_table(tmp_path):
+    """predict's Parquet writer skips dictionaries and list-column statistics; the table read
+    back equals the default writer's, metadata included."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from galclip.search.results import TableWriter
+
+    rng = np.random.default_rng(1)
+    pdf = rng.uniform(size=(500, 30)).astype(np.float32)
+    table = pa.table({"object_id": np.arange(500, dtype=np.int64),
+                      "z": rng.normal(size=500).astype(np.float32),
+                      "flag": rng.uniform(size=500) < 0.1,
+                      "pdf": pa.FixedSizeListArray.from_arrays(pa.array(pdf.ravel()), 30)})
+    for dense in (False, True):
+        w = TableWriter(tmp_path / f"{dense}.parquet", "k", {"a": 1}, dense=dense)
+        w.write(table.slice(0, 200))
+        w.write(table.slice(200))
+        w.close()
+    plain, dense = (pq.read_table(tmp_path / f"{d}.parquet") for d in (False, True))
+    assert dense.equals(plain) and dense.schema.metadata == plain.schema.metadata
+    meta = pq.ParquetFile(tmp_path / "True.parquet").metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert not any(c.has_dictionary_page for c in columns.values())
+    assert columns["z"].is_stats_set and not columns["pdf.list.element"].is_stats_set
+
+
+def _quantiles_on_nkp(y, w, qs):
+    """The weighted quantiles computed on the (n, k, P) layout (the reference path)."""
+    ww = w[:, :, None] * np.isfinite(y)
+    order = np.argsort(np.where(np.isfinite(y), y, np.inf), axis=1)
+    ys, ws = np.take_along_axis(y, order, 1), np.take_along_axis(ww, order, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = (np.cumsum(ws, 1) - ws / 2) / ws.sum(1, keepdims=True)
+    pos = np.where(ws > 0, pos, np.inf)
+    q = np.asarray(qs, float)[None, :, None]
+    hi = np.clip((pos[:, None] < q[..., None, :]).sum(2), 1, y.shape[1] - 1)
+    p_lo, p_hi = (np.take_along_axis(pos, i, 1) for i in (hi - 1, hi))
+    y_lo, y_hi = (np.take_along_axis(ys, i, 1) for i in (hi - 1, hi))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip((q - p_lo) / (p_hi - p_lo), 0.0, 1.0)
+    t = np.where(np.isfinite(p_hi), t, 0.0)
+    return np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
+
+
+@pytest.mark.parametrize("n_props", [1, 2, 3])
+def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props):
+    """Tied labels, NaN labels, zero weights, 0/1 weights (exact matches), rows with no usable
+    label, k from 1 to 64."""
+    from galclip.eval.conformal import weighted_quantiles
+
+    rng = np.random.default_rng(n_props)
+    qs = (0.16, 0.84, 0.025, 0.975, 0.0, 1.0)
+    for k in (1, 2, 7, 64):
+        y = rng.normal(size=(600, k, n_props))
+        y[:, :, 0] = np.round(y[:, :, 0], 1)
+        y[rng.uniform(size=y.shape) < 0.1] = np.nan
+        y[:5] = np.nan
+        w = np.where(rng.uniform(size=(600, k)) < 0.2, 0.0, rng.uniform(size=(600, k)))
+        w[5:9] = 0.0
+        w[10:20] = rng.uniform(size=(10, k)) < 0.3
+        got = weighted_quantiles(y, w, qs)
+        assert np.array_equal(got, _quantiles_on_nkp(y, w, qs), equal_nan=True), k
+
+
+def _pdf_whole_chunk(z, w, grid, robust):
+    """The redshift densities binned and smoothed in one pass over all rows (reference path)."""
+    from scipy import fft as sp_fft
+
+    from galclip.eval.conformal import silverman_bandwidth
+
+    n = len(z)
+    ok = np.isfinite(z) & (w > 0)
+    x = np.clip((np.where(ok, z, 0.0) - grid.start) / grid.step - 0.5, 0.0, grid.n - 1.0)
+    i0 = np.minimum(np.floor(x).astype(np.int64), grid.n - 2)
+    f = x - i0
+    sigma = np.minimum(silverman_bandwidth(z, w, grid.step, robust) / grid.step, grid.n / 4)
+    pad = int(np.ceil(4 * sigma.max())) + 2
+    m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
+    wk = np.where(ok, w, 0.0)
+    at = (np.arange(n) * m)[:, None] + pad + i0
+    hist = np.bincount(np.concatenate([at.ravel(), at.ravel() + 1]),
+                       np.concatenate([(wk * (1 - f)).ravel(), (wk * f).ravel()]), n * m)
+    hist = hist.reshape(n, m).astype(np.float32)
+    freq = np.fft.rfftfreq(m).astype(np.float32)
+    gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)
+    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=-1) * gain, m, axis=1, workers=-1)
+    dens = np.clip(smooth[:, pad:pad + grid.n], 0.0, None).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dens / (dens.sum(1, keepdims=True) * grid.step)
+
+
+def test_redshift_density_in_blocks_equals_one_pass_bit_for_bit():
+    """Blocks of rows (partial last block, rows without neighbours, NaN redshifts, zero
+    weights, narrow and wide kernels) give the one-pass densities exactly."""
+    from galclip.eval.conformal import ROW_BLOCK, Grid, raw_pdf
+
+    rng = np.random.default_rng(4)
+    grid = Grid(0.0, 0.0045, 300)
+    for n in (1, 37, ROW_BLOCK + 3):
+        centre = rng.normal(0.4, 0.2, (n, 1))
+        z = np.abs(centre + rng.normal(0, 0.05, (n, 64)) * rng.uniform(0.01, 3, (n, 1)))
+        z[rng.uniform(size=z.shape) < 0.05] = np.nan
+        w = np.where(rng.uniform(size=(n, 64)) < 0.1, 0.0, rng.uniform(size=(n, 64)))
+        w[n // 2] = 0.0
+        robust = rng.uniform(0, 0.1, n)
+        for r in (robust, None):
+            assert np.array_equal(raw_pdf(z, w, grid, r), _pdf_whole_chunk(z, w, grid, r),
+                                  equal_nan=True), n
+
+
+def test_pit_recalibration_in_blocks_equals_one_pass():
+    """The PIT map applied block by block gives the one-pass densities (NaN rows kept)."""
+    from galclip.eval.conformal import ROW_BLOCK, Grid, PitCalibration, raw_pdf
+
+    rng = np.random.default_rng(5)
+    grid = Grid(0.0, 0.005, 200)
+    n = 2 * ROW_BLOCK + 5
+    z = np.abs(rng.normal(0.5, 0.2, (n, 1)) + rng.normal(0, 0.03, (n, 32)))
+    z[7] = np.nan
+    pdf = raw_pdf(z, np.ones((n, 32)), grid)
+    pit = PitCalibration.fit(np.concatenate([rng.beta(2, 3, 3000), [0.0, 1.0, 1.0]]))
+    got = pit.apply(pdf, grid)
+    assert np.isnan(got[7]).all() and np.isfinite(np.delete(got, 7, 0)).all()
+    assert np.array_equal(got, pit._apply(pdf, grid), equal_nan=True)
