@@ -106,11 +106,9 @@ class BandFluxBound:
 
 def _sfh_weights_only():
     """bagpipes' star-formation history, computing the SSP weights (``ceh.grid``) only: the
-    derived quantities (stellar mass, ages, sSFR) are not needed for the bound."""
+    derived quantities (stellar mass, ages, sSFR) are not needed for the bound (``sfh.py``)."""
     from bagpipes.models.star_formation_history import star_formation_history
 
-    class WeightsOnly(star_formation_history):
-        def _calculate_derived_quantities(self):
-            pass
+    from galclip.sim.sfh import fast_history
 
-    return WeightsOnly
+    return lambda component: fast_history(star_formation_history(component), derived=False)

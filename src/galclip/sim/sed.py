@@ -25,6 +25,7 @@ import numpy as np
 
 from galclip import conventions as C
 from galclip.sim.fluxbound import BandFluxBound
+from galclip.sim.sfh import fast_history
 
 PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r",
                 "wise2010-W1", "wise2010-W2")
@@ -178,6 +179,11 @@ class SEDEngine:
                 if model.nebular:
                     model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
+            # the same SFH bits without bagpipes' per-update overhead; only the spectral
+            # model's stellar mass and ages are read (synthesize)
+            fast_history(model.sfh, derived=spectral)
+            if hasattr(model, "neb_sfh"):
+                fast_history(model.neb_sfh, derived=False)
             self._models[key] = model
         else:
             self._models[key].update(comp)
