@@ -138,7 +138,7 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
-        self._bounds: dict[tuple[bool, str], BandFluxBound] = {}
+        self._bounds: dict[str, BandFluxBound] = {}
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -206,16 +206,18 @@ class SEDEngine:
     def flux_bounds(self, pop: Population, z: float, band: str) -> tuple[float, float]:
         """(lower, upper) bounds (nanomaggies) on ``photometry(pop, z)[band]``."""
         comp = self._components(pop, z, spectral=False)
-        key = ("nebular" in comp, band)
-        if key not in self._bounds:
-            self._bounds[key] = BandFluxBound(self._models[(key[0], False)],
-                                              PHOT_NAMES.index(band), comp)
+        if band not in self._bounds:
+            # the photometric models with and without nebular emission share their wavelengths,
+            # SSP grid, filters and dust (test_sim): the nebular model's bound serves both
+            # components, and its per-redshift terms are computed once per draw
+            self._bounds[band] = BandFluxBound(self._models[(True, False)],
+                                               PHOT_NAMES.index(band), comp)
         sfh_key = (pop.age_gyr, pop.tau_gyr, pop.log_mformed, pop.metallicity, float(z))
         if sfh_key not in self._sfh_weights:
             if len(self._sfh_weights) > 8:
                 self._sfh_weights.clear()
-            self._sfh_weights[sfh_key] = self._bounds[key].sfh_weights(comp)
-        lo, hi = self._bounds[key].bounds(comp, self._sfh_weights[sfh_key])
+            self._sfh_weights[sfh_key] = self._bounds[band].sfh_weights(comp)
+        lo, hi = self._bounds[band].bounds(comp, self._sfh_weights[sfh_key])
         return lo / UJY_PER_NANOMAGGY, hi / UJY_PER_NANOMAGGY
 
     def min_attenuation_ratio(self, band: str, z_min: float, z_max: float) -> float:
