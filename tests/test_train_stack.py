@@ -180,3 +180,27 @@ def test_precision_policy_and_encoder_file_version(tmp_path):
     with pytest.raises(ValueError, match="newer"):
         load_encoder(tmp_path / "new.safetensors")
     assert load_encoder(path).config == enc.config
+
+
+def test_training_batches_are_the_default_collates_tensors(dataset):
+    """The training loaders stack array columns with numpy (one thread) instead of torch's
+    default collate: the batches must be the same tensors, dtype and all, scalars included."""
+    import numpy as np
+    from torch.utils.data import default_collate
+
+    from galclip.data import open_dataset
+    from galclip.train.data import collate_rows
+
+    ds = open_dataset(dataset)
+    rows = [ds[i] for i in (0, 7, 45, 90)]
+    assert any(isinstance(v, np.ndarray) for v in rows[0].values())
+    assert any(not isinstance(v, np.ndarray) for v in rows[0].values())
+    ours, theirs = collate_rows(rows), default_collate(rows)
+    assert ours.keys() == theirs.keys()
+    for key, want in theirs.items():
+        got = ours[key]
+        assert type(got) is type(want), key
+        if isinstance(want, torch.Tensor):
+            assert got.dtype == want.dtype and torch.equal(got, want), key
+        else:
+            assert got == want, key
