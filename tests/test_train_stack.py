@@ -204,3 +204,36 @@ def test_training_batches_are_the_default_collates_tensors(dataset):
             assert got.dtype == want.dtype and torch.equal(got, want), key
         else:
             assert got == want, key
+
+
+def test_views_on_one_cpu_thread_are_the_same_bits():
+    """The augmentation views run on one intra-op thread on the CPU (cpu_one_thread): with the
+    same seed they must give what the undecorated functions give on several threads."""
+    from galclip import augment as A
+
+    torch.manual_seed(0)
+    img, flux = torch.rand(16, 3, 70, 70), torch.randn(16, 3000)
+    ivar = torch.rand(16, 3000) * (torch.rand(16, 3000) > 0.1)
+    calls = {
+        "random_crops": lambda f: f(img, 60, 5),
+        "apply_dihedral": lambda f: f(img, *A.dihedral_params(16)),
+        "add_noise": lambda f: f(img, torch.tensor([1.0, 2.0, 3.0]), 0.5),
+        "ivar_noise": lambda f: f(flux, ivar, 1.0),
+        "noise_view": lambda f: f(flux, ivar, 1.0),
+        "span_dropout": lambda f: f(ivar, 4, 30),
+        "shift_view": lambda f: f(flux, ivar, torch.randint(-9, 10, (16,))),
+    }
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name, call in calls.items():
+            fn = getattr(A, name)
+            outs = []
+            for f in (fn, fn.__wrapped__):
+                torch.manual_seed(1)
+                out = call(f)
+                outs.append(out if isinstance(out, tuple) else (out,))
+            assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True)), name
+            assert torch.get_num_threads() == 2, name   # the count is restored
+    finally:
+        torch.set_num_threads(before)
