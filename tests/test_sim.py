@@ -160,6 +160,66 @@ def test_flux_bounds_are_upper_bounds_and_the_tight_one_is_tight(sim):
     assert np.median(ratios) < 1.05   # exact stellar light: only nebular and birth-cloud terms
 
 
+def test_one_band_bound_serves_both_components_with_the_same_numbers(sim):
+    """The engine keeps one flux bound per band, built on the nebular photometric model, for
+    the bulge (no nebular emission) too: both models hold the same wavelengths, SSP grid, filters
+    and dust, so the bounds are those a bound on each component's own model gives."""
+    from galclip.sim.fluxbound import BandFluxBound
+    from galclip.sim.population import draw_galaxy
+    from galclip.sim.sed import PHOT_NAMES, UJY_PER_NANOMAGGY
+
+    eng = sim.engine
+    plain, nebular = eng._models[(False, False)], eng._models[(True, False)]
+    assert np.array_equal(plain.wavelengths, nebular.wavelengths)
+    assert np.array_equal(plain.stellar.grid, nebular.stellar.grid)
+    assert np.array_equal(plain.filter_set.filt_array, nebular.filter_set.filt_array)
+    assert np.array_equal(plain.dust_atten.A_cont, nebular.dust_atten.A_cont)
+    rng = np.random.default_rng(13)
+    for _ in range(6):
+        g = draw_galaxy(rng, lambda z: 9.0)
+        for pop in (g.bulge, g.disc):
+            comp = eng._components(pop, g.redshift, spectral=False)
+            own = eng._models[("nebular" in comp, False)]
+            for band in ("r", "w1"):
+                ref = BandFluxBound(own, PHOT_NAMES.index(band), comp).bounds(comp)
+                got = eng.flux_bounds(pop, g.redshift, band)
+                assert got == (ref[0] / UJY_PER_NANOMAGGY, ref[1] / UJY_PER_NANOMAGGY)
+
+
+def test_fast_history_gives_bagpipes_the_same_bits():
+    """sfh.py's update does bagpipes' arithmetic with the histogram positions precomputed: every
+    array and derived number it leaves must equal bagpipes' own, bit for bit."""
+    from bagpipes.models.star_formation_history import star_formation_history
+
+    from galclip.sim.population import age_of_universe
+    from galclip.sim.sfh import fast_history
+
+    def comp(rng):
+        z = float(rng.uniform(0.01, 1.6))
+        return {"redshift": z, "t_bc": 0.01,
+                "delayed": {"age": float(rng.uniform(0.02, age_of_universe(z) - 0.01)),
+                            "tau": float(np.exp(rng.uniform(np.log(0.05), np.log(100.0)))),
+                            "massformed": float(rng.uniform(6, 12)),
+                            "metallicity": float(rng.uniform(0.001, 2.6))}}
+
+    rng = np.random.default_rng(4)
+    first = comp(rng)
+    slow = star_formation_history(first)
+    fast = fast_history(star_formation_history(first))
+    weights_only = fast_history(star_formation_history(first), derived=False)
+    for _ in range(40):
+        c = comp(rng)
+        for h in (slow, fast, weights_only):
+            h.update(c)
+        assert np.array_equal(fast.ceh.grid, slow.ceh.grid)
+        assert np.array_equal(weights_only.ceh.grid, slow.ceh.grid)
+        assert np.array_equal(fast.sfh, slow.sfh) and fast.unphysical == slow.unphysical
+        for k in ("stellar_mass", "formed_mass", "sfr", "mass_weighted_age",
+                  "mass_weighted_zmet", "tquench"):
+            assert getattr(fast, k) == getattr(slow, k), k
+    assert type(fast_history(fast)) is type(fast)   # idempotent
+
+
 def test_wavelength_outer_grid_gives_bagpipes_the_same_bits():
     from galclip.sim.sed import WavelengthOuter
 

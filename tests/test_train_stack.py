@@ -236,3 +236,61 @@ def test_precision_policy_and_encoder_file_version(tmp_path):
     with pytest.raises(ValueError, match="newer"):
         load_encoder(tmp_path / "new.safetensors")
     assert load_encoder(path).config == enc.config
+
+
+def test_training_batches_are_the_default_collates_tensors(dataset):
+    """The training loaders stack array columns with numpy (one thread) instead of torch's
+    default collate: the batches must be the same tensors, dtype and all, scalars included."""
+    import numpy as np
+    from torch.utils.data import default_collate
+
+    from galclip.data import open_dataset
+    from galclip.train.data import collate_rows
+
+    ds = open_dataset(dataset)
+    rows = [ds[i] for i in (0, 7, 45, 90)]
+    assert any(isinstance(v, np.ndarray) for v in rows[0].values())
+    assert any(not isinstance(v, np.ndarray) for v in rows[0].values())
+    ours, theirs = collate_rows(rows), default_collate(rows)
+    assert ours.keys() == theirs.keys()
+    for key, want in theirs.items():
+        got = ours[key]
+        assert type(got) is type(want), key
+        if isinstance(want, torch.Tensor):
+            assert got.dtype == want.dtype and torch.equal(got, want), key
+        else:
+            assert got == want, key
+
+
+def test_views_on_one_cpu_thread_are_the_same_bits():
+    """The augmentation views run on one intra-op thread on the CPU (cpu_one_thread): with the
+    same seed they must give what the undecorated functions give on several threads."""
+    from galclip import augment as A
+
+    torch.manual_seed(0)
+    img, flux = torch.rand(16, 3, 70, 70), torch.randn(16, 3000)
+    ivar = torch.rand(16, 3000) * (torch.rand(16, 3000) > 0.1)
+    calls = {
+        "random_crops": lambda f: f(img, 60, 5),
+        "apply_dihedral": lambda f: f(img, *A.dihedral_params(16)),
+        "add_noise": lambda f: f(img, torch.tensor([1.0, 2.0, 3.0]), 0.5),
+        "ivar_noise": lambda f: f(flux, ivar, 1.0),
+        "noise_view": lambda f: f(flux, ivar, 1.0),
+        "span_dropout": lambda f: f(ivar, 4, 30),
+        "shift_view": lambda f: f(flux, ivar, torch.randint(-9, 10, (16,))),
+        "calibration_view": lambda f: f(flux, ivar, 0.1),
+    }
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name, call in calls.items():
+            fn = getattr(A, name)
+            outs = []
+            for f in (fn, fn.__wrapped__):
+                torch.manual_seed(1)
+                out = call(f)
+                outs.append(out if isinstance(out, tuple) else (out,))
+            assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True)), name
+            assert torch.get_num_threads() == 2, name   # the count is restored
+    finally:
+        torch.set_num_threads(before)

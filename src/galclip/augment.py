@@ -21,11 +21,40 @@ carries beside the redshift — the spectrophotometric calibration (a few per ce
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one intra-op thread inside the block (the previous count restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cpu_one_thread(fn):
+    """Run a view function on one intra-op thread when its first tensor is on the CPU. These
+    views are copies, element-wise arithmetic and random draws: the same bits on any number of
+    threads (tested), and on a 2-core machine shared with other jobs torch's two threads spent
+    ~10x the CPU of one waiting for each other (benchmarks/RESULTS.md)."""
+
+    @functools.wraps(fn)
+    def wrapped(x: torch.Tensor, *args, **kwargs):
+        if x.device.type != "cpu" or torch.get_num_threads() == 1:
+            return fn(x, *args, **kwargs)
+        with one_thread():
+            return fn(x, *args, **kwargs)
+
+    return wrapped
 
 
 def _uniform(n: int, lo: float, hi: float, device) -> torch.Tensor:
@@ -41,6 +70,7 @@ def dihedral_params(n: int, generator: torch.Generator | None = None, device=Non
     return k, flip
 
 
+@cpu_one_thread
 def apply_dihedral(x: torch.Tensor, k, flip) -> torch.Tensor:
     """Cutout i of ``x (B, C, H, H)`` rotated by ``k[i]`` quarter turns, then mirrored if ``flip[i]``."""
     k = torch.as_tensor(k, device=x.device)
@@ -83,6 +113,7 @@ def psf_blur(x: torch.Tensor, sigma_max: float) -> torch.Tensor:
     return y.reshape(B, C, H, W)
 
 
+@cpu_one_thread
 def add_noise(x: torch.Tensor, band_scale: torch.Tensor, noise_max: float) -> torch.Tensor:
     """Add Gaussian noise of std U(0, noise_max) x band_scale_b per image and band (shallower data)."""
     if noise_max <= 0:
@@ -92,6 +123,7 @@ def add_noise(x: torch.Tensor, band_scale: torch.Tensor, noise_max: float) -> to
     return x + sigma.to(x.dtype) * torch.randn_like(x)
 
 
+@cpu_one_thread
 def random_crops(x: torch.Tensor, size: int, max_offset: int) -> torch.Tensor:
     """``size`` x ``size`` crops whose centre is shifted by up to ``max_offset`` px (per axis)
     from the image centre, independently per image; the shift is clipped to stay inside."""
@@ -151,6 +183,7 @@ def multi_crop(x: torch.Tensor, band_scale: torch.Tensor, crops: Crops, aug: Ima
 
 
 # ----------------------------------------------------------------------------- spectra
+@cpu_one_thread
 def ivar_noise(flux: torch.Tensor, ivar: torch.Tensor, scale: float,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """``flux + scale * N(0, 1/ivar)`` on valid pixels (ivar > 0); bad pixels unchanged."""
@@ -161,6 +194,7 @@ def ivar_noise(flux: torch.Tensor, ivar: torch.Tensor, scale: float,
     return flux + scale * sigma * noise
 
 
+@cpu_one_thread
 def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Add Gaussian noise of variance ``a² / ivar`` with ``a ~ U(0, max_extra)`` per spectrum; the
@@ -172,6 +206,7 @@ def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
     return flux + a * sigma * eps * good, ivar / (1 + a ** 2)
 
 
+@cpu_one_thread
 def calibration_view(flux: torch.Tensor, ivar: torch.Tensor, rms: float,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each spectrum times ``c = 1 + sum_{k=1..3} a_k P_k(x)`` (Legendre, x in [-1, 1] over the
@@ -188,6 +223,7 @@ def calibration_view(flux: torch.Tensor, ivar: torch.Tensor, rms: float,
     return flux * c, ivar / c ** 2
 
 
+@cpu_one_thread
 def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Set ``n_spans`` random spans of ``span_len`` bins per spectrum to ivar 0 (lost pixels)."""
@@ -200,6 +236,7 @@ def span_dropout(ivar: torch.Tensor, n_spans: int, span_len: int,
     return torch.where(hit, torch.zeros_like(ivar), ivar)
 
 
+@cpu_one_thread
 def shift_view(flux: torch.Tensor, ivar: torch.Tensor, shift: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Redshift each log-λ spectrum by ``shift[i]`` whole bins (positive = redder): flux moves to

@@ -58,6 +58,8 @@ class BandFluxBound:
         if np.any(self.a_cont[seen] < 0):
             raise ValueError("the bound assumes attenuation A(lambda) >= 0 over the band")
         self._config, self._utils = config, utils
+        self._z, self._at_z = None, None
+        self._young = {}
         self.sfh = _sfh_weights_only()(component)
 
     def _weights(self, z: float) -> tuple[slice, np.ndarray]:
@@ -70,47 +72,54 @@ class BandFluxBound:
 
     def _young_bins(self, t_bc_gyr: float) -> int:
         """Number of age bins bagpipes' nebular model sums over (the last with weight <= 1)."""
-        return int(np.sum(self._config.age_bins < t_bc_gyr * 1e9))
+        if t_bc_gyr not in self._young:
+            self._young[t_bc_gyr] = int(np.sum(self._config.age_bins < t_bc_gyr * 1e9))
+        return self._young[t_bc_gyr]
 
     def sfh_weights(self, component: dict) -> np.ndarray:
         """bagpipes' (metallicity, age) SSP weights of the component (the same in every band)."""
         self.sfh.update(component)
         return np.array(self.sfh.ceh.grid)
 
+    def _at_redshift(self, z: float) -> tuple:
+        """What :meth:`bounds` needs of the band at redshift ``z`` alone: the wavelengths it
+        sees, its weights w, the flux scale, the dust-emission term and whether the IGM may
+        absorb. Kept for the next call at the same z (the other component of the same draw,
+        the same band in another programme's test)."""
+        if self._z != z:
+            sup, w = self._weights(z)
+            ldist = MPC_CM * np.interp(z, self._utils.z_array, self._utils.ldist_at_z)
+            scale = L_SUN_ERG_S / (4 * np.pi * ldist**2 * (1.0 + z)) / self.mujy
+            self._z, self._at_z = z, (sup, w, scale, w @ self.dust[sup], self.wav[sup][0] <= 1216.0)
+        return self._at_z
+
     def bounds(self, component: dict, weights: np.ndarray | None = None) -> tuple[float, float]:
         """(lower, upper) bounds on the band flux (microjansky) of the model; ``weights`` from
         :meth:`sfh_weights` of the same component skip recomputing its star-formation history."""
         z, av = component["redshift"], component["dust"]["Av"]
         g = self.sfh_weights(component) if weights is None else weights
-        sup, w = self._weights(z)
+        sup, w, scale, dust, igm = self._at_redshift(z)
         wt = w * 10 ** (-av * self.a_cont[sup] / 2.5)
         grid = self.grid[sup]
         per_ssp = wt @ grid.reshape(len(wt), -1)
         total = per_ssp @ g.ravel()
         old = self._young_bins(component["t_bc"])
-        lower = float(np.sum(per_ssp.reshape(g.shape)[:, old:] * g[:, old:]))
-        if self.wav[sup][0] <= 1216.0:
-            lower = 0.0
+        lower = 0.0 if igm else float(np.sum(per_ssp.reshape(g.shape)[:, old:] * g[:, old:]))
         lum = np.sum(self.lbol * g)
         if self.neb is not None and "nebular" in component:
-            k = self._young_bins(component["t_bc"])
-            g_age = g[:, :k].sum(axis=0)
-            total += wt @ self.neb[sup, :k] @ g_age
-            lum += self.neb_bol[:k] @ g_age
-        total += lum * (w @ self.dust[sup])
-        ldist = MPC_CM * np.interp(z, self._utils.z_array, self._utils.ldist_at_z)
-        scale = L_SUN_ERG_S / (4 * np.pi * ldist**2 * (1.0 + z)) / self.mujy
+            g_age = g[:, :old].sum(axis=0)
+            total += wt @ self.neb[sup, :old] @ g_age
+            lum += self.neb_bol[:old] @ g_age
+        total += lum * dust
         return (float(lower * scale * (1.0 - ROUNDING_MARGIN)),
                 float(total * scale * (1.0 + ROUNDING_MARGIN)))
 
 
 def _sfh_weights_only():
     """bagpipes' star-formation history, computing the SSP weights (``ceh.grid``) only: the
-    derived quantities (stellar mass, ages, sSFR) are not needed for the bound."""
+    derived quantities (stellar mass, ages, sSFR) are not needed for the bound (``sfh.py``)."""
     from bagpipes.models.star_formation_history import star_formation_history
 
-    class WeightsOnly(star_formation_history):
-        def _calculate_derived_quantities(self):
-            pass
+    from galclip.sim.sfh import fast_history
 
-    return WeightsOnly
+    return lambda component: fast_history(star_formation_history(component), derived=False)

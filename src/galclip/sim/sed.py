@@ -25,6 +25,7 @@ import numpy as np
 
 from galclip import conventions as C
 from galclip.sim.fluxbound import BandFluxBound
+from galclip.sim.sfh import fast_history
 
 PHOT_FILTERS = ("decam2014-g", "decam2014-r", "decam2014-z", "sdss2010-g", "sdss2010-r",
                 "wise2010-W1", "wise2010-W2")
@@ -137,7 +138,7 @@ class SEDEngine:
         self._pipes = _configure_bagpipes()
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
-        self._bounds: dict[tuple[bool, str], BandFluxBound] = {}
+        self._bounds: dict[str, BandFluxBound] = {}
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -178,6 +179,11 @@ class SEDEngine:
                 if model.nebular:
                     model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
+            # the same SFH bits without bagpipes' per-update overhead; only the spectral
+            # model's stellar mass and ages are read (synthesize)
+            fast_history(model.sfh, derived=spectral)
+            if hasattr(model, "neb_sfh"):
+                fast_history(model.neb_sfh, derived=False)
             self._models[key] = model
         else:
             self._models[key].update(comp)
@@ -200,16 +206,18 @@ class SEDEngine:
     def flux_bounds(self, pop: Population, z: float, band: str) -> tuple[float, float]:
         """(lower, upper) bounds (nanomaggies) on ``photometry(pop, z)[band]``."""
         comp = self._components(pop, z, spectral=False)
-        key = ("nebular" in comp, band)
-        if key not in self._bounds:
-            self._bounds[key] = BandFluxBound(self._models[(key[0], False)],
-                                              PHOT_NAMES.index(band), comp)
+        if band not in self._bounds:
+            # the photometric models with and without nebular emission share their wavelengths,
+            # SSP grid, filters and dust (test_sim): the nebular model's bound serves both
+            # components, and its per-redshift terms are computed once per draw
+            self._bounds[band] = BandFluxBound(self._models[(True, False)],
+                                               PHOT_NAMES.index(band), comp)
         sfh_key = (pop.age_gyr, pop.tau_gyr, pop.log_mformed, pop.metallicity, float(z))
         if sfh_key not in self._sfh_weights:
             if len(self._sfh_weights) > 8:
                 self._sfh_weights.clear()
-            self._sfh_weights[sfh_key] = self._bounds[key].sfh_weights(comp)
-        lo, hi = self._bounds[key].bounds(comp, self._sfh_weights[sfh_key])
+            self._sfh_weights[sfh_key] = self._bounds[band].sfh_weights(comp)
+        lo, hi = self._bounds[band].bounds(comp, self._sfh_weights[sfh_key])
         return lo / UJY_PER_NANOMAGGY, hi / UJY_PER_NANOMAGGY
 
     def min_attenuation_ratio(self, band: str, z_min: float, z_max: float) -> float:

@@ -25,7 +25,13 @@ def loaders(cfg: TrainConfig, data_dir: str | Path):
     """(train, val) DataLoaders of paired rows; each rank reads its share (the sampler splits)."""
     from torch.utils.data import DataLoader
 
-    from galclip.train.data import BlockShuffleSampler, open_pairs, row_group_of_rows, split_rows
+    from galclip.train.data import (
+        BlockShuffleSampler,
+        collate_rows,
+        open_pairs,
+        row_group_of_rows,
+        split_rows,
+    )
     from galclip.train.resumable import ResumableLoader
 
     d = cfg.data
@@ -39,9 +45,10 @@ def loaders(cfg: TrainConfig, data_dir: str | Path):
     groups = row_group_of_rows(ds)
     sampler = BlockShuffleSampler(train_rows, groups, int(d.shuffle_window), int(cfg.seed))
     train = ResumableLoader(ds, sampler, bs, num_workers=workers, drop_last=len(train_rows) > bs,
-                            persistent_workers=workers > 0)
+                            persistent_workers=workers > 0, collate_fn=collate_rows)
     val = DataLoader(ds, batch_size=int(d.val_batch_size), num_workers=workers,
-                     sampler=BlockShuffleSampler(val_rows, groups, shuffle=False))
+                     sampler=BlockShuffleSampler(val_rows, groups, shuffle=False),
+                     collate_fn=collate_rows)
     return train, val
 
 

@@ -44,6 +44,23 @@ def split_rows(dataset, split: str, modalities: Sequence[str] = (), max_rows: in
     return rows[:max_rows] if max_rows else rows
 
 
+def collate_rows(rows: Sequence[dict]) -> dict:
+    """The batch ``torch.utils.data.default_collate`` makes of dataset rows, the same tensors
+    (dtype, shape, values), with each numeric array column stacked by ``np.stack`` in one
+    thread: ``torch.stack`` copies with every intra-op thread, and on a 2-core machine shared
+    with other jobs its threads spent ~0.17 CPU s per batch of 64 cutouts waiting for each other
+    (2 ms in one thread; benchmarks/RESULTS.md). Other columns go through ``default_collate``."""
+    import torch
+    from torch.utils.data import default_collate
+
+    out = {}
+    for key, first in rows[0].items():
+        column = [r[key] for r in rows]
+        numeric = isinstance(first, np.ndarray) and first.dtype.kind in "biuf"
+        out[key] = torch.from_numpy(np.stack(column)) if numeric else default_collate(column)
+    return out
+
+
 def make_loader(data_dir: str | Path, modality: str, data: PretrainData, seed: int, shuffle: bool = True):
     """Pretraining: a resumable DataLoader of ``{column: tensor}`` batches of ``modality`` over
     ``data.split``, shuffled anew each epoch as a function of ``(seed, epoch)``."""
@@ -55,7 +72,7 @@ def make_loader(data_dir: str | Path, modality: str, data: PretrainData, seed: i
     if len(rows) == 0:
         raise ValueError(f"{ds.path}: split '{data.split}' has no rows with a {modality}")
     return ResumableLoader(ds, EpochSampler(rows, seed, shuffle), data.batch_size,
-                           num_workers=data.num_workers,
+                           num_workers=data.num_workers, collate_fn=collate_rows,
                            drop_last=shuffle and len(rows) > data.batch_size,
                            persistent_workers=data.num_workers > 0)
 
