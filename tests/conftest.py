@@ -90,3 +90,21 @@ def copy_of_tiny_demo(demo: Path, dest: Path) -> Path:
 
     shutil.copytree(demo, dest, symlinks=True)
     return dest
+
+
+#: The test files that take longest, heaviest first (summed test time on the idle 2-core box,
+#: benchmarks/RESULTS.md). ``make test`` hands files to its two workers in collection order
+#: (``--dist loadfile --no-loadscope-reorder``), so these start first and the many short files
+#: fill in behind them (longest-processing-time-first scheduling); a heavy file that started
+#: last would leave one worker idle while the other finishes it.
+HEAVY_FIRST = ("test_tiny_demo.py", "test_eval_end_to_end.py", "test_sim.py",
+               "test_server_timeouts.py", "test_exact_resume_ddp.py", "test_search_compressed.py",
+               "test_exact_resume.py", "test_server_workers.py", "test_gpu_benchmark.py",
+               "test_search_browser_astro.py", "test_help_examples.py", "test_embed_distributed.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files in :data:`HEAVY_FIRST` first, in its order; the rest keep theirs (a stable sort:
+    the tests of one file stay in file order)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
