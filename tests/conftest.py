@@ -2,12 +2,29 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
 
+def threads_per_worker() -> None:
+    """Under ``pytest -n N`` each worker (and the processes its tests start) gets the cores
+    divided by N as its OpenMP/MKL threads (at least one) unless the caller chose: with torch's
+    default of one thread per core, two workers on two cores run four spinning threads, and a
+    set of training tests took 257 CPU s instead of 40 (benchmarks/RESULTS.md). Runs before
+    numpy and torch are imported, which read these once."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
+
+
+threads_per_worker()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
