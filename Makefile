@@ -23,10 +23,12 @@ demo: $(STAMP)
 	$(VENV)/bin/galclip demo --out runs/demo
 
 # Two pytest-xdist workers on 2 cores (benchmarks/RESULTS.md), a test file to a worker
-# (--dist loadfile), so module-scoped set-ups and the tiny demo's two tests are built once.
+# (--dist loadfile), so module-scoped set-ups and the tiny demo's two tests are built once;
+# files go out in collection order (--no-loadscope-reorder), which tests/conftest.py starts with
+# the heaviest (HEAVY_FIRST), and each worker runs cores/N OpenMP threads (conftest).
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)

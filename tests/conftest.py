@@ -2,12 +2,29 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
 
+def threads_per_worker() -> None:
+    """Under ``pytest -n N`` each worker (and the processes its tests start) gets the cores
+    divided by N as its OpenMP/MKL threads (at least one) unless the caller chose: with torch's
+    default of one thread per core, two workers on two cores run four spinning threads, and a
+    set of training tests took 257 CPU s instead of 40 (benchmarks/RESULTS.md). Runs before
+    numpy and torch are imported, which read these once."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
+
+
+threads_per_worker()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
@@ -90,3 +107,21 @@ def copy_of_tiny_demo(demo: Path, dest: Path) -> Path:
 
     shutil.copytree(demo, dest, symlinks=True)
     return dest
+
+
+#: The test files that take longest, heaviest first (summed test time on the idle 2-core box,
+#: benchmarks/RESULTS.md). ``make test`` hands files to its two workers in collection order
+#: (``--dist loadfile --no-loadscope-reorder``), so these start first and the many short files
+#: fill in behind them (longest-processing-time-first scheduling); a heavy file that started
+#: last would leave one worker idle while the other finishes it.
+HEAVY_FIRST = ("test_tiny_demo.py", "test_eval_end_to_end.py", "test_sim.py",
+               "test_server_timeouts.py", "test_exact_resume_ddp.py", "test_search_compressed.py",
+               "test_exact_resume.py", "test_server_workers.py", "test_gpu_benchmark.py",
+               "test_search_browser_astro.py", "test_help_examples.py", "test_embed_distributed.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files in :data:`HEAVY_FIRST` first, in its order; the rest keep theirs (a stable sort:
+    the tests of one file stay in file order)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -251,23 +251,29 @@ def test_a_catalog_of_another_model_or_dataset_is_refused(setup, catalog, tmp_pa
         evaluate(wrong, data, tmp_path / "r2", cfg, catalog=catalog)
 
 
-def test_rerunning_a_finished_evaluation_does_nothing(setup, catalog, monkeypatch, capsys):
+def test_rerunning_a_finished_evaluation_does_nothing(setup, report, catalog, monkeypatch, capsys):
+    """The finished report is the module's (a copy: the state file travels with it)."""
     import galclip.eval.evaluate as ev
 
     root, data, ckpt = setup
     out = root / "rerun"
-    first = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", QUICK), catalog=catalog)
+    shutil.copytree(report, out)
+    first = json.loads((report / "metrics.json").read_text())
     stamp = (out / "report.html").stat().st_mtime_ns
     calls = []
     real = ev.prepare
     monkeypatch.setattr(ev, "prepare", lambda *a: calls.append(a) or real(*a))
-    again = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", QUICK), catalog=catalog)
+    again = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", FAST))
     assert calls == [] and "up to date" in capsys.readouterr().out
     assert again == json.loads((out / "metrics.json").read_text())  # the finished report's numbers
     assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
     assert (out / "report.html").stat().st_mtime_ns == stamp
-    ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", [*QUICK, "knn.k=4"]), catalog=catalog)
+    quick = ev.evaluation_config("cpu", [*QUICK, "knn.k=4"])
+    ev.evaluate(ckpt, data, out, quick, catalog=catalog)
     assert len(calls) == 1                       # another config: evaluated again
+    capsys.readouterr()
+    ev.evaluate(ckpt, data, out, quick, catalog=catalog)
+    assert len(calls) == 1 and "up to date" in capsys.readouterr().out  # scored from the catalog
 
 
 def test_embedding_cache_is_keyed_on_the_dataset_not_the_rows(setup, tmp_path, monkeypatch):
