@@ -90,9 +90,9 @@ def main() -> None:
     from galclip.models.inference import embed_dataset
     from galclip.retrieval_metrics import retrieval_metrics
     from galclip.train.runner import train
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
 
-    cfg = resolve_config("align", args.config, [*args.overrides,
+    cfg = train_config("align", args.config, [*args.overrides,
                                                 f"model.image_checkpoint={args.image_encoder}",
                                                 f"model.spectrum_checkpoint={args.spectrum_encoder}"])
     if bool(args.model) == bool(args.out):

@@ -31,7 +31,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     from galclip.models import load_encoder
     from galclip.models.clip import read_checkpoint_metadata
     from galclip.train.runner import train
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
 
     out = tmp_path / "run"
     args = ["align", "--config", "cpu", "--data", str(tiny_dataset), "--out", str(out),
@@ -57,7 +57,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     assert main([*args, "trainer.max_epochs=1"]) == 0  # finished with the same inputs: a no-op
     assert (out / "model.safetensors").stat().st_mtime_ns == first
     assert not (out / "logs" / "version_1").exists()
-    cfg = resolve_config("align", "cpu", [*TINY, *FROZEN, "trainer.max_epochs=2",
+    cfg = train_config("align", "cpu", [*TINY, *FROZEN, "trainer.max_epochs=2",
                                  f"model.image_checkpoint={encoder_files[0]}",
                                  f"model.spectrum_checkpoint={encoder_files[1]}"])
     train("align", tiny_dataset, out, cfg)  # a longer run resumes where the first stopped
@@ -71,10 +71,10 @@ def test_layerwise_lr_decay_when_fine_tuning():
     from galclip.models import create_encoder
     from galclip.models.clip import GalaxyCLIP
     from galclip.train.clip import clip_param_groups
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
 
     model = GalaxyCLIP(create_encoder("image-nano"), create_encoder("spectrum-nano"), embed_dim=16)
-    tcfg = replace(resolve_config("align").optim, lr=1.0, backbone_lr_scale=0.1, layer_decay=0.5)
+    tcfg = replace(train_config("align").optim, lr=1.0, backbone_lr_scale=0.1, layer_decay=0.5)
     lr_of = {id(p): g["lr"] for g in clip_param_groups(model, tcfg) for p in g["params"]}
     named = dict(model.named_parameters())
     depth = len(model.image_encoder.backbone.blocks)  # image-nano: 4 blocks
@@ -131,9 +131,9 @@ def test_feature_cache_gives_the_same_embeddings_and_skips_backbones():
     from galclip.augment import apply_dihedral
     from galclip.config import ConfigError
     from galclip.train.clip import CLIPModule
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
 
-    cfg = resolve_config("align", None, ["objective.cache_backbone_features=true"])
+    cfg = train_config("align", None, ["objective.cache_backbone_features=true"])
     module = CLIPModule(cfg, nano_clip()).eval()
     images, flux, ivar = toy_batch(3)
     batch = {"object_id": torch.tensor([7, 8, 9]), "image": images, "spectrum_flux": flux,
@@ -163,9 +163,9 @@ def test_partial_fine_tuning_trains_the_image_backbone_only(tiny_dataset, encode
     from galclip.models import load_encoder
     from galclip.models.clip import frozen_modalities
     from galclip.train.runner import train
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
 
-    cfg = resolve_config("align", "cpu", [*TINY, "trainer.max_epochs=1",
+    cfg = train_config("align", "cpu", [*TINY, "trainer.max_epochs=1",
                                           f"model.image_checkpoint={encoder_files[0]}",
                                           f"model.spectrum_checkpoint={encoder_files[1]}"])
     assert frozen_modalities(cfg.optim.freeze_backbones, cfg.optim.finetune) == {"spectrum"}

@@ -194,9 +194,9 @@ def _steps_lower(module, batch, n=6, lr=2e-3):
 
 @pytest.mark.slow
 def test_a_few_steps_lower_the_contrastive_and_equivariance_losses():
-    from galclip.train.schema import build_module, resolve_config
+    from galclip.train.schema import build_module, train_config
 
-    cfg = resolve_config("pretrain-spectrum", None, [
+    cfg = train_config("pretrain-spectrum", None, [
         "objective.name=contrastive", "objective.loss.equivariance_weight=1.0",
         "model.channels=[8,16,16]", "model.embed_dim=32", "objective.heads.hidden_dim=32"])
     m = build_module(cfg)
@@ -215,9 +215,9 @@ def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
     from dataclasses import replace
 
     from galclip.augment import ImageViews, augment_view
-    from galclip.train.schema import build_module, resolve_config
+    from galclip.train.schema import build_module, train_config
 
-    cfg = resolve_config("pretrain-image", None, [
+    cfg = train_config("pretrain-image", None, [
         "objective.name=simclr", "model.channels=[8,16,16,16]", "model.embed_dim=32",
         "objective.heads.hidden_dim=32", "objective.heads.output_dim=16"])
     m = build_module(cfg)
@@ -238,14 +238,14 @@ def test_a_few_steps_lower_the_image_simclr_loss_and_its_views_conserve_flux():
 
 def test_contrastive_objective_refuses_a_transformer_encoder():
     from galclip.config import ConfigError
-    from galclip.train.schema import build_module, resolve_config
+    from galclip.train.schema import build_module, train_config
 
-    cfg = resolve_config("pretrain-spectrum", None, ["objective.name=contrastive",
+    cfg = train_config("pretrain-spectrum", None, ["objective.name=contrastive",
                                                      "model.name=spectrum-nano"])
     with pytest.raises(ConfigError, match="conv"):
         build_module(cfg)
     with pytest.raises(ConfigError, match="objective"):
-        resolve_config("pretrain-spectrum", None, ["objective.name=dino"])
+        train_config("pretrain-spectrum", None, ["objective.name=dino"])
 
 
 def test_bin_width_matches_the_encoder_grid():

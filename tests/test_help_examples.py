@@ -68,7 +68,7 @@ def demo(tmp_path_factory) -> Path:
     from galclip.models import create_encoder
     from galclip.models.checkpoint import save_encoder
     from galclip.models.clip import GalaxyCLIP, save_model
-    from galclip.train.schema import resolve_config
+    from galclip.train.schema import train_config
     from search_helpers import latent_rows
 
     root = tmp_path_factory.mktemp("help") / "demo"
@@ -81,7 +81,7 @@ def demo(tmp_path_factory) -> Path:
     model = GalaxyCLIP(create_encoder("image-nano", depth=1), create_encoder("spectrum-nano", depth=1),
                        embed_dim=8)
     save_model(model, root / "align" / "model.safetensors")
-    (root / "align" / "config.yaml").write_text(yaml.safe_dump(resolve_config("align", "cpu").to_dict()))
+    (root / "align" / "config.yaml").write_text(yaml.safe_dump(train_config("align", "cpu").to_dict()))
     save_encoder(model.image_encoder, root / "pretrain-image" / "encoder.safetensors")
     save_encoder(model.spectrum_encoder, root / "pretrain-spectrum" / "encoder.safetensors")
     assert main(["embed", "--model", str(root / "align" / "model.safetensors"), "--data",

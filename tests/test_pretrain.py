@@ -14,7 +14,7 @@ from galclip.models.checkpoint import read_metadata
 from galclip.train.masked_modelling import masked_mse, span_mask
 from galclip.train.runner import train
 from galclip.train.schema import build_module as _build_module
-from galclip.train.schema import list_presets, resolve_config
+from galclip.train.schema import list_presets, train_config
 from pretrain_toys import BAD, toy_rows, write_toy_dataset
 
 TINY = {
@@ -34,7 +34,7 @@ def toy_dataset(tmp_path_factory):
 
 # ---------------------------------------------------------------- config
 def pretrain_config(modality, config=None, overrides=()):
-    return resolve_config(f"pretrain-{modality}", config, overrides)
+    return train_config(f"pretrain-{modality}", config, overrides)
 
 
 def build_module(modality, cfg):

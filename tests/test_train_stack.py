@@ -11,7 +11,7 @@ import torch
 
 from galclip.config import ConfigError
 from galclip.train.registry import STAGES
-from galclip.train.schema import TrainerConfig, list_presets, resolve_config
+from galclip.train.schema import TrainerConfig, list_presets, train_config
 
 RUN = ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "trainer.log_every_n_steps=1",
        "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
@@ -95,9 +95,9 @@ def test_every_field_of_every_preset_is_read(stage, preset, dataset, tmp_path):
     when it resolves), and every field of the resolved config is read by a short run."""
     from galclip.train.runner import fit_stage, get_stage
 
-    objective = resolve_config(stage, preset).objective.name
+    objective = train_config(stage, preset).objective.name
     run = [a for a in RUN if objective != "clip" or not a.startswith("trainer.max_steps")]
-    cfg = resolve_config(stage, preset, run + SHRINK[objective])
+    cfg = train_config(stage, preset, run + SHRINK[objective])
     tracked = Tracked(cfg)
     trainer = fit_stage(get_stage(stage), tracked, dataset, tmp_path)
     assert trainer.state.finished and trainer.global_step >= 1
@@ -180,18 +180,18 @@ def test_one_dihedral_augmentation_for_every_stage():
     ("pretrain-image", "objective=simclr", "objective.name=simclr")])
 def test_renamed_keys_name_the_new_key(stage, old, new):
     with pytest.raises(ConfigError, match=f"use '{new}'"):
-        resolve_config(stage, None, [old])
+        train_config(stage, None, [old])
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_resolved_config_is_typed_and_round_trips(stage, tmp_path):
-    """resolve_config gives the stage's typed sections (defaults from their dataclasses); the
+    """train_config gives the stage's typed sections (defaults from their dataclasses); the
     mapping written as config.yaml rebuilds the same config."""
     from galclip.config import read_yaml, save_config
     from galclip.train.registry import objective_class
     from galclip.train.schema import SECTIONS, TrainConfig
 
-    cfg = resolve_config(stage, None, ["optim.lr=2e-3", "trainer.max_steps=7"])
+    cfg = train_config(stage, None, ["optim.lr=2e-3", "trainer.max_steps=7"])
     data, optim, trainer = SECTIONS[stage]
     assert (type(cfg.data), type(cfg.optim), type(cfg.trainer)) == (data, optim, trainer)
     assert cfg.optim.lr == 2e-3 and cfg.trainer.max_steps == 7
@@ -213,7 +213,7 @@ def test_a_bad_config_file_is_one_clear_error_naming_the_key_and_file(text, key,
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     with pytest.raises(ConfigError, match=key) as err:
-        resolve_config("pretrain-spectrum", bad)
+        train_config("pretrain-spectrum", bad)
     assert str(bad) in str(err.value)
     rc = main(["pretrain", "spectrum", "--config", str(bad), "--data", str(tmp_path), "--out",
                str(tmp_path / "run")])

@@ -1,10 +1,14 @@
 """Typed configuration in three layers (as DINOv2): defaults -> YAML file -> dotted overrides.
 
-``load_config(defaults, path, ["optim.lr=1e-4", "model.depth=6"])`` returns a nested dict;
-unknown override keys are an error (a typo never silently does nothing), and so is a value of
-the wrong type for its key (the defaults are the schema: a number where a number is expected,
-a mapping where a section is, a count >= 0 where the default is a positive number; see
-:func:`check_value`). The resolved config is written beside every run with :func:`save_config`.
+Every command that takes a config (the training stages, ``galclip evaluate``) describes it by a
+:class:`Schema` -- where its packaged presets live, its defaults, the typed config (dataclasses
+with documented defaults) built from the resolved mapping -- and resolves it with the one
+:func:`resolve_config`: defaults -> a YAML file or the name of a packaged preset -> ``key=value``
+overrides (``["optim.lr=1e-4", "model.depth=6"]``). Unknown keys are an error (a typo never
+silently does nothing), and so is a value of the wrong type for its key (the defaults are the
+schema: a number where a number is expected, a mapping where a section is, a count >= 0 where the
+default is a positive number; see :func:`check_value`); each message names the key and the file
+or override. The resolved config is written beside every run with :func:`save_config`.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import copy
 import dataclasses
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +152,42 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         nested = dataclasses.is_dataclass(sub) and isinstance(value, Mapping)
         out[key] = from_mapping(sub, value, f"{where}.{key}".lstrip(".")) if nested else copy.deepcopy(value)
     return cls(**out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    """What one command's config is. ``defaults(raw)`` is the defaults mapping, given the file and
+    overrides merged unchecked (``raw``: a training stage's defaults depend on the objective it
+    names); ``build(resolved)`` the typed config of the resolved mapping; ``check(layer, where)``
+    may refuse keys of a layer (a file, an override) before anything merges."""
+
+    name: str
+    preset_dir: Path
+    defaults: Callable[[Mapping[str, Any]], dict[str, Any]]
+    build: Callable[[dict[str, Any]], Any]
+    check: Callable[[Mapping[str, Any], str], None] | None = None
+
+
+def typed_schema(name: str, cls: type, preset_dir: Path) -> Schema:
+    """The schema of a config that is the dataclass ``cls``: its defaults are the field defaults."""
+    return Schema(name, preset_dir, lambda raw: dataclasses.asdict(cls()),
+                  lambda resolved: from_mapping(cls, resolved))
+
+
+def resolve_config(schema: Schema, config: str | Path | None = None,
+                   overrides: Sequence[str] = ()) -> Any:
+    """The typed config of ``schema``: defaults -> YAML file or preset name (None: the defaults
+    alone) -> ``key=value`` overrides; unknown keys and wrong types are ConfigErrors naming the
+    key and the file or override."""
+    path = preset_or_file(config, schema.preset_dir)
+    raw = read_yaml(path) if path else {}
+    check = schema.check or (lambda layer, where: None)
+    check(raw, str(path))
+    for text in overrides:
+        over = parse_override(text)
+        check(over, f"override '{text}'")
+        raw = deep_merge(raw, over, strict=False)
+    return schema.build(load_config(schema.defaults(raw), path, overrides))
 
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:

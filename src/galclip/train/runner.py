@@ -1,7 +1,7 @@
 """One runner for every training stage (``pretrain-image``, ``pretrain-spectrum``, ``align``).
 
 ``train(stage, data_dir, out_dir, config, overrides)``, the one way to start a stage, resolves
-the config (:func:`galclip.train.schema.resolve_config`) and runs it: seeding, the run
+the config (:func:`galclip.train.schema.train_config`) and runs it: seeding, the run
 folder, the resume policy, the Lightning Trainer (one precision policy, one set of loggers and
 checkpoints) and the export of the stage's self-describing weights. A run folder holds::
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from galclip.config import ConfigError, read_yaml, save_config
 from galclip.resume import ResumeState
-from galclip.train.schema import TrainConfig, TrainerConfig, build_module, resolve_config
+from galclip.train.schema import TrainConfig, TrainerConfig, build_module, train_config
 
 #: config keys that may change when a run is resumed (to extend it)
 RESUMABLE = {("trainer", "max_epochs"), ("trainer", "max_steps")}
@@ -204,7 +204,7 @@ def train(stage: str, data_dir: str | Path, out_dir: str | Path,
     policy; returns the path of its exported weights. The one way to start any stage.
 
     ``config``: a preset name, a YAML file or None (the stage's defaults), resolved with
-    ``overrides`` by :func:`~galclip.train.schema.resolve_config`; or a config resolved already
+    ``overrides`` by :func:`~galclip.train.schema.train_config`; or a config resolved already
     (a :class:`~galclip.train.schema.TrainConfig` of this stage), then without overrides."""
     if isinstance(config, TrainConfig):
         if overrides:
@@ -213,7 +213,7 @@ def train(stage: str, data_dir: str | Path, out_dir: str | Path,
             raise ValueError(f"a resolved {config.stage} config cannot run the {stage} stage")
         cfg = config
     else:
-        cfg = resolve_config(stage, config, overrides)
+        cfg = train_config(stage, config, overrides)
     return _run(get_stage(stage), cfg, data_dir, out_dir, callbacks)
 
 

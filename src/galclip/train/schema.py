@@ -1,4 +1,4 @@
-"""One config schema for every training stage, and the one preset resolver.
+"""One config schema for every training stage, resolved by the one resolver of every config.
 
 Every stage (``pretrain-image``, ``pretrain-spectrum``, ``align``) reads the same six sections::
 
@@ -15,28 +15,22 @@ objective's dataclass (``Objective`` of its module, found in :mod:`galclip.train
 the stage's first objective, AstroCLIP's, when ``objective.name`` is not given) -> the encoder
 preset named by ``model.name`` (pretraining; the objective module's ``MODEL`` when not given);
 then a YAML file or a packaged preset (``galclip/configs/<pretrain|align>/``) and dotted
-overrides (:func:`galclip.config.load_config`: unknown keys and wrong types are errors naming the
-key and the file). The result is a :class:`TrainConfig`. Keys of the schema before the one-schema
-redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are refused with a message that
-names the new key (:data:`RENAMED`).
+overrides, through the one resolver of every command's config (:func:`train_config` =
+:func:`galclip.config.resolve_config` of :func:`stage_schema`: unknown keys and wrong types are
+errors naming the key and the file). The result is a :class:`TrainConfig`. Keys of the schema
+before the one-schema redesign (``train.lr``, ``encoder.depth``, ``crops.n_local``, ...) are
+refused with a message that names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from galclip.config import (
-    ConfigError,
-    deep_merge,
-    from_mapping,
-    load_config,
-    parse_override,
-    preset_or_file,
-    read_yaml,
-)
+from galclip.config import ConfigError, Schema, from_mapping, resolve_config
 from galclip.train.registry import check_stage, objective_class, objective_names
 
 PRESET_ROOT = Path(__file__).resolve().parents[1] / "configs"
@@ -257,15 +251,17 @@ def _encoder_defaults(modality: str, name: str) -> dict[str, Any]:
     return {"name": name, **full_encoder_config(name)}
 
 
-def resolve_config(stage: str, config: str | Path | None = None,
-                   overrides: Sequence[str] = ()) -> TrainConfig:
-    """The resolved config of ``stage``: defaults -> YAML file or preset name -> ``key=value``
-    overrides (unknown keys, wrong types and renamed keys are ConfigErrors naming the key)."""
-    path = preset_or_file(config, preset_dir(stage))
-    raw = read_yaml(path) if path else {}
-    check_renamed(raw, str(path))
-    for text in overrides:
-        over = parse_override(text)
-        check_renamed(over, f"override '{text}'")
-        raw = deep_merge(raw, over, strict=False)
-    return TrainConfig.from_dict(stage, load_config(stage_defaults(stage, raw), path, overrides))
+def stage_schema(stage: str) -> Schema:
+    """The config schema of a training stage (:class:`galclip.config.Schema`): its presets, the
+    defaults of the objective and encoder the layers name, refusal of renamed keys."""
+    check_stage(stage)
+    return Schema(stage, preset_dir(stage), functools.partial(stage_defaults, stage),
+                  functools.partial(TrainConfig.from_dict, stage), check_renamed)
+
+
+def train_config(stage: str, config: str | Path | None = None,
+                 overrides: Sequence[str] = ()) -> TrainConfig:
+    """The resolved config of ``stage`` (:func:`galclip.config.resolve_config`): defaults -> YAML
+    file or preset name -> ``key=value`` overrides (unknown keys, wrong types and renamed keys are
+    ConfigErrors naming the key)."""
+    return resolve_config(stage_schema(stage), config, overrides)
