@@ -20,6 +20,7 @@ FAST = ["knn.k=8", "probe.epochs=4", "label_efficiency.fractions=[0.1,1.0]", "da
         "baselines.spectrum.depth=1", "baselines.spectrum.num_heads=2",
         "baselines.spectrum.max_train=24", "retrieval.gallery_queries=2", "retrieval.gallery_top=3",
         "plots.embedding_map=pca", "plots.dpi=30"]
+BATCH = 64  # the embedding batch of the evaluation config's defaults
 
 
 def labelled_rows(n: int, seed: int, start_id: int) -> dict[str, np.ndarray]:
@@ -118,7 +119,8 @@ def test_two_runs_give_the_same_numbers(report, setup):
 
 
 def test_scoring_the_training_split_is_refused(setup):
-    from galclip.eval.evaluate import evaluate, evaluation_config
+    from galclip.eval.evaluate import evaluate
+    from galclip.eval.schema import evaluation_config
 
     root, data, ckpt = setup
     cfg = evaluation_config("cpu", ["data.test_split=train"])
@@ -161,13 +163,13 @@ def test_backbone_features_recorded_during_the_clip_pass_match_a_second_pass(set
     import galclip
     from galclip.data import open_dataset
     from galclip.eval.baselines import PooledFeatures
-    from galclip.eval.evaluate import DEFAULTS, _embed
+    from galclip.eval.evaluate import _embed
 
     _, data, ckpt = setup
     model, ds = galclip.load_model(ckpt), open_dataset(data)
     idx = np.arange(0, 120, 13)
-    one = _embed(model, ds, idx, DEFAULTS, "cpu", None, "x", pooled=True)
-    two = _embed(PooledFeatures(model.image_encoder, model.spectrum_encoder), ds, idx, DEFAULTS,
+    one = _embed(model, ds, idx, BATCH, "cpu", None, "x", pooled=True)
+    two = _embed(PooledFeatures(model.image_encoder, model.spectrum_encoder), ds, idx, BATCH,
                  "cpu", None, "y")
     np.testing.assert_allclose(one["image_pooled"], two["image_embedding"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one["spectrum_pooled"], two["spectrum_embedding"], rtol=1e-5, atol=1e-6)
@@ -176,7 +178,8 @@ def test_backbone_features_recorded_during_the_clip_pass_match_a_second_pass(set
 
 def test_galaxies_missing_a_modality_are_left_out(tmp_path):
     from galclip.data import Provenance, open_dataset, write_manifest, write_shard
-    from galclip.eval.evaluate import evaluation_config, load_split_rows
+    from galclip.eval.evaluate import load_split_rows
+    from galclip.eval.schema import evaluation_config
 
     rows = labelled_rows(60, 7, 0)
     rows["has_spectrum"] = np.arange(60) % 3 != 0  # every third galaxy has no spectrum
@@ -206,7 +209,8 @@ def catalog(setup):
 
 def test_evaluate_scores_the_vectors_the_catalog_serves(setup, catalog, monkeypatch):
     import galclip.models.inference as inference
-    from galclip.eval.evaluate import evaluation_config, prepare
+    from galclip.eval.evaluate import prepare
+    from galclip.eval.schema import evaluation_config
     from galclip.search.catalog import read_catalog_table
 
     root, data, ckpt = setup
@@ -230,7 +234,8 @@ def test_evaluate_scores_the_vectors_the_catalog_serves(setup, catalog, monkeypa
 
 def test_a_catalog_of_another_model_or_dataset_is_refused(setup, catalog, tmp_path):
     from galclip.data import Provenance, shard_name, write_manifest, write_shard
-    from galclip.eval.evaluate import evaluate, evaluation_config
+    from galclip.eval.evaluate import evaluate
+    from galclip.eval.schema import evaluation_config
     from galclip.search.catalog import CatalogError
 
     root, data, ckpt = setup
@@ -254,6 +259,7 @@ def test_a_catalog_of_another_model_or_dataset_is_refused(setup, catalog, tmp_pa
 def test_rerunning_a_finished_evaluation_does_nothing(setup, report, catalog, monkeypatch, capsys):
     """The finished report is the module's (a copy: the state file travels with it)."""
     import galclip.eval.evaluate as ev
+    from galclip.eval.schema import evaluation_config
 
     root, data, ckpt = setup
     out = root / "rerun"
@@ -263,12 +269,12 @@ def test_rerunning_a_finished_evaluation_does_nothing(setup, report, catalog, mo
     calls = []
     real = ev.prepare
     monkeypatch.setattr(ev, "prepare", lambda *a: calls.append(a) or real(*a))
-    again = ev.evaluate(ckpt, data, out, ev.evaluation_config("cpu", FAST))
+    again = ev.evaluate(ckpt, data, out, evaluation_config("cpu", FAST))
     assert calls == [] and "up to date" in capsys.readouterr().out
     assert again == json.loads((out / "metrics.json").read_text())  # the finished report's numbers
     assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
     assert (out / "report.html").stat().st_mtime_ns == stamp
-    quick = ev.evaluation_config("cpu", [*QUICK, "knn.k=4"])
+    quick = evaluation_config("cpu", [*QUICK, "knn.k=4"])
     ev.evaluate(ckpt, data, out, quick, catalog=catalog)
     assert len(calls) == 1                       # another config: evaluated again
     capsys.readouterr()
@@ -282,7 +288,7 @@ def test_embedding_cache_is_keyed_on_the_dataset_not_the_rows(setup, tmp_path, m
     import galclip
     import galclip.models.inference as inference
     from galclip.data import Provenance, open_dataset, shard_name, write_manifest, write_shard
-    from galclip.eval.evaluate import DEFAULTS, _embed
+    from galclip.eval.evaluate import _embed
 
     _, data, ckpt = setup
     other = tmp_path / "other"
@@ -290,11 +296,11 @@ def test_embedding_cache_is_keyed_on_the_dataset_not_the_rows(setup, tmp_path, m
     shards = [write_shard(other / shard_name(i), labelled_rows(60, 20 + i, 60 * i)) for i in range(2)]
     write_manifest(other, shards, Provenance(command="test", seed=2))
     model, cache, idx = galclip.load_model(ckpt), tmp_path / "cache", np.arange(0, 120, 7)
-    first = _embed(model, open_dataset(data), idx, DEFAULTS, "cpu", cache, "clip-test")
-    second = _embed(model, open_dataset(other), idx, DEFAULTS, "cpu", cache, "clip-test")
+    first = _embed(model, open_dataset(data), idx, BATCH, "cpu", cache, "clip-test")
+    second = _embed(model, open_dataset(other), idx, BATCH, "cpu", cache, "clip-test")
     assert np.array_equal(first["object_id"], second["object_id"])  # same ids and rows ...
     assert not np.allclose(first["image_embedding"], second["image_embedding"])  # ... new vectors
     assert len(list(cache.glob("clip-test-*.npz"))) == 2
     monkeypatch.setattr(inference, "embed_dataset", lambda *a, **k: pytest.fail("not cached"))
-    cached = _embed(model, open_dataset(data), idx, DEFAULTS, "cpu", cache, "clip-test")
+    cached = _embed(model, open_dataset(data), idx, BATCH, "cpu", cache, "clip-test")
     np.testing.assert_array_equal(cached["image_embedding"], first["image_embedding"])

@@ -140,10 +140,10 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
     def evaluate(folder: Path) -> None:
         from galclip.config import save_config
         from galclip.eval.evaluate import evaluate as run_eval
-        from galclip.eval.evaluate import evaluation_config
+        from galclip.eval.schema import evaluation_config
 
         cfg = evaluation_config(p.evaluate.preset, list(p.evaluate.overrides))
-        save_config(cfg, folder / "config.yaml")
+        save_config(cfg.to_dict(), folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
                  command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
 

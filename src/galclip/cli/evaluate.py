@@ -43,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from galclip.config import save_config
-    from galclip.eval.evaluate import evaluate, evaluation_config
+    from galclip.eval.evaluate import evaluate
     from galclip.eval.report import summary_row
+    from galclip.eval.schema import evaluation_config
 
     overrides = list(args.overrides)
     if args.split:
         overrides.append(f"data.test_split={args.split}")
     cfg = evaluation_config(args.config, overrides)
-    save_config(cfg, Path(args.out) / "config.yaml")
+    save_config(cfg.to_dict(), Path(args.out) / "config.yaml")
     command = command_line(args)
     metrics = evaluate(args.model, args.data, args.out, cfg,
                        {"image": args.image_encoder, "spectrum": args.spectrum_encoder}, command,

@@ -16,7 +16,8 @@
 4. ``metrics.json`` with provenance, figures, ``report.md`` and ``report.html``
    (:mod:`galclip.eval.report`).
 
-Configuration: defaults (below) -> preset (``cpu``/``gpu``) or YAML file -> ``key=value``.
+Configuration: an :class:`~galclip.eval.schema.EvalConfig` (defaults -> preset ``cpu``/``gpu``
+or YAML file -> ``key=value``: :func:`galclip.eval.schema.evaluation_config`).
 Embeddings are cached in ``OUT/cache``, keyed by the model's checksum, the dataset's fingerprint
 (:func:`galclip.storage.fingerprint`) and the rows, so a rerun after an interruption skips the
 embedding step and another dataset in the same ``OUT`` never reuses them. A finished report is a
@@ -32,71 +33,22 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from galclip import storage
-from galclip.config import load_config, preset_or_file
 from galclip.eval.probes import ProbeConfig
-from galclip.eval.tasks import MORPH_PREFIX, PROPERTIES
+from galclip.eval.schema import Budget, EvalConfig, ImageBaseline, SpectrumBaseline
+from galclip.eval.tasks import MORPH_PREFIX
 from galclip.modalities import MODALITIES, NAMES, input_columns, rows_with
 from galclip.resume import ResumeState
 from galclip.storage import atomic_write, sha256_file
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "eval"
 STATE = ".evaluate-state.json"
 REPORT_FILES = ("metrics.json", "report.md", "report.html")
-_PROBE = {k: (list(v) if isinstance(v, tuple) else v)
-          for k, v in dataclasses.asdict(ProbeConfig()).items() if k != "seed"}
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "device": "auto",                 # auto: cuda when available, else cpu
-    "data": {
-        "test_split": "test",         # split that is scored (train is always the training set)
-        "max_train": None,            # seeded subset of the training split (None: all rows)
-        "max_test": None,
-        "batch_size": 64,             # embedding batch size
-        "verify_checksums": False,    # hash every shard before evaluating (galclip validate does)
-    },
-    "properties": list(PROPERTIES),   # regression targets (missing columns are reported)
-    "knn": {"k": 64},                 # AstroCLIP: k = 64, distance-weighted
-    "probe": _PROBE,                  # MLP on frozen embeddings (two hidden layers of 64)
-    "label_efficiency": {"fractions": [0.01, 0.1, 1.0]},
-    "retrieval": {"pool_size": 1000, "gallery_queries": 4, "gallery_top": 4},
-    "baselines": {
-        "unaligned": {"enabled": True},   # k-NN on the encoders' pooled features
-        "photometry": {"enabled": True},  # MLP on g, r, z asinh magnitudes
-        # budgets: at most `epochs` and `max_seconds`, early stop after `patience` flat epochs;
-        # `lr_patience` > 0: learning rate ×0.3 after that many flat epochs (reduce on plateau)
-        # arch: a timm CNN name (e.g. resnet18, on the stretched 144 px crop / `downsample`) or
-        # "conv" (the conv image encoder `encoder`, with aperture photometry, trained with labels;
-        # `shift` > 0: trained on views with a ±shift px jittered crop and the symmetries of the square)
-        "image": {"enabled": True, "arch": "resnet18", "encoder": "image-conv-nano", "downsample": 1,
-                  "shift": 0,
-                  "max_train": None,
-                  "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
-                  "patience": 4, "lr_patience": 0, "max_seconds": None},
-        # arch: "conv" (the 1-D ResNet of `encoder` on the log-λ grid) or "conv+attention"
-        # (strided convolutions + transformer on the DESI grid: channels ... stride)
-        # augment: true trains the conv net on noise/lost-span views (baselines.SpectrumAugment)
-        "spectrum": {"enabled": True, "arch": "conv", "encoder": "spectrum-conv-nano", "augment": False,
-                     "channels": 64, "depth": 2, "num_heads": 4,
-                     "conv_layers": 3, "stride": 4, "max_train": None,
-                     "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
-                     "patience": 4, "lr_patience": 0, "max_seconds": None},
-    },
-    "plots": {"embedding_map": "umap",    # umap or pca (umap falls back to pca if missing)
-              "max_points": 3000, "dpi": 90},
-}
-
-
-def evaluation_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> dict:
-    """defaults -> preset name (cpu, gpu) or YAML file -> ``key=value`` overrides."""
-    return load_config(DEFAULTS, preset_or_file(config, PRESET_DIR), overrides)
 
 
 def _device(name: str) -> str:
@@ -115,7 +67,7 @@ def _cap(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, size=int(n), replace=False))
 
 
-def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
+def load_split_rows(ds, cfg: EvalConfig) -> dict[str, Any]:
     """Row indices of the train and evaluation splits (galaxies with both an image and a
     spectrum: ``has_image``/``has_spectrum`` when present), and their scalar label columns."""
     from galclip.data.splits import split_indices
@@ -124,19 +76,19 @@ def load_split_rows(ds, cfg: Mapping) -> dict[str, Any]:
     scalar = [c for c, spec in cols.items() if not spec["shape"]]
     labels = ds.read_columns(scalar)
     stored = labels.get("split")
-    d, seed = cfg["data"], int(cfg["seed"])
+    d, seed = cfg.data, cfg.seed
     paired = rows_with(labels)  # rows holding both modalities
 
     def rows(split: str, cap: int | None) -> np.ndarray:
         idx = split_indices(labels["object_id"], split, stored=stored)
         return _cap(idx[paired[idx]], cap, seed)
 
-    train, test = rows("train", d["max_train"]), rows(d["test_split"], d["max_test"])
-    if d["test_split"] == "train" or np.intersect1d(labels["object_id"][train],
+    train, test = rows("train", d.max_train), rows(d.test_split, d.max_test)
+    if d.test_split == "train" or np.intersect1d(labels["object_id"][train],
                                                    labels["object_id"][test]).size:
-        raise ValueError(f"{ds.path}: the evaluation split '{d['test_split']}' shares galaxies "
+        raise ValueError(f"{ds.path}: the evaluation split '{d.test_split}' shares galaxies "
                          "with the training split; choose val or test")
-    for name, idx in (("train", train), (d["test_split"], test)):
+    for name, idx in (("train", train), (d.test_split, test)):
         if len(idx) < 2:
             raise ValueError(f"{ds.path}: split '{name}' has {len(idx)} rows; need at least 2")
     return {"train": train, "test": test, "labels": labels, "unpaired": int((~paired).sum())}
@@ -161,9 +113,10 @@ def capture_pooled(model):
             h.remove()
 
 
-def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | None,
+def _embed(model, ds, idx: np.ndarray, batch_size: int, device: str, cache: Path | None,
            tag: str, pooled: bool = False) -> dict[str, np.ndarray]:
-    """Embeddings of rows ``idx`` via the shared inference function, cached in ``cache`` under
+    """Embeddings of rows ``idx`` in batches of ``batch_size`` via the shared inference function,
+    cached in ``cache`` under
     the dataset's fingerprint and the rows; with ``pooled``, also the backbones' pooled
     features (``image_pooled``, ``spectrum_pooled``)."""
     from torch.utils.data import Subset
@@ -176,8 +129,8 @@ def _embed(model, ds, idx: np.ndarray, cfg: Mapping, device: str, cache: Path | 
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     with capture_pooled(model) if pooled else contextlib.nullcontext({}) as feats:
-        out = embed_dataset(model, Subset(ds, idx.tolist()), batch_size=int(cfg["data"]["batch_size"]),
-                            device=device, progress=True)
+        out = embed_dataset(model, Subset(ds, idx.tolist()), batch_size=batch_size, device=device,
+                            progress=True)
     out.update({MODALITIES[m].pooled_column: np.concatenate(v) for m, v in feats.items() if v})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +153,7 @@ def _modalities(emb: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 class Context:
     """Everything the stages share: config, dataset, rows, labels and embeddings."""
 
-    cfg: dict
+    cfg: EvalConfig
     ds: Any
     device: str
     train_idx: np.ndarray
@@ -229,7 +182,7 @@ class Context:
 
     @property
     def probe(self) -> ProbeConfig:
-        return ProbeConfig.from_dict({**self.cfg["probe"], "seed": int(self.cfg["seed"])})
+        return ProbeConfig(**dataclasses.asdict(self.cfg.probe), seed=self.cfg.seed)
 
     def morph(self, labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {c: labels[c] for c in self.morph_columns}
@@ -243,11 +196,11 @@ def run_galclip(ctx: Context) -> tuple[list, dict, dict]:
 
     y_tr, y_te = ctx.y_train, ctx.y_test
     res, preds = knn_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties,
-                             k=int(ctx.cfg["knn"]["k"]))
+                             k=ctx.cfg.knn.k)
     r2, p2 = probe_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties, ctx.probe,
                            morph_train=ctx.morph(ctx.labels_train),
                            morph_test=ctx.morph(ctx.labels_test))
-    fractions = ctx.cfg["label_efficiency"]["fractions"]
+    fractions = ctx.cfg.label_efficiency.fractions
     curves = {f"galclip {m}": label_efficiency(x, y_tr, ctx.emb_test[m], y_te, ctx.properties,
                                                fractions, ctx.probe)
               for m, x in ctx.emb_train.items()}
@@ -269,13 +222,12 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
                                type_="supervised", morph_train=ctx.morph(ctx.labels_train),
                                morph_test=ctx.morph(ctx.labels_test))
     knn, kpreds = knn_results({"photometry": x_tr}, ctx.y_train, {"photometry": x_te}, ctx.y_test,
-                              ctx.properties, k=int(ctx.cfg["knn"]["k"]), model="k-NN",
+                              ctx.properties, k=ctx.cfg.knn.k, model="k-NN",
                               sources=(("photometry", "photometry", "photometry"),), type_="supervised")
     for r in knn:  # nothing trains: the budget is the reference set
-        k = int(ctx.cfg["knn"]["k"])
-        r["budget"] = f"no training; k = {k} neighbours among {len(x_tr)} training galaxies"
+        r["budget"] = f"no training; k = {ctx.cfg.knn.k} neighbours among {len(x_tr)} training galaxies"
     curve = label_efficiency(x_tr, ctx.y_train, x_te, ctx.y_test, ctx.properties,
-                             ctx.cfg["label_efficiency"]["fractions"], ctx.probe)
+                             ctx.cfg.label_efficiency.fractions, ctx.probe)
     return res + knn, {**preds, **kpreds}, {"photometry MLP": curve}
 
 
@@ -295,8 +247,7 @@ def run_photoz(ctx: Context) -> dict:
 
     try:
         return photoz_results(train, ctx.labels_train["redshift"], test,
-                              ctx.labels_test["redshift"], k=int(ctx.cfg["knn"]["k"]),
-                              seed=int(ctx.cfg["seed"]))
+                              ctx.labels_test["redshift"], k=ctx.cfg.knn.k, seed=ctx.cfg.seed)
     except PredictError as e:
         ctx.notes.append(f"photo-z calibration skipped: {e}")
         return {}
@@ -339,14 +290,15 @@ def run_unaligned(ctx: Context, model, meta: Mapping, paths: Mapping, cache: Pat
         tr, te = ctx.pooled_train, ctx.pooled_test
     else:
         tag = "pooled-" + _files_key(paths)
-        tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, ctx.cfg, ctx.device, cache, f"{tag}-train"))
-        te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, ctx.cfg, ctx.device, cache, f"{tag}-test"))
+        batch = ctx.cfg.data.batch_size
+        tr = _modalities(_embed(adapter, ctx.ds, ctx.train_idx, batch, ctx.device, cache, f"{tag}-train"))
+        te = _modalities(_embed(adapter, ctx.ds, ctx.test_idx, batch, ctx.device, cache, f"{tag}-test"))
     results, preds = [], {}
     for m in ("image", "spectrum"):  # an encoder file written as a random start says so
         note = read_metadata(paths[m]).get("note", "") if paths.get(m) else ""
         name = "random-init k-NN" if note.startswith("randomly initialised") else "unaligned k-NN"
         res, pred = knn_results(tr, ctx.y_train, te, ctx.y_test, ctx.properties,
-                                k=int(ctx.cfg["knn"]["k"]), model=name, sources=((m, m, m),))
+                                k=ctx.cfg.knn.k, model=name, sources=((m, m, m),))
         results += res
         preds.update(pred)
     return results, preds
@@ -358,7 +310,7 @@ def _files_key(paths: Mapping[str, str | None]) -> str:
     return hashlib.sha256(repr(shas).encode()).hexdigest()[:8]
 
 
-def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
+def _load_inputs(ds, idx: np.ndarray, kind: str, b: ImageBaseline | SpectrumBaseline) -> dict:
     """Preprocessed network inputs of rows ``idx`` (sorted), streamed in dataset order."""
     import torch
     from tqdm.auto import tqdm
@@ -371,13 +323,13 @@ def _load_inputs(ds, idx: np.ndarray, kind: str, cfg: Mapping) -> dict:
     )
     from galclip.models import encoder_config
 
-    spectra = (functools.partial(preprocess_log_spectra, preset=cfg["encoder"])
-               if kind == "spectrum" and cfg["arch"] == "conv" else preprocess_spectra)
-    if kind == "image" and cfg["arch"] == "conv":  # room for the jittered crops (ImageAugment)
-        size = int(encoder_config(cfg["encoder"])["img_size"]) + 2 * int(cfg.get("shift", 0))
+    spectra = (functools.partial(preprocess_log_spectra, preset=b.encoder)
+               if kind == "spectrum" and b.arch == "conv" else preprocess_spectra)
+    if kind == "image" and b.arch == "conv":  # room for the jittered crops (ImageAugment)
+        size = int(encoder_config(b.encoder)["img_size"]) + 2 * b.shift
         images = functools.partial(preprocess_raw_images, size=size)
     elif kind == "image":
-        images = functools.partial(preprocess_images, downsample=int(cfg["downsample"]))
+        images = functools.partial(preprocess_images, downsample=b.downsample)
     cols = list(MODALITIES[kind].inputs)
     keep = np.zeros(len(ds), dtype=bool)
     keep[idx] = True
@@ -399,19 +351,15 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     from galclip.eval.metrics import classification_metrics
     from galclip.eval.tasks import make_result, score_properties
 
-    b, seed = ctx.cfg["baselines"][kind], int(ctx.cfg["seed"])
-    pos = _cap(np.arange(len(ctx.train_idx)), b["max_train"], seed)  # rows of the train split
+    b, seed = getattr(ctx.cfg.baselines, kind), ctx.cfg.seed
+    pos = _cap(np.arange(len(ctx.train_idx)), b.max_train, seed)  # rows of the train split
     x_tr = _load_inputs(ctx.ds, ctx.train_idx[pos], kind, b)
     x_te = _load_inputs(ctx.ds, ctx.test_idx, kind, b)
     torch.manual_seed(seed)
     backbone, model = _baseline_backbone(kind, b)
-    scfg = B.SupervisedConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]),
-                              lr=float(b["lr"]), weight_decay=float(b["weight_decay"]), seed=seed,
-                              patience=int(b["patience"]), lr_patience=int(b.get("lr_patience", 0)),
-                              max_seconds=None if b["max_seconds"] is None else float(b["max_seconds"]))
     morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
-    net = B.SupervisedBaseline(backbone, scfg, ctx.device, _baseline_augment(kind, b)
-                               ).fit(x_tr, ctx.y_train[pos], morph_tr)
+    net = B.SupervisedBaseline(backbone, _supervised_config(b, seed), ctx.device,
+                               _baseline_augment(kind, b)).fit(x_tr, ctx.y_train[pos], morph_tr)
     pred, morph_pred = net.predict(x_te)
     morph = {c: classification_metrics(ctx.labels_test[c], morph_pred[c]) for c in ctx.morph_columns}
     r = make_result(kind, model, "supervised", score_properties(ctx.y_test, pred, ctx.properties),
@@ -421,43 +369,52 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     return [r], {r["id"]: pred}
 
 
-def _baseline_augment(kind: str, b: Mapping):
+def _supervised_config(b: Budget, seed: int):
+    """The training loop's settings of a baseline's budget."""
+    from galclip.eval.baselines import SupervisedConfig
+
+    return SupervisedConfig(epochs=b.epochs, batch_size=b.batch_size, lr=float(b.lr),
+                            weight_decay=float(b.weight_decay), seed=seed, patience=b.patience,
+                            lr_patience=b.lr_patience,
+                            max_seconds=None if b.max_seconds is None else float(b.max_seconds))
+
+
+def _baseline_augment(kind: str, b: ImageBaseline | SpectrumBaseline):
     """The conv baselines' training views (image ``shift`` > 0, spectrum ``augment: true``), else None."""
     from galclip.eval.baselines import ImageAugment, SpectrumAugment
     from galclip.models import encoder_config
 
     if kind == "spectrum":
-        if not b.get("augment", False):
+        if not b.augment:
             return None
-        if b["arch"] != "conv":
+        if b.arch != "conv":
             raise ValueError("config field 'baselines.spectrum.augment' needs arch: conv (the log-λ "
-                             f"baseline), got arch {b['arch']!r}")
+                             f"baseline), got arch {b.arch!r}")
         return SpectrumAugment()
-    shift = int(b.get("shift", 0))
-    if shift < 0:
-        raise ValueError(f"config field 'baselines.image.shift' must be ≥ 0, got {shift}")
-    if not shift:
+    if b.shift < 0:
+        raise ValueError(f"config field 'baselines.image.shift' must be ≥ 0, got {b.shift}")
+    if not b.shift:
         return None
-    if b["arch"] != "conv":
+    if b.arch != "conv":
         raise ValueError("config field 'baselines.image.shift' needs arch: conv (the raw-cutout "
-                         f"baseline), got arch {b['arch']!r}")
-    return ImageAugment(int(encoder_config(b["encoder"])["img_size"]), shift)
+                         f"baseline), got arch {b.arch!r}")
+    return ImageAugment(int(encoder_config(b.encoder)["img_size"]), b.shift)
 
 
-def _baseline_backbone(kind: str, b: Mapping) -> tuple[Any, str]:
+def _baseline_backbone(kind: str, b: ImageBaseline | SpectrumBaseline) -> tuple[Any, str]:
     """The supervised baseline's network and its name in the results table."""
     from galclip.eval import baselines as B
 
-    if kind == "image" and b["arch"] == "conv":
-        return B.ConvImage(b["encoder"]), "conv ResNet"
+    if kind == "image" and b.arch == "conv":
+        return B.ConvImage(b.encoder), "conv ResNet"
     if kind == "image":
-        return B.image_backbone(b["arch"]), b["arch"]
-    if b["arch"] == "conv":
-        return B.LogLambdaConv(b["encoder"]), "1-D ResNet"
-    if b["arch"] == "conv+attention":
-        return B.SpectrumConvAttention(b["channels"], b["depth"], b["num_heads"], b["conv_layers"],
-                                       b["stride"]), "conv+attention"
-    raise ValueError(f"config field 'baselines.spectrum.arch': {b['arch']!r}; choose conv or conv+attention")
+        return B.image_backbone(b.arch), b.arch
+    if b.arch == "conv":
+        return B.LogLambdaConv(b.encoder), "1-D ResNet"
+    if b.arch == "conv+attention":
+        return B.SpectrumConvAttention(b.channels, b.depth, b.num_heads, b.conv_layers,
+                                       b.stride), "conv+attention"
+    raise ValueError(f"config field 'baselines.spectrum.arch': {b.arch!r}; choose conv or conv+attention")
 
 
 def run_retrieval(ctx: Context) -> dict[str, Any]:
@@ -469,17 +426,17 @@ def run_retrieval(ctx: Context) -> dict[str, Any]:
     img, spec = ctx.emb_test.get("image"), ctx.emb_test.get("spectrum")
     if img is None or spec is None:
         return {}
-    pool = int(ctx.cfg["retrieval"]["pool_size"])
-    out = {"whole_set": retrieval_metrics(img, spec, len(img), int(ctx.cfg["seed"]))}
+    pool, seed = ctx.cfg.retrieval.pool_size, ctx.cfg.seed
+    out = {"whole_set": retrieval_metrics(img, spec, len(img), seed)}
     if pool < len(img):  # pools of `pool` galaxies compare across set sizes (chance = pool / 2)
-        out = {f"pool_{pool}": retrieval_metrics(img, spec, pool, int(ctx.cfg["seed"])), **out}
+        out = {f"pool_{pool}": retrieval_metrics(img, spec, pool, seed), **out}
     out["neighbour_agreement_r2"] = {
         f"{m}→{m}": neighbour_agreement(e, ctx.y_test, ctx.properties) for m, e in ctx.emb_test.items()}
     return out
 
 
 # ----------------------------------------------------------------------------- driver
-def _provenance(model_path: Path, meta: Mapping, ds, cfg: Mapping, command: str) -> dict:
+def _provenance(model_path: Path, meta: Mapping, ds, cfg: EvalConfig, command: str) -> dict:
     from galclip import __version__
 
     return {"command": command, "galclip_version": __version__,
@@ -492,10 +449,10 @@ def _provenance(model_path: Path, meta: Mapping, ds, cfg: Mapping, command: str)
             "data": {"path": str(ds.path), "n_rows": ds.manifest["n_rows"],
                      "shards": [{k: s[k] for k in ("file", "sha256")} for s in ds.manifest["shards"]],
                      "provenance": ds.manifest.get("provenance")},
-            "config": dict(cfg)}
+            "config": cfg.to_dict()}
 
 
-def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
+def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
             catalog: Path | None = None) -> tuple:
     """Load the model and data, embed both splits (or read their vectors from ``catalog``):
     returns (Context, model, meta, cache dir)."""
@@ -504,11 +461,11 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
     from galclip.models.clip import read_checkpoint_metadata
     from galclip.search.catalog import catalog_embeddings
 
-    device = _device(cfg["device"])
+    device = _device(cfg.device)
     meta = read_checkpoint_metadata(model_path)
     model = load_model(model_path, device=device)
     ds = open_dataset(data_dir, columns=input_columns(),
-                      verify=bool(cfg["data"]["verify_checksums"]))
+                      verify=cfg.data.verify_checksums)
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
     model_sha = sha256_file(model_path)
@@ -516,27 +473,27 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
     emb, pooled = {}, {}
     for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
         e = (catalog_embeddings(catalog, ds, model_sha, idx) if catalog else
-             _embed(model, ds, idx, cfg, device, cache, f"clip-{name}", pooled=True))
+             _embed(model, ds, idx, cfg.data.batch_size, device, cache, f"clip-{name}", pooled=True))
         _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
         emb[name] = _modalities(e)
         pooled[name] = {m.name: e[m.pooled_column] for m in MODALITIES.values() if m.pooled_column in e}
-    props = [p for p in cfg["properties"] if p in rows["labels"]]
+    props = [p for p in cfg.properties if p in rows["labels"]]
     if not props:
-        raise ValueError(f"{data_dir}: none of the properties {cfg['properties']} is a column")
+        raise ValueError(f"{data_dir}: none of the properties {cfg.properties} is a column")
     morph = sorted(c for c in rows["labels"] if c.startswith(MORPH_PREFIX))
-    ctx = Context(dict(cfg), ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
+    ctx = Context(cfg, ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
                   emb["train"], emb["test"], pooled_train=pooled["train"],
                   pooled_test=pooled["test"])
     if rows["unpaired"]:
         ctx.notes.append(f"{rows['unpaired']} galaxies lack an image or a spectrum "
                          "(has_image/has_spectrum) and are left out")
-    missing = [p for p in cfg["properties"] if p not in props]
+    missing = [p for p in cfg.properties if p not in props]
     if missing:
         ctx.notes.append(f"properties not in the data, skipped: {missing}")
     return ctx, model, meta, cache
 
 
-def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
+def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
            encoder_paths: Mapping[str, str | None], catalog: Path | None,
            injection: Mapping | None = None) -> ResumeState:
     """The report's resume state: what it was computed from (files by checksum, folders by
@@ -549,12 +506,12 @@ def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: Mapping,
               "catalog_fingerprint": catalog_fingerprint(read_catalog_manifest(catalog)) if catalog
               else None,
               "encoders": {m: sha256_file(p) for m, p in sorted(encoder_paths.items()) if p},
-              "config": dict(cfg),
+              "config": cfg.to_dict(),
               **({"injection_sha256": injection["sha256"]} if injection else {})}
     return ResumeState.open(out_dir / STATE, "galclip evaluate", inputs, on_change="restart")
 
 
-def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: Mapping,
+def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvalConfig,
              encoder_paths: Mapping[str, str | None] | None = None, command: str = "",
              catalog: str | Path | None = None, injection: str | Path | None = None) -> dict:
     """Run every evaluation stage and write ``metrics.json``, figures and the report.
@@ -577,7 +534,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
     if state.complete and all((out_dir / f).is_file() for f in REPORT_FILES):
         print(f"{out_dir}: the report is up to date (same model, data and config); nothing to do")
         return json.loads((out_dir / "metrics.json").read_text())
-    torch.manual_seed(int(cfg["seed"]))
+    torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     ctx, model, meta, cache = prepare(model_path, Path(data_dir), out_dir, cfg, catalog)
@@ -596,22 +553,22 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
         from galclip.eval.tasks import majority_class_result
 
         results.append(majority_class_result(ctx.morph(ctx.labels_train), ctx.morph(ctx.labels_test)))
-    b = cfg["baselines"]
-    if b["unaligned"]["enabled"]:
+    b = cfg.baselines
+    if b.unaligned.enabled:
         r, p = stage("unaligned", run_unaligned, ctx, model, meta, encoder_paths or {}, cache)
         results, preds = results + r, {**preds, **p}
-    if b["photometry"]["enabled"]:
+    if b.photometry.enabled:
         r, p, c = stage("photometry", run_photometry, ctx)
         results, preds, curves = results + r, {**preds, **p}, {**curves, **c}
     photoz = stage("photoz", run_photoz, ctx)
     for kind in NAMES:
-        if b[kind]["enabled"]:
+        if getattr(b, kind).enabled:
             r, p = stage(f"supervised_{kind}", run_supervised, ctx, kind)
             results, preds = results + r, {**preds, **p}
     retrieval = stage("retrieval", run_retrieval, ctx)
     metrics = {"provenance": _provenance(model_path, meta, ctx.ds, cfg, command),
                "splits": {"train": int(len(ctx.train_idx)),
-                          cfg["data"]["test_split"]: int(len(ctx.test_idx))},
+                          cfg.data.test_split: int(len(ctx.test_idx))},
                "properties": ctx.properties, "morphology_columns": ctx.morph_columns,
                "results": results, "label_efficiency": curves, "retrieval": retrieval, "photoz": photoz,
                "notes": ctx.notes, "timings_s": timings}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,8 +27,10 @@ MIN_DELTA = 1e-6
 
 
 @dataclass
-class ProbeConfig:
-    hidden: tuple[int, ...] = (64, 64)  # two hidden layers of 64, as AstroCLIP
+class ProbeSettings:
+    """How a probe trains: the evaluation config's ``probe`` section (the seed is the config's own)."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 64])  # two hidden layers of 64, as AstroCLIP
     dropout: float = 0.1
     epochs: int = 200                   # upper bound; early stopping usually ends sooner
     batch_size: int = 256
@@ -35,6 +38,12 @@ class ProbeConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1           # of training rows, held out for early stopping
     patience: int = 20                  # epochs without validation improvement before stopping (0: never)
+
+
+@dataclass
+class ProbeConfig(ProbeSettings):
+    """A probe's settings and the seed of its initial weights, validation rows and batches."""
+
     seed: int = 0
 
     def loop(self) -> LoopConfig:
@@ -43,15 +52,8 @@ class ProbeConfig:
                           weight_decay=self.weight_decay, seed=self.seed, patience=self.patience,
                           min_delta=MIN_DELTA)
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> ProbeConfig:
-        d = dict(d or {})
-        if "hidden" in d:
-            d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
 
-
-def build_mlp(n_in: int, n_out: int, hidden: tuple[int, ...], dropout: float):
+def build_mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float):
     import torch.nn as nn
 
     layers, width = [], n_in

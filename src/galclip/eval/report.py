@@ -472,8 +472,7 @@ def _raw(r: Mapping, modality: str) -> dict:
 
 def make_figures(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> list[tuple[str, Path]]:
     """Every report figure, written under ``out_dir/figures``; returns (title, path) pairs."""
-    fig_dir, pc = Path(out_dir) / "figures", ctx.cfg["plots"]
-    dpi, props = int(pc["dpi"]), metrics["properties"]
+    fig_dir, dpi, props = Path(out_dir) / "figures", ctx.cfg.plots.dpi, metrics["properties"]
     figures = prediction_figures(fig_dir, metrics, ctx.y_test, preds, dpi)
     if metrics.get("photoz"):
         figures.append(("Zero-shot redshift PIT", plots.pit_histograms(
@@ -482,8 +481,8 @@ def make_figures(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> list[tupl
         figures.append(("Label efficiency", plots.label_efficiency(
             metrics["label_efficiency"], props, fig_dir / "label-efficiency.png", dpi)))
     if {"image", "spectrum"} <= set(ctx.emb_test):
-        rc = ctx.cfg["retrieval"]
-        fwd, rev = _gallery(ctx, int(rc["gallery_queries"]), int(rc["gallery_top"]), int(ctx.cfg["seed"]))
+        rc = ctx.cfg.retrieval
+        fwd, rev = _gallery(ctx, rc.gallery_queries, rc.gallery_top, ctx.cfg.seed)
         figures += [
             ("Retrieval: image → spectra",
              plots.image_to_spectra(fwd, fig_dir / "gallery-image-to-spectrum.png", dpi)),
@@ -494,16 +493,16 @@ def make_figures(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> list[tupl
 
 
 def embedding_maps(fig_dir: Path, metrics: dict, ctx, dpi: int) -> list[tuple[str, Path]]:
-    pc, seed = ctx.cfg["plots"], int(ctx.cfg["seed"])
+    pc, seed = ctx.cfg.plots, ctx.cfg.seed
     n = len(next(iter(ctx.emb_test.values())))
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, int(pc["max_points"])), replace=False))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, pc.max_points), replace=False))
     colours = {c: np.asarray(ctx.labels_test[c], dtype=float)[rows]
                for c in ("redshift", "log_ssfr") if c in ctx.labels_test}
     out = []
     for m, emb in ctx.emb_test.items():
-        xy, method = plots.project_2d(emb[rows], pc["embedding_map"], seed)
-        if method != pc["embedding_map"]:
-            metrics["notes"].append(f"embedding map of {m}: {pc['embedding_map']} unavailable, used {method}")
+        xy, method = plots.project_2d(emb[rows], pc.embedding_map, seed)
+        if method != pc.embedding_map:
+            metrics["notes"].append(f"embedding map of {m}: {pc.embedding_map} unavailable, used {method}")
         title = f"{m} embeddings, {method.upper()} ({len(rows)} galaxies)"
         out.append((title, plots.embedding_map(xy, colours, title, fig_dir / f"map-{m}.png", dpi)))
     return out
@@ -520,15 +519,13 @@ def add_uncertainty(metrics: dict, y_test: np.ndarray, preds: Mapping, seed: int
 
 def add_references(metrics: dict, ctx) -> None:
     """``metrics['references']``: AstroCLIP's published rows and, on simulated data, a template
-    fit on the first ``TEMPLATE_FIT_N`` test spectra (``reference.template_fit_n`` overrides it
-    when the evaluation config has that key; 0 turns the fit off)."""
+    fit on the first ``TEMPLATE_FIT_N`` test spectra."""
     from galclip.eval import references as R
 
     refs = R.published_rows()
     kind, _ = R.data_origin(metrics["provenance"])
-    n = int((ctx.cfg.get("reference") or {}).get("template_fit_n", R.TEMPLATE_FIT_N))
-    if kind == "simulated" and n > 0 and "spectrum_flux" in ctx.ds.columns:
-        tf = R.template_fit_reference(ctx, n)
+    if kind == "simulated" and "spectrum_flux" in ctx.ds.columns:
+        tf = R.template_fit_reference(ctx)
         if tf and "skipped" in tf:
             metrics["notes"].append(tf["skipped"])
         elif tf:
@@ -538,7 +535,7 @@ def add_references(metrics: dict, ctx) -> None:
 
 def write_report(out_dir: Path, metrics: dict, ctx, preds: Mapping) -> None:
     """Intervals and reference rows, figures, then ``metrics.json``, ``report.md``, ``report.html``."""
-    add_uncertainty(metrics, ctx.y_test, preds, int(ctx.cfg.get("seed", 0)))
+    add_uncertainty(metrics, ctx.y_test, preds, ctx.cfg.seed)
     add_references(metrics, ctx)
     figures = make_figures(out_dir, metrics, ctx, preds)
     metrics["figures"] = [Path(p).relative_to(out_dir).as_posix() for _, p in figures]
