@@ -12,7 +12,6 @@ kept. Everything is seeded: the same inputs give the same predictions.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,20 +63,6 @@ def build_mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float):
     return nn.Sequential(*layers)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Train tiny MLPs on one CPU thread: faster than several, and far faster on a busy machine
-    (measured 3.5x for a 64-64 probe on 2 shared cores)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _split_val(n: int, frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     perm = rng.permutation(n)
     n_val = int(round(frac * n)) if n >= 20 else 0
@@ -122,6 +107,8 @@ class MLPProbe:
     def fit(self, x: np.ndarray, y: np.ndarray) -> MLPProbe:
         import torch
 
+        from galclip.augment import one_thread
+
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) != len(y):
             raise ValueError(f"probe fit: features {x.shape} and labels {np.shape(y)} do not match")
@@ -134,7 +121,7 @@ class MLPProbe:
         X = torch.as_tensor(self._scale(x), dtype=torch.float32)
         Y = torch.as_tensor(yt, dtype=torch.long if self.task == "classification" else torch.float32)
         tr, va = _split_val(len(X), cfg.val_fraction, np.random.default_rng(cfg.seed))
-        with one_thread():
+        with one_thread():  # tiny MLPs: faster on one thread (3.5x for a 64-64 probe on 2 shared cores)
             self._train(X, Y, tr, va)
         return self
 
