@@ -64,7 +64,7 @@ def test_align_cli_run_frozen_loadable_and_resumable(tiny_dataset, encoder_files
     extra = read_checkpoint_metadata(out / "model.safetensors")["extra"]
     assert steps > 0 and extra["resumed_from_step"] == steps and extra["global_step"] == 2 * steps
     with pytest.raises(ConfigError, match="model.embed_dim"):
-        train("align", tiny_dataset, out, replace(cfg, model={**cfg.model, "embed_dim": 16}))
+        train("align", tiny_dataset, out, replace(cfg, model=replace(cfg.model, embed_dim=16)))
 
 
 def test_layerwise_lr_decay_when_fine_tuning():

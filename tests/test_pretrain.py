@@ -1,6 +1,7 @@
 """Self-supervised pretraining: augmentations, masking, EMA teacher, losses, config, resume, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
@@ -9,7 +10,7 @@ import torch
 
 from galclip import augment as A
 from galclip.config import ConfigError
-from galclip.models import load_encoder
+from galclip.models import list_encoders, load_encoder
 from galclip.models.checkpoint import read_metadata
 from galclip.train.masked_modelling import masked_mse, span_mask
 from galclip.train.runner import train
@@ -46,14 +47,17 @@ def test_presets_resolve_and_overrides_reach_the_encoder():
     assert {"image-cpu", "image-astrodino", "spectrum-cpu", "spectrum-specformer"} <= set(presets)
     for preset in presets:
         modality = preset.split("-")[0]
-        cfg = pretrain_config(modality, preset, ["model.embed_dim=32"])
-        assert cfg.model["embed_dim"] == 32 and cfg.model["modality"] == modality
-    assert pretrain_config("image", "image-astrodino").model["embed_dim"] == 1024
-    assert pretrain_config("spectrum", "spectrum-specformer").model["embed_dim"] == 768
+        cfg = pretrain_config(modality, preset, ["model.embed_dim=48"])
+        assert cfg.model.embed_dim == 48 and cfg.model.modality == modality
+        assert cfg.model.name in list_encoders(modality) and dataclasses.is_dataclass(cfg.model)
+    assert pretrain_config("image", "image-astrodino").model.embed_dim == 1024
+    assert pretrain_config("spectrum", "spectrum-specformer").model.embed_dim == 768
     with pytest.raises(ConfigError, match="optim.*unknown key 'lrr'"):
         pretrain_config("image", "image-cpu", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="is a spectrum encoder"):
         pretrain_config("image", None, ["model.name=spectrum-nano"])
+    with pytest.raises(ConfigError, match="model: .*embed_dim 32 is not divisible by num_heads 6"):
+        pretrain_config("spectrum", "spectrum-specformer", ["model.embed_dim=32"])  # refused at once
     with pytest.raises(ConfigError, match="not a preset"):
         pretrain_config("image", "image-gigantic")
 

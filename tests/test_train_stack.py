@@ -60,6 +60,8 @@ class Tracked:
         return value
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # dataclasses.fields() of a section: not a read of a field
+            return getattr(self._data, name)
         return self._read(name, getattr(self._data, name))
 
     def __getitem__(self, key):
@@ -199,6 +201,23 @@ def test_the_resolved_config_is_typed_and_round_trips(stage, tmp_path):
     assert type(cfg.objective) is objective_class(stage, cfg.objective.name).Objective
     save_config(cfg.to_dict(), tmp_path / "config.yaml")
     assert TrainConfig.from_dict(stage, read_yaml(tmp_path / "config.yaml")) == cfg
+
+
+@pytest.mark.parametrize("stage,preset,field", [
+    ("align", "cpu", "image_encoder"), ("pretrain-image", "image-cpu", "name"),
+    ("pretrain-spectrum", "spectrum-specformer", "name")])
+def test_the_model_section_is_typed_lists_its_first_fields_first_and_pickles(stage, preset, field):
+    """``model`` is a dataclass too (alignment: the encoders, then CLIPConfig; pretraining: the
+    preset's name, then its encoder family's config), in config.yaml's order; a run config
+    survives pickling (its model class is made at run time)."""
+    import pickle
+
+    cfg = train_config(stage, preset, ["model.embed_dim=48"])
+    assert dataclasses.is_dataclass(cfg.model) and cfg.model.embed_dim == 48
+    assert next(iter(cfg.to_dict()["model"])) == field
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(ConfigError, match="unknown key 'embed_dimm'"):
+        train_config(stage, preset, ["model.embed_dimm=32"])
 
 
 @pytest.mark.parametrize("text,key", [

@@ -140,7 +140,7 @@ def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
 def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     """The dataclass ``cls`` built from a nested mapping (a resolved config section): a field
     whose type is a dataclass is built from its sub-mapping; a missing key keeps its default;
-    an unknown key is a ConfigError naming it."""
+    an unknown key, or values the dataclass itself refuses, are a ConfigError naming the section."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -151,7 +151,10 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         sub = types[key]
         nested = dataclasses.is_dataclass(sub) and isinstance(value, Mapping)
         out[key] = from_mapping(sub, value, f"{where}.{key}".lstrip(".")) if nested else copy.deepcopy(value)
-    return cls(**out)
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as e:  # a missing field, or the dataclass's own check
+        raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +191,12 @@ def resolve_config(schema: Schema, config: str | Path | None = None,
         check(over, f"override '{text}'")
         raw = deep_merge(raw, over, strict=False)
     return schema.build(load_config(schema.defaults(raw), path, overrides))
+
+
+def section_fields(section: Any) -> dict[str, Any]:
+    """A config section's fields by name, each read by attribute (shallow, unlike ``asdict``:
+    what a constructor takes as keyword arguments)."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
 
 
 def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:

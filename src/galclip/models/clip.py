@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,23 @@ from galclip.models.heads import ProjectionHead
 
 CHECKPOINT_FORMAT = "galclip-clip"
 CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class CLIPConfig:
+    """GalaxyCLIP's settings besides its encoders (alignment's ``model`` section holds them)."""
+
+    embed_dim: int = 512             # shared embedding width (AstroCLIP: 1024)
+    head_num_heads: int = 4          # heads of the cross-attention pooling
+    head_mlp_ratio: float = 4.0      # MLP hidden width = ratio * backbone width
+    head_dropout: float = 0.0
+    logit_scale_init: float = 1 / 0.07  # 1/temperature at start (CLIP)
+    learn_logit_scale: bool = True   # False: the scale stays at logit_scale_init
+    logit_scale_max: float = 100.0   # clamp (CLIP)
+
+
 #: GalaxyCLIP constructor arguments (besides the encoders) and their defaults.
-CLIP_DEFAULTS: dict[str, Any] = {
-    "embed_dim": 512,             # shared embedding width (AstroCLIP: 1024)
-    "head_num_heads": 4,          # heads of the cross-attention pooling
-    "head_mlp_ratio": 4.0,        # MLP hidden width = ratio * backbone width
-    "head_dropout": 0.0,
-    "logit_scale_init": 1 / 0.07,  # 1/temperature at start (CLIP)
-    "learn_logit_scale": True,    # False: the scale stays at logit_scale_init
-    "logit_scale_max": 100.0,     # clamp (CLIP)
-}
+CLIP_DEFAULTS: dict[str, Any] = asdict(CLIPConfig())
 
 
 def _run_encoder(encoder: nn.Module, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -39,6 +39,11 @@ def full_encoder_config(name: str) -> dict[str, Any]:
     return asdict(_classes(preset["modality"], preset.get("arch"))[1](**preset))
 
 
+def encoder_config_class(modality: str, arch: str | None = None) -> type:
+    """The config dataclass of a modality's encoders of the family ``arch`` (see :func:`_classes`)."""
+    return _classes(modality, arch)[1]
+
+
 def _classes(modality: str, arch: str | None = None):
     """The (encoder class, config dataclass) of a modality and architecture family; ``arch`` None
     is the modality's transformer (ViT, SpecFormer), ``"conv"`` the convolutional family,

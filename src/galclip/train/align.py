@@ -59,7 +59,8 @@ def _export(module, path: Path, info: dict[str, Any]) -> None:
 
 
 def _encoder_files(cfg: TrainConfig) -> list[str]:
-    return [cfg.model[f"{m}_checkpoint"] for m in ("image", "spectrum") if cfg.model[f"{m}_checkpoint"]]
+    files = (getattr(cfg.model, f"{m}_checkpoint") for m in ("image", "spectrum"))
+    return [f for f in files if f]
 
 
 ALIGN = Stage("align", MODEL_FILE, loaders, _export, _encoder_files, distributed_sampler=False)

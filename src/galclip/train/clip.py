@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from galclip.augment import apply_dihedral, dihedral_params, ivar_noise, random_crops
-from galclip.config import ConfigError
+from galclip.config import ConfigError, section_fields
 from galclip.models.clip import GalaxyCLIP, frozen_modalities
 from galclip.retrieval_metrics import retrieval_metrics
 from galclip.train.distributed import gather_no_grad, gather_with_grad
@@ -41,7 +41,7 @@ def build_clip(cfg: TrainConfig) -> GalaxyCLIP:
     """Encoders from pretrained checkpoints (or presets, randomly initialized) + new heads."""
     from galclip.models import create_encoder, load_encoder
 
-    m = dict(cfg.model)
+    m = section_fields(cfg.model)
     encoders = []
     for modality in ("image", "spectrum"):
         ckpt, preset = m.pop(f"{modality}_checkpoint"), m.pop(f"{modality}_encoder")

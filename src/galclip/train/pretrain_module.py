@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
 def build_model_encoder(cfg: TrainConfig):
     """The encoder that the run config's ``model`` section describes (preset ``name`` + fields)."""
+    from galclip.config import section_fields
     from galclip.models.registry import build_encoder
 
-    model = cfg.model
-    fields = {k: model[k] for k in model if k != "name"}
-    return build_encoder(fields, where=f"config field 'model' (preset {model['name']!r})")
+    fields = {k: v for k, v in section_fields(cfg.model).items() if k != "name"}
+    return build_encoder(fields, where=f"config field 'model' (preset {cfg.model.name!r})")
 
 
 class PretrainModule(L.LightningModule):

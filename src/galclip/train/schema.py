@@ -23,10 +23,9 @@ refused with a message that names the new key (:data:`RENAMED`).
 """
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +132,7 @@ class TrainConfig:
     stage: str
     seed: int
     data: DataConfig
-    model: dict[str, Any]
+    model: Any
     objective: Any
     optim: OptimConfig
     trainer: TrainerConfig
@@ -145,7 +144,7 @@ class TrainConfig:
         data, optim, trainer = SECTIONS[stage]
         objective = objective_class(stage, cfg["objective"]["name"]).Objective
         return cls(stage, cfg["seed"], from_mapping(data, cfg["data"], "data"),
-                   copy.deepcopy(dict(cfg["model"])),
+                   model_section(stage, cfg["model"]),
                    from_mapping(objective, cfg["objective"], "objective"),
                    from_mapping(optim, cfg["optim"], "optim"),
                    from_mapping(trainer, cfg["trainer"], "trainer"))
@@ -157,14 +156,59 @@ class TrainConfig:
         return out
 
 
-def _align_model() -> dict[str, Any]:
-    from galclip.models.clip import CLIP_DEFAULTS
+@dataclass
+class AlignEncoders:
+    """``model`` of alignment, first: the two encoders, each a pretrained file or else a preset
+    initialised at random; the CLIP model's settings follow (:class:`galclip.models.clip.CLIPConfig`)."""
 
-    return {"image_encoder": "image-nano",        # preset used when no checkpoint is given
-            "spectrum_encoder": "spectrum-nano",
-            "image_checkpoint": None,             # pretrained encoder file (galclip pretrain)
-            "spectrum_checkpoint": None,
-            **CLIP_DEFAULTS}
+    image_encoder: str = "image-nano"        # preset used when no checkpoint is given
+    spectrum_encoder: str = "spectrum-nano"
+    image_checkpoint: str | None = None      # pretrained encoder file (galclip pretrain)
+    spectrum_checkpoint: str | None = None
+
+
+@dataclass
+class PresetName:
+    """``model`` of pretraining, first: the encoder preset the run starts from; the fields of that
+    encoder's config dataclass follow (e.g. :class:`galclip.models.image_encoder.ImageEncoderConfig`)."""
+
+    name: str
+
+
+@functools.cache
+def _section_class(first: type, rest: type) -> type:
+    """A dataclass with the fields of ``first``, then those of ``rest`` (dataclass fields follow
+    the bases in reverse order): the order a ``model`` section has in ``config.yaml``. Made when
+    first needed (the encoder families import torch), so it pickles by its fields."""
+    cls = make_dataclass(rest.__name__.replace("Config", "") + "Model", [], bases=(rest, first),
+                         namespace={"__reduce__": _reduce_model})
+    cls.__module__ = __name__
+    return cls
+
+
+def _reduce_model(section: Any) -> tuple:
+    return model_section, ("align" if isinstance(section, AlignEncoders) else "pretrain", asdict(section))
+
+
+def model_section(stage: str, model: Mapping[str, Any]) -> Any:
+    """The typed ``model`` section of a stage from its resolved mapping (unknown keys are errors)."""
+    return from_mapping(model_class(stage, model), model, "model")
+
+
+def model_class(stage: str, model: Mapping[str, Any]) -> type:
+    """The dataclass of a stage's ``model`` section: alignment's encoders and CLIP settings;
+    pretraining's preset name and the fields of its encoder family (``modality``, ``arch``)."""
+    if stage == "align":
+        from galclip.models.clip import CLIPConfig
+
+        return _section_class(AlignEncoders, CLIPConfig)
+    from galclip.models.registry import encoder_config_class
+
+    return _section_class(PresetName, encoder_config_class(model["modality"], model.get("arch")))
+
+
+def _align_model() -> dict[str, Any]:
+    return asdict(model_class("align", {})())
 
 
 def _section_defaults(stage: str) -> dict[str, Any]:
