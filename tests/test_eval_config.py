@@ -34,6 +34,9 @@ def test_overrides_apply_on_top_of_the_preset_and_keep_types():
     assert cfg.baselines.image.max_seconds == 480 and cfg.baselines.image.shift == 7  # the preset's
     assert cfg.probe.hidden == [32] and cfg.probe.epochs == EvalConfig().probe.epochs
     assert evaluation_config(None) == EvalConfig()  # no preset: the documented defaults
+    # checked against the field (a number or null), not against the preset's 480
+    longer = evaluation_config("cpu", ["baselines.image.max_seconds=600.5"])
+    assert longer.baselines.image.max_seconds == 600.5
 
 
 def test_a_baseline_section_lists_its_network_before_its_budget():
@@ -51,6 +54,8 @@ def test_a_baseline_section_lists_its_network_before_its_budget():
     ("knn.k=many", "key 'knn.k' must be an integer"),
     ("baselines.image.enabled=maybe", "key 'baselines.image.enabled' must be true or false"),
     ("baselines.image.epochs=0", "key 'baselines.image.epochs' must be >= 1"),
+    ("data.max_test=lots", "key 'data.max_test' must be an integer"),
+    ("baselines.spectrum.max_seconds=soon", "key 'baselines.spectrum.max_seconds' must be a number or null"),
     ("retrieval=10", "key 'retrieval' must be a mapping"),
     ("baseline.image.epochs=1", "unknown key 'baseline'")])
 def test_a_bad_override_names_the_key_and_the_override(override, message):
@@ -59,17 +64,20 @@ def test_a_bad_override_names_the_key_and_the_override(override, message):
     assert f"override '{override}'" in str(err.value)
 
 
-def test_a_bad_config_file_names_the_key_and_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("text,message", [
+    ("plots:\n  dpi: high\n", "key 'plots.dpi' must be an integer"),
+    ("data:\n  max_train: all\n", "key 'data.max_train' must be an integer or null")])  # default None
+def test_a_bad_config_file_names_the_key_and_the_file(text, message, tmp_path, capsys):
     from galclip.cli import main
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("plots:\n  dpi: high\n")
-    with pytest.raises(ConfigError, match="key 'plots.dpi' must be an integer") as err:
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
         evaluation_config(bad)
-    assert str(bad) in str(err.value)
+    assert str(err.value).startswith(f"{bad}: ")
     rc = main(["evaluate", "--model", str(tmp_path / "m.safetensors"), "--data", str(tmp_path),
                "--out", str(tmp_path / "out"), "--config", str(bad)])
-    assert rc != 0 and "plots.dpi" in capsys.readouterr().err
+    assert rc != 0 and message.split("'")[1] in capsys.readouterr().err
     assert not (tmp_path / "out" / "config.yaml").exists()
 
 

@@ -225,6 +225,8 @@ def test_the_model_section_is_typed_lists_its_first_fields_first_and_pickles(sta
     ("trainer:\n  max_steps: many\n", "key 'trainer.max_steps' must be an integer"),
     ("dataa:\n  batch_size: 8\n", "unknown key 'dataa'"),
     ("data: 8\n", "key 'data' must be a mapping"),
+    ("data:\n  max_rows: many\n", "key 'data.max_rows' must be an integer or null"),  # default None
+    ("model:\n  embed_dim: 99\n", "model: .*embed_dim 99 is not divisible"),  # the encoder's check
     ("train:\n  lr: 1.0e-3\n", "key 'train.lr' was renamed: use 'optim.lr'")])
 def test_a_bad_config_file_is_one_clear_error_naming_the_key_and_file(text, key, tmp_path, capsys):
     from galclip.cli import main

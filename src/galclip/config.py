@@ -39,7 +39,12 @@ def _yaml_load(text: str) -> Any:
 
 
 class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and key."""
+    """A config file or override is invalid; the message names the file and key (``key``: the
+    dotted key or section, where one is known)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 #: keys passed through to other libraries unchecked (Lightning accepts devices="auto" or 2)
@@ -49,20 +54,39 @@ AT_LEAST_ONE = ("epochs", "max_epochs", "batch_size", "pool_size", "depth", "dim
                 "num_heads", "patch_size", "n_views", "log_every_n_steps")
 
 
+#: a kind of value, the types that may stand for it (an int for a number) and its name in messages
+KINDS = ((bool, (bool,), "true or false"), (int, (int,), "an integer"),
+         (float, (int, float), "a number"), (str, (str,), "a string"),
+         (list, (list, tuple), "a list"), (Mapping, (Mapping,), "a mapping (a section)"))
+
+
+def _kind_error(kind: type, value: Any) -> str | None:
+    """How ``value`` fails to be of ``kind``, one of :data:`KINDS` (None: it is one; a bool is
+    no number)."""
+    accepted, desc = next((a, d) for k, a, d in KINDS if k is kind)
+    bad = not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool))
+    return f"must be {desc}, got {value!r:.60}" if bad else None
+
+
+def _optional_scalar(hint: Any) -> type | None:
+    """``X`` of a field declared ``X | None`` with X a bool, int, float or str, else None."""
+    args = typing.get_args(hint)
+    kinds = [a for a in args if a is not type(None)]
+    if len(args) == 2 and len(kinds) == 1 and kinds[0] in (bool, int, float, str):
+        return kinds[0]
+    return None
+
+
 def check_value(where: str, key: str, default: Any, value: Any) -> None:
     """``value`` may replace ``default``: same kind (bool, int, number, string, list, mapping;
     anything where the default is None) and, for a positive numeric default, not negative."""
     name = key.rsplit(".", 1)[-1]
     if default is None or value is None and not isinstance(default, Mapping):
         return
-    kinds = ((bool, (bool,), "true or false"), (int, (int,), "an integer"),
-             (float, (int, float), "a number"), (str, (str,), "a string"),
-             (list, (list, tuple), "a list"), (Mapping, (Mapping,), "a mapping (a section)"))
-    for dtype, accepted, desc in kinds:
-        if isinstance(default, dtype):
-            if not isinstance(value, accepted) or (dtype is not bool and isinstance(value, bool)):
-                raise ConfigError(f"{where}: key '{key}' must be {desc}, got {value!r:.60}")
-            break
+    kind = next((k for k, _, _ in KINDS if isinstance(default, k)), None)
+    error = _kind_error(kind, value) if kind else None
+    if error:
+        raise ConfigError(f"{where}: key '{key}' {error}", key)
     if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
         low = 1 if isinstance(default, int) and name in AT_LEAST_ONE else 0
         if value < low:
@@ -70,19 +94,23 @@ def check_value(where: str, key: str, default: Any, value: Any) -> None:
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "",
-               strict: bool = True, _prefix: str = "") -> dict[str, Any]:
+               strict: bool = True, _prefix: str = "",
+               schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Recursively merge ``update`` into a copy of ``base``; unknown keys and (if ``strict``)
-    values of the wrong type (:func:`check_value`) raise a ConfigError naming the key."""
+    values of the wrong type for their value in ``schema`` (the defaults; ``base`` when not
+    given: :func:`check_value`) raise a ConfigError naming the key."""
     out = copy.deepcopy(dict(base))
+    ref = base if schema is None else schema
     for key, value in update.items():
         full = f"{_prefix}.{key}" if _prefix else str(key)
         if strict and key not in out:
             loc = ".".join(x for x in (where, _prefix) if x)
             raise ConfigError(f"{loc}: unknown key '{key}' (known: {sorted(out)})")
         if strict and key in out and full not in LOOSE_KEYS:
-            check_value(where, full, out[key], value)
+            check_value(where, full, ref[key] if key in ref else out[key], value)
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value, where, strict, full)
+            sub = ref.get(key) if isinstance(ref.get(key), Mapping) else None
+            out[key] = deep_merge(out[key], value, where, strict, full, sub)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -128,19 +156,22 @@ def preset_or_file(config: str | Path | None, preset_dir: Path) -> Path | None:
 
 def load_config(defaults: Mapping[str, Any], path: str | Path | None = None,
                 overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """defaults -> file -> overrides, each layer checked against the keys of the defaults."""
+    """defaults -> file -> overrides, each layer checked against the keys and the values of the
+    defaults (a key whose default is None takes a value of any kind here, whatever an earlier
+    layer set; a typed config checks it against its field's type: :func:`from_mapping`)."""
     cfg = copy.deepcopy(dict(defaults))
     if path is not None:
-        cfg = deep_merge(cfg, read_yaml(path), where=str(path))
+        cfg = deep_merge(cfg, read_yaml(path), where=str(path), schema=defaults)
     for text in overrides:
-        cfg = deep_merge(cfg, parse_override(text), where=f"override '{text}'")
+        cfg = deep_merge(cfg, parse_override(text), where=f"override '{text}'", schema=defaults)
     return cfg
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     """The dataclass ``cls`` built from a nested mapping (a resolved config section): a field
     whose type is a dataclass is built from its sub-mapping; a missing key keeps its default;
-    an unknown key, or values the dataclass itself refuses, are a ConfigError naming the section."""
+    an unknown key, a value of another kind than a field ``X | None`` declares, or values the
+    dataclass itself refuses, are a ConfigError naming the key or section."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -148,13 +179,17 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     types = typing.get_type_hints(cls)
     out = {}
     for key, value in data.items():
-        sub = types[key]
+        sub, full = types[key], f"{where}.{key}".lstrip(".")
         nested = dataclasses.is_dataclass(sub) and isinstance(value, Mapping)
-        out[key] = from_mapping(sub, value, f"{where}.{key}".lstrip(".")) if nested else copy.deepcopy(value)
+        kind = _optional_scalar(sub)
+        error = _kind_error(kind, value) if kind and value is not None else None
+        if error:  # what the defaults cannot check: a field whose default is None
+            raise ConfigError(f"key '{full}' {error.replace(', got', ' or null, got')}", full)
+        out[key] = from_mapping(sub, value, full) if nested else copy.deepcopy(value)
     try:
         return cls(**out)
     except (TypeError, ValueError) as e:  # a missing field, or the dataclass's own check
-        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+        raise ConfigError(f"{where or cls.__name__}: {e}", where or None) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,14 +218,32 @@ def resolve_config(schema: Schema, config: str | Path | None = None,
     alone) -> ``key=value`` overrides; unknown keys and wrong types are ConfigErrors naming the
     key and the file or override."""
     path = preset_or_file(config, schema.preset_dir)
-    raw = read_yaml(path) if path else {}
+    raw = file = read_yaml(path) if path else {}
     check = schema.check or (lambda layer, where: None)
     check(raw, str(path))
     for text in overrides:
         over = parse_override(text)
         check(over, f"override '{text}'")
         raw = deep_merge(raw, over, strict=False)
-    return schema.build(load_config(schema.defaults(raw), path, overrides))
+    resolved = load_config(schema.defaults(raw), path, overrides)
+    try:
+        return schema.build(resolved)
+    except ConfigError as e:  # a check of the typed config: name the layer that set the key
+        if e.key is None:
+            raise
+        raise ConfigError(f"{_set_by(e.key, path, file, overrides)}: {e}", e.key) from e
+
+
+def _set_by(key: str, path: Path | None, file: Mapping[str, Any], overrides: Sequence[str]) -> str:
+    """The layer that set ``key`` (or something in the section ``key``) last."""
+    def sets(tree: Any) -> bool:
+        for part in key.split("."):
+            if not isinstance(tree, Mapping) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+    last = next((f"override '{t}'" for t in reversed(overrides) if sets(parse_override(t))), None)
+    return last or (str(path) if path and sets(file) else "the defaults")
 
 
 def section_fields(section: Any) -> dict[str, Any]:
