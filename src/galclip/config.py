@@ -194,21 +194,21 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Schema:
-    """What one command's config is. ``defaults(raw)`` is the defaults mapping, given the file and
-    overrides merged unchecked (``raw``: a training stage's defaults depend on the objective it
-    names); ``build(resolved)`` the typed config of the resolved mapping; ``check(layer, where)``
-    may refuse keys of a layer (a file, an override) before anything merges."""
+    """What one command's config is: the folder of its packaged presets; ``defaults(raw)``, the
+    defaults mapping, given the file and overrides merged unchecked (``raw``: a training stage's
+    defaults depend on the objective it names); ``build(resolved)``, the typed config of the
+    resolved mapping; ``check(layer, where)``, which may refuse keys of a layer (a file, an
+    override) before anything merges."""
 
-    name: str
     preset_dir: Path
     defaults: Callable[[Mapping[str, Any]], dict[str, Any]]
     build: Callable[[dict[str, Any]], Any]
     check: Callable[[Mapping[str, Any], str], None] | None = None
 
 
-def typed_schema(name: str, cls: type, preset_dir: Path) -> Schema:
+def typed_schema(cls: type, preset_dir: Path) -> Schema:
     """The schema of a config that is the dataclass ``cls``: its defaults are the field defaults."""
-    return Schema(name, preset_dir, lambda raw: dataclasses.asdict(cls()),
+    return Schema(preset_dir, lambda raw: dataclasses.asdict(cls()),
                   lambda resolved: from_mapping(cls, resolved))
 
 

@@ -164,7 +164,7 @@ class EvalConfig:
         return asdict(self)
 
 
-SCHEMA = typed_schema("evaluate", EvalConfig, PRESET_DIR)
+SCHEMA = typed_schema(EvalConfig, PRESET_DIR)
 
 
 def evaluation_config(config: str | Path | None = "cpu", overrides: Sequence[str] = ()) -> EvalConfig:

@@ -187,6 +187,7 @@ def _section_class(first: type, rest: type) -> type:
 
 
 def _reduce_model(section: Any) -> tuple:
+    """Pickled as its fields, rebuilt by :func:`model_section` (its class is not importable by name)."""
     return model_section, ("align" if isinstance(section, AlignEncoders) else "pretrain", asdict(section))
 
 
@@ -299,7 +300,7 @@ def stage_schema(stage: str) -> Schema:
     """The config schema of a training stage (:class:`galclip.config.Schema`): its presets, the
     defaults of the objective and encoder the layers name, refusal of renamed keys."""
     check_stage(stage)
-    return Schema(stage, preset_dir(stage), functools.partial(stage_defaults, stage),
+    return Schema(preset_dir(stage), functools.partial(stage_defaults, stage),
                   functools.partial(TrainConfig.from_dict, stage), check_renamed)
 
 
