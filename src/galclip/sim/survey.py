@@ -107,6 +107,7 @@ class GalaxySimulator:
         self._share_cdf = np.cumsum(density) / density.sum()
         self.draws = {p.name: [0, 0] for p in self.programmes}  # (draws, accepted) per programme
         self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v2", self._flux_bound_table)
+        self._fibre_bound = _fibre_bound()
         self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
         self.cpu_timings: dict[str, float] = {}  # CPU seconds of this process per stage
 
@@ -233,9 +234,21 @@ class GalaxySimulator:
                    for band, flux, dust in self._limits[prog.name]) and all(
                     sum(self._tight(g, i, band, memo)[0] for i in (0, 1))
                     <= C.mag_to_nanomaggy(mag) for band, mag in prog.bright) and (
-                    prog.name != "lrg" or self._lrg_colours_may_pass(g, memo)):
+                    prog.name != "lrg" or self._lrg_colours_may_pass(g, memo)) and (
+                    self._fibre_may_reach(g, prog, memo)):
                 return True
         return False
+
+    def _fibre_may_reach(self, g, prog, memo: dict) -> bool:
+        """False if an upper bound on the galaxy's Legacy Survey fibre flux (each component's
+        tight flux bound times its fibre-fraction bound, ``fibrebound.py``) is below one of the
+        programme's fibre-magnitude limits."""
+        if not prog.fibre:
+            return True
+        fraction = self._fibre_bound.fractions(g)
+        return all(fraction["bulge"] * self._tight(g, 0, band, memo)[1]
+                   + fraction["disc"] * self._tight(g, 1, band, memo)[1]
+                   >= C.mag_to_nanomaggy(mag) for band, mag in prog.fibre)
 
     def _tight(self, g, i: int, band: str, memo: dict) -> tuple[float, float]:
         """(lower, upper) flux bounds of component i (0 bulge, 1 disc) in ``band``."""
@@ -314,9 +327,9 @@ class GalaxySimulator:
         mag_r = float(C.nanomaggy_to_mag(total["r"]))
         if not (self.cfg.mag_bright < mag_r and (self.cfg.mag_limit is None or mag_r < self.cfg.mag_limit)):
             return None
-        # optimistic fibre fluxes (fibre = total, fibre-total faint): every cut is monotone in
-        # them, so a galaxy failing here fails the exact cuts too
-        loose = T.photometry_dict(total, 1.0)
+        # optimistic fibre fluxes (upper bounds on the fibre fractions, fibre-total faint):
+        # every cut is monotone in them, so a galaxy failing here fails the exact cuts too
+        loose = T.photometry_dict(total, T.fibre_fluxes(phot, self._fibre_bound.fractions(g)))
         loose["rfibtot"] = loose["zfibtot"] = 1e-3
         if programme not in T.classes(*(int(b) for b in T.target_bits(loose))):
             return None
@@ -434,6 +447,13 @@ class GalaxySimulator:
             row["image_ivar"] = cut["ivar"]
         row.update({k: np.int8(v) for k, v in g.morph.items()})
         return row
+
+
+def _fibre_bound():
+    """The Legacy Survey fibre-fraction bound, its GalSim tables cached like the flux bound's."""
+    from galclip.sim.fibrebound import LegacyFibreBound, fraction_tables, table_key
+
+    return LegacyFibreBound(*_cached(table_key(), fraction_tables))
 
 
 def _cached(name: str, compute):

@@ -1,0 +1,84 @@
+"""The simulator's shortcuts against the exact computation they stand in for.
+
+Each fast path (a bound that rejects draws early, a cached per-redshift term) must leave every
+accepted galaxy and every number written the same: these tests run the fast and the exact path
+side by side and fail on any difference.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bagpipes", reason="the simulator needs the 'sim' extra")
+pytestmark = pytest.mark.slow    # builds the bagpipes models of every programme
+warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from galclip.sim.survey import GalaxySimulator, SimConfig
+
+    return GalaxySimulator(SimConfig(n=1, seed=0, programmes="bgs,lrg,elg"))
+
+
+def _proposals(sim, rng, n):
+    """Galaxies drawn as the sampler draws them (each programme's proposal, before any cut)."""
+    from galclip.sim.population import draw_galaxy
+
+    for i in range(n):
+        floor, redshifts = sim._plan[sim.programmes[i % len(sim.programmes)].name]
+        yield draw_galaxy(rng, lambda z, f=floor: float(np.interp(z, *f)), redshifts)
+
+
+def test_fibre_fraction_bound_is_above_galsims_fraction_even_without_its_margin(sim):
+    from galclip.sim.fibrebound import MARGIN
+    from galclip.sim.imaging import legacy_fibre_fractions
+
+    ratios = []
+    for g in _proposals(sim, np.random.default_rng(21), 120):
+        exact, bound = legacy_fibre_fractions(g), sim._fibre_bound.fractions(g)
+        for c in ("bulge", "disc"):
+            assert bound[c] >= exact[c]
+            ratios.append(bound[c] / MARGIN / exact[c])
+    assert min(ratios) >= 1.0 - 1e-9   # the tables alone hold; the margin is spare
+    assert np.median(ratios) < 1.05    # and they are tight enough to reject draws
+
+
+class _NoFibreBound:
+    """The sampler as it was without the fibre-fraction bound: every fraction may be 1."""
+
+    @staticmethod
+    def fractions(g):
+        return {"bulge": 1.0, "disc": 1.0}
+
+
+def _targets(sim, seeds):
+    out = []
+    for s in seeds:
+        t = sim.draw_target(np.random.default_rng([7, s]))
+        out.append((t.programme, t.galaxy.redshift, t.galaxy.logm_target, t.phot, t.ls_fibre,
+                    t.desi_target, t.bgs_target))
+    return out
+
+
+def test_fibre_bound_rejects_draws_but_changes_no_accepted_galaxy(sim, monkeypatch):
+    from galclip.sim import imaging
+
+    calls = {"galsim": 0}
+    exact = imaging.legacy_fibre_fractions
+
+    def counted(g):
+        calls["galsim"] += 1
+        return exact(g)
+
+    monkeypatch.setattr(imaging, "legacy_fibre_fractions", counted)
+    seeds = range(14)
+    fast = _targets(sim, seeds)
+    fast_calls, calls["galsim"] = calls["galsim"], 0
+    monkeypatch.setattr(sim, "_fibre_bound", _NoFibreBound())
+    slow = _targets(sim, seeds)
+    assert {t[0] for t in slow} >= {"lrg", "bgs_faint"}
+    assert fast == slow
+    assert fast_calls < calls["galsim"]   # draws doomed by the fibre cuts never reach GalSim
