@@ -128,6 +128,49 @@ class WavelengthOuter:
         return self._per[tuple(outer)][:, age]
 
 
+class RedshiftedFilters:
+    """bagpipes' ``filter_set.get_photometry`` with the filter curves blueshifted to the last
+    redshift kept. The blueshifted curves and their normalisation depend on the redshift
+    alone, and the simulator asks for the photometry of a galaxy's bulge and disc at one
+    redshift, from two models whose filter sets hold the same curves on the same wavelengths:
+    the second call reuses the first's arrays (read-only). The flux sum is bagpipes', statement
+    for statement, so the photometry is the same bits."""
+
+    def __init__(self, filter_set):
+        self.wavelengths, self.widths = filter_set.wavelengths, filter_set.widths
+        self.filt_array, self.eff_wavs = filter_set.filt_array, filter_set.eff_wavs
+        self._z, self._at_z = None, None
+
+    def serves(self, filter_set) -> bool:
+        """Whether ``filter_set`` holds the same curves, wavelengths and bin widths."""
+        return all(np.array_equal(getattr(self, k), getattr(filter_set, k))
+                   for k in ("wavelengths", "widths", "filt_array", "eff_wavs"))
+
+    def _filters_at(self, redshift: float) -> tuple[np.ndarray, np.ndarray]:
+        """(blueshifted curves, their normalisation) at ``redshift``, as bagpipes computes them."""
+        if self._z != redshift:
+            redshifted_wavs = self.wavelengths*(1. + redshift)
+            filters_z = np.zeros_like(self.filt_array)
+            for i in range(self.filt_array.shape[1]):
+                filters_z[:, i] = np.interp(redshifted_wavs, self.wavelengths,
+                                            self.filt_array[:, i], left=0, right=0)
+            norm = filters_z*np.expand_dims(self.widths*self.wavelengths, axis=1)
+            norm = np.sum(norm, axis=0)
+            filters_z.flags.writeable = norm.flags.writeable = False
+            self._z, self._at_z = redshift, (filters_z, norm)
+        return self._at_z
+
+    def get_photometry(self, spectrum, redshift, unit_conv=None):
+        """``bagpipes.filters.filter_set.get_photometry``."""
+        filters_z, norm = self._filters_at(redshift)
+        flux = np.expand_dims(spectrum*self.widths*self.wavelengths, axis=1)
+        flux = np.sum(flux*filters_z, axis=0)
+        photometry = np.squeeze(flux/norm)
+        if unit_conv == "cgs_to_mujy":
+            photometry /= (10**-29*2.9979*10**18/self.eff_wavs**2)
+        return photometry
+
+
 class SEDEngine:
     """Photometry and spectra of bulge and disc populations (one instance per process)."""
 
@@ -139,6 +182,7 @@ class SEDEngine:
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
         self._bounds: dict[str, BandFluxBound] = {}
+        self._redshifted: list[RedshiftedFilters] = []   # shared by models with the same curves
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -179,6 +223,7 @@ class SEDEngine:
                 if model.nebular:
                     model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
+            model.filter_set.get_photometry = self._redshifted_filters(model.filter_set).get_photometry
             # the same SFH bits without bagpipes' per-update overhead; only the spectral
             # model's stellar mass and ages are read (synthesize)
             fast_history(model.sfh, derived=spectral)
@@ -188,6 +233,15 @@ class SEDEngine:
         else:
             self._models[key].update(comp)
         return self._models[key]
+
+    def _redshifted_filters(self, filter_set) -> RedshiftedFilters:
+        """The :class:`RedshiftedFilters` of a new model: shared with an earlier model whose
+        filter set holds the same curves (the nebular and plain models of one kind)."""
+        for shared in self._redshifted:
+            if shared.serves(filter_set):
+                return shared
+        self._redshifted.append(RedshiftedFilters(filter_set))
+        return self._redshifted[-1]
 
     def photometry(self, pop: Population, z: float) -> dict[str, float]:
         """Total fluxes (nanomaggies) of one component in PHOT_NAMES bands."""
