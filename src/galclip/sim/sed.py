@@ -128,6 +128,86 @@ class WavelengthOuter:
         return self._per[tuple(outer)][:, age]
 
 
+def weighted_age_sum(per_age: np.ndarray, w: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``np.sum(grid[:, lo:hi] * w[lo:hi], axis=1)`` for ``per_age = grid.T`` (contiguous per
+    age), to the bit: numpy forms the (wavelength, age) products and reduces each row from 0 by
+    pairwise summation (``pairwise_sum`` in numpy's loops: a plain loop below 8 terms, eight
+    interleaved partial sums in blocks of 8 up to 128, halves above). The same products are
+    added here in the same order one wavelength vector at a time, without the temporary."""
+    out = _pairwise(per_age, w, lo, hi - lo, np.empty(per_age.shape[1]))
+    out += 0.0   # the reduction's initial 0: -0 + 0 = +0
+    return out
+
+
+def _pairwise(rows: np.ndarray, w: np.ndarray, start: int, n: int, tmp: np.ndarray) -> np.ndarray:
+    if n < 8:
+        res = np.zeros(rows.shape[1])
+        for k in range(start, start + n):
+            res += np.multiply(rows[k], w[k], out=tmp)
+        return res
+    if n <= 128:
+        r = [rows[start + j] * w[start + j] for j in range(8)]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += np.multiply(rows[start + i + j], w[start + i + j], out=tmp)
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for k in range(start + i, start + n):
+            res += np.multiply(rows[k], w[k], out=tmp)
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise(rows, w, start, half, tmp) + _pairwise(rows, w, start + half, n - half, tmp)
+
+
+class StellarSums:
+    """bagpipes' ``stellar_model.spectrum`` (the SSP grid summed over ages with the SFH
+    weights, split at the birth-cloud age t_bc), statement for statement, with each sum over
+    ages by :func:`weighted_age_sum` from a copy of the grid stored contiguous per
+    (metallicity, age): the same bits, ~2.5x faster than the (wavelength, age) temporary.
+    :meth:`matches_numpy` checks that numpy still sums in that order."""
+
+    def __init__(self, wavelengths: np.ndarray, grid: np.ndarray):
+        self.wavelengths = wavelengths
+        self.per_age = np.ascontiguousarray(np.moveaxis(grid, 0, -1))  # (metallicity, age, wavelength)
+
+    def matches_numpy(self, grid: np.ndarray, rng: np.random.Generator) -> bool:
+        """Whether :func:`weighted_age_sum` gives ``np.sum``'s bits on ``grid`` (random
+        weights, the young and old age ranges bagpipes sums, and every length to 130)."""
+        n_age = grid.shape[2]
+        w = rng.random(n_age)
+        ranges = [(0, 2), (1, n_age), (0, n_age)] + [(0, n) for n in range(1, min(n_age, 130) + 1)]
+        return all(np.array_equal(weighted_age_sum(self.per_age[0], w, lo, hi),
+                                  np.sum(grid[:, 0, lo:hi] * w[lo:hi], axis=1))
+                   for lo, hi in ranges)
+
+    def spectrum(self, sfh_ceh, t_bc=0.):
+        """``bagpipes.models.stellar_model.stellar.spectrum``."""
+        from bagpipes import config
+
+        t_bc *= 10**9
+        spectrum_young = np.zeros_like(self.wavelengths)
+        spectrum = np.zeros_like(self.wavelengths)
+        index = config.age_bins[config.age_bins < t_bc].shape[0]
+        old_weight = (config.age_bins[index] - t_bc)/config.age_widths[index-1]
+        if index == 0:
+            index += 1
+        n_age = sfh_ceh.shape[1]
+        for i in range(config.metallicities.shape[0]):
+            if sfh_ceh[i, :index].sum() > 0.:
+                sfh_ceh[:, index-1] *= (1. - old_weight)
+                spectrum_young += weighted_age_sum(self.per_age[i], sfh_ceh[i], 0, index)
+                sfh_ceh[:, index-1] /= (1. - old_weight)
+            if sfh_ceh[i, index-1:].sum() > 0.:
+                sfh_ceh[:, index-1] *= old_weight
+                spectrum += weighted_age_sum(self.per_age[i], sfh_ceh[i], index - 1, n_age)
+                sfh_ceh[:, index-1] /= old_weight
+        if t_bc == 0.:
+            return spectrum
+        return spectrum_young, spectrum
+
+
 class RedshiftedFilters:
     """bagpipes' ``filter_set.get_photometry`` with the filter curves blueshifted to the last
     redshift kept. The blueshifted curves and their normalisation depend on the redshift
@@ -183,6 +263,7 @@ class SEDEngine:
         self._models: dict[tuple[bool, bool], object] = {}
         self._bounds: dict[str, BandFluxBound] = {}
         self._redshifted: list[RedshiftedFilters] = []   # shared by models with the same curves
+        self._stellar_sums: list[StellarSums] = []       # shared by models with the same grid
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -218,10 +299,9 @@ class SEDEngine:
             # rest-frame UVJ magnitudes: computed on every update, read by nothing here
             model._calculate_uvj_mags = lambda: None
             model.igm.trans = _remember_last(model.igm.trans)
-            if spectral:  # 16682 wavelengths: the SSP sums dominate the synthesis
-                model.stellar.grid = WavelengthOuter(model.stellar.grid)
-                if model.nebular:
-                    model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
+            self._sum_stellar_fast(model.stellar, spectral)
+            if spectral and model.nebular:  # 19349 wavelengths: the SSP sums dominate synthesis
+                model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
             model.filter_set.get_photometry = self._redshifted_filters(model.filter_set).get_photometry
             # the same SFH bits without bagpipes' per-update overhead; only the spectral
@@ -233,6 +313,24 @@ class SEDEngine:
         else:
             self._models[key].update(comp)
         return self._models[key]
+
+    def _sum_stellar_fast(self, stellar, spectral: bool) -> None:
+        """Give a model's stellar part :class:`StellarSums`' spectrum (shared by models with
+        the same SSP grid), or, if numpy sums in another order, a spectral model's grid served
+        by :class:`WavelengthOuter`. bagpipes reads ``stellar.grid`` only in ``spectrum``; the
+        flux bounds read the photometric models' grid, which stays."""
+        for sums in self._stellar_sums:
+            if sums.per_age.shape == np.moveaxis(stellar.grid, 0, -1).shape and np.array_equal(
+                    sums.wavelengths, stellar.wavelengths) and np.array_equal(
+                    sums.per_age, np.moveaxis(stellar.grid, 0, -1)):
+                stellar.spectrum = sums.spectrum
+                return
+        sums = StellarSums(stellar.wavelengths, stellar.grid)
+        if sums.matches_numpy(stellar.grid, np.random.default_rng(0)):
+            self._stellar_sums.append(sums)
+            stellar.spectrum = sums.spectrum
+        elif spectral:
+            stellar.grid = WavelengthOuter(stellar.grid)
 
     def _redshifted_filters(self, filter_set) -> RedshiftedFilters:
         """The :class:`RedshiftedFilters` of a new model: shared with an earlier model whose
