@@ -128,3 +128,21 @@ def test_stellar_sums_give_bagpipes_spectrum_the_same_bits(sim):
     for lo, hi in ((0, 1), (0, 7), (3, 11), (0, 128), (5, 133), (0, 300), (17, 290)):
         assert np.array_equal(weighted_age_sum(per_age, w, lo, hi),
                               np.sum(grid[:, lo:hi] * w[lo:hi], axis=1))
+
+
+def test_population_draws_are_those_of_numpys_clip_and_bagpipes_style_ssfr(monkeypatch):
+    """population._clip stands in for float(np.clip(...)) and delayed_ssfr evaluates exp(-x)
+    once: the galaxies drawn must be those drawn with numpy's clip and the two-exp formula."""
+    from dataclasses import asdict
+
+    from galclip.sim import population as P
+
+    def draws():
+        rng = np.random.default_rng(17)
+        return [asdict(P.draw_galaxy(rng, lambda z: 8.5 + 3 * z)) for _ in range(300)]
+
+    fast = draws()
+    monkeypatch.setattr(P, "_clip", lambda x, lo, hi: float(np.clip(x, lo, hi)))
+    monkeypatch.setattr(P, "delayed_ssfr", lambda age, tau: float(
+        age / tau * np.exp(-age / tau) / (tau * (1.0 - np.exp(-age / tau) * (1.0 + age / tau)))))
+    assert fast == draws()
