@@ -101,28 +101,47 @@ def test_redshifted_filters_give_bagpipes_photometry_the_same_bits(sim):
             assert np.array_equal(fs.get_photometry(spectrum, z, unit_conv="cgs_to_mujy"), ref)
 
 
-def test_stellar_sums_give_bagpipes_spectrum_the_same_bits(sim):
-    """sed.StellarSums sums the SSP grid over ages in numpy's pairwise order from an age-major
-    copy: the young and old spectra must equal bagpipes' own, bit for bit, for random SFH
-    weights on every model's grid, and the weighted sum must equal np.sum's for any range."""
+def _bagpipes_grid(grid):
+    """bagpipes' own C-ordered [wavelength, ..., age] array behind an engine's grid."""
+    from galclip.sim.sed import AgeSums
+
+    if isinstance(grid, AgeSums):
+        return np.ascontiguousarray(np.moveaxis(grid.per_age, -1, 0))
+    assert isinstance(grid, np.ndarray) and grid.flags.c_contiguous
+    return grid
+
+
+def test_age_sums_give_bagpipes_stellar_and_nebular_spectra_the_same_bits(sim):
+    """sed.StellarSums and NebularSums sum bagpipes' grids over ages in numpy's pairwise order
+    from age-major copies: the spectra must equal bagpipes' own, bit for bit, for random SFH
+    weights on every model's grids, and the weighted sum must equal np.sum's for any range."""
+    from bagpipes.models.nebular_model import nebular
     from bagpipes.models.stellar_model import stellar
 
     from galclip.sim.sed import weighted_age_sum
 
     rng = np.random.default_rng(5)
     for model in sim.engine._models.values():
-        ours = model.stellar.spectrum
-        assert ours.__func__.__qualname__ == "StellarSums.spectrum"
-        grid = model.stellar.grid   # bagpipes' own (wavelength, metallicity, age) array
-        assert isinstance(grid, np.ndarray) and grid.flags.c_contiguous
-        reference = stellar.__new__(stellar)
-        reference.wavelengths, reference.grid = model.stellar.wavelengths, grid
+        assert model.stellar.spectrum.__func__.__qualname__ == "StellarSums.spectrum"
+        ref = stellar.__new__(stellar)
+        ref.wavelengths, ref.grid = model.stellar.wavelengths, _bagpipes_grid(model.stellar.grid)
         for t_bc in (0.01, 0.003, 0.3):
-            weights = rng.lognormal(size=grid.shape[1:]) * (rng.random(grid.shape[1:]) < 0.6)
-            got = ours(weights.copy(), t_bc)
-            want = stellar.spectrum(reference, weights.copy(), t_bc)
-            for a, b in zip(np.atleast_2d(got), np.atleast_2d(want), strict=True):
+            weights = rng.lognormal(size=ref.grid.shape[1:]) * (rng.random(ref.grid.shape[1:]) < 0.6)
+            got = model.stellar.spectrum(weights.copy(), t_bc)
+            want = stellar.spectrum(ref, weights.copy(), t_bc)
+            for a, b in zip(got, want, strict=True):
                 assert np.array_equal(a, b)
+        if not model.nebular:
+            continue
+        assert model.nebular.spectrum.__func__.__qualname__ == "NebularSums.spectrum"
+        ref = nebular.__new__(nebular)
+        ref.wavelengths = model.nebular.wavelengths
+        ref.combined_grid = _bagpipes_grid(model.nebular.combined_grid)
+        for t_bc, logu in ((0.01, -3.1), (0.01, -4.0), (0.003, -2.45), (0.01, -0.2)):
+            weights = rng.lognormal(size=(ref.combined_grid.shape[1], 42))   # (metallicity, age)
+            got = model.nebular.spectrum(weights.copy(), t_bc, logu)
+            want = nebular.spectrum(ref, weights.copy(), t_bc, logu)
+            assert np.array_equal(got, want)
     per_age = rng.normal(size=(300, 50))
     grid, w = np.ascontiguousarray(per_age.T), rng.normal(size=300)   # (wavelength, age)
     for lo, hi in ((0, 1), (0, 7), (3, 11), (0, 128), (5, 133), (0, 300), (17, 290)):

@@ -161,26 +161,36 @@ def _pairwise(rows: np.ndarray, w: np.ndarray, start: int, n: int, tmp: np.ndarr
     return _pairwise(rows, w, start, half, tmp) + _pairwise(rows, w, start + half, n - half, tmp)
 
 
-class StellarSums:
-    """bagpipes' ``stellar_model.spectrum`` (the SSP grid summed over ages with the SFH
-    weights, split at the birth-cloud age t_bc), statement for statement, with each sum over
-    ages by :func:`weighted_age_sum` from a copy of the grid stored contiguous per
-    (metallicity, age): the same bits, ~2.5x faster than the (wavelength, age) temporary.
-    :meth:`matches_numpy` checks that numpy still sums in that order."""
+class AgeSums:
+    """A bagpipes grid indexed [wavelength, outer..., age] stored contiguous per (outer..., age),
+    for sums over ages by :func:`weighted_age_sum` (the same bits as bagpipes'
+    ``np.sum(grid[:, outer..., ages] * w, axis=1)``, ~2.5x faster than its (wavelength, age)
+    temporary). :meth:`matches_numpy` checks that numpy still sums in that order."""
 
     def __init__(self, wavelengths: np.ndarray, grid: np.ndarray):
-        self.wavelengths = wavelengths
-        self.per_age = np.ascontiguousarray(np.moveaxis(grid, 0, -1))  # (metallicity, age, wavelength)
+        self.wavelengths, self.shape = wavelengths, grid.shape
+        self.per_age = np.ascontiguousarray(np.moveaxis(grid, 0, -1))  # (outer..., age, wavelength)
+
+    def holds(self, wavelengths: np.ndarray, grid) -> bool:
+        """Whether this is ``grid`` (on ``wavelengths``) already."""
+        return (grid is self or isinstance(grid, np.ndarray) and grid.shape == self.shape
+                and np.array_equal(wavelengths, self.wavelengths)
+                and np.array_equal(np.moveaxis(grid, 0, -1), self.per_age))
 
     def matches_numpy(self, grid: np.ndarray, rng: np.random.Generator) -> bool:
         """Whether :func:`weighted_age_sum` gives ``np.sum``'s bits on ``grid`` (random
-        weights, the young and old age ranges bagpipes sums, and every length to 130)."""
-        n_age = grid.shape[2]
-        w = rng.random(n_age)
-        ranges = [(0, 2), (1, n_age), (0, n_age)] + [(0, n) for n in range(1, min(n_age, 130) + 1)]
-        return all(np.array_equal(weighted_age_sum(self.per_age[0], w, lo, hi),
-                                  np.sum(grid[:, 0, lo:hi] * w[lo:hi], axis=1))
-                   for lo, hi in ranges)
+        weights, every range of ages that starts at the first or ends at the last)."""
+        n_age = grid.shape[-1]
+        w, first = rng.random(n_age), (0,) * (grid.ndim - 2)
+        ranges = [(0, n) for n in range(1, n_age + 1)] + [(n, n_age) for n in range(1, n_age)]
+        return all(np.array_equal(weighted_age_sum(self.per_age[first], w, lo, hi),
+                                  np.sum(grid[(slice(None), *first, slice(lo, hi))] * w[lo:hi],
+                                         axis=1)) for lo, hi in ranges)
+
+
+class StellarSums(AgeSums):
+    """bagpipes' stellar SSP grid with its ``spectrum`` (the grid summed over ages with the
+    SFH weights, split at the birth-cloud age t_bc), statement for statement."""
 
     def spectrum(self, sfh_ceh, t_bc=0.):
         """``bagpipes.models.stellar_model.stellar.spectrum``."""
@@ -206,6 +216,38 @@ class StellarSums:
         if t_bc == 0.:
             return spectrum
         return spectrum_young, spectrum
+
+
+class NebularSums(AgeSums):
+    """bagpipes' nebular continuum + line grid [wavelength, metallicity, logU, age] with its
+    ``spectrum`` (the grid interpolated in logU and summed over the ages younger than t_bc),
+    statement for statement (``nebular._interpolate_grid``)."""
+
+    def spectrum(self, sfh_ceh, t_bc, logU):
+        """``bagpipes.models.nebular_model.nebular.spectrum``."""
+        from bagpipes import config
+
+        t_bc *= 10**9
+        if logU == config.logU[0]:
+            logU += 10**-10
+        spectrum_low_logU = np.zeros_like(self.wavelengths)
+        spectrum_high_logU = np.zeros_like(self.wavelengths)
+        logU_ind = config.logU[config.logU < logU].shape[0]
+        logU_weight = ((config.logU[logU_ind] - logU)
+                       / (config.logU[logU_ind] - config.logU[logU_ind-1]))
+        index = config.age_bins[config.age_bins < t_bc].shape[0]
+        weight = 1 - (config.age_bins[index] - t_bc)/config.age_widths[index-1]
+        for i in range(config.metallicities.shape[0]):
+            if sfh_ceh[i, :index].sum() > 0.:
+                sfh_ceh[:, index-1] *= weight
+                spectrum_low_logU += weighted_age_sum(self.per_age[i, logU_ind-1], sfh_ceh[i],
+                                                      0, index)
+                spectrum_high_logU += weighted_age_sum(self.per_age[i, logU_ind], sfh_ceh[i],
+                                                       0, index)
+                sfh_ceh[:, index-1] /= weight
+        spectrum = (spectrum_high_logU*(1 - logU_weight)
+                    + spectrum_low_logU*logU_weight)
+        return spectrum
 
 
 class RedshiftedFilters:
@@ -263,7 +305,7 @@ class SEDEngine:
         self._models: dict[tuple[bool, bool], object] = {}
         self._bounds: dict[str, BandFluxBound] = {}
         self._redshifted: list[RedshiftedFilters] = []   # shared by models with the same curves
-        self._stellar_sums: list[StellarSums] = []       # shared by models with the same grid
+        self._age_sums: list[AgeSums] = []               # shared by models with the same grid
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -299,9 +341,9 @@ class SEDEngine:
             # rest-frame UVJ magnitudes: computed on every update, read by nothing here
             model._calculate_uvj_mags = lambda: None
             model.igm.trans = _remember_last(model.igm.trans)
-            self._sum_stellar_fast(model.stellar, spectral)
-            if spectral and model.nebular:  # 19349 wavelengths: the SSP sums dominate synthesis
-                model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
+            self._sum_fast(model.stellar, "grid", StellarSums, spectral)
+            if model.nebular:
+                self._sum_fast(model.nebular, "combined_grid", NebularSums, spectral)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
             model.filter_set.get_photometry = self._redshifted_filters(model.filter_set).get_photometry
             # the same SFH bits without bagpipes' per-update overhead; only the spectral
@@ -314,23 +356,27 @@ class SEDEngine:
             self._models[key].update(comp)
         return self._models[key]
 
-    def _sum_stellar_fast(self, stellar, spectral: bool) -> None:
-        """Give a model's stellar part :class:`StellarSums`' spectrum (shared by models with
-        the same SSP grid), or, if numpy sums in another order, a spectral model's grid served
-        by :class:`WavelengthOuter`. bagpipes reads ``stellar.grid`` only in ``spectrum``; the
-        flux bounds read the photometric models' grid, which stays."""
-        for sums in self._stellar_sums:
-            if sums.per_age.shape == np.moveaxis(stellar.grid, 0, -1).shape and np.array_equal(
-                    sums.wavelengths, stellar.wavelengths) and np.array_equal(
-                    sums.per_age, np.moveaxis(stellar.grid, 0, -1)):
-                stellar.spectrum = sums.spectrum
+    def _sum_fast(self, part, attribute: str, kind: type, spectral: bool) -> None:
+        """Give a model's stellar or nebular ``part`` the ``spectrum`` of ``kind``
+        (:class:`StellarSums`, :class:`NebularSums`) over its grid ``attribute``, shared by
+        models with the same grid, or, if numpy sums in another order, a spectral model's grid
+        served by :class:`WavelengthOuter`. bagpipes reads these grids only in ``spectrum``;
+        the flux bounds read the photometric models' grids, which stay arrays. A spectral
+        model's grid is replaced by the age-major copy (19349 wavelengths: 45 MB stellar,
+        146 MB nebular)."""
+        grid = getattr(part, attribute)
+        sums = next((s for s in self._age_sums if isinstance(s, kind)
+                     and s.holds(part.wavelengths, grid)), None)
+        if sums is None:
+            sums = kind(part.wavelengths, grid)
+            if not sums.matches_numpy(grid, np.random.default_rng(0)):
+                if spectral:
+                    setattr(part, attribute, WavelengthOuter(grid))
                 return
-        sums = StellarSums(stellar.wavelengths, stellar.grid)
-        if sums.matches_numpy(stellar.grid, np.random.default_rng(0)):
-            self._stellar_sums.append(sums)
-            stellar.spectrum = sums.spectrum
-        elif spectral:
-            stellar.grid = WavelengthOuter(stellar.grid)
+            self._age_sums.append(sums)
+        part.spectrum = sums.spectrum
+        if spectral:
+            setattr(part, attribute, sums)
 
     def _redshifted_filters(self, filter_set) -> RedshiftedFilters:
         """The :class:`RedshiftedFilters` of a new model: shared with an earlier model whose
