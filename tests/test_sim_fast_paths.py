@@ -165,3 +165,46 @@ def test_population_draws_are_those_of_numpys_clip_and_bagpipes_style_ssfr(monke
     monkeypatch.setattr(P, "delayed_ssfr", lambda age, tau: float(
         age / tau * np.exp(-age / tau) / (tau * (1.0 - np.exp(-age / tau) * (1.0 + age / tau)))))
     assert fast == draws()
+
+
+def _observed_spectrum_uncached(rest_wave, flux, z, veldisp, max_redshift):
+    """sed.observed_spectrum as it was before its wavelength terms were kept between calls."""
+    from galclip import conventions as C
+    from galclip.sim.sed import air_to_vacuum
+
+    dv = np.diff(np.log(rest_wave)) * 299792.458
+    inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
+              & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
+    sig = max(veldisp / float(np.median(dv[inside[1:]])), 1e-3)
+    half = int(np.ceil(5 * sig))
+    kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
+    smooth = np.convolve(flux, kern / kern.sum(), mode="same")
+    obs_wave = air_to_vacuum(rest_wave) * (1 + z)
+    edges = np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
+                            [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]])
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * np.diff(obs_wave))])
+    mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
+    integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]), np.concatenate([[0.0], cum]))
+    return np.diff(integral) / C.WAVE_STEP / C.FLUX_UNIT_CGS
+
+
+def test_observed_spectrum_and_igm_kept_between_calls_give_the_same_bits(sim):
+    """observed_spectrum keeps its wavelength terms for the last array and redshift, and the
+    models share the IGM transmission of the last redshift: the results must be those computed
+    afresh, whichever array, redshift and model come in whatever order."""
+    from galclip.sim.sed import observed_spectrum
+
+    rng = np.random.default_rng(8)
+    waves = [sim.engine._models[(False, True)].wavelengths,
+             np.array(sim.engine._models[(False, True)].wavelengths[::2])]
+    for z, veldisp, k, max_z in ((0.3, 150.0, 0, 0.7), (0.3, 60.0, 0, 0.7), (0.3, 60.0, 1, 0.7),
+                                 (0.3, 60.0, 1, 1.3), (0.9, 220.0, 0, 1.3), (0.3, 90.0, 0, 1.3)):
+        flux = rng.lognormal(size=len(waves[k]))
+        assert np.array_equal(observed_spectrum(waves[k], flux, z, veldisp, max_z),
+                              _observed_spectrum_uncached(waves[k], flux, z, veldisp, max_z))
+    models = sim.engine._models
+    for spectral in (False, True):   # plain and nebular models of one kind share it
+        assert models[(False, spectral)].igm.trans is models[(True, spectral)].igm.trans
+    for z in (0.4, 0.4, 1.3, 0.05, 0.4):
+        for m in models.values():
+            assert np.array_equal(m.igm.trans(z), type(m.igm).trans(m.igm, z))

@@ -306,6 +306,7 @@ class SEDEngine:
         self._bounds: dict[str, BandFluxBound] = {}
         self._redshifted: list[RedshiftedFilters] = []   # shared by models with the same curves
         self._age_sums: list[AgeSums] = []               # shared by models with the same grid
+        self._igm: list[tuple] = []                      # (IGM grid, its remembered transmission)
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -340,7 +341,7 @@ class SEDEngine:
             model._calculate_spectrum = lambda model_comp: None
             # rest-frame UVJ magnitudes: computed on every update, read by nothing here
             model._calculate_uvj_mags = lambda: None
-            model.igm.trans = _remember_last(model.igm.trans)
+            model.igm.trans = self._igm_transmission(model.igm)
             self._sum_fast(model.stellar, "grid", StellarSums, spectral)
             if model.nebular:
                 self._sum_fast(model.nebular, "combined_grid", NebularSums, spectral)
@@ -377,6 +378,16 @@ class SEDEngine:
         part.spectrum = sums.spectrum
         if spectral:
             setattr(part, attribute, sums)
+
+    def _igm_transmission(self, igm):
+        """bagpipes' IGM transmission of the last redshift (:func:`_remember_last`), shared by
+        models on the same wavelengths: a galaxy's bulge and disc, at one redshift, come from
+        the plain and the nebular model."""
+        for grid, trans in self._igm:
+            if grid.shape == igm.grid.shape and np.array_equal(grid, igm.grid):
+                return trans
+        self._igm.append((igm.grid, _remember_last(igm.trans)))
+        return self._igm[-1][1]
 
     def _redshifted_filters(self, filter_set) -> RedshiftedFilters:
         """The :class:`RedshiftedFilters` of a new model: shared with an earlier model whose
@@ -452,24 +463,45 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     """bagpipes' full spectrum (observed f_lambda, erg/s/cm^2/A, tabulated at rest wavelengths)
     -> Gaussian velocity broadening -> redshift -> flux-conserving rebin onto the DESI pixels.
     Returns 1e-17 erg/s/cm^2/A, shape (7781,), before the instrumental line-spread function."""
-    lnw = np.log(rest_wave)
-    dv = np.diff(lnw) * 299792.458  # km/s per model pixel
-    inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
-              & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
-    step = float(np.median(dv[inside[1:]]))  # uniform in log-lambda over the spectral range
+    step, edges, obs_wave, dwave, nodes = _rebin_terms(rest_wave, z, max_redshift)
     sig = max(veldisp / step, 1e-3)
     half = int(np.ceil(5 * sig))
     kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
     smooth = np.convolve(flux, kern / kern.sum(), mode="same")
-    obs_wave = air_to_vacuum(rest_wave) * (1 + z)  # BC03-MILES and Cloudy are in air; DESI in vacuum
-    edges = np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
-                            [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]])
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * np.diff(obs_wave))])
-    mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * dwave)])
     # cum[i] is the integral up to the midpoint after sample i; interpolate at pixel edges
-    integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]),
-                         np.concatenate([[0.0], cum]))
+    integral = np.interp(edges, nodes, np.concatenate([[0.0], cum]))
     return np.diff(integral) / C.WAVE_STEP / C.FLUX_UNIT_CGS
+
+
+_REBIN: dict[str, dict] = {}
+
+
+def _rebin_terms(rest_wave: np.ndarray, z: float, max_redshift: float) -> tuple:
+    """What :func:`observed_spectrum` needs of the wavelengths alone: the model's velocity step
+    (km/s per pixel), the DESI pixel edges, and at redshift z the observed (vacuum) wavelengths,
+    their differences and the integral's nodes (sample midpoints). Kept for the last
+    wavelength array (the same object: a model's, never modified) and, within it, the last z:
+    a galaxy's bulge and disc are rebinned at one redshift from one wavelength array."""
+    entry = _REBIN.get("last")
+    if entry is None or entry["rest"] is not rest_wave or entry["max_redshift"] != max_redshift:
+        lnw = np.log(rest_wave)
+        dv = np.diff(lnw) * 299792.458  # km/s per model pixel
+        inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
+                  & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
+        entry = {"rest": rest_wave, "max_redshift": max_redshift,
+                 "step": float(np.median(dv[inside[1:]])),  # uniform in log-lambda
+                 "edges": np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
+                                          [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]]),
+                 # BC03-MILES and Cloudy are in air; DESI in vacuum
+                 "vacuum": air_to_vacuum(rest_wave)}
+        _REBIN["last"] = entry
+    at_z = entry.get("z")
+    if at_z is None or at_z[0] != z:
+        obs_wave = entry["vacuum"] * (1 + z)
+        mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
+        entry["z"] = at_z = (z, obs_wave, np.diff(obs_wave), np.concatenate([mids, [obs_wave[-1]]]))
+    return entry["step"], entry["edges"], at_z[1], at_z[2], at_z[3]
 
 
 def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
