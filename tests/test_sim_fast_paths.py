@@ -208,3 +208,30 @@ def test_observed_spectrum_and_igm_kept_between_calls_give_the_same_bits(sim):
     for z in (0.4, 0.4, 1.3, 0.05, 0.4):
         for m in models.values():
             assert np.array_equal(m.igm.trans(z), type(m.igm).trans(m.igm, z))
+
+
+def test_delayed_weights_are_bagpipes_ssp_weights_to_the_bit():
+    """fluxbound.delayed_weights gives the flux bounds a delayed-tau component's SSP weights
+    without bagpipes' update bookkeeping: they must be bagpipes' own, bit for bit."""
+    from bagpipes.models.star_formation_history import star_formation_history
+
+    from galclip.sim.fluxbound import delayed_weights
+    from galclip.sim.population import age_of_universe
+    from galclip.sim.sfh import fast_history
+
+    rng = np.random.default_rng(9)
+
+    def component():
+        z = float(rng.uniform(0.01, 1.6))
+        return {"redshift": z, "t_bc": 0.01, "dust": {"type": "Calzetti", "Av": 0.3, "eta": 2.0},
+                "delayed": {"age": float(rng.uniform(0.05, age_of_universe(z) - 0.01)),
+                            "tau": float(np.exp(rng.uniform(np.log(0.05), np.log(100.0)))),
+                            "massformed": float(rng.uniform(6, 12)),
+                            "metallicity": float(rng.choice([rng.uniform(0.001, 2.6), 0.0001, 5.0]))}}
+
+    first = component()
+    history = fast_history(star_formation_history(first), derived=False)
+    for _ in range(60):
+        c = component()
+        reference = star_formation_history(c)
+        assert np.array_equal(delayed_weights(history, c), reference.ceh.grid)
