@@ -221,10 +221,12 @@ class GalaxySimulator:
 
     def may_pass(self, g, limit_flux: float | None = None, programme: str | None = None) -> bool:
         """False if, for every requested programme whose window holds the galaxy's redshift,
-        an upper bound on its flux in the programme's band is below the programme's limit
-        (``limit_flux`` replaces the limit of the r-band programmes): the table bounds first,
-        then the tight bound of the brighter-bounded component beside the other's table
-        bound, then both tight bounds. Bounds reject no galaxy that would pass and consume no
+        an upper bound on its flux in one of the programme's bands is below the programme's
+        limit (``limit_flux`` replaces the limit of the r-band programmes), or on its Legacy
+        Survey fibre flux below a fibre-magnitude limit (flux bounds times fibre-fraction
+        bounds): every limit's table bound first, then, closest to failing first, the tight
+        bound of the brighter-bounded component beside the other's table bound, then both
+        tight bounds. Bounds reject no galaxy that would pass and consume no
         random numbers, so they change which draws need the exact photometry, never which
         galaxies are accepted. A programme with a bright limit (BGS Faint r > 19.5, ELG g > 20)
         also rejects a draw whose lower flux bound is above it. ``programme`` restricts the
