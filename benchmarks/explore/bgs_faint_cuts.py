@@ -27,6 +27,7 @@ def draw(n: int, seed: int) -> np.ndarray:
     from galclip.sim.survey import GalaxySimulator, SimConfig
 
     sim = GalaxySimulator(SimConfig(n=1, seed=seed, programmes="bgs_faint"))
+    sim._fibre_limits = {p: [] for p in sim._fibre_limits}   # flux bounds only: fibre cuts counted here
     rng = np.random.default_rng(seed)
     floor, redshifts = sim._plan["bgs_faint"]
     rows = []

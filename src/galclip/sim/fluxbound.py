@@ -77,7 +77,11 @@ class BandFluxBound:
         return self._young[t_bc_gyr]
 
     def sfh_weights(self, component: dict) -> np.ndarray:
-        """bagpipes' (metallicity, age) SSP weights of the component (the same in every band)."""
+        """bagpipes' (metallicity, age) SSP weights of the component (the same in every band):
+        :func:`delayed_weights` for the simulator's components (one delayed-tau history, one
+        metallicity), bagpipes' own update otherwise."""
+        if set(component) <= DELAYED_KEYS and set(component["delayed"]) == DELAYED_PARAMS:
+            return delayed_weights(self.sfh, component)
         self.sfh.update(component)
         return np.array(self.sfh.ceh.grid)
 
@@ -113,6 +117,45 @@ class BandFluxBound:
         total += lum * dust
         return (float(lower * scale * (1.0 - ROUNDING_MARGIN)),
                 float(total * scale * (1.0 + ROUNDING_MARGIN)))
+
+
+DELAYED_KEYS = {"redshift", "t_bc", "delayed", "dust", "nebular", "veldisp"}
+DELAYED_PARAMS = {"age", "tau", "massformed", "metallicity"}
+
+
+def delayed_weights(history, component: dict) -> np.ndarray:
+    """The (metallicity, age) SSP weights bagpipes' star-formation history ``history`` (made
+    by :func:`galclip.sim.sfh.fast_history`) gives one delayed-tau component with one
+    metallicity, without its update's bookkeeping (the total SFH, the unphysical check, the
+    enrichment-history object): the same arithmetic on the same arrays (bagpipes' ``delayed``,
+    normalisation, binning, and ``chemical_enrichment_history.delta``), so the same bits."""
+    from bagpipes import config
+
+    from galclip.sim.sfh import _binned
+
+    param = component["delayed"]
+    age, tau = param["age"]*10**9, param["tau"]*10**9
+    ages = history.ages
+    sfr = np.zeros_like(ages)
+    formed = ages < age
+    t = age - ages[formed]
+    sfr[formed] = t*np.exp(-t/tau)
+    sfr *= 10 ** param["massformed"] / np.sum(sfr * history.age_widths)
+    binned = _binned(sfr * history.age_widths, history._bin_index)
+    zmet_vals, zmet = config.metallicities, param["metallicity"]
+    weights = np.zeros(zmet_vals.shape[0])
+    high_ind = zmet_vals[zmet_vals < zmet].shape[0]
+    if high_ind == zmet_vals.shape[0]:
+        weights[-1] = 1.
+    elif high_ind == 0:
+        weights[0] = 1.
+    else:
+        low_ind = high_ind - 1
+        width = (zmet_vals[high_ind] - zmet_vals[low_ind])
+        weights[high_ind] = (zmet - zmet_vals[low_ind])/width
+        weights[high_ind-1] = 1 - weights[high_ind]
+    return np.zeros((zmet_vals.shape[0], len(binned))) + (
+        np.expand_dims(weights, axis=1)*np.expand_dims(binned, axis=0))
 
 
 def _sfh_weights_only():

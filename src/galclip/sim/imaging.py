@@ -108,29 +108,43 @@ def galaxy_components(g: Galaxy, rng: np.random.Generator):
 def _smooth_components(g: Galaxy):
     """The unit-flux bulge (on the sky) and smooth disc (before rotation by the position
     angle): a Sersic profile and an inclined exponential."""
+    return (bulge_profile(g.sersic_bulge, g.r_half_bulge, g.q_bulge, g.position_angle),
+            disc_profile(g.r_half_disc, g.inclination_deg))
+
+
+def bulge_profile(n: float, r_half: float, q: float, pa_deg: float):
+    """A unit-flux Sersic bulge of half-light radius ``r_half`` (arcsec), axis ratio ``q``."""
     import galsim
 
-    pa = galsim.Angle(g.position_angle, galsim.degrees)
     # Sersic profiles are truncated at 8 half-light radii: real bulges end, and an untruncated
     # n = 4 profile forces GalSim into huge FFTs for no visible change on a 40" stamp.
-    bulge = galsim.Sersic(n=g.sersic_bulge, half_light_radius=g.r_half_bulge,
-                          trunc=8 * g.r_half_bulge, flux=1.0,
-                          gsparams=gsparams()).shear(q=g.q_bulge, beta=pa)
-    incl = galsim.Angle(g.inclination_deg, galsim.degrees)
-    smooth = galsim.InclinedExponential(incl, scale_radius=g.r_half_disc / 1.678,
-                                        scale_h_over_r=0.1, flux=1.0, gsparams=gsparams())
-    return bulge, smooth
+    return galsim.Sersic(n=n, half_light_radius=r_half, trunc=8 * r_half, flux=1.0,
+                         gsparams=gsparams()).shear(q=q, beta=galsim.Angle(pa_deg, galsim.degrees))
+
+
+def disc_profile(r_half: float, incl_deg: float):
+    """A unit-flux inclined exponential disc (face-on half-light radius ``r_half``, arcsec)."""
+    import galsim
+
+    incl = galsim.Angle(incl_deg, galsim.degrees)
+    return galsim.InclinedExponential(incl, scale_radius=r_half / 1.678, scale_h_over_r=0.1,
+                                      flux=1.0, gsparams=gsparams())
 
 
 def legacy_fibre_fractions(g: Galaxy) -> dict[str, float]:
     """Fractions of the bulge's and the disc's light that Legacy Survey DR9 reports as
     FIBERFLUX: within a 1.5" diameter in 1" FWHM Gaussian seeing (Dey et al. 2019). The disc
     is its smooth exponential (arms and bar only redistribute a fraction of its light)."""
+    bulge, disc = _smooth_components(g)
+    return {"bulge": legacy_fibre_fraction(bulge), "disc": legacy_fibre_fraction(disc)}
+
+
+def legacy_fibre_fraction(profile) -> float:
+    """The Legacy Survey FIBERFLUX fraction of one unit-flux GalSim profile."""
     import galsim
 
-    bulge, disc = _smooth_components(g)
-    return fiber_fractions({"bulge": bulge, "disc": disc}, 1.0,
-                           psf=galsim.Gaussian(fwhm=1.0, gsparams=gsparams()))
+    return fiber_fractions({"p": profile}, 1.0,
+                           psf=galsim.Gaussian(fwhm=1.0, gsparams=gsparams()))["p"]
 
 
 def _contaminants(rng: np.random.Generator):

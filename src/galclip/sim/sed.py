@@ -128,6 +128,171 @@ class WavelengthOuter:
         return self._per[tuple(outer)][:, age]
 
 
+def weighted_age_sum(per_age: np.ndarray, w: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``np.sum(grid[:, lo:hi] * w[lo:hi], axis=1)`` for ``per_age = grid.T`` (contiguous per
+    age), to the bit: numpy forms the (wavelength, age) products and reduces each row from 0 by
+    pairwise summation (``pairwise_sum`` in numpy's loops: a plain loop below 8 terms, eight
+    interleaved partial sums in blocks of 8 up to 128, halves above). The same products are
+    added here in the same order one wavelength vector at a time, without the temporary."""
+    out = _pairwise(per_age, w, lo, hi - lo, np.empty(per_age.shape[1]))
+    out += 0.0   # the reduction's initial 0: -0 + 0 = +0
+    return out
+
+
+def _pairwise(rows: np.ndarray, w: np.ndarray, start: int, n: int, tmp: np.ndarray) -> np.ndarray:
+    if n < 8:
+        res = np.zeros(rows.shape[1])
+        for k in range(start, start + n):
+            res += np.multiply(rows[k], w[k], out=tmp)
+        return res
+    if n <= 128:
+        r = [rows[start + j] * w[start + j] for j in range(8)]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += np.multiply(rows[start + i + j], w[start + i + j], out=tmp)
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for k in range(start + i, start + n):
+            res += np.multiply(rows[k], w[k], out=tmp)
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise(rows, w, start, half, tmp) + _pairwise(rows, w, start + half, n - half, tmp)
+
+
+class AgeSums:
+    """A bagpipes grid indexed [wavelength, outer..., age] stored contiguous per (outer..., age),
+    for sums over ages by :func:`weighted_age_sum` (the same bits as bagpipes'
+    ``np.sum(grid[:, outer..., ages] * w, axis=1)``, ~2.5x faster than its (wavelength, age)
+    temporary). :meth:`matches_numpy` checks that numpy still sums in that order."""
+
+    def __init__(self, wavelengths: np.ndarray, grid: np.ndarray):
+        self.wavelengths, self.shape = wavelengths, grid.shape
+        self.per_age = np.ascontiguousarray(np.moveaxis(grid, 0, -1))  # (outer..., age, wavelength)
+
+    def holds(self, wavelengths: np.ndarray, grid) -> bool:
+        """Whether this is ``grid`` (on ``wavelengths``) already."""
+        return (grid is self or isinstance(grid, np.ndarray) and grid.shape == self.shape
+                and np.array_equal(wavelengths, self.wavelengths)
+                and np.array_equal(np.moveaxis(grid, 0, -1), self.per_age))
+
+    def matches_numpy(self, grid: np.ndarray, rng: np.random.Generator) -> bool:
+        """Whether :func:`weighted_age_sum` gives ``np.sum``'s bits on ``grid`` (random
+        weights, every range of ages that starts at the first or ends at the last)."""
+        n_age = grid.shape[-1]
+        w, first = rng.random(n_age), (0,) * (grid.ndim - 2)
+        ranges = [(0, n) for n in range(1, n_age + 1)] + [(n, n_age) for n in range(1, n_age)]
+        return all(np.array_equal(weighted_age_sum(self.per_age[first], w, lo, hi),
+                                  np.sum(grid[(slice(None), *first, slice(lo, hi))] * w[lo:hi],
+                                         axis=1)) for lo, hi in ranges)
+
+
+class StellarSums(AgeSums):
+    """bagpipes' stellar SSP grid with its ``spectrum`` (the grid summed over ages with the
+    SFH weights, split at the birth-cloud age t_bc), statement for statement."""
+
+    def spectrum(self, sfh_ceh, t_bc=0.):
+        """``bagpipes.models.stellar_model.stellar.spectrum``."""
+        from bagpipes import config
+
+        t_bc *= 10**9
+        spectrum_young = np.zeros_like(self.wavelengths)
+        spectrum = np.zeros_like(self.wavelengths)
+        index = config.age_bins[config.age_bins < t_bc].shape[0]
+        old_weight = (config.age_bins[index] - t_bc)/config.age_widths[index-1]
+        if index == 0:
+            index += 1
+        n_age = sfh_ceh.shape[1]
+        for i in range(config.metallicities.shape[0]):
+            if sfh_ceh[i, :index].sum() > 0.:
+                sfh_ceh[:, index-1] *= (1. - old_weight)
+                spectrum_young += weighted_age_sum(self.per_age[i], sfh_ceh[i], 0, index)
+                sfh_ceh[:, index-1] /= (1. - old_weight)
+            if sfh_ceh[i, index-1:].sum() > 0.:
+                sfh_ceh[:, index-1] *= old_weight
+                spectrum += weighted_age_sum(self.per_age[i], sfh_ceh[i], index - 1, n_age)
+                sfh_ceh[:, index-1] /= old_weight
+        if t_bc == 0.:
+            return spectrum
+        return spectrum_young, spectrum
+
+
+class NebularSums(AgeSums):
+    """bagpipes' nebular continuum + line grid [wavelength, metallicity, logU, age] with its
+    ``spectrum`` (the grid interpolated in logU and summed over the ages younger than t_bc),
+    statement for statement (``nebular._interpolate_grid``)."""
+
+    def spectrum(self, sfh_ceh, t_bc, logU):
+        """``bagpipes.models.nebular_model.nebular.spectrum``."""
+        from bagpipes import config
+
+        t_bc *= 10**9
+        if logU == config.logU[0]:
+            logU += 10**-10
+        spectrum_low_logU = np.zeros_like(self.wavelengths)
+        spectrum_high_logU = np.zeros_like(self.wavelengths)
+        logU_ind = config.logU[config.logU < logU].shape[0]
+        logU_weight = ((config.logU[logU_ind] - logU)
+                       / (config.logU[logU_ind] - config.logU[logU_ind-1]))
+        index = config.age_bins[config.age_bins < t_bc].shape[0]
+        weight = 1 - (config.age_bins[index] - t_bc)/config.age_widths[index-1]
+        for i in range(config.metallicities.shape[0]):
+            if sfh_ceh[i, :index].sum() > 0.:
+                sfh_ceh[:, index-1] *= weight
+                spectrum_low_logU += weighted_age_sum(self.per_age[i, logU_ind-1], sfh_ceh[i],
+                                                      0, index)
+                spectrum_high_logU += weighted_age_sum(self.per_age[i, logU_ind], sfh_ceh[i],
+                                                       0, index)
+                sfh_ceh[:, index-1] /= weight
+        spectrum = (spectrum_high_logU*(1 - logU_weight)
+                    + spectrum_low_logU*logU_weight)
+        return spectrum
+
+
+class RedshiftedFilters:
+    """bagpipes' ``filter_set.get_photometry`` with the filter curves blueshifted to the last
+    redshift kept. The blueshifted curves and their normalisation depend on the redshift
+    alone, and the simulator asks for the photometry of a galaxy's bulge and disc at one
+    redshift, from two models whose filter sets hold the same curves on the same wavelengths:
+    the second call reuses the first's arrays (read-only). The flux sum is bagpipes', statement
+    for statement, so the photometry is the same bits."""
+
+    def __init__(self, filter_set):
+        self.wavelengths, self.widths = filter_set.wavelengths, filter_set.widths
+        self.filt_array, self.eff_wavs = filter_set.filt_array, filter_set.eff_wavs
+        self._z, self._at_z = None, None
+
+    def serves(self, filter_set) -> bool:
+        """Whether ``filter_set`` holds the same curves, wavelengths and bin widths."""
+        return all(np.array_equal(getattr(self, k), getattr(filter_set, k))
+                   for k in ("wavelengths", "widths", "filt_array", "eff_wavs"))
+
+    def _filters_at(self, redshift: float) -> tuple[np.ndarray, np.ndarray]:
+        """(blueshifted curves, their normalisation) at ``redshift``, as bagpipes computes them."""
+        if self._z != redshift:
+            redshifted_wavs = self.wavelengths*(1. + redshift)
+            filters_z = np.zeros_like(self.filt_array)
+            for i in range(self.filt_array.shape[1]):
+                filters_z[:, i] = np.interp(redshifted_wavs, self.wavelengths,
+                                            self.filt_array[:, i], left=0, right=0)
+            norm = filters_z*np.expand_dims(self.widths*self.wavelengths, axis=1)
+            norm = np.sum(norm, axis=0)
+            filters_z.flags.writeable = norm.flags.writeable = False
+            self._z, self._at_z = redshift, (filters_z, norm)
+        return self._at_z
+
+    def get_photometry(self, spectrum, redshift, unit_conv=None):
+        """``bagpipes.filters.filter_set.get_photometry``."""
+        filters_z, norm = self._filters_at(redshift)
+        flux = np.expand_dims(spectrum*self.widths*self.wavelengths, axis=1)
+        flux = np.sum(flux*filters_z, axis=0)
+        photometry = np.squeeze(flux/norm)
+        if unit_conv == "cgs_to_mujy":
+            photometry /= (10**-29*2.9979*10**18/self.eff_wavs**2)
+        return photometry
+
+
 class SEDEngine:
     """Photometry and spectra of bulge and disc populations (one instance per process)."""
 
@@ -139,6 +304,9 @@ class SEDEngine:
         self._filters = _write_filter_files()
         self._models: dict[tuple[bool, bool], object] = {}
         self._bounds: dict[str, BandFluxBound] = {}
+        self._redshifted: list[RedshiftedFilters] = []   # shared by models with the same curves
+        self._age_sums: list[AgeSums] = []               # shared by models with the same grid
+        self._igm: list[tuple] = []                      # (IGM grid, its remembered transmission)
         # SSP weights of the last few components: the same in every band's bound
         self._sfh_weights: dict[tuple, np.ndarray] = {}
         # build the four bagpipes models now (seconds each), not in the middle of a survey
@@ -173,12 +341,12 @@ class SEDEngine:
             model._calculate_spectrum = lambda model_comp: None
             # rest-frame UVJ magnitudes: computed on every update, read by nothing here
             model._calculate_uvj_mags = lambda: None
-            model.igm.trans = _remember_last(model.igm.trans)
-            if spectral:  # 16682 wavelengths: the SSP sums dominate the synthesis
-                model.stellar.grid = WavelengthOuter(model.stellar.grid)
-                if model.nebular:
-                    model.nebular.combined_grid = WavelengthOuter(model.nebular.combined_grid)
+            model.igm.trans = self._igm_transmission(model.igm)
+            self._sum_fast(model.stellar, "grid", StellarSums, spectral)
+            if model.nebular:
+                self._sum_fast(model.nebular, "combined_grid", NebularSums, spectral)
             model.dust_emission.spectrum = _remember_last(model.dust_emission.spectrum)
+            model.filter_set.get_photometry = self._redshifted_filters(model.filter_set).get_photometry
             # the same SFH bits without bagpipes' per-update overhead; only the spectral
             # model's stellar mass and ages are read (synthesize)
             fast_history(model.sfh, derived=spectral)
@@ -188,6 +356,47 @@ class SEDEngine:
         else:
             self._models[key].update(comp)
         return self._models[key]
+
+    def _sum_fast(self, part, attribute: str, kind: type, spectral: bool) -> None:
+        """Give a model's stellar or nebular ``part`` the ``spectrum`` of ``kind``
+        (:class:`StellarSums`, :class:`NebularSums`) over its grid ``attribute``, shared by
+        models with the same grid, or, if numpy sums in another order, a spectral model's grid
+        served by :class:`WavelengthOuter`. bagpipes reads these grids only in ``spectrum``;
+        the flux bounds read the photometric models' grids, which stay arrays. A spectral
+        model's grid is replaced by the age-major copy (19349 wavelengths: 45 MB stellar,
+        146 MB nebular)."""
+        grid = getattr(part, attribute)
+        sums = next((s for s in self._age_sums if isinstance(s, kind)
+                     and s.holds(part.wavelengths, grid)), None)
+        if sums is None:
+            sums = kind(part.wavelengths, grid)
+            if not sums.matches_numpy(grid, np.random.default_rng(0)):
+                if spectral:
+                    setattr(part, attribute, WavelengthOuter(grid))
+                return
+            self._age_sums.append(sums)
+        part.spectrum = sums.spectrum
+        if spectral:
+            setattr(part, attribute, sums)
+
+    def _igm_transmission(self, igm):
+        """bagpipes' IGM transmission of the last redshift (:func:`_remember_last`), shared by
+        models on the same wavelengths: a galaxy's bulge and disc, at one redshift, come from
+        the plain and the nebular model."""
+        for grid, trans in self._igm:
+            if grid.shape == igm.grid.shape and np.array_equal(grid, igm.grid):
+                return trans
+        self._igm.append((igm.grid, _remember_last(igm.trans)))
+        return self._igm[-1][1]
+
+    def _redshifted_filters(self, filter_set) -> RedshiftedFilters:
+        """The :class:`RedshiftedFilters` of a new model: shared with an earlier model whose
+        filter set holds the same curves (the nebular and plain models of one kind)."""
+        for shared in self._redshifted:
+            if shared.serves(filter_set):
+                return shared
+        self._redshifted.append(RedshiftedFilters(filter_set))
+        return self._redshifted[-1]
 
     def photometry(self, pop: Population, z: float) -> dict[str, float]:
         """Total fluxes (nanomaggies) of one component in PHOT_NAMES bands."""
@@ -254,24 +463,45 @@ def observed_spectrum(rest_wave: np.ndarray, flux: np.ndarray, z: float, veldisp
     """bagpipes' full spectrum (observed f_lambda, erg/s/cm^2/A, tabulated at rest wavelengths)
     -> Gaussian velocity broadening -> redshift -> flux-conserving rebin onto the DESI pixels.
     Returns 1e-17 erg/s/cm^2/A, shape (7781,), before the instrumental line-spread function."""
-    lnw = np.log(rest_wave)
-    dv = np.diff(lnw) * 299792.458  # km/s per model pixel
-    inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
-              & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
-    step = float(np.median(dv[inside[1:]]))  # uniform in log-lambda over the spectral range
+    step, edges, obs_wave, dwave, nodes = _rebin_terms(rest_wave, z, max_redshift)
     sig = max(veldisp / step, 1e-3)
     half = int(np.ceil(5 * sig))
     kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
     smooth = np.convolve(flux, kern / kern.sum(), mode="same")
-    obs_wave = air_to_vacuum(rest_wave) * (1 + z)  # BC03-MILES and Cloudy are in air; DESI in vacuum
-    edges = np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
-                            [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]])
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * np.diff(obs_wave))])
-    mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (smooth[1:] + smooth[:-1]) * dwave)])
     # cum[i] is the integral up to the midpoint after sample i; interpolate at pixel edges
-    integral = np.interp(edges, np.concatenate([mids, [obs_wave[-1]]]),
-                         np.concatenate([[0.0], cum]))
+    integral = np.interp(edges, nodes, np.concatenate([[0.0], cum]))
     return np.diff(integral) / C.WAVE_STEP / C.FLUX_UNIT_CGS
+
+
+_REBIN: dict[str, dict] = {}
+
+
+def _rebin_terms(rest_wave: np.ndarray, z: float, max_redshift: float) -> tuple:
+    """What :func:`observed_spectrum` needs of the wavelengths alone: the model's velocity step
+    (km/s per pixel), the DESI pixel edges, and at redshift z the observed (vacuum) wavelengths,
+    their differences and the integral's nodes (sample midpoints). Kept for the last
+    wavelength array (the same object: a model's, never modified) and, within it, the last z:
+    a galaxy's bulge and disc are rebinned at one redshift from one wavelength array."""
+    entry = _REBIN.get("last")
+    if entry is None or entry["rest"] is not rest_wave or entry["max_redshift"] != max_redshift:
+        lnw = np.log(rest_wave)
+        dv = np.diff(lnw) * 299792.458  # km/s per model pixel
+        inside = ((rest_wave > C.WAVE_MIN / (1 + max_redshift) / 1.01)
+                  & (rest_wave < C.WAVE_MIN + C.WAVE_STEP * C.N_WAVE))
+        entry = {"rest": rest_wave, "max_redshift": max_redshift,
+                 "step": float(np.median(dv[inside[1:]])),  # uniform in log-lambda
+                 "edges": np.concatenate([C.wavelength_grid() - C.WAVE_STEP / 2,
+                                          [C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 0.5)]]),
+                 # BC03-MILES and Cloudy are in air; DESI in vacuum
+                 "vacuum": air_to_vacuum(rest_wave)}
+        _REBIN["last"] = entry
+    at_z = entry.get("z")
+    if at_z is None or at_z[0] != z:
+        obs_wave = entry["vacuum"] * (1 + z)
+        mids = np.concatenate([[obs_wave[0]], 0.5 * (obs_wave[1:] + obs_wave[:-1])])
+        entry["z"] = at_z = (z, obs_wave, np.diff(obs_wave), np.concatenate([mids, [obs_wave[-1]]]))
+    return entry["step"], entry["edges"], at_z[1], at_z[2], at_z[3]
 
 
 def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:

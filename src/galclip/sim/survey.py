@@ -107,6 +107,11 @@ class GalaxySimulator:
         self._share_cdf = np.cumsum(density) / density.sum()
         self.draws = {p.name: [0, 0] for p in self.programmes}  # (draws, accepted) per programme
         self._bound_z, self._bound_logt, self._bound = _cached("flux-bound-v2", self._flux_bound_table)
+        self._fibre_bound = _fibre_bound()
+        # per programme: (band, limiting fibre flux in nanomaggies, smallest A(band)/A(V) seen)
+        self._fibre_limits = {p.name: [(band, float(C.mag_to_nanomaggy(mag)),
+                                        self.engine.min_attenuation_ratio(band, p.z_min, p.z_max))
+                                       for band, mag in p.fibre] for p in self.programmes}
         self.timings: dict[str, float] = {}  # seconds spent per stage (benchmarks read it)
         self.cpu_timings: dict[str, float] = {}  # CPU seconds of this process per stage
 
@@ -216,10 +221,12 @@ class GalaxySimulator:
 
     def may_pass(self, g, limit_flux: float | None = None, programme: str | None = None) -> bool:
         """False if, for every requested programme whose window holds the galaxy's redshift,
-        an upper bound on its flux in the programme's band is below the programme's limit
-        (``limit_flux`` replaces the limit of the r-band programmes): the table bounds first,
-        then the tight bound of the brighter-bounded component beside the other's table
-        bound, then both tight bounds. Bounds reject no galaxy that would pass and consume no
+        an upper bound on its flux in one of the programme's bands is below the programme's
+        limit (``limit_flux`` replaces the limit of the r-band programmes), or on its Legacy
+        Survey fibre flux below a fibre-magnitude limit (flux bounds times fibre-fraction
+        bounds): every limit's table bound first, then, closest to failing first, the tight
+        bound of the brighter-bounded component beside the other's table bound, then both
+        tight bounds. Bounds reject no galaxy that would pass and consume no
         random numbers, so they change which draws need the exact photometry, never which
         galaxies are accepted. A programme with a bright limit (BGS Faint r > 19.5, ELG g > 20)
         also rejects a draw whose lower flux bound is above it. ``programme`` restricts the
@@ -228,14 +235,32 @@ class GalaxySimulator:
         for prog in self._in_window(g.redshift):
             if programme is not None and prog.name != programme:
                 continue
-            if all(self._may_reach(g, band, dust, limit_flux if limit_flux is not None
-                                   and band == "r" else flux, memo)
-                   for band, flux, dust in self._limits[prog.name]) and all(
+            flux_limits = [(band, limit_flux if limit_flux is not None and band == "r" else flux,
+                            dust, (1.0, 1.0)) for band, flux, dust in self._limits[prog.name]]
+            limits = flux_limits + [(*limit, self._fibre_fractions(g, memo))
+                                    for limit in self._fibre_limits[prog.name]]
+            margins = [self._table_margin(g, *limit) for limit in limits]
+            if min(margins) < 1.0:
+                continue
+            # the tight bounds cost ~0.2 ms each: test the limits closest to failing first
+            order = sorted(range(len(limits)), key=margins.__getitem__)
+            if all(self._may_reach(g, *limits[k], memo) for k in order) and all(
                     sum(self._tight(g, i, band, memo)[0] for i in (0, 1))
                     <= C.mag_to_nanomaggy(mag) for band, mag in prog.bright) and (
                     prog.name != "lrg" or self._lrg_colours_may_pass(g, memo)):
                 return True
         return False
+
+    def _fibre_fractions(self, g, memo: dict) -> tuple[float, float]:
+        """Upper bounds on the bulge's and the disc's Legacy Survey fibre fractions
+        (``fibrebound.py``): a programme's fibre-magnitude limits (``Programme.fibre``) are
+        tested on the flux bounds weighted by them. For LRGs the fibre limit (z_fib < 21.6) is
+        the total one in a fibre that holds 0.1-0.7 of the light: most draws bright enough in
+        z fail it, and the table bounds already show it."""
+        if "fibre" not in memo:
+            fraction = self._fibre_bound.fractions(g)
+            memo["fibre"] = (fraction["bulge"], fraction["disc"])
+        return memo["fibre"]
 
     def _tight(self, g, i: int, band: str, memo: dict) -> tuple[float, float]:
         """(lower, upper) flux bounds of component i (0 bulge, 1 disc) in ``band``."""
@@ -252,13 +277,28 @@ class GalaxySimulator:
         w1_max = sum(self._tight(g, i, "w1", memo)[1] for i in (0, 1))
         return lrg_may_pass(r_min, w1_max)
 
-    def _may_reach(self, g, band: str, dust: float, limit: float, memo: dict) -> bool:
+    def _table_margin(self, g, band: str, limit: float, dust: float,
+                      weights: tuple[float, float]) -> float:
+        """The (z, age) table's upper bound on weights[0] x bulge flux + weights[1] x disc flux
+        in ``band`` over ``limit`` (below 1: the limit cannot be reached; inf where ``band``
+        has no table)."""
+        if band not in BOUND_BANDS:
+            return float("inf")
+        table = self.table_bounds(g, band, dust)
+        return (weights[0] * table[0] + weights[1] * table[1]) / limit
+
+    def _may_reach(self, g, band: str, limit: float, dust: float,
+                   weights: tuple[float, float], memo: dict) -> bool:
+        """False if an upper bound on weights[0] x bulge flux + weights[1] x disc flux in
+        ``band`` is below ``limit``: the (z, age) table bounds first, then the tight bound of
+        the brighter-bounded component, then both tight bounds."""
         def tight(i: int) -> float:
-            return self._tight(g, i, band, memo)[1]
+            return weights[i] * self._tight(g, i, band, memo)[1]
 
         if band not in BOUND_BANDS:
             return tight(0) + tight(1) >= limit
         table = self.table_bounds(g, band, dust)
+        table = (weights[0] * table[0], weights[1] * table[1])
         if table[0] + table[1] < limit:
             return False
         first = int(table[1] > table[0])
@@ -314,9 +354,9 @@ class GalaxySimulator:
         mag_r = float(C.nanomaggy_to_mag(total["r"]))
         if not (self.cfg.mag_bright < mag_r and (self.cfg.mag_limit is None or mag_r < self.cfg.mag_limit)):
             return None
-        # optimistic fibre fluxes (fibre = total, fibre-total faint): every cut is monotone in
-        # them, so a galaxy failing here fails the exact cuts too
-        loose = T.photometry_dict(total, 1.0)
+        # optimistic fibre fluxes (upper bounds on the fibre fractions, fibre-total faint):
+        # every cut is monotone in them, so a galaxy failing here fails the exact cuts too
+        loose = T.photometry_dict(total, T.fibre_fluxes(phot, self._fibre_bound.fractions(g)))
         loose["rfibtot"] = loose["zfibtot"] = 1e-3
         if programme not in T.classes(*(int(b) for b in T.target_bits(loose))):
             return None
@@ -434,6 +474,13 @@ class GalaxySimulator:
             row["image_ivar"] = cut["ivar"]
         row.update({k: np.int8(v) for k, v in g.morph.items()})
         return row
+
+
+def _fibre_bound():
+    """The Legacy Survey fibre-fraction bound, its GalSim tables cached like the flux bound's."""
+    from galclip.sim.fibrebound import LegacyFibreBound, fraction_tables, table_key
+
+    return LegacyFibreBound(*_cached(table_key(), fraction_tables))
 
 
 def _cached(name: str, compute):

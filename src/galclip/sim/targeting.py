@@ -30,6 +30,9 @@ holds all but the tails of the programme's published n(z)), and necessary flux c
 cheaply before computing photometry. For LRGs, W1 < 20.47 follows from the cuts: with
 z < 21.6 and the non-stellar cut (r < z + (z - W1 + 0.6) / 0.8), the sliding cut's first
 branch (r - W1 > W1 - 16.33) gives W1 < 20.21 and its second (r - W1 > 3.3) W1 < 20.47.
+The fibre-magnitude limits (``Programme.fibre``) follow from the cuts in the same way: LRG
+z_fib < 21.6, ELG g_fib < 24.1, BGS Faint r_fib < 21.5 (both branches of its fibre-colour cut),
+BGS Bright r_fib < 22.9 (every branch of the fibre-magnitude cut with r < 19.5).
 LRGs are also proposed from a higher stellar mass (``floor_dex``, an empirical offset: below
 it no LRG is expected, benchmarks/RESULTS.md), since their colour cuts select only the massive
 end of the galaxies bright enough in z and W1.
@@ -55,6 +58,7 @@ class Programme:
     dark: bool           # observed in dark time (LRG, ELG) or bright time (BGS)
     floor_dex: float = 0.0  # proposal mass floor above the young-population one (dex)
     bright: tuple[tuple[str, float], ...] = ()  # (band, mag): no target is brighter
+    fibre: tuple[tuple[str, float], ...] = ()   # (band, mag): no target's FIBERFLUX is fainter
 
 
 LRG_FLOOR_DEX = 0.45
@@ -62,10 +66,13 @@ LRG_FLOOR_DEX = 0.45
 #: in proportion to DESI's target densities (``DESI_DENSITY``), and must pass its cuts; its
 #: bits record every class it is in (an LRG at z 0.4 is often a BGS Bright target too).
 PROGRAMMES = {
-    "lrg": Programme("lrg", 0.3, 1.2, (("z", 21.6), ("w1", 20.47)), True, LRG_FLOOR_DEX),
-    "elg": Programme("elg", 0.6, 1.6, (("g", 24.1),), True, bright=(("g", 20.0),)),
-    "bgs_bright": Programme("bgs_bright", 0.01, 0.6, (("r", 19.5),), False),
-    "bgs_faint": Programme("bgs_faint", 0.01, 0.6, (("r", 20.175),), False, bright=(("r", 19.5),)),
+    "lrg": Programme("lrg", 0.3, 1.2, (("z", 21.6), ("w1", 20.47)), True, LRG_FLOOR_DEX,
+                     fibre=(("z", 21.6),)),
+    "elg": Programme("elg", 0.6, 1.6, (("g", 24.1),), True, bright=(("g", 20.0),),
+                     fibre=(("g", 24.1),)),
+    "bgs_bright": Programme("bgs_bright", 0.01, 0.6, (("r", 19.5),), False, fibre=(("r", 22.9),)),
+    "bgs_faint": Programme("bgs_faint", 0.01, 0.6, (("r", 20.175),), False, bright=(("r", 19.5),),
+                           fibre=(("r", 21.5),)),
 }
 #: What ``galclip simulate --programmes`` accepts: 'bgs' is BGS Bright and Faint.
 CLI_NAMES = {"bgs": ("bgs_bright", "bgs_faint"), "bgs_bright": ("bgs_bright",),
