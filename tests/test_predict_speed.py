@@ -83,21 +83,25 @@ def _quantiles_on_nkp(y, w, qs):
 
 
 @pytest.mark.parametrize("n_props", [1, 2, 3])
-def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props):
+@pytest.mark.parametrize("finite", [False, True])
+def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props, finite):
     """Tied labels, NaN labels, zero weights, 0/1 weights (exact matches), rows with no usable
-    label, k from 1 to 64."""
+    label, k from 1 to 200; and chunks whose labels are all finite (the path that sorts and
+    gathers without masking, and takes each total from the cumulative sum when P > 1)."""
     from galclip.eval.conformal import weighted_quantiles
 
     rng = np.random.default_rng(n_props)
     qs = (0.16, 0.84, 0.025, 0.975, 0.0, 1.0)
-    for k in (1, 2, 7, 64):
+    for k in (1, 2, 7, 64, 200):
         y = rng.normal(size=(600, k, n_props))
         y[:, :, 0] = np.round(y[:, :, 0], 1)
-        y[rng.uniform(size=y.shape) < 0.1] = np.nan
-        y[:5] = np.nan
+        if not finite:
+            y[rng.uniform(size=y.shape) < 0.1] = np.nan
+            y[:5] = np.nan
         w = np.where(rng.uniform(size=(600, k)) < 0.2, 0.0, rng.uniform(size=(600, k)))
         w[5:9] = 0.0
         w[10:20] = rng.uniform(size=(10, k)) < 0.3
+        w[20:30] *= 10.0 ** rng.integers(-12, 12, size=(10, k))     # weights of any magnitude
         got = weighted_quantiles(y, w, qs)
         assert np.array_equal(got, _quantiles_on_nkp(y, w, qs), equal_nan=True), k
 

@@ -61,17 +61,18 @@ def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.
     (n, P, k) copies, each property's k labels contiguous (sorts and counts along the last
     axis); the values are those of the same arithmetic on (n, k, P)."""
     yt = np.ascontiguousarray(np.moveaxis(y, 1, 2))                   # (n, P, k)
-    fin = np.isfinite(yt)
-    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    order, ws = _sorted_weights(yt, w)
     ys = np.take_along_axis(yt, order, 2)
-    ws = np.take_along_axis(w[:, None, :] * fin, order, 2)           # (n, P, k)
-    total = np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]  # as a (n, k, P) sum
+    cum = np.cumsum(ws, 2)
+    total = _sorted_total(ws, cum)                                    # (n, P, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pos = (np.cumsum(ws, 2) - ws / 2) / total                     # (n, P, k) in (0, 1)
-    pos = np.where(ws > 0, pos, np.inf)                               # skipped labels sort last
+        pos = np.divide(np.subtract(cum, ws / 2, out=cum), total, out=cum)  # (n, P, k) in (0, 1)
+    if not (ws > 0).all():
+        pos = np.where(ws > 0, pos, np.inf)                           # skipped labels sort last
     k = y.shape[1]
-    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q): all at once
-    hi = np.clip((pos[:, :, None, :] < q[..., None]).sum(3), 1, k - 1)  # first position >= q
+    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q)
+    hi = np.stack([np.count_nonzero(pos < v, axis=2) for v in qs], 2)  # first position >= q
+    hi = np.clip(hi, 1, k - 1)
     lo = hi - 1                                                       # (n, P, Q)
     p_lo, p_hi = (np.take_along_axis(pos, i, 2) for i in (lo, hi))
     y_lo, y_hi = (np.take_along_axis(ys, i, 2) for i in (lo, hi))
@@ -80,6 +81,28 @@ def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.
     t = np.where(np.isfinite(p_hi), t, 0.0)                           # one usable label: its value
     out = np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
     return np.moveaxis(out, 2, 1)                                     # (n, Q, P)
+
+
+def _sorted_weights(yt: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sort order of (n, P, k) labels along k (NaN last) and the weights (n, P, k) in that
+    order (0 for a NaN label). When every label is finite (the usual chunk) the labels are
+    sorted as they are and the weights gathered from ``w`` directly: the same order and values
+    as masking first (w * True == w)."""
+    fin = np.isfinite(yt)
+    if fin.all():
+        order = np.argsort(yt, axis=2)
+        return order, np.take_along_axis(np.broadcast_to(w[:, None, :], yt.shape), order, 2)
+    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    return order, np.take_along_axis(w[:, None, :] * fin, order, 2)
+
+
+def _sorted_total(ws: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Each (n, P) row's total weight (n, P, 1), summed as NumPy sums the (n, k, P) layout over
+    k: with P > 1 one term after another in sorted order, which is the cumulative sum's last
+    value; with P = 1 the k axis is contiguous and NumPy sums it pairwise, so it is summed so."""
+    if ws.shape[1] > 1:
+        return cum[:, :, -1:].copy()
+    return np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]
 
 
 def raw_intervals(y: np.ndarray, w: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:
