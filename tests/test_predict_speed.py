@@ -166,3 +166,45 @@ def test_pit_recalibration_in_blocks_equals_one_pass():
     got = pit.apply(pdf, grid)
     assert np.isnan(got[7]).all() and np.isfinite(np.delete(got, 7, 0)).all()
     assert np.array_equal(got, pit._apply(pdf, grid), equal_nan=True)
+
+
+def _first_allowed_plain(searcher, s, p, k, self_rows):
+    """The neighbour selection as a stable sort of the allowed results first (reference)."""
+    r = np.where(p >= 0, searcher.positions_rows[np.maximum(p, 0)], -1)
+    ok = (p >= 0) & searcher.allowed[np.maximum(r, 0)]
+    if self_rows is not None:
+        ok &= r != self_rows[:, None]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+    r, s, ok = (np.take_along_axis(a, order, 1) for a in (r, s, ok))
+    d = np.sqrt(np.maximum(s, 0)) if searcher.l2 else np.sqrt(np.maximum(2 - 2 * s, 0))
+    got = ok.sum(1)
+    pad = k - r.shape[1]
+    r, d = np.where(ok, r, -1), np.where(ok, d, np.inf)
+    if pad > 0:
+        r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
+        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+    return r, d, got
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_neighbour_selection_equals_the_stable_sort(l2):
+    """Every row with its k allowed results (the compacting path), rows short of k, missing
+    results (-1), the query's own row left out, and fewer results than k (padding)."""
+    from galclip.eval.predict import Searcher
+
+    rng = np.random.default_rng(7)
+    n_ref, n = 500, 300
+    positions_rows = rng.permutation(n_ref)
+    allowed = rng.uniform(size=n_ref) < 0.8
+    searcher = Searcher(None, positions_rows, allowed, l2=l2)
+    for fetch, k, frac_short in ((40, 10, 0.0), (40, 10, 0.3), (12, 10, 0.0), (6, 10, 0.0)):
+        p = np.stack([rng.permutation(n_ref)[:fetch] for _ in range(n)])
+        s = np.sort(rng.uniform(-1, 1, (n, fetch)).astype(np.float32), 1)[:, ::-1].copy()
+        short = rng.uniform(size=n) < frac_short
+        p[short, fetch // 3:] = -1                     # a list that ran out of vectors
+        own = np.where(rng.uniform(size=n) < 0.5, positions_rows[p[:, 0]], -1)
+        for self_rows in (None, own):
+            got = searcher._one(s, p, k, self_rows)
+            want = _first_allowed_plain(searcher, s, p, k, self_rows)
+            for a, b in zip(got, want, strict=True):
+                assert a.shape == b.shape and np.array_equal(a.astype(b.dtype), b), (fetch, k)

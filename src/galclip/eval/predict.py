@@ -139,20 +139,41 @@ class Searcher:
         return rows, dist, kd
 
     def _one(self, s, p, k, self_rows):
-        r = np.where(p >= 0, self.positions_rows[np.maximum(p, 0)], -1)
-        ok = (p >= 0) & self.allowed[np.maximum(r, 0)]
+        """The first k allowed results of each row, in the search's order (rows (n, k), -1
+        where none; distances (n, k); allowed results found (n,), at most k). Rows with their
+        k are compacted with one boolean mask; the few rows short of k are laid out apart."""
+        valid = p >= 0
+        if valid.all():
+            r = self.positions_rows[p]
+            ok = self.allowed[r]
+        else:
+            r = np.where(valid, self.positions_rows[np.maximum(p, 0)], -1)
+            ok = valid & self.allowed[np.maximum(r, 0)]
         if self_rows is not None:
             ok &= r != self_rows[:, None]
-        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
-        r, s, ok = (np.take_along_axis(a, order, 1) for a in (r, s, ok))
         d = np.sqrt(np.maximum(s, 0)) if self.l2 else np.sqrt(np.maximum(2 - 2 * s, 0))
-        got = ok.sum(1)
-        pad = k - r.shape[1]
-        r, d = np.where(ok, r, -1), np.where(ok, d, np.inf)
-        if pad > 0:
-            r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
-            d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
-        return r, d, got
+        rank = np.cumsum(ok, 1, dtype=np.int32)                  # (n, F): allowed so far
+        keep = ok & (rank <= k)
+        got = np.minimum(rank[:, -1], k).astype(np.int64)
+        if s.shape[1] < k:                                        # every row is padded
+            return (*first_k(r, d, keep, rank, k), got)
+        short = np.flatnonzero(got < k)
+        kept_short = keep[short]
+        keep[short] = np.arange(s.shape[1]) < k                   # any k; laid out below
+        out_r, out_d = r[keep].reshape(len(r), k), d[keep].reshape(len(r), k)
+        if len(short):
+            out_r[short], out_d[short] = first_k(r[short], d[short], kept_short, rank[short], k)
+        return out_r, out_d, got
+
+
+def first_k(r: np.ndarray, d: np.ndarray, keep: np.ndarray, rank: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (n, k) and distances (n, k) of the kept results of (n, F) search results, each at
+    its ``rank`` (1-based) among them; -1 and inf where a row has fewer than k."""
+    out_r, out_d = np.full((len(r), k), -1, np.int64), np.full((len(r), k), np.inf, d.dtype)
+    i, j = np.nonzero(keep)
+    out_r[i, rank[i, j] - 1], out_d[i, rank[i, j] - 1] = r[i, j], d[i, j]
+    return out_r, out_d
 
 
 def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray,
@@ -160,8 +181,8 @@ def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     """Neighbour rows (n, K), weights (n, K) and distances (n, K) of one or several modalities:
     each modality's inverse-distance weights sum to one, then modalities that found neighbours
     share the weight equally (an equal mixture of their neighbour distributions)."""
-    rows = np.concatenate([r for r, _ in results], 1)
-    dist = np.concatenate([d for _, d in results], 1)
+    rows = np.concatenate([r for r, _ in results], 1) if len(results) > 1 else results[0][0]
+    dist = np.concatenate([d for _, d in results], 1) if len(results) > 1 else results[0][1]
     parts = []
     for r, d in results:
         w = distance_weights(d, r >= 0)
@@ -189,8 +210,10 @@ class Estimates:
 def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarray,
              z_col: int | None, grid: Grid | None) -> Estimates:
     """The neighbours' label distribution of each query, summarised (see Estimates)."""
-    y = np.where((rows >= 0)[:, :, None], labels[np.maximum(rows, 0)], np.nan)  # (n, K, P)
-    used = (rows >= 0) & (w > 0)
+    found = rows >= 0
+    y = labels[rows] if found.all() else np.where(found[:, :, None], labels[np.maximum(rows, 0)],
+                                                   np.nan)                       # (n, K, P)
+    used = found & (w > 0)
     with np.errstate(invalid="ignore"):
         d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
             len(rows), np.nan)
