@@ -208,3 +208,50 @@ def test_neighbour_selection_equals_the_stable_sort(l2):
             want = _first_allowed_plain(searcher, s, p, k, self_rows)
             for a, b in zip(got, want, strict=True):
                 assert a.shape == b.shape and np.array_equal(a.astype(b.dtype), b), (fetch, k)
+
+
+def test_calibrated_density_block_by_block_equals_recalibrating_all_rows():
+    """The densities recalibrated as each block is smoothed (what predict writes) equal the
+    PIT map applied to all raw densities, cast to float32 (partial last block, NaN rows, a
+    wide kernel that sets the FFT length for every block)."""
+    from galclip.eval.conformal import ROW_BLOCK, Grid, PitCalibration, calibrated_pdf, raw_pdf
+
+    rng = np.random.default_rng(8)
+    grid = Grid(0.0, 0.004, 250)
+    n = 2 * ROW_BLOCK + 17
+    z = np.abs(rng.normal(0.5, 0.2, (n, 1)) + rng.normal(0, 0.03, (n, 40)))
+    z[3] = np.nan
+    z[9] *= 4.0                                                   # a wide kernel
+    w = rng.uniform(0.1, 2.0, (n, 40))
+    robust = rng.uniform(0, 0.05, n)
+    pit = PitCalibration.fit(np.concatenate([rng.beta(2, 3, 2000), [0.0, 1.0]]))
+    want = pit.apply(raw_pdf(z, w, grid, robust), grid).astype(np.float32)
+    got = calibrated_pdf(z, w, grid, pit, robust)
+    assert got.dtype == np.float32 and np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got[3]).all()
+
+
+def test_estimate_with_the_pit_map_changes_no_column():
+    """predict's estimate (labels gathered without masking, densities recalibrated block by
+    block) gives the columns of the plain estimate followed by the PIT map."""
+    from galclip.eval.conformal import Grid, PitCalibration
+    from galclip.eval.predict import estimate
+
+    rng = np.random.default_rng(9)
+    labels = np.stack([rng.uniform(0, 1, 400), rng.normal(10, 1, 400)], 1)
+    rows = np.stack([rng.permutation(400)[:32] for _ in range(700)])
+    dist = np.sort(rng.uniform(0.1, 1, (700, 32)), 1)
+    w = 1 / dist
+    w /= w.sum(1, keepdims=True)
+    grid = Grid(0.0, 0.005, 240)
+    pit = PitCalibration.fit(rng.beta(2, 2, 1000))
+    for missing in (False, True):
+        r = rows.copy()
+        if missing:
+            r[5, 20:] = -1
+        plain, fast = estimate(labels, r, w, dist, 0, grid), estimate(labels, r, w, dist, 0, grid,
+                                                                      pit)
+        assert fast.pdf is None and plain.calibrated_pdf is None
+        assert np.array_equal(fast.calibrated_pdf, pit.apply(plain.pdf, grid).astype(np.float32))
+        for a in ("point", "raw", "n_used", "distance"):
+            assert np.array_equal(getattr(fast, a), getattr(plain, a), equal_nan=True), a

@@ -29,7 +29,7 @@ continuous ranked probability score CRPS = ∫ (F(z) - 1[z >= z_true])² dz (Gne
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,8 +214,19 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
             ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
     1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``.
-    Rows are binned and smoothed ``ROW_BLOCK`` at a time (each row's values do not depend on
-    the others'; a block's histograms stay in the CPU cache)."""
+    Rows are binned and smoothed ``ROW_BLOCK`` at a time (:func:`raw_pdf_blocks`)."""
+    dens = np.empty((len(z), grid.n))
+    for rows, block in raw_pdf_blocks(z, w, grid, robust):
+        dens[rows] = block
+    return dens
+
+
+def raw_pdf_blocks(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None = None
+                   ) -> Iterator[tuple[slice, np.ndarray]]:
+    """The densities of :func:`raw_pdf`, ``ROW_BLOCK`` rows at a time: (rows, (b, G)). Each
+    row's values do not depend on the others' (the FFT length is fixed by the widest kernel of
+    all ``n`` rows); a block's histograms stay in the CPU cache, and a caller that maps each
+    block on (the PIT recalibration) never holds all n densities."""
     from scipy import fft as sp_fft
 
     ok = np.isfinite(z) & (w > 0)
@@ -229,11 +240,9 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
     m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
     wk = np.where(ok, w, 0.0)
     lower, upper = wk * (1 - f), wk * f                          # (n, k) linear binning
-    dens = np.empty((len(z), grid.n))
     for lo in range(0, len(z), ROW_BLOCK):
         b = slice(lo, lo + ROW_BLOCK)
-        dens[b] = _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
-    return dens
+        yield b, _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
 
 
 def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np.ndarray,
@@ -250,10 +259,11 @@ def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np
     hist = hist.reshape(b, m).astype(np.float32)
     freq = np.fft.rfftfreq(m).astype(np.float32)                 # cycles per bin
     gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)
-    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=1) * gain, m, axis=1, workers=1)
-    dens = np.clip(smooth[:, pad:pad + grid.n], 0.0, None).astype(np.float64)
+    spec = sp_fft.rfft(hist, axis=1, workers=1)
+    smooth = sp_fft.irfft(np.multiply(spec, gain, out=spec), m, axis=1, workers=1)
+    dens = np.maximum(smooth[:, pad:pad + grid.n], 0.0, out=np.empty((b, grid.n)))  # clip at 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return dens / (dens.sum(1, keepdims=True) * grid.step)
+        return np.divide(dens, dens.sum(1, keepdims=True) * grid.step, out=dens)
 
 
 def cdf_at(pdf: np.ndarray, grid: Grid, z: np.ndarray) -> np.ndarray:
@@ -299,6 +309,17 @@ class PitCalibration:
         with np.errstate(invalid="ignore"):
             out = np.diff(cal, axis=1) / grid.step
         return np.where(np.isfinite(pdf).all(1, keepdims=True), out, np.nan)
+
+
+def calibrated_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, pit: PitCalibration,
+                   robust: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+    """``pit.apply(raw_pdf(z, w, grid, robust), grid).astype(dtype)``, the same values, a block
+    of rows at a time: each block's raw densities are recalibrated while still in the CPU
+    cache, and neither they nor the float64 result are held for all rows."""
+    out = np.empty((len(z), grid.n), dtype)
+    for rows, dens in raw_pdf_blocks(z, w, grid, robust):
+        out[rows] = pit._apply(dens, grid)
+    return out
 
 
 # ----------------------------------------------------------------------------- scores

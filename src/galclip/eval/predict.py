@@ -42,6 +42,7 @@ from galclip.eval.conformal import (
     Grid,
     IntervalCalibration,
     PitCalibration,
+    calibrated_pdf,
     cdf_at,
     coverage,
     distance_weights,
@@ -198,18 +199,23 @@ def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 @dataclass
 class Estimates:
     """Raw (uncalibrated) estimates of n galaxies: point (n, P), raw intervals (n, L, 2, P),
-    raw redshift densities (n, G) or None, neighbours used (n,) and their median distance (n,)."""
+    raw redshift densities (n, G) or None, neighbours used (n,) and their median distance (n,);
+    ``calibrated_pdf``: the recalibrated densities (n, G) float32 instead of the raw ones, when
+    :func:`estimate` was given the PIT map."""
 
     point: np.ndarray
     raw: np.ndarray
     pdf: np.ndarray | None
     n_used: np.ndarray
     distance: np.ndarray
+    calibrated_pdf: np.ndarray | None = None
 
 
 def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarray,
-             z_col: int | None, grid: Grid | None) -> Estimates:
-    """The neighbours' label distribution of each query, summarised (see Estimates)."""
+             z_col: int | None, grid: Grid | None, pit: PitCalibration | None = None
+             ) -> Estimates:
+    """The neighbours' label distribution of each query, summarised (see Estimates). With
+    ``pit`` the redshift densities come out recalibrated (float32), block by block."""
     found = rows >= 0
     y = labels[rows] if found.all() else np.where(found[:, :, None], labels[np.maximum(rows, 0)],
                                                    np.nan)                       # (n, K, P)
@@ -218,10 +224,14 @@ def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarr
         d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
             len(rows), np.nan)
     raw = raw_intervals(y, w)
-    pdf = None
+    pdf = calibrated = None
     if z_col is not None and grid is not None:   # robust spread: half the raw 16-84 % range
-        pdf = raw_pdf(y[:, :, z_col], w, grid, (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2)
-    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med)
+        robust = (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2
+        if pit is None:
+            pdf = raw_pdf(y[:, :, z_col], w, grid, robust)
+        else:
+            calibrated = calibrated_pdf(y[:, :, z_col], w, grid, pit, robust)
+    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med, calibrated)
 
 
 @dataclass
@@ -424,7 +434,9 @@ def chunk_columns(ref: Reference, cal: Calibration, est: Estimates) -> dict[str,
         for i in range(len(LEVELS)):
             for side in range(2):
                 cols[next(names)] = iv[:, i, side, j].astype(np.float32)
-    if est.pdf is not None and cal.pit is not None:
+    if est.calibrated_pdf is not None:
+        cols["redshift_pdf"] = est.calibrated_pdf
+    elif est.pdf is not None and cal.pit is not None:
         cols["redshift_pdf"] = cal.pit.apply(est.pdf, ref.grid).astype(np.float32)
     return cols
 
@@ -528,7 +540,8 @@ def predict_chunk(ref: Reference, cal: Calibration, k: int, ids: np.ndarray,
     """The output table (Arrow) of one chunk of query galaxies."""
     own = _self_rows(ref, ids) if same else None
     (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
-    cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid))
+    cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid,
+                                            cal.pit))
     return to_arrow(ids, {**cols, **ood})
 
 
