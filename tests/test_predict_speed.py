@@ -255,3 +255,64 @@ def test_estimate_with_the_pit_map_changes_no_column():
         assert np.array_equal(fast.calibrated_pdf, pit.apply(plain.pdf, grid).astype(np.float32))
         for a in ("point", "raw", "n_used", "distance"):
             assert np.array_equal(getattr(fast, a), getattr(plain, a), equal_nan=True), a
+
+
+@pytest.mark.parametrize("n_props", [1, 2, 3])
+def test_weighted_mean_of_finite_labels_equals_the_masked_arithmetic(n_props):
+    """All-finite labels (the path without the mask) and labels with NaN, k from 1 to 200,
+    zero weights, weights of any magnitude."""
+    from galclip.eval.conformal import weighted_mean
+
+    rng = np.random.default_rng(10 + n_props)
+    for k in (1, 5, 64, 200):
+        y = rng.normal(size=(500, k, n_props))
+        w = np.where(rng.uniform(size=(500, k)) < 0.1, 0.0, rng.uniform(size=(500, k)))
+        w[:50] *= 10.0 ** rng.integers(-12, 12, size=(50, k))
+        for labels in (y, np.where(rng.uniform(size=y.shape) < 0.05, np.nan, y)):
+            ww = w[:, :, None] * np.isfinite(labels)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                want = (ww * np.nan_to_num(labels)).sum(1) / ww.sum(1)
+            assert np.array_equal(weighted_mean(labels, w), want, equal_nan=True), k
+
+
+def test_bandwidth_without_masking_equals_the_masked_arithmetic():
+    """Silverman's bandwidth of rows whose redshifts are all finite with positive weights (no
+    masking) and of rows with NaN or zero weights."""
+    from galclip.eval.conformal import silverman_bandwidth
+
+    rng = np.random.default_rng(12)
+    z = rng.uniform(0, 1, (400, 64))
+    w = rng.uniform(0.1, 3.0, (400, 64))
+    robust = rng.uniform(0, 0.1, 400)
+
+    def plain(z, w):
+        ok = np.isfinite(z) & (w > 0)
+        ww, zz = np.where(ok, w, 0.0), np.where(ok, z, 0.0)
+        tot = np.maximum(ww.sum(1), 1e-300)
+        mean = (ww * zz).sum(1) / tot
+        sd = np.sqrt(np.maximum((ww * (zz - mean[:, None]) ** 2).sum(1) / tot, 0.0))
+        spread = np.where(robust > 0, np.minimum(sd, robust), sd)
+        n_eff = tot ** 2 / np.maximum((ww ** 2).sum(1), 1e-300)
+        return np.maximum(0.9 * spread * np.maximum(n_eff, 1.0) ** -0.2, 0.004)
+
+    zn, wz = np.where(rng.uniform(size=z.shape) < 0.05, np.nan, z), np.where(w < 0.3, 0.0, w)
+    for zz, ww in ((z, w), (zn, w), (z, wz)):
+        assert np.array_equal(silverman_bandwidth(zz, ww, 0.004, robust), plain(zz, ww))
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+def test_median_distance_equals_nanmedian():
+    """Sorted neighbours with the used ones first (read off: counts 0, 1, odd, even, ties,
+    all K) and rows that are not (two modalities side by side: NumPy's nanmedian)."""
+    from galclip.eval.predict import median_distance
+
+    rng = np.random.default_rng(13)
+    for k in (1, 2, 9, 64):
+        dist = np.sort(np.round(rng.uniform(0, 1, (300, k)), 2), 1)
+        used = np.arange(k)[None] < rng.integers(0, k + 1, 300)[:, None]
+        used[0], used[1] = False, True
+        for d, u in ((dist, used), (dist[:, ::-1].copy(), used),
+                     (np.concatenate([dist, dist], 1), np.concatenate([used, used], 1))):
+            with np.errstate(invalid="ignore"):
+                want = np.nanmedian(np.where(u, d, np.nan), 1)
+            assert np.array_equal(median_distance(d, u), want, equal_nan=True), k

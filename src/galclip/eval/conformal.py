@@ -49,10 +49,23 @@ def distance_weights(dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def weighted_mean(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted mean over axis 1 of (n, k, P) labels with (n, k) weights, NaN labels skipped."""
-    ww = w[:, :, None] * np.isfinite(y)
+    """Weighted mean over axis 1 of (n, k, P) labels with (n, k) weights, NaN labels skipped.
+    When every label is finite the mask is left out (w * True == w, nan_to_num(y) == y)."""
+    if not np.isfinite(y).all():
+        ww = w[:, :, None] * np.isfinite(y)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ww * np.nan_to_num(y)).sum(1) / ww.sum(1)  # (n, P)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (ww * np.nan_to_num(y)).sum(1) / ww.sum(1)  # (n, P)
+        return (w[:, :, None] * y).sum(1) / _total_weight(w, y.shape[2])
+
+
+def _total_weight(w: np.ndarray, n_props: int) -> np.ndarray:
+    """``(w[:, :, None] * ones(P)).sum(1)`` (n, P or 1), summed as NumPy sums that (n, k, P)
+    array over k: term after term when P > 1 (the cumulative sum's last value), pairwise along
+    the contiguous k axis when P = 1."""
+    if n_props > 1:
+        return np.cumsum(w, 1)[:, -1:]
+    return w[:, :, None].sum(1)
 
 
 def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -196,8 +209,7 @@ def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float,
     ``s`` is a robust spread: ``robust`` (n,) when given (e.g. half the 16-84 % range, already
     computed for the intervals), else IQR / 1.34."""
     ok = np.isfinite(z) & (w > 0)
-    ww = np.where(ok, w, 0.0)
-    zz = np.where(ok, z, 0.0)
+    ww, zz = (w, z) if ok.all() else (np.where(ok, w, 0.0), np.where(ok, z, 0.0))
     tot = np.maximum(ww.sum(1), 1e-300)
     mean = (ww * zz).sum(1) / tot
     sd = np.sqrt(np.maximum((ww * (zz - mean[:, None]) ** 2).sum(1) / tot, 0.0))

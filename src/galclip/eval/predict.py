@@ -220,9 +220,7 @@ def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarr
     y = labels[rows] if found.all() else np.where(found[:, :, None], labels[np.maximum(rows, 0)],
                                                    np.nan)                       # (n, K, P)
     used = found & (w > 0)
-    with np.errstate(invalid="ignore"):
-        d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
-            len(rows), np.nan)
+    d_med = median_distance(dist, used)
     raw = raw_intervals(y, w)
     pdf = calibrated = None
     if z_col is not None and grid is not None:   # robust spread: half the raw 16-84 % range
@@ -232,6 +230,24 @@ def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarr
         else:
             calibrated = calibrated_pdf(y[:, :, z_col], w, grid, pit, robust)
     return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med, calibrated)
+
+
+def median_distance(dist: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Median (n,) of each row's used distances (n, K), NaN where none: ``np.nanmedian`` of the
+    masked rows. One modality's neighbours come nearest first with the used ones in front; the
+    median of such a sorted prefix is read off as NumPy computes it, (low + high) / 2 of the
+    middle pair (the middle value twice when the count is odd)."""
+    if not used.any():
+        return np.full(len(dist), np.nan)
+    prefix = (used[:, :-1] >= used[:, 1:]).all()
+    if not (prefix and ((dist[:, 1:] >= dist[:, :-1]) | ~used[:, 1:]).all()):
+        with np.errstate(invalid="ignore"):
+            return np.nanmedian(np.where(used, dist, np.nan), 1)
+    m = used.sum(1)
+    hi = np.minimum(m // 2, dist.shape[1] - 1)
+    lo = np.maximum(np.where(m % 2 == 1, hi, hi - 1), 0)
+    at = np.arange(len(dist))
+    return np.where(m > 0, (dist[at, lo] + dist[at, hi]) / 2, np.nan)
 
 
 @dataclass
