@@ -128,13 +128,17 @@ class Searcher:
         first = True
         while len(todo):
             f = min(fetch, ntotal)
-            own = None if self_rows is None else self_rows[todo]
-            s, p = batch_search(self.index, q[todo], f)
+            every = len(todo) == n                          # all rows: no copies to gather
+            own = self_rows if every or self_rows is None else self_rows[todo]
+            s, p = batch_search(self.index, q if every else q[todo], f)
             if kd is not None and first:                    # the first pass holds every query
                 kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
             first = False
             r, d, got = self._one(s, p, k, own)
-            rows[todo], dist[todo] = r, d
+            if every:
+                rows[:], dist[:] = r, d
+            else:
+                rows[todo], dist[todo] = r, d
             todo = todo[(got < k) & (f < ntotal)]
             fetch *= 4
         return rows, dist, kd
