@@ -312,15 +312,22 @@ class PitCalibration:
         (``ROW_BLOCK`` rows at a time, so the temporaries stay in the CPU cache)."""
         out = np.empty(pdf.shape)
         for lo in range(0, len(pdf), ROW_BLOCK):
-            out[lo:lo + ROW_BLOCK] = self._apply(pdf[lo:lo + ROW_BLOCK], grid)
+            self._apply(pdf[lo:lo + ROW_BLOCK], grid, out[lo:lo + ROW_BLOCK])
         return out
 
-    def _apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
-        cdf = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, 1) * grid.step], axis=1)
-        cal = np.interp(np.clip(cdf, 0.0, 1.0), self.x, self.y)  # exact: G is steep at the ends
+    def _apply(self, pdf: np.ndarray, grid: Grid, out: np.ndarray) -> np.ndarray:
+        """One block's calibrated densities written into ``out`` (b, G) (any float dtype: the
+        float64 values cast once)."""
+        cdf = np.empty((len(pdf), grid.n + 1))                   # [0, cumsum(pdf) * step]
+        cdf[:, 0] = 0.0
+        np.multiply(np.cumsum(pdf, 1, out=cdf[:, 1:]), grid.step, out=cdf[:, 1:])
+        cal = np.interp(np.clip(cdf, 0.0, 1.0, out=cdf), self.x, self.y)  # exact: G is steep at the ends
         with np.errstate(invalid="ignore"):
-            out = np.diff(cal, axis=1) / grid.step
-        return np.where(np.isfinite(pdf).all(1, keepdims=True), out, np.nan)
+            np.divide(np.diff(cal, axis=1), grid.step, out=out)
+        bad = ~np.isfinite(pdf).all(1)
+        if bad.any():
+            out[bad] = np.nan
+        return out
 
 
 def calibrated_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, pit: PitCalibration,
@@ -330,7 +337,7 @@ def calibrated_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, pit: PitCalibration
     cache, and neither they nor the float64 result are held for all rows."""
     out = np.empty((len(z), grid.n), dtype)
     for rows, dens in raw_pdf_blocks(z, w, grid, robust):
-        out[rows] = pit._apply(dens, grid)
+        pit._apply(dens, grid, out[rows])
     return out
 
 
