@@ -83,21 +83,25 @@ def _quantiles_on_nkp(y, w, qs):
 
 
 @pytest.mark.parametrize("n_props", [1, 2, 3])
-def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props):
+@pytest.mark.parametrize("finite", [False, True])
+def test_weighted_quantiles_equal_the_nkp_arithmetic_bit_for_bit(n_props, finite):
     """Tied labels, NaN labels, zero weights, 0/1 weights (exact matches), rows with no usable
-    label, k from 1 to 64."""
+    label, k from 1 to 200; and chunks whose labels are all finite (the path that sorts and
+    gathers without masking, and takes each total from the cumulative sum when P > 1)."""
     from galclip.eval.conformal import weighted_quantiles
 
     rng = np.random.default_rng(n_props)
     qs = (0.16, 0.84, 0.025, 0.975, 0.0, 1.0)
-    for k in (1, 2, 7, 64):
+    for k in (1, 2, 7, 64, 200):
         y = rng.normal(size=(600, k, n_props))
         y[:, :, 0] = np.round(y[:, :, 0], 1)
-        y[rng.uniform(size=y.shape) < 0.1] = np.nan
-        y[:5] = np.nan
+        if not finite:
+            y[rng.uniform(size=y.shape) < 0.1] = np.nan
+            y[:5] = np.nan
         w = np.where(rng.uniform(size=(600, k)) < 0.2, 0.0, rng.uniform(size=(600, k)))
         w[5:9] = 0.0
         w[10:20] = rng.uniform(size=(10, k)) < 0.3
+        w[20:30] *= 10.0 ** rng.integers(-12, 12, size=(10, k))     # weights of any magnitude
         got = weighted_quantiles(y, w, qs)
         assert np.array_equal(got, _quantiles_on_nkp(y, w, qs), equal_nan=True), k
 
@@ -161,4 +165,164 @@ def test_pit_recalibration_in_blocks_equals_one_pass():
     pit = PitCalibration.fit(np.concatenate([rng.beta(2, 3, 3000), [0.0, 1.0, 1.0]]))
     got = pit.apply(pdf, grid)
     assert np.isnan(got[7]).all() and np.isfinite(np.delete(got, 7, 0)).all()
-    assert np.array_equal(got, pit._apply(pdf, grid), equal_nan=True)
+    assert np.array_equal(got, _pit_map_plain(pit, pdf, grid), equal_nan=True)
+
+
+def _pit_map_plain(pit, pdf, grid):
+    """The PIT map of all rows at once, with fresh arrays (reference path)."""
+    cdf = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, 1) * grid.step], axis=1)
+    cal = np.interp(np.clip(cdf, 0.0, 1.0), pit.x, pit.y)
+    with np.errstate(invalid="ignore"):
+        out = np.diff(cal, axis=1) / grid.step
+    return np.where(np.isfinite(pdf).all(1, keepdims=True), out, np.nan)
+
+
+def _first_allowed_plain(searcher, s, p, k, self_rows):
+    """The neighbour selection as a stable sort of the allowed results first (reference)."""
+    r = np.where(p >= 0, searcher.positions_rows[np.maximum(p, 0)], -1)
+    ok = (p >= 0) & searcher.allowed[np.maximum(r, 0)]
+    if self_rows is not None:
+        ok &= r != self_rows[:, None]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+    r, s, ok = (np.take_along_axis(a, order, 1) for a in (r, s, ok))
+    d = np.sqrt(np.maximum(s, 0)) if searcher.l2 else np.sqrt(np.maximum(2 - 2 * s, 0))
+    got = ok.sum(1)
+    pad = k - r.shape[1]
+    r, d = np.where(ok, r, -1), np.where(ok, d, np.inf)
+    if pad > 0:
+        r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
+        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+    return r, d, got
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_neighbour_selection_equals_the_stable_sort(l2):
+    """Every row with its k allowed results (the compacting path), rows short of k, missing
+    results (-1), the query's own row left out, and fewer results than k (padding)."""
+    from galclip.eval.predict import Searcher
+
+    rng = np.random.default_rng(7)
+    n_ref, n = 500, 300
+    positions_rows = rng.permutation(n_ref)
+    allowed = rng.uniform(size=n_ref) < 0.8
+    searcher = Searcher(None, positions_rows, allowed, l2=l2)
+    for fetch, k, frac_short in ((40, 10, 0.0), (40, 10, 0.3), (12, 10, 0.0), (6, 10, 0.0)):
+        p = np.stack([rng.permutation(n_ref)[:fetch] for _ in range(n)])
+        s = np.sort(rng.uniform(-1, 1, (n, fetch)).astype(np.float32), 1)[:, ::-1].copy()
+        short = rng.uniform(size=n) < frac_short
+        p[short, fetch // 3:] = -1                     # a list that ran out of vectors
+        own = np.where(rng.uniform(size=n) < 0.5, positions_rows[p[:, 0]], -1)
+        for self_rows in (None, own):
+            got = searcher._one(s, p, k, self_rows)
+            want = _first_allowed_plain(searcher, s, p, k, self_rows)
+            for a, b in zip(got, want, strict=True):
+                assert a.shape == b.shape and np.array_equal(a.astype(b.dtype), b), (fetch, k)
+
+
+def test_calibrated_density_block_by_block_equals_recalibrating_all_rows():
+    """The densities recalibrated as each block is smoothed (what predict writes) equal the
+    PIT map applied to all raw densities, cast to float32 (partial last block, NaN rows, a
+    wide kernel that sets the FFT length for every block)."""
+    from galclip.eval.conformal import ROW_BLOCK, Grid, PitCalibration, calibrated_pdf, raw_pdf
+
+    rng = np.random.default_rng(8)
+    grid = Grid(0.0, 0.004, 250)
+    n = 2 * ROW_BLOCK + 17
+    z = np.abs(rng.normal(0.5, 0.2, (n, 1)) + rng.normal(0, 0.03, (n, 40)))
+    z[3] = np.nan
+    z[9] *= 4.0                                                   # a wide kernel
+    w = rng.uniform(0.1, 2.0, (n, 40))
+    robust = rng.uniform(0, 0.05, n)
+    pit = PitCalibration.fit(np.concatenate([rng.beta(2, 3, 2000), [0.0, 1.0]]))
+    want = _pit_map_plain(pit, raw_pdf(z, w, grid, robust), grid).astype(np.float32)
+    got = calibrated_pdf(z, w, grid, pit, robust)
+    assert got.dtype == np.float32 and np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got[3]).all()
+
+
+def test_estimate_with_the_pit_map_changes_no_column():
+    """predict's estimate (labels gathered without masking, densities recalibrated block by
+    block) gives the columns of the plain estimate followed by the PIT map."""
+    from galclip.eval.conformal import Grid, PitCalibration
+    from galclip.eval.predict import estimate
+
+    rng = np.random.default_rng(9)
+    labels = np.stack([rng.uniform(0, 1, 400), rng.normal(10, 1, 400)], 1)
+    rows = np.stack([rng.permutation(400)[:32] for _ in range(700)])
+    dist = np.sort(rng.uniform(0.1, 1, (700, 32)), 1)
+    w = 1 / dist
+    w /= w.sum(1, keepdims=True)
+    grid = Grid(0.0, 0.005, 240)
+    pit = PitCalibration.fit(rng.beta(2, 2, 1000))
+    for missing in (False, True):
+        r = rows.copy()
+        if missing:
+            r[5, 20:] = -1
+        plain, fast = estimate(labels, r, w, dist, 0, grid), estimate(labels, r, w, dist, 0, grid,
+                                                                      pit)
+        assert fast.pdf is None and plain.calibrated_pdf is None
+        want = _pit_map_plain(pit, plain.pdf, grid).astype(np.float32)
+        assert np.array_equal(fast.calibrated_pdf, want)
+        for a in ("point", "raw", "n_used", "distance"):
+            assert np.array_equal(getattr(fast, a), getattr(plain, a), equal_nan=True), a
+
+
+@pytest.mark.parametrize("n_props", [1, 2, 3])
+def test_weighted_mean_of_finite_labels_equals_the_masked_arithmetic(n_props):
+    """All-finite labels (the path without the mask) and labels with NaN, k from 1 to 200,
+    zero weights, weights of any magnitude."""
+    from galclip.eval.conformal import weighted_mean
+
+    rng = np.random.default_rng(10 + n_props)
+    for k in (1, 5, 64, 200):
+        y = rng.normal(size=(500, k, n_props))
+        w = np.where(rng.uniform(size=(500, k)) < 0.1, 0.0, rng.uniform(size=(500, k)))
+        w[:50] *= 10.0 ** rng.integers(-12, 12, size=(50, k))
+        for labels in (y, np.where(rng.uniform(size=y.shape) < 0.05, np.nan, y)):
+            ww = w[:, :, None] * np.isfinite(labels)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                want = (ww * np.nan_to_num(labels)).sum(1) / ww.sum(1)
+            assert np.array_equal(weighted_mean(labels, w), want, equal_nan=True), k
+
+
+def test_bandwidth_without_masking_equals_the_masked_arithmetic():
+    """Silverman's bandwidth of rows whose redshifts are all finite with positive weights (no
+    masking) and of rows with NaN or zero weights."""
+    from galclip.eval.conformal import silverman_bandwidth
+
+    rng = np.random.default_rng(12)
+    z = rng.uniform(0, 1, (400, 64))
+    w = rng.uniform(0.1, 3.0, (400, 64))
+    robust = rng.uniform(0, 0.1, 400)
+
+    def plain(z, w):
+        ok = np.isfinite(z) & (w > 0)
+        ww, zz = np.where(ok, w, 0.0), np.where(ok, z, 0.0)
+        tot = np.maximum(ww.sum(1), 1e-300)
+        mean = (ww * zz).sum(1) / tot
+        sd = np.sqrt(np.maximum((ww * (zz - mean[:, None]) ** 2).sum(1) / tot, 0.0))
+        spread = np.where(robust > 0, np.minimum(sd, robust), sd)
+        n_eff = tot ** 2 / np.maximum((ww ** 2).sum(1), 1e-300)
+        return np.maximum(0.9 * spread * np.maximum(n_eff, 1.0) ** -0.2, 0.004)
+
+    zn, wz = np.where(rng.uniform(size=z.shape) < 0.05, np.nan, z), np.where(w < 0.3, 0.0, w)
+    for zz, ww in ((z, w), (zn, w), (z, wz)):
+        assert np.array_equal(silverman_bandwidth(zz, ww, 0.004, robust), plain(zz, ww))
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+def test_median_distance_equals_nanmedian():
+    """Sorted neighbours with the used ones first (read off: counts 0, 1, odd, even, ties,
+    all K) and rows that are not (two modalities side by side: NumPy's nanmedian)."""
+    from galclip.eval.predict import median_distance
+
+    rng = np.random.default_rng(13)
+    for k in (1, 2, 9, 64):
+        dist = np.sort(np.round(rng.uniform(0, 1, (300, k)), 2), 1)
+        used = np.arange(k)[None] < rng.integers(0, k + 1, 300)[:, None]
+        used[0], used[1] = False, True
+        for d, u in ((dist, used), (dist[:, ::-1].copy(), used),
+                     (np.concatenate([dist, dist], 1), np.concatenate([used, used], 1))):
+            with np.errstate(invalid="ignore"):
+                want = np.nanmedian(np.where(u, d, np.nan), 1)
+            assert np.array_equal(median_distance(d, u), want, equal_nan=True), k

@@ -7,7 +7,8 @@ each stage on it with ``time.process_time`` (FAISS on one OpenMP thread, as on p
 worker threads), best of ``--repeats``: the IVF search in catalog order (``index.search``) and
 in list order (``batch_search``, what predict runs) at predict's depth and at depths 1 and 10
 (how much of the search is the top-k heap rather than the scan), then the neighbour summaries,
-the output columns and the Parquet write. CPU microseconds per galaxy.
+the output columns (the PIT recalibration apart, and block by block inside the summaries as
+predict runs it) and the Parquet write. CPU microseconds per galaxy.
 
     PYTHONPATH=src python benchmarks/explore/predict_profile.py --workdir W
 """
@@ -75,8 +76,10 @@ def main() -> None:
     tm("  of which the redshift density", lambda: P.raw_pdf(
         np.where(rows >= 0, ref.labels[np.maximum(rows, 0), ref.z_col], np.nan), w, ref.grid,
         (est.raw[:, 0, 1, ref.z_col] - est.raw[:, 0, 0, ref.z_col]) / 2))
-    cols = tm("output columns (intervals, PIT recalibration)",
-              lambda: P.chunk_columns(ref, cal, est))
+    tm("output columns (intervals, PIT recalibration)", lambda: P.chunk_columns(ref, cal, est))
+    est = tm("summaries with the density recalibrated block by block (as predict runs them)",
+             lambda: P.estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid, cal.pit))
+    cols = tm("  + output columns", lambda: P.chunk_columns(ref, cal, est))
     table = P.to_arrow(ids, {**cols, **ood})
 
     with tempfile.TemporaryDirectory() as tmp:    # one file, 8 chunks: per-file costs shared

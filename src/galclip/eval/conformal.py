@@ -29,7 +29,7 @@ continuous ranked probability score CRPS = ∫ (F(z) - 1[z >= z_true])² dz (Gne
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,10 +49,23 @@ def distance_weights(dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def weighted_mean(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted mean over axis 1 of (n, k, P) labels with (n, k) weights, NaN labels skipped."""
-    ww = w[:, :, None] * np.isfinite(y)
+    """Weighted mean over axis 1 of (n, k, P) labels with (n, k) weights, NaN labels skipped.
+    When every label is finite the mask is left out (w * True == w, nan_to_num(y) == y)."""
+    if not np.isfinite(y).all():
+        ww = w[:, :, None] * np.isfinite(y)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ww * np.nan_to_num(y)).sum(1) / ww.sum(1)  # (n, P)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (ww * np.nan_to_num(y)).sum(1) / ww.sum(1)  # (n, P)
+        return (w[:, :, None] * y).sum(1) / _total_weight(w, y.shape[2])
+
+
+def _total_weight(w: np.ndarray, n_props: int) -> np.ndarray:
+    """``(w[:, :, None] * ones(P)).sum(1)`` (n, P or 1), summed as NumPy sums that (n, k, P)
+    array over k: term after term when P > 1 (the cumulative sum's last value), pairwise along
+    the contiguous k axis when P = 1."""
+    if n_props > 1:
+        return np.cumsum(w, 1)[:, -1:]
+    return w[:, :, None].sum(1)
 
 
 def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -61,17 +74,18 @@ def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.
     (n, P, k) copies, each property's k labels contiguous (sorts and counts along the last
     axis); the values are those of the same arithmetic on (n, k, P)."""
     yt = np.ascontiguousarray(np.moveaxis(y, 1, 2))                   # (n, P, k)
-    fin = np.isfinite(yt)
-    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    order, ws = _sorted_weights(yt, w)
     ys = np.take_along_axis(yt, order, 2)
-    ws = np.take_along_axis(w[:, None, :] * fin, order, 2)           # (n, P, k)
-    total = np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]  # as a (n, k, P) sum
+    cum = np.cumsum(ws, 2)
+    total = _sorted_total(ws, cum)                                    # (n, P, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pos = (np.cumsum(ws, 2) - ws / 2) / total                     # (n, P, k) in (0, 1)
-    pos = np.where(ws > 0, pos, np.inf)                               # skipped labels sort last
+        pos = np.divide(np.subtract(cum, ws / 2, out=cum), total, out=cum)  # (n, P, k) in (0, 1)
+    if not (ws > 0).all():
+        pos = np.where(ws > 0, pos, np.inf)                           # skipped labels sort last
     k = y.shape[1]
-    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q): all at once
-    hi = np.clip((pos[:, :, None, :] < q[..., None]).sum(3), 1, k - 1)  # first position >= q
+    q = np.asarray(qs, float)[None, None, :]                          # (1, 1, Q)
+    hi = np.stack([np.count_nonzero(pos < v, axis=2) for v in qs], 2)  # first position >= q
+    hi = np.clip(hi, 1, k - 1)
     lo = hi - 1                                                       # (n, P, Q)
     p_lo, p_hi = (np.take_along_axis(pos, i, 2) for i in (lo, hi))
     y_lo, y_hi = (np.take_along_axis(ys, i, 2) for i in (lo, hi))
@@ -80,6 +94,28 @@ def weighted_quantiles(y: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.
     t = np.where(np.isfinite(p_hi), t, 0.0)                           # one usable label: its value
     out = np.where(np.isfinite(y_lo), y_lo + t * (np.nan_to_num(y_hi) - y_lo), np.nan)
     return np.moveaxis(out, 2, 1)                                     # (n, Q, P)
+
+
+def _sorted_weights(yt: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sort order of (n, P, k) labels along k (NaN last) and the weights (n, P, k) in that
+    order (0 for a NaN label). When every label is finite (the usual chunk) the labels are
+    sorted as they are and the weights gathered from ``w`` directly: the same order and values
+    as masking first (w * True == w)."""
+    fin = np.isfinite(yt)
+    if fin.all():
+        order = np.argsort(yt, axis=2)
+        return order, np.take_along_axis(np.broadcast_to(w[:, None, :], yt.shape), order, 2)
+    order = np.argsort(np.where(fin, yt, np.inf), axis=2)
+    return order, np.take_along_axis(w[:, None, :] * fin, order, 2)
+
+
+def _sorted_total(ws: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Each (n, P) row's total weight (n, P, 1), summed as NumPy sums the (n, k, P) layout over
+    k: with P > 1 one term after another in sorted order, which is the cumulative sum's last
+    value; with P = 1 the k axis is contiguous and NumPy sums it pairwise, so it is summed so."""
+    if ws.shape[1] > 1:
+        return cum[:, :, -1:].copy()
+    return np.ascontiguousarray(np.moveaxis(ws, 2, 1)).sum(1)[:, :, None]
 
 
 def raw_intervals(y: np.ndarray, w: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:
@@ -173,8 +209,7 @@ def silverman_bandwidth(z: np.ndarray, w: np.ndarray, minimum: float,
     ``s`` is a robust spread: ``robust`` (n,) when given (e.g. half the 16-84 % range, already
     computed for the intervals), else IQR / 1.34."""
     ok = np.isfinite(z) & (w > 0)
-    ww = np.where(ok, w, 0.0)
-    zz = np.where(ok, z, 0.0)
+    ww, zz = (w, z) if ok.all() else (np.where(ok, w, 0.0), np.where(ok, z, 0.0))
     tot = np.maximum(ww.sum(1), 1e-300)
     mean = (ww * zz).sum(1) / tot
     sd = np.sqrt(np.maximum((ww * (zz - mean[:, None]) ** 2).sum(1) / tot, 0.0))
@@ -191,8 +226,19 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
             ) -> np.ndarray:
     """Kernel density (n, G) of the neighbours' redshifts on ``grid`` (each row sums to
     1 / step; a row without neighbours is NaN); ``robust``: see ``silverman_bandwidth``.
-    Rows are binned and smoothed ``ROW_BLOCK`` at a time (each row's values do not depend on
-    the others'; a block's histograms stay in the CPU cache)."""
+    Rows are binned and smoothed ``ROW_BLOCK`` at a time (:func:`raw_pdf_blocks`)."""
+    dens = np.empty((len(z), grid.n))
+    for rows, block in raw_pdf_blocks(z, w, grid, robust):
+        dens[rows] = block
+    return dens
+
+
+def raw_pdf_blocks(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None = None
+                   ) -> Iterator[tuple[slice, np.ndarray]]:
+    """The densities of :func:`raw_pdf`, ``ROW_BLOCK`` rows at a time: (rows, (b, G)). Each
+    row's values do not depend on the others' (the FFT length is fixed by the widest kernel of
+    all ``n`` rows); a block's histograms stay in the CPU cache, and a caller that maps each
+    block on (the PIT recalibration) never holds all n densities."""
     from scipy import fft as sp_fft
 
     ok = np.isfinite(z) & (w > 0)
@@ -206,11 +252,9 @@ def raw_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, robust: np.ndarray | None 
     m = sp_fft.next_fast_len(grid.n + 2 * pad, real=True)
     wk = np.where(ok, w, 0.0)
     lower, upper = wk * (1 - f), wk * f                          # (n, k) linear binning
-    dens = np.empty((len(z), grid.n))
     for lo in range(0, len(z), ROW_BLOCK):
         b = slice(lo, lo + ROW_BLOCK)
-        dens[b] = _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
-    return dens
+        yield b, _smoothed(i0[b] + pad, lower[b], upper[b], sigma[b], m, pad, grid)
 
 
 def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np.ndarray,
@@ -227,10 +271,11 @@ def _smoothed(first: np.ndarray, lower: np.ndarray, upper: np.ndarray, sigma: np
     hist = hist.reshape(b, m).astype(np.float32)
     freq = np.fft.rfftfreq(m).astype(np.float32)                 # cycles per bin
     gain = np.exp(-2 * (np.pi * freq[None] * sigma[:, None].astype(np.float32)) ** 2)
-    smooth = sp_fft.irfft(sp_fft.rfft(hist, axis=1, workers=1) * gain, m, axis=1, workers=1)
-    dens = np.clip(smooth[:, pad:pad + grid.n], 0.0, None).astype(np.float64)
+    spec = sp_fft.rfft(hist, axis=1, workers=1)
+    smooth = sp_fft.irfft(np.multiply(spec, gain, out=spec), m, axis=1, workers=1)
+    dens = np.maximum(smooth[:, pad:pad + grid.n], 0.0, out=np.empty((b, grid.n)))  # clip at 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return dens / (dens.sum(1, keepdims=True) * grid.step)
+        return np.divide(dens, dens.sum(1, keepdims=True) * grid.step, out=dens)
 
 
 def cdf_at(pdf: np.ndarray, grid: Grid, z: np.ndarray) -> np.ndarray:
@@ -267,15 +312,33 @@ class PitCalibration:
         (``ROW_BLOCK`` rows at a time, so the temporaries stay in the CPU cache)."""
         out = np.empty(pdf.shape)
         for lo in range(0, len(pdf), ROW_BLOCK):
-            out[lo:lo + ROW_BLOCK] = self._apply(pdf[lo:lo + ROW_BLOCK], grid)
+            self._apply(pdf[lo:lo + ROW_BLOCK], grid, out[lo:lo + ROW_BLOCK])
         return out
 
-    def _apply(self, pdf: np.ndarray, grid: Grid) -> np.ndarray:
-        cdf = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, 1) * grid.step], axis=1)
-        cal = np.interp(np.clip(cdf, 0.0, 1.0), self.x, self.y)  # exact: G is steep at the ends
+    def _apply(self, pdf: np.ndarray, grid: Grid, out: np.ndarray) -> np.ndarray:
+        """One block's calibrated densities written into ``out`` (b, G) (any float dtype: the
+        float64 values cast once)."""
+        cdf = np.empty((len(pdf), grid.n + 1))                   # [0, cumsum(pdf) * step]
+        cdf[:, 0] = 0.0
+        np.multiply(np.cumsum(pdf, 1, out=cdf[:, 1:]), grid.step, out=cdf[:, 1:])
+        cal = np.interp(np.clip(cdf, 0.0, 1.0, out=cdf), self.x, self.y)  # exact: G is steep at the ends
         with np.errstate(invalid="ignore"):
-            out = np.diff(cal, axis=1) / grid.step
-        return np.where(np.isfinite(pdf).all(1, keepdims=True), out, np.nan)
+            np.divide(np.diff(cal, axis=1), grid.step, out=out)
+        bad = ~np.isfinite(pdf).all(1)
+        if bad.any():
+            out[bad] = np.nan
+        return out
+
+
+def calibrated_pdf(z: np.ndarray, w: np.ndarray, grid: Grid, pit: PitCalibration,
+                   robust: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+    """``pit.apply(raw_pdf(z, w, grid, robust), grid).astype(dtype)``, the same values, a block
+    of rows at a time: each block's raw densities are recalibrated while still in the CPU
+    cache, and neither they nor the float64 result are held for all rows."""
+    out = np.empty((len(z), grid.n), dtype)
+    for rows, dens in raw_pdf_blocks(z, w, grid, robust):
+        pit._apply(dens, grid, out[rows])
+    return out
 
 
 # ----------------------------------------------------------------------------- scores

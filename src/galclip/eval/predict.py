@@ -42,6 +42,7 @@ from galclip.eval.conformal import (
     Grid,
     IntervalCalibration,
     PitCalibration,
+    calibrated_pdf,
     cdf_at,
     coverage,
     distance_weights,
@@ -127,32 +128,57 @@ class Searcher:
         first = True
         while len(todo):
             f = min(fetch, ntotal)
-            own = None if self_rows is None else self_rows[todo]
-            s, p = batch_search(self.index, q[todo], f)
+            every = len(todo) == n                          # all rows: no copies to gather
+            own = self_rows if every or self_rows is None else self_rows[todo]
+            s, p = batch_search(self.index, q if every else q[todo], f)
             if kd is not None and first:                    # the first pass holds every query
                 kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
             first = False
             r, d, got = self._one(s, p, k, own)
-            rows[todo], dist[todo] = r, d
+            if every:
+                rows[:], dist[:] = r, d
+            else:
+                rows[todo], dist[todo] = r, d
             todo = todo[(got < k) & (f < ntotal)]
             fetch *= 4
         return rows, dist, kd
 
     def _one(self, s, p, k, self_rows):
-        r = np.where(p >= 0, self.positions_rows[np.maximum(p, 0)], -1)
-        ok = (p >= 0) & self.allowed[np.maximum(r, 0)]
+        """The first k allowed results of each row, in the search's order (rows (n, k), -1
+        where none; distances (n, k); allowed results found (n,), at most k). Rows with their
+        k are compacted with one boolean mask; the few rows short of k are laid out apart."""
+        valid = p >= 0
+        if valid.all():
+            r = self.positions_rows[p]
+            ok = self.allowed[r]
+        else:
+            r = np.where(valid, self.positions_rows[np.maximum(p, 0)], -1)
+            ok = valid & self.allowed[np.maximum(r, 0)]
         if self_rows is not None:
             ok &= r != self_rows[:, None]
-        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
-        r, s, ok = (np.take_along_axis(a, order, 1) for a in (r, s, ok))
         d = np.sqrt(np.maximum(s, 0)) if self.l2 else np.sqrt(np.maximum(2 - 2 * s, 0))
-        got = ok.sum(1)
-        pad = k - r.shape[1]
-        r, d = np.where(ok, r, -1), np.where(ok, d, np.inf)
-        if pad > 0:
-            r = np.pad(r, ((0, 0), (0, pad)), constant_values=-1)
-            d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
-        return r, d, got
+        rank = np.cumsum(ok, 1, dtype=np.int32)                  # (n, F): allowed so far
+        keep = ok & (rank <= k)
+        got = np.minimum(rank[:, -1], k).astype(np.int64)
+        if s.shape[1] < k:                                        # every row is padded
+            return (*first_k(r, d, keep, rank, k), got)
+        short = np.flatnonzero(got < k)
+        kept_short = keep[short]
+        keep[short] = np.arange(s.shape[1]) < k                   # any k; laid out below
+        out_r, out_d = r[keep].reshape(len(r), k), d[keep].reshape(len(r), k)
+        if len(short):
+            out_r[short], out_d[short] = first_k(r[short], d[short], kept_short, rank[short], k)
+        return out_r, out_d, got
+
+
+def first_k(r: np.ndarray, d: np.ndarray, keep: np.ndarray, rank: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (n, k) and distances (n, k) of the kept results of (n, F) search results, each at
+    its ``rank`` (1-based) among them; -1 and inf where a row has fewer than k."""
+    out_r, out_d = np.full((len(r), k), -1, np.int64), np.full((len(r), k), np.inf, d.dtype)
+    i, j = np.nonzero(keep)
+    out_r[i, rank[i, j] - 1], out_d[i, rank[i, j] - 1] = r[i, j], d[i, j]
+    return out_r, out_d
 
 
 def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray,
@@ -160,8 +186,8 @@ def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     """Neighbour rows (n, K), weights (n, K) and distances (n, K) of one or several modalities:
     each modality's inverse-distance weights sum to one, then modalities that found neighbours
     share the weight equally (an equal mixture of their neighbour distributions)."""
-    rows = np.concatenate([r for r, _ in results], 1)
-    dist = np.concatenate([d for _, d in results], 1)
+    rows = np.concatenate([r for r, _ in results], 1) if len(results) > 1 else results[0][0]
+    dist = np.concatenate([d for _, d in results], 1) if len(results) > 1 else results[0][1]
     parts = []
     for r, d in results:
         w = distance_weights(d, r >= 0)
@@ -177,28 +203,55 @@ def combine(results: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 @dataclass
 class Estimates:
     """Raw (uncalibrated) estimates of n galaxies: point (n, P), raw intervals (n, L, 2, P),
-    raw redshift densities (n, G) or None, neighbours used (n,) and their median distance (n,)."""
+    raw redshift densities (n, G) or None, neighbours used (n,) and their median distance (n,);
+    ``calibrated_pdf``: the recalibrated densities (n, G) float32 instead of the raw ones, when
+    :func:`estimate` was given the PIT map."""
 
     point: np.ndarray
     raw: np.ndarray
     pdf: np.ndarray | None
     n_used: np.ndarray
     distance: np.ndarray
+    calibrated_pdf: np.ndarray | None = None
 
 
 def estimate(labels: np.ndarray, rows: np.ndarray, w: np.ndarray, dist: np.ndarray,
-             z_col: int | None, grid: Grid | None) -> Estimates:
-    """The neighbours' label distribution of each query, summarised (see Estimates)."""
-    y = np.where((rows >= 0)[:, :, None], labels[np.maximum(rows, 0)], np.nan)  # (n, K, P)
-    used = (rows >= 0) & (w > 0)
-    with np.errstate(invalid="ignore"):
-        d_med = np.nanmedian(np.where(used, dist, np.nan), 1) if used.any() else np.full(
-            len(rows), np.nan)
+             z_col: int | None, grid: Grid | None, pit: PitCalibration | None = None
+             ) -> Estimates:
+    """The neighbours' label distribution of each query, summarised (see Estimates). With
+    ``pit`` the redshift densities come out recalibrated (float32), block by block."""
+    found = rows >= 0
+    y = labels[rows] if found.all() else np.where(found[:, :, None], labels[np.maximum(rows, 0)],
+                                                   np.nan)                       # (n, K, P)
+    used = found & (w > 0)
+    d_med = median_distance(dist, used)
     raw = raw_intervals(y, w)
-    pdf = None
+    pdf = calibrated = None
     if z_col is not None and grid is not None:   # robust spread: half the raw 16-84 % range
-        pdf = raw_pdf(y[:, :, z_col], w, grid, (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2)
-    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med)
+        robust = (raw[:, 0, 1, z_col] - raw[:, 0, 0, z_col]) / 2
+        if pit is None:
+            pdf = raw_pdf(y[:, :, z_col], w, grid, robust)
+        else:
+            calibrated = calibrated_pdf(y[:, :, z_col], w, grid, pit, robust)
+    return Estimates(weighted_mean(y, w), raw, pdf, used.sum(1), d_med, calibrated)
+
+
+def median_distance(dist: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Median (n,) of each row's used distances (n, K), NaN where none: ``np.nanmedian`` of the
+    masked rows. One modality's neighbours come nearest first with the used ones in front; the
+    median of such a sorted prefix is read off as NumPy computes it, (low + high) / 2 of the
+    middle pair (the middle value twice when the count is odd)."""
+    if not used.any():
+        return np.full(len(dist), np.nan)
+    prefix = (used[:, :-1] >= used[:, 1:]).all()
+    if not (prefix and ((dist[:, 1:] >= dist[:, :-1]) | ~used[:, 1:]).all()):
+        with np.errstate(invalid="ignore"):
+            return np.nanmedian(np.where(used, dist, np.nan), 1)
+    m = used.sum(1)
+    hi = np.minimum(m // 2, dist.shape[1] - 1)
+    lo = np.maximum(np.where(m % 2 == 1, hi, hi - 1), 0)
+    at = np.arange(len(dist))
+    return np.where(m > 0, (dist[at, lo] + dist[at, hi]) / 2, np.nan)
 
 
 @dataclass
@@ -401,7 +454,9 @@ def chunk_columns(ref: Reference, cal: Calibration, est: Estimates) -> dict[str,
         for i in range(len(LEVELS)):
             for side in range(2):
                 cols[next(names)] = iv[:, i, side, j].astype(np.float32)
-    if est.pdf is not None and cal.pit is not None:
+    if est.calibrated_pdf is not None:
+        cols["redshift_pdf"] = est.calibrated_pdf
+    elif est.pdf is not None and cal.pit is not None:
         cols["redshift_pdf"] = cal.pit.apply(est.pdf, ref.grid).astype(np.float32)
     return cols
 
@@ -505,7 +560,8 @@ def predict_chunk(ref: Reference, cal: Calibration, k: int, ids: np.ndarray,
     """The output table (Arrow) of one chunk of query galaxies."""
     own = _self_rows(ref, ids) if same else None
     (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
-    cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid))
+    cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid,
+                                            cal.pit))
     return to_arrow(ids, {**cols, **ood})
 
 
