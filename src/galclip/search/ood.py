@@ -312,8 +312,9 @@ def _vectors(catalog, loaded, pos: np.ndarray) -> np.ndarray:
 
 def load_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
     """The stored reference of a catalog's modality, computed and stored first if missing or
-    stale (kept in memory only where the catalog folder cannot be written); a spectrum
-    reference stored without the redshift check is rebuilt, in case the check can be built now."""
+    stale (kept in memory only where the catalog folder cannot be written). A spectrum
+    reference stored without the redshift check (it could not be built then: no galclip[sim],
+    no dataset) stays so until the file is deleted."""
     from galclip.storage import write_json_atomic
 
     cache = _LOADED.setdefault(catalog, {})
@@ -321,7 +322,7 @@ def load_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
         return cache[(modality, k)]
     path, key = reference_path(catalog.path, modality), _key(catalog, modality, k)
     ref = _read(catalog, path, key)
-    if ref is None or (modality == "spectrum" and ref.check is None):
+    if ref is None:
         ref = build_reference(catalog, modality, k)
         try:
             write_json_atomic(path, ref.to_json())
@@ -342,13 +343,13 @@ def _read(catalog, path: Path, key: str) -> OODReference | None:
                        float(obj["threshold"]), key)
     tc = obj.get("template_check")
     if not tc:
-        return ref
+        return ref       # built where the check could not be: delete the file to try again
     try:
         fitter, sha = load_basis(catalog, build=False)
     except (ImportError, ValueError, OSError):
-        return ref
+        return None
     if sha != tc["basis_sha256"]:
-        return ref
+        return None      # the basis beside the index changed: recalibrate
     return replace(ref, check=TemplateCheck(fitter, sha, np.asarray(tc["tension"], np.float64),
                                             np.asarray(tc["combined"], np.float64),
                                             float(tc["threshold"])))
