@@ -165,3 +165,40 @@ def test_held_out_spectra_are_read_from_the_catalogs_dataset(tiny_dataset, tmp_p
     write_catalog(tmp_path / "bare", meta, {"spectrum": vecs}, model_sha256="0" * 64)
     with pytest.raises(ValueError, match="no readable dataset"):
         ood.heldout_spectra(Catalog(tmp_path / "bare"), np.array([3]))
+
+
+def test_predict_with_the_redshift_check_flags_what_the_distance_passes(catalog, tmp_path,
+                                                                       monkeypatch):
+    """galclip predict --redshift-check: the confidently wrong spectrum is flagged, the same
+    galaxy without the check is not; spectra drawn like the reference's stay unflagged."""
+    from galclip.eval.predict import predict
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    rng = np.random.default_rng(4)
+    z = rng.uniform(0.05, 0.6, 20)
+    pairs = [_spectrum(x, x, rng) for x in z] + [_spectrum(0.1, 0.45, rng)]
+    flux, ivar = (np.stack(a) for a in zip(*pairs, strict=True))
+    n = len(flux)
+    meta = {"object_id": np.arange(n, dtype=np.int64) + 50_000, "ra": np.zeros(n),
+            "dec": np.zeros(n), "redshift": np.append(z, 0.45).astype(np.float32)}
+    write_catalog(tmp_path / "q", meta, {"spectrum": _embed(catalog.model, flux)},
+                  model_sha256="0" * 64)
+    build_index(catalog.path, "spectrum", kind="flat", verbose=False)
+    at = {int(o): i for i, o in enumerate(meta["object_id"])}
+
+    class InMemory:
+        def __init__(self, manifest, where):
+            pass
+
+        def read(self, ids):
+            rows = [at[int(o)] for o in ids]
+            return flux[rows].astype(np.float64), ivar[rows].astype(np.float64)
+
+    monkeypatch.setattr(ood, "DatasetSpectra", InMemory)
+    kw = {"from_": "spectrum", "properties": ["redshift"], "k": 16, "workers": 1}
+    plain = predict(tmp_path / "q", catalog.path, **kw).table.column("unfamiliar").to_numpy()
+    checked = predict(tmp_path / "q", catalog.path, redshift_check=True, **kw).table
+    flag = checked.column("unfamiliar").to_numpy()
+    assert not plain[-1] and flag[-1]
+    assert flag[:-1].sum() <= 1

@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from galclip import conventions as C
+
 K_OOD = 10              # neighbour whose distance is the score
 FLAG_FRACTION = 0.01    # share of held-out catalog galaxies flagged unfamiliar
 REFERENCE_SPLIT = "test"
@@ -257,20 +259,37 @@ def template_check(catalog, ref: OODReference, rows: np.ndarray, vectors: np.nda
 def heldout_spectra(catalog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(flux, ivar), each (R, 7781), of catalog ``rows`` from the dataset the catalog was
     embedded from (its manifest's ``dataset.path``), matched by object_id."""
-    from galclip.data import open_dataset
+    return DatasetSpectra(catalog.manifest, catalog.path).read(catalog.meta["object_id"][rows])
 
-    path = (catalog.manifest.get("dataset") or {}).get("path")
-    if not path or not Path(path).exists():
-        raise ValueError(f"catalog {catalog.path} records no readable dataset "
-                         f"({path or 'none'}) to read its held-out spectra from")
-    ds = open_dataset(path)
-    at = {int(o): i for i, o in enumerate(ds.read_columns(["object_id"])["object_id"])}
-    want = [int(o) for o in catalog.meta["object_id"][rows]]
-    if any(o not in at for o in want):
-        raise ValueError(f"dataset {path} lacks rows of catalog {catalog.path}")
-    recs = [ds[at[o]] for o in want]
-    return (np.stack([r["spectrum_flux"] for r in recs]).astype(np.float64),
-            np.stack([r["spectrum_ivar"] for r in recs]).astype(np.float64))
+
+class DatasetSpectra:
+    """The spectra of a catalog's objects, read by object_id from the dataset its manifest
+    names (``dataset.path``); safe to call from several threads."""
+
+    def __init__(self, manifest: dict, where: str | Path):
+        import threading
+
+        from galclip.data import open_dataset
+
+        path = (manifest.get("dataset") or {}).get("path")
+        if not path or not Path(path).exists():
+            raise ValueError(f"catalog {where} records no readable dataset ({path or 'none'}) "
+                             f"to read its spectra from")
+        self.path, self._ds, self._lock = path, open_dataset(path), threading.Lock()
+        ids = self._ds.read_columns(["object_id"])["object_id"]
+        self._at = {int(o): i for i, o in enumerate(ids)}
+
+    def read(self, object_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flux, ivar), each (N, 7781) float64, in the order of ``object_ids``."""
+        want = [int(o) for o in object_ids]
+        if any(o not in self._at for o in want):
+            raise ValueError(f"dataset {self.path} lacks some of the catalog's object_ids")
+        with self._lock:
+            recs = [self._ds[self._at[o]] for o in want]
+        flux, ivar = np.zeros((2, len(want), C.N_WAVE))                  # (N, 7781) each
+        for i, r in enumerate(recs):
+            flux[i], ivar[i] = r["spectrum_flux"], r["spectrum_ivar"]
+        return flux, ivar
 
 
 def load_basis(catalog, build: bool = True):
