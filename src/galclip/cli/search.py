@@ -133,7 +133,7 @@ def _familiarity(q: dict) -> str:
     verdict = ("UNFAMILIAR: unlike the catalog's galaxies, neighbours' labels are not to be "
                "trusted" if q["unfamiliar"] else "familiar")
     check = ""
-    if q.get("ood_check") == "distance+redshift":
+    if q.get("ood_check") == "distance+redshift" and q.get("neighbour_z") is not None:
         check = (f"; redshift check: neighbours z {q['neighbour_z']:.4f}, template fit z "
                  f"{q['template_z']:.4f}, tension {q['z_tension']:.2f}")
     return (f"# OOD score {q['ood_score']:.3f} (k={q['ood_k']} neighbour at cosine distance "

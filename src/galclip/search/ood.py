@@ -249,6 +249,12 @@ def template_check(catalog, ref: OODReference, rows: np.ndarray, vectors: np.nda
         print(f"galclip: OOD score by distance alone, no redshift check: {e}", file=sys.stderr)
         return None
     z_nn, s_nn = neighbour_redshift(catalog, "spectrum", vectors[take], rows[take])
+    if not np.isfinite(z_nn).any():
+        print(f"galclip: OOD score by distance alone: catalog {catalog.path} has no finite "
+              f"redshifts", file=sys.stderr)
+        return None
+    print(f"galclip: calibrating the OOD redshift check on {len(take)} held-out spectra (once "
+          f"per catalog)", file=sys.stderr)
     z_t = np.array([fitter.redshift(f, i) for f, i in zip(flux, ivar, strict=True)])
     t = np.nan_to_num(tension(z_nn, s_nn, z_t), nan=0.0)
     comb = np.maximum(ref.rank(kth[take]), _rank(np.sort(t), t))
@@ -416,7 +422,12 @@ def query_ood(catalog, modality: str, vector: np.ndarray, self_row: int | None =
            "ood_distance": round(float(out["kth_distance"][0]), 5),
            "ood_check": "distance+redshift" if "tension" in out else "distance"}
     if "tension" in out:
-        res.update({"neighbour_z": round(float(out["neighbour_z"][0]), 5),
-                    "template_z": round(float(out["template_z"][0]), 5),
-                    "z_tension": round(float(out["tension"][0]), 3)})
+        res.update({"neighbour_z": _plain(out["neighbour_z"][0], 5),
+                    "template_z": _plain(out["template_z"][0], 5),
+                    "z_tension": _plain(out["tension"][0], 3)})
     return res
+
+
+def _plain(x: float, digits: int) -> float | None:
+    """A rounded Python float, None where not finite (JSON has no NaN)."""
+    return round(float(x), digits) if np.isfinite(x) else None
