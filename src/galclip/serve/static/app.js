@@ -163,7 +163,7 @@ function familiarity(q) {
     text = q.unfamiliar
       ? ` · ⚠ UNFAMILIAR query (OOD score ${q.ood_score.toFixed(3)}): unlike the catalog's galaxies — do not trust its neighbours' labels`
       : ` · familiar query (OOD score ${q.ood_score.toFixed(3)})`;
-    if (q.ood_check === "distance+redshift") {
+    if (q.ood_check === "distance+redshift" && q.neighbour_z !== null && q.template_z !== null) {
       text += ` · neighbours' z ${q.neighbour_z.toFixed(4)} vs template fit z ${q.template_z.toFixed(4)}`;
     }
   }
