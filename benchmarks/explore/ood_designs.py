@@ -120,7 +120,8 @@ def scores(al, po, pool_al, pool_po, zpool, self_rows, fitter, flux, ivar) -> di
 DESIGNS = {"A": "aligned 10-NN distance (today)", "B": "backbone 10-NN distance",
            "C": "neighbour z spread", "D": "template disagreement |dz|",
            "T": "template tension |dz| / (spread + 0.002)", "E": "template reduced chi^2",
-           "A|T": "A or T (max of their ranks)", "A|D": "A or D (max of their ranks)"}
+           "A|C": "A or C (max of their ranks)", "A|D": "A or D (max of their ranks)",
+           "A|T": "A or T (max of their ranks): the product"}
 
 
 def rank(cal: np.ndarray, x: np.ndarray) -> np.ndarray:
