@@ -14,6 +14,7 @@ import pytest
 
 from galclip import conventions as C
 from galclip.search import ood
+from galclip.search.redshift_templates import basis_path, write_basis
 
 LINES = (3727.4, 4862.7, 5008.2, 6564.6)   # rest vacuum Angstrom: [O II], Hbeta, [O III], Halpha
 NOISE = 0.05
@@ -33,7 +34,7 @@ def _spectrum(z_continuum: float, z_lines: float, rng) -> tuple[np.ndarray, np.n
 
 def _basis() -> tuple[float, np.ndarray]:
     """A rest-frame basis that spans these spectra: constant, ln(lambda), one row per line."""
-    from galclip.eval.template_fit import rest_grid
+    from galclip.search.redshift_templates import rest_grid
 
     g = rest_grid()
     rows = [np.ones_like(g), np.log(g / 6000.0)]
@@ -80,7 +81,7 @@ def line_catalog(tmp_path_factory):
             "dec": rng.uniform(-5, 5, n), "redshift": z.astype(np.float32)}
     write_catalog(out, meta, {"spectrum": _embed(model, flux)}, model_sha256="0" * 64)
     lnw0, basis = _basis()
-    np.savez(out / ood.BASIS_FILE, lnw0=lnw0, basis=basis)
+    write_basis(basis_path(out), lnw0, basis)
     return out, model, flux, ivar
 
 

@@ -30,7 +30,7 @@ Designs (larger = less trustworthy):
 
 The template fit is the one of ``template_redshift.py`` (same SED templates and basis), done
 for every trial redshift at once by FFT cross-correlation on a log-wavelength grid
-(``galclip.eval.template_fit.LogTemplateFit``), so a thousand held-out spectra take a minute.
+(``galclip.search.redshift_templates.LogTemplateFit``), so a thousand held-out spectra take a minute.
 
 Usage: python benchmarks/explore/ood_designs.py --catalog CATALOG --data SIMDATA
            [--basis /tmp/basis.npz] [--json out.json]
@@ -57,8 +57,9 @@ Z_MIN, Z_MAX = 0.003, 1.25
 
 # ----------------------------------------------------------------------------- template fit
 def load_fitter(path: Path, n_templates: int, k: int, seed: int):
-    """galclip.eval.template_fit.LogTemplateFit on the simulated SED basis, cached in ``path``."""
-    from galclip.eval.template_fit import LogTemplateFit, simulated_basis
+    """galclip.search.redshift_templates.LogTemplateFit on the simulated SED basis, cached in ``path``."""
+    from galclip.eval.template_fit import simulated_basis
+    from galclip.search.redshift_templates import LogTemplateFit
 
     if not path.exists():
         lnw0, basis = simulated_basis(n_templates, k, seed)

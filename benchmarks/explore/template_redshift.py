@@ -30,7 +30,7 @@ from sim_to_real import REAL, real_spectra  # noqa: E402
 
 from galclip import conventions as C  # noqa: E402
 
-DLNW = 1e-4   # galclip.eval.template_fit.DLN
+DLNW = 1e-4   # galclip.search.redshift_templates.DLN
 Z_MIN, Z_MAX, DLNZ = 0.003, 1.25, 3e-4
 
 

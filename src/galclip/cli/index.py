@@ -2,7 +2,9 @@
 
 Exact (flat) below --threshold vectors, approximate (IVF by default, or HNSW) above; an
 approximate index is tuned to --target-recall and its recall@10 against exact search on a
-sample is printed and saved. Index files are written into the catalog folder.
+sample is printed and saved. Index files are written into the catalog folder, and beside them
+the template basis of the OOD score's redshift check (ood-templates.npz, from galclip's
+simulated SEDs; needs galclip[sim], ~1 min once; --no-templates skips it).
 
 Example:  galclip index runs/demo/catalog --kind auto
 """
@@ -38,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "memory-mapped, not loaded) and order each query's R x k best by code "
                         "by exact inner product; lifts recall past the codes' ceiling "
                         "(default 0: off; 10 is a good start)")
+    p.add_argument("--no-templates", action="store_true",
+                   help="do not write the template basis of the OOD redshift check")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,4 +55,19 @@ def run(args: argparse.Namespace) -> int:
                     target_recall=args.target_recall, nlist=args.nlist,
                     compress={"pq_m": args.pq_m, "part_vectors": args.part_vectors,
                               "rerank": args.rerank})
+    if "spectrum" in mods and not args.no_templates:
+        write_templates(args.catalog)
     return 0
+
+
+def write_templates(catalog) -> None:
+    """The OOD redshift check's basis beside the index, where the simulator stack is installed."""
+    import sys
+
+    try:
+        from galclip.eval.template_fit import write_catalog_basis
+
+        print(f"OOD redshift-check templates: {write_catalog_basis(catalog)}")
+    except ImportError as e:
+        print(f"galclip: no OOD redshift-check templates (needs galclip[sim]: {e}); spectrum "
+              f"queries are scored by distance alone", file=sys.stderr)

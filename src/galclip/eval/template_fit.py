@@ -8,14 +8,11 @@ search is coarse to fine: a grid of step 0.0005 in ln(1 + z) over 0.005 < z < 0.
 the highest redshift of the data, for LRGs and ELGs; at most 0.0013 in z at z = 1.6), then a
 0.0001 grid within ±0.001 of the coarse minimum. Needs the simulator stack (``pip install galclip[sim]``).
 
-:class:`LogTemplateFit` is the same least-squares fit done for every trial redshift at once, for
-callers that fit many spectra (the unfamiliarity check of :mod:`galclip.search.ood`): on a grid
-uniform in ln(wavelength) a redshift is a shift, so the normal equations at every trial z are
-cross-correlations, one FFT each (the correlation form of template fitting, Tonry & Davis 1979,
-AJ 84, 1511). Its basis (:func:`simulated_basis`) is the first principal components of rest-frame
-spectra of galaxies drawn by galclip's simulator for its programmes (an uncentred SVD, as
-redrock's galaxy templates are a PCA basis: Bolton et al. 2012, AJ 144, 144); only building the
-basis needs the simulator stack, fitting with a stored one needs numpy and scipy.
+:func:`simulated_basis` makes the basis of the OOD score's redshift check
+(:class:`galclip.search.redshift_templates.LogTemplateFit`): the first principal components of
+rest-frame spectra of galaxies drawn by galclip's simulator for its programmes (an uncentred
+SVD, as redrock's galaxy templates are a PCA basis: Bolton et al. 2012, AJ 144, 144);
+:func:`write_catalog_basis` stores it beside a catalog's index (``galclip index``, the demo).
 """
 from __future__ import annotations
 
@@ -24,13 +21,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from galclip import conventions as C
+from galclip.search.redshift_templates import DLN, REST_MIN, rest_grid
 
 Z_MIN, Z_MAX, COARSE, FINE, HALF_WINDOW = 0.005, 0.65, 0.0005, 0.0001, 0.001
-#: LogTemplateFit: log-wavelength step = redshift step in ln(1 + z); rest range of its basis;
-#: trial redshifts
-DLN = 1e-4
-REST_MIN, REST_MAX = 1500.0, 9850.0
-LOG_Z_MIN, LOG_Z_MAX = 0.003, 1.25
 
 
 class TemplateFitter:
@@ -100,75 +93,6 @@ def chi2(A: np.ndarray, flux: np.ndarray, ivar: np.ndarray, chunk: int = 64) -> 
     return float(np.sum(w.astype(np.float64) * f.astype(np.float64) ** 2)) - np.sum(coef * atb, axis=1)
 
 
-class LogTemplateFit:
-    """The χ²-best redshift of a linear template basis, every trial redshift at once.
-
-    ``basis`` (K, M) is sampled on the rest grid ln(lambda) = ``rest_lnw0`` + DLN * m. With the
-    spectrum resampled to the observed grid ln(lambda) = rest_lnw0 + DLN * (c + i), redshift
-    ln(1 + z) = DLN * s puts template pixel m = i + c - s under observed pixel i, so
-
-        M_jk(s) = sum_i w_i B_j(i + c - s) B_k(i + c - s),   b_j(s) = sum_i w_i f_i B_j(i + c - s)
-
-    are cross-correlations of (w, w f) with (B_j B_k, B_j), computed by FFT for all s at once;
-    χ²(s) = sum w f^2 - b(s) . M(s)^-1 b(s). Trial redshifts span [z_min, z_max] in steps of DLN
-    in ln(1 + z) (1e-4: a tenth of the redshift precision the unfamiliarity check needs).
-    """
-
-    def __init__(self, rest_lnw0: float, basis: np.ndarray, z_min: float = LOG_Z_MIN,
-                 z_max: float = LOG_Z_MAX):
-        from scipy.fft import next_fast_len, rfft
-
-        basis = np.asarray(basis, np.float64)
-        k, m = basis.shape                                              # (K, M)
-        wave_max = C.WAVE_MIN + C.WAVE_STEP * (C.N_WAVE - 1)
-        c = int(np.ceil((np.log(C.WAVE_MIN) - rest_lnw0) / DLN))
-        n_obs = int(np.floor((np.log(wave_max) - rest_lnw0) / DLN)) - c + 1
-        self.obs_wave = np.exp(rest_lnw0 + DLN * (c + np.arange(n_obs)))    # (N,) Angstrom
-        s = np.arange(int(np.ceil(np.log1p(z_min) / DLN)), int(np.floor(np.log1p(z_max) / DLN)) + 1)
-        self.z, self._u = np.expm1(s * DLN), c - s                      # (S,) each
-        if len(s) == 0 or self._u.min() < 0 or self._u.max() + n_obs > m:
-            raise ValueError(f"the template basis (rest {np.exp(rest_lnw0):.0f} Angstrom, {m} "
-                             f"pixels) does not cover redshifts {z_min}-{z_max} on the DESI grid")
-        self.k, self._n_fft = k, next_fast_len(n_obs + m)
-        self._pairs = [(i, j) for i in range(k) for j in range(i, k)]
-        self._fb = rfft(basis, self._n_fft, axis=1)                                   # (K, F)
-        self._fp = rfft(np.stack([basis[i] * basis[j] for i, j in self._pairs]),      # (P, F)
-                        self._n_fft, axis=1)
-
-    def resample(self, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flux and weight (N,) on the log grid, a pixel next to a bad one weighted 0; the weight
-        keeps the total ivar per Angstrom (a log pixel of lambda DLN Angstrom)."""
-        wave = C.wavelength_grid()
-        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-        f = np.interp(self.obs_wave, wave, np.where(good, flux, 0.0))
-        w = np.interp(self.obs_wave, wave, np.where(good, ivar, 0.0))
-        bad = np.interp(self.obs_wave, wave, (~good).astype(np.float64)) > 0
-        return f, np.where(bad, 0.0, w * self.obs_wave * DLN / C.WAVE_STEP)
-
-    def chi2(self, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-        """(S,) χ² of the best linear combination of the basis at each trial redshift."""
-        from scipy.fft import irfft, rfft
-
-        f, w = self.resample(np.asarray(flux, np.float64), np.asarray(ivar, np.float64))
-        b = irfft(np.conj(rfft(w * f, self._n_fft)) * self._fb, self._n_fft, axis=1)[:, self._u].T
-        mp = irfft(np.conj(rfft(w, self._n_fft)) * self._fp, self._n_fft, axis=1)[:, self._u].T
-        mm = np.empty((len(self._u), self.k, self.k))                   # (S, K, K)
-        for p, (i, j) in enumerate(self._pairs):
-            mm[:, i, j] = mm[:, j, i] = mp[:, p]
-        ridge = 1e-9 * np.trace(mm, axis1=1, axis2=2)[:, None, None] * np.eye(self.k)
-        coef = np.linalg.solve(mm + ridge, b[..., None])[..., 0]        # (S, K)
-        return float(np.sum(w * f * f)) - np.sum(coef * b, axis=1)
-
-    def redshift(self, flux: np.ndarray, ivar: np.ndarray) -> float:
-        """The trial redshift of least χ²."""
-        return float(self.z[int(np.argmin(self.chi2(flux, ivar)))])
-
-
-def rest_grid() -> np.ndarray:
-    """The rest-frame wavelengths (Angstrom) of :func:`simulated_basis`, uniform in ln(lambda)."""
-    return np.exp(np.arange(np.log(REST_MIN), np.log(REST_MAX), DLN))
-
-
 def component_rest(engine, pop, z: float, grid: np.ndarray) -> np.ndarray:
     """One stellar component's spectrum at rest vacuum wavelengths ``grid``, broadened by its
     velocity dispersion."""
@@ -207,3 +131,15 @@ def simulated_basis(n_templates: int = 120, k: int = 10, seed: int = 4242
     temps = simulated_templates(n_templates, seed)
     _, _, vt = np.linalg.svd(temps, full_matrices=False)
     return float(np.log(REST_MIN)), vt[:k].astype(np.float32)
+
+
+def write_catalog_basis(catalog_dir, n_templates: int = 120, k: int = 10, seed: int = 4242):
+    """Store :func:`simulated_basis` beside a catalog's index (the file the OOD score's redshift
+    check reads, :data:`galclip.search.redshift_templates.BASIS_FILE`) unless it is there;
+    returns its path. Needs galclip[sim]."""
+    from galclip.search.redshift_templates import basis_path, write_basis
+
+    path = basis_path(catalog_dir)
+    if not path.exists():
+        write_basis(path, *simulated_basis(n_templates, k, seed))
+    return path

@@ -29,8 +29,8 @@ The redshift check (spectra given as flux and ivar). A distance alone misses the
 real spectrum that lands *near* the simulated manifold, in a region whose neighbours agree on
 the wrong redshift (benchmarks/RESULTS.md, "Sim-to-real"). So where the spectrum itself is at
 hand, its neighbours' redshift is checked against an estimate built unlike the learned model,
-a χ² template fit on a PCA basis of galclip's own SEDs (:class:`galclip.eval.template_fit.
-LogTemplateFit`), with the tension
+a χ² template fit on a PCA basis of galclip's own SEDs
+(:class:`galclip.search.redshift_templates.LogTemplateFit`), with the tension
 
     t = |ln(1 + z_nn) - ln(1 + z_template)| / (s_nn + SIGMA_FLOOR)
 
@@ -38,10 +38,11 @@ where z_nn is the median redshift of the :data:`K_Z` nearest catalog spectra and
 16-84 % range of their ln(1 + z): a wrong answer the neighbours themselves are unsure of scores
 little, a confident wrong one scores high. The query's score is then the larger of its two
 ranks among the held-out rows (distance and tension), calibrated once more on the held-out rows
-so that the union still flags :data:`FLAG_FRACTION` of them. The basis is built once by the
-simulator (galclip[sim]) and stored beside the index (``ood-templates.npz``); the tensions of
-the held-out rows (at most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the catalog's
-dataset) are stored in the reference. Without a basis, a dataset or catalog redshifts, or for a
+so that the union still flags :data:`FLAG_FRACTION` of them. The basis is made by the simulator
+and stored beside the index by ``galclip index`` (``ood-templates.npz``,
+:func:`galclip.eval.template_fit.write_catalog_basis`); the tensions of the held-out rows (at
+most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the catalog's dataset) are stored
+in the reference. Without a basis, a dataset or catalog redshifts, or for a
 query given as an id or a vector, the score is the distance alone (``ood_check`` says which).
 """
 from __future__ import annotations
@@ -66,7 +67,6 @@ K_Z = 16                # neighbours whose median redshift the template check te
 SIGMA_FLOOR = 0.002     # ln(1 + z): the tightest redshift spread a neighbour set is credited with,
                         # a fifth of the 0.01 (1 + z) within which a redshift counts as right
 MAX_TEMPLATE_REFERENCE = 1_000   # held-out spectra template-fitted (~50 ms each)
-BASIS_FILE = "ood-templates.npz"
 FORMAT = "galclip-ood"
 VERSION = 2
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Catalog -> {(modality, k): ref}
@@ -76,7 +76,7 @@ _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Catalog -> {
 class TemplateCheck:
     """The held-out distribution of the redshift check (spectra only)."""
 
-    fitter: object          # galclip.eval.template_fit.LogTemplateFit on the stored basis
+    fitter: object          # redshift_templates.LogTemplateFit on the stored basis
     basis_sha256: str
     tension: np.ndarray     # (T,) sorted tensions of the held-out rows
     combined: np.ndarray    # (T,) sorted max(rank of d_k, rank of tension) of the same rows
@@ -298,26 +298,18 @@ class DatasetSpectra:
         return flux, ivar
 
 
-def load_basis(catalog, build: bool = True):
-    """(LogTemplateFit, sha256 of its basis) from ``ood-templates.npz`` beside the index; made
-    by the simulator (galclip[sim], ~1 min) and stored there first when missing and ``build``."""
+def load_basis(catalog):
+    """(LogTemplateFit, sha256 of its basis) from the basis file beside the index
+    (:data:`galclip.search.redshift_templates.BASIS_FILE`); ValueError where there is none."""
     import hashlib
-    import os
 
-    from galclip.eval.template_fit import LogTemplateFit, simulated_basis
+    from galclip.search.redshift_templates import LogTemplateFit, basis_path, read_basis
 
-    path = Path(catalog.path) / BASIS_FILE
-    if path.exists():
-        with np.load(path) as z:
-            lnw0, basis = float(z["lnw0"]), np.asarray(z["basis"], np.float32)
-    elif build:
-        lnw0, basis = simulated_basis()
-        with contextlib.suppress(OSError):   # a read-only catalog: the basis lives in memory
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, lnw0=lnw0, basis=basis)
-            os.replace(tmp, path)
-    else:
-        raise ValueError(f"{path}: no template basis")
+    path = basis_path(catalog.path)
+    if not path.exists():
+        raise ValueError(f"{path}: no template basis (galclip index writes it where galclip[sim] "
+                         f"is installed)")
+    lnw0, basis = read_basis(path)
     sha = hashlib.sha256(np.float64(lnw0).tobytes() + basis.tobytes()).hexdigest()
     return LogTemplateFit(lnw0, basis), sha
 
@@ -370,7 +362,7 @@ def _read(catalog, path: Path, key: str) -> OODReference | None:
     if not tc:
         return ref       # built where the check could not be: delete the file to try again
     try:
-        fitter, sha = load_basis(catalog, build=False)
+        fitter, sha = load_basis(catalog)
     except (ImportError, ValueError, OSError):
         return None
     if sha != tc["basis_sha256"]:
