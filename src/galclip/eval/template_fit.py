@@ -12,7 +12,7 @@ the highest redshift of the data, for LRGs and ELGs; at most 0.0013 in z at z = 
 (:class:`galclip.search.redshift_templates.LogTemplateFit`): the first principal components of
 rest-frame spectra of galaxies drawn by galclip's simulator for its programmes (an uncentred
 SVD, as redrock's galaxy templates are a PCA basis: Bolton et al. 2012, AJ 144, 144);
-:func:`write_catalog_basis` stores it beside a catalog's index (``galclip index``, the demo).
+:func:`write_catalog_basis` stores it beside a catalog's index (``galclip index --ood-templates``, the demo).
 """
 from __future__ import annotations
 

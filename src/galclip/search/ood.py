@@ -38,12 +38,13 @@ where z_nn is the median redshift of the :data:`K_Z` nearest catalog spectra and
 16-84 % range of their ln(1 + z): a wrong answer the neighbours themselves are unsure of scores
 little, a confident wrong one scores high. The query's score is then the larger of its two
 ranks among the held-out rows (distance and tension), calibrated once more on the held-out rows
-so that the union still flags :data:`FLAG_FRACTION` of them. The basis is made by the simulator
-and stored beside the index by ``galclip index`` (``ood-templates.npz``,
-:func:`galclip.eval.template_fit.write_catalog_basis`); the tensions of the held-out rows (at
-most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the catalog's dataset) are stored
-in the reference. Without a basis, a dataset or catalog redshifts, or for a
-query given as an id or a vector, the score is the distance alone (``ood_check`` says which).
+so that the union still flags :data:`FLAG_FRACTION` of them. The basis is made by the
+simulator and stored beside the index by ``galclip index --ood-templates`` and the demo
+(``ood-templates.npz``, :func:`galclip.eval.template_fit.write_catalog_basis`); the tensions of
+the held-out rows (at most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the
+catalog's dataset) are stored in the reference. Without a basis, a dataset or catalog
+redshifts, or for a query given as an id or a vector, the score is the distance alone
+(``ood_check`` says which).
 """
 from __future__ import annotations
 
@@ -307,8 +308,8 @@ def load_basis(catalog):
 
     path = basis_path(catalog.path)
     if not path.exists():
-        raise ValueError(f"{path}: no template basis (galclip index writes it where galclip[sim] "
-                         f"is installed)")
+        raise ValueError(f"{path}: no template basis (galclip index --ood-templates writes it; "
+                         f"needs galclip[sim])")
     lnw0, basis = read_basis(path)
     sha = hashlib.sha256(np.float64(lnw0).tobytes() + basis.tobytes()).hexdigest()
     return LogTemplateFit(lnw0, basis), sha

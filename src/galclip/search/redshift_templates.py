@@ -8,7 +8,7 @@ each (the correlation form of template fitting, Tonry & Davis 1979, AJ 84, 1511;
 DESI spectra with PCA templates in the same way, Bolton et al. 2012, AJ 144, 144). ~50 ms a
 spectrum for a 10-component basis and 8100 trial redshifts. The basis is a file beside a
 catalog's index (:data:`BASIS_FILE`), made from galclip's simulated SEDs by
-:func:`galclip.eval.template_fit.simulated_basis` (``galclip index``, the demo).
+:func:`galclip.eval.template_fit.simulated_basis` (``galclip index --ood-templates``, the demo).
 """
 from __future__ import annotations
 
