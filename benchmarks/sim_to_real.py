@@ -7,9 +7,11 @@ the median redshift of its k (16) nearest simulated spectra in the aligned embed
 (spectrum -> spectrum). Per programme (BGS, LRG, ELG, QSO, MWS, pipeline coadds), overall and
 inside the simulated redshift range: the fraction within 0.01 (1 + z), the catastrophic
 fraction (|dz| / (1 + z) > 0.15), how many are flagged unfamiliar by the OOD score
-(galclip.search.ood) and how many are wrong (outside 0.01 (1 + z)) without being flagged.
-Controls: the OOD score of simulated held-out spectra that did not calibrate it (val split;
-~1 % should be flagged), of the same pixel-shuffled, and of a sky-only spectrum.
+(galclip.search.ood: the k-th-neighbour distance and, where the catalog has one, the redshift
+check against a template fit; the spectrum is given to the search, as a user's file would be)
+and how many are wrong (outside 0.01 (1 + z)) without being flagged. Controls: the OOD score of
+simulated held-out spectra that did not calibrate it (val split; ~1 % should be flagged), of
+the same pixel-shuffled, and of a sky-only spectrum.
 
 Beside it the SDSS DR7 colour-redshift check: R^2 of a k-NN (k = 10, 5-fold) regression of z on
 (r, g - r) at r < 17.6, on the simulation and on SDSS subsampled to the same size (the mean over
@@ -64,11 +66,11 @@ def real_spectra(real: Path) -> list[dict]:
 def predict(cat, spectra: list[dict]) -> None:
     """Adds z_pred, ood_score, unfamiliar, cosine of the nearest neighbour to each spectrum."""
     for s in spectra:
-        v = cat.embed("spectrum", s["flux"], s["ivar"])
-        res = cat.search(vector=v, from_="spectrum", k=K)
+        res = cat.search(spectrum=(s["flux"], s["ivar"]), k=K)
         s["z_pred"] = float(np.median([n["redshift"] for n in res.neighbours]))
         s["nn_cosine"] = float(res.neighbours[0]["score"])
-        s["ood_score"], s["unfamiliar"] = res.query["ood_score"], res.query["unfamiliar"]
+        s.update({c: res.query[c] for c in ("ood_score", "unfamiliar", "ood_check", "template_z",
+                                            "z_tension") if c in res.query})
 
 
 def summarise(spectra: list[dict], sim_range: tuple[float, float]) -> list[dict]:
@@ -101,23 +103,27 @@ def controls(cat, data: str, n: int = 200) -> dict:
     ids = ds.read_columns(["object_id"])["object_id"]
     val = split_indices(ids, "val")[:n]
     rng = np.random.default_rng(0)
-    sims, shuffled = [], []
+    sims, shuffled, arrays, arrays_shuffled = [], [], [], []
     for i in val:
         r = ds[int(i)]
         sims.append(cat.embed("spectrum", r["spectrum_flux"], r["spectrum_ivar"]))
         p = rng.permutation(C.N_WAVE)
         shuffled.append(cat.embed("spectrum", r["spectrum_flux"][p], r["spectrum_ivar"][p]))
+        arrays.append((r["spectrum_flux"], r["spectrum_ivar"]))
+        arrays_shuffled.append((r["spectrum_flux"][p], r["spectrum_ivar"][p]))
     wave = C.wavelength_grid()
     sky = 0.5 + sum(20.0 * np.exp(-0.5 * ((wave - w) / 0.8) ** 2)
                     for w in (5578.9, 5891.6, 6302.0, 6365.5, 7341.0, 7821.0, 8399.0, 8827.0,
                               9378.0, 9442.0))
     own = np.array([cat.row_of(int(ids[i])) for i in val])
+    sky_ivar = np.full(C.N_WAVE, 4.0)
     out = {}
-    for name, vecs, self_rows in (("sim held-out (val split)", np.stack(sims), own),
-                                  ("same, pixel-shuffled", np.stack(shuffled), None),
-                                  ("sky only", cat.embed("spectrum", sky, np.full(C.N_WAVE, 4.0))
-                                   [None], None)):
-        o = ood_scores(cat, "spectrum", vecs, self_rows=self_rows)
+    for name, vecs, self_rows, spec in (
+            ("sim held-out (val split)", np.stack(sims), own, arrays),
+            ("same, pixel-shuffled", np.stack(shuffled), None, arrays_shuffled),
+            ("sky only", cat.embed("spectrum", sky, sky_ivar)[None], None, [(sky, sky_ivar)])):
+        o = ood_scores(cat, "spectrum", vecs, self_rows=self_rows,
+                       spectra=tuple(np.stack(a) for a in zip(*spec, strict=True)))
         out[name] = {"n": len(vecs), "median_ood_score": float(np.median(o["ood_score"])),
                      "flagged": float(np.mean(o["unfamiliar"]))}
     return out
@@ -177,7 +183,8 @@ def main() -> None:
     table = summarise(spectra, sim_range)
     print(f"{len(spectra)} real DESI spectra, catalog {args.catalog} ({cat.n_rows} simulated, "
           f"z {sim_range[0]:.2f}-{sim_range[1]:.2f}), "
-          f"z = median of {K} nearest simulated spectra")
+          f"z = median of {K} nearest simulated spectra, OOD check: "
+          f"{spectra[0].get('ood_check', 'distance')}")
     print("| sample | n | within 0.01(1+z) | catastrophic (>0.15) | flagged unfamiliar | "
           "wrong and not flagged | median cos to nearest |\n|---|---|---|---|---|---|---|")
     for r in table:

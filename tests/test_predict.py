@@ -364,3 +364,15 @@ def test_report_shows_the_photoz_table_and_pit_figure(tmp_path):
     md = render_markdown(m, [("Zero-shot redshift PIT", fig)], tmp_path)
     assert "Zero-shot redshift densities and intervals" in md and "figures/pit.png" in md
     assert "densities and intervals" not in render_markdown(metrics(), [], tmp_path)
+
+
+def test_the_redshift_check_is_refused_where_the_reference_cannot_have_one(catalogs):
+    """A reference written from arrays names no dataset, so its OOD score cannot calibrate the
+    redshift check: --redshift-check says so instead of silently scoring by distance."""
+    from galclip.eval.predict import PredictError, predict
+
+    root, _, _ = catalogs
+    with pytest.raises(PredictError, match="no redshift check"):
+        predict(root / "query", root / "ref", from_="spectrum", redshift_check=True)
+    with pytest.raises(PredictError, match="needs spectra"):
+        predict(root / "query", root / "ref", from_="image", redshift_check=True)

@@ -191,7 +191,9 @@ def test_embed_search_index_commands(built, capsys, monkeypatch):
     assert main(["search", str(built.catalog), "--id", str(first), "--to", "spectrum", "--k", "4",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    familiarity = {k: out["query"][k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance")}
+    familiarity = {k: out["query"][k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance",
+                                                "ood_check")}
+    assert familiarity["ood_check"] == "distance"         # an id query: no spectrum to fit
     assert out["query"] == {"id": first, "from": "image", "to": "spectrum", "k": 4, "where": None,
                             "redshift": out["query"]["redshift"], **familiarity}
     assert 0 <= familiarity["ood_score"] <= 1

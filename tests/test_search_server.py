@@ -143,7 +143,10 @@ def test_upload_real_desi_coadd_and_band_order_from_header(env, real_data, tmp_p
                     data={"kind": "spectrum", "to": "image", "k": "4"})
     assert r.status_code == 200, r.text
     q = r.json()["query"]
-    familiarity = {k: q[k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance")}
+    familiarity = {k: q[k] for k in ("ood_score", "unfamiliar", "ood_k", "ood_distance",
+                                      "ood_check", "neighbour_z", "template_z", "z_tension")
+                   if k in q}
+    assert q["ood_check"] in ("distance", "distance+redshift")
     assert q == {"file": "coadd.fits", "from": "spectrum", "to": "image", "k": 4, "where": None,
                  "ivar_estimated": False, **familiarity}
     assert len(r.json()["neighbours"]) == 4

@@ -30,39 +30,15 @@ from sim_to_real import REAL, real_spectra  # noqa: E402
 
 from galclip import conventions as C  # noqa: E402
 
-REST_MIN, REST_MAX, DLNW = 1500.0, 9850.0, 1e-4
+DLNW = 1e-4   # galclip.search.redshift_templates.DLN
 Z_MIN, Z_MAX, DLNZ = 0.003, 1.25, 3e-4
-
-
-def rest_grid() -> np.ndarray:
-    return np.exp(np.arange(np.log(REST_MIN), np.log(REST_MAX), DLNW))
-
-
-def component_rest(engine, pop, z: float, grid: np.ndarray) -> np.ndarray:
-    """One stellar component's spectrum at rest vacuum wavelengths, broadened by its veldisp."""
-    from galclip.sim.sed import air_to_vacuum
-
-    m = engine._model(engine._components(pop, z, spectral=True), spectral=True)
-    f = np.interp(np.log(grid), np.log(air_to_vacuum(m.wavelengths)), m.spectrum_full)
-    sig = max(pop.veldisp / (DLNW * 299792.458), 1e-3)
-    half = int(np.ceil(5 * sig))
-    kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
-    return np.convolve(f, kern / kern.sum(), mode="same")
 
 
 def templates(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest grid, (n, G) unit-mean spectra) of galaxies the simulator draws for its programmes."""
-    from galclip.sim.survey import GalaxySimulator, SimConfig
+    from galclip.eval.template_fit import rest_grid, simulated_templates
 
-    sim = GalaxySimulator(SimConfig(n=n, seed=seed))
-    rng = np.random.default_rng(seed)
-    grid, out = rest_grid(), []
-    for _ in range(n):
-        g = sim.draw_target(rng).galaxy
-        s = component_rest(sim.engine, g.bulge, g.redshift, grid) + component_rest(
-            sim.engine, g.disc, g.redshift, grid)
-        out.append(s / s.mean())
-    return grid, np.array(out)
+    return rest_grid(), simulated_templates(n, seed)
 
 
 def basis(temps: np.ndarray, k: int) -> np.ndarray:

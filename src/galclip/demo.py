@@ -134,8 +134,13 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
         from galclip.search.catalog import read_catalog_manifest
         from galclip.search.index import build_index
 
-        for modality in read_catalog_manifest(folder)["modalities"]:
+        modalities = read_catalog_manifest(folder)["modalities"]
+        for modality in modalities:
             build_index(folder, modality)
+        if "spectrum" in modalities:      # the OOD score's redshift check (docs/search.md)
+            from galclip.eval.template_fit import write_catalog_basis
+
+            write_catalog_basis(folder)
 
     def evaluate(folder: Path) -> None:
         from galclip.config import save_config

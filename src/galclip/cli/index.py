@@ -2,7 +2,9 @@
 
 Exact (flat) below --threshold vectors, approximate (IVF by default, or HNSW) above; an
 approximate index is tuned to --target-recall and its recall@10 against exact search on a
-sample is printed and saved. Index files are written into the catalog folder.
+sample is printed and saved. Index files are written into the catalog folder; --ood-templates
+also writes the template basis of the OOD score's redshift check for spectrum queries
+(ood-templates.npz, from galclip's simulated SEDs; needs galclip[sim], ~1 min; the demo writes it).
 
 Example:  galclip index runs/demo/catalog --kind auto
 """
@@ -38,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "memory-mapped, not loaded) and order each query's R x k best by code "
                         "by exact inner product; lifts recall past the codes' ceiling "
                         "(default 0: off; 10 is a good start)")
+    p.add_argument("--ood-templates", action="store_true",
+                   help="also write the template basis of the OOD score's redshift check "
+                        "(needs galclip[sim], ~1 min; see docs/search.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,4 +56,19 @@ def run(args: argparse.Namespace) -> int:
                     target_recall=args.target_recall, nlist=args.nlist,
                     compress={"pq_m": args.pq_m, "part_vectors": args.part_vectors,
                               "rerank": args.rerank})
+    if args.ood_templates:
+        return write_templates(args.catalog)
+    return 0
+
+
+def write_templates(catalog) -> int:
+    """The OOD redshift check's basis beside the index (needs the simulator stack)."""
+    import sys
+
+    try:
+        from galclip.eval.template_fit import write_catalog_basis
+    except ImportError as e:
+        print(f"galclip index: --ood-templates needs galclip[sim] ({e})", file=sys.stderr)
+        return 2
+    print(f"OOD redshift-check templates: {write_catalog_basis(catalog)}")
     return 0

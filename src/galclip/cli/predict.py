@@ -8,7 +8,9 @@ of the neighbour pool. Both catalogs must be embedded with the same model. The o
 row per galaxy: object_id, n_neighbours, neighbour_distance, {property},
 {property}_lo68/_hi68/_lo95/_hi95, redshift_pdf, and ood_score / unfamiliar (a galaxy unlike
 the reference's, flagged for 1 % of galaxies drawn like them; its estimate is not to be trusted)
-(Parquet or ECSV; the grid and the provenance are in the file's metadata). See docs/predict.md.
+(Parquet or ECSV; the grid and the provenance are in the file's metadata). --redshift-check
+reads each galaxy's spectrum from the catalog's dataset and adds the OOD score's check of the
+neighbours' redshift against a template fit (~50 ms a galaxy). See docs/predict.md.
 
 Examples (against the catalog `make demo` writes):
   galclip predict runs/demo/catalog --reference runs/demo/catalog --out predictions.parquet
@@ -46,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "output is the same for any number)")
     p.add_argument("--pdf-bins", type=int_range(8, 100_000), default=PDF_BINS,
                    help="bins of the redshift density grid (default %(default)s)")
+    p.add_argument("--redshift-check", action="store_true",
+                   help="flag a spectrum also when its neighbours' redshift disagrees with a "
+                        "template fit of the spectrum, read from the catalog's dataset (the "
+                        "OOD score of a spectrum search; ~50 ms a galaxy; see docs/search.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     props = [c for c in args.properties.split(",") if c] if args.properties else None
     res = predict(args.catalog, args.reference, args.out, from_=args.from_, properties=props,
                   k=args.k, chunk_rows=args.chunk_rows, pdf_bins=args.pdf_bins, progress=True,
-                  workers=args.workers,
+                  workers=args.workers, redshift_check=args.redshift_check,
                   command="galclip predict " + " ".join(sys.argv[2:]))
     meta = res.metadata
     print(f"wrote {meta['n_rows']} predictions to {res.path} in {meta['seconds']:.1f} s "

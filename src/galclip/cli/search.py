@@ -7,7 +7,10 @@ embedded with the catalog's own model; a DESI coadd/spectra file holding several
 results. The query's redshift and the neighbours' redshift spread are printed with the table;
 --out writes the table as .csv, .parquet or .ecsv. Every query gets an out-of-distribution
 score (query.ood_score in --json: the share of the catalog's held-out galaxies whose 10th
-neighbour is nearer) and is flagged unfamiliar (query.unfamiliar) beyond what 99 % of them reach.
+neighbour is nearer) and is flagged unfamiliar (query.unfamiliar) beyond what 99 % of them reach;
+a spectrum given as a file also has its neighbours' redshift checked against a template fit
+(query.ood_check "distance+redshift", query.neighbour_z, query.template_z), united with the
+distance so that still 1 % of held-out galaxies are flagged.
 
 Examples (against the catalog `make demo` writes):
   galclip search runs/demo/catalog --id 3 --k 10
@@ -129,8 +132,12 @@ def _familiarity(q: dict) -> str:
         return "# familiarity: not calibrated (the catalog has no held-out rows for it)"
     verdict = ("UNFAMILIAR: unlike the catalog's galaxies, neighbours' labels are not to be "
                "trusted" if q["unfamiliar"] else "familiar")
+    check = ""
+    if q.get("ood_check") == "distance+redshift" and q.get("neighbour_z") is not None:
+        check = (f"; redshift check: neighbours z {q['neighbour_z']:.4f}, template fit z "
+                 f"{q['template_z']:.4f}, tension {q['z_tension']:.2f}")
     return (f"# OOD score {q['ood_score']:.3f} (k={q['ood_k']} neighbour at cosine distance "
-            f"{q['ood_distance']:.4f}): {verdict}")
+            f"{q['ood_distance']:.4f}{check}): {verdict}")
 
 
 def _empty_reason(q: dict) -> str:

@@ -461,11 +461,12 @@ def chunk_columns(ref: Reference, cal: Calibration, est: Estimates) -> dict[str,
     return cols
 
 
-def ood_columns(ref: Reference, vectors: dict[str, np.ndarray], self_rows: np.ndarray | None
-                ) -> dict[str, np.ndarray]:
+def ood_columns(ref: Reference, vectors: dict[str, np.ndarray], self_rows: np.ndarray | None,
+                spectra: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """``ood_score`` (n,) in [0, 1] and ``unfamiliar`` (n,) bool of one chunk against the
     reference (:func:`galclip.search.ood.ood_scores`), the larger of the modalities; NaN / False
-    where the galaxy has no embedding to score."""
+    where the galaxy has no embedding to score. ``spectra`` ((n, 7781) flux, ivar) adds the
+    redshift check to the spectrum's score."""
     from galclip.search.ood import ood_scores
 
     n = len(next(iter(vectors.values())))
@@ -473,7 +474,9 @@ def ood_columns(ref: Reference, vectors: dict[str, np.ndarray], self_rows: np.nd
     for m, v in vectors.items():
         ok = np.isfinite(v).all(1)
         if ok.any():
-            r = ood_scores(ref.catalog, m, v[ok], self_rows=None if self_rows is None else self_rows[ok])
+            arrays = None if spectra is None or m != "spectrum" else tuple(a[ok] for a in spectra)
+            r = ood_scores(ref.catalog, m, v[ok], self_rows=None if self_rows is None else self_rows[ok],
+                           spectra=arrays)
             score[ok] = np.fmax(score[ok], r["ood_score"])
             unfamiliar[ok] |= np.asarray(r["unfamiliar"], bool)
     return {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
@@ -556,13 +559,32 @@ def check_query(path: Path, ref: Reference) -> dict[str, Any]:
 
 
 def predict_chunk(ref: Reference, cal: Calibration, k: int, ids: np.ndarray,
-                  vectors: dict[str, np.ndarray], *, same: bool):
-    """The output table (Arrow) of one chunk of query galaxies."""
+                  vectors: dict[str, np.ndarray], *, same: bool, spectra=None):
+    """The output table (Arrow) of one chunk of query galaxies; ``spectra``
+    (:class:`galclip.search.ood.DatasetSpectra` of the query catalog) adds the redshift check
+    to the OOD columns."""
     own = _self_rows(ref, ids) if same else None
     (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
+    if spectra is not None:
+        ood = ood_columns(ref, vectors, own, spectra.read(ids))
     cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid,
                                             cal.pit))
     return to_arrow(ids, {**cols, **ood})
+
+
+def redshift_check_spectra(ref: Reference, catalog: Path, qman: dict):
+    """The query catalog's spectra for the redshift check (PredictError where it cannot run)."""
+    from galclip.search.ood import DatasetSpectra, load_reference
+
+    if "spectrum" not in ref.searchers:
+        raise PredictError("the redshift check needs spectra: use --from spectrum or both")
+    if load_reference(ref.catalog, "spectrum").check is None:
+        raise PredictError(f"{ref.path}: the reference has no redshift check (it needs "
+                           f"galclip[sim], redshifts and its dataset: see docs/search.md)")
+    try:
+        return DatasetSpectra(qman, catalog)
+    except ValueError as e:
+        raise PredictError(str(e)) from e
 
 
 def default_workers() -> int:
@@ -613,12 +635,15 @@ class Prediction:
 def predict(catalog: str | Path, reference: str | Path, out: str | Path | None = None, *,
             from_: str = "spectrum", properties: Sequence[str] | None = None, k: int = K,
             chunk_rows: int = CHUNK_ROWS, pdf_bins: int = PDF_BINS, progress: bool = False,
-            workers: int | None = None, command: str = "galclip.predict") -> Prediction:
+            workers: int | None = None, command: str = "galclip.predict",
+            redshift_check: bool = False) -> Prediction:
     """Predict every galaxy of ``catalog`` from the labelled ``reference`` (see the module
     docstring). With ``out`` (.parquet, .csv or .ecsv) the rows are written chunk by chunk and
     the result holds only the metadata; without it the whole table is returned. ``workers``
     threads (default: one per usable core) predict chunks concurrently; the rows come out in
-    catalog order and are the same for any number of workers."""
+    catalog order and are the same for any number of workers. ``redshift_check`` reads each
+    galaxy's spectrum from the catalog's dataset and adds the OOD score's redshift check
+    (:mod:`galclip.search.ood`; ~50 ms a galaxy)."""
     from galclip.search.ood import load_reference as load_ood_reference
     from galclip.search.results import TableWriter, check_format
 
@@ -637,10 +662,11 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
     for m in ref.searchers:                  # the OOD references, before the worker threads
         load_ood_reference(ref.catalog, m)
+    spectra = redshift_check_spectra(ref, catalog, qman) if redshift_check else None
     parts, n = [], 0
 
     def one(chunk: tuple[np.ndarray, dict[str, np.ndarray]]):
-        return predict_chunk(ref, cal, k, *chunk, same=same)
+        return predict_chunk(ref, cal, k, *chunk, same=same, spectra=spectra)
 
     chunks = iter_query(catalog, qman, list(ref.searchers), chunk_rows)
     for table in ordered_map(one, chunks, workers):

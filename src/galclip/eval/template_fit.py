@@ -7,6 +7,12 @@ minimum is taken — redrock-like pipelines in miniature (Bailey et al. 2023, re
 search is coarse to fine: a grid of step 0.0005 in ln(1 + z) over 0.005 < z < 0.65 (or up to
 the highest redshift of the data, for LRGs and ELGs; at most 0.0013 in z at z = 1.6), then a
 0.0001 grid within ±0.001 of the coarse minimum. Needs the simulator stack (``pip install galclip[sim]``).
+
+:func:`simulated_basis` makes the basis of the OOD score's redshift check
+(:class:`galclip.search.redshift_templates.LogTemplateFit`): the first principal components of
+rest-frame spectra of galaxies drawn by galclip's simulator for its programmes (an uncentred
+SVD, as redrock's galaxy templates are a PCA basis: Bolton et al. 2012, AJ 144, 144);
+:func:`write_catalog_basis` stores it beside a catalog's index (``galclip index --ood-templates``, the demo).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from galclip import conventions as C
+from galclip.search.redshift_templates import DLN, REST_MIN, rest_grid
 
 Z_MIN, Z_MAX, COARSE, FINE, HALF_WINDOW = 0.005, 0.65, 0.0005, 0.0001, 0.001
 
@@ -84,3 +91,55 @@ def chi2(A: np.ndarray, flux: np.ndarray, ivar: np.ndarray, chunk: int = 64) -> 
         atb[lo:lo + chunk] = aw @ f  # (c, K)
     coef = np.linalg.solve(ata + 1e-6 * np.eye(k), atb[..., None])[..., 0]
     return float(np.sum(w.astype(np.float64) * f.astype(np.float64) ** 2)) - np.sum(coef * atb, axis=1)
+
+
+def component_rest(engine, pop, z: float, grid: np.ndarray) -> np.ndarray:
+    """One stellar component's spectrum at rest vacuum wavelengths ``grid``, broadened by its
+    velocity dispersion."""
+    from galclip.sim.sed import air_to_vacuum
+
+    m = engine._model(engine._components(pop, z, spectral=True), spectral=True)
+    f = np.interp(np.log(grid), np.log(air_to_vacuum(m.wavelengths)), m.spectrum_full)
+    sig = max(pop.veldisp / (DLN * 299792.458), 1e-3)                  # pixels
+    half = int(np.ceil(5 * sig))
+    kern = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
+    return np.convolve(f, kern / kern.sum(), mode="same")
+
+
+def simulated_templates(n: int, seed: int) -> np.ndarray:
+    """(n, G) unit-mean rest spectra (bulge + disc) of galaxies the simulator draws for its
+    default programmes, on :func:`rest_grid`."""
+    from galclip.sim.survey import GalaxySimulator, SimConfig
+
+    sim = GalaxySimulator(SimConfig(n=n, seed=seed))
+    rng = np.random.default_rng(seed)
+    grid, out = rest_grid(), []
+    for _ in range(n):
+        g = sim.draw_target(rng).galaxy
+        s = component_rest(sim.engine, g.bulge, g.redshift, grid) + component_rest(
+            sim.engine, g.disc, g.redshift, grid)
+        out.append(s / s.mean())
+    return np.array(out)
+
+
+def simulated_basis(n_templates: int = 120, k: int = 10, seed: int = 4242
+                    ) -> tuple[float, np.ndarray]:
+    """(ln lambda of the first rest pixel, (k, G) basis): the first k right singular vectors of
+    ``n_templates`` simulated rest spectra (:func:`simulated_templates`). 120 templates and 10
+    components read every real DESI BGS and LRG spectrum of ../shared/data/real to < 0.0005 (1 + z)
+    (benchmarks/RESULTS.md); about a minute on one CPU core."""
+    temps = simulated_templates(n_templates, seed)
+    _, _, vt = np.linalg.svd(temps, full_matrices=False)
+    return float(np.log(REST_MIN)), vt[:k].astype(np.float32)
+
+
+def write_catalog_basis(catalog_dir, n_templates: int = 120, k: int = 10, seed: int = 4242):
+    """Store :func:`simulated_basis` beside a catalog's index (the file the OOD score's redshift
+    check reads, :data:`galclip.search.redshift_templates.BASIS_FILE`) unless it is there;
+    returns its path. Needs galclip[sim]."""
+    from galclip.search.redshift_templates import basis_path, write_basis
+
+    path = basis_path(catalog_dir)
+    if not path.exists():
+        write_basis(path, *simulated_basis(n_templates, k, seed))
+    return path

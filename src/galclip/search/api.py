@@ -225,8 +225,10 @@ class Catalog:
             raise ValueError(f"k must be at least 1 (got {k})")
         if (targetid is not None or row is not None) and not isinstance(spectrum, (str, Path)):
             raise ValueError("targetid/row pick a fibre of a spectrum file: give spectrum=<path>")
-        q, src, query = self._query_vector(id, image, spectrum, vector, from_, targetid, row)
-        query.update(self.familiarity(q, src, None if id is None else self.row_of(int(id))))
+        q, src, query, arrays = self._query_vector(id, image, spectrum, vector, from_, targetid,
+                                                   row)
+        query.update(self.familiarity(q, src, None if id is None else self.row_of(int(id)),
+                                      spectrum=arrays))
         to = to or src
         if exclude_self is None:
             exclude_self = id is not None and to == src
@@ -238,18 +240,19 @@ class Catalog:
                enumerate(zip(scores.tolist(), self.rows_properties(rows), strict=True))]
         return SearchResult(query, out)
 
-    def familiarity(self, vector: np.ndarray, modality: str, self_row: int | None = None
-                    ) -> dict[str, Any]:
+    def familiarity(self, vector: np.ndarray, modality: str, self_row: int | None = None,
+                    spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
         """``ood_score`` (share of held-out catalog galaxies whose k-th neighbour is nearer than
         this query's) and ``unfamiliar`` (beyond what 99 % of them reach) of a query vector:
-        :mod:`galclip.search.ood`. None where the catalog cannot calibrate it (no held-out
-        rows with that modality)."""
+        :mod:`galclip.search.ood`; with the query's ``spectrum`` (flux, ivar) its neighbours'
+        redshift is also checked against a template fit (``ood_check``). None where the catalog
+        cannot calibrate it (no held-out rows with that modality)."""
         from galclip.search.ood import query_ood
 
         if modality not in self.modalities:
             return {"ood_score": None, "unfamiliar": None}
         try:
-            return query_ood(self, modality, vector, self_row)
+            return query_ood(self, modality, vector, self_row, spectrum)
         except ValueError as e:
             print(f"galclip: no OOD score: {e}", file=sys.stderr)
             return {"ood_score": None, "unfamiliar": None}
@@ -279,21 +282,21 @@ class Catalog:
         if id is not None:
             src = from_ or "image"
             z = _py(self.meta["redshift"][self.row_of(int(id))]) if "redshift" in self.meta else None
-            return self.embedding(int(id), src), src, {"id": int(id), "redshift": z}
+            return self.embedding(int(id), src), src, {"id": int(id), "redshift": z}, None
         if image is not None:
             from galclip.search.queryfile import read_image_fits
 
             arr = image if isinstance(image, np.ndarray) else read_image_fits(image, str(image))
-            return self.embed("image", arr), "image", {"file": _name(image)}
+            return self.embed("image", arr), "image", {"file": _name(image)}, None
         if spectrum is not None:
             arrays = _spectrum_arrays(spectrum, targetid, row)
             pick = {k: v for k, v in (("targetid", targetid), ("row", row)) if v is not None}
             return self.embed("spectrum", *arrays), "spectrum", {
                 "file": _name(spectrum), **pick,
-                "ivar_estimated": bool(getattr(arrays, "ivar_estimated", False))}
+                "ivar_estimated": bool(getattr(arrays, "ivar_estimated", False))}, tuple(arrays)
         if from_ not in MODALITIES:
             raise ValueError(f"a vector query needs from_ in {MODALITIES}")
-        return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}
+        return normalized(np.asarray(vector, np.float32)[None])[0], from_, {"vector": True}, None
 
     def _filter_mask(self, where: str | None) -> np.ndarray | None:
         clauses = parse_where(where, {c: None for c in self.filterable_columns()})

@@ -456,10 +456,12 @@ def _catalog_manifest(out: Path, entries: list[dict[str, Any]], modalities: Sequ
 def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
                   embeddings: dict[str, np.ndarray], *, model_sha256: str,
                   model_path: str | Path | None = None, present: dict[str, np.ndarray] | None = None,
-                  rows_per_shard: int = ROWS_PER_SHARD) -> dict[str, Any]:
+                  rows_per_shard: int = ROWS_PER_SHARD,
+                  dataset: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a catalog from arrays already in memory (embeddings computed elsewhere, synthetic
     catalogs for benchmarks). ``meta`` needs the base columns; ``embeddings`` maps modality to
-    (N, E) vectors; ``present`` marks rows that have each modality (default: all)."""
+    (N, E) vectors; ``present`` marks rows that have each modality (default: all); ``dataset``
+    (``{"path": ...}``) names the dataset the rows come from, as ``galclip embed`` records it."""
     missing = [c for c in BASE_COLUMNS if c not in meta]
     if missing:
         raise CatalogError(f"{out_dir}: meta lacks required column(s) {missing}")
@@ -478,7 +480,8 @@ def write_catalog(out_dir: str | Path, meta: dict[str, np.ndarray],
     for old in out.glob(f"{SHARD_DIR}/emb-*.parquet"):  # shards of an earlier, larger catalog
         if old.relative_to(out).as_posix() not in keep:
             old.unlink()
-    return _catalog_manifest(out, entries, list(embeddings), model_path, model_sha256, {},
+    return _catalog_manifest(out, entries, list(embeddings), model_path, model_sha256,
+                             dict(dataset or {}),
                              {"command": "galclip.search.catalog.write_catalog"})
 
 

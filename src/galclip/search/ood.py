@@ -24,36 +24,81 @@ score is then one k-NN search and a binary search in the sorted reference.
 For callers that score many rows (``galclip predict``): :func:`ood_scores` takes an (N, E)
 array of embeddings in one call, with ``self_rows`` naming each row's own catalog row when the
 rows being scored are themselves in the catalog.
+
+The redshift check (spectra given as flux and ivar). A distance alone misses the worst case: a
+real spectrum that lands *near* the simulated manifold, in a region whose neighbours agree on
+the wrong redshift (benchmarks/RESULTS.md, "Sim-to-real"). So where the spectrum itself is at
+hand, its neighbours' redshift is checked against an estimate built unlike the learned model,
+a χ² template fit on a PCA basis of galclip's own SEDs
+(:class:`galclip.search.redshift_templates.LogTemplateFit`), with the tension
+
+    t = |ln(1 + z_nn) - ln(1 + z_template)| / (s_nn + SIGMA_FLOOR)
+
+where z_nn is the median redshift of the :data:`K_Z` nearest catalog spectra and s_nn half the
+16-84 % range of their ln(1 + z): a wrong answer the neighbours themselves are unsure of scores
+little, a confident wrong one scores high. The query's score is then the larger of its two
+ranks among the held-out rows (distance and tension), calibrated once more on the held-out rows
+so that the union still flags :data:`FLAG_FRACTION` of them. The basis is made by the
+simulator and stored beside the index by ``galclip index --ood-templates`` and the demo
+(``ood-templates.npz``, :func:`galclip.eval.template_fit.write_catalog_basis`); the tensions of
+the held-out rows (at most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the
+catalog's dataset) are stored in the reference. Without a basis, a dataset or catalog
+redshifts, or for a query given as an id or a vector, the score is the distance alone
+(``ood_check`` says which).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from galclip import conventions as C
 
 K_OOD = 10              # neighbour whose distance is the score
 FLAG_FRACTION = 0.01    # share of held-out catalog galaxies flagged unfamiliar
 REFERENCE_SPLIT = "test"
 MAX_REFERENCE = 5_000   # held-out rows scored for the reference (a seeded sample above): the
                         # flagged share is then 1 % +- 0.14 % (binomial), at one k-NN search each
+K_Z = 16                # neighbours whose median redshift the template check tests
+SIGMA_FLOOR = 0.002     # ln(1 + z): the tightest redshift spread a neighbour set is credited with,
+                        # a fifth of the 0.01 (1 + z) within which a redshift counts as right
+MAX_TEMPLATE_REFERENCE = 1_000   # held-out spectra template-fitted (~50 ms each)
 FORMAT = "galclip-ood"
-VERSION = 1
+VERSION = 2
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Catalog -> {(modality, k): ref}
 
 
 @dataclass(frozen=True)
+class TemplateCheck:
+    """The held-out distribution of the redshift check (spectra only)."""
+
+    fitter: object          # redshift_templates.LogTemplateFit on the stored basis
+    basis_sha256: str
+    tension: np.ndarray     # (T,) sorted tensions of the held-out rows
+    combined: np.ndarray    # (T,) sorted max(rank of d_k, rank of tension) of the same rows
+    threshold: float        # combined rank above which a query is unfamiliar
+
+    def to_json(self) -> dict:
+        return {"basis_sha256": self.basis_sha256, "threshold": self.threshold,
+                "tension": self.tension.tolist(), "combined": self.combined.tolist()}
+
+
+@dataclass(frozen=True)
 class OODReference:
-    """The held-out distribution of one modality of a catalog: sorted k-th-neighbour distances."""
+    """The held-out distribution of one modality of a catalog: sorted k-th-neighbour distances
+    (and, for spectra where it can be built, the redshift check's)."""
 
     modality: str
     k: int
     distances: np.ndarray   # (R,) sorted cosine distances of the held-out rows
-    threshold: float        # d_k above which a query is unfamiliar
+    threshold: float        # d_k above which a query is unfamiliar (distance alone)
     key: str                # identity of the catalog + index it was computed on
+    check: TemplateCheck | None = None
 
     def score(self, kth_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ood_score (N,) in [0, 1], unfamiliar (N,) bool) of k-th-neighbour distances."""
@@ -61,10 +106,27 @@ class OODReference:
         frac = np.searchsorted(self.distances, d, side="left") / max(len(self.distances), 1)
         return frac, d > self.threshold
 
+    def rank(self, kth_distance: np.ndarray) -> np.ndarray:
+        """Share of the held-out rows whose d_k is smaller, (N,)."""
+        return _rank(self.distances, kth_distance)
+
+    def combined_score(self, kth_distance: np.ndarray, tension: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(ood_score, unfamiliar) of the distance and the redshift check together."""
+        c = self.check
+        s = np.maximum(self.rank(kth_distance), _rank(c.tension, tension))
+        return _rank(c.combined, s), s > c.threshold
+
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "modality": self.modality, "k": self.k,
                 "flag_fraction": FLAG_FRACTION, "split": REFERENCE_SPLIT, "key": self.key,
-                "threshold": self.threshold, "distances": self.distances.tolist()}
+                "threshold": self.threshold, "distances": self.distances.tolist(),
+                "template_check": None if self.check is None else self.check.to_json()}
+
+
+def _rank(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return np.searchsorted(sorted_values, x, side="left") / max(len(sorted_values), 1)
 
 
 def kth_distances(catalog, modality: str, vectors: np.ndarray, k: int = K_OOD,
@@ -100,6 +162,39 @@ def kth_of_results(s: np.ndarray, p: np.ndarray, positions_rows: np.ndarray, k: 
     return 1.0 - s[:, max(col, 0)].astype(np.float64)
 
 
+def neighbour_redshift(catalog, modality: str, vectors: np.ndarray,
+                       self_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(z_nn, s_nn), each (N,): the median redshift of each vector's :data:`K_Z` nearest catalog
+    rows of ``modality`` (own row left out) and half the 16-84 % range of their ln(1 + z)."""
+    from galclip.search.api import _one_thread
+
+    loaded = catalog.index(modality)
+    q = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)   # (N, E)
+    with _one_thread() if len(q) <= 8 else contextlib.nullcontext():
+        _, p = loaded.index.search(q, int(min(K_Z + 1, len(loaded.rows))))   # (N, K_Z + 1)
+    rows = np.where(p >= 0, loaded.rows[np.maximum(p, 0)], -1)
+    if self_rows is not None:
+        rows = np.where(rows == np.asarray(self_rows, np.int64)[:, None], -1, rows)
+    z = np.asarray(catalog.meta["redshift"], np.float64)
+    lz = np.where(rows >= 0, np.log1p(z[np.maximum(rows, 0)]), np.nan)
+    lz = _first(lz, K_Z)                                                # (N, K_Z)
+    with np.errstate(all="ignore"):
+        lo, mid, hi = np.nanquantile(lz, [0.16, 0.5, 0.84], axis=1)
+    return np.expm1(mid), 0.5 * (hi - lo)
+
+
+def _first(lz: np.ndarray, k: int) -> np.ndarray:
+    """The first k non-NaN entries of each row (search order), NaN-padded."""
+    order = np.argsort(np.isnan(lz), axis=1, kind="stable")
+    return np.take_along_axis(lz, order, 1)[:, :k]
+
+
+def tension(z_nn: np.ndarray, s_nn: np.ndarray, z_template: np.ndarray) -> np.ndarray:
+    """|ln(1 + z_nn) - ln(1 + z_template)| / (s_nn + SIGMA_FLOOR): how many of its own
+    spreads the neighbours' redshift lies from the template fit's."""
+    return np.abs(np.log1p(z_nn) - np.log1p(z_template)) / (s_nn + SIGMA_FLOOR)
+
+
 def _key(catalog, modality: str, k: int) -> str:
     import hashlib
 
@@ -115,7 +210,8 @@ def reference_path(catalog_dir: str | Path, modality: str) -> Path:
 
 
 def build_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
-    """Score the catalog's held-out rows against the rest of the catalog (no file written)."""
+    """Score the catalog's held-out rows against the rest of the catalog (no file written);
+    for spectra also the redshift check where it can be built (:func:`template_check`)."""
     from galclip.data.splits import split_indices
 
     loaded = catalog.index(modality)
@@ -128,9 +224,95 @@ def build_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
     if len(pos) > MAX_REFERENCE:
         pos = np.sort(np.random.default_rng(0).choice(pos, MAX_REFERENCE, replace=False))
     vecs = _vectors(catalog, loaded, pos)                                  # (R, E)
-    d = np.sort(kth_distances(catalog, modality, vecs, k, self_rows=loaded.rows[pos]))
+    d = kth_distances(catalog, modality, vecs, k, self_rows=loaded.rows[pos])
     thr = float(np.quantile(d, 1.0 - FLAG_FRACTION))
-    return OODReference(modality, k, d, thr, _key(catalog, modality, k))
+    ref = OODReference(modality, k, np.sort(d), thr, _key(catalog, modality, k))
+    if modality != "spectrum":
+        return ref
+    return replace(ref, check=template_check(catalog, ref, loaded.rows[pos], vecs, d))
+
+
+def template_check(catalog, ref: OODReference, rows: np.ndarray, vectors: np.ndarray,
+                   kth: np.ndarray) -> TemplateCheck | None:
+    """The redshift check calibrated on held-out catalog rows (their catalog ``rows``, unit
+    ``vectors`` and k-th distances ``kth``, all (R,) / (R, E)): at most
+    :data:`MAX_TEMPLATE_REFERENCE` of them (a seeded sample) are template-fitted, their spectra
+    read from the catalog's dataset. None (and a note on stderr) where it cannot be built."""
+    take = np.arange(len(rows))
+    if len(take) > MAX_TEMPLATE_REFERENCE:
+        take = np.sort(np.random.default_rng(1).choice(take, MAX_TEMPLATE_REFERENCE, replace=False))
+    try:
+        if "redshift" not in catalog.meta:
+            raise ValueError(f"catalog {catalog.path} has no redshift column")
+        flux, ivar = heldout_spectra(catalog, rows[take])
+        fitter, sha = load_basis(catalog)
+    except (ImportError, ValueError, OSError) as e:
+        print(f"galclip: OOD score by distance alone, no redshift check: {e}", file=sys.stderr)
+        return None
+    z_nn, s_nn = neighbour_redshift(catalog, "spectrum", vectors[take], rows[take])
+    if not np.isfinite(z_nn).any():
+        print(f"galclip: OOD score by distance alone: catalog {catalog.path} has no finite "
+              f"redshifts", file=sys.stderr)
+        return None
+    print(f"galclip: calibrating the OOD redshift check on {len(take)} held-out spectra (once "
+          f"per catalog)", file=sys.stderr)
+    z_t = np.array([fitter.redshift(f, i) for f, i in zip(flux, ivar, strict=True)])
+    t = np.nan_to_num(tension(z_nn, s_nn, z_t), nan=0.0)
+    comb = np.maximum(ref.rank(kth[take]), _rank(np.sort(t), t))
+    return TemplateCheck(fitter, sha, np.sort(t), np.sort(comb),
+                         float(np.quantile(comb, 1.0 - FLAG_FRACTION)))
+
+
+def heldout_spectra(catalog, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, ivar), each (R, 7781), of catalog ``rows`` from the dataset the catalog was
+    embedded from (its manifest's ``dataset.path``), matched by object_id."""
+    return DatasetSpectra(catalog.manifest, catalog.path).read(catalog.meta["object_id"][rows])
+
+
+class DatasetSpectra:
+    """The spectra of a catalog's objects, read by object_id from the dataset its manifest
+    names (``dataset.path``); safe to call from several threads."""
+
+    def __init__(self, manifest: dict, where: str | Path):
+        import threading
+
+        from galclip.data import open_dataset
+
+        path = (manifest.get("dataset") or {}).get("path")
+        if not path or not Path(path).exists():
+            raise ValueError(f"catalog {where} records no readable dataset ({path or 'none'}) "
+                             f"to read its spectra from")
+        self.path, self._ds, self._lock = path, open_dataset(path), threading.Lock()
+        ids = self._ds.read_columns(["object_id"])["object_id"]
+        self._at = {int(o): i for i, o in enumerate(ids)}
+
+    def read(self, object_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flux, ivar), each (N, 7781) float64, in the order of ``object_ids``."""
+        want = [int(o) for o in object_ids]
+        if any(o not in self._at for o in want):
+            raise ValueError(f"dataset {self.path} lacks some of the catalog's object_ids")
+        with self._lock:
+            recs = [self._ds[self._at[o]] for o in want]
+        flux, ivar = np.zeros((2, len(want), C.N_WAVE))                  # (N, 7781) each
+        for i, r in enumerate(recs):
+            flux[i], ivar[i] = r["spectrum_flux"], r["spectrum_ivar"]
+        return flux, ivar
+
+
+def load_basis(catalog):
+    """(LogTemplateFit, sha256 of its basis) from the basis file beside the index
+    (:data:`galclip.search.redshift_templates.BASIS_FILE`); ValueError where there is none."""
+    import hashlib
+
+    from galclip.search.redshift_templates import LogTemplateFit, basis_path, read_basis
+
+    path = basis_path(catalog.path)
+    if not path.exists():
+        raise ValueError(f"{path}: no template basis (galclip index --ood-templates writes it; "
+                         f"needs galclip[sim])")
+    lnw0, basis = read_basis(path)
+    sha = hashlib.sha256(np.float64(lnw0).tobytes() + basis.tobytes()).hexdigest()
+    return LogTemplateFit(lnw0, basis), sha
 
 
 def _vectors(catalog, loaded, pos: np.ndarray) -> np.ndarray:
@@ -148,14 +330,16 @@ def _vectors(catalog, loaded, pos: np.ndarray) -> np.ndarray:
 
 def load_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
     """The stored reference of a catalog's modality, computed and stored first if missing or
-    stale (kept in memory only where the catalog folder cannot be written)."""
+    stale (kept in memory only where the catalog folder cannot be written). A spectrum
+    reference stored without the redshift check (it could not be built then: no galclip[sim],
+    no dataset) stays so until the file is deleted."""
     from galclip.storage import write_json_atomic
 
     cache = _LOADED.setdefault(catalog, {})
     if (modality, k) in cache:
         return cache[(modality, k)]
     path, key = reference_path(catalog.path, modality), _key(catalog, modality, k)
-    ref = _read(path, key)
+    ref = _read(catalog, path, key)
     if ref is None:
         ref = build_reference(catalog, modality, k)
         try:
@@ -166,37 +350,77 @@ def load_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
     return ref
 
 
-def _read(path: Path, key: str) -> OODReference | None:
+def _read(catalog, path: Path, key: str) -> OODReference | None:
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if obj.get("format") != FORMAT or obj.get("version") != VERSION or obj.get("key") != key:
         return None
-    return OODReference(obj["modality"], int(obj["k"]), np.asarray(obj["distances"], np.float64),
-                        float(obj["threshold"]), key)
+    ref = OODReference(obj["modality"], int(obj["k"]), np.asarray(obj["distances"], np.float64),
+                       float(obj["threshold"]), key)
+    tc = obj.get("template_check")
+    if not tc:
+        return ref       # built where the check could not be: delete the file to try again
+    try:
+        fitter, sha = load_basis(catalog)
+    except (ImportError, ValueError, OSError):
+        return None
+    if sha != tc["basis_sha256"]:
+        return None      # the basis beside the index changed: recalibrate
+    return replace(ref, check=TemplateCheck(fitter, sha, np.asarray(tc["tension"], np.float64),
+                                            np.asarray(tc["combined"], np.float64),
+                                            float(tc["threshold"])))
 
 
 def ood_scores(catalog, modality: str, vectors: np.ndarray, *, k: int = K_OOD,
-               self_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               self_rows: np.ndarray | None = None,
+               spectra: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """OOD columns of N embeddings of ``modality`` against a catalog:
     ``{"kth_distance", "ood_score", "unfamiliar"}``, each (N,).
 
     ``vectors`` are (N, E) or (E,) unit embeddings made by the catalog's model; ``self_rows``
     (catalog row of each, -1 for none) when the scored objects are themselves in the catalog.
+    ``spectra`` ((N, 7781) flux and ivar the spectrum vectors were made from) adds the redshift
+    check where the catalog has one, and the columns ``neighbour_z``, ``template_z`` and
+    ``tension``.
     """
     ref = load_reference(catalog, modality, k)
     d = kth_distances(catalog, modality, vectors, k, self_rows)
-    score, flag = ref.score(d)
-    return {"kth_distance": d, "ood_score": score, "unfamiliar": flag}
+    if spectra is None or ref.check is None:
+        score, flag = ref.score(d)
+        return {"kth_distance": d, "ood_score": score, "unfamiliar": flag}
+    flux, ivar = (np.atleast_2d(np.asarray(a, np.float64)) for a in spectra)
+    z_nn, s_nn = neighbour_redshift(catalog, modality, vectors, self_rows)
+    z_t = np.array([ref.check.fitter.redshift(f, i) for f, i in zip(flux, ivar, strict=True)])
+    t = np.nan_to_num(tension(z_nn, s_nn, z_t), nan=0.0)
+    score, flag = ref.combined_score(d, t)
+    return {"kth_distance": d, "ood_score": score, "unfamiliar": flag, "neighbour_z": z_nn,
+            "template_z": z_t, "tension": t}
 
 
-def query_ood(catalog, modality: str, vector: np.ndarray, self_row: int | None = None) -> dict:
-    """``{"ood_score", "unfamiliar", "ood_k", "ood_distance"}`` of one query, as plain values
-    (the fields a search result's ``query`` carries)."""
+def query_ood(catalog, modality: str, vector: np.ndarray, self_row: int | None = None,
+              spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """``{"ood_score", "unfamiliar", "ood_k", "ood_distance", "ood_check"}`` of one query, as
+    plain values (the fields a search result's ``query`` carries); ``spectrum`` ((7781,) flux
+    and ivar) adds the redshift check where the catalog has one (``ood_check``
+    "distance+redshift" instead of "distance", and ``neighbour_z``, ``template_z``,
+    ``z_tension``)."""
     out = ood_scores(catalog, modality, vector[None],
-                     self_rows=None if self_row is None else np.array([self_row]))
+                     self_rows=None if self_row is None else np.array([self_row]),
+                     spectra=None if spectrum is None else (spectrum[0][None], spectrum[1][None]))
     ref = load_reference(catalog, modality)
-    return {"ood_score": round(float(out["ood_score"][0]), 4),
-            "unfamiliar": bool(out["unfamiliar"][0]), "ood_k": ref.k,
-            "ood_distance": round(float(out["kth_distance"][0]), 5)}
+    res = {"ood_score": round(float(out["ood_score"][0]), 4),
+           "unfamiliar": bool(out["unfamiliar"][0]), "ood_k": ref.k,
+           "ood_distance": round(float(out["kth_distance"][0]), 5),
+           "ood_check": "distance+redshift" if "tension" in out else "distance"}
+    if "tension" in out:
+        res.update({"neighbour_z": _plain(out["neighbour_z"][0], 5),
+                    "template_z": _plain(out["template_z"][0], 5),
+                    "z_tension": _plain(out["tension"][0], 3)})
+    return res
+
+
+def _plain(x: float, digits: int) -> float | None:
+    """A rounded Python float, None where not finite (JSON has no NaN)."""
+    return round(float(x), digits) if np.isfinite(x) else None

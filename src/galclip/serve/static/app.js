@@ -155,13 +155,17 @@ function showResults(res) {
 }
 
 // The query's out-of-distribution score (galclip.search.ood): flagged when it is farther from
-// its 10th neighbour than 99 % of the catalog's held-out galaxies are.
+// its 10th neighbour than 99 % of the catalog's held-out galaxies are or, for an uploaded
+// spectrum, when its neighbours' redshift disagrees with a template fit more than theirs do.
 function familiarity(q) {
   let text = "";
   if (q.ood_score !== undefined && q.ood_score !== null) {
     text = q.unfamiliar
       ? ` · ⚠ UNFAMILIAR query (OOD score ${q.ood_score.toFixed(3)}): unlike the catalog's galaxies — do not trust its neighbours' labels`
       : ` · familiar query (OOD score ${q.ood_score.toFixed(3)})`;
+    if (q.ood_check === "distance+redshift" && q.neighbour_z !== null && q.template_z !== null) {
+      text += ` · neighbours' z ${q.neighbour_z.toFixed(4)} vs template fit z ${q.template_z.toFixed(4)}`;
+    }
   }
   if (q.ivar_estimated) text += " · the file had no ivar: noise estimated from the flux";
   return text;
