@@ -564,8 +564,10 @@ def predict_chunk(ref: Reference, cal: Calibration, k: int, ids: np.ndarray,
     (:class:`galclip.search.ood.DatasetSpectra` of the query catalog) adds the redshift check
     to the OOD columns."""
     own = _self_rows(ref, ids) if same else None
-    (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
-    if spectra is not None:
+    if spectra is None:
+        (rows, w, dist), ood = neighbours_and_ood(ref, vectors, k, own)
+    else:  # the redshift check scores the chunk itself: no distance-only score to discard
+        rows, w, dist = neighbours(ref, vectors, k, own)
         ood = ood_columns(ref, vectors, own, spectra.read(ids))
     cols = chunk_columns(ref, cal, estimate(ref.labels, rows, w, dist, ref.z_col, ref.grid,
                                             cal.pit))
