@@ -376,3 +376,58 @@ def test_the_redshift_check_is_refused_where_the_reference_cannot_have_one(catal
         predict(root / "query", root / "ref", from_="spectrum", redshift_check=True)
     with pytest.raises(PredictError, match="needs spectra"):
         predict(root / "query", root / "ref", from_="image", redshift_check=True)
+
+
+def test_calibration_catalogs_add_calibration_galaxies_and_are_checked(catalogs, tmp_path):
+    from galclip.eval.predict import PredictError, interval_columns, predict
+
+    root, _, query = catalogs
+    synthetic_catalog(tmp_path / "cal", 2000, seed=5)        # same population, other galaxies
+    base = predict(root / "query", root / "ref", from_="spectrum", k=32)
+    res = predict(root / "query", root / "ref", from_="spectrum", k=32,
+                  calibration=[tmp_path / "cal"])
+    n_ref = base.metadata["reference"]["n_calibration"]
+    assert base.metadata["calibration"]["n_calibration"]["redshift"] == n_ref
+    assert res.metadata["calibration"]["n_calibration"]["redshift"] == n_ref + 2000
+    assert res.metadata["calibration"]["redshift_pdf"]["n_calibration"] == n_ref + 2000
+    assert [c["n_rows"] for c in res.metadata["calibration_catalogs"]] == [2000]
+    assert base.metadata["calibration_catalogs"] == []
+    assert res.metadata["calibration"]["interval_factor"] != \
+        base.metadata["calibration"]["interval_factor"]
+    t = res.table
+    for prop in ("redshift", "log_mstar"):      # still calibrated on the new galaxies
+        truth = query[prop]
+        lo68, hi68, lo95, hi95 = (t.column(c).to_numpy() for c in interval_columns(prop))
+        assert abs(np.mean((lo68 <= truth) & (truth <= hi68)) - 0.68) < 0.03, prop
+        assert abs(np.mean((lo95 <= truth) & (truth <= hi95)) - 0.95) < 0.03, prop
+    with pytest.raises(PredictError, match="reference's own galaxies"):
+        predict(root / "query", root / "ref", calibration=[root / "ref"])
+    with pytest.raises(PredictError, match="galaxies being predicted"):
+        predict(root / "query", root / "ref", calibration=[root / "query"])
+    synthetic_catalog(tmp_path / "other-model", 300, seed=6, sha="c" * 64)
+    with pytest.raises(PredictError, match="model.sha256"):
+        predict(root / "query", root / "ref", calibration=[tmp_path / "other-model"])
+    from galclip.search.catalog import write_catalog
+
+    n = 300
+    write_catalog(tmp_path / "no-mass", {"object_id": np.arange(n), "ra": np.zeros(n),
+                                         "dec": np.zeros(n), "redshift": np.ones(n, np.float32)},
+                  {"spectrum": _curve(np.linspace(0, 1, n), np.random.default_rng(0))},
+                  model_sha256=SHA)
+    with pytest.raises(PredictError, match=r"no-mass: no label column\(s\) \['log_mstar'\]"):
+        predict(root / "query", root / "ref", calibration=[tmp_path / "no-mass"])
+
+
+def test_cli_calibration_option(catalogs, tmp_path, capsys):
+    from galclip.cli import main
+
+    root, _, _ = catalogs
+    synthetic_catalog(tmp_path / "cal", 400, seed=7)
+    out = tmp_path / "pred.parquet"
+    assert main(["predict", str(root / "query"), "--reference", str(root / "ref"), "--out",
+                 str(out), "--properties", "redshift", "--calibration", str(tmp_path / "cal")]) == 0
+    assert "and 400 of 1 calibration catalog(s)" in capsys.readouterr().out
+    assert main(["predict", str(root / "query"), "--reference", str(root / "ref"), "--out",
+                 str(out), "--calibration", str(root / "query")]) == 2
+    err = capsys.readouterr().err
+    assert "galaxies being predicted" in err and "Traceback" not in err

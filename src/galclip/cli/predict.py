@@ -52,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="flag a spectrum also when its neighbours' redshift disagrees with a "
                         "template fit of the spectrum, read from the catalog's dataset (the "
                         "OOD score of a spectrum search; ~50 ms a galaxy; see docs/search.md)")
+    p.add_argument("--calibration", action="append", default=[], metavar="CATALOG",
+                   help="a labelled catalog of other galaxies of the same population, embedded "
+                        "with the same model and not in the reference, that calibrates the "
+                        "intervals beside the reference's held-out galaxies (repeatable; more "
+                        "calibration galaxies, less scatter of the coverage)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,13 +68,17 @@ def run(args: argparse.Namespace) -> int:
     res = predict(args.catalog, args.reference, args.out, from_=args.from_, properties=props,
                   k=args.k, chunk_rows=args.chunk_rows, pdf_bins=args.pdf_bins, progress=True,
                   workers=args.workers, redshift_check=args.redshift_check,
+                  calibration=args.calibration,
                   command="galclip predict " + " ".join(sys.argv[2:]))
     meta = res.metadata
     print(f"wrote {meta['n_rows']} predictions to {res.path} in {meta['seconds']:.1f} s "
           f"({meta['n_rows'] / max(meta['seconds'], 1e-9):,.0f} galaxies/s)")
     cal = meta["calibration"]
-    print(f"calibrated on {meta['reference']['n_calibration']} held-out reference galaxies; "
-          f"raw neighbour-interval coverage -> conformal factor:")
+    n_extra = sum(c["n_rows"] for c in meta["calibration_catalogs"])
+    extra = f" and {n_extra} of {len(meta['calibration_catalogs'])} calibration catalog(s)" \
+        if n_extra else ""
+    print(f"calibrated on {meta['reference']['n_calibration']} held-out reference galaxies"
+          f"{extra}; raw neighbour-interval coverage -> conformal factor:")
     for p in meta["properties"]:
         raw, q = cal["raw_coverage"][p], cal["interval_factor"][p]
         print(f"  {p:<22} 68 %: {raw['68']:.3f} -> {q['68']:+.2f}   95 %: {raw['95']:.3f} -> "

@@ -420,26 +420,86 @@ def neighbours_and_ood(ref: Reference, vectors: dict[str, np.ndarray], k: int,
     return combine(found), {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
 
 
-def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS, workers: int = 1
-                    ) -> Calibration:
+@dataclass
+class CalibrationCatalog:
+    """A labelled catalog of galaxies outside the neighbour pool that calibrates beside the
+    reference's own held-out galaxies (``--calibration``): embedded with the same model, not the
+    reference's galaxies, not the galaxies being predicted."""
+
+    path: Path
+    manifest: dict[str, Any]
+    labels: np.ndarray            # (N, P) in the reference's property order
+
+
+def open_calibration(path: str | Path, ref: Reference, query_manifest: dict[str, Any]
+                     ) -> CalibrationCatalog:
+    """Open and check a ``--calibration`` catalog (refusals name the file and the field)."""
+    from galclip.search.catalog import read_catalog_table
+
+    path = Path(path)
+    manifest = check_query(path, ref)
+    if _same_source(manifest, ref.manifest):
+        raise PredictError(f"--calibration {path}: these are the reference's own galaxies (its "
+                           f"held-out ones calibrate already; its training ones are the "
+                           f"neighbour pool)")
+    if _same_source(manifest, query_manifest):
+        raise PredictError(f"--calibration {path}: these are the galaxies being predicted; "
+                           f"calibrating on them voids the coverage guarantee")
+    missing = [p for p in ref.properties if p not in manifest["columns"]]
+    if missing:
+        raise PredictError(f"--calibration {path}: no label column(s) {missing} (the reference's "
+                           f"properties {ref.properties} are needed)")
+    t = read_catalog_table(path, ref.properties)
+    labels = np.stack([t.column(p).to_numpy(zero_copy_only=False).astype(np.float64)
+                       for p in ref.properties], 1)
+    return CalibrationCatalog(path, manifest, labels)
+
+
+def fit_calibration(ref: Reference, k: int, chunk_rows: int = CHUNK_ROWS, workers: int = 1,
+                    extra: Sequence[CalibrationCatalog] = ()) -> Calibration:
     """Predict the reference's held-out galaxies from the pool, ``chunk_rows`` at a time on
-    ``workers`` threads (only their raw intervals and PIT values are kept), and fit the
-    conformal step."""
+    ``workers`` threads (only their raw intervals and PIT values are kept), and the galaxies
+    of the ``extra`` calibration catalogs likewise, and fit the conformal step on all of them."""
     cal_rows = np.flatnonzero(~ref.pool)
-    if len(cal_rows) == 0:
+    if len(cal_rows) == 0 and not extra:
         raise PredictError(f"{ref.path}: no held-out (non-train) galaxy to calibrate on")
 
     def one(part: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         vec = _vectors(ref.path, ref.manifest, list(ref.searchers), part)
-        est = estimate(ref.labels, *neighbours(ref, vec, k, None), ref.z_col, ref.grid)
-        return est.raw, None if ref.z_col is None else pit_of(est, ref.grid,
-                                                               ref.labels[part, ref.z_col])
+        return _raw_and_pit(ref, vec, k, ref.labels[part])
 
     parts = (cal_rows[lo:lo + chunk_rows] for lo in range(0, len(cal_rows), chunk_rows))
-    raws, pits = zip(*ordered_map(one, parts, workers), strict=True)
-    return calibrate(np.concatenate(raws), ref.labels[cal_rows],
+    found = list(ordered_map(one, parts, workers))
+    truths = [ref.labels[cal_rows]]
+    for c in extra:
+        got, truth = _calibration_estimates(ref, c, k, chunk_rows, workers)
+        found += got
+        truths.append(truth)
+    raws, pits = zip(*found, strict=True)
+    return calibrate(np.concatenate(raws), np.concatenate(truths),
                      None if ref.z_col is None else np.concatenate(pits), ref.properties,
                      ref.floor)
+
+
+def _raw_and_pit(ref: Reference, vectors: dict[str, np.ndarray], k: int, truth: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw intervals and raw redshift PIT values of calibration galaxies with known labels."""
+    est = estimate(ref.labels, *neighbours(ref, vectors, k, None), ref.z_col, ref.grid)
+    return est.raw, None if ref.z_col is None else pit_of(est, ref.grid, truth[:, ref.z_col])
+
+
+def _calibration_estimates(ref: Reference, cat: CalibrationCatalog, k: int, chunk_rows: int,
+                           workers: int) -> tuple[list, np.ndarray]:
+    """The raw intervals and PIT values of a calibration catalog's galaxies that have every
+    modality the prediction searches (chunk by chunk), and their labels."""
+    chunks, start = [], 0
+    for _, vec in iter_query(cat.path, cat.manifest, list(ref.searchers), chunk_rows):
+        n = len(next(iter(vec.values())))
+        ok = np.logical_and.reduce([np.isfinite(v).all(1) for v in vec.values()])
+        chunks.append(({m: v[ok] for m, v in vec.items()}, cat.labels[start:start + n][ok]))
+        start += n
+    got = list(ordered_map(lambda c: _raw_and_pit(ref, c[0], k, c[1]), chunks, workers))
+    return got, np.concatenate([t for _, t in chunks]) if chunks else np.empty((0, len(ref.properties)))
 
 
 # ----------------------------------------------------------------------------- output rows
@@ -498,12 +558,17 @@ def to_arrow(object_id: np.ndarray, cols: dict[str, np.ndarray]):
 def _same_galaxies(query: dict, ref: Reference) -> bool:
     """True when the query catalog holds the reference's own galaxies (same catalog, or one
     embedded from the same dataset): only then is a galaxy left out of its own neighbours."""
+    return _same_source(query, ref.manifest)
+
+
+def _same_source(a: dict, b: dict) -> bool:
+    """True when two catalog manifests are the same catalog or embed the same dataset."""
     from galclip.search.catalog import catalog_fingerprint
 
-    if catalog_fingerprint(query) == ref.fingerprint:
+    if catalog_fingerprint(a) == catalog_fingerprint(b):
         return True
-    q, r = (query.get("dataset") or {}), (ref.manifest.get("dataset") or {})
-    return bool(q.get("shards_sha256")) and q.get("shards_sha256") == r.get("shards_sha256")
+    da, db = (a.get("dataset") or {}), (b.get("dataset") or {})
+    return bool(da.get("shards_sha256")) and da.get("shards_sha256") == db.get("shards_sha256")
 
 
 def _self_rows(ref: Reference, object_id: np.ndarray) -> np.ndarray:
@@ -638,14 +703,16 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
             from_: str = "spectrum", properties: Sequence[str] | None = None, k: int = K,
             chunk_rows: int = CHUNK_ROWS, pdf_bins: int = PDF_BINS, progress: bool = False,
             workers: int | None = None, command: str = "galclip.predict",
-            redshift_check: bool = False) -> Prediction:
+            redshift_check: bool = False, calibration: Sequence[str | Path] = ()) -> Prediction:
     """Predict every galaxy of ``catalog`` from the labelled ``reference`` (see the module
     docstring). With ``out`` (.parquet, .csv or .ecsv) the rows are written chunk by chunk and
     the result holds only the metadata; without it the whole table is returned. ``workers``
     threads (default: one per usable core) predict chunks concurrently; the rows come out in
     catalog order and are the same for any number of workers. ``redshift_check`` reads each
     galaxy's spectrum from the catalog's dataset and adds the OOD score's redshift check
-    (:mod:`galclip.search.ood`; ~50 ms a galaxy)."""
+    (:mod:`galclip.search.ood`; ~50 ms a galaxy). ``calibration``: labelled catalogs of
+    galaxies from the same population, outside the neighbour pool, that calibrate beside the
+    reference's held-out galaxies (more calibration galaxies, less scatter of the coverage)."""
     from galclip.search.ood import load_reference as load_ood_reference
     from galclip.search.results import TableWriter, check_format
 
@@ -658,9 +725,10 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     qman = check_query(catalog, ref)
     t0 = time.perf_counter()
     workers = default_workers() if workers is None else workers
-    cal = fit_calibration(ref, k, chunk_rows, workers)
+    extra = [open_calibration(c, ref, qman) for c in calibration]
+    cal = fit_calibration(ref, k, chunk_rows, workers, extra)
     same = _same_galaxies(qman, ref)
-    meta = _metadata(ref, cal, catalog, qman, from_, k, same, command)
+    meta = _metadata(ref, cal, catalog, qman, from_, k, same, command, extra)
     writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
     for m in ref.searchers:                  # the OOD references, before the worker threads
         load_ood_reference(ref.catalog, m)
@@ -691,8 +759,12 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
 
 
 def _metadata(ref: Reference, cal: Calibration, catalog: Path, qman: dict, from_: str, k: int,
-              same: bool, command: str) -> dict[str, Any]:
+              same: bool, command: str, extra: Sequence[CalibrationCatalog] = ()
+              ) -> dict[str, Any]:
     from galclip.search.catalog import catalog_fingerprint
+
+    where = "the reference's held-out (non-train) galaxies" + (
+        f" and {len(extra)} calibration catalog(s)" if extra else "")
 
     return {
         "model_sha256": ref.manifest["model"].get("sha256"),
@@ -703,8 +775,11 @@ def _metadata(ref: Reference, cal: Calibration, catalog: Path, qman: dict, from_
                     "n_rows": int(qman["n_rows"]), "same_galaxies_as_reference": same},
         "from": from_, "k": k, "properties": ref.properties, "levels": list(LEVELS),
         "point_estimate": "inverse-distance weighted mean of the k neighbours' labels",
-        "intervals": "split-conformal CQR-r on the reference's held-out (non-train) galaxies",
+        "intervals": f"split-conformal CQR-r on {where}",
         "calibration": cal.summary,
+        "calibration_catalogs": [{"path": str(c.path.resolve()),
+                                  "fingerprint": catalog_fingerprint(c.manifest),
+                                  "n_rows": int(c.manifest["n_rows"])} for c in extra],
         "redshift_pdf_grid": ref.grid.to_dict() if ref.grid is not None and cal.pit else None,
         "command": command,
     }
