@@ -1,6 +1,8 @@
 """The zero-shot k chosen on the validation split: the known best k, and no test labels in it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,26 @@ def test_k_from_val_rows_record_the_choice_and_match_the_fixed_k_rows_at_that_k(
         assert r["properties"] == f["properties"]
         np.testing.assert_array_equal(preds[r["id"]], fixed_preds[f["id"]])
         assert "redshift 16, log_mstar 16" in r["budget"]
+
+
+def test_demo_summary_and_report_show_the_chosen_k_beside_the_fixed_k_row():
+    from galclip.demo import summary_text
+    from galclip.eval.report import tables
+
+    (train, y_tr), (val, y_val), (test, y_te) = embeddings(2)
+    names = ["redshift", "log_mstar"]
+    fixed, _ = tasks.knn_results(train, y_tr, test, y_te, names, k=64)
+    chosen, _ = tasks.knn_val_results(train, y_tr, val, y_val, test, y_te, names, [8, 16, 64])
+    metrics = {"properties": names, "results": fixed + chosen,
+               "provenance": {"config": {"knn": {"k": 64}}}}
+    text = summary_text(metrics, Path("runs/demo")).splitlines()
+    img64, img_val = (r["properties"]["redshift"]["r2"] for r in (fixed[0], chosen[0]))
+    table = [line for line in text if "galclip k-NN" in line and "zero-shot" in line]
+    assert len(table) == 3 and f"{img64:6.3f}" in table[0]  # the k = 64 rows as before, once each
+    beside = next(line for line in text if line.split()[:3] == ["Image", "galclip", "k-NN"]
+                  and "zero-shot" not in line)
+    assert f"{img64:.3f}" in beside and f"{img_val:.3f} (k=16)" in beside
+    assert any("chosen on the val split" in line for line in text)
+    header, rows = tables(metrics)["k_from_val"]
+    assert header[-2:] == ["chosen k", "R² (evaluation split)"] and len(rows) == 3 * len(names)
+    assert rows[0][:3] == ["Image", "galclip k-NN (k from val)", "redshift"] and rows[0][-2] == "16"
