@@ -122,3 +122,24 @@ def test_demo_summary_and_report_show_the_chosen_k_beside_the_fixed_k_row():
     header, rows = tables(metrics)["k_from_val"]
     assert header[-2:] == ["chosen k", "R² (evaluation split)"] and len(rows) == 3 * len(names)
     assert rows[0][:3] == ["Image", "galclip k-NN (k from val)", "redshift"] and rows[0][-2] == "16"
+
+
+def test_the_selection_rows_are_the_validation_split_and_never_the_scored_one(tiny_dataset):
+    from galclip.data import open_dataset
+    from galclip.data.splits import assign_splits
+    from galclip.eval.evaluate import _select_notes, load_split_rows
+    from galclip.eval.schema import evaluation_config
+
+    ds = open_dataset(tiny_dataset)
+    cfg = evaluation_config("cpu")
+    rows = load_split_rows(ds, cfg)
+    split = assign_splits(rows["labels"]["object_id"])
+    assert len(rows["select"]) >= 2 and set(split[rows["select"]]) == {"val"}
+    assert _select_notes(cfg, len(rows["select"])) == []
+    scored_val = evaluation_config("cpu", ["data.test_split=val"])  # --split val
+    rows = load_split_rows(ds, scored_val)
+    assert len(rows["select"]) == 0 and "knn.select_split" in _select_notes(scored_val, 0)[0]
+    swapped = evaluation_config("cpu", ["data.test_split=val", "knn.select_split=test"])
+    rows = load_split_rows(ds, swapped)
+    assert set(split[rows["select"]]) == {"test"} and set(split[rows["test"]]) == {"val"}
+    assert len(load_split_rows(ds, evaluation_config("cpu", ["knn.k_grid=[]"]))["select"]) == 0

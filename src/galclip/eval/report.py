@@ -209,7 +209,8 @@ SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation s
                        "calibration; PIT KS 0 and coverage 0.68 / 0.95 are ideal)"),
             ("k_from_val", "Zero-shot k chosen on the validation split (per property, the k "
                            "with the best validation R², neighbours from the training split; "
-                           "rows 'k from val' in the summary, beside AstroCLIP's k = 64)"),
+                           "rows 'k from val' in the summary, beside the rows at the fixed knn.k, "
+                           "AstroCLIP's 64)"),
             ("injection", "Planted anomalies: galclip outliers on a simulated survey with "
                           "injected truth (read from benchmarks/outlier_injection.py's file; "
                           "AUROC / precision in the top 1 %)"),
