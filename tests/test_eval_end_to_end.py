@@ -79,6 +79,15 @@ def test_report_files_and_table(report):
     assert knn["budget"] == f"no training; k = 8 neighbours among {n_train} training galaxies"
     assert f"| {knn['budget']} |" in (report / "report.md").read_text()  # not a network's budget
     assert m["properties"] == ["redshift", "log_mstar", "logz_mw", "tage_mw", "log_ssfr"]
+    chosen = [r for r in m["results"] if "k_selection" in r]  # beside the k = 8 rows, not instead
+    assert {(r["model"], r["source"]) for r in chosen} == {
+        ("galclip k-NN (k from val)", "Image"), ("galclip k-NN (k from val)", "Spectrum"),
+        ("galclip k-NN (k from val)", "Spectrum→Image"), ("k-NN (k from val)", "Photometry")}
+    grid = [4, 8, 16, 32, 64, n_train]  # the default grid, 128 capped at the training pool
+    for r in chosen:
+        assert r["k_selection"]["grid"] == grid and r["k_selection"]["split"] == "val"
+        assert set(r["k"]) == set(m["properties"]) and set(r["k"].values()) <= set(grid)
+    assert "## Zero-shot k chosen on the validation split" in (report / "report.md").read_text()
     assert set(m["morphology_columns"]) == {"morph_edge_on", "morph_featured"}
     assert m["splits"]["train"] + m["splits"]["test"] <= 120
     z = m["results"][0]["properties"]["redshift"]

@@ -7,7 +7,9 @@
    get; otherwise the dataset is embedded with the same inference function and precision policy
    as ``galclip embed`` (:func:`galclip.models.inference.embed_dataset`: fp32 on a CPU, bf16
    autocast on a GPU).
-2. Zero-shot k-NN (image, spectrum, spectrum→image), few-shot MLP probes and morphology, the
+2. Zero-shot k-NN (image, spectrum, spectrum→image) with AstroCLIP's k and, beside it, with each
+   property's k chosen on the validation split (``knn.k_grid``; the validation rows are
+   embedded too), few-shot MLP probes and morphology, the
    label-efficiency curve, retrieval (pools and the whole set) and same-modality neighbour
    agreement (:mod:`galclip.eval.tasks`).
 3. Baselines on the same split (:mod:`galclip.eval.baselines`): the unaligned encoders' pooled
@@ -84,14 +86,25 @@ def load_split_rows(ds, cfg: EvalConfig) -> dict[str, Any]:
         return _cap(idx[paired[idx]], cap, seed)
 
     train, test = rows("train", d.max_train), rows(d.test_split, d.max_test)
-    if d.test_split == "train" or np.intersect1d(labels["object_id"][train],
-                                                   labels["object_id"][test]).size:
+    if d.test_split == "train" or _shared(labels, train, test):
         raise ValueError(f"{ds.path}: the evaluation split '{d.test_split}' shares galaxies "
                          "with the training split; choose val or test")
     for name, idx in (("train", train), (d.test_split, test)):
         if len(idx) < 2:
             raise ValueError(f"{ds.path}: split '{name}' has {len(idx)} rows; need at least 2")
-    return {"train": train, "test": test, "labels": labels, "unpaired": int((~paired).sum())}
+    sel = cfg.knn.select_split
+    select = (rows(sel, d.max_test) if cfg.knn.k_grid and sel != d.test_split
+              else np.zeros(0, dtype=np.int64))
+    if _shared(labels, select, train) or _shared(labels, select, test):
+        raise ValueError(f"{ds.path}: the split '{sel}' that k is chosen on (knn.select_split) "
+                         "shares galaxies with the training or the evaluation split")
+    return {"train": train, "test": test, "select": select, "labels": labels,
+            "unpaired": int((~paired).sum())}
+
+
+def _shared(labels: Mapping[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether rows ``a`` and ``b`` hold a galaxy (object_id) in common."""
+    return bool(np.intersect1d(labels["object_id"][a], labels["object_id"][b]).size)
 
 
 def _subset(labels: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -167,6 +180,8 @@ class Context:
     notes: list = dataclasses.field(default_factory=list)
     pooled_train: dict = dataclasses.field(default_factory=dict)  # the model's backbone features
     pooled_test: dict = dataclasses.field(default_factory=dict)
+    labels_val: dict = dataclasses.field(default_factory=dict)  # the split k is chosen on
+    emb_val: dict = dataclasses.field(default_factory=dict)     # (empty: no k-from-val rows)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -181,6 +196,12 @@ class Context:
         return label_matrix(self.labels_test, self.properties)
 
     @property
+    def y_val(self) -> np.ndarray:
+        from galclip.eval.tasks import label_matrix
+
+        return label_matrix(self.labels_val, self.properties)
+
+    @property
     def probe(self) -> ProbeConfig:
         return ProbeConfig(**dataclasses.asdict(self.cfg.probe), seed=self.cfg.seed)
 
@@ -192,11 +213,15 @@ class Context:
 def run_galclip(ctx: Context) -> tuple[list, dict, dict]:
     """Zero-shot k-NN, few-shot probes (with morphology) and label efficiency of galclip."""
     from galclip.eval.probes import label_efficiency
-    from galclip.eval.tasks import knn_results, probe_results
+    from galclip.eval.tasks import knn_results, knn_val_results, probe_results
 
     y_tr, y_te = ctx.y_train, ctx.y_test
     res, preds = knn_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties,
                              k=ctx.cfg.knn.k)
+    if ctx.emb_val:
+        r1, p1 = knn_val_results(ctx.emb_train, y_tr, ctx.emb_val, ctx.y_val, ctx.emb_test, y_te,
+                                 ctx.properties, ctx.cfg.knn.k_grid, split=ctx.cfg.knn.select_split)
+        res, preds = res + r1, {**preds, **p1}
     r2, p2 = probe_results(ctx.emb_train, y_tr, ctx.emb_test, y_te, ctx.properties, ctx.probe,
                            morph_train=ctx.morph(ctx.labels_train),
                            morph_test=ctx.morph(ctx.labels_test))
@@ -211,7 +236,7 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
     """MLP on g, r, z asinh magnitudes (properties, morphology, label efficiency)."""
     from galclip.eval.baselines import PHOTOMETRY_COLUMNS, photometry_features
     from galclip.eval.probes import label_efficiency
-    from galclip.eval.tasks import knn_results, probe_results
+    from galclip.eval.tasks import knn_results, knn_val_results, probe_results
 
     if any(c not in ctx.labels_train for c in PHOTOMETRY_COLUMNS):
         ctx.notes.append(f"photometry baseline skipped: no {'/'.join(PHOTOMETRY_COLUMNS)} columns")
@@ -226,6 +251,16 @@ def run_photometry(ctx: Context) -> tuple[list, dict, dict]:
                               sources=(("photometry", "photometry", "photometry"),), type_="supervised")
     for r in knn:  # nothing trains: the budget is the reference set
         r["budget"] = f"no training; k = {ctx.cfg.knn.k} neighbours among {len(x_tr)} training galaxies"
+    if ctx.emb_val:  # the same k-NN with each property's k chosen on the validation rows
+        x_val = {"photometry": photometry_features(ctx.labels_val)}
+        kv, kvp = knn_val_results({"photometry": x_tr}, ctx.y_train, x_val, ctx.y_val,
+                                  {"photometry": x_te}, ctx.y_test, ctx.properties,
+                                  ctx.cfg.knn.k_grid, model="k-NN (k from val)",
+                                  sources=(("photometry", "photometry", "photometry"),),
+                                  type_="supervised", split=ctx.cfg.knn.select_split)
+        for r in kv:
+            r["budget"] = f"no training; {r['budget']}"
+        knn, kpreds = knn + kv, {**kpreds, **kvp}
     curve = label_efficiency(x_tr, ctx.y_train, x_te, ctx.y_test, ctx.properties,
                              ctx.cfg.label_efficiency.fractions, ctx.probe)
     return res + knn, {**preds, **kpreds}, {"photometry MLP": curve}
@@ -468,10 +503,14 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
                       verify=cfg.data.verify_checksums)
     rows = load_split_rows(ds, cfg)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
+    lab_val = _subset(rows["labels"], rows["select"])
     model_sha = sha256_file(model_path)
     cache = out_dir / "cache" / model_sha[:16]
-    emb, pooled = {}, {}
-    for name, idx, lab in (("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)):
+    emb, pooled = {"select": {}}, {}
+    parts = [("train", rows["train"], lab_tr), ("test", rows["test"], lab_te)]
+    if len(rows["select"]) >= 2:
+        parts.append(("select", rows["select"], lab_val))
+    for name, idx, lab in parts:
         e = (catalog_embeddings(catalog, ds, model_sha, idx) if catalog else
              _embed(model, ds, idx, cfg.data.batch_size, device, cache, f"clip-{name}", pooled=True))
         _check_aligned(e, lab["object_id"], f"{data_dir} ({name})")
@@ -483,7 +522,8 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
     morph = sorted(c for c in rows["labels"] if c.startswith(MORPH_PREFIX))
     ctx = Context(cfg, ds, device, rows["train"], rows["test"], lab_tr, lab_te, props, morph,
                   emb["train"], emb["test"], pooled_train=pooled["train"],
-                  pooled_test=pooled["test"])
+                  pooled_test=pooled["test"], labels_val=lab_val, emb_val=emb["select"])
+    ctx.notes += _select_notes(cfg, len(rows["select"]))
     if rows["unpaired"]:
         ctx.notes.append(f"{rows['unpaired']} galaxies lack an image or a spectrum "
                          "(has_image/has_spectrum) and are left out")
@@ -491,6 +531,17 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
     if missing:
         ctx.notes.append(f"properties not in the data, skipped: {missing}")
     return ctx, model, meta, cache
+
+
+def _select_notes(cfg: EvalConfig, n: int) -> list[str]:
+    """Why the k-from-val rows are missing, when they are (an empty grid asks for none)."""
+    sel = cfg.knn.select_split
+    if not cfg.knn.k_grid or n >= 2:
+        return []
+    if sel == cfg.data.test_split:
+        return [f"k-from-val rows left out: k would be chosen on the scored split '{sel}'; set "
+                f"knn.select_split to the other held-out split"]
+    return [f"k-from-val rows left out: the split '{sel}' has {n} rows with both modalities"]
 
 
 def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,

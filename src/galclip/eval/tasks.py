@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from galclip.eval import metrics as M
-from galclip.eval.knn import ZERO_SHOT_SOURCES, knn_predict
+from galclip.eval.knn import ZERO_SHOT_SOURCES, choose_k, knn_predict, predict_per_property_k
 from galclip.eval.probes import MLPProbe, ProbeConfig
 
 #: Physical properties predicted by default (AstroCLIP Table 2 plus redshift); simulator names.
@@ -56,6 +56,40 @@ def knn_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[st
         results.append(r)
         preds[r["id"]] = pred
     return results, preds
+
+
+def knn_val_results(train: dict[str, np.ndarray], y_train: np.ndarray, val: dict[str, np.ndarray],
+                    y_val: np.ndarray, test: dict[str, np.ndarray], y_test: np.ndarray, names,
+                    grid, model: str = "galclip k-NN (k from val)", sources=ZERO_SHOT_SOURCES,
+                    type_: str = "zero-shot", split: str = "val"
+                    ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """k-NN as :func:`knn_results`, with each property's k chosen from ``grid`` on the
+    validation rows (``val``, ``y_val``; neighbours from the training pool) before the test rows
+    are predicted; ``y_test`` only scores. Each result carries ``k`` ({property: k}) and
+    ``k_selection`` (the split, its size, the grid and the validation R² of every k)."""
+    results, preds = [], {}
+    for name, fit_mod, query_mod in sources:
+        if fit_mod not in train or query_mod not in val or query_mod not in test:
+            continue
+        choice = choose_k(train[fit_mod], y_train, val[query_mod], y_val, grid)
+        pred = predict_per_property_k(train[fit_mod], y_train, test[query_mod], choice.k)
+        r = make_result(name, model, type_, score_properties(y_test, pred, names))
+        r["k"] = dict(zip(names, choice.k, strict=True))
+        r["k_selection"] = {"split": split, "n": int(len(y_val)), "grid": list(choice.grid),
+                            "val_r2": {n: dict(zip(map(str, choice.grid), choice.val_r2[:, j].tolist(),
+                                                   strict=True)) for j, n in enumerate(names)}}
+        r["budget"] = k_budget(r, len(y_train))
+        results.append(r)
+        preds[r["id"]] = pred
+    return results, preds
+
+
+def k_budget(result: dict, n_train: int) -> str:
+    """Each property's k in words, where it was chosen, and the pool it searched."""
+    sel = result["k_selection"]
+    ks = ", ".join(f"{n} {k}" for n, k in result["k"].items())
+    return (f"k per property chosen on {sel['n']} {sel['split']} galaxies from "
+            f"{sel['grid']}: {ks}; neighbours among {n_train} training galaxies")
 
 
 def morphology_scores(x_train: np.ndarray, morph_train: dict[str, np.ndarray], x_test: np.ndarray,
