@@ -203,6 +203,36 @@ def render_cutout(g: Galaxy, fluxes: dict[str, dict[str, float]], obs: Observing
             "contaminant_flux": contaminant_flux, "n_contaminants": len(extras)}
 
 
+def galaxy_model(components, fluxes: dict[str, dict[str, float]], obs: Observing) -> np.ndarray:
+    """The noiseless (3, 152, 152) cutout of the galaxy alone (bulge + disc, no companion, no
+    neighbours), PSF-convolved and pixelised as in :func:`render_cutout`, in nanomaggies: the
+    model a catalogue fit of this galaxy's flux would scale."""
+    import galsim
+
+    bulge, disc = components[0], components[1]
+    model = np.zeros(C.IMAGE_SHAPE, dtype=np.float64)
+    for k, band in enumerate(C.BANDS):
+        psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=obs.fwhm[band], gsparams=gsparams())
+        obj = galsim.Add([bulge * fluxes["bulge"][band], disc * fluxes["disc"][band]])
+        model[k] = galsim.Convolve(obj, psf).drawImage(
+            nx=C.IMAGE_SIZE, ny=C.IMAGE_SIZE, scale=C.PIXEL_SCALE_ARCSEC, method="auto").array
+    return model
+
+
+def model_flux_ivar(model: np.ndarray, total: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Inverse variance (nanomaggy^-2) per band of the flux fitted with a known profile.
+
+    ``model`` (3, H, W) is the galaxy's noiseless image, ``total`` (3,) its total flux, ``ivar``
+    (3, H, W) the pixels' inverse variance. The profile P = model / total has unit total flux
+    (the part off the stamp is lost to the fit, as it is to a real one). The weighted
+    least-squares flux F = sum(P d ivar) / sum(P^2 ivar) of data d = F P + noise is unbiased with
+    variance 1 / sum(P^2 ivar), the Cramer-Rao bound for Gaussian pixel noise; it is how the
+    Tractor computes FLUX_IVAR (Lang et al. 2016) with the shape held at its best fit.
+    """
+    profile = model / np.asarray(total, dtype=np.float64)[:, None, None]   # (3, H, W)
+    return np.sum(profile**2 * ivar, axis=(1, 2))
+
+
 _APERTURE_CACHE: dict[tuple[int, float], np.ndarray] = {}
 
 
