@@ -5,7 +5,8 @@ magnitudes, the same code, splits and config as ``galclip evaluate``; no model i
 each ``--data`` folder and prints the test-split R² of every property, beside the image and
 spectrum zero-shot rows of an existing ``metrics.json`` (``--metrics``). With ``--noise`` it
 also prints, per band and r-magnitude bin, the median relative error 1/(F sqrt(flux_ivar)) and
-the pull (flux - flux_true) sqrt(flux_ivar) of datasets that have them.
+the pull (flux - flux_true) sqrt(flux_ivar) of datasets that have them. ``--floors`` adds
+extra relative errors to the measured fluxes first (a sensitivity probe; ``add_floor``).
 
     python benchmarks/explore/photometry_baselines.py --config /work/runs-demo3/report/config.yaml \
         --metrics /work/runs-demo3/report/metrics.json --data /work/runs-demo3/data /tmp/new --noise
@@ -20,7 +21,17 @@ BANDS = ("g", "r", "z")
 MAG_BINS = (14.0, 17.0, 18.0, 19.0, 19.5, 20.0, 20.5, 21.5)
 
 
-def photometry_rows(data: str, config: str) -> list[dict]:
+def add_floor(labels: dict, floor: float, seed: int = 0) -> None:
+    """Sensitivity probe, not a model of anything: widen the measured fluxes by an extra
+    Gaussian error of ``floor`` x the true flux (a stand-in for the errors the simulated
+    catalogue leaves out: model mismatch, deblending, calibration)."""
+    rng = np.random.default_rng(seed)
+    for b in BANDS:
+        true = labels[f"flux_{b}_true"]
+        labels[f"flux_{b}"] = labels[f"flux_{b}"] + floor * true * rng.normal(size=len(true))
+
+
+def photometry_rows(data: str, config: str, floor: float = 0.0) -> list[dict]:
     """The photometry baselines' result rows of ``galclip evaluate`` on ``data``."""
     import torch
 
@@ -32,12 +43,14 @@ def photometry_rows(data: str, config: str) -> list[dict]:
     torch.manual_seed(cfg.seed)
     ds = open_dataset(data)
     rows = load_split_rows(ds, cfg)
+    if floor:
+        add_floor(rows["labels"], floor)
     lab_tr, lab_te = _subset(rows["labels"], rows["train"]), _subset(rows["labels"], rows["test"])
     props = [p for p in cfg.properties if p in rows["labels"]]
     morph = sorted(c for c in rows["labels"] if c.startswith(MORPH_PREFIX))
     ctx = Context(cfg, ds, "cpu", rows["train"], rows["test"], lab_tr, lab_te, props, morph, {}, {})
     results, _, _ = run_photometry(ctx)
-    print(f"{data}: train {len(rows['train'])}, test {len(rows['test'])}")
+    print(f"{data}: train {len(rows['train'])}, test {len(rows['test'])}, floor {floor}")
     return results
 
 
@@ -81,11 +94,15 @@ def main() -> None:
     ap.add_argument("--config", default="cpu", help="eval preset or YAML (the report's config.yaml)")
     ap.add_argument("--metrics", help="a metrics.json whose zero-shot rows are printed beside")
     ap.add_argument("--noise", action="store_true")
+    ap.add_argument("--floors", default="0", help="comma-separated extra relative errors "
+                    "(sensitivity probe, add_floor; needs flux_{b}_true)")
     args = ap.parse_args()
     table = []
     for data in args.data:
-        for r in photometry_rows(data, args.config):
-            table.append((f"{r['source']} {r['model']} ({data})", r))
+        for floor in (float(f) for f in args.floors.split(",")):
+            for r in photometry_rows(data, args.config, floor):
+                tag = f", +{floor:g} floor" if floor else ""
+                table.append((f"{r['source']} {r['model']} ({data}{tag})", r))
     props = list(table[0][1]["properties"])
     if args.metrics:
         for r in json.loads(open(args.metrics).read())["results"]:
