@@ -41,7 +41,7 @@ def test_rows_follow_the_dataset_conventions(rows):
         assert 7 < r["log_mstar"] < 12.5 and -1.7 < r["logz_mw"] < 0.5
         assert 0 < r["tage_mw"] < 13.8 and r["log_ssfr"] < -8
         assert abs(r["log_ssfr"] - (r["log_sfr"] - r["log_mstar"])) < 1e-9
-        assert 0 < r["fiber_flux_r"] < r["flux_r"]
+        assert 0 < r["fiber_flux_r"] < r["flux_r_true"]
     morph = {k for k in rows[0] if k.startswith("morph_")}
     assert {"morph_featured", "morph_edge_on", "morph_spiral_arms", "morph_bar",
             "morph_bulge_size", "morph_merging"} <= morph
@@ -119,9 +119,10 @@ def test_image_photometry_matches_catalog_fluxes(rows):
         if max(r["r_half_disc_arcsec"], r["r_half_bulge_arcsec"]) > 3.0:
             continue  # light beyond the 40" stamp
         for k, b in enumerate(C.BANDS):
-            expect = r[f"flux_{b}"] + r["_contaminant_flux"][k] + r["_companion_flux"][k]
+            true = r[f"flux_{b}_true"]
+            expect = true + r["_contaminant_flux"][k] + r["_companion_flux"][k]
             sigma = np.sqrt(np.sum(1.0 / r["_image_ivar"][k]))
-            assert abs(r["image"][k].sum() - expect) < 5 * sigma + 0.03 * r[f"flux_{b}"]
+            assert abs(r["image"][k].sum() - expect) < 5 * sigma + 0.03 * true
             checked += 1
     assert checked >= 15
 

@@ -11,7 +11,8 @@
   pooling; the flux level (``asinh(mean)``, ``log(std)``) is appended, since
   stellar mass depends on it.
 - **Photometry**: the few-shot MLP on g, r, z asinh magnitudes (Lupton, Gunn & Szalay 1999) of
-  the total fluxes ``flux_g/r/z``.
+  the catalogue's total fluxes ``flux_g/r/z`` (measured, with errors, in real catalogues and in
+  the simulated one).
 
 The conv baselines may train on augmented views, as the self-supervised stages do; without them
 they overfit a few thousand galaxies within a few epochs. Images (``ImageAugment``): a random

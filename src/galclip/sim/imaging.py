@@ -203,6 +203,54 @@ def render_cutout(g: Galaxy, fluxes: dict[str, dict[str, float]], obs: Observing
             "contaminant_flux": contaminant_flux, "n_contaminants": len(extras)}
 
 
+#: Side (px) of the galaxy-model stamp, centred on the cutout's centre: the fit's weights
+#: P^2 ivar outside it are negligible (on 40 simulated galaxies, sum P^2 over the central 96 px
+#: was within 0.03 % of that over the whole 152 px stamp, and 64 px within 0.16 %), and drawing
+#: it costs half of a full stamp.
+MODEL_STAMP = 96
+
+
+def galaxy_model(components, fluxes: dict[str, dict[str, float]], obs: Observing,
+                 size: int = MODEL_STAMP) -> np.ndarray:
+    """The noiseless (3, size, size) centre of the galaxy's cutout with the galaxy alone (bulge
+    + disc, no companion, no neighbours), PSF-convolved and pixelised as in
+    :func:`render_cutout`, in nanomaggies: the model a catalogue fit of its flux would scale."""
+    import galsim
+
+    bulge, disc = components[0], components[1]
+    model = np.zeros((len(C.BANDS), size, size), dtype=np.float64)
+    for k, band in enumerate(C.BANDS):
+        psf = galsim.Moffat(beta=I.MOFFAT_BETA, fwhm=obs.fwhm[band], gsparams=gsparams())
+        obj = galsim.Add([bulge * fluxes["bulge"][band], disc * fluxes["disc"][band]])
+        model[k] = galsim.Convolve(obj, psf).drawImage(
+            nx=size, ny=size, scale=C.PIXEL_SCALE_ARCSEC, method="auto").array
+    return model
+
+
+def central(a: np.ndarray, size: int) -> np.ndarray:
+    """The central (..., size, size) pixels of (..., H, W) images (H - size even)."""
+    h, w = a.shape[-2:]
+    if (h - size) % 2 or (w - size) % 2 or size > min(h, w):
+        raise ValueError(f"cannot centre a {size} px stamp on a {h} x {w} image")
+    y, x = (h - size) // 2, (w - size) // 2
+    return a[..., y:y + size, x:x + size]
+
+
+def model_flux_ivar(model: np.ndarray, total: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Inverse variance (nanomaggy^-2) per band of the flux fitted with a known profile.
+
+    ``model`` (3, n, n) is the galaxy's noiseless image, ``total`` (3,) its total flux, ``ivar``
+    (3, H, W) the pixels' inverse variance on the same centre (H >= n; its central n x n pixels
+    are used). The profile P = model / total has unit total flux (the light off the stamp is
+    lost to the fit, as it is to a real one). The weighted least-squares flux
+    F = sum(P d ivar) / sum(P^2 ivar) of data d = F P + noise is unbiased with variance
+    1 / sum(P^2 ivar), the Cramer-Rao bound for Gaussian pixel noise; it is how the Tractor
+    computes FLUX_IVAR (Lang et al. 2016) with the shape held at its best fit.
+    """
+    profile = model / np.asarray(total, dtype=np.float64)[:, None, None]   # (3, n, n)
+    return np.sum(profile**2 * central(ivar, model.shape[-1]), axis=(1, 2))
+
+
 _APERTURE_CACHE: dict[tuple[int, float], np.ndarray] = {}
 
 

@@ -7,6 +7,10 @@ and seed 0 numbers its galaxies 0 ... N-1. Rows are grouped in shards of ``shard
 consecutive indices; workers produce whole shards and write them atomically, so the result
 is identical whatever the number of workers, and a killed run resumes from its finished
 shards (``.galclip-sim.json`` in the output folder records the run's settings).
+
+The catalogue's measured fluxes ``flux_g/r/z`` draw their noise from a second generator of the
+row, ``default_rng([seed, index, PHOTOMETRY_STREAM])``, so that adding them left every other
+column (images, spectra, truths) of a seed unchanged.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ MAX_DRAWS = 5000
 PROPOSAL_OFFSET_DEX = 0.1
 ID_STRIDE = 1_000_000_000      # object_id = seed * ID_STRIDE + row index (n < ID_STRIDE)
 MAX_SEED = (2 ** 63 - 1) // ID_STRIDE - 1
+PHOTOMETRY_STREAM = 1          # third seed word of the catalogue-photometry noise generator
 
 
 @dataclass
@@ -402,7 +407,11 @@ class GalaxySimulator:
         t = self._tick("spectrograph (resolution + noise)", t)
         cut = imaging.render_cutout(g, fluxes, obs, rng, (bulge, disc, companion))
         t = self._tick("image rendering (GalSim + noise)", t)
+        model = imaging.galaxy_model((bulge, disc), fluxes, obs)
+        phot = self._catalogue_photometry(index, model, cut["ivar"], sb, sd)
+        t = self._tick("catalogue photometry (model flux + noise)", t)
         row = self._row(index, g, sb, sd, ff, obs, flux, ivar, cut)
+        row.update(phot)
         row.update(self._target_columns(target))
         row["psf_to_fiber"] = psf_fraction
         if keep_truth_arrays:
@@ -412,10 +421,27 @@ class GalaxySimulator:
             row["_calibration"] = spec["calibration"].astype(np.float32)
             row["_noiseless_image"] = cut["noiseless"]
             row["_image_ivar"] = cut["ivar"]
+            row["_galaxy_model"] = model
             row["_fibre_fractions"] = ff
             row["_contaminant_flux"] = cut["contaminant_flux"]
             row["_companion_flux"] = np.array([fluxes["companion"][b] if companion else 0.0
                                                for b in C.BANDS])
+        return row
+
+    def _catalogue_photometry(self, index: int, model: np.ndarray, pixel_ivar: np.ndarray,
+                              sb: dict, sd: dict) -> dict[str, float]:
+        """The measured ``flux_{g,r,z}`` and their ``flux_ivar_{g,r,z}`` (nanomaggies, and
+        nanomaggy^-2) as a Legacy Survey catalogue gives them: the true total flux plus Gaussian
+        noise of the model-fit flux's variance on this cutout (``imaging.model_flux_ivar``),
+        drawn from the row's photometry generator (module docstring)."""
+        from galclip.sim.imaging import model_flux_ivar
+
+        true = np.array([sb["phot"][b] + sd["phot"][b] for b in C.BANDS])
+        flux_ivar = model_flux_ivar(model, true, pixel_ivar)
+        rng = np.random.default_rng([self.cfg.seed, index, PHOTOMETRY_STREAM])
+        measured = true + rng.normal(size=len(C.BANDS)) / np.sqrt(flux_ivar)
+        row = {f"flux_{b}": float(measured[k]) for k, b in enumerate(C.BANDS)}
+        row.update({f"flux_ivar_{b}": float(flux_ivar[k]) for k, b in enumerate(C.BANDS)})
         return row
 
     @staticmethod
@@ -448,9 +474,9 @@ class GalaxySimulator:
             "quenched": np.int8(g.quenched),
         }
         for b in C.BANDS:
-            row[f"flux_{b}"] = sb["phot"][b] + sd["phot"][b]
+            row[f"flux_{b}_true"] = sb["phot"][b] + sd["phot"][b]
         row["fiber_flux_r"] = ff["bulge"] * r_b + ff["disc"] * r_d
-        row["mag_r"] = float(C.nanomaggy_to_mag(row["flux_r"]))
+        row["mag_r"] = float(C.nanomaggy_to_mag(row["flux_r_true"]))   # the selection's r
         row["sdss_g"] = float(C.nanomaggy_to_mag(sb["phot"]["sdss_g"] + sd["phot"]["sdss_g"]))
         row["sdss_r"] = float(C.nanomaggy_to_mag(sb["phot"]["sdss_r"] + sd["phot"]["sdss_r"]))
         row.update({
