@@ -662,7 +662,7 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     if k < 1:
         raise PredictError(f"--k must be >= 1, got {k}")
     with blas_threads(1):      # the worker threads are the parallelism; BLAS's threads would only
-        # spin on ListScan's small products and the quantizer's (measured: ~30x the CPU)
+        # spin on ListScan's small products and the quantizer's (measured: 5-30x their CPU)
         ref = open_reference(reference, from_, properties, pdf_bins)
         catalog = Path(catalog)
         qman = check_query(catalog, ref)

@@ -165,7 +165,7 @@ class ListScan:
     is scanned first so that its heap holds good candidates early (fewer heap insertions).
 
     The products are small (~10^2 x 10^2 x d): run it with BLAS on one thread per calling thread
-    (:func:`blas_threads`), or a multithreaded BLAS spends its threads' waiting on them. Below
+    (:func:`blas_threads`); a multithreaded BLAS spends 5-30x their CPU time on its threads. Below
     ``SCAN_MIN_PER_LIST`` queries a probed list (per-list overheads) it defers to
     :func:`batch_search`."""
 
