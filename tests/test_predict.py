@@ -169,16 +169,19 @@ def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
-def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind):
+def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind, monkeypatch):
     """The fast path (OOD distance read from the prediction's own search, chunks on worker
     threads) writes exactly what one thread with a separate OOD search writes, for a foreign
-    catalog and for the reference's own galaxies (own row left out)."""
+    catalog and for the reference's own galaxies (own row left out). Here with FAISS's own
+    search, as the separate OOD search does (the list scan, whose scores differ from FAISS's by
+    float rounding, is pinned to FAISS in test_predict_speed.py)."""
     import shutil
 
     from galclip.eval.predict import _self_rows, iter_query, ood_columns, open_reference, predict
     from galclip.search.catalog import read_catalog_manifest
-    from galclip.search.index import build_index
+    from galclip.search.index import ListScan, build_index
 
+    monkeypatch.setattr(ListScan, "of", classmethod(lambda cls, index: None))
     root, _, _ = catalogs
     ref_dir = tmp_path / "ref"
     shutil.copytree(root / "ref", ref_dir)
@@ -195,6 +198,48 @@ def test_one_search_and_worker_threads_change_no_output(catalogs, tmp_path, kind
         for c in ("ood_score", "unfamiliar"):
             assert np.array_equal(one.column(c).to_numpy(),
                                   np.concatenate([o[c] for o in ood])), (query, c)
+
+
+def test_the_list_scan_predicts_what_faiss_search_predicts(catalogs, tmp_path, monkeypatch):
+    """On an IVF-Flat reference predict searches by matrix products over the probed lists
+    (``ListScan``): the same rows as with FAISS's own search, values equal to float rounding but
+    on the few rows whose neighbours tie (or nearly) at the k-th place (these 8-d embeddings
+    are crowded: cosines ~0.999); the same table for any number of worker threads. The redshift
+    densities pass through the PIT map of the held-out galaxies, which such a tie moves by one
+    galaxy: their cumulative distributions agree to within two held-out galaxies' share, as do
+    the OOD scores (a distance's rank among the held-out galaxies' distances, which a rounding
+    moves past one of them now and then)."""
+    import shutil
+
+    from galclip.eval.predict import open_reference, predict
+    from galclip.search.index import SCAN_MIN_PER_LIST, ListScan, build_index
+
+    root, _, _ = catalogs
+    ref_dir = tmp_path / "ref"
+    shutil.copytree(root / "ref", ref_dir)
+    build_index(ref_dir, "spectrum", kind="ivf", nlist=16, verbose=False)
+    ref = open_reference(ref_dir, "spectrum")
+    index, n_cal = ref.searchers["spectrum"].scan.index, (~ref.pool).sum()
+    assert 700 * index.nprobe >= SCAN_MIN_PER_LIST * index.nlist       # the chunks are scanned
+    for query in (root / "query", ref_dir):
+        kw = {"from_": "spectrum", "k": 16, "chunk_rows": 700}
+        scan = predict(query, ref_dir, workers=1, **kw).table
+        assert scan.equals(predict(query, ref_dir, workers=3, **kw).table)
+        with monkeypatch.context() as m:
+            m.setattr(ListScan, "of", classmethod(lambda cls, index: None))
+            plain = predict(query, ref_dir, workers=1, **kw).table
+        assert scan.column_names == plain.column_names
+        for c in scan.column_names:
+            a, b = (np.asarray(t.column(c).to_pylist(), float) for t in (scan, plain))
+            if c == "redshift_pdf":
+                cdf_a, cdf_b = (np.cumsum(x, 1) / x.sum(1, keepdims=True) for x in (a, b))
+                same = np.abs(cdf_a - cdf_b).max(1) <= 2 / n_cal
+            else:                  # the OOD score: the rank of a distance among the held-out's
+                tol = 2 / n_cal if c == "ood_score" else 1e-4
+                same = np.isclose(a, b, rtol=1e-4, atol=tol, equal_nan=True)
+            assert same.mean() >= 0.98, (query, c, same.mean())
+            if c in ("object_id", "n_neighbours"):
+                assert np.array_equal(a, b), (query, c)
 
 
 def test_query_chunks_are_read_lazily(catalogs, monkeypatch):

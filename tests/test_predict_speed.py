@@ -37,6 +37,64 @@ def test_list_ordered_search_equals_plain_search(kind):
         faiss.omp_set_num_threads(threads)
 
 
+def _ivf(rng, n=3000, d=16, nlist=32, nprobe=5):
+    from galclip.search.index import create_index, set_search_param
+
+    base = _unit(rng.normal(size=(n, d)))
+    base[1000:1100] = base[:100]                         # exact duplicates: tied scores
+    index = create_index(base, "ivf", nlist=nlist)
+    set_search_param(index, "ivf", nprobe)
+    return base, index
+
+
+@pytest.mark.parametrize("k", [1, 10, 96, 600])
+def test_list_scan_finds_what_faiss_finds(k, monkeypatch):
+    """The scan by matrix products over the probed lists returns FAISS's IVF results: scores to
+    float rounding, the same positions but where the k-th place is tied or nearly (duplicated
+    vectors; tie order), and the same -1 padding when the probed lists hold fewer than k."""
+    import galclip.search.index as gi
+
+    rng = np.random.default_rng(0)
+    base, index = _ivf(rng)
+    queries = np.concatenate([_unit(rng.normal(size=(700, 16))), base[:50]])
+    scan = gi.ListScan.of(index)
+    assert scan is not None and len(queries) * index.nprobe >= gi.SCAN_MIN_PER_LIST * index.nlist
+    monkeypatch.setattr(gi, "batch_search", None)           # the scan itself, no fallback
+    got_s, got_p = scan.search(queries, k)
+    want_s, want_p = index.search(queries, k + 1)           # one more: is the k-th place tied?
+    assert got_s.shape == got_p.shape == (len(queries), k)
+    assert np.array_equal(got_p < 0, want_p[:, :k] < 0)     # padding where the lists run out
+    found = want_p[:, :k] >= 0
+    assert np.allclose(got_s[found], want_s[:, :k][found], rtol=0, atol=1e-6)
+    assert np.all(np.diff(got_s, axis=1) <= 0)              # best first
+    tied = (want_p[:, k] >= 0) & (np.abs(want_s[:, k - 1] - want_s[:, k]) < 1e-5)
+    for i in np.flatnonzero(~tied):
+        assert set(got_p[i]) == set(want_p[i, :k]), i
+    assert tied.mean() < 0.2                                 # the exemption is the exception
+    for i in np.flatnonzero(tied):                           # above the tie: the same vectors
+        sure = want_s[i, :k] > want_s[i, k] + 1e-5
+        assert set(want_p[i, :k][sure]) <= set(got_p[i]), i
+
+
+def test_list_scan_defers_small_batches_to_faiss():
+    """Below SCAN_MIN_PER_LIST queries a probed list the scan is FAISS's search, bit for bit."""
+    from galclip.search.index import SCAN_MIN_PER_LIST, ListScan
+
+    rng = np.random.default_rng(1)
+    base, index = _ivf(rng)
+    scan = ListScan.of(index)
+    queries = base[:SCAN_MIN_PER_LIST * index.nlist // index.nprobe - 1]
+    got, want = scan.search(queries, 20), index.search(queries, 20)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert ListScan.of(create_flat(base)) is None            # only IVF-Flat is scanned so
+
+
+def create_flat(base):
+    from galclip.search.index import create_index
+
+    return create_index(base, "flat")
+
+
 def test_dense_parquet_reads_back_the_same_table(tmp_path):
     """predict's Parquet writer skips dictionaries and list-column statistics; the table read
     back equals the default writer's, metadata included."""

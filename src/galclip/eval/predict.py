@@ -102,6 +102,7 @@ class Searcher:
     allowed: np.ndarray          # (N,) bool over reference rows
     l2: bool = False
     depth_free: bool = False     # the top k results do not depend on how many are asked for
+    scan: Any = None             # a ListScan of the index (large batches by matrix products)
 
     def search(self, q: np.ndarray, k: int, self_rows: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +115,6 @@ class Searcher:
         """As :meth:`search`, plus (n,) the cosine distance to the ``kth`` nearest vector of
         the *whole* index, own row left out (:func:`galclip.search.ood.kth_of_results`), read
         from the same search (NaN for non-finite queries; None without ``kth``)."""
-        from galclip.search.index import batch_search
         from galclip.search.ood import kth_of_results
 
         n = len(q)
@@ -130,7 +130,7 @@ class Searcher:
             f = min(fetch, ntotal)
             every = len(todo) == n                          # all rows: no copies to gather
             own = self_rows if every or self_rows is None else self_rows[todo]
-            s, p = batch_search(self.index, q if every else q[todo], f)
+            s, p = self._search(q if every else q[todo], f)
             if kd is not None and first:                    # the first pass holds every query
                 kd[todo] = kth_of_results(s, p, self.positions_rows, kth, own)
             first = False
@@ -142,6 +142,11 @@ class Searcher:
             todo = todo[(got < k) & (f < ntotal)]
             fetch *= 4
         return rows, dist, kd
+
+    def _search(self, q: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+        from galclip.search.index import batch_search
+
+        return self.scan.search(q, f) if self.scan is not None else batch_search(self.index, q, f)
 
     def _one(self, s, p, k, self_rows):
         """The first k allowed results of each row, in the search's order (rows (n, k), -1
@@ -328,6 +333,7 @@ def open_reference(path: str | Path, from_: str = "spectrum",
     from galclip.data.splits import split_indices
     from galclip.search.api import Catalog
     from galclip.search.catalog import CatalogError, catalog_fingerprint
+    from galclip.search.index import ListScan
 
     path = Path(path)
     try:
@@ -358,7 +364,8 @@ def open_reference(path: str | Path, from_: str = "spectrum",
                                f"{cat.modalities}); choose --from accordingly")
         loaded = cat.index(m)
         searchers[m] = Searcher(loaded.index, loaded.rows, pool,
-                                depth_free=loaded.kind in DEPTH_FREE_KINDS)
+                                depth_free=loaded.kind in DEPTH_FREE_KINDS,
+                                scan=ListScan.of(loaded.index))
     if not any((pool[s.positions_rows]).any() for s in searchers.values()):
         raise PredictError(f"{path}: no reference galaxy of the training split has a "
                            f"{'/'.join(searchers)} embedding: nothing to take neighbours from")
@@ -713,49 +720,65 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
     (:mod:`galclip.search.ood`; ~50 ms a galaxy). ``calibration``: labelled catalogs of
     galaxies from the same population, outside the neighbour pool, that calibrate beside the
     reference's held-out galaxies (more calibration galaxies, less scatter of the coverage)."""
-    from galclip.search.ood import load_reference as load_ood_reference
-    from galclip.search.results import TableWriter, check_format
+    from galclip.search.index import blas_threads
+    from galclip.search.results import check_format
 
     if out is not None:
         check_format(out)
     if k < 1:
         raise PredictError(f"--k must be >= 1, got {k}")
-    ref = open_reference(reference, from_, properties, pdf_bins)
-    catalog = Path(catalog)
-    qman = check_query(catalog, ref)
-    t0 = time.perf_counter()
-    workers = default_workers() if workers is None else workers
-    extra = [open_calibration(c, ref, qman) for c in calibration]
-    cal = fit_calibration(ref, k, chunk_rows, workers, extra)
-    same = _same_galaxies(qman, ref)
-    meta = _metadata(ref, cal, catalog, qman, from_, k, same, command, extra)
-    writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
-    for m in ref.searchers:                  # the OOD references, before the worker threads
-        load_ood_reference(ref.catalog, m)
-    spectra = redshift_check_spectra(ref, catalog, qman) if redshift_check else None
-    parts, n = [], 0
-
-    def one(chunk: tuple[np.ndarray, dict[str, np.ndarray]]):
-        return predict_chunk(ref, cal, k, *chunk, same=same, spectra=spectra)
-
-    chunks = iter_query(catalog, qman, list(ref.searchers), chunk_rows)
-    for table in ordered_map(one, chunks, workers):
-        writer.write(table) if writer else parts.append(table)
-        n += table.num_rows
-        if progress:
-            print(f"\rpredicted {n}/{qman['n_rows']} galaxies", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
-    path = writer.close() if writer else None
+    with blas_threads(1):      # the worker threads are the parallelism; BLAS's threads would only
+        # spin on ListScan's small products and the quantizer's (measured: 5-30x their CPU)
+        ref = open_reference(reference, from_, properties, pdf_bins)
+        catalog = Path(catalog)
+        qman = check_query(catalog, ref)
+        t0 = time.perf_counter()
+        workers = default_workers() if workers is None else workers
+        extra = [open_calibration(c, ref, qman) for c in calibration]
+        cal = fit_calibration(ref, k, chunk_rows, workers, extra)
+        meta = _metadata(ref, cal, catalog, qman, from_, k, _same_galaxies(qman, ref), command,
+                         extra)
+        parts, path = _predict_rows(ref, cal, catalog, qman, k, out, meta, chunk_rows, workers,
+                                    progress, redshift_check)
+    n = sum(t.num_rows for t in parts) if path is None else path[1]
     meta = {**meta, "n_rows": n, "seconds": round(time.perf_counter() - t0, 3)}
-    if writer:
-        return Prediction(meta, None, path)
+    if path is not None:
+        return Prediction(meta, None, path[0])
     import pyarrow as pa
 
     table = pa.concat_tables(parts) if parts else None
     if table is not None:
         table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
     return Prediction(meta, table, None)
+
+
+def _predict_rows(ref: Reference, cal: Calibration, catalog: Path, qman: dict, k: int,
+                  out: str | Path | None, meta: dict[str, Any], chunk_rows: int, workers: int,
+                  progress: bool, redshift_check: bool):
+    """Predict the query chunk by chunk on the worker threads: with ``out``, written as they
+    come ((), (path, rows written)); without, ([tables], None)."""
+    from galclip.search.ood import load_reference as load_ood_reference
+    from galclip.search.results import TableWriter
+
+    writer = TableWriter(out, METADATA_KEY, meta, dense=True) if out is not None else None
+    for m in ref.searchers:                  # the OOD references, before the worker threads
+        load_ood_reference(ref.catalog, m)
+    spectra = redshift_check_spectra(ref, catalog, qman) if redshift_check else None
+    same = meta["catalog"]["same_galaxies_as_reference"]
+    parts, n = [], 0
+
+    def one(chunk: tuple[np.ndarray, dict[str, np.ndarray]]):
+        return predict_chunk(ref, cal, k, *chunk, same=same, spectra=spectra)
+
+    for table in ordered_map(one, iter_query(catalog, qman, list(ref.searchers), chunk_rows),
+                             workers):
+        writer.write(table) if writer else parts.append(table)
+        n += table.num_rows
+        if progress:
+            print(f"\rpredicted {n}/{qman['n_rows']} galaxies", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    return ((), (writer.close(), n)) if writer else (parts, None)
 
 
 def _metadata(ref: Reference, cal: Calibration, catalog: Path, qman: dict, from_: str, k: int,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,89 @@ def batch_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     scores, positions = np.empty_like(s), np.empty_like(p)
     scores[order], positions[order] = s, p
     return scores, positions
+
+
+SCAN_MIN_PER_LIST = 32  # queries a probed list, on average, from which ListScan beats FAISS
+
+
+@dataclass
+class ListScan:
+    """Search of a large batch of queries on an IVF-Flat inner-product index with one matrix
+    product per inverted list (the grouping of ``faiss.contrib.big_batch_search``): the queries
+    that probe a list (the coarse assignment FAISS's search computes, :func:`coarse_assignment`)
+    times the list's vectors, one BLAS sgemm, then FAISS's own top-k heaps. FAISS's search takes
+    one dot product at a time, each query fetching its lists from memory afresh; here a list
+    is read once for the batch. The candidates are FAISS's (the same lists); the scores equal
+    its to float rounding (the sum runs in another order: a few 1e-7), so the results are the
+    same but where two candidates tie, or nearly, at the k-th place. Each query's nearest list
+    is scanned first so that its heap holds good candidates early (fewer heap insertions).
+
+    The products are small (~10^2 x 10^2 x d): run it with BLAS on one thread per calling thread
+    (:func:`blas_threads`); a multithreaded BLAS spends 5-30x their CPU time on its threads. Below
+    ``SCAN_MIN_PER_LIST`` queries a probed list (per-list overheads) it defers to
+    :func:`batch_search`."""
+
+    index: Any
+    lists: list  # per inverted list: (ids (n_l,) int64, vectors (n_l, d) float32), the index's memory
+
+    @classmethod
+    def of(cls, index) -> ListScan | None:
+        """The scan of ``index``, or None when it is not an in-memory IVF-Flat inner-product index."""
+        import faiss
+
+        if (type(index) is not faiss.IndexIVFFlat or index.metric_type != faiss.METRIC_INNER_PRODUCT
+                or not isinstance(faiss.downcast_InvertedLists(index.invlists),
+                                  faiss.ArrayInvertedLists)):
+            return None
+        return cls(index, [_list_view(index.invlists, i, index.d) for i in range(index.nlist)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (n, k) float32, index positions (n, k) int64, -1 where none), best first."""
+        import faiss
+
+        q = np.ascontiguousarray(queries, np.float32)
+        nlist, nprobe = self.index.nlist, self.index.nprobe
+        if nprobe > nlist or len(q) * nprobe < SCAN_MIN_PER_LIST * nlist:
+            return batch_search(self.index, q, k)
+        _, probes = coarse_assignment(self.index, q)                  # (n, nprobe), nearest first
+        heap = faiss.ResultHeap(len(q), k, keep_max=True)
+        for cols in (probes[:, :1], probes[:, 1:]):                   # nearest lists first
+            for lst, who in queries_by_list(cols, nlist):
+                ids, x = self.lists[lst]
+                if len(ids):
+                    heap.add_result_subset(who, q[who] @ x.T, ids)    # (n_who, n_l)
+        heap.finalize()
+        return heap.D, heap.I
+
+
+def _list_view(invlists, i: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors (n, d)) of inverted list ``i``: views of FAISS's memory, no copy."""
+    import faiss
+
+    n = invlists.list_size(i)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+    ids = faiss.rev_swig_ptr(invlists.get_ids(i), n).view(np.int64)
+    codes = faiss.rev_swig_ptr(invlists.get_codes(i), n * d * 4).view(np.float32)
+    return ids, codes.reshape(n, d)
+
+
+def queries_by_list(probes: np.ndarray, nlist: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(list, the rows of ``probes`` (n, p) that probe it) for every list probed (-1: none)."""
+    flat = probes.ravel()
+    order = np.argsort(flat, kind="stable")
+    lims = np.searchsorted(flat[order], np.arange(-1, nlist + 1))    # list -1 is skipped
+    rows = order // max(probes.shape[1], 1)
+    for lst in np.flatnonzero(np.diff(lims[1:])):
+        yield int(lst), rows[lims[lst + 1]:lims[lst + 2]]
+
+
+def blas_threads(n: int):
+    """Context in which the BLAS libraries (NumPy's, FAISS's) use ``n`` threads. A setting of
+    the whole process: set it once around work whose threads are already the parallelism."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def coarse_assignment(index, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
