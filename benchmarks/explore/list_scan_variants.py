@@ -12,24 +12,18 @@ IVF-Flat index, one thread, CPU-µs per query at predict's depth (96), best of 2
 from __future__ import annotations
 
 import argparse
-import resource
+import sys
 from pathlib import Path
 
 import numpy as np
 
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ivf_nlist_scan import best_cpu_us, cpu  # noqa: E402
 
 
 def best_us(fn, n: int, reps: int = 2) -> float:
-    out = []
-    for _ in range(reps):
-        c = cpu()
-        fn()
-        out.append((cpu() - c) / n * 1e6)
-    return min(out)
+    """Best CPU-µs per item of ``reps`` runs (``ivf_nlist_scan.best_cpu_us``)."""
+    return best_cpu_us(fn, n, reps)
 
 
 def scan_in_phases(scan, q: np.ndarray, k: int, phases: list[slice]):
