@@ -12,6 +12,8 @@ z = 1.2) the embedding scores find AGN-like broad lines and fibre blends worse t
      summed in quadrature over the lines inside the spectrum;
    - *supervised probes* (labels; 5-fold stratified cross-validation, out-of-fold scores, the
      same logistic regression as ``injection_control.py``): on the 128-d spectrum embedding, on
+     the spectrum backbone's pooled features before the projection (with ``--model``; in the CPU
+     recipe the backbone is the self-supervised pretrained encoder, frozen in alignment), on
      the spectrum itself binned in the observed frame (20 pixels, 16 Å, a bin; each spectrum
      divided by its median), and binned in the rest frame at the catalogue redshift (3,500–7,000
      Å in 10 Å bins, bins outside the spectrum at 0 with a coverage mask). A probe on the pixels
@@ -21,7 +23,8 @@ z = 1.2) the embedding scores find AGN-like broad lines and fibre blends worse t
    spectrum (z < 0.49) and for those without it.
 
     PYTHONPATH=src .venv/bin/python benchmarks/explore/injection_control_spectra.py \\
-        --data runs/inject-s0/data --catalog runs/inject-s0/catalog --out runs/control-spec-s0.json
+        --data runs/inject-s0/data --catalog runs/inject-s0/catalog --out runs/control-spec-s0.json \\
+        [--model runs/demo/align/model.safetensors]
 
 ``--combine A.json B.json ...`` summarises several draws (mean AUROC [min, max]).
 """
@@ -90,11 +93,30 @@ def rest_bins(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarra
     return out
 
 
+def pooled_features(model_path: str, flux: np.ndarray, ivar: np.ndarray, batch: int = 100
+                    ) -> np.ndarray:
+    """(n, D) the spectrum backbone's pooled output (before the CLIP projection)."""
+    import torch
+
+    import galclip
+
+    enc = galclip.load_model(model_path).spectrum_encoder.eval()
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(flux), batch):
+            f = torch.tensor(flux[lo:lo + batch], dtype=torch.float32)
+            out.append(enc(f, torch.tensor(ivar[lo:lo + batch], dtype=torch.float32))["pooled"]
+                       .numpy())
+    return np.concatenate(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="the altered dataset (outlier_injection.py)")
     p.add_argument("--catalog", help="its catalog (embeddings and the galclip scores)")
     p.add_argument("--out", help="JSON of the table")
+    p.add_argument("--model", help="model.safetensors: adds the probe on the backbone's pooled "
+                                   "features")
     p.add_argument("--combine", nargs="+", metavar="JSON", help="summarise earlier runs' JSONs")
     args = p.parse_args()
     if args.combine:
@@ -127,6 +149,9 @@ def main() -> None:
     feats = {"probe (labels): spectrum embedding": emb,
              "probe (labels): observed-frame binned spectrum": observed_bins(flux, ivar),
              "probe (labels): rest-frame binned spectrum": rest_bins(wave, flux, ivar, z)}
+    if args.model:
+        feats["probe (labels): spectrum backbone pooled features"] = pooled_features(
+            args.model, flux, ivar)
     for name, f in feats.items():
         scores[name] = {}
         for kind in show:
