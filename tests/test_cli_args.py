@@ -108,3 +108,17 @@ def test_bad_values_known_only_from_the_catalog(catalog, capsys):
     assert rc == 2 and "--columns" in err and "nope" in err
     rc, err = _run(["index", str(catalog), "--kind", "ivf", "--nlist", "100000"], capsys)
     assert rc == 2 and "--nlist 100000" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", ["galclip", "galclip.cli"])
+def test_python_dash_m_runs_the_command_line(module):
+    """``python -m galclip`` and ``python -m galclip.cli`` are the ``galclip`` script: its
+    usage, and a bad command's exit status 2."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "predict" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", module, "no-such-command"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
