@@ -26,7 +26,8 @@ ALLOWED = {
     "serve": {"data", "models", "search", "eval"},
     "demo": {"data", "models", "sim", "train", "search", "eval"},
 }
-FACADES = {"galclip", "cli"}  # the package's lazy top-level API and the command line: any floor
+#: the lazy top-level API, the command line and ``python -m galclip``: they may import any floor
+FACADES = {"galclip", "cli", "__main__"}
 
 
 def _module_name(path: Path, src: Path = SRC) -> list[str]:
