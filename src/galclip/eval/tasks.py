@@ -47,15 +47,10 @@ def knn_results(train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[st
                 ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """k-NN for each (name, fit modality, query modality) in ``sources`` (zero-shot on an
     embedding; ``type_="supervised"`` when the features are catalogue inputs such as photometry)."""
-    results, preds = [], {}
-    for name, fit_mod, query_mod in sources:
-        if fit_mod not in train or query_mod not in test:
-            continue
-        pred = knn_predict(train[fit_mod], y_train, test[query_mod], k)
-        r = make_result(name, model, type_, score_properties(y_test, pred, names))
-        results.append(r)
-        preds[r["id"]] = pred
-    return results, preds
+    def fixed_k(fit_mod: str, query_mod: str) -> tuple[np.ndarray, dict]:
+        return knn_predict(train[fit_mod], y_train, test[query_mod], k), {}
+
+    return _knn_rows(fixed_k, train, test, y_test, names, model, sources, type_)
 
 
 def knn_val_results(train: dict[str, np.ndarray], y_train: np.ndarray, val: dict[str, np.ndarray],
@@ -67,18 +62,32 @@ def knn_val_results(train: dict[str, np.ndarray], y_train: np.ndarray, val: dict
     validation rows (``val``, ``y_val``; neighbours from the training pool) before the test rows
     are predicted; ``y_test`` only scores. Each result carries ``k`` ({property: k}) and
     ``k_selection`` (the split, its size, the grid and the validation R² of every k)."""
-    results, preds = [], {}
-    for name, fit_mod, query_mod in sources:
-        if fit_mod not in train or query_mod not in val or query_mod not in test:
-            continue
+    def k_from_val(fit_mod: str, query_mod: str) -> tuple[np.ndarray, dict]:
         choice = choose_k(train[fit_mod], y_train, val[query_mod], y_val, grid)
         pred = predict_per_property_k(train[fit_mod], y_train, test[query_mod], choice.k)
-        r = make_result(name, model, type_, score_properties(y_test, pred, names))
-        r["k"] = dict(zip(names, choice.k, strict=True))
-        r["k_selection"] = {"split": split, "n": int(len(y_val)), "grid": list(choice.grid),
-                            "val_r2": {n: dict(zip(map(str, choice.grid), choice.val_r2[:, j].tolist(),
-                                                   strict=True)) for j, n in enumerate(names)}}
+        sel = {"split": split, "n": int(len(y_val)), "grid": list(choice.grid),
+               "val_r2": {n: dict(zip(map(str, choice.grid), choice.val_r2[:, j].tolist(),
+                                      strict=True)) for j, n in enumerate(names)}}
+        return pred, {"k": dict(zip(names, choice.k, strict=True)), "k_selection": sel}
+
+    usable = tuple(s for s in sources if s[2] in val)
+    results, preds = _knn_rows(k_from_val, train, test, y_test, names, model, usable, type_)
+    for r in results:
         r["budget"] = k_budget(r, len(y_train))
+    return results, preds
+
+
+def _knn_rows(predict, train: dict, test: dict, y_test: np.ndarray, names, model: str, sources,
+              type_: str) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """One scored result per usable source: ``predict(fit_mod, query_mod)`` gives the test
+    predictions and the fields the result carries besides its scores."""
+    results, preds = [], {}
+    for name, fit_mod, query_mod in sources:
+        if fit_mod not in train or query_mod not in test:
+            continue
+        pred, extra = predict(fit_mod, query_mod)
+        r = make_result(name, model, type_, score_properties(y_test, pred, names))
+        r.update(extra)
         results.append(r)
         preds[r["id"]] = pred
     return results, preds
