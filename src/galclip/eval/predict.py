@@ -738,12 +738,11 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
         cal = fit_calibration(ref, k, chunk_rows, workers, extra)
         meta = _metadata(ref, cal, catalog, qman, from_, k, _same_galaxies(qman, ref), command,
                          extra)
-        parts, path = _predict_rows(ref, cal, catalog, qman, k, out, meta, chunk_rows, workers,
-                                    progress, redshift_check)
-    n = sum(t.num_rows for t in parts) if path is None else path[1]
+        parts, path, n = _predict_rows(ref, cal, catalog, qman, k, out, meta, chunk_rows,
+                                       workers, progress, redshift_check)
     meta = {**meta, "n_rows": n, "seconds": round(time.perf_counter() - t0, 3)}
     if path is not None:
-        return Prediction(meta, None, path[0])
+        return Prediction(meta, None, path)
     import pyarrow as pa
 
     table = pa.concat_tables(parts) if parts else None
@@ -755,8 +754,9 @@ def predict(catalog: str | Path, reference: str | Path, out: str | Path | None =
 def _predict_rows(ref: Reference, cal: Calibration, catalog: Path, qman: dict, k: int,
                   out: str | Path | None, meta: dict[str, Any], chunk_rows: int, workers: int,
                   progress: bool, redshift_check: bool):
-    """Predict the query chunk by chunk on the worker threads: with ``out``, written as they
-    come ((), (path, rows written)); without, ([tables], None)."""
+    """Predict the query chunk by chunk on the worker threads: (tables kept, the file written,
+    rows predicted) — with ``out`` the tables are written as they come and none is kept,
+    without it no file is written."""
     from galclip.search.ood import load_reference as load_ood_reference
     from galclip.search.results import TableWriter
 
@@ -778,7 +778,7 @@ def _predict_rows(ref: Reference, cal: Calibration, catalog: Path, qman: dict, k
             print(f"\rpredicted {n}/{qman['n_rows']} galaxies", end="", file=sys.stderr)
     if progress:
         print(file=sys.stderr)
-    return ((), (writer.close(), n)) if writer else (parts, None)
+    return parts, writer.close() if writer else None, n
 
 
 def _metadata(ref: Reference, cal: Calibration, catalog: Path, qman: dict, from_: str, k: int,
