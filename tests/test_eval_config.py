@@ -46,7 +46,8 @@ def test_a_baseline_section_lists_its_network_before_its_budget():
     assert image[:5] == ["enabled", "arch", "encoder", "downsample", "shift"]
     assert spectrum[:4] == ["enabled", "arch", "encoder", "augment"]
     assert image[5:] == spectrum[9:] == ["max_train", "epochs", "batch_size", "lr", "weight_decay",
-                                         "patience", "lr_patience", "max_seconds"]
+                                         "patience", "lr_patience", "max_seconds",
+                                         "precision"]
 
 
 @pytest.mark.parametrize("override,message", [

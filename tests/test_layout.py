@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "galclip"
 
 #: the plain modules at the bottom; they import only each other
-GROUND = {"conventions", "storage", "config", "resume", "argtypes", "render", "modalities",
+GROUND = {"conventions", "storage", "config", "resume", "argtypes", "render", "modalities", "precision",
           "retrieval_metrics", "augment"}
 #: package -> the packages it may import besides the ground floor (the README's last column)
 ALLOWED = {

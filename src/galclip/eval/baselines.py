@@ -332,6 +332,8 @@ class SupervisedBaseline:
         if c.lr_patience:
             stop += (f", learning rate ×{c.lr_factor:g} after {c.lr_patience} flat epochs "
                      f"({r.lr_drops} drops)")
+        if c.precision == "bf16-mixed":
+            stop += ", bf16 autocast"
         return (f"{allowed}{stop}; ran {r.epochs_run} epochs in {r.seconds:.0f} s "
                 f"({r.stopped}){best}")
 

@@ -393,7 +393,7 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     torch.manual_seed(seed)
     backbone, model = _baseline_backbone(kind, b)
     morph_tr = {c: v[pos] for c, v in ctx.morph(ctx.labels_train).items()}
-    net = B.SupervisedBaseline(backbone, _supervised_config(b, seed), ctx.device,
+    net = B.SupervisedBaseline(backbone, _supervised_config(b, seed, ctx.device), ctx.device,
                                _baseline_augment(kind, b)).fit(x_tr, ctx.y_train[pos], morph_tr)
     pred, morph_pred = net.predict(x_te)
     morph = {c: classification_metrics(ctx.labels_test[c], morph_pred[c]) for c in ctx.morph_columns}
@@ -404,13 +404,18 @@ def run_supervised(ctx: Context, kind: str) -> tuple[list, dict]:
     return [r], {r["id"]: pred}
 
 
-def _supervised_config(b: Budget, seed: int):
-    """The training loop's settings of a baseline's budget."""
+def _supervised_config(b: Budget, seed: int, device: str = "cpu"):
+    """The training loop's settings of a baseline's budget (its precision resolved for ``device``)."""
     from galclip.eval.baselines import SupervisedConfig
+    from galclip.precision import resolve
 
+    try:
+        precision = resolve(b.precision, device)
+    except ValueError as e:
+        raise ValueError(f"config field 'baselines.*.precision': {e}") from None
     return SupervisedConfig(epochs=b.epochs, batch_size=b.batch_size, lr=float(b.lr),
                             weight_decay=float(b.weight_decay), seed=seed, patience=b.patience,
-                            lr_patience=b.lr_patience,
+                            lr_patience=b.lr_patience, precision=precision,
                             max_seconds=None if b.max_seconds is None else float(b.max_seconds))
 
 

@@ -1,13 +1,15 @@
 """The one small training loop of the supervised baselines and the few-shot probes.
 
-Epochs of seeded, shuffled mini-batches with AdamW (Loshchilov & Hutter 2019), trained until
-the validation loss stops improving (early stopping, Prechelt 1998) within a budget of epochs and
+Epochs of seeded, shuffled mini-batches with AdamW (Loshchilov & Hutter 2019), trained until the
+validation loss stops improving (early stopping, Prechelt 1998) within a budget of epochs and
 seconds; the weights of the best validation epoch are kept. Optionally the learning rate warms up
 linearly over the first epochs (Goyal et al. 2017) and drops by a factor each time the validation
 loss has been flat for a number of epochs (reduce-on-plateau), so that a stop means the lowered
-rates no longer help either. The loop knows nothing of the model or the data: it is handed the
-network, a function giving the loss of a batch of training rows and one giving the validation
-loss. Self-supervised and alignment training use the Lightning runner (:mod:`galclip.train.runner`).
+rates no longer help either. ``precision`` ``auto`` runs the steps under bf16 autocast where the
+hardware has bf16 (:mod:`galclip.precision`); the default is fp32. The loop knows nothing of the
+model or the data: it is handed the network, a function giving the loss of a batch of training rows
+and one giving the validation loss. Self-supervised and alignment training use the Lightning runner
+(:mod:`galclip.train.runner`).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class LoopConfig:
     lr_factor: float = 0.3
     warmup_epochs: int = 0        # linear warm-up of the learning rate over these epochs' steps
     max_seconds: float | None = None  # the time budget (checked after each epoch)
+    precision: str = "32-true"    # or "auto"/"bf16-mixed": bf16 autocast (galclip.precision)
 
 
 @dataclass
@@ -103,21 +106,26 @@ def fit_to_plateau(net: nn.Module, batch_loss: Callable[[torch.Tensor], torch.Te
     ``progress``: a label for a progress bar over the epochs; ``clock``: seconds, for the budget."""
     import torch
 
+    from galclip.precision import autocast
+
     record = LoopRecord()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = cfg.warmup_epochs * max(1, math.ceil(len(rows) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, warm) * record.lr_scale)
     gen = torch.Generator().manual_seed(cfg.seed)
+    device = next(net.parameters()).device
     rule, start = _Plateau(cfg, record), clock()
     for epoch in _epochs(cfg.epochs, progress):
         net.train()
         for b in torch.randperm(len(rows), generator=gen).split(cfg.batch_size):
             opt.zero_grad()
-            batch_loss(rows[b]).backward()
+            with autocast(cfg.precision, device):
+                loss = batch_loss(rows[b])
+            loss.float().backward()
             opt.step()
             sched.step()
         record.epochs_run = epoch + 1
-        if val_loss is not None:
+        if val_loss is not None:  # in fp32, as the predictions of the kept weights
             rule.update(val_loss(), epoch, net)
         if (why := rule.stop(clock() - start)) is not None:
             record.stopped = why

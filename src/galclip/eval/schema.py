@@ -119,7 +119,8 @@ class Budget:
     """How a supervised baseline trains (:class:`galclip.eval.baselines.SupervisedConfig`): on
     ``max_train`` training rows (None: all), at most ``epochs`` and ``max_seconds``, early stop
     after ``patience`` flat epochs; ``lr_patience`` > 0: learning rate ×0.3 after that many flat
-    epochs (reduce on plateau)."""
+    epochs (reduce on plateau); ``precision``: ``auto`` (bf16 autocast where the hardware has
+    bf16, as the training stages), ``32-true`` or ``bf16-mixed`` (:mod:`galclip.precision`)."""
 
     max_train: int | None = None
     epochs: int = 20
@@ -129,6 +130,7 @@ class Budget:
     patience: int = 4
     lr_patience: int = 0
     max_seconds: float | None = None
+    precision: str = "auto"
 
 
 # the network's fields, then the budget's: dataclass fields follow the bases in reverse order

@@ -106,13 +106,16 @@ def check_run_folder(out: Path, cfg: TrainConfig, inputs: Mapping[str, str], sta
 
 # ----------------------------------------------------------------------------- Trainer
 def precision(trainer: TrainerConfig) -> str:
-    """The precision policy: ``auto`` is bf16 autocast when the run uses a GPU, fp32 otherwise."""
+    """The precision policy (:mod:`galclip.precision`): ``auto`` is bf16 autocast on a GPU or CPU
+    that computes in bf16 natively, fp32 otherwise; any other setting goes to Lightning as given."""
     if trainer.precision != "auto":
         return str(trainer.precision)
     import torch
 
+    from galclip.precision import resolve
+
     gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu else "32-true"
+    return resolve("auto", "cuda" if gpu else "cpu")
 
 
 def loggers(out: Path) -> list:

@@ -98,7 +98,7 @@ class TrainerConfig:
     devices: Any = 1                 # a count, a list of ids or "auto" (passed to Lightning)
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"          # bf16-mixed on a GPU, 32-true on the CPU
+    precision: str = "auto"          # bf16-mixed where native (GPU, CPU with bf16), else 32-true
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 100
     progress_bar: bool = True
