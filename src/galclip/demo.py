@@ -81,10 +81,17 @@ class Step:
     folder: str
     run: Callable[[Path], Any]
     outputs: list[str] = field(default_factory=list)
+    #: whether its result depends on the training precision (it trains, or reads what trained)
+    follows_training: bool = True
 
 
-def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) -> list[Step]:
+def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
+                precision: str = "auto") -> list[Step]:
     p = PRESETS[preset]
+    # the training stages' and the supervised baselines' precision (galclip.precision)
+    fixed = precision != "auto"
+    train_prec = (f"trainer.precision={precision}",) if fixed else ()
+    eval_prec = tuple(f"baselines.{m}.precision={precision}" for m in ("image", "spectrum")) if fixed else ()
     data = out / "data"
     enc = {m: out / f"pretrain-{m}" / "encoder.safetensors" for m in ("image", "spectrum")}
     model = out / "align" / "model.safetensors"
@@ -108,7 +115,8 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
                 return
             from galclip.train.runner import train
 
-            train(f"pretrain-{modality}", data, folder, stage.preset, list(stage.overrides))
+            train(f"pretrain-{modality}", data, folder, stage.preset,
+                  [*stage.overrides, *train_prec])
         return run
 
     image_stage = ("initialise the image encoder (random: alignment trains it)"
@@ -118,7 +126,7 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
         from galclip.train.runner import train
 
         train("align", data, folder, p.align.preset, [
-            *p.align.overrides, f"model.image_checkpoint={enc['image']}",
+            *p.align.overrides, *train_prec, f"model.image_checkpoint={enc['image']}",
             f"model.spectrum_checkpoint={enc['spectrum']}"])
 
     def embed(folder: Path) -> None:
@@ -147,13 +155,13 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
         from galclip.eval.evaluate import evaluate as run_eval
         from galclip.eval.schema import evaluation_config
 
-        cfg = evaluation_config(p.evaluate.preset, list(p.evaluate.overrides))
+        cfg = evaluation_config(p.evaluate.preset, [*p.evaluate.overrides, *eval_prec])
         save_config(cfg.to_dict(), folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
                  command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
 
     return [
-        Step("simulate a survey", "data", simulate, ["manifest.json"]),
+        Step("simulate a survey", "data", simulate, ["manifest.json"], follows_training=False),
         Step(image_stage, "pretrain-image", pretrain("image"), ["encoder.safetensors"]),
         Step("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
               pretrain("spectrum"), ["encoder.safetensors"]),
@@ -165,22 +173,31 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None) 
 
 
 def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, seed: int = 0,
-             workers: int | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the evaluation metrics."""
+             workers: int | None = None, precision: str = "auto") -> dict[str, Any]:
+    """Run (or resume) every stage; returns the evaluation metrics. ``precision``: the training
+    stages' and supervised baselines' (``auto``: bf16 autocast where the hardware has bf16;
+    ``32-true`` gives the same figures on every machine; :mod:`galclip.precision`)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    from galclip.precision import CHOICES
     from galclip.resume import ResumeState
+
+    if precision not in CHOICES:
+        raise ValueError(f"unknown precision {precision!r}; choose from {list(CHOICES)}")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n = n or PRESETS[preset].n
-    stages = build_steps(out, preset, n, seed, workers)
+    stages = build_steps(out, preset, n, seed, workers, precision)
     for k, st in enumerate(stages, 1):
         folder = out / st.folder
         # a stage run with other demo settings starts again (its own state then refuses to mix)
+        key = {"preset": preset, "n": n, "seed": seed}
+        if precision != "auto" and st.follows_training:  # "auto" keeps the keys of older runs
+            key["precision"] = precision
         state = ResumeState.open(folder / f".{st.run.__name__}-done.json", f"demo: {st.name}",
-                                 {"preset": preset, "n": n, "seed": seed}, on_change="restart")
+                                 key, on_change="restart")
         complete = state.complete and all((folder / o).exists() for o in st.outputs)
         print(f"[{k}/{len(stages)}] {st.name}: " + ("done already, skipped" if complete else
                                                     f"running -> {folder}"), flush=True)

@@ -19,6 +19,7 @@ import argparse
 
 from galclip.argtypes import int_range
 from galclip.demo import OUT, PRESET, PRESETS
+from galclip.precision import CHOICES
 from galclip.sim.survey import SimConfig
 
 
@@ -31,10 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int_range(0), default=SimConfig.seed,
                    help="simulation seed (default %(default)s)")
     p.add_argument("--workers", type=int_range(1), default=None, help="simulator processes")
+    p.add_argument("--precision", default="auto", choices=CHOICES,
+                   help="training precision: auto = bf16 autocast where the CPU or GPU has bf16 "
+                        "(faster; figures differ slightly between machines), 32-true = fp32 "
+                        "everywhere (the same figures on every machine); default %(default)s")
 
 
 def run(args: argparse.Namespace) -> int:
     from galclip.demo import run_demo
 
-    run_demo(args.out, args.preset, args.n, args.seed, args.workers)
+    run_demo(args.out, args.preset, args.n, args.seed, args.workers, args.precision)
     return 0
