@@ -115,7 +115,7 @@ def test_spectra_drawn_like_the_catalog_are_rarely_flagged(catalog):
     out = ood.ood_scores(catalog, "spectrum", _embed(catalog.model, flux), spectra=(flux, ivar))
     assert np.abs(out["template_z"] - z).max() < 0.002
     assert out["unfamiliar"].mean() <= 0.05 and 0.2 < np.median(out["ood_score"]) < 0.8
-    ref = ood.load_reference(catalog, "spectrum")
+    ref = ood.load_reference(catalog, "spectrum", check=True)
     assert np.mean(ref.check.combined > ref.check.threshold) <= ood.FLAG_FRACTION + 1e-9
 
 
@@ -138,7 +138,7 @@ def test_the_check_is_stored_with_the_reference_and_read_back_without_refitting(
                                                                                 monkeypatch):
     from galclip.search.api import Catalog
 
-    ood.load_reference(catalog, "spectrum")
+    ood.load_reference(catalog, "spectrum", check=True)
     stored = json.loads(ood.reference_path(catalog.path, "spectrum").read_text())
     assert stored["version"] == ood.VERSION and len(stored["template_check"]["tension"]) > 50
 
@@ -203,3 +203,51 @@ def test_predict_with_the_redshift_check_flags_what_the_distance_passes(catalog,
     flag = checked.column("unfamiliar").to_numpy()
     assert not plain[-1] and flag[-1]
     assert flag[:-1].sum() <= 1
+
+
+def _private_copy(line_catalog, tmp_path, monkeypatch):
+    """A copy of the catalog folder (its stored reference is this test's alone), the held-out
+    spectra served from memory as in ``catalog``."""
+    import shutil
+
+    path, model, flux, ivar = line_catalog
+    copy = shutil.copytree(path, tmp_path / "catalog")
+    for f in copy.glob("ood-*.json"):
+        f.unlink()
+    monkeypatch.setattr(ood, "heldout_spectra", lambda cat, rows: (flux[rows], ivar[rows]))
+    return copy, model, flux, ivar
+
+
+def test_scoring_by_distance_alone_never_builds_the_check(line_catalog, tmp_path, monkeypatch):
+    from galclip.search.api import Catalog
+
+    path, model, flux, _ = _private_copy(line_catalog, tmp_path, monkeypatch)
+
+    def refit(*a, **k):
+        raise AssertionError("the redshift check was built for a distance-only score")
+
+    monkeypatch.setattr(ood, "template_check", refit)
+    cat = Catalog(path, model=model)
+    out = ood.ood_scores(cat, "spectrum", _embed(model, flux[:20]))
+    assert "tension" not in out and len(out["ood_score"]) == 20
+    assert cat.search(id=105, from_="spectrum", k=3).query["ood_check"] == "distance"
+    stored = json.loads(ood.reference_path(path, "spectrum").read_text())
+    assert stored["template_check"] is None
+
+
+def test_the_check_is_built_on_the_first_spectrum_query_and_a_later_basis_is_picked_up(
+        line_catalog, tmp_path, monkeypatch, capsys):
+    from galclip.search.api import Catalog
+
+    path, model, flux, ivar = _private_copy(line_catalog, tmp_path, monkeypatch)
+    basis = basis_path(path)
+    basis.unlink()                                    # no basis yet: distance alone, said once
+    out = ood.ood_scores(Catalog(path, model=model), "spectrum", _embed(model, flux[:5]),
+                         spectra=(flux[:5], ivar[:5]))
+    assert "tension" not in out and "no redshift check" in capsys.readouterr().err
+    write_basis(basis, *_basis())                     # galclip index --ood-templates, later
+    out = ood.ood_scores(Catalog(path, model=model), "spectrum", _embed(model, flux[:5]),
+                         spectra=(flux[:5], ivar[:5]))
+    assert "tension" in out
+    stored = json.loads(ood.reference_path(path, "spectrum").read_text())
+    assert len(stored["template_check"]["tension"]) > 50

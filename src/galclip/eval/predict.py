@@ -652,7 +652,7 @@ def redshift_check_spectra(ref: Reference, catalog: Path, qman: dict):
 
     if "spectrum" not in ref.searchers:
         raise PredictError("the redshift check needs spectra: use --from spectrum or both")
-    if load_reference(ref.catalog, "spectrum").check is None:
+    if load_reference(ref.catalog, "spectrum", check=True).check is None:
         raise PredictError(f"{ref.path}: the reference has no redshift check (it needs "
                            f"galclip[sim], redshifts and its dataset: see docs/search.md)")
     try:

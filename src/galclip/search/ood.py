@@ -42,7 +42,9 @@ so that the union still flags :data:`FLAG_FRACTION` of them. The basis is made b
 simulator and stored beside the index by ``galclip index --ood-templates`` and the demo
 (``ood-templates.npz``, :func:`galclip.eval.template_fit.write_catalog_basis`); the tensions of
 the held-out rows (at most :data:`MAX_TEMPLATE_REFERENCE`, their spectra read from the
-catalog's dataset) are stored in the reference. Without a basis, a dataset or catalog
+catalog's dataset) are computed when a query first gives its spectrum and stored in the
+reference, so scoring by distance alone (ids, vectors, a default ``galclip predict``) never
+pays for them. Without a basis, a dataset or catalog
 redshifts, or for a query given as an id or a vector, the score is the distance alone
 (``ood_check`` says which).
 """
@@ -71,6 +73,7 @@ MAX_TEMPLATE_REFERENCE = 1_000   # held-out spectra template-fitted (~50 ms each
 FORMAT = "galclip-ood"
 VERSION = 2
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Catalog -> {(modality, k): ref}
+_CHECK_TRIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Catalog -> {(modality, k)}
 
 
 @dataclass(frozen=True)
@@ -209,9 +212,27 @@ def reference_path(catalog_dir: str | Path, modality: str) -> Path:
     return Path(catalog_dir) / f"ood-{modality}.json"
 
 
-def build_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
+def build_reference(catalog, modality: str, k: int = K_OOD, check: bool = True) -> OODReference:
     """Score the catalog's held-out rows against the rest of the catalog (no file written);
-    for spectra also the redshift check where it can be built (:func:`template_check`)."""
+    for spectra with ``check`` also the redshift check where it can be built
+    (:func:`template_check`)."""
+    loaded, pos, vecs, d = _heldout(catalog, modality, k)
+    thr = float(np.quantile(d, 1.0 - FLAG_FRACTION))
+    ref = OODReference(modality, k, np.sort(d), thr, _key(catalog, modality, k))
+    if modality != "spectrum" or not check:
+        return ref
+    return replace(ref, check=template_check(catalog, ref, loaded.rows[pos], vecs, d))
+
+
+def with_check(catalog, ref: OODReference) -> OODReference:
+    """``ref`` with the redshift check added where it can be built (unchanged where not)."""
+    loaded, pos, vecs, d = _heldout(catalog, ref.modality, ref.k)
+    return replace(ref, check=template_check(catalog, ref, loaded.rows[pos], vecs, d))
+
+
+def _heldout(catalog, modality: str, k: int):
+    """The held-out rows that calibrate the score: (loaded index, their positions in it, their
+    unit vectors, their k-th distances to the rest of the catalog)."""
     from galclip.data.splits import split_indices
 
     loaded = catalog.index(modality)
@@ -224,12 +245,7 @@ def build_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
     if len(pos) > MAX_REFERENCE:
         pos = np.sort(np.random.default_rng(0).choice(pos, MAX_REFERENCE, replace=False))
     vecs = _vectors(catalog, loaded, pos)                                  # (R, E)
-    d = kth_distances(catalog, modality, vecs, k, self_rows=loaded.rows[pos])
-    thr = float(np.quantile(d, 1.0 - FLAG_FRACTION))
-    ref = OODReference(modality, k, np.sort(d), thr, _key(catalog, modality, k))
-    if modality != "spectrum":
-        return ref
-    return replace(ref, check=template_check(catalog, ref, loaded.rows[pos], vecs, d))
+    return loaded, pos, vecs, kth_distances(catalog, modality, vecs, k, self_rows=loaded.rows[pos])
 
 
 def template_check(catalog, ref: OODReference, rows: np.ndarray, vectors: np.ndarray,
@@ -244,8 +260,8 @@ def template_check(catalog, ref: OODReference, rows: np.ndarray, vectors: np.nda
     try:
         if "redshift" not in catalog.meta:
             raise ValueError(f"catalog {catalog.path} has no redshift column")
-        flux, ivar = heldout_spectra(catalog, rows[take])
         fitter, sha = load_basis(catalog)
+        flux, ivar = heldout_spectra(catalog, rows[take])
     except (ImportError, ValueError, OSError) as e:
         print(f"galclip: OOD score by distance alone, no redshift check: {e}", file=sys.stderr)
         return None
@@ -328,26 +344,41 @@ def _vectors(catalog, loaded, pos: np.ndarray) -> np.ndarray:
     return normalized(vectors[[at[int(r)] for r in loaded.rows[pos]]])
 
 
-def load_reference(catalog, modality: str, k: int = K_OOD) -> OODReference:
+def load_reference(catalog, modality: str, k: int = K_OOD, check: bool = False) -> OODReference:
     """The stored reference of a catalog's modality, computed and stored first if missing or
-    stale (kept in memory only where the catalog folder cannot be written). A spectrum
-    reference stored without the redshift check (it could not be built then: no galclip[sim],
-    no dataset) stays so until the file is deleted."""
+    stale (kept in memory only where the catalog folder cannot be written).
+
+    ``check``: a spectrum reference also gets the redshift check, built on first use (up to
+    :data:`MAX_TEMPLATE_REFERENCE` template fits, then stored with the reference) — only a
+    query that gives its spectrum uses it, so scoring by distance alone never pays for it.
+    Where it cannot be built (no galclip[sim], no template basis, no dataset) the reference stays
+    distance-only; the next process tries again (a basis written later is picked up)."""
+    cache = _LOADED.setdefault(catalog, {})
+    path = reference_path(catalog.path, modality)
+    ref = cache.get((modality, k))
+    if ref is None:
+        ref = _read(catalog, path, _key(catalog, modality, k))
+        if ref is None:
+            ref = build_reference(catalog, modality, k, check=False)
+            _store(path, ref)
+        cache[(modality, k)] = ref
+    tried = _CHECK_TRIED.setdefault(catalog, set())
+    if check and modality == "spectrum" and ref.check is None and (modality, k) not in tried:
+        tried.add((modality, k))
+        ref = with_check(catalog, ref)
+        if ref.check is not None:
+            cache[(modality, k)] = ref
+            _store(path, ref)
+    return cache[(modality, k)]
+
+
+def _store(path: Path, ref: OODReference) -> None:
     from galclip.storage import write_json_atomic
 
-    cache = _LOADED.setdefault(catalog, {})
-    if (modality, k) in cache:
-        return cache[(modality, k)]
-    path, key = reference_path(catalog.path, modality), _key(catalog, modality, k)
-    ref = _read(catalog, path, key)
-    if ref is None:
-        ref = build_reference(catalog, modality, k)
-        try:
-            write_json_atomic(path, ref.to_json())
-        except OSError:
-            pass   # a read-only catalog: the reference lives for this process
-    cache[(modality, k)] = ref
-    return ref
+    try:
+        write_json_atomic(path, ref.to_json())
+    except OSError:
+        pass   # a read-only catalog: the reference lives for this process
 
 
 def _read(catalog, path: Path, key: str) -> OODReference | None:
@@ -361,13 +392,13 @@ def _read(catalog, path: Path, key: str) -> OODReference | None:
                        float(obj["threshold"]), key)
     tc = obj.get("template_check")
     if not tc:
-        return ref       # built where the check could not be: delete the file to try again
+        return ref       # distance only: the check is built on first use (load_reference)
     try:
         fitter, sha = load_basis(catalog)
     except (ImportError, ValueError, OSError):
-        return None
+        return ref       # the basis is gone: distance only
     if sha != tc["basis_sha256"]:
-        return None      # the basis beside the index changed: recalibrate
+        return ref       # the basis beside the index changed: the check is calibrated again
     return replace(ref, check=TemplateCheck(fitter, sha, np.asarray(tc["tension"], np.float64),
                                             np.asarray(tc["combined"], np.float64),
                                             float(tc["threshold"])))
@@ -385,7 +416,7 @@ def ood_scores(catalog, modality: str, vectors: np.ndarray, *, k: int = K_OOD,
     check where the catalog has one, and the columns ``neighbour_z``, ``template_z`` and
     ``tension``.
     """
-    ref = load_reference(catalog, modality, k)
+    ref = load_reference(catalog, modality, k, check=spectra is not None)
     d = kth_distances(catalog, modality, vectors, k, self_rows)
     if spectra is None or ref.check is None:
         score, flag = ref.score(d)
