@@ -29,7 +29,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,21 +410,32 @@ def neighbours_and_ood(ref: Reference, vectors: dict[str, np.ndarray], k: int,
         else:
             rows, dist = searcher.search(vectors[m], k, self_rows)
         found.append((rows, dist))
+
+    def one(m: str, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if m in kth:
+            return load_reference(ref.catalog, m).score(kth[m][ok])
+        r = ood_scores(ref.catalog, m, vectors[m][ok],
+                       self_rows=None if self_rows is None else self_rows[ok])
+        return r["ood_score"], r["unfamiliar"]
+
+    return combine(found), larger_of_modalities(vectors, one)
+
+
+def larger_of_modalities(vectors: dict[str, np.ndarray],
+                         score: Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray]]
+                         ) -> dict[str, np.ndarray]:
+    """``ood_score`` (n,) and ``unfamiliar`` (n,) of one chunk: the larger score of the
+    modalities and either flag; ``score(modality, ok)`` scores the rows ``ok`` that have an
+    embedding of it. NaN / False where a galaxy has none."""
     n = len(next(iter(vectors.values())))
-    score, unfamiliar = np.full(n, np.nan), np.zeros(n, bool)
+    best, flagged = np.full(n, np.nan), np.zeros(n, bool)
     for m, v in vectors.items():
         ok = np.isfinite(v).all(1)
-        if not ok.any():
-            continue
-        if m in kth:
-            sc, flag = load_reference(ref.catalog, m).score(kth[m][ok])
-        else:
-            r = ood_scores(ref.catalog, m, v[ok],
-                           self_rows=None if self_rows is None else self_rows[ok])
-            sc, flag = r["ood_score"], r["unfamiliar"]
-        score[ok] = np.fmax(score[ok], sc)
-        unfamiliar[ok] |= np.asarray(flag, bool)
-    return combine(found), {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
+        if ok.any():
+            sc, flag = score(m, ok)
+            best[ok] = np.fmax(best[ok], sc)
+            flagged[ok] |= np.asarray(flag, bool)
+    return {"ood_score": best.astype(np.float32), "unfamiliar": flagged}
 
 
 @dataclass
@@ -536,17 +547,13 @@ def ood_columns(ref: Reference, vectors: dict[str, np.ndarray], self_rows: np.nd
     redshift check to the spectrum's score."""
     from galclip.search.ood import ood_scores
 
-    n = len(next(iter(vectors.values())))
-    score, unfamiliar = np.full(n, np.nan), np.zeros(n, bool)
-    for m, v in vectors.items():
-        ok = np.isfinite(v).all(1)
-        if ok.any():
-            arrays = None if spectra is None or m != "spectrum" else tuple(a[ok] for a in spectra)
-            r = ood_scores(ref.catalog, m, v[ok], self_rows=None if self_rows is None else self_rows[ok],
-                           spectra=arrays)
-            score[ok] = np.fmax(score[ok], r["ood_score"])
-            unfamiliar[ok] |= np.asarray(r["unfamiliar"], bool)
-    return {"ood_score": score.astype(np.float32), "unfamiliar": unfamiliar}
+    def one(m: str, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arrays = None if spectra is None or m != "spectrum" else tuple(a[ok] for a in spectra)
+        r = ood_scores(ref.catalog, m, vectors[m][ok],
+                       self_rows=None if self_rows is None else self_rows[ok], spectra=arrays)
+        return r["ood_score"], r["unfamiliar"]
+
+    return larger_of_modalities(vectors, one)
 
 
 def to_arrow(object_id: np.ndarray, cols: dict[str, np.ndarray]):
