@@ -19,6 +19,7 @@ SDSS_DRAWS subsamples, and their spread: at n ~ 200 one subsample's R^2 varies b
 ratio near 1 means the simulated colours carry as much redshift information as real ones.
 
 Usage:  python benchmarks/sim_to_real.py --catalog CATALOG --data SIMDATA [--k 16] [--json out.json]
+(``galclip evaluate --real-spectra out.json`` puts the table and a one-line finding in the report)
 """
 from __future__ import annotations
 
@@ -203,8 +204,11 @@ def main() -> None:
           f"subsamples {cr['r2_sdss_sd']:.3f}), ratio {cr['ratio']:.2f}")
     if args.json:
         per = [{k: v for k, v in s.items() if k not in ("flux", "ivar")} for s in spectra]
-        Path(args.json).write_text(json.dumps({"summary": table, "controls": ctl,
-                                               "colour_redshift": cr, "spectra": per}, indent=1))
+        model = cat.manifest.get("model") or {}
+        Path(args.json).write_text(json.dumps({
+            "catalog": str(Path(args.catalog).resolve()), "model_sha256": model.get("sha256"),
+            "k": args.k, "summary": table, "controls": ctl, "colour_redshift": cr,
+            "spectra": per}, indent=1))
 
 
 if __name__ == "__main__":

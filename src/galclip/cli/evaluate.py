@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--injection", metavar="JSON",
                    help="injection.json of benchmarks/outlier_injection.py made with --model: "
                         "its AUROC / precision per planted anomaly go into the report")
+    p.add_argument("--real-spectra", metavar="JSON",
+                   help="the --json file of benchmarks/sim_to_real.py run on a catalog of --model: "
+                        "how the model reads real spectra goes into the report")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     command = command_line(args)
     metrics = evaluate(args.model, args.data, args.out, cfg,
                        {"image": args.image_encoder, "spectrum": args.spectrum_encoder}, command,
-                       catalog=args.catalog, injection=args.injection)
+                       catalog=args.catalog, injection=args.injection,
+                       real_spectra=args.real_spectra)
     for r in metrics["results"]:
         s = summary_row(r, metrics["properties"])
         print(f"{s['source']:>15} {s['model']:>16} {s['type']:>10}  z R2 {_f(s['redshift_r2'])}  "
@@ -68,7 +72,8 @@ def command_line(args: argparse.Namespace) -> str:
     """The command as a user would retype it (recorded in metrics.json)."""
     parts = ["galclip", "evaluate", "--model", args.model, "--data", args.data, "--out", args.out,
              "--config", args.config]
-    for flag in ("split", "image_encoder", "spectrum_encoder", "catalog", "injection"):
+    for flag in ("split", "image_encoder", "spectrum_encoder", "catalog", "injection",
+                 "real_spectra"):
         if getattr(args, flag):
             parts += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     return " ".join(shlex.quote(str(p)) for p in [*parts, *args.overrides])

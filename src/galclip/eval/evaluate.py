@@ -551,7 +551,7 @@ def _select_notes(cfg: EvalConfig, n: int) -> list[str]:
 
 def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
            encoder_paths: Mapping[str, str | None], catalog: Path | None,
-           injection: Mapping | None = None) -> ResumeState:
+           injection: Mapping | None = None, real: Mapping | None = None) -> ResumeState:
     """The report's resume state: what it was computed from (files by checksum, folders by
     fingerprint, the resolved config)."""
     from galclip.data.format import read_manifest
@@ -563,30 +563,37 @@ def _state(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
               else None,
               "encoders": {m: sha256_file(p) for m, p in sorted(encoder_paths.items()) if p},
               "config": cfg.to_dict(),
-              **({"injection_sha256": injection["sha256"]} if injection else {})}
+              **({"injection_sha256": injection["sha256"]} if injection else {}),
+              **({"real_spectra_sha256": real["sha256"]} if real else {})}
     return ResumeState.open(out_dir / STATE, "galclip evaluate", inputs, on_change="restart")
 
 
 def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvalConfig,
              encoder_paths: Mapping[str, str | None] | None = None, command: str = "",
-             catalog: str | Path | None = None, injection: str | Path | None = None) -> dict:
+             catalog: str | Path | None = None, injection: str | Path | None = None,
+             real_spectra: str | Path | None = None) -> dict:
     """Run every evaluation stage and write ``metrics.json``, figures and the report.
 
     ``catalog``: score its stored vectors (made by this model from this dataset) instead of
     embedding the dataset again. ``injection``: an ``injection.json`` of
     ``benchmarks/outlier_injection.py`` made with this model, shown in the report
-    (:mod:`galclip.eval.injection`). Rerun with unchanged inputs, returns the finished report's
+    (:mod:`galclip.eval.injection`). ``real_spectra``: the ``--json`` file of
+    ``benchmarks/sim_to_real.py`` made with this model, shown in the report
+    (:mod:`galclip.eval.real_spectra`). Rerun with unchanged inputs, returns the finished report's
     metrics and computes nothing."""
     import torch
 
     from galclip.eval.injection import read_injection
+    from galclip.eval.real_spectra import read_real_spectra
     from galclip.eval.report import write_report
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     catalog = Path(catalog) if catalog else None
     planted = read_injection(injection, sha256_file(model_path)) if injection else None
+    real = read_real_spectra(real_spectra, sha256_file(model_path)) if real_spectra else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog, planted)
+    state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog, planted,
+                   real)
     if state.complete and all((out_dir / f).is_file() for f in REPORT_FILES):
         print(f"{out_dir}: the report is up to date (same model, data and config); nothing to do")
         return json.loads((out_dir / "metrics.json").read_text())
@@ -630,6 +637,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
                "notes": ctx.notes, "timings_s": timings}
     if planted:
         metrics["injection"] = planted
+    if real:
+        metrics["real_spectra"] = real
     t0 = time.perf_counter()
     write_report(out_dir, metrics, ctx, preds)
     timings["report"] = time.perf_counter() - t0

@@ -103,6 +103,9 @@ def tables(metrics: Mapping) -> dict[str, tuple[list[str], list[list[str]]]]:
     from galclip.eval.injection import table as injection_table
 
     out["injection"] = injection_table(metrics.get("injection") or {})
+    from galclip.eval.real_spectra import table as real_table
+
+    out["real_spectra"] = real_table(metrics.get("real_spectra") or {})
     return out
 
 
@@ -214,6 +217,9 @@ SECTIONS = [("main", "Summary (AstroCLIP Table 2 layout; R² on the evaluation s
             ("injection", "Planted anomalies: galclip outliers on a simulated survey with "
                           "injected truth (read from benchmarks/outlier_injection.py's file; "
                           "AUROC / precision in the top 1 %)"),
+            ("real_spectra", "Real DESI spectra through the simulation-trained model (read from "
+                             "benchmarks/sim_to_real.py's file; redshift = median of the nearest "
+                             "simulated spectra, flag = the OOD score)"),
             ("morphology_vs_majority", "Morphology per question against the majority class"),
             ("morphology", "Morphology: accuracy / macro F1 per question"),
             ("label_efficiency", "Label efficiency (few-shot MLP, test R²)"),
@@ -335,6 +341,10 @@ def findings(metrics: Mapping) -> list[str]:
         if tf.get("redshift_r2") is not None:
             out.append(f"A classical template fit reaches redshift R² {tf['redshift_r2']:.3f} on "
                        f"{tf['n']} of the same test spectra: the information the spectra carry.")
+    from galclip.eval.real_spectra import finding as real_finding
+
+    if line := real_finding(metrics.get("real_spectra") or {}):
+        out.append(line)
     if flat := [r[0] for r in morphology_vs_majority(metrics)[1] if r[-1].startswith("NO")]:
         out.append(f"Morphology: on {', '.join(flat)} no model beats always answering the "
                    f"majority class; their accuracies say nothing about the embeddings.")

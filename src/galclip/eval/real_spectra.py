@@ -1,0 +1,84 @@
+"""Real spectra through a simulation-trained model, in the evaluation report, read from the file
+the sim-to-real benchmark writes.
+
+``benchmarks/sim_to_real.py --json FILE`` gives real DESI spectra with known redshifts to a
+model's catalog of simulated galaxies: each spectrum's redshift is the median of its nearest
+simulated spectra in the embedding, and its OOD score says whether it looks unfamiliar. Per
+sample (DESI programme, pipeline coadds, all, inside the simulated redshift range) it writes how
+many are read within 0.01 (1 + z), how many catastrophically (> 0.15), how many are flagged
+unfamiliar and how many are wrong without a flag. Real spectra are not part of a simulated
+survey, so ``galclip evaluate`` does not read any: with ``--real-spectra FILE`` it reads that
+file (refused unless it was made with the evaluated model), and the report shows its table and
+says in one sentence how the model fares on real spectra.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+FIELDS = ("n", "within_0.01", "catastrophic", "unfamiliar", "wrong_unflagged")
+IN_RANGE = "in sim range"
+
+
+def read_real_spectra(path: str | Path, model_sha256: str) -> dict[str, Any]:
+    """The benchmark's summary, checked: JSON with ``model_sha256`` equal to ``model_sha256``
+    and a ``summary`` list of samples, each with its counts. Raises ValueError (or
+    FileNotFoundError) naming the file and the field."""
+    from galclip.storage import sha256_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--real-spectra {path}: no such file (benchmarks/sim_to_real.py "
+                                f"--json FILE writes it)")
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    rows = obj.get("summary") if isinstance(obj, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{path}: field 'summary' missing or empty: not a file of "
+                         f"benchmarks/sim_to_real.py --json")
+    theirs = obj.get("model_sha256")
+    if theirs != model_sha256:
+        raise ValueError(f"{path}: field 'model_sha256' is {str(theirs)[:12]}..., but the "
+                         f"evaluated model is {model_sha256[:12]}...: run benchmarks/sim_to_real.py "
+                         f"on a catalog embedded with the same model")
+    for i, row in enumerate(rows):
+        _check_row(path, i, row)
+    return {"file": str(path.resolve()), "sha256": sha256_file(path), "model_sha256": theirs,
+            "k": obj.get("k"), "catalog": obj.get("catalog"), "summary": rows}
+
+
+def _check_row(path: Path, i: int, row: Any) -> None:
+    if not isinstance(row, dict) or not isinstance(row.get("sample"), str):
+        raise ValueError(f"{path}: field 'summary[{i}].sample' missing or not a string")
+    for f in FIELDS:
+        if not isinstance(row.get(f), int) or row[f] < 0:
+            raise ValueError(f"{path}: field 'summary[{i}].{f}' missing or not a count")
+    if row["within_0.01"] > row["n"] or row["unfamiliar"] > row["n"]:
+        raise ValueError(f"{path}: field 'summary[{i}]': counts larger than n {row['n']}")
+
+
+def table(real: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (one per sample) of the report's table; no rows without a file."""
+    head = ["sample", "n", "within 0.01(1+z)", "catastrophic (> 0.15)", "flagged unfamiliar",
+            "wrong and not flagged"]
+    rows = [[r["sample"], *(str(r[f]) for f in FIELDS)] for r in real.get("summary") or []]
+    return head, rows
+
+
+def finding(real: Mapping[str, Any]) -> str | None:
+    """The report's one sentence on real spectra (the samples inside the simulated redshift
+    range, else all of them); None without a file."""
+    rows = {r["sample"]: r for r in real.get("summary") or []}
+    row = rows.get(IN_RANGE) or rows.get("all")
+    if row is None or not row["n"]:
+        return None
+    where = "inside the simulated redshift range" if row["sample"] == IN_RANGE else "in all"
+    k = f"the median of its {real['k']} nearest" if real.get("k") else "its nearest"
+    return (f"Real spectra: of {row['n']} real DESI spectra {where}, the model trained on the "
+            f"simulation reads {row['within_0.01']} within 0.01(1+z) ({k} simulated spectra), "
+            f"flags {row['unfamiliar']} as unfamiliar and gives {row['wrong_unflagged']} a wrong "
+            f"redshift without a flag (benchmarks/sim_to_real.py; table below).")
