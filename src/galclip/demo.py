@@ -158,7 +158,8 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
         cfg = evaluation_config(p.evaluate.preset, [*p.evaluate.overrides, *eval_prec])
         save_config(cfg.to_dict(), folder / "config.yaml")
         run_eval(model, data, folder, cfg, {k: str(v) for k, v in enc.items()},
-                 command=f"galclip demo --out {out} --preset {preset}", catalog=out / "catalog")
+                 command=f"galclip demo --out {out} --preset {preset}"
+                 + (f" --precision {precision}" if fixed else ""), catalog=out / "catalog")
 
     return [
         Step("simulate a survey", "data", simulate, ["manifest.json"], follows_training=False),
