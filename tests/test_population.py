@@ -91,3 +91,25 @@ def test_a_third_of_dwarfs_are_quenched():
         if g.logm_target < 9.6:
             quenched.append(g.quenched)
     assert np.mean(quenched) == pytest.approx(0.30, abs=0.06)
+
+
+def test_sizes_shrink_with_redshift_at_fixed_mass_as_van_der_wel_2014():
+    """At fixed stellar mass quiescent bulges are (1.9 / 1.2)^-1.48 (0.30 dex) smaller at
+    z = 0.9 than at z = 0.2 and star-forming discs (1.9 / 1.2)^-0.75 (0.15 dex); without the
+    evolution simulated z ~ 0.9 LRGs were too extended for DESI's fibre-magnitude cut."""
+    from galclip.sim.population import draw_galaxy, kpc_per_arcsec
+
+    def log_sizes(z: float, quenched: bool, seed: int) -> float:
+        rng, out = np.random.default_rng(seed), []
+        while len(out) < 400:
+            g = draw_galaxy(rng, lambda _z: 11.0, (np.array([0.0, 1.0]), np.array([z, z])))
+            if g.quenched != quenched:
+                continue
+            r = g.r_half_bulge if quenched else g.r_half_disc
+            slope = 0.75 if quenched else 0.22
+            out.append(np.log10(r * kpc_per_arcsec(z)) - slope * (g.logm_target - 11.0))
+        return float(np.median(out))
+
+    growth = np.log10(1.9 / 1.2)
+    assert log_sizes(0.9, True, 1) - log_sizes(0.2, True, 2) == pytest.approx(-1.48 * growth, abs=0.04)
+    assert log_sizes(0.9, False, 3) - log_sizes(0.2, False, 4) == pytest.approx(-0.75 * growth, abs=0.04)

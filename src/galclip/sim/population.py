@@ -13,7 +13,8 @@ depends on nothing else. Relations (all Chabrier IMF, H0 = 70, Omega_m = 0.3):
 - star-forming main sequence: Speagle et al. (2014, ApJS 214, 15) eq. 28, 0.3 dex scatter;
 - stellar mass-metallicity: Gallazzi et al. (2005, MNRAS 362, 41), the table shipped by
   prospector; gas-phase metallicity: Tremonti et al. (2004) minus 0.25 dex (Kewley & Ellison 2008);
-- sizes: van der Wel et al. (2014, ApJ 788, 28) late- and early-type mass-size relations;
+- sizes: van der Wel et al. (2014, ApJ 788, 28) late- and early-type mass-size relations and
+  their evolution at fixed mass, r_eff ∝ (1 + z)^-0.75 (late) and (1 + z)^-1.48 (early);
 - rotation and dispersion: Tully-Fisher (Reyes et al. 2011) and Faber-Jackson slopes;
 - dust: Av of star-forming discs from stellar mass (Garn & Best 2010, not evolving with z) and
   rising with disc inclination.
@@ -33,6 +34,13 @@ from galclip.sim.sed import BIRTH_CLOUD_ETA, Population
 Z_MIN, Z_MAX = C.SIMULATED_REDSHIFT_RANGE  # the widest simulated range (BGS to ELGs)
 LOGM_MAX = 12.3
 SIZE_OFFSET_DEX = 0.1
+#: van der Wel et al. (2014) size evolution at fixed mass, r_eff ∝ (1 + z)^beta (their Sec. 5),
+#: relative to SIZE_Z_REF: the redshift of the DR9 BGS targets the offset above was fitted to
+#: (r < 19.5, median z ~ 0.2), so BGS sizes stay as calibrated while a quiescent galaxy at z 0.9
+#: is 0.30 dex smaller than at z 0.2 (without it, z ~ 0.9 LRGs were too extended for DESI's
+#: z_fib < 21.6: 473 LRG targets deg^-2 against DESI's 605; benchmarks/RESULTS.md)
+SIZE_EVOLUTION_LATE, SIZE_EVOLUTION_EARLY = -0.75, -1.48
+SIZE_Z_REF = 0.2
 #: Leja et al. (2020, ApJ 893, 111) continuity-model stellar mass function: a double Schechter
 #: function whose log phi1, log phi2 (Mpc^-3 dex^-1) and log M* are quadratic in z through
 #: their values at z = 0.2, 1.6 and 3.0 (their Section 5; the median parameters as shipped in
@@ -335,8 +343,11 @@ def _add_structure(rng: np.random.Generator, g: Galaxy) -> Galaxy:
     logm, scale = g.logm_target, kpc_per_arcsec(g.redshift)
     # van der Wel et al. 2014 zero points less SIZE_OFFSET_DEX: matches the half-light radii of
     # real DR9 BGS targets (benchmarks/sim_vs_desitarget.py: simulated medians were 0.1 dex large)
-    late = 10 ** (0.86 - SIZE_OFFSET_DEX + 0.22 * (logm - np.log10(5e10)) + 0.16 * rng.normal())
-    early = 10 ** (0.60 - SIZE_OFFSET_DEX + 0.75 * (logm - np.log10(5e10)) + 0.12 * rng.normal())
+    grow = (1.0 + g.redshift) / (1.0 + SIZE_Z_REF)
+    late = (10 ** (0.86 - SIZE_OFFSET_DEX + 0.22 * (logm - np.log10(5e10)) + 0.16 * rng.normal())
+            * grow ** SIZE_EVOLUTION_LATE)
+    early = (10 ** (0.60 - SIZE_OFFSET_DEX + 0.75 * (logm - np.log10(5e10)) + 0.12 * rng.normal())
+             * grow ** SIZE_EVOLUTION_EARLY)
     early = max(early, 0.8 * 10 ** (0.16 * rng.normal()))  # the early-type relation flattens
     g.r_half_disc = _clip((1.3 if g.quenched else 1.0) * late / scale, 0.3, 25.0)
     rb = early if g.quenched else late * rng.uniform(0.1, 0.3)
