@@ -58,7 +58,7 @@ def main() -> None:
     xz = open_dataset(extra_dir).read_columns(["redshift"])["redshift"][xrows].astype(float)
     pools = {"train split": (vec[tr], z[tr]),
              f"+ {len(xz)} LRGs": (np.vstack([vec[tr], unit(xv)]), np.concatenate([z[tr], xz]))}
-    for name, (pv, pz) in pools.items():
+    for name, (_, pz) in pools.items():
         print(f"reference {name}: {len(pz)} spectra, {int((pz > 0.85).sum())} above z 0.85")
     lrg = te & (prog == "lrg")
     print(f"| simulated test LRGs (k = {args.k}) | " + " | ".join(pools) + " |")

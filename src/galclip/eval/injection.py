@@ -11,7 +11,6 @@ and the report shows its table.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,16 @@ def read_injection(path: str | Path, model_sha256: str) -> dict[str, Any]:
     """The benchmark's table, checked: JSON with ``model_sha256`` equal to ``model_sha256``
     and, per kind, ``n`` and every score's AUROC and precision. Raises ValueError (or
     FileNotFoundError) naming the file and the field."""
+    from galclip.eval.benchmark_file import read_benchmark_json
     from galclip.storage import sha256_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--injection {path}: no such file (benchmarks/"
-                                f"outlier_injection.py writes OUT/injection.json)")
-    try:
-        obj = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({e})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("kinds"), dict) or not obj["kinds"]:
+    path, obj = read_benchmark_json(
+        path, "--injection", "benchmarks/outlier_injection.py (OUT/injection.json)", model_sha256,
+        "plant the anomalies with the same model (benchmarks/outlier_injection.py --model)")
+    if not isinstance(obj.get("kinds"), dict) or not obj["kinds"]:
         raise ValueError(f"{path}: field 'kinds' missing or empty: not an injection.json of "
                          f"benchmarks/outlier_injection.py")
-    theirs = obj.get("model_sha256")
-    if theirs != model_sha256:
-        raise ValueError(f"{path}: field 'model_sha256' is {str(theirs)[:12]}..., but the "
-                         f"evaluated model is {model_sha256[:12]}...: plant the anomalies with "
-                         f"the same model (benchmarks/outlier_injection.py --model)")
+    theirs = obj["model_sha256"]
     for kind, row in obj["kinds"].items():
         _check_row(path, kind, row)
     args = obj.get("args") or {}

@@ -13,7 +13,6 @@ says in one sentence how the model fares on real spectra.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,25 +25,17 @@ def read_real_spectra(path: str | Path, model_sha256: str) -> dict[str, Any]:
     """The benchmark's summary, checked: JSON with ``model_sha256`` equal to ``model_sha256``
     and a ``summary`` list of samples, each with its counts. Raises ValueError (or
     FileNotFoundError) naming the file and the field."""
+    from galclip.eval.benchmark_file import read_benchmark_json
     from galclip.storage import sha256_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--real-spectra {path}: no such file (benchmarks/sim_to_real.py "
-                                f"--json FILE writes it)")
-    try:
-        obj = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({e})") from None
-    rows = obj.get("summary") if isinstance(obj, dict) else None
+    path, obj = read_benchmark_json(
+        path, "--real-spectra", "benchmarks/sim_to_real.py --json FILE", model_sha256,
+        "run benchmarks/sim_to_real.py on a catalog embedded with the same model")
+    rows = obj.get("summary")
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"{path}: field 'summary' missing or empty: not a file of "
                          f"benchmarks/sim_to_real.py --json")
-    theirs = obj.get("model_sha256")
-    if theirs != model_sha256:
-        raise ValueError(f"{path}: field 'model_sha256' is {str(theirs)[:12]}..., but the "
-                         f"evaluated model is {model_sha256[:12]}...: run benchmarks/sim_to_real.py "
-                         f"on a catalog embedded with the same model")
+    theirs = obj["model_sha256"]
     for i, row in enumerate(rows):
         _check_row(path, i, row)
     return {"file": str(path.resolve()), "sha256": sha256_file(path), "model_sha256": theirs,
