@@ -354,16 +354,19 @@ def load_reference(catalog, modality: str, k: int = K_OOD, check: bool = False) 
     Where it cannot be built (no galclip[sim], no template basis, no dataset) the reference stays
     distance-only; the next process tries again (a basis written later is picked up)."""
     cache = _LOADED.setdefault(catalog, {})
+    tried = _CHECK_TRIED.setdefault(catalog, set())
+    want = check and modality == "spectrum"
     path = reference_path(catalog.path, modality)
     ref = cache.get((modality, k))
     if ref is None:
         ref = _read(catalog, path, _key(catalog, modality, k))
-        if ref is None:
-            ref = build_reference(catalog, modality, k, check=False)
+        if ref is None:  # one pass over the held-out rows serves the distances and the check
+            ref = build_reference(catalog, modality, k, check=want)
+            if want:
+                tried.add((modality, k))
             _store(path, ref)
         cache[(modality, k)] = ref
-    tried = _CHECK_TRIED.setdefault(catalog, set())
-    if check and modality == "spectrum" and ref.check is None and (modality, k) not in tried:
+    if want and ref.check is None and (modality, k) not in tried:
         tried.add((modality, k))
         ref = with_check(catalog, ref)
         if ref.check is not None:
