@@ -589,8 +589,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, out_dir: str | Path, 
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     catalog = Path(catalog) if catalog else None
-    planted = read_injection(injection, sha256_file(model_path)) if injection else None
-    real = read_real_spectra(real_spectra, sha256_file(model_path)) if real_spectra else None
+    model_sha = sha256_file(model_path) if injection or real_spectra else ""
+    planted = read_injection(injection, model_sha) if injection else None
+    real = read_real_spectra(real_spectra, model_sha) if real_spectra else None
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(model_path, Path(data_dir), out_dir, cfg, encoder_paths or {}, catalog, planted,
                    real)
