@@ -106,7 +106,7 @@ def fit_to_plateau(net: nn.Module, batch_loss: Callable[[torch.Tensor], torch.Te
     ``progress``: a label for a progress bar over the epochs; ``clock``: seconds, for the budget."""
     import torch
 
-    from galclip.precision import autocast
+    from galclip.precision import autocast, resolve
 
     record = LoopRecord()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -114,12 +114,13 @@ def fit_to_plateau(net: nn.Module, batch_loss: Callable[[torch.Tensor], torch.Te
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, warm) * record.lr_scale)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = next(net.parameters()).device
+    precision = resolve(cfg.precision, device)  # the hardware probe once, not per batch
     rule, start = _Plateau(cfg, record), clock()
     for epoch in _epochs(cfg.epochs, progress):
         net.train()
         for b in torch.randperm(len(rows), generator=gen).split(cfg.batch_size):
             opt.zero_grad()
-            with autocast(cfg.precision, device):
+            with autocast(precision, device):
                 loss = batch_loss(rows[b])
             loss.float().backward()
             opt.step()
