@@ -189,3 +189,44 @@ def test_an_unknown_targetid_in_a_flux_table_names_its_columns_not_a_fibermap(re
     with pytest.raises(QueryFileError, match="TARGETID 5 is not in the flux table's "
                                              r"TARGET<TARGETID> columns; available"):
         read_spectrum_fits(path, targetid=5)
+
+
+def test_the_estimate_on_the_grid_follows_the_sky_lines_of_desis_noise_model():
+    """Noise drawn from DESI's noise model (sky lines included): the running-median estimate
+    reads the continuum's noise at the sky lines (too low there); the readers' grid estimate,
+    taking its shape from the same model, follows the lines and the continuum."""
+    from scipy.ndimage import median_filter
+
+    from galclip.data.noise import WINDOW, model_variance
+
+    rng = np.random.default_rng(5)
+    wave = C.wavelength_grid()
+    expected = 0.5 + 0.3 * (wave > 4000)                       # a faint continuum
+    sigma = np.sqrt(model_variance(expected))
+    flux = expected + sigma * rng.standard_normal(wave.size)
+    good = np.ones(wave.size, bool)
+    v = model_variance(expected)
+    shape = v / median_filter(v, WINDOW, mode="nearest")   # sky lines: > 1
+    line, cont = shape > 1.5, shape < 1.1
+    assert line.sum() > 200 and np.mean(wave[line] > 5500) > 0.9   # mostly the red arms
+    plain = estimate_sigma(flux, good, starts=DESI_SEGMENTS) / sigma
+    grid = 1.0 / np.sqrt(estimate_grid_ivar(flux, good)) / sigma
+    assert np.median(plain[line]) < 0.8                        # the continuum's noise
+    assert np.median(grid[line]) == pytest.approx(1.0, abs=0.15)
+    assert np.median(grid[cont]) == pytest.approx(1.0, abs=0.06)
+
+
+def test_the_shipped_noise_model_is_the_simulators():
+    """galclip.data ships DESI's noise model so that reading needs no simulator; it must be
+    what the simulator's instrument model writes (regenerate with write_noise_model)."""
+    pytest.importorskip("desispec")
+    pytest.importorskip("specsim")
+    from galclip.data.noise import NOISE_MODEL_FILE, model_variance
+    from galclip.sim import instrument as I
+
+    wave = C.wavelength_grid()
+    flux = 2.0 + np.sin(wave / 500.0)
+    for seconds in (180.0, 1000.0, 2500.0):
+        sim = I.spectrum_variance(flux, I.Exposure(exptime_s=seconds, sky_factor=1.0))
+        np.testing.assert_allclose(model_variance(flux, seconds), sim, rtol=1e-5)
+    assert NOISE_MODEL_FILE.stat().st_size < 100_000

@@ -39,6 +39,7 @@ _THROUGHPUT = np.array([[3600, 0.10], [3800, 0.18], [4200, 0.26], [5000, 0.30], 
                         [5780, 0.30], [5900, 0.40], [6600, 0.45], [7500, 0.42], [7570, 0.40],
                         [7700, 0.57], [8500, 0.55], [9200, 0.43], [9824, 0.26]])
 READ_NOISE_E2_PER_PIXEL = 3.0 ** 2 * 4.0  # 3 e- rms, ~4 CCD pixels across a fibre trace
+SECONDS_PER_READ = 900.0  # DESI splits long exposures
 CALIBRATION = 0.68  # scales the throughput: sky-limited noise per effective time as the real coadds
 
 
@@ -109,9 +110,21 @@ def spectrum_variance(noiseless: np.ndarray, exp: Exposure) -> np.ndarray:
     wave = C.wavelength_grid()
     k = counts_per_flux(wave, exp.exptime_s)
     sky = dark_sky() * exp.sky_factor * FIBER_AREA_ARCSEC2
-    n_reads = max(1.0, np.ceil(exp.exptime_s / 900.0))  # DESI splits long exposures
+    n_reads = max(1.0, np.ceil(exp.exptime_s / SECONDS_PER_READ))
     electrons = k * (np.clip(noiseless, 0, None) + sky) + READ_NOISE_E2_PER_PIXEL * n_reads
     return electrons / k**2
+
+
+def write_noise_model(path) -> None:
+    """The shape of this noise model that :mod:`galclip.data.noise` ships (it cannot import the
+    simulator: the sky comes from the ``sim`` extra's packages): the dark sky per fibre (flux
+    units), the detected electrons per unit flux per second and the read noise per pixel.
+    ``tests/test_noise_estimate.py`` checks that the shipped file is what this writes."""
+    wave = C.wavelength_grid()
+    np.savez_compressed(path, sky=(dark_sky() * FIBER_AREA_ARCSEC2).astype(np.float32),
+                        counts_per_flux_per_s=counts_per_flux(wave, 1.0).astype(np.float32),
+                        read_noise_e2=np.float32(READ_NOISE_E2_PER_PIXEL),
+                        seconds_per_read=np.float32(SECONDS_PER_READ))
 
 
 # ----------------------------------------------------------------------------- imaging
