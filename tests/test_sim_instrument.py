@@ -40,6 +40,40 @@ def test_exposure_times_follow_desi_tiles_of_each_programme():
         O.draw_conditions(rng, "qso")
 
 
+def test_a_share_of_spectra_is_observed_at_survey_validation_depth():
+    """deep_fraction of the galaxies get DEEP_DEPTH times their tile's effective time (the same
+    tile, sky and seeing); with 0 the draw is exactly the main-survey one."""
+    ratio, same = [], []
+    for i in range(1000):
+        e0, s0 = O.draw_conditions(np.random.default_rng(i), "lrg")
+        e1, s1 = O.draw_conditions(np.random.default_rng(i), "lrg", deep_fraction=0.25)
+        ratio.append(e1.efftime_s / e0.efftime_s)
+        same.append(s0 == s1 and e1.sky_factor == e0.sky_factor
+                    and e1.exptime_s == pytest.approx(e1.efftime_s * e1.sky_factor))
+    ratio = np.array(ratio)
+    deep = ratio > 1
+    assert all(same)
+    assert np.mean(deep) == pytest.approx(0.25, abs=0.05)
+    assert ratio[deep].min() >= O.DEEP_DEPTH[0] and ratio[deep].max() <= O.DEEP_DEPTH[1]
+    assert np.all(ratio[~deep] == 1.0)
+    plain, zero = np.random.default_rng(7), np.random.default_rng(7)
+    O.draw_conditions(plain, "bgs_bright")
+    O.draw_conditions(zero, "bgs_bright", deep_fraction=0.0)
+    assert plain.random() == zero.random()       # no extra draw: the population is unchanged
+
+
+def test_the_deep_fraction_is_checked_and_recorded(tmp_path):
+    from galclip.sim.survey import STATE_FILE, SimConfig, _prepare_output
+
+    with pytest.raises(ValueError, match="--deep-fraction must be in"):
+        SimConfig(n=4, deep_fraction=1.5).validate()
+    _prepare_output(tmp_path / "s", SimConfig(n=4, deep_fraction=0.1))
+    import json
+
+    state = json.loads((tmp_path / "s" / STATE_FILE).read_text())
+    assert state["inputs"]["config"]["deep_fraction"] == 0.1
+
+
 def _line_pixels():
     wave = C.wavelength_grid()
     lines = O.sky_lines() * I.FIBER_AREA_ARCSEC2

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an extra r-band limit on top of the target selection (default: none)")
     p.add_argument("--shard-size", type=positive_int, default=SimConfig.shard_size,
                    help="rows per Parquet shard (default %(default)s)")
+    p.add_argument("--deep-fraction", type=float_range(0, 1), default=SimConfig.deep_fraction,
+                   help="share of spectra observed at Survey-Validation depth, 2-5x the tile's "
+                        "effective time (default %(default)s)")
     p.add_argument("--image-ivar", action="store_true", help="also store per-pixel image ivar")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", metavar="DATASET", help="write the realism report of a "
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     programmes = ",".join(parse_programmes(",".join(args.programmes)))
     cfg = SimConfig(n=args.n, seed=args.seed, programmes=programmes, mag_limit=args.mag_limit,
-                    shard_size=args.shard_size, image_ivar=args.image_ivar)
+                    shard_size=args.shard_size, image_ivar=args.image_ivar,
+                    deep_fraction=args.deep_fraction)
     m = simulate_survey(args.out, cfg, workers=args.workers, progress=not args.no_progress)
     shares = m.get("simulator", {}).get("programmes", {}).get("share", {})
     print(f"{args.out}: {m['n_rows']} galaxies in {len(m['shards'])} shards ("

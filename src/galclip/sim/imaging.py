@@ -44,16 +44,18 @@ class Observing:
     exposure: I.Exposure
 
 
-def draw_observing(rng: np.random.Generator, programme: str = "bgs_bright") -> Observing:
+def draw_observing(rng: np.random.Generator, programme: str = "bgs_bright",
+                   deep_fraction: float = 0.0) -> Observing:
     """Imaging seeing ~ 1.0-1.6 arcsec (Legacy Survey DR9 range); the spectroscopic exposure and
-    its seeing from a real DESI tile of the galaxy's programme (``observing.py``)."""
+    its seeing from a real DESI tile of the galaxy's programme, a share ``deep_fraction`` of
+    them deeper (``observing.py``)."""
     from galclip.sim.observing import draw_conditions
 
     r_fwhm = rng.uniform(1.0, 1.6)
     fwhm = {"g": r_fwhm * 1.06 * rng.normal(1, 0.04), "r": r_fwhm,
             "z": r_fwhm * 0.93 * rng.normal(1, 0.04)}
     depth = {b: I.DR9_PSF_DEPTH[b] + I.DR9_DEPTH_SCATTER * rng.normal() for b in C.BANDS}
-    exp, seeing = draw_conditions(rng, programme)
+    exp, seeing = draw_conditions(rng, programme, deep_fraction)
     return Observing(fwhm=fwhm, depth=depth, fiber_fwhm=seeing, exposure=exp)
 
 

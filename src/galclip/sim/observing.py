@@ -9,6 +9,12 @@
   measurement are left out) are used together. The effective
   time is the exposure time in nominal dark conditions that gives the same S/N, so the
   simulator's sky-limited noise follows it: open-shutter time = effective time x sky factor.
+- Deep exposures: a share ``deep_fraction`` of galaxies (``SimConfig``) is observed to
+  U(:data:`DEEP_DEPTH`) times its tile's effective time, as DESI's Survey Validation observed
+  its targets several times deeper than the main survey (DESI Collaboration 2024, AJ 167, 62;
+  the Early Data Release) and as the first month's validation spectra were: a model that has
+  only seen main-survey noise reads a spectrum that clean as a different galaxy (real BGS and
+  LRGs read low; benchmarks/RESULTS.md, "Deep exposures").
 - Fibre flux calibration: the DESI pipeline calibrates every fibre as a point source, dividing
   the fibre's light by the point-source fibre fraction at the seeing (``PSF_TO_FIBER_SPECFLUX``;
   Guy et al. 2023, Sec. 4.9), so an extended galaxy's spectrum lies between its fibre and its
@@ -42,6 +48,7 @@ CONDITIONS = {"bgs_bright": "bright", "bgs_faint": "bright", "lrg": "dark", "elg
 GOAL_EFFTIME_S = {"bright": 180.0, "dark": 1000.0}
 CALIB_RMS = 0.03
 SKY_RESIDUAL_MAX = 0.012
+DEEP_DEPTH = (2.0, 5.0)   # a deep exposure's effective time over its tile's (uniform)
 MASK_RUNS_PER_ARM = 0.75
 MASK_RUN_LENGTH = (3, 6)
 ARM_RANGES = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -121,13 +128,17 @@ def dark_sky_mag_r() -> float:
     return float(np.median(tile_conditions("dark")["sky_mag_r"]))
 
 
-def draw_conditions(rng: np.random.Generator, programme: str = DEFAULT_PROGRAMME
-                    ) -> tuple[I.Exposure, float]:
-    """(exposure, seeing FWHM in arcsec) of one galaxy: a real DESI tile of its programme."""
+def draw_conditions(rng: np.random.Generator, programme: str = DEFAULT_PROGRAMME,
+                    deep_fraction: float = 0.0) -> tuple[I.Exposure, float]:
+    """(exposure, seeing FWHM in arcsec) of one galaxy: a real DESI tile of its programme, with
+    probability ``deep_fraction`` observed U(DEEP_DEPTH) times longer (no draw when 0, so the
+    main-survey-only simulation is unchanged)."""
     t = tile_conditions(CONDITIONS[check_programme(programme)])
     i = int(rng.integers(len(t["efftime"])))
     sky_factor = 10 ** (-0.4 * (t["sky_mag_r"][i] - dark_sky_mag_r()))
     eff = float(t["efftime"][i])
+    if deep_fraction > 0 and rng.random() < deep_fraction:
+        eff *= rng.uniform(*DEEP_DEPTH)
     return I.Exposure(exptime_s=eff * sky_factor, sky_factor=float(sky_factor),
                       efftime_s=eff), float(t["seeing"][i])
 

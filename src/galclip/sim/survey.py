@@ -31,6 +31,10 @@ PROPOSAL_OFFSET_DEX = 0.1
 ID_STRIDE = 1_000_000_000      # object_id = seed * ID_STRIDE + row index (n < ID_STRIDE)
 MAX_SEED = (2 ** 63 - 1) // ID_STRIDE - 1
 PHOTOMETRY_STREAM = 1          # third seed word of the catalogue-photometry noise generator
+#: default share of spectra at Survey-Validation depth: users meet DESI's deep SV spectra (the
+#: Early Data Release, the first month's validation tables) beside main-survey ones, and a model
+#: trained on main-survey noise alone read real deep BGS and LRG spectra low (RESULTS.md)
+DEEP_FRACTION = 0.25
 
 
 @dataclass
@@ -45,6 +49,8 @@ class SimConfig:
     mag_bright: float = 14.0         # brighter objects are saturated
     shard_size: int = 64
     image_ivar: bool = False         # also store the per-pixel image inverse variance
+    #: share of spectra observed at Survey-Validation depth (``observing.DEEP_DEPTH`` x the tile)
+    deep_fraction: float = DEEP_FRACTION
 
     def validate(self) -> None:
         if not isinstance(self.n, (int, np.integer)) or self.n <= 0:
@@ -55,6 +61,8 @@ class SimConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"--seed must be in [0, {MAX_SEED}] (object ids are seed * "
                              f"{ID_STRIDE} + row and must fit int64), got {self.seed}")
+        if not 0.0 <= self.deep_fraction <= 1.0:
+            raise ValueError(f"--deep-fraction must be in [0, 1], got {self.deep_fraction}")
         if self.shard_size <= 0:
             raise ValueError(f"shard_size must be positive, got {self.shard_size}")
         if self.mag_limit is not None and not self.mag_bright < self.mag_limit:
@@ -380,7 +388,7 @@ class GalaxySimulator:
         t = time.perf_counter(), time.process_time()
         target = self.draw_target(rng)
         g = target.galaxy
-        obs = imaging.draw_observing(rng, target.programme)
+        obs = imaging.draw_observing(rng, target.programme, self.cfg.deep_fraction)
         t = self._tick("population (draws + target selection)", t)
         sb = self.engine.synthesize(g.bulge, g.redshift)
         sd = self.engine.synthesize(g.disc, g.redshift)
@@ -570,7 +578,7 @@ def _init_worker(cfg_dict: dict, parent: int | None = None) -> None:
 
     warnings.filterwarnings("ignore")
     cfg = SimConfig(**cfg_dict)
-    same = ("seed", "programmes", "mag_limit", "mag_bright", "image_ivar")
+    same = ("seed", "programmes", "mag_limit", "mag_bright", "image_ivar", "deep_fraction")
     if _WORKER is None or any(getattr(_WORKER.cfg, k) != getattr(cfg, k) for k in same):
         _WORKER = GalaxySimulator(cfg)
     _WORKER.cfg = cfg
