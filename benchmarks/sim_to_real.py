@@ -34,6 +34,7 @@ K = 16
 WITHIN = 0.01
 SDSS_DRAWS = 20
 CATASTROPHIC = 0.15
+TARGET_PROGRAMMES = ("BGS", "LRG")   # the target: >= 90 % of these within 0.01 (1 + z)
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 ANDES = ("bgs-66003", "lrg-68002", "elg-67230", "qso-68002", "mws-66003")
 PIPELINE = (("coadd-4-80613-thru20210324.fits", "redrock-4-80613-thru20210324.fits"),
@@ -80,7 +81,9 @@ def summarise(spectra: list[dict], sim_range: tuple[float, float]) -> list[dict]
     progs = sorted({s["programme"] for s in spectra})
     for name, sel in [(p, [s for s in spectra if s["programme"] == p]) for p in progs] + [
             ("all", spectra),
-            ("in sim range", [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]])]:
+            ("in sim range", [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]]),
+            ("BGS+LRG in sim range", [s for s in spectra if s["programme"] in TARGET_PROGRAMMES
+                                      and sim_range[0] < s["z"] < sim_range[1]])]:
         if not sel:
             continue
         dz = np.array([abs(s["z_pred"] - s["z"]) / (1 + s["z"]) for s in sel])
