@@ -62,8 +62,13 @@ def test_a_share_of_spectra_is_observed_at_survey_validation_depth():
     assert plain.random() == zero.random()       # no extra draw: the population is unchanged
 
 
-def test_the_deep_fraction_is_checked_and_recorded(tmp_path):
+def test_the_deep_fraction_is_checked_and_recorded(tmp_path, capsys):
+    from galclip.cli import main
     from galclip.sim.survey import STATE_FILE, SimConfig, _prepare_output
+
+    assert main(["simulate", "--n", "4", "--out", str(tmp_path / "x"), "--deep-fraction", "1.5"]) == 2
+    assert "argument --deep-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
     with pytest.raises(ValueError, match="--deep-fraction must be in"):
         SimConfig(n=4, deep_fraction=1.5).validate()

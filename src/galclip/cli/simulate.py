@@ -7,13 +7,16 @@ disc + spiral arms / bars / companions, Legacy Survey noise) are rendered from t
 properties. Only galaxies that DESI would target are written: --programmes picks the target
 classes (BGS Bright and Faint, LRG, ELG), each selected with DESI's DR9 cuts on the simulated
 Legacy Survey photometry (docs/simulate.md). --report compares a dataset with real data, the
-instrument effects included. A row depends only on (seed, row index), whatever --workers is; a
+instrument effects included. --deep-fraction sets the share of spectra observed 2-5x deeper, as
+DESI's Survey Validation was (default 0.25; 0 for the main survey alone). A row depends only on
+(seed, row index), whatever --workers is; a
 killed run resumes from its finished
 shards when rerun with the same command.
 
 Examples:
   galclip simulate --n 240 --out runs/demo/sim-240 --seed 0
   galclip simulate --n 240 --out runs/demo/sim-elg --programmes bgs,lrg,elg
+  galclip simulate --n 240 --out runs/demo/sim-main --deep-fraction 0
   galclip simulate --report runs/demo/data
   galclip simulate --report runs/demo/data --report-out runs/demo/realism
 """
