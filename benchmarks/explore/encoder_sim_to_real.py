@@ -8,7 +8,7 @@ smooth calibration tilt on the test spectra (``augment.calibration_view``), and 
 spectra of ``sim_to_real.py`` inside the simulated redshift range (within 0.01 (1 + z), median
 cosine to the nearest simulated spectrum) with the train split as the neighbours.
 
-Usage: python benchmarks/explore/encoder_sim_to_real.py --data SIMDATA ENCODER [ENCODER ...]
+Usage: python benchmarks/explore/encoder_sim_to_real.py --data SIMDATA [--split val] ENCODER [...]
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--real", default=str(REAL))
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the simulated spectra queried against the train split (choose on val)")
     ap.add_argument("encoders", nargs="+")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -68,7 +70,7 @@ def main() -> None:
                             "programme"])
     split = assign_splits(cols["object_id"])
     z = cols["redshift"].astype(np.float64)
-    tr, te = split == "train", split == "test"
+    tr, te = split == "train", split == args.split
     real = [s for s in real_spectra(Path(args.real)) if z.min() < s["z"] < z.max()]
     rf = np.stack([s["flux"] for s in real]).astype(np.float32)
     ri = np.stack([s["ivar"] for s in real]).astype(np.float32)
@@ -76,7 +78,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     tf, ti = calibration_view(torch.as_tensor(cols["spectrum_flux"][te]),
                               torch.as_tensor(cols["spectrum_ivar"][te]), 0.1, g)
-    print("| encoder | sim test: sigma_NMAD, within 0.01, eta_0.15 | same, 10 % tilt | "
+    print(f"| encoder | sim {args.split}: sigma_NMAD, within 0.01, eta_0.15 | same, 10 % tilt | "
           + " | ".join(f"real {p}: within 0.01 / n, median nn cos"
                        for p in dict.fromkeys(s["programme"] for s in real)) + " |")
     for path in args.encoders:
