@@ -207,21 +207,6 @@ def noise_view(flux: torch.Tensor, ivar: torch.Tensor, max_extra: float,
 
 
 @cpu_one_thread
-def split_noise(flux: torch.Tensor, ivar: torch.Tensor, generator: torch.Generator | None = None
-                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Two views of each spectrum whose noise is *independent* (Gaussian data fission): with
-    ``e ~ N(0, 1/ivar)``, ``y + e`` and ``y - e`` carry the signal with noises ``n + e`` and ``n - e``,
-    whose covariance ``1/ivar - 1/ivar`` is zero; each view's ivar is ``ivar / 2``. Two views made
-    by *adding* noise share the observed noise ``n``, which at S/N ~ 1 per pixel is the most
-    distinctive thing about a faint spectrum: a contrastive loss can match such views by their
-    common noise instead of by their lines and breaks. Bins with ivar 0 stay bad."""
-    good = ivar > 0
-    sigma = torch.where(good, ivar.clamp_min(1e-30).rsqrt(), torch.zeros_like(ivar))
-    e = sigma * torch.randn(flux.shape, device=flux.device, generator=generator) * good
-    return (flux + e, ivar / 2), (flux - e, ivar / 2)
-
-
-@cpu_one_thread
 def calibration_view(flux: torch.Tensor, ivar: torch.Tensor, rms: float,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each spectrum times ``c = 1 + sum_{k=1..3} a_k P_k(x)`` (Legendre, x in [-1, 1] over the

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galclip.augment import calibration_view, noise_view, shift_view, span_dropout, split_noise
+from galclip.augment import calibration_view, noise_view, shift_view, span_dropout
 from galclip.config import ConfigError
 from galclip.train.pretrain_module import PretrainModule, build_model_encoder
 from galclip.train.simclr import ProjectionHeadConfig
@@ -56,18 +56,11 @@ class SpectrumContrastiveObjective(nn.Module):
         f, w = noise_view(f, w, self.cfg["noise_max"])
         return f, span_dropout(w, self.cfg["n_spans"], self.cfg["span_len"])
 
-    def pair(self, flux: torch.Tensor, ivar: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The two positive views: independent noise (:func:`split_noise`) when ``split_noise``,
-        else both from the observed spectrum; then each its own calibration, noise and spans."""
-        if self.cfg.get("split_noise"):
-            return [self.views(f, w) for f, w in split_noise(flux, ivar)]
-        return [self.views(flux, ivar) for _ in range(2)]
-
     def forward(self, encode, flux: torch.Tensor, ivar: torch.Tensor) -> dict[str, torch.Tensor]:
         """``encode(flux, ivar) -> {"pooled": ...}`` on the log-λ grid; returns the loss terms."""
         c = self.cfg
         B = flux.shape[0]
-        views = self.pair(flux, ivar)
+        views = [self.views(flux, ivar) for _ in range(2)]
         if c["equivariance_weight"] > 0:
             shift = torch.randint(-c["max_shift"], c["max_shift"] + 1, (B,), device=flux.device)
             views.append(self.views(*shift_view(flux, ivar, shift)))
@@ -100,7 +93,6 @@ class SpectrumViews:
     n_spans: int = 4                 # lost spans (ivar 0) per view
     span_len: int = 30               # log-λ bins per lost span
     calib_rms: float = 0.0           # > 0: a smooth multiplicative change of shape of this rms per view
-    split_noise: bool = False        # the two views' noises independent (augment.split_noise)
 
 
 @dataclass
@@ -126,7 +118,7 @@ def objective_settings(objective: ContrastiveObjective) -> dict:
     v, h, lo = objective.views, objective.heads, objective.loss
     return {"temperature": lo.temperature, "proj_dim": h.output_dim, "proj_hidden": h.hidden_dim,
             "noise_max": v.noise_max, "n_spans": v.n_spans, "span_len": v.span_len,
-            "calib_rms": v.calib_rms, "split_noise": v.split_noise,
+            "calib_rms": v.calib_rms,
             "equivariance_weight": lo.equivariance_weight, "max_shift": lo.max_shift,
             "shift_scale": lo.shift_scale}
 
