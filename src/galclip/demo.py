@@ -4,14 +4,20 @@
 the image encoder -> pretrain the spectrum encoder -> align (CLIP) -> embed -> index -> evaluate
 (scoring the catalog's vectors, the ones the explorer searches), each into its own folder under
 ``out``. Each stage records its resume state there (:class:`galclip.resume.ResumeState`); a stage
-that finished with the same preset, n and seed is skipped, so a killed run continues where it
-stopped. Ends with :func:`summary_text`. :data:`PRESETS` holds each preset (``cpu``, ``gpu``,
+that finished with the same settings is skipped, so a killed run continues where it stopped. The
+settings are the preset, n, seed and precision *and* what they resolve to
+(:func:`stage_recipes`: the simulator's settings, each stage's resolved config and every earlier
+stage's): after an upgrade that changes a packaged preset, or with other options, the stages
+concerned start again in a cleared folder instead of being skipped with an older recipe's
+results (or refused by the training stage's own resume check). Ends with :func:`summary_text`. :data:`PRESETS` holds each preset (``cpu``, ``gpu``,
 ``tiny``) as a :class:`DemoPreset`: the dataset size and each stage's :class:`StageConfig`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,8 +87,6 @@ class Step:
     folder: str
     run: Callable[[Path], Any]
     outputs: list[str] = field(default_factory=list)
-    #: whether its result depends on the training precision (it trains, or reads what trained)
-    follows_training: bool = True
 
 
 def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
@@ -90,8 +94,7 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
     p = PRESETS[preset]
     # the training stages' and the supervised baselines' precision (galclip.precision)
     fixed = precision != "auto"
-    train_prec = (f"trainer.precision={precision}",) if fixed else ()
-    eval_prec = tuple(f"baselines.{m}.precision={precision}" for m in ("image", "spectrum")) if fixed else ()
+    train_prec, eval_prec = _training_overrides(precision)
     data = out / "data"
     enc = {m: out / f"pretrain-{m}" / "encoder.safetensors" for m in ("image", "spectrum")}
     model = out / "align" / "model.safetensors"
@@ -162,7 +165,7 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
                  + (f" --precision {precision}" if fixed else ""), catalog=out / "catalog")
 
     return [
-        Step("simulate a survey", "data", simulate, ["manifest.json"], follows_training=False),
+        Step("simulate a survey", "data", simulate, ["manifest.json"]),
         Step(image_stage, "pretrain-image", pretrain("image"), ["encoder.safetensors"]),
         Step("pretrain the spectrum encoder (self-supervised)", "pretrain-spectrum",
               pretrain("spectrum"), ["encoder.safetensors"]),
@@ -173,6 +176,47 @@ def build_steps(out: Path, preset: str, n: int, seed: int, workers: int | None,
     ]
 
 
+def _training_overrides(precision: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The training stages' and the supervised baselines' precision overrides (none for auto)."""
+    if precision == "auto":
+        return (), ()
+    return ((f"trainer.precision={precision}",),
+            tuple(f"baselines.{m}.precision={precision}" for m in ("image", "spectrum")))
+
+
+def stage_recipes(preset: str, n: int, seed: int, precision: str = "auto") -> dict[str, str]:
+    """A fingerprint of what each stage folder's result depends on: its own resolved settings and
+    every earlier stage's (the survey's :class:`~galclip.sim.survey.SimConfig`, each training
+    stage's resolved config, the evaluation config), so that a changed packaged preset reruns the
+    stage it changes and everything after it."""
+    from dataclasses import asdict
+
+    from galclip.eval.schema import evaluation_config
+    from galclip.sim.survey import SimConfig
+    from galclip.train.schema import train_config
+
+    p = PRESETS[preset]
+    train_prec, eval_prec = _training_overrides(precision)
+
+    def trained(stage: str, sc: StageConfig) -> dict[str, Any]:
+        return train_config(stage, sc.preset, [*sc.overrides, *train_prec]).to_dict()
+
+    parts = {
+        "data": asdict(SimConfig(n=n, seed=seed)),
+        "pretrain-image": ({"random_init": p.image_init, "seed": seed} if p.pretrain_image is None
+                           else trained("pretrain-image", p.pretrain_image)),
+        "pretrain-spectrum": trained("pretrain-spectrum", p.pretrain_spectrum),
+        "align": trained("align", p.align),
+        "catalog": {},
+        "report": evaluation_config(p.evaluate.preset, [*p.evaluate.overrides, *eval_prec]).to_dict(),
+    }
+    out, sofar = {}, []
+    for folder, part in parts.items():
+        sofar.append(part)
+        out[folder] = hashlib.sha256(json.dumps(sofar, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return out
+
+
 def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, seed: int = 0,
              workers: int | None = None, precision: str = "auto") -> dict[str, Any]:
     """Run (or resume) every stage; returns the evaluation metrics. ``precision``: the training
@@ -181,7 +225,7 @@ def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     from galclip.precision import CHOICES
-    from galclip.resume import ResumeState
+    from galclip.resume import ResumeState, StateChanged
 
     if precision not in CHOICES:
         raise ValueError(f"unknown precision {precision!r}; choose from {list(CHOICES)}")
@@ -191,14 +235,20 @@ def run_demo(out: str | Path = OUT, preset: str = PRESET, n: int | None = None, 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n = n or PRESETS[preset].n
     stages = build_steps(out, preset, n, seed, workers, precision)
+    recipes = stage_recipes(preset, n, seed, precision)
     for k, st in enumerate(stages, 1):
         folder = out / st.folder
-        # a stage run with other demo settings starts again (its own state then refuses to mix)
-        key = {"preset": preset, "n": n, "seed": seed}
-        if precision != "auto" and st.follows_training:  # "auto" keeps the keys of older runs
-            key["precision"] = precision
-        state = ResumeState.open(folder / f".{st.run.__name__}-done.json", f"demo: {st.name}",
-                                 key, on_change="restart")
+        key = {"preset": preset, "n": n, "seed": seed, "recipe": recipes.get(st.folder)}
+        done = folder / f".{st.run.__name__}-done.json"
+        try:
+            state = ResumeState.open(done, f"demo: {st.name}", key, on_change="refuse")
+        except StateChanged:
+            # run with other settings (or an older recipe): start this stage again from an empty
+            # folder; the training stages' own resume check would refuse to mix the two
+            print(f"[{k}/{len(stages)}] {st.name}: settings changed since the run in {folder}; "
+                  "clearing it", flush=True)
+            shutil.rmtree(folder)
+            state = ResumeState.open(done, f"demo: {st.name}", key)
         complete = state.complete and all((folder / o).exists() for o in st.outputs)
         print(f"[{k}/{len(stages)}] {st.name}: " + ("done already, skipped" if complete else
                                                     f"running -> {folder}"), flush=True)
