@@ -9,8 +9,9 @@ settings are the preset, n, seed and precision *and* what they resolve to
 (:func:`stage_recipes`: the simulator's settings, each stage's resolved config and every earlier
 stage's): after an upgrade that changes a packaged preset, or with other options, the stages
 concerned start again in a cleared folder instead of being skipped with an older recipe's
-results (or refused by the training stage's own resume check). Ends with :func:`summary_text`. :data:`PRESETS` holds each preset (``cpu``, ``gpu``,
-``tiny``) as a :class:`DemoPreset`: the dataset size and each stage's :class:`StageConfig`.
+results (or refused by the training stage's own resume check). Ends with
+:func:`summary_text`. :data:`PRESETS` holds each preset (``cpu``, ``gpu``, ``tiny``) as a
+:class:`DemoPreset`: the dataset size and each stage's :class:`StageConfig`.
 """
 from __future__ import annotations
 
