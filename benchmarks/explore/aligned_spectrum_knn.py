@@ -1,0 +1,42 @@
+"""How well the *aligned* spectrum embedding of a catalog orders simulated spectra by redshift:
+16-NN (cosine, median) z of the val and test splits from the train split, the fraction within
+0.01 (1 + z), overall and for the LRGs (the catalog's own vectors, the ones search uses).
+
+Usage: python benchmarks/explore/aligned_spectrum_knn.py CATALOG [CATALOG ...]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+K = 16
+
+
+def main() -> None:
+    from galclip.data.splits import assign_splits
+    from galclip.search.catalog import read_catalog_table, read_embeddings
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("catalogs", nargs="+")
+    args = ap.parse_args()
+    for cat in args.catalogs:
+        vectors, rows = read_embeddings(cat, "spectrum")
+        t = read_catalog_table(cat, ["object_id", "redshift", "programme"]).to_pydict()
+        z, prog = np.array(t["redshift"]), np.array(t["programme"])
+        split = np.full(len(z), "none", dtype=object)
+        split[rows] = assign_splits(np.array(t["object_id"]))[rows]
+        emb = np.zeros((len(z), vectors.shape[1]), np.float32)
+        emb[rows] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        train = split == "train"
+        for s in ("val", "test"):
+            q = split == s
+            top = np.argsort(-(emb[q] @ emb[train].T), axis=1)[:, :K]
+            dz = np.abs(np.median(z[train][top], axis=1) - z[q]) / (1 + z[q])
+            lrg = prog[q] == "lrg"
+            print(f"{cat} {s}: n {int(q.sum())}, within 0.01 (1+z) {np.mean(dz < 0.01):.3f}, "
+                  f"LRG {np.mean(dz[lrg] < 0.01):.3f} (n {int(lrg.sum())})")
+
+
+if __name__ == "__main__":
+    main()
