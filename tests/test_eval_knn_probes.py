@@ -319,3 +319,23 @@ def test_baseline_lowers_its_learning_rate_on_a_plateau_before_stopping():
     assert net.record.epochs_run < 30 and net.record.lr_drops >= 2
     assert net.record.lr_scale == 0.5 ** net.record.lr_drops
     assert "learning rate ×0.5 after 2 flat epochs" in net.budget()
+
+
+def test_the_spectrum_baselines_view_noise_follows_its_config():
+    """``baselines.spectrum.noise_max`` reaches the baseline's training views (and its budget
+    line); a negative value is refused naming the field."""
+    import torch
+
+    from galclip.config import ConfigError
+    from galclip.eval.evaluate import _baseline_augment
+    from galclip.eval.schema import evaluation_config
+
+    cfg = evaluation_config("cpu", ["baselines.spectrum.noise_max=3"])
+    aug = _baseline_augment("spectrum", cfg.baselines.spectrum)
+    assert aug.noise_max == 3.0 and "noise up to 3σ" in aug.describe()
+    torch.manual_seed(0)
+    flux, ivar = torch.zeros(4000, 8), torch.ones(4000, 8)
+    noisy = aug.train({"flux": flux, "ivar": ivar})["flux"]
+    assert 1.5 < float(noisy.std()) < 2.0                  # a ~ U(0, 3): rms sqrt(3) = 1.73
+    with pytest.raises(ConfigError, match="baselines.spectrum.noise_max"):
+        evaluation_config("cpu", ["baselines.spectrum.noise_max=-1"])

@@ -430,7 +430,7 @@ def _baseline_augment(kind: str, b: ImageBaseline | SpectrumBaseline):
         if b.arch != "conv":
             raise ValueError("config field 'baselines.spectrum.augment' needs arch: conv (the log-λ "
                              f"baseline), got arch {b.arch!r}")
-        return SpectrumAugment()
+        return SpectrumAugment(noise_max=b.noise_max)
     if b.shift < 0:
         raise ValueError(f"config field 'baselines.image.shift' must be ≥ 0, got {b.shift}")
     if not b.shift:

@@ -101,12 +101,14 @@ class SpectrumNetwork:
     """The spectrum baseline's network. ``arch``: "conv" (the 1-D ResNet of the encoder preset
     ``encoder`` on the log-λ grid) or "conv+attention" (strided convolutions + transformer on the
     DESI grid: ``channels`` ... ``stride``); ``augment``: train the conv net on noise/lost-span
-    views (:class:`galclip.eval.baselines.SpectrumAugment`)."""
+    views (:class:`galclip.eval.baselines.SpectrumAugment`) with extra noise of up to
+    ``noise_max`` σ."""
 
     enabled: bool = True
     arch: str = "conv"
     encoder: str = "spectrum-conv-nano"
     augment: bool = False
+    noise_max: float = 1.0
     channels: int = 64
     depth: int = 2
     num_heads: int = 4
