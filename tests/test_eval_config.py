@@ -44,8 +44,8 @@ def test_a_baseline_section_lists_its_network_before_its_budget():
     image = list(EvalConfig().to_dict()["baselines"]["image"])
     spectrum = list(EvalConfig().to_dict()["baselines"]["spectrum"])
     assert image[:5] == ["enabled", "arch", "encoder", "downsample", "shift"]
-    assert spectrum[:4] == ["enabled", "arch", "encoder", "augment"]
-    assert image[5:] == spectrum[9:] == ["max_train", "epochs", "batch_size", "lr", "weight_decay",
+    assert spectrum[:5] == ["enabled", "arch", "encoder", "augment", "noise_max"]
+    assert image[5:] == spectrum[10:] == ["max_train", "epochs", "batch_size", "lr", "weight_decay",
                                          "patience", "lr_patience", "max_seconds",
                                          "precision"]
 
