@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoder_sim_to_real import features, figures, knn_z  # noqa: E402
+from encoder_sim_to_real import features, figures, knn_z, read_split  # noqa: E402
 
 
 def blue_ramp(wave: np.ndarray) -> np.ndarray:
@@ -33,8 +33,6 @@ def blue_ramp(wave: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     from galclip import conventions as C
-    from galclip.data import open_dataset
-    from galclip.data.splits import assign_splits
     from galclip.models.checkpoint import load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,12 +42,7 @@ def main() -> None:
     ap.add_argument("encoders", nargs="+")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    ds = open_dataset(args.data)
-    cols = ds.read_columns(["object_id", "redshift", "spectrum_flux", "spectrum_ivar",
-                            "programme"])
-    split = assign_splits(cols["object_id"])
-    z = cols["redshift"].astype(np.float64)
-    tr, te = split == "train", split == args.split
+    cols, z, tr, te = read_split(args.data, args.split)
     wave = C.wavelength_grid()
     red = (wave >= 7000) & (wave <= 9000)
     flux, ivar = cols["spectrum_flux"][te], cols["spectrum_ivar"][te]

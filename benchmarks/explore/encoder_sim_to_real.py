@@ -49,12 +49,21 @@ def figures(z: np.ndarray, zp: np.ndarray) -> dict:
             "eta_0.15": float(np.mean(np.abs(dz) > 0.15))}
 
 
+def read_split(data: str, split: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """The dataset's spectra: (columns, redshift, train mask, mask of ``split``)."""
+    from galclip.data import open_dataset
+    from galclip.data.splits import assign_splits
+
+    cols = open_dataset(data).read_columns(["object_id", "redshift", "spectrum_flux",
+                                            "spectrum_ivar", "programme"])
+    s = assign_splits(cols["object_id"])
+    return cols, cols["redshift"].astype(np.float64), s == "train", s == split
+
+
 def main() -> None:
     import torch
 
     from galclip.augment import calibration_view
-    from galclip.data import open_dataset
-    from galclip.data.splits import assign_splits
     from galclip.models.checkpoint import load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,12 +74,7 @@ def main() -> None:
     ap.add_argument("encoders", nargs="+")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    ds = open_dataset(args.data)
-    cols = ds.read_columns(["object_id", "redshift", "spectrum_flux", "spectrum_ivar",
-                            "programme"])
-    split = assign_splits(cols["object_id"])
-    z = cols["redshift"].astype(np.float64)
-    tr, te = split == "train", split == args.split
+    cols, z, tr, te = read_split(args.data, args.split)
     real = [s for s in real_spectra(Path(args.real)) if z.min() < s["z"] < z.max()]
     rf = np.stack([s["flux"] for s in real]).astype(np.float32)
     ri = np.stack([s["ivar"] for s in real]).astype(np.float32)
