@@ -1,7 +1,8 @@
 #!/bin/bash
 # Spectrum pretraining variants judged on the encoder alone (explore/encoder_sim_to_real.py):
 # each NAME=OVERRIDES pair pretrains the demo's spectrum config with those dotted overrides
-# (space-separated inside one argument) and prints the in-distribution and real-spectrum table.
+# (space-separated inside one argument) and prints the in-distribution and real-spectrum table,
+# on the validation split (choose there; SPLIT=test for the final figures).
 #   benchmarks/explore/spectrum_pretrain_variants.sh RUN OUT 'base=' 'noise3=objective.views.noise_max=3'
 set -euo pipefail
 run=$1 out=$2; shift 2
@@ -19,4 +20,4 @@ for spec in "$@"; do
   fi
   encs+=("$o/encoder.safetensors")
 done
-python "$here/encoder_sim_to_real.py" --data "$run/data" "${encs[@]}"
+python "$here/encoder_sim_to_real.py" --split "${SPLIT:-val}" --data "$run/data" "${encs[@]}"
