@@ -1,8 +1,10 @@
 """How well the *aligned* spectrum embedding of a catalog orders simulated spectra by redshift:
 16-NN (cosine, median) z of the val and test splits from the train split, the fraction within
-0.01 (1 + z), overall and for the LRGs (the catalog's own vectors, the ones search uses).
+0.01 (1 + z), overall and for the LRGs (the catalog's own vectors, the ones search uses), and
+with ``--by-z`` the same per bin of true redshift with the median signed offset (z_NN - z)/(1 + z):
+is a galaxy near the top of the simulated range read low because its neighbours can only lie below?
 
-Usage: python benchmarks/explore/aligned_spectrum_knn.py CATALOG [CATALOG ...]
+Usage: python benchmarks/explore/aligned_spectrum_knn.py [--by-z] CATALOG [CATALOG ...]
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import argparse
 import numpy as np
 
 K = 16
+Z_BINS = (0.0, 0.3, 0.6, 0.8, 0.9, 1.0, 1.1, 1.25)
 
 
 def main() -> None:
@@ -18,6 +21,7 @@ def main() -> None:
     from galclip.search.catalog import read_catalog_table, read_embeddings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--by-z", action="store_true", help="per bin of true redshift as well")
     ap.add_argument("catalogs", nargs="+")
     args = ap.parse_args()
     for cat in args.catalogs:
@@ -36,6 +40,14 @@ def main() -> None:
             lrg = prog[q] == "lrg"
             print(f"{cat} {s}: n {int(q.sum())}, within 0.01 (1+z) {np.mean(dz < 0.01):.3f}, "
                   f"LRG {np.mean(dz[lrg] < 0.01):.3f} (n {int(lrg.sum())})")
+            if args.by_z:
+                signed = (np.median(z[train][top], axis=1) - z[q]) / (1 + z[q])
+                for lo, hi in zip(Z_BINS[:-1], Z_BINS[1:], strict=True):
+                    b = (z[q] >= lo) & (z[q] < hi)
+                    if b.any():
+                        print(f"    z {lo:.2f}-{hi:.2f}: n {int(b.sum())}, within "
+                              f"{np.mean(dz[b] < 0.01):.3f}, median offset "
+                              f"{np.median(signed[b]):+.4f}")
 
 
 if __name__ == "__main__":
