@@ -36,12 +36,12 @@ def main() -> None:
         for s in ("val", "test"):
             q = split == s
             top = np.argsort(-(emb[q] @ emb[train].T), axis=1)[:, :K]
-            dz = np.abs(np.median(z[train][top], axis=1) - z[q]) / (1 + z[q])
+            signed = (np.median(z[train][top], axis=1) - z[q]) / (1 + z[q])
+            dz = np.abs(signed)
             lrg = prog[q] == "lrg"
             print(f"{cat} {s}: n {int(q.sum())}, within 0.01 (1+z) {np.mean(dz < 0.01):.3f}, "
                   f"LRG {np.mean(dz[lrg] < 0.01):.3f} (n {int(lrg.sum())})")
             if args.by_z:
-                signed = (np.median(z[train][top], axis=1) - z[q]) / (1 + z[q])
                 for lo, hi in zip(Z_BINS[:-1], Z_BINS[1:], strict=True):
                     b = (z[q] >= lo) & (z[q] < hi)
                     if b.any():
