@@ -86,6 +86,39 @@ def test_bad_pixels_get_no_ivar_and_do_not_count():
     assert (estimate_ivar(np.full(200, 3.0)) == 0).all()    # a constant run is no measurement
 
 
+def test_flux_far_below_zero_is_a_bad_pixel_and_an_emission_line_is_not():
+    """A file without ivar has no mask either: a bad column (flux tens of sigma below zero) gets
+    ivar 0, an emission line of the same size keeps its weight, the rest is unchanged."""
+    flux, sigma = _galaxy(4)
+    clean = estimate_grid_ivar(flux)
+    bad = flux.copy()
+    bad[2000:2020] = -40.0 * sigma[2000:2020]      # a failed column, deep below zero
+    bad[5000:5005] += 40.0 * sigma[5000:5005]      # a narrow line, as far above the continuum
+    ivar = estimate_grid_ivar(bad)
+    assert (ivar[2000:2020] == 0).all()
+    assert (ivar[5000:5005] > 0).all()
+    away = np.r_[0:1800, 2200:4800, 5200:flux.size]
+    assert (ivar[away] > 0).all()
+    assert np.median(np.abs(ivar[away] / clean[away] - 1)) < 0.05
+    assert (clean > 0).all()                       # noise alone never trips the rule here
+
+
+def test_the_bad_column_of_a_real_lrg_table_is_masked(real_data):
+    """The Andes LRG table's target at z 0.583 carries a bad column at 3650-3680 A (to -78 x
+    1e-17 on a continuum of ~0.2), unmasked in the file; the estimate gives it no weight and
+    leaves the BGS table's spectra whole."""
+    from galclip.data.desi_tables import read_flux_table
+
+    wave = C.wavelength_grid()
+    _, flux, ivar = read_flux_table(real_data / ANDES / "coadd-lrg-68002-20200315.fits")
+    worst = int(np.argmin(flux[:, (wave > 3650) & (wave < 3680)].min(1)))
+    col = (wave > 3640) & (wave < 3690) & (flux[worst] < -20)     # the column's two troughs
+    assert col.sum() >= 10 and flux[worst, col].min() < -50
+    assert (ivar[worst, col] == 0).all()
+    _, flux, ivar = read_flux_table(real_data / ANDES / BGS)
+    assert ((ivar == 0) & np.isfinite(flux)).sum() == 0
+
+
 def test_hidden_ivar_of_real_desi_coadds_is_recovered(real_data):
     """The pipeline's own ivar, hidden and re-estimated from the flux: the median sigma ratio
     is near 1 and most pixels are within 30 %."""

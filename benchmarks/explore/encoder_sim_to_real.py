@@ -108,6 +108,10 @@ def main() -> None:
             print(f"    sim {p}: n {f['n']}, sigma_NMAD {f['sigma_nmad']:.4f}, within 0.01 "
                   f"{f['within_0.01']:.3f}, eta_0.15 {f['eta_0.15']:.3f}; with the tilt "
                   f"{ft['sigma_nmad']:.4f}, {ft['within_0.01']:.3f}, {ft['eta_0.15']:.3f}")
+        hi = z[te] >= 0.9
+        f = figures(z[te][hi], zp[hi])
+        print(f"    sim z >= 0.9: n {f['n']}, within 0.01 {f['within_0.01']:.3f}, median offset "
+              f"{np.median((zp[hi] - z[te][hi]) / (1 + z[te][hi])):+.4f}")
         for s, zz in zip(real, zr, strict=True):
             print(f"    {s['programme']} z {s['z']:.4f} knn {zz:.4f}")
 

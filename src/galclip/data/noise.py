@@ -51,6 +51,15 @@ pixels of real DESI coadds the estimated sigma is then close to the pipeline's i
 0.6-0.8 of it, and simulated spectra read with an estimated ivar lose less redshift
 (benchmarks/RESULTS.md, "Spectra without ivar: the sky lines").
 
+Impossible pixels (:data:`NEGATIVE_SIGMA`). A file without ivar usually comes without a mask
+too, so a bad column or a failed sky subtraction stays in the flux. A galaxy's flux is not
+negative: a pixel more than 5 estimated sigma below zero (for Gaussian noise p < 3e-7, 0.002 per
+7781-pixel spectrum) is not a measurement and gets ivar 0. Emission lines (positive) are never
+touched. On simulated spectra read with an estimated ivar this masks ~1 pixel per spectrum (sky-line
+residuals, the first pixels of the B arm); on the shared real DESI tables it masks the 20 pixels
+of a bad column at 3650-3680 A in one LRG coadd (to -78 x 1e-17 against a continuum of 0.2),
+which had made the spectrum read as z 0.06 (benchmarks/RESULTS.md, "Impossible pixels").
+
 What it cannot do: the sky's brightness (moon, twilight) and the exposure time are not known,
 so the lines are weighted as in a dark-time exposure; and noise correlated over more than a few
 pixels is underestimated by the block check. The
@@ -87,6 +96,8 @@ NOISE_MODEL_FILE = Path(__file__).with_name("desi_noise_model.npz")
 REFERENCE_EXPTIME_S = 1000.0
 #: pixels of the running median that gives the object's flux for the model variance
 OBJECT_SMOOTHING = 51
+#: a pixel whose flux is more than this many estimated sigma below zero is a bad pixel (ivar 0)
+NEGATIVE_SIGMA = 5.0
 
 
 def estimate_sigma(flux: np.ndarray, good: np.ndarray | None = None, *,
@@ -158,10 +169,14 @@ def _local_der_snr(f: np.ndarray, window: int, v: np.ndarray) -> np.ndarray:
 def estimate_ivar(flux: np.ndarray, good: np.ndarray | None = None, *,
                   starts: tuple[int, ...] = (0,), window: int = WINDOW,
                   model: np.ndarray | None = None) -> np.ndarray:
-    """Estimated inverse variance (1 / sigma^2) of a spectrum, 0 where not ``good`` or where the
-    flux has no scatter at all (a constant run is filled data, not a measurement)."""
+    """Estimated inverse variance (1 / sigma^2) of a spectrum, 0 where not ``good``, where the
+    flux has no scatter at all (a constant run is filled data, not a measurement) and where the
+    flux lies more than :data:`NEGATIVE_SIGMA` sigma below zero (a bad pixel: a galaxy's flux is
+    not negative)."""
     sigma = estimate_sigma(flux, good, starts=starts, window=window, model=model)
     ok = np.isfinite(sigma) & (sigma > 0)
+    with np.errstate(invalid="ignore"):
+        ok &= ~(np.asarray(flux, np.float64) < -NEGATIVE_SIGMA * np.where(ok, sigma, 0.0))
     return np.where(ok, 1.0 / np.where(ok, sigma, 1.0) ** 2, 0.0)
 
 
