@@ -18,7 +18,16 @@ Beside it the SDSS DR7 colour-redshift check: R^2 of a k-NN (k = 10, 5-fold) reg
 SDSS_DRAWS subsamples, and their spread: at n ~ 200 one subsample's R^2 varies by +-0.09); a
 ratio near 1 means the simulated colours carry as much redshift information as real ones.
 
+More real spectra (``--more DIR``, repeatable): every ``coadd-<programme>-<tile>-<night>.fits`` +
+``zbest-...`` pair of Andes-format tables in DIR is read the same way, targets already read (by
+TARGETID) skipped; the programme is the file's (a mixed "lrgqso" tile's galaxies are counted as
+"LRGQSO-GALAXY", not as LRGs). The older versions of the DESIHIGH tables hold 25 targets per
+programme instead of 5 (``benchmarks/andes_history.sh CLONE OUT`` extracts them from a clone of
+DESIHIGH/desihigh); the summary then also gives the BGS+LRG rows of the shared files and of the
+``--more`` files apart.
+
 Usage:  python benchmarks/sim_to_real.py --catalog CATALOG --data SIMDATA [--k 16] [--json out.json]
+        [--more DIR ...]
 (``galclip evaluate --real-spectra out.json`` puts the table and a one-line finding in the report)
 """
 from __future__ import annotations
@@ -65,6 +74,34 @@ def real_spectra(real: Path) -> list[dict]:
     return out
 
 
+def more_spectra(dirs: list[Path], seen: set[int]) -> list[dict]:
+    """Every Andes-format coadd/zbest pair in ``dirs``, targets in ``seen`` (TARGETIDs, updated)
+    skipped; each spectrum marked ``source`` = its folder."""
+    from galclip.data.desi import read_redshifts
+    from galclip.data.desi_tables import read_flux_table
+
+    out = []
+    for d in dirs:
+        for coadd in sorted(Path(d).glob("coadd-*-*-*.fits")):
+            zbest = coadd.with_name(coadd.name.replace("coadd-", "zbest-", 1))
+            if not zbest.exists():
+                raise SystemExit(f"{coadd}: no {zbest.name} beside it")
+            prog = coadd.name.split("-")[1].upper()
+            tids, flux, ivar = read_flux_table(coadd)
+            z = read_redshifts(zbest)
+            info = {int(t): (float(zz), str(st)) for t, zz, st in
+                    zip(z["TARGETID"], z["Z"], z["SPECTYPE"], strict=True)}
+            for t, f, iv in zip(tids, flux, ivar, strict=True):
+                if int(t) in seen or int(t) not in info:
+                    continue
+                seen.add(int(t))
+                zz, st = info[int(t)]
+                name = f"{prog}-{st}" if prog == "LRGQSO" else prog
+                out.append({"programme": name, "targetid": int(t), "z": zz, "flux": f,
+                            "ivar": iv, "ivar_estimated": True, "source": str(d)})
+    return out
+
+
 def predict(cat, spectra: list[dict], k: int = K) -> None:
     """Adds z_pred (median of the k nearest), ood_score, unfamiliar, cosine of the nearest
     neighbour to each spectrum."""
@@ -83,7 +120,13 @@ def summarise(spectra: list[dict], sim_range: tuple[float, float]) -> list[dict]
             ("all", spectra),
             ("in sim range", [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]]),
             ("BGS+LRG in sim range", [s for s in spectra if s["programme"] in TARGET_PROGRAMMES
-                                      and sim_range[0] < s["z"] < sim_range[1]])]:
+                                      and sim_range[0] < s["z"] < sim_range[1]])] + [
+            (f"BGS+LRG in sim range, {src}", [s for s in spectra
+                                              if s["programme"] in TARGET_PROGRAMMES
+                                              and sim_range[0] < s["z"] < sim_range[1]
+                                              and ("source" in s) == (src == "--more files")])
+            for src in ("shared files", "--more files")
+            if any("source" in s for s in spectra)]:
         if not sel:
             continue
         dz = np.array([abs(s["z_pred"] - s["z"]) / (1 + s["z"]) for s in sel])
@@ -174,6 +217,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the simulated dataset (test split, colours)")
     ap.add_argument("--real", default=str(REAL), help="shared/data/real")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--more", nargs="+", default=[], metavar="DIR",
+                    help="folders of more Andes-format coadd/zbest tables (duplicates skipped)")
     ap.add_argument("--k", type=int, default=K, help="neighbours whose median z is the estimate "
                     "(default %(default)s; `galclip evaluate`'s k-from-val row picks 4 on the demo)")
     args = ap.parse_args()
@@ -182,6 +227,7 @@ def main() -> None:
 
     cat = Catalog(args.catalog)
     spectra = real_spectra(Path(args.real))
+    spectra += more_spectra([Path(d) for d in args.more], {s["targetid"] for s in spectra})
     predict(cat, spectra, args.k)
     from galclip.data import open_dataset
 

@@ -151,6 +151,27 @@ def test_a_desi_flux_table_without_ivar_is_read_with_an_estimated_one(real_data)
         np.testing.assert_array_equal(read_spectrum_fits(path, row=0)[0], flux)
 
 
+def test_the_older_tables_wave_column_reads_as_wavelength(tmp_path, real_data):
+    """The first versions of the Andes tables name the wavelength column WAVE: the same table
+    so named is read to the same spectra by the dataset reader and by the query reader."""
+    from astropy.io import fits
+
+    from galclip.data.desi_tables import read_flux_table
+
+    src = real_data / ANDES / BGS
+    with fits.open(src) as h:
+        cols = [fits.Column("WAVE" if c.name == "WAVELENGTH" else c.name, c.format,
+                            array=h[1].data[c.name]) for c in h[1].columns]
+    old = tmp_path / "coadd-bgs-old.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(old)
+    for a, b in zip(read_flux_table(src), read_flux_table(old), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IvarEstimatedWarning)
+        np.testing.assert_array_equal(read_spectrum_fits(old, row=2)[0],
+                                      read_spectrum_fits(src, row=2)[0])
+
+
 def test_tables_and_arrays_without_ivar_are_flagged_and_files_with_ivar_are_not(tmp_path,
                                                                                  real_data):
     from astropy.io import fits

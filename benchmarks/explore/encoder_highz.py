@@ -37,14 +37,16 @@ def main() -> None:
     cols, z, tr, _ = read_split(args.data, "val")
     q = open_dataset(args.queries).read_columns(["redshift", "spectrum_flux", "spectrum_ivar"])
     qz = q["redshift"].astype(np.float64)
-    print("| encoder | " + " | ".join(f"z {a}-{b}: n, within, offset" for a, b in zip(BINS[:-1], BINS[1:])) + " | all |")
+    bins = list(zip(BINS[:-1], BINS[1:], strict=True))
+    print("| encoder | " + " | ".join(f"z {a}-{b}: n, within, offset" for a, b in bins)
+          + " | all |")
     for path in args.encoders:
         enc = load_encoder(path).eval()
         pool = features(enc, cols["spectrum_flux"][tr], cols["spectrum_ivar"][tr])
         zp, _ = knn_z(features(enc, q["spectrum_flux"], q["spectrum_ivar"]), pool, z[tr])
         dz = (zp - qz) / (1 + qz)
         cells = []
-        for a, b in zip(BINS[:-1], BINS[1:]):
+        for a, b in bins:
             m = (qz >= a) & (qz < b)
             cells.append(f"{m.sum()}, {np.mean(np.abs(dz[m]) < 0.01):.3f}, {np.median(dz[m]):+.4f}"
                          if m.any() else "-")

@@ -1,7 +1,8 @@
 """DESI spectra published as flux tables without errors, read with an estimated noise.
 
 The format (DESIHIGH's "Andes" student files, ``coadd-<programme>-<tile>-<night>.fits``): one
-binary table with a ``WAVELENGTH`` column (Angstrom, the DESI 0.8 A grid from 3600 to 9824 A,
+binary table with a ``WAVELENGTH`` column (``WAVE`` in the tables' first versions; Angstrom, the
+DESI 0.8 A grid from 3600 to 9824 A,
 the pixels of the arm overlaps listed twice, once per camera) and one flux column per fibre
 named ``TARGET<TARGETID>`` (1e-17 erg/s/cm^2/A). There is no inverse variance and no fibermap;
 the positions and Legacy Survey fluxes are in the companion ``zbest`` file (``TARGET_RA``,
@@ -25,7 +26,7 @@ from galclip.data.noise import estimate_grid_ivar
 from galclip.data.readers import Batch, ReaderError, RejectLog, guarded, spectrum_problem
 
 TARGET_COLUMN = re.compile(r"^TARGET(-?\d+)$", re.IGNORECASE)
-WAVE_COLUMN = "WAVELENGTH"
+WAVE_COLUMNS = ("WAVELENGTH", "WAVE")   # the name in the current tables, then the older one
 GRID_TOLERANCE_A = 1e-3
 #: zbest columns copied into the dataset, when present (Legacy Survey fluxes in nanomaggies)
 ZBEST_META = {"TARGET_RA": "ra", "TARGET_DEC": "dec", "FLUX_G": "flux_g", "FLUX_R": "flux_r",
@@ -34,12 +35,18 @@ ZBEST_META = {"TARGET_RA": "ra", "TARGET_DEC": "dec", "FLUX_G": "flux_g", "FLUX_
 
 def flux_table(hdul):
     """The flux-table HDU of an open FITS file (None if it is not one): a binary table with a
-    WAVELENGTH column and at least one TARGET<TARGETID> column."""
+    wavelength column (:data:`WAVE_COLUMNS`) and at least one TARGET<TARGETID> column."""
     for h in hdul:
         cols = getattr(getattr(h, "columns", None), "names", None) or []
-        if WAVE_COLUMN in [c.upper() for c in cols] and any(TARGET_COLUMN.match(c) for c in cols):
+        if wave_column(h) and any(TARGET_COLUMN.match(c) for c in cols):
             return h
     return None
+
+
+def wave_column(table) -> str | None:
+    """The name of a table's wavelength column as the file spells it (None if it has none)."""
+    cols = {c.upper(): c for c in getattr(getattr(table, "columns", None), "names", None) or []}
+    return next((cols[w] for w in WAVE_COLUMNS if w in cols), None)
 
 
 def table_targets(table) -> dict[int, str]:
@@ -55,7 +62,7 @@ def grid_spectrum(path: str | Path, wave: np.ndarray, flux: np.ndarray, column: 
     idx = np.rint((wave - C.WAVE_MIN) / C.WAVE_STEP).astype(np.int64)
     off = np.abs(C.WAVE_MIN + C.WAVE_STEP * idx - wave)
     if not np.isfinite(wave).all() or off.max(initial=0) > GRID_TOLERANCE_A:
-        raise ReaderError(path, f"column {WAVE_COLUMN}", f"wavelengths are not on the "
+        raise ReaderError(path, f"column {WAVE_COLUMNS[0]}", f"wavelengths are not on the "
                           f"{C.WAVE_MIN:g} + {C.WAVE_STEP:g} i Angstrom grid")
     inside = (idx >= 0) & (idx < C.N_WAVE) & np.isfinite(flux)
     n = np.bincount(idx[inside], minlength=C.N_WAVE)[:C.N_WAVE]
@@ -79,10 +86,10 @@ def read_flux_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         with fits.open(path, memmap=False) as hdul:
             h = flux_table(hdul)
             if h is None:
-                raise ReaderError(path, "HDU 1", f"not a flux table (no {WAVE_COLUMN} column "
-                                  f"with TARGET<TARGETID> flux columns)")
+                raise ReaderError(path, "HDU 1", f"not a flux table (no {' or '.join(WAVE_COLUMNS)} "
+                                  f"column with TARGET<TARGETID> flux columns)")
             targets = table_targets(h)
-            wave = np.asarray(h.data[WAVE_COLUMN])
+            wave = np.asarray(h.data[wave_column(h)])
             spectra = [grid_spectrum(path, wave, h.data[c], c) for c in targets.values()]
         return np.array(list(targets), np.int64), spectra
 

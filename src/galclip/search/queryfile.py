@@ -296,14 +296,13 @@ def _table_targets(table) -> list[dict]:
 
 def _flux_table_spectrum(table, name: str, targetid: int | None, row: int | None):
     """(flux, estimated ivar, label) of one fibre of a DESI flux table."""
-    from galclip.data.desi_tables import WAVE_COLUMN, grid_spectrum, table_targets
+    from galclip.data.desi_tables import grid_spectrum, table_targets, wave_column
     from galclip.data.readers import ReaderError
 
     i = _fibre(_table_targets(table), name, targetid, row)
     tid, col = list(table_targets(table).items())[i]
     try:
-        cols = {c.upper(): c for c in table.columns.names}
-        flux, ivar = grid_spectrum(name, table.data[cols[WAVE_COLUMN]], table.data[col], col)
+        flux, ivar = grid_spectrum(name, table.data[wave_column(table)], table.data[col], col)
     except ReaderError as e:
         raise QueryFileError(str(e)) from None
     return flux, ivar, f"{name} row {i} (TARGETID {tid})"
