@@ -157,6 +157,7 @@ def test_the_older_tables_wave_column_reads_as_wavelength(tmp_path, real_data):
     from astropy.io import fits
 
     from galclip.data.desi_tables import read_flux_table
+    from galclip.data.readers import ReaderError
 
     src = real_data / ANDES / BGS
     with fits.open(src) as h:
@@ -170,6 +171,11 @@ def test_the_older_tables_wave_column_reads_as_wavelength(tmp_path, real_data):
         warnings.simplefilter("ignore", IvarEstimatedWarning)
         np.testing.assert_array_equal(read_spectrum_fits(old, row=2)[0],
                                       read_spectrum_fits(src, row=2)[0])
+    cols[0] = fits.Column("WAVE", "D", array=cols[0].array + 0.3)     # off the 0.8 A grid
+    off = tmp_path / "coadd-bgs-off.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(off)
+    with pytest.raises(ReaderError, match="column WAVE: wavelengths are not on the"):
+        read_flux_table(off)
 
 
 def test_tables_and_arrays_without_ivar_are_flagged_and_files_with_ivar_are_not(tmp_path,

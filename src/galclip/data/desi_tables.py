@@ -1,9 +1,9 @@
 """DESI spectra published as flux tables without errors, read with an estimated noise.
 
 The format (DESIHIGH's "Andes" student files, ``coadd-<programme>-<tile>-<night>.fits``): one
-binary table with a ``WAVELENGTH`` column (``WAVE`` in the tables' first versions; Angstrom, the
-DESI 0.8 A grid from 3600 to 9824 A,
-the pixels of the arm overlaps listed twice, once per camera) and one flux column per fibre
+binary table with a ``WAVELENGTH`` column (``WAVE`` in the tables' first versions; Angstrom,
+the DESI 0.8 A grid from 3600 to 9824 A, the pixels of the arm overlaps listed twice, once per
+camera) and one flux column per fibre
 named ``TARGET<TARGETID>`` (1e-17 erg/s/cm^2/A). There is no inverse variance and no fibermap;
 the positions and Legacy Survey fluxes are in the companion ``zbest`` file (``TARGET_RA``,
 ``TARGET_DEC``, ``FLUX_G/R/Z`` beside the redshift columns).
@@ -54,15 +54,16 @@ def table_targets(table) -> dict[int, str]:
     return {int(m.group(1)): c for c in table.columns.names if (m := TARGET_COLUMN.match(c))}
 
 
-def grid_spectrum(path: str | Path, wave: np.ndarray, flux: np.ndarray, column: str
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def grid_spectrum(path: str | Path, wave: np.ndarray, flux: np.ndarray, column: str,
+                  wave_name: str = WAVE_COLUMNS[0]) -> tuple[np.ndarray, np.ndarray]:
     """(flux, estimated ivar), each (7781,), of one table column on the galclip grid: values at
-    the same grid pixel (the arm overlaps) are averaged; pixels without a finite value are bad."""
+    the same grid pixel (the arm overlaps) are averaged; pixels without a finite value are bad.
+    ``wave_name``: the wavelength column's name in the file, for the error message."""
     wave, flux = np.asarray(wave, np.float64), np.asarray(flux, np.float64)
     idx = np.rint((wave - C.WAVE_MIN) / C.WAVE_STEP).astype(np.int64)
     off = np.abs(C.WAVE_MIN + C.WAVE_STEP * idx - wave)
     if not np.isfinite(wave).all() or off.max(initial=0) > GRID_TOLERANCE_A:
-        raise ReaderError(path, f"column {WAVE_COLUMNS[0]}", f"wavelengths are not on the "
+        raise ReaderError(path, f"column {wave_name}", f"wavelengths are not on the "
                           f"{C.WAVE_MIN:g} + {C.WAVE_STEP:g} i Angstrom grid")
     inside = (idx >= 0) & (idx < C.N_WAVE) & np.isfinite(flux)
     n = np.bincount(idx[inside], minlength=C.N_WAVE)[:C.N_WAVE]
@@ -89,8 +90,9 @@ def read_flux_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
                 raise ReaderError(path, "HDU 1", f"not a flux table (no {' or '.join(WAVE_COLUMNS)} "
                                   f"column with TARGET<TARGETID> flux columns)")
             targets = table_targets(h)
-            wave = np.asarray(h.data[wave_column(h)])
-            spectra = [grid_spectrum(path, wave, h.data[c], c) for c in targets.values()]
+            name = wave_column(h)
+            wave = np.asarray(h.data[name])
+            spectra = [grid_spectrum(path, wave, h.data[c], c, name) for c in targets.values()]
         return np.array(list(targets), np.int64), spectra
 
     tids, spectra = guarded(path, "flux table", load)

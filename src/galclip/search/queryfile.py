@@ -302,7 +302,8 @@ def _flux_table_spectrum(table, name: str, targetid: int | None, row: int | None
     i = _fibre(_table_targets(table), name, targetid, row)
     tid, col = list(table_targets(table).items())[i]
     try:
-        flux, ivar = grid_spectrum(name, table.data[wave_column(table)], table.data[col], col)
+        wave = wave_column(table)
+        flux, ivar = grid_spectrum(name, table.data[wave], table.data[col], col, wave)
     except ReaderError as e:
         raise QueryFileError(str(e)) from None
     return flux, ivar, f"{name} row {i} (TARGETID {tid})"
