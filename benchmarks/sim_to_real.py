@@ -52,18 +52,14 @@ PIPELINE = (("coadd-4-80613-thru20210324.fits", "redrock-4-80613-thru20210324.fi
 
 def real_spectra(real: Path) -> list[dict]:
     """Every real spectrum with a redshift: programme, targetid, z, flux, ivar, ivar_estimated."""
-    from galclip.data.desi import read_desi_spectra, read_redshifts
-    from galclip.data.desi_tables import read_flux_table
+    from galclip.data.desi import read_desi_spectra
     from galclip.data.readers import RejectLog
 
     out = []
     for prog in ANDES:
-        tids, flux, ivar = read_flux_table(real / "desi-andes" / f"coadd-{prog}-20200315.fits")
-        z = read_redshifts(real / "desi-andes" / f"zbest-{prog}-20200315.fits")
-        zmap = dict(zip(z["TARGETID"].tolist(), z["Z"].tolist(), strict=True))
-        out += [{"programme": prog.split("-")[0].upper(), "targetid": int(t), "z": zmap[int(t)],
-                 "flux": f, "ivar": iv, "ivar_estimated": True}
-                for t, f, iv in zip(tids, flux, ivar, strict=True)]
+        out += [{"programme": prog.split("-")[0].upper(), "targetid": t, "z": z, "flux": f,
+                 "ivar": iv, "ivar_estimated": True}
+                for t, z, _, f, iv in andes_table(real / "desi-andes" / f"coadd-{prog}-20200315.fits")]
     for coadd, rr in PIPELINE:
         b, _ = read_desi_spectra(real / "desi" / coadd, [real / "desi" / rr],
                                  rejects=RejectLog(strict=False))
@@ -74,31 +70,43 @@ def real_spectra(real: Path) -> list[dict]:
     return out
 
 
-def more_spectra(dirs: list[Path], seen: set[int]) -> list[dict]:
-    """Every Andes-format coadd/zbest pair in ``dirs``, targets in ``seen`` (TARGETIDs, updated)
-    skipped; each spectrum marked ``source`` = its folder."""
+def andes_table(coadd: Path) -> list[tuple]:
+    """(targetid, z, spectype, flux, estimated ivar) of every fibre of an Andes-format flux table
+    with a redshift in the ``zbest-...`` file beside it; fibres without one are reported."""
+    import sys
+
     from galclip.data.desi import read_redshifts
     from galclip.data.desi_tables import read_flux_table
 
+    zbest = coadd.with_name(coadd.name.replace("coadd-", "zbest-", 1))
+    if not zbest.exists():
+        raise SystemExit(f"{coadd}: no {zbest.name} beside it")
+    tids, flux, ivar = read_flux_table(coadd)
+    z = read_redshifts(zbest)
+    info = {int(t): (float(zz), str(st))
+            for t, zz, st in zip(z["TARGETID"], z["Z"], z["SPECTYPE"], strict=True)}
+    missing = [int(t) for t in tids if int(t) not in info]
+    if missing:
+        print(f"{coadd}: {len(missing)} fibres without a redshift in {zbest.name} skipped "
+              f"(TARGETID {missing[0]}, ...)", file=sys.stderr)
+    return [(int(t), *info[int(t)], f, iv) for t, f, iv in zip(tids, flux, ivar, strict=True)
+            if int(t) in info]
+
+
+def more_spectra(dirs: list[Path], seen: set[int]) -> list[dict]:
+    """Every Andes-format coadd/zbest pair in ``dirs``, targets in ``seen`` (TARGETIDs, updated)
+    skipped; each spectrum marked ``source`` = its folder."""
     out = []
     for d in dirs:
         for coadd in sorted(Path(d).glob("coadd-*-*-*.fits")):
-            zbest = coadd.with_name(coadd.name.replace("coadd-", "zbest-", 1))
-            if not zbest.exists():
-                raise SystemExit(f"{coadd}: no {zbest.name} beside it")
             prog = coadd.name.split("-")[1].upper()
-            tids, flux, ivar = read_flux_table(coadd)
-            z = read_redshifts(zbest)
-            info = {int(t): (float(zz), str(st)) for t, zz, st in
-                    zip(z["TARGETID"], z["Z"], z["SPECTYPE"], strict=True)}
-            for t, f, iv in zip(tids, flux, ivar, strict=True):
-                if int(t) in seen or int(t) not in info:
+            for t, z, spectype, f, iv in andes_table(coadd):
+                if t in seen:
                     continue
-                seen.add(int(t))
-                zz, st = info[int(t)]
-                name = f"{prog}-{st}" if prog == "LRGQSO" else prog
-                out.append({"programme": name, "targetid": int(t), "z": zz, "flux": f,
-                            "ivar": iv, "ivar_estimated": True, "source": str(d)})
+                seen.add(t)
+                out.append({"programme": f"{prog}-{spectype}" if prog == "LRGQSO" else prog,
+                            "targetid": t, "z": z, "flux": f, "ivar": iv, "ivar_estimated": True,
+                            "source": str(d)})
     return out
 
 
@@ -116,17 +124,13 @@ def predict(cat, spectra: list[dict], k: int = K) -> None:
 def summarise(spectra: list[dict], sim_range: tuple[float, float]) -> list[dict]:
     rows = []
     progs = sorted({s["programme"] for s in spectra})
+    in_range = [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]]
+    target = [s for s in in_range if s["programme"] in TARGET_PROGRAMMES]
+    apart = [("BGS+LRG in sim range, shared files", [s for s in target if "source" not in s]),
+             ("BGS+LRG in sim range, --more files", [s for s in target if "source" in s])]
     for name, sel in [(p, [s for s in spectra if s["programme"] == p]) for p in progs] + [
-            ("all", spectra),
-            ("in sim range", [s for s in spectra if sim_range[0] < s["z"] < sim_range[1]]),
-            ("BGS+LRG in sim range", [s for s in spectra if s["programme"] in TARGET_PROGRAMMES
-                                      and sim_range[0] < s["z"] < sim_range[1]])] + [
-            (f"BGS+LRG in sim range, {src}", [s for s in spectra
-                                              if s["programme"] in TARGET_PROGRAMMES
-                                              and sim_range[0] < s["z"] < sim_range[1]
-                                              and ("source" in s) == (src == "--more files")])
-            for src in ("shared files", "--more files")
-            if any("source" in s for s in spectra)]:
+            ("all", spectra), ("in sim range", in_range), ("BGS+LRG in sim range", target)] + (
+            apart if any("source" in s for s in spectra) else []):
         if not sel:
             continue
         dz = np.array([abs(s["z_pred"] - s["z"]) / (1 + s["z"]) for s in sel])

@@ -175,8 +175,8 @@ def estimate_ivar(flux: np.ndarray, good: np.ndarray | None = None, *,
     not negative)."""
     sigma = estimate_sigma(flux, good, starts=starts, window=window, model=model)
     ok = np.isfinite(sigma) & (sigma > 0)
-    with np.errstate(invalid="ignore"):
-        ok &= ~(np.asarray(flux, np.float64) < -NEGATIVE_SIGMA * np.where(ok, sigma, 0.0))
+    with np.errstate(invalid="ignore"):    # NaN sigma or flux: not ok already
+        ok &= ~(np.asarray(flux, np.float64) < -NEGATIVE_SIGMA * sigma)
     return np.where(ok, 1.0 / np.where(ok, sigma, 1.0) ** 2, 0.0)
 
 
