@@ -49,7 +49,7 @@ def test_unknown_precision_is_refused(tmp_path):
 def test_changing_the_precision_reruns_the_training_stages_but_not_the_simulation(monkeypatch, tmp_path):
     runs = []
 
-    def fake_steps(out, preset, n, seed, workers, precision="auto"):
+    def fake_steps(out, preset, n, seed, workers, precision="auto", reference=None):
         def step(folder):
             def run(path):
                 runs.append(folder)

@@ -41,10 +41,17 @@ def test_a_changed_simulator_default_changes_the_survey_and_everything_after(mon
     assert all(after[f] != before[f] for f in before)
 
 
+def test_the_reference_galaxies_change_the_survey_folder_and_everything_after():
+    preset = D.stage_recipes("tiny", 100, 0)
+    assert D.stage_recipes("tiny", 100, 0, reference=D.PRESETS["tiny"].reference) == preset
+    none = D.stage_recipes("tiny", 100, 0, reference=0)
+    assert all(none[f] != preset[f] for f in preset)
+
+
 def test_the_demo_reruns_the_changed_stages_in_cleared_folders(monkeypatch, tmp_path: Path):
     runs = []
 
-    def fake_steps(out, preset, n, seed, workers, precision="auto"):
+    def fake_steps(out, preset, n, seed, workers, precision="auto", reference=None):
         def step(folder):
             def run(path):
                 runs.append(folder)

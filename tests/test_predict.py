@@ -137,6 +137,27 @@ def test_galaxy_is_left_out_of_its_own_neighbours_only_in_its_own_catalog(catalo
     assert (other[:, 0] == rows).all() and np.allclose(dist2[:, 0], 0, atol=1e-3)
 
 
+def test_look_up_only_reference_rows_join_the_pool_and_never_calibrate(tmp_path):
+    """Rows labelled 'reference' (galclip simulate --reference) are neighbours, not calibration
+    galaxies: the calibration set stays the val + test galaxies."""
+    from galclip.eval.predict import open_reference
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    n = 400
+    rng = np.random.default_rng(4)
+    t = rng.uniform(0, 1, n)
+    split = np.array(["train"] * 200 + ["val"] * 25 + ["test"] * 25 + ["reference"] * 150)
+    meta = {"object_id": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n),
+            "dec": rng.uniform(-10, 10, n), "redshift": (0.05 + 0.4 * t).astype(np.float32),
+            "split": split}
+    write_catalog(tmp_path / "r", meta, {"spectrum": _curve(t, rng)}, model_sha256=SHA)
+    build_index(tmp_path / "r", "spectrum", kind="flat", verbose=False)
+    ref = open_reference(tmp_path / "r", "spectrum")
+    np.testing.assert_array_equal(ref.pool, np.isin(split, ["train", "reference"]))
+    assert (~ref.pool).sum() == 50
+
+
 @pytest.mark.slow
 def test_outputs_round_trip_with_schema_and_provenance(catalogs, tmp_path):
     from galclip.eval.predict import interval_columns, predict, read_prediction_metadata

@@ -71,10 +71,31 @@ def test_the_reference_is_stored_beside_the_index_and_reused(vector_catalog):
     load_reference(vector_catalog, "spectrum")
     path = reference_path(vector_catalog.path, "spectrum")
     stored = json.loads(path.read_text())
-    assert stored["k"] == 10 and stored["split"] == "test"
+    assert stored["k"] == 10 and stored["split"] == ["test", "reference"]
     before = path.stat().st_mtime_ns
     again = load_reference(Catalog(vector_catalog.path), "spectrum")
     assert path.stat().st_mtime_ns == before and again.threshold == stored["threshold"]
+
+
+def test_look_up_only_reference_rows_calibrate_beside_the_test_split(tmp_path):
+    """Rows labelled 'reference' (galclip simulate --reference) were never trained on: they are
+    held out like the test split, the training split is not."""
+    from galclip.search.api import Catalog
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    n = 1500
+    split = np.array(["train"] * 900 + ["val"] * 100 + ["test"] * 100 + ["reference"] * 400)
+    meta = {"object_id": np.arange(n, dtype=np.int64), "split": split,
+            "ra": np.linspace(0, 359, n), "dec": np.zeros(n),
+            "redshift": np.random.default_rng(5).uniform(0, 0.6, n).astype(np.float32)}
+    write_catalog(tmp_path / "c", meta, {"spectrum": _draw(n, 6)}, model_sha256="0" * 64)
+    build_index(tmp_path / "c", "spectrum", verbose=False)
+    cat = Catalog(tmp_path / "c")
+    ref = load_reference(cat, "spectrum")
+    assert len(ref.distances) == 500                       # 100 test + 400 reference rows
+    fresh = ood_scores(cat, "spectrum", _draw(3000, 7))
+    assert 0.002 < fresh["unfamiliar"].mean() < 0.03
 
 
 def _spectra(n: int, seed: int) -> np.ndarray:

@@ -282,6 +282,33 @@ def test_rows_do_not_depend_on_workers_and_resume_is_identical(sim, rows, tmp_pa
     assert [s["sha256"] for s in m2["shards"]] == [s["sha256"] for s in m1["shards"]]
 
 
+def test_reference_rows_follow_the_survey_and_are_never_a_training_or_evaluation_split(
+        sim, rows, tmp_path):
+    from galclip.data import open_dataset
+    from galclip.data.splits import assign_splits, split_indices
+    from galclip.sim import survey
+    from galclip.sim.survey import SimConfig, simulate_survey
+
+    survey._WORKER = sim
+    m = simulate_survey(tmp_path / "r", SimConfig(n=3, reference=3, seed=SEED, shard_size=2,
+                                                  programmes=BGS), workers=1, progress=False)
+    assert m["n_rows"] == 6 and m["provenance"]["command"].endswith("--reference 3")
+    assert m["simulator"]["reference_rows"] == {"first": 3, "n": 3, "split": "reference"}
+    ds = open_dataset(tmp_path / "r")
+    for i in range(6):      # the survey's rows are those of a run without --reference, and the
+        np.testing.assert_array_equal(ds[i]["spectrum_flux"], rows[i]["spectrum_flux"])
+    cols = ds.read_columns(["object_id", "split"])  # reference rows continue its row numbers
+    ids = cols["object_id"]
+    np.testing.assert_array_equal(ids, SEED * survey.ID_STRIDE + np.arange(6))
+    assert list(cols["split"][:3]) == list(assign_splits(ids[:3]))
+    assert list(cols["split"][3:]) == ["reference"] * 3
+    held = [split_indices(ids, s, stored=cols["split"]) for s in ("train", "val", "test")]
+    assert sorted(np.concatenate(held).tolist()) == [0, 1, 2]
+    np.testing.assert_array_equal(split_indices(ids, "reference", stored=cols["split"]), [3, 4, 5])
+    # without the column (any other dataset) no row is a reference row
+    assert split_indices(ids, "reference").size == 0
+
+
 def test_report_shows_each_instrument_effect_beside_real_desi(sim, tmp_path, real_data,
                                                              monkeypatch):
     from galclip.sim import survey

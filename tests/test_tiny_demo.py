@@ -55,7 +55,13 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path, tiny_demo):
     from galclip.data import validate_dataset
     from galclip.search.catalog import read_catalog_manifest
 
-    assert validate_dataset(run / "data")["n_rows"] == 240
+    # the survey's 240 galaxies and the preset's 48 look-up-only ones after them
+    assert validate_dataset(run / "data")["n_rows"] == 240 + 48
+    from galclip.data import open_dataset
+    from galclip.data.splits import split_indices
+
+    cols = open_dataset(run / "data").read_columns(["object_id", "split"])
+    assert (cols["split"][240:] == "reference").all() and "reference" not in cols["split"][:240]
     for enc in ("pretrain-image", "pretrain-spectrum"):
         from galclip.models import load_encoder
 
@@ -64,10 +70,13 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path, tiny_demo):
 
     galclip.load_model(run / "align" / "model.safetensors")
     cat = read_catalog_manifest(run / "catalog", verify_checksums=True)
-    assert cat["n_rows"] == 240
+    assert cat["n_rows"] == 240 + 48        # the catalog holds both
     assert (run / "catalog" / "index-image.faiss").exists()
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["results"] and (run / "report" / "report.html").exists()
+    # the evaluation's train and test rows are the survey's, never a reference row
+    for split, n in metrics["splits"].items():
+        assert n == len(split_indices(cols["object_id"], split, stored=cols["split"])) <= 240
     assert (run / "data-realism" / "realism.md").exists()  # beside the dataset, not inside it
 
 

@@ -9,14 +9,17 @@ classes (BGS Bright and Faint, LRG, ELG), each selected with DESI's DR9 cuts on 
 Legacy Survey photometry (docs/simulate.md). --report compares a dataset with real data, the
 instrument effects included. --deep-fraction sets the share of spectra observed 2-5x deeper, as
 DESI's Survey Validation was (default 0.25; 0 for the main survey alone). A row depends only on
-(seed, row index), whatever --workers is; a
-killed run resumes from its finished
-shards when rerun with the same command.
+(seed, row index), whatever --workers is; a killed run resumes from its finished shards when
+rerun with the same command. --reference N adds N more galaxies of the same survey after the n,
+labelled split "reference": never trained on or evaluated, only looked up (the search catalog,
+the OOD score and `galclip predict` then hold n + N galaxies; a model reads real spectra better
+from a denser reference, docs/evaluate.md). The first n rows are those of the run without it.
 
 Examples:
   galclip simulate --n 240 --out runs/demo/sim-240 --seed 0
   galclip simulate --n 240 --out runs/demo/sim-elg --programmes bgs,lrg,elg
   galclip simulate --n 240 --out runs/demo/sim-main --deep-fraction 0
+  galclip simulate --n 240 --reference 720 --out runs/demo/sim-ref
   galclip simulate --report runs/demo/data
   galclip simulate --report runs/demo/data --report-out runs/demo/realism
 """
@@ -35,6 +38,9 @@ DEFAULT_PROGRAMMES = ["bgs", "lrg"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, help="number of galaxies")
+    p.add_argument("--reference", type=int_range(0), default=SimConfig.reference,
+                   help="look-up-only galaxies simulated after the n, split 'reference' "
+                        "(default %(default)s)")
     p.add_argument("--out", type=new_dir, help="output dataset folder (new, empty, or an interrupted run)")
     p.add_argument("--seed", type=int_range(0), default=SimConfig.seed,
                    help="random seed (default %(default)s)")
@@ -70,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
     from galclip.sim.targeting import parse_programmes
 
     programmes = ",".join(parse_programmes(",".join(args.programmes)))
-    cfg = SimConfig(n=args.n, seed=args.seed, programmes=programmes, mag_limit=args.mag_limit,
-                    shard_size=args.shard_size, image_ivar=args.image_ivar,
+    cfg = SimConfig(n=args.n, seed=args.seed, reference=args.reference, programmes=programmes,
+                    mag_limit=args.mag_limit, shard_size=args.shard_size, image_ivar=args.image_ivar,
                     deep_fraction=args.deep_fraction)
     m = simulate_survey(args.out, cfg, workers=args.workers, progress=not args.no_progress)
     shares = m.get("simulator", {}).get("programmes", {}).get("share", {})
-    print(f"{args.out}: {m['n_rows']} galaxies in {len(m['shards'])} shards ("
+    print(f"{args.out}: {m['n_rows']} galaxies"
+          + (f" ({cfg.n} survey + {cfg.reference} reference)" if cfg.reference else "")
+          + f" in {len(m['shards'])} shards ("
           + ", ".join(f"{p} {100 * f:.0f} %" for p, f in shares.items()) + ")")
     return 0

@@ -3,6 +3,11 @@
 A galaxy's split depends only on its ``object_id`` (a 64-bit hash, splitmix64), never on row
 order or dataset size, so every stage (pretraining, alignment, evaluation, baselines) agrees
 on which galaxies are held out. A dataset with a ``split`` column uses that column instead.
+
+That column may also label rows :data:`REFERENCE`: galaxies that are only looked up, never
+trained on or evaluated (``galclip simulate --reference N`` adds N such rows after the survey, so
+the search catalog, the OOD score and ``galclip predict`` have a denser reference than the
+training survey; docs/simulate.md). They belong to none of :data:`SPLITS`.
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import numpy as np
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 SPLITS = ("train", "val", "test")
+REFERENCE = "reference"          # a stored label: look-up only, never trained on or evaluated
+LABELS = (*SPLITS, REFERENCE)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -44,9 +51,10 @@ def assign_splits(object_ids: np.ndarray, fractions: dict[str, float] | None = N
 
 def split_indices(object_ids: np.ndarray, split: str, fractions: dict[str, float] | None = None,
                   stored: np.ndarray | None = None) -> np.ndarray:
-    """Row indices of ``split``; uses a stored ``split`` column when the dataset has one."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+    """Row indices of ``split`` (one of :data:`LABELS`); uses a stored ``split`` column when the
+    dataset has one (without one, no row is :data:`REFERENCE`)."""
+    if split not in LABELS:
+        raise ValueError(f"unknown split {split!r}; choose from {LABELS}")
     labels = np.asarray(stored).astype(str) if stored is not None else assign_splits(
         object_ids, fractions)
     return np.flatnonzero(labels == split)

@@ -5,8 +5,9 @@ For every galaxy of an embedding catalog, its k nearest neighbours in a labelled
 catalog (the reference's FAISS index; in the image or spectrum space, or both) give a point
 estimate (inverse-distance weighted mean, as AstroCLIP's zero-shot k-NN, Parker et al. 2024,
 Sec. 5.1), 68 % and 95 % intervals and, for redshift, a density on a fixed grid. The neighbour
-pool is the reference's training split; its other galaxies (val + test: held out from the pool
-and, when the reference is the model's own dataset, never trained on) calibrate the intervals
+pool is the reference's training split and its look-up-only ``reference`` rows (``galclip
+simulate --reference``); its val + test galaxies (held out from the pool and, when the reference
+is the model's own dataset, never trained on) calibrate the intervals
 and the density (``galclip.eval.conformal``: CQR-r intervals, PIT-recalibrated density). On new
 galaxies from the reference's population the 68 % interval then holds the truth 68 % of the
 time (marginally, over galaxies; not for every kind of galaxy separately).
@@ -316,7 +317,7 @@ class Reference:
     properties: list[str]
     labels: np.ndarray            # (N, P) float64
     object_id: np.ndarray         # (N,)
-    pool: np.ndarray              # (N,) bool: the neighbour pool (train split)
+    pool: np.ndarray              # (N,) bool: the neighbour pool (train + reference rows)
     searchers: dict[str, Searcher]
     grid: Grid | None
     floor: np.ndarray             # (P,) smallest interval width used to scale scores
@@ -355,8 +356,8 @@ def open_reference(path: str | Path, from_: str = "spectrum",
     if empty:
         raise PredictError(f"{path}: the reference has no value (all NaN) of {empty}")
     pool = np.zeros(cat.n_rows, bool)
-    pool[split_indices(cat.meta["object_id"], "train",
-                       stored=cat.meta.get("split"))] = True
+    for split in ("train", "reference"):     # reference: look-up-only rows (galclip.data.splits)
+        pool[split_indices(cat.meta["object_id"], split, stored=cat.meta.get("split"))] = True
     searchers = {}
     for m in modalities_of(from_):
         if m not in cat.modalities:

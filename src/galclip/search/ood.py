@@ -4,8 +4,9 @@ Score (deep nearest neighbours, Sun et al. 2022, ICML, "Out-of-Distribution Dete
 Deep Nearest Neighbors"): the cosine distance d_k = 1 - cos from the query's embedding to its
 k-th nearest catalog embedding of the same modality (:data:`K_OOD`). A raw distance means
 nothing across models, so it is calibrated against the catalog's held-out galaxies: every
-test-split row (:func:`galclip.data.splits.split_indices`) gets its own d_k against the rest of
-the catalog (itself left out, so it is scored as a new query would be), and
+test-split row and every look-up-only ``reference`` row (:data:`HELDOUT_SPLITS`,
+:func:`galclip.data.splits.split_indices`; neither was trained on) gets its own d_k against the
+rest of the catalog (itself left out, so it is scored as a new query would be), and
 
     ood_score(q) = fraction of held-out rows whose d_k is smaller than d_k(q)      in [0, 1]
     unfamiliar(q) = d_k(q) > the (1 - FLAG_FRACTION) quantile of the held-out d_k
@@ -63,7 +64,7 @@ from galclip import conventions as C
 
 K_OOD = 10              # neighbour whose distance is the score
 FLAG_FRACTION = 0.01    # share of held-out catalog galaxies flagged unfamiliar
-REFERENCE_SPLIT = "test"
+HELDOUT_SPLITS = ("test", "reference")   # rows no model was trained on: they calibrate
 MAX_REFERENCE = 5_000   # held-out rows scored for the reference (a seeded sample above): the
                         # flagged share is then 1 % +- 0.14 % (binomial), at one k-NN search each
 K_Z = 16                # neighbours whose median redshift the template check tests
@@ -122,7 +123,7 @@ class OODReference:
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "modality": self.modality, "k": self.k,
-                "flag_fraction": FLAG_FRACTION, "split": REFERENCE_SPLIT, "key": self.key,
+                "flag_fraction": FLAG_FRACTION, "split": list(HELDOUT_SPLITS), "key": self.key,
                 "threshold": self.threshold, "distances": self.distances.tolist(),
                 "template_check": None if self.check is None else self.check.to_json()}
 
@@ -238,9 +239,9 @@ def _heldout(catalog, modality: str, k: int):
     loaded = catalog.index(modality)
     ids = catalog.meta["object_id"][loaded.rows]
     stored = catalog.meta["split"][loaded.rows] if "split" in catalog.meta else None
-    pos = split_indices(ids, REFERENCE_SPLIT, stored=stored)
+    pos = np.sort(np.concatenate([split_indices(ids, s, stored=stored) for s in HELDOUT_SPLITS]))
     if len(pos) == 0:
-        raise ValueError(f"catalog {catalog.path} has no {REFERENCE_SPLIT}-split rows with a "
+        raise ValueError(f"catalog {catalog.path} has no {' or '.join(HELDOUT_SPLITS)} rows with a "
                          f"{modality} embedding to calibrate the OOD score on")
     if len(pos) > MAX_REFERENCE:
         pos = np.sort(np.random.default_rng(0).choice(pos, MAX_REFERENCE, replace=False))

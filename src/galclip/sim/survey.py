@@ -8,6 +8,12 @@ consecutive indices; workers produce whole shards and write them atomically, so 
 is identical whatever the number of workers, and a killed run resumes from its finished
 shards (``.galclip-sim.json`` in the output folder records the run's settings).
 
+``reference`` galaxies (``--reference``) are rows n ... n + reference - 1 of the same survey,
+simulated alike and labelled ``split = "reference"`` (:data:`galclip.data.splits.REFERENCE`):
+training and evaluation never see them, while the search catalog, the OOD score and ``galclip
+predict`` look them up. The survey's own rows are then the rows an ``n``-galaxy run writes, with
+their usual object-id splits stored in the same column.
+
 The catalogue's measured fluxes ``flux_g/r/z`` draw their noise from a second generator of the
 row, ``default_rng([seed, index, PHOTOMETRY_STREAM])``, so that adding them left every other
 column (images, spectra, truths) of a seed unchanged.
@@ -43,6 +49,8 @@ class SimConfig:
 
     n: int
     seed: int = 0
+    #: look-up-only galaxies simulated after the n survey galaxies (module docstring)
+    reference: int = 0
     #: DESI target classes written (``targeting.PROGRAMMES`` names, comma-separated)
     programmes: str = "lrg,bgs_bright,bgs_faint"
     mag_limit: float | None = None   # an extra r-band limit on top of the target selection
@@ -55,9 +63,12 @@ class SimConfig:
     def validate(self) -> None:
         if not isinstance(self.n, (int, np.integer)) or self.n <= 0:
             raise ValueError(f"--n must be a positive number of galaxies, got {self.n}")
-        if self.n >= ID_STRIDE:
-            raise ValueError(f"--n must be below {ID_STRIDE} (object ids are seed * {ID_STRIDE} "
-                             f"+ row), got {self.n}")
+        if not isinstance(self.reference, (int, np.integer)) or self.reference < 0:
+            raise ValueError(f"--reference must be a number of galaxies >= 0, got "
+                             f"{self.reference}")
+        if self.n_rows >= ID_STRIDE:
+            raise ValueError(f"--n + --reference must be below {ID_STRIDE} (object ids are seed * "
+                             f"{ID_STRIDE} + row), got {self.n_rows}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"--seed must be in [0, {MAX_SEED}] (object ids are seed * "
                              f"{ID_STRIDE} + row and must fit int64), got {self.seed}")
@@ -70,6 +81,22 @@ class SimConfig:
         from galclip.sim.targeting import parse_programmes
 
         parse_programmes(self.programmes)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows written: the survey's n and the reference galaxies after them."""
+        return self.n + self.reference
+
+    def split_labels(self, rows: range) -> np.ndarray | None:
+        """The stored ``split`` of ``rows`` (None without reference galaxies: splits then come
+        from the object ids alone, as for any dataset without the column)."""
+        if not self.reference:
+            return None
+        from galclip.data.splits import REFERENCE, assign_splits
+
+        idx = np.asarray(rows)
+        labels = assign_splits(np.array([object_id(self.seed, i) for i in idx], np.int64))
+        return np.where(idx < self.n, labels, REFERENCE).astype(str)
 
     def programme_list(self):
         """The requested :class:`~galclip.sim.targeting.Programme` objects."""
@@ -585,15 +612,19 @@ def _init_worker(cfg_dict: dict, parent: int | None = None) -> None:
 
 
 def _shard_rows(cfg: SimConfig, shard: int) -> range:
-    return range(shard * cfg.shard_size, min((shard + 1) * cfg.shard_size, cfg.n))
+    return range(shard * cfg.shard_size, min((shard + 1) * cfg.shard_size, cfg.n_rows))
 
 
 def _make_shard(args: tuple[str, int]) -> dict[str, Any]:
     from galclip.data.format import shard_name, write_shard
 
     out, shard = args
-    rows = [_WORKER.simulate(i) for i in _shard_rows(_WORKER.cfg, shard)]
+    index = _shard_rows(_WORKER.cfg, shard)
+    rows = [_WORKER.simulate(i) for i in index]
     columns = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+    split = _WORKER.cfg.split_labels(index)
+    if split is not None:
+        columns["split"] = split
     return write_shard(Path(out) / shard_name(shard), columns)
 
 
@@ -627,7 +658,7 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
     state.save()
     remove_stale_temporaries(out)
     done = {}
-    for shard in range(-(-cfg.n // cfg.shard_size)):
+    for shard in range(-(-cfg.n_rows // cfg.shard_size)):
         p = out / shard_name(shard)
         if p.exists():
             import pyarrow as pa
@@ -645,7 +676,8 @@ def _prepare_output(out: Path, cfg: SimConfig) -> dict[int, dict]:
 
 def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
                     progress: bool = True) -> dict[str, Any]:
-    """Simulate ``cfg.n`` galaxies into the dataset folder ``out``; returns the manifest."""
+    """Simulate ``cfg.n`` galaxies (and ``cfg.reference`` look-up-only ones after them) into the
+    dataset folder ``out``; returns the manifest."""
     from tqdm import tqdm
 
     from galclip.data.format import (
@@ -663,14 +695,14 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
     if (out / MANIFEST).exists() and (out / STATE_FILE).exists():
         state = _state(out, cfg)  # the manifest is written last: the same run, complete
         if not state.complete:    # (killed between the manifest and this mark)
-            state.mark_complete({"n_rows": cfg.n})
+            state.mark_complete({"n_rows": cfg.n_rows})
         remove_stale_temporaries(out)
         return read_manifest(out)
     done = _prepare_output(out, cfg)
-    todo = [s for s in range(-(-cfg.n // cfg.shard_size)) if s not in done]
+    todo = [s for s in range(-(-cfg.n_rows // cfg.shard_size)) if s not in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     t0 = time.time()
-    bar = tqdm(total=cfg.n, initial=sum(d["n_rows"] for d in done.values()), unit="gal",
+    bar = tqdm(total=cfg.n_rows, initial=sum(d["n_rows"] for d in done.values()), unit="gal",
                desc="simulate", disable=not progress, smoothing=0.1)
     try:
         for entry in _run_shards(out, cfg, todo, workers):
@@ -680,11 +712,15 @@ def simulate_survey(out: str | Path, cfg: SimConfig, workers: int | None = None,
         bar.close()
     shards = [done[s] for s in sorted(done)]
     prov = Provenance(command=f"galclip simulate --n {cfg.n} --out {out} --seed {cfg.seed} "
-                              f"--programmes {cfg.programmes}", config=asdict(cfg), seed=cfg.seed)
+                              f"--programmes {cfg.programmes}"
+                              + (f" --reference {cfg.reference}" if cfg.reference else ""),
+                      config=asdict(cfg), seed=cfg.seed)
     info = _simulator_info(time.time() - t0, workers)
     info["programmes"] = programme_shares(out, shards, cfg)
+    if cfg.reference:
+        info["reference_rows"] = {"first": cfg.n, "n": cfg.reference, "split": "reference"}
     manifest = write_manifest(out, shards, prov, extra={"simulator": info})
-    _state(out, cfg).mark_complete({"n_rows": cfg.n})
+    _state(out, cfg).mark_complete({"n_rows": cfg.n_rows})
     return manifest
 
 
