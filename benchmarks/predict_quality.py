@@ -34,9 +34,11 @@ PROPERTIES = ("redshift", "log_mstar")
 
 
 def truth(catalog: Path, columns) -> dict[str, np.ndarray]:
-    from galclip.search.catalog import read_catalog_table
+    """The catalog's ids and true ``columns`` (and its stored ``split`` where it has one)."""
+    from galclip.search.catalog import read_catalog_manifest, read_catalog_table
 
-    t = read_catalog_table(catalog, ["object_id", *columns])
+    stored = ["split"] if "split" in read_catalog_manifest(catalog)["columns"] else []
+    t = read_catalog_table(catalog, ["object_id", *columns, *stored])
     return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
 
 
@@ -117,15 +119,16 @@ def evaluate_rows(path: Path | None) -> dict:
 
 
 def predict_all(catalogs: list[Path], reference: Path, src: str, k: int,
-                calibration: list[Path] = ()):
+                calibration: list[Path] = (), pdf_bins: int | None = None):
     """predict each catalog from the reference; one table (rows in catalog order) and the
     metadata of the last (the calibration depends on the reference only)."""
     import pyarrow as pa
 
     from galclip.eval.predict import predict
 
+    extra = {"pdf_bins": pdf_bins} if pdf_bins else {}
     runs = [predict(c, reference, from_=src, properties=list(PROPERTIES), k=k,
-                    calibration=calibration) for c in catalogs]
+                    calibration=calibration, **extra) for c in catalogs]
     return pa.concat_tables([r.table for r in runs]), runs[-1].metadata
 
 
@@ -150,6 +153,8 @@ def main() -> None:
     p.add_argument("--calibration", action="append", default=[],
                    help="extra calibration catalog (galclip predict --calibration); repeatable")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--pdf-bins", type=int, default=None,
+                   help="redshift grid bins (galclip predict --pdf-bins; default predict's)")
     p.add_argument("--split", default=None, choices=("train", "val", "test"),
                    help="score only the catalog's galaxies of this split (with --catalog = "
                         "--reference and --split test: the galaxies evaluate scores)")
@@ -158,20 +163,21 @@ def main() -> None:
 
     catalogs = [Path(c) for c in args.catalog]
     parts = [truth(c, PROPERTIES) for c in catalogs]
-    true = {c: np.concatenate([t[c] for t in parts]) for c in parts[0]}
+    true = {c: np.concatenate([t[c] for t in parts]) for c in parts[0] if all(c in t for t in parts)}
     keep = None
     if args.split:
         from galclip.data.splits import split_indices
 
         offsets = np.cumsum([0] + [len(t["object_id"]) for t in parts])
-        keep = np.sort(np.concatenate([o + split_indices(t["object_id"], args.split)
+        keep = np.sort(np.concatenate([o + split_indices(t["object_id"], args.split,
+                                                         stored=t.get("split"))
                                        for o, t in zip(offsets, parts, strict=False)]))
         true = {c: v[keep] for c, v in true.items()}
     ev = evaluate_rows(Path(args.evaluate) if args.evaluate else None)
     res = {}
     for src in ("spectrum", "image"):
         table, meta = predict_all(catalogs, Path(args.reference), src, args.k,
-                                  [Path(c) for c in args.calibration])
+                                  [Path(c) for c in args.calibration], args.pdf_bins)
         table = table if keep is None else table.take(keep)
         zev = evaluate_estimator(Path(args.reference), catalogs, src, args.k)
         zev = zev if keep is None else zev[keep]
@@ -181,6 +187,7 @@ def main() -> None:
                                                        table.column("redshift").to_numpy(), zev)
         res[src] = {"scores": score(table, meta, true), "calibration": meta["calibration"],
                     "n": table.num_rows, "evaluate": ev.get(src, {}),
+                    "pdf_grid": {k: meta["redshift_pdf_grid"][k] for k in ("step", "n")},
                     "evaluate_estimator_same_galaxies": same}
     print(f"{sum(len(t['object_id']) for t in parts)} galaxies from {len(catalogs)} catalog(s)"
           f"{'' if keep is None else f', {len(keep)} of split {args.split}'}")
@@ -203,7 +210,8 @@ def main() -> None:
               f"only {po['evaluate_only']}, both {po['both']} (McNemar p = {po['mcnemar_p']:.2f})")
     for src, r in res.items():
         n_cal = r["calibration"]["n_calibration"]
-        print(f"{src}: n = {r['n']}, n_cal = {n_cal}: {coverage_noise(r['scores'], r['n'], n_cal)}")
+        print(f"{src}: n = {r['n']}, n_cal = {n_cal}: {coverage_noise(r['scores'], r['n'], n_cal)}; "
+              f"redshift grid {r['pdf_grid']['n']} bins of {r['pdf_grid']['step']:.5f}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
 

@@ -119,6 +119,52 @@ def test_intervals_cover_the_truth_as_promised_on_new_galaxies(catalogs):
     assert np.median(wide[query["redshift"] > 0.35]) > 2 * np.median(wide[query["redshift"] < 0.15])
 
 
+def test_the_redshift_grid_resolves_sharp_densities_that_300_bins_cannot_calibrate(tmp_path):
+    """Neighbours that agree on z to ~0.0006 (a spectrum's, from a dense reference): on a
+    300-bin grid (0.0045 a bin) the PIT map, applied at the bin edges, cannot make the query
+    PIT uniform; the default grid takes as many bins as the neighbours need."""
+    from galclip.eval.predict import predict
+    from galclip.search.catalog import write_catalog
+    from galclip.search.index import build_index
+
+    def sharp(path, n, seed, first_id):
+        rng = np.random.default_rng(seed)
+        t = rng.uniform(0, 1, n)
+        meta = {"object_id": np.arange(first_id, first_id + n, dtype=np.int64),
+                "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 10, n),
+                "redshift": (0.05 + 1.1 * t + rng.normal(0, 0.0006, n)).astype(np.float32)}
+        write_catalog(path, meta, {"spectrum": _curve(t, rng, noise=0.0005)}, model_sha256=SHA)
+        build_index(path, "spectrum", kind="flat", verbose=False)
+        return meta
+
+    sharp(tmp_path / "ref", 12000, 0, 0)
+    query = sharp(tmp_path / "q", 2000, 1, 10**6)
+
+    def pit_ks(res):
+        g = cf.Grid(**{k: v for k, v in res.metadata["redshift_pdf_grid"].items() if k != "centres"})
+        pdf = np.stack(res.table.column("redshift_pdf").to_numpy(zero_copy_only=False))
+        return cf.pit_ks(cf.cdf_at(pdf, g, query["redshift"])), g.n
+
+    fixed, n_fixed = pit_ks(predict(tmp_path / "q", tmp_path / "ref", properties=["redshift"],
+                                    pdf_bins=300))
+    auto, n_auto = pit_ks(predict(tmp_path / "q", tmp_path / "ref", properties=["redshift"]))
+    assert n_fixed == 300 and cf.MIN_BINS < n_auto <= cf.MAX_BINS
+    assert fixed > 0.08 and auto < 0.05, (fixed, auto, n_auto)
+
+
+def test_grid_bins_follow_the_neighbours_spread_within_bounds():
+    rng = np.random.default_rng(0)
+    values = np.array([0.0, 1.2])
+    w = np.ones((200, 32))
+    bins = {s: cf.Grid.resolving(values, 0.5 + rng.normal(0, s, (200, 32)), w).n
+            for s in (1e-1, 1e-2, 3e-3, 1e-6)}
+    assert bins[1e-1] == cf.MIN_BINS and bins[1e-6] == cf.MAX_BINS
+    assert cf.MIN_BINS < bins[1e-2] < bins[3e-3] < cf.MAX_BINS
+    z = 0.5 + rng.normal(0, 1e-2, (200, 32))
+    step, bw = cf.Grid.resolving(values, z, w).step, cf.silverman_bandwidth(z, w, 0.0)
+    assert step == pytest.approx(np.median(bw) / cf.BINS_PER_BANDWIDTH, rel=0.05)
+
+
 def test_galaxy_is_left_out_of_its_own_neighbours_only_in_its_own_catalog(catalogs):
     from galclip.eval.predict import Reference, _same_galaxies, open_reference
     from galclip.search.catalog import read_catalog_manifest

@@ -25,7 +25,7 @@ from galclip.argtypes import int_range
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from galclip.eval.predict import CHUNK_ROWS, FROM, PDF_BINS, K
+    from galclip.eval.predict import CHUNK_ROWS, FROM, K
 
     p.add_argument("catalog", help="catalog folder of the galaxies to predict (galclip embed)")
     p.add_argument("--reference", required=True,
@@ -46,8 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int_range(1), default=None,
                    help="threads predicting chunks at once (default: one per usable core; the "
                         "output is the same for any number)")
-    p.add_argument("--pdf-bins", type=int_range(8, 100_000), default=PDF_BINS,
-                   help="bins of the redshift density grid (default %(default)s)")
+    p.add_argument("--pdf-bins", type=int_range(8, 100_000), default=None,
+                   help="bins of the redshift density grid (default: as many as resolve the "
+                        "reference's neighbours, two across the median kernel bandwidth, "
+                        "300-4000)")
     p.add_argument("--redshift-check", action="store_true",
                    help="flag a spectrum also when its neighbours' redshift disagrees with a "
                         "template fit of the spectrum, read from the catalog's dataset (the "

@@ -46,29 +46,35 @@ def _prepare(train_x: np.ndarray, test_x: np.ndarray, l2: bool) -> tuple[np.ndar
 
 
 def calibrated_redshifts(train_x: np.ndarray, z_train: np.ndarray, test_x: np.ndarray,
-                         k: int = 64, l2: bool = False, seed: int = 0, pdf_bins: int = 300
-                         ) -> dict[str, np.ndarray]:
-    """Point estimates (n,), calibrated intervals (n, L, 2) and densities (n, G) with the grid."""
-    from galclip.eval.predict import combine, estimate
+                         k: int = 64, l2: bool = False, seed: int = 0,
+                         pdf_bins: int | None = None) -> dict[str, np.ndarray]:
+    """Point estimates (n,), calibrated intervals (n, L, 2) and densities (n, G) with the grid
+    (``pdf_bins`` bins, or as many as resolve the calibration galaxies' neighbours: galclip
+    predict's rule, :func:`galclip.eval.predict.resolving_grid`)."""
+    from galclip.eval.predict import combine, estimate, resolving_grid
 
     ok = np.isfinite(train_x).all(1) & np.isfinite(z_train)
     train_x, z = train_x[ok], np.asarray(z_train, float)[ok]
     tr, te = _prepare(train_x, test_x, l2)
     cal = np.random.default_rng(seed).random(len(tr)) < CALIBRATION_FRACTION
     searcher = _searcher(tr, ~cal, l2)
-    grid = cf.Grid.covering(z, pdf_bins)
     labels = z[:, None]
     floor = np.array([1e-3 * np.std(z)])
 
-    def raw(x):
-        rows, w, dist = combine([searcher.search(np.ascontiguousarray(x, np.float32), k)])
-        return estimate(labels, rows, w, dist, 0, grid)
+    def found(x):
+        return combine([searcher.search(np.ascontiguousarray(x, np.float32), k)])
+
+    nb_cal = found(tr[cal])
+    grid = cf.Grid.covering(z, pdf_bins) if pdf_bins else resolving_grid(labels, 0, *nb_cal)
+
+    def raw(nb):
+        return estimate(labels, *nb, 0, grid)
 
     from galclip.eval.predict import calibrate, pit_of
 
-    est_cal = raw(tr[cal])
+    est_cal = raw(nb_cal)
     calib = calibrate(est_cal.raw, labels[cal], pit_of(est_cal, grid, z[cal]), ["redshift"], floor)
-    est = raw(te)
+    est = raw(found(te))
     return {"point": est.point[:, 0], "intervals": calib.intervals.apply(est.raw)[:, :, :, 0],
             "pdf": calib.pit.apply(est.pdf, grid), "grid": grid}
 
