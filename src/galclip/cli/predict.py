@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "output is the same for any number)")
     p.add_argument("--pdf-bins", type=int_range(8, 100_000), default=None,
                    help="bins of the redshift density grid (default: as many as resolve the "
-                        "reference's neighbours, two across the median kernel bandwidth, "
+                        "reference's neighbours, three across their median kernel bandwidth, "
                         "300-4000)")
     p.add_argument("--redshift-check", action="store_true",
                    help="flag a spectrum also when its neighbours' redshift disagrees with a "

@@ -479,7 +479,7 @@ def open_calibration(path: str | Path, ref: Reference, query_manifest: dict[str,
 
 def resolve_grid(ref: Reference, k: int) -> Reference:
     """``ref`` with a redshift grid fine enough for its neighbours (:meth:`Grid.resolving`:
-    two bins across the median kernel bandwidth, 300-4000 bins), judged on the neighbours of
+    three bins across the median kernel bandwidth, 300-4000 bins), judged on the neighbours of
     at most :data:`GRID_SAMPLE` of its held-out galaxies (a seeded sample): a spectrum's
     neighbours can agree on the redshift to well under the 300-bin grid's 0.0045."""
     cal = np.flatnonzero(~ref.pool)
