@@ -307,6 +307,12 @@ def test_reference_rows_follow_the_survey_and_are_never_a_training_or_evaluation
     np.testing.assert_array_equal(split_indices(ids, "reference", stored=cols["split"]), [3, 4, 5])
     # without the column (any other dataset) no row is a reference row
     assert split_indices(ids, "reference").size == 0
+    # killed in the reference rows (manifest and last shard missing): the rerun finishes them
+    (tmp_path / "r" / "manifest.json").unlink()
+    (tmp_path / "r" / "part-00002.parquet").unlink()
+    again = simulate_survey(tmp_path / "r", SimConfig(n=3, reference=3, seed=SEED, shard_size=2,
+                                                      programmes=BGS), workers=1, progress=False)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in m["shards"]]
 
 
 def test_report_shows_each_instrument_effect_beside_real_desi(sim, tmp_path, real_data,

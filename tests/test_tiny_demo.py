@@ -75,6 +75,7 @@ def test_readme_runnable_blocks_and_demo_artefacts(tmp_path, tiny_demo):
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["results"] and (run / "report" / "report.html").exists()
     # the evaluation's train and test rows are the survey's, never a reference row
+    assert any(note.startswith("48 look-up-only galaxies") for note in metrics["notes"])
     for split, n in metrics["splits"].items():
         assert n == len(split_indices(cols["object_id"], split, stored=cols["split"])) <= 240
     assert (run / "data-realism" / "realism.md").exists()  # beside the dataset, not inside it

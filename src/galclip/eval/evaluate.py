@@ -99,7 +99,8 @@ def load_split_rows(ds, cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError(f"{ds.path}: the split '{sel}' that k is chosen on (knn.select_split) "
                          "shares galaxies with the training or the evaluation split")
     return {"train": train, "test": test, "select": select, "labels": labels,
-            "unpaired": int((~paired).sum())}
+            "unpaired": int((~paired).sum()),
+            "reference": len(split_indices(labels["object_id"], "reference", stored=stored))}
 
 
 def _shared(labels: Mapping[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> bool:
@@ -532,6 +533,10 @@ def prepare(model_path: Path, data_dir: Path, out_dir: Path, cfg: EvalConfig,
     if rows["unpaired"]:
         ctx.notes.append(f"{rows['unpaired']} galaxies lack an image or a spectrum "
                          "(has_image/has_spectrum) and are left out")
+    if rows["reference"]:
+        ctx.notes.append(f"{rows['reference']} look-up-only galaxies (split 'reference', galclip "
+                         "simulate --reference) are in the dataset and its catalog; no k-NN, "
+                         "probe or baseline here uses them")
     missing = [p for p in cfg.properties if p not in props]
     if missing:
         ctx.notes.append(f"properties not in the data, skipped: {missing}")
