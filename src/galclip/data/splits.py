@@ -53,8 +53,16 @@ def split_indices(object_ids: np.ndarray, split: str, fractions: dict[str, float
                   stored: np.ndarray | None = None) -> np.ndarray:
     """Row indices of ``split`` (one of :data:`LABELS`); uses a stored ``split`` column when the
     dataset has one (without one, no row is :data:`REFERENCE`)."""
-    if split not in LABELS:
-        raise ValueError(f"unknown split {split!r}; choose from {LABELS}")
+    return rows_in(object_ids, (split,), fractions, stored)
+
+
+def rows_in(object_ids: np.ndarray, splits: tuple[str, ...], fractions: dict[str, float] | None = None,
+            stored: np.ndarray | None = None) -> np.ndarray:
+    """Row indices (increasing) of any of ``splits`` (e.g. the rows no model trained on:
+    ``("test", "reference")``), the labels read or assigned once."""
+    unknown = [s for s in splits if s not in LABELS]
+    if unknown:
+        raise ValueError(f"unknown split {unknown[0]!r}; choose from {LABELS}")
     labels = np.asarray(stored).astype(str) if stored is not None else assign_splits(
         object_ids, fractions)
-    return np.flatnonzero(labels == split)
+    return np.flatnonzero(np.isin(labels, splits))

@@ -333,7 +333,7 @@ def open_reference(path: str | Path, from_: str = "spectrum",
                    properties: Sequence[str] | None = None, pdf_bins: int | None = None
                    ) -> Reference:
     """Open a reference catalog: labels, pool / calibration split and the modalities' indexes."""
-    from galclip.data.splits import split_indices
+    from galclip.data.splits import rows_in
     from galclip.search.api import Catalog
     from galclip.search.catalog import CatalogError, catalog_fingerprint
     from galclip.search.index import ListScan
@@ -357,9 +357,8 @@ def open_reference(path: str | Path, from_: str = "spectrum",
     empty = [p for p, n in zip(props, np.isfinite(labels).sum(0), strict=True) if n == 0]
     if empty:
         raise PredictError(f"{path}: the reference has no value (all NaN) of {empty}")
-    pool = np.zeros(cat.n_rows, bool)
-    for split in ("train", "reference"):     # reference: look-up-only rows (galclip.data.splits)
-        pool[split_indices(cat.meta["object_id"], split, stored=cat.meta.get("split"))] = True
+    pool = np.zeros(cat.n_rows, bool)     # reference: look-up-only rows (galclip.data.splits)
+    pool[rows_in(cat.meta["object_id"], ("train", "reference"), stored=cat.meta.get("split"))] = True
     searchers = {}
     for m in modalities_of(from_):
         if m not in cat.modalities:

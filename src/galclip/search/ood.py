@@ -5,7 +5,7 @@ Deep Nearest Neighbors"): the cosine distance d_k = 1 - cos from the query's emb
 k-th nearest catalog embedding of the same modality (:data:`K_OOD`). A raw distance means
 nothing across models, so it is calibrated against the catalog's held-out galaxies: every
 test-split row and every look-up-only ``reference`` row (:data:`HELDOUT_SPLITS`,
-:func:`galclip.data.splits.split_indices`; neither was trained on) gets its own d_k against the
+:func:`galclip.data.splits.rows_in`; neither was trained on) gets its own d_k against the
 rest of the catalog (itself left out, so it is scored as a new query would be), and
 
     ood_score(q) = fraction of held-out rows whose d_k is smaller than d_k(q)      in [0, 1]
@@ -234,12 +234,12 @@ def with_check(catalog, ref: OODReference) -> OODReference:
 def _heldout(catalog, modality: str, k: int):
     """The held-out rows that calibrate the score: (loaded index, their positions in it, their
     unit vectors, their k-th distances to the rest of the catalog)."""
-    from galclip.data.splits import split_indices
+    from galclip.data.splits import rows_in
 
     loaded = catalog.index(modality)
     ids = catalog.meta["object_id"][loaded.rows]
     stored = catalog.meta["split"][loaded.rows] if "split" in catalog.meta else None
-    pos = np.sort(np.concatenate([split_indices(ids, s, stored=stored) for s in HELDOUT_SPLITS]))
+    pos = rows_in(ids, HELDOUT_SPLITS, stored=stored)
     if len(pos) == 0:
         raise ValueError(f"catalog {catalog.path} has no {' or '.join(HELDOUT_SPLITS)} rows with a "
                          f"{modality} embedding to calibrate the OOD score on")

@@ -95,7 +95,7 @@ class SimConfig:
         from galclip.data.splits import REFERENCE, assign_splits
 
         idx = np.asarray(rows)
-        labels = assign_splits(np.array([object_id(self.seed, i) for i in idx], np.int64))
+        labels = assign_splits(object_id(self.seed, idx))
         return np.where(idx < self.n, labels, REFERENCE).astype(str)
 
     def programme_list(self):
@@ -105,9 +105,10 @@ class SimConfig:
         return [PROGRAMMES[p] for p in parse_programmes(self.programmes)]
 
 
-def object_id(seed: int, index: int) -> np.int64:
-    """The id of row ``index`` of the survey simulated with ``seed``: unique across seeds."""
-    return np.int64(seed * ID_STRIDE + index)
+def object_id(seed: int, index):
+    """The id of row ``index`` (an int, or an array of them) of the survey simulated with
+    ``seed``: unique across seeds."""
+    return np.int64(seed * ID_STRIDE) + np.asarray(index, dtype=np.int64)
 
 
 #: Bands with a (z, age) table bound. In W1 the brightest population per unit mass is not the
